@@ -1,0 +1,8 @@
+"""Neural data: containers, the bundled real sets, loaders and a voxel simulator."""
+
+from neuroreg.brain.bundled import (NeuralStimulusSet, bundled_data_dir, bundled_sets,
+                                    load_algonauts2019_78, load_kriegeskorte92)
+from neuroreg.brain.data import BrainData, RDMSet, conwell_split, images_to_tensor
+
+__all__ = ["BrainData", "RDMSet", "NeuralStimulusSet", "conwell_split", "images_to_tensor",
+           "load_kriegeskorte92", "load_algonauts2019_78", "bundled_sets", "bundled_data_dir"]

@@ -1,0 +1,392 @@
+"""Read activations of named layers out of any model: batched, hook-based, optionally streamed to HDF5.
+
+>>> feats = extract(model, images, ["layer3", "layer4"], batch_size=64)
+>>> feats["layer4"].shape        # (n_stimuli, C, H, W)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from neuroreg._checks import check_finite
+from neuroreg._io import atomic_path
+from neuroreg.brain.data import images_to_tensor
+from neuroreg.errors import ShapeError, UnknownNameError
+from neuroreg.projection import SparseRandomProjection
+
+__all__ = ["extract", "Features", "resolve_layers", "IMAGE_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+_AREA_NAMES = ("V1", "V2", "V4", "IT")
+_POOLS = ("avg", "max", "srp")
+
+
+class Features(Mapping):
+    """Mapping layer name -> tensor ``(n_stimuli, ...)`` with the stimulus ids.
+
+    In memory, values are CPU tensors. When written with ``out=path`` the data
+    live in an HDF5 file (one dataset per layer, first axis = stimuli):
+    ``feats[layer]`` then reads the whole layer, while :meth:`iter_batches`
+    streams it in bounded memory.
+    """
+
+    def __init__(self, data: Mapping[str, Tensor] | None = None, *, stimulus_ids: Sequence[Any] | None = None,
+                 path: str | Path | None = None, layers: Sequence[str] | None = None,
+                 module_names: Mapping[str, str] | None = None) -> None:
+        self._data = dict(data or {})
+        self.path = Path(path) if path is not None else None
+        self._layers = list(layers) if layers is not None else list(self._data)
+        self.stimulus_ids = None if stimulus_ids is None else np.asarray(stimulus_ids)
+        self.module_names = dict(module_names or {})
+
+    def __getitem__(self, layer: str) -> Tensor:
+        if layer not in self._layers:
+            raise KeyError(f"no features for layer {layer!r}; have {self._layers}")
+        if self.path is None:
+            return self._data[layer]
+        with h5py.File(self.path, "r") as f:
+            return torch.from_numpy(f["features"][layer][...])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._layers)
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def shape(self, layer: str) -> tuple[int, ...]:
+        """Shape of a layer without loading it."""
+        if self.path is None:
+            return tuple(self[layer].shape)
+        with h5py.File(self.path, "r") as f:
+            return tuple(f["features"][layer].shape)
+
+    @property
+    def n_stimuli(self) -> int:
+        return self.shape(self._layers[0])[0] if self._layers else 0
+
+    def iter_batches(self, layer: str, batch_size: int = 256) -> Iterator[Tensor]:
+        """Yield ``(b, ...)`` consecutive stimulus batches of one layer."""
+        if self.path is None:
+            x = self._data[layer]
+            for i in range(0, x.shape[0], batch_size):
+                yield x[i:i + batch_size]
+            return
+        with h5py.File(self.path, "r") as f:
+            ds = f["features"][layer]
+            for i in range(0, ds.shape[0], batch_size):
+                yield torch.from_numpy(ds[i:i + batch_size])
+
+    def flat(self, layer: str) -> Tensor:
+        """Layer as ``(n_stimuli, n_features)``."""
+        return self[layer].flatten(1)
+
+    def __repr__(self) -> str:
+        where = f", path={str(self.path)!r}" if self.path is not None else ""
+        shapes = ", ".join(f"{k}: {self.shape(k)}" for k in self._layers)
+        return f"Features({shapes}{where})"
+
+
+# ----------------------------------------------------------------------------- stimuli
+class _TensorImages(Dataset):
+    def __init__(self, x: Tensor) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.x[i]
+
+
+class _PathImages(Dataset):
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Tensor:
+        from PIL import Image
+        with Image.open(self.paths[i]) as img:
+            arr = np.asarray(img.convert("RGB"))
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def _as_dataset(stimuli) -> tuple[Dataset, np.ndarray | None]:
+    """Turn any supported stimulus container into a Dataset of ``(3, H, W)`` float tensors."""
+    if isinstance(stimuli, Dataset):
+        return stimuli, None
+    if isinstance(stimuli, (str, os.PathLike)):
+        folder = Path(stimuli)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"stimuli folder does not exist: {folder}")
+        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not paths:
+            raise ValueError(f"stimuli folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        return _PathImages(paths), np.array([str(p.relative_to(folder)) for p in paths])
+    if isinstance(stimuli, (list, tuple)) and stimuli and isinstance(stimuli[0], (str, os.PathLike)):
+        paths = [Path(p) for p in stimuli]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} stimulus files do not exist (first: {missing[0]})")
+        return _PathImages(paths), np.array([str(p) for p in stimuli])
+    if isinstance(stimuli, np.ndarray) or isinstance(stimuli, Tensor):
+        x = stimuli if isinstance(stimuli, Tensor) else torch.from_numpy(np.ascontiguousarray(stimuli))
+        if x.ndim != 4:
+            raise ShapeError(f"stimuli must be 4-D images (n, 3, H, W) float or (n, H, W, 3) uint8; "
+                             f"got shape {tuple(x.shape)}")
+        x = images_to_tensor(x) if x.dtype == torch.uint8 else x
+        if not torch.is_floating_point(x):
+            raise TypeError(f"stimuli tensors must be float (or uint8 images); got dtype {x.dtype}")
+        check_finite("stimuli", x)
+        return _TensorImages(x), None
+    raise TypeError(f"stimuli must be a tensor, a uint8 array, a list of image paths, a folder or a "
+                    f"torch Dataset; got {type(stimuli).__name__}")
+
+
+def _image_of(item) -> Tensor:
+    """Datasets may return ``image`` or ``(image, label, ...)``."""
+    if isinstance(item, (tuple, list)):
+        item = item[0]
+    if not isinstance(item, Tensor):
+        raise TypeError(f"dataset items must be image tensors or (image, ...) tuples; got {type(item).__name__}")
+    return item
+
+
+# ----------------------------------------------------------------------------- layers
+def resolve_layers(model: nn.Module, layers: str | Sequence[str] | Mapping[str, str]) -> dict[str, str]:
+    """Map output names to module names; area aliases V1/V2/V4/IT use the model's area map.
+
+    ``layers`` is a module name, a list of them (aliases allowed), or a dict
+    output name -> module name. Unknown names raise with the available names.
+    """
+    if isinstance(layers, str):
+        layers = [layers]
+    pairs = dict(layers) if isinstance(layers, Mapping) else {name: name for name in layers}
+    if not pairs:
+        raise ValueError("layers must name at least one module")
+    modules = dict(model.named_modules())
+    area_map: dict[str, str] | None = None
+    resolved = {}
+    for out_name, module_name in pairs.items():
+        if module_name not in modules and module_name in _AREA_NAMES:
+            if area_map is None:
+                from neuroreg.models.zoo import area_layers
+                area_map = area_layers(model)
+            module_name = area_map[module_name]
+        if module_name not in modules or module_name == "":
+            close = [n for n in modules if n and module_name.split(".")[-1] in n][:8]
+            hint = f"; similar: {close}" if close else f"; top-level modules: {[n for n in modules if n and '.' not in n][:20]}"
+            raise UnknownNameError(f"layer {module_name!r} is not a module of {type(model).__name__}{hint}")
+        resolved[out_name] = module_name
+    return resolved
+
+
+def _first_tensor(output) -> Tensor:
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    if isinstance(output, dict):
+        for v in output.values():
+            if isinstance(v, Tensor):
+                return v
+    raise TypeError(f"cannot read a tensor from a module output of type {type(output).__name__}")
+
+
+def _select_time(calls: list[Tensor], time_step, layer: str) -> Tensor:
+    if not calls:
+        raise RuntimeError(f"layer {layer!r} was not called during the forward pass")
+    if time_step == "last":
+        return calls[-1]
+    if time_step == "all":
+        shapes = {tuple(c.shape) for c in calls}
+        if len(shapes) > 1:
+            raise ShapeError(f"layer {layer!r} returns different shapes across calls {sorted(shapes)}; "
+                             "use time_step='last' or an index")
+        return torch.stack(calls, dim=1)
+    if isinstance(time_step, int):
+        if not -len(calls) <= time_step < len(calls):
+            raise IndexError(f"time_step={time_step} but layer {layer!r} was called {len(calls)} times per forward")
+        return calls[time_step]
+    raise ValueError(f"time_step must be 'last', 'all' or an int; got {time_step!r}")
+
+
+def _pool(x: Tensor, pool: str | None, srp: SparseRandomProjection | None) -> Tensor:
+    if pool is None:
+        return x
+    if pool == "srp":
+        lead = x.shape[:2] if x.ndim >= 3 and srp is not None and getattr(srp, "_time_axis", False) else x.shape[:1]
+        return srp(x.reshape(int(np.prod(lead)), -1)).reshape(*lead, -1)
+    if x.ndim < 3:
+        return x  # already a vector per stimulus
+    dims = tuple(range(2, x.ndim)) if x.ndim == 4 else tuple(range(x.ndim - 2, x.ndim))
+    return x.mean(dim=dims) if pool == "avg" else x.amax(dim=dims)
+
+
+# ----------------------------------------------------------------------------- extract
+@torch.no_grad()
+def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str, str], batch_size: int = 64,
+            device: str | torch.device | None = None, transform: Callable[[Tensor], Tensor] | None = None,
+            time_step: str | int = "last", pool: str | None = None, out: str | Path | None = None, *,
+            srp_dim: int = 5920, seed: int = 0, stimulus_ids: Sequence[Any] | None = None,
+            num_workers: int = 0, progress: bool | None = None) -> Features:
+    """Activations of ``layers`` for every stimulus, in stimulus order.
+
+    Parameters
+    ----------
+    model: any ``nn.Module``; its train/eval state and device are restored afterwards.
+    stimuli: float tensor ``(n, 3, H, W)``, uint8 array ``(n, H, W, 3)``, list of
+        image paths, a folder (images found recursively, sorted) or a torch
+        Dataset returning an image tensor or ``(image, ...)``.
+    layers: module names (``"layer4.1.conv2"``), area aliases (``"V1"``..``"IT"``)
+        or a dict output name -> module name.
+    transform: applied to each ``(3, H, W)`` image before batching (e.g. resize
+        and normalise); required when images differ in size.
+    time_step: for modules called several times per forward (recurrent CORnet
+        areas): ``"last"``, ``"all"`` (stacked on axis 1) or an index.
+    pool: ``None`` (full maps), ``"avg"``/``"max"`` (spatial pooling -> ``(n, C)``),
+        or ``"srp"`` (seeded sparse random projection to ``srp_dim`` dims).
+    out: HDF5 path; features are streamed there batch by batch (written atomically)
+        and the returned :class:`Features` reads from it lazily.
+    progress: show a progress bar (default: only on a terminal).
+
+    Returns a :class:`Features` mapping output name -> ``(n, ...)`` float32 CPU tensor.
+    Hooks are removed even if the forward pass raises.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if pool is not None and pool not in _POOLS:
+        raise ValueError(f"pool must be None or one of {_POOLS}; got {pool!r}")
+    if not (time_step in ("last", "all") or isinstance(time_step, int)):
+        raise ValueError(f"time_step must be 'last', 'all' or an int; got {time_step!r}")
+    names = resolve_layers(model, layers)
+    dataset, default_ids = _as_dataset(stimuli)
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("stimuli is empty")
+    ids = np.asarray(stimulus_ids) if stimulus_ids is not None else (default_ids if default_ids is not None else np.arange(n))
+    if len(ids) != n:
+        raise ValueError(f"stimulus_ids has {len(ids)} entries but there are {n} stimuli")
+
+    params = list(model.parameters()) + list(model.buffers())
+    orig_device = params[0].device if params else torch.device("cpu")
+    run_device = torch.device(device) if device is not None else orig_device
+    modes = {name: m.training for name, m in model.named_modules()}
+    modules = dict(model.named_modules())
+    calls: dict[str, list[Tensor]] = {k: [] for k in names}
+    handles = []
+
+    def make_hook(key: str):
+        def hook(_module, _inputs, output):
+            calls[key].append(_first_tensor(output).detach())
+        return hook
+
+    srp = SparseRandomProjection(srp_dim, seed=seed) if pool == "srp" else None
+    loader = torch.utils.data.DataLoader(
+        _Transformed(dataset, transform), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    store: dict[str, Any] = {}
+    h5 = None
+    try:
+        with _maybe_h5(out) as h5:
+            model.eval()
+            if run_device != orig_device:
+                model.to(run_device)
+            for key, module_name in names.items():
+                handles.append(modules[module_name].register_forward_hook(make_hook(key)))
+            start = 0
+            show = None if progress is None else not progress
+            for batch in tqdm(loader, desc="extract", unit="batch", disable=show if show is not None else None,
+                              leave=False):
+                batch = batch.to(run_device, non_blocking=True)
+                for v in calls.values():
+                    v.clear()
+                model(batch)
+                b = batch.shape[0]
+                for key in names:
+                    act = _pool(_select_time(calls[key], time_step, key), pool, srp).float().cpu()
+                    if key not in store:
+                        store[key] = _allocate(h5, key, (n, *act.shape[1:]))
+                    _write(store[key], start, act)
+                start += b
+            if h5 is not None:
+                h5.attrs["layers"] = list(names)
+                h5.create_dataset("stimulus_ids", data=np.asarray(ids).astype(str).astype("S"))
+                for key, mod in names.items():
+                    h5["features"][key].attrs["module"] = mod
+    finally:
+        for h in handles:
+            h.remove()
+        if run_device != orig_device:
+            model.to(orig_device)
+        for name, m in model.named_modules():
+            m.training = modes.get(name, m.training)
+    if out is not None:
+        return Features(stimulus_ids=ids, path=out, layers=list(names), module_names=names)
+    return Features(store, stimulus_ids=ids, module_names=names)
+
+
+class _Transformed(Dataset):
+    def __init__(self, base: Dataset, transform) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> Tensor:
+        x = _image_of(self.base[i])
+        return self.transform(x) if self.transform is not None else x
+
+
+class _maybe_h5:
+    """Context: an HDF5 file in a temp path renamed onto ``out`` on success, or None."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self._ctx = None
+        self.file = None
+
+    def __enter__(self):
+        if self.out is None:
+            return None
+        self._ctx = atomic_path(self.out)
+        tmp = self._ctx.__enter__()
+        self.file = h5py.File(tmp, "w")
+        self.file.create_group("features")
+        return self.file
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.file is not None:
+            self.file.close()
+        if self._ctx is not None:
+            return self._ctx.__exit__(exc_type, exc, tb)
+        return False
+
+
+def _allocate(h5, key: str, shape: tuple[int, ...]):
+    if h5 is None:
+        return torch.empty(shape, dtype=torch.float32)
+    per_item = int(np.prod(shape[1:])) or 1
+    rows = max(1, min(shape[0], (1 << 20) // per_item))  # ~4 MB chunks
+    return h5["features"].create_dataset(key, shape=shape, dtype="f4", chunks=(rows, *shape[1:]))
+
+
+def _write(target, start: int, act: Tensor) -> None:
+    if isinstance(target, Tensor):
+        if tuple(target.shape[1:]) != tuple(act.shape[1:]):
+            raise ShapeError(f"activation shape changed between batches: {tuple(target.shape[1:])} vs "
+                             f"{tuple(act.shape[1:])}; resize stimuli to one size (transform=...)")
+        target[start:start + act.shape[0]] = act
+    else:
+        target[start:start + act.shape[0]] = act.numpy()

@@ -20,13 +20,15 @@ def plain_forward(model, images, batch_size):
             model(images[i:i + batch_size])
 
 
-def best_of(fn, repeats):
-    times = []
+def interleaved_best(fns: dict, repeats: int) -> dict:
+    """Minimum time of each function, the functions run in turn in every round (fair under load)."""
+    best = {k: float("inf") for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
 
 
 def main() -> None:
@@ -34,7 +36,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
@@ -54,9 +56,9 @@ def main() -> None:
         sync()
 
     run_plain()  # warm-up
-    t_plain = best_of(run_plain, args.repeats)
-    t_pooled = best_of(lambda: run_extract("avg"), args.repeats)
-    t_full = best_of(lambda: run_extract(None), args.repeats)
+    best = interleaved_best({"plain": run_plain, "avg": lambda: run_extract("avg"),
+                             "full": lambda: run_extract(None)}, args.repeats)
+    t_plain, t_pooled, t_full = best["plain"], best["avg"], best["full"]
     print(f"resnet18, {args.n} images {args.size}px, batch {args.batch_size}, device {args.device}")
     print(f"plain forward            : {t_plain:.3f} s")
     print(f"extract 5 layers (avg)   : {t_pooled:.3f} s   ratio {t_pooled / t_plain:.3f}x")

@@ -1,0 +1,136 @@
+"""Reports: score tables as CSV/JSON/Markdown/HTML and matplotlib figures, all written atomically."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from neuroreg._io import atomic_path, atomic_write_text  # noqa: E402
+from neuroreg.scoring.results import ScoreTable  # noqa: E402
+
+__all__ = ["save_figure", "markdown_table", "write_table", "plot_layer_profile", "Report"]
+
+
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Save ``fig`` as PNG atomically and close it."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
+    """A GitHub-flavoured Markdown table of ``df`` (empty columns dropped)."""
+    if columns is None:
+        columns = [c for c in df.columns if df[c].notna().any()]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in df[list(columns)].iterrows():
+        lines.append("| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |")
+    return "\n".join(lines)
+
+
+def write_table(table: ScoreTable, folder: str | Path, stem: str) -> dict[str, Path]:
+    """Write ``stem.csv``, ``stem.json`` and ``stem.md`` into ``folder``."""
+    folder = Path(folder)
+    paths = {"csv": table.to_csv(folder / f"{stem}.csv")}
+    table.to_json(folder / f"{stem}.json")
+    paths["json"] = folder / f"{stem}.json"
+    paths["md"] = atomic_write_text(folder / f"{stem}.md", markdown_table(table.to_pandas()) + "\n")
+    return paths
+
+
+def plot_layer_profile(table: ScoreTable, *, metric: str | None = None, split: str | None = "test",
+                       title: str = "", ceilings: dict[str, float] | None = None) -> plt.Figure:
+    """Score per layer (x, in table order) for each (model, region), one line each.
+
+    ``ceilings`` maps region -> noise ceiling, drawn as a dashed line.
+    """
+    df = table.to_pandas()
+    if metric is not None:
+        df = df[df["metric"] == metric]
+    if split is not None and (df["split"] == split).any():
+        df = df[df["split"] == split]
+    if df.empty:
+        raise ValueError(f"no rows to plot for metric={metric!r}, split={split!r}")
+    layers = list(dict.fromkeys(df["layer"].astype(str)))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(layers) + 2), 3.6))
+    for (model, region), grp in df.groupby(["model", "region"], dropna=False, sort=False):
+        grp = grp.groupby(grp["layer"].astype(str), sort=False)["score"].mean().reindex(layers)
+        ax.plot(range(len(layers)), grp.values, marker="o", label=f"{model} / {region}")
+    for region, value in (ceilings or {}).items():
+        ax.axhline(value, ls="--", lw=1, color="gray")
+        ax.text(len(layers) - 1, value, f" ceiling {region}", va="bottom", ha="right", fontsize=7, color="gray")
+    ax.set_xticks(range(len(layers)))
+    ax.set_xticklabels(layers, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(metric or "score")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, frameon=False)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _img_tag(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}" style="max-width:100%">'
+
+
+@dataclass
+class Report:
+    """Collects sections (text, tables, figures) and writes Markdown + a self-contained HTML file."""
+
+    title: str
+    folder: Path
+    sections: list[tuple[str, str, list, list]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder)
+
+    def add(self, heading: str, text: str = "", tables: Iterable[tuple[str, ScoreTable | pd.DataFrame]] = (),
+            figures: Iterable[Path] = ()) -> None:
+        self.sections.append((heading, text, list(tables), [Path(f) for f in figures]))
+
+    def write(self) -> dict[str, Path]:
+        md = [f"# {self.title}", ""]
+        body = [f"<h1>{html.escape(self.title)}</h1>"]
+        for heading, text, tables, figures in self.sections:
+            md += [f"## {heading}", ""]
+            body.append(f"<h2>{html.escape(heading)}</h2>")
+            if text:
+                md += [text, ""]
+                body.append(f"<p>{html.escape(text)}</p>")
+            for name, tab in tables:
+                df = tab.to_pandas() if isinstance(tab, ScoreTable) else tab
+                md += [f"**{name}**", "", markdown_table(df), ""]
+                cols = [c for c in df.columns if df[c].notna().any()]
+                body.append(f"<h3>{html.escape(name)}</h3>" + df[cols].to_html(index=False, float_format="%.4g",
+                                                                                 na_rep=""))
+            for fig in figures:
+                rel = fig.relative_to(self.folder) if fig.is_relative_to(self.folder) else fig
+                md += [f"![{fig.stem}]({rel})", ""]
+                body.append(_img_tag(fig))
+        style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
+                 "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}")
+        page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+                f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+        return {"md": atomic_write_text(self.folder / "report.md", "\n".join(md)),
+                "html": atomic_write_text(self.folder / "report.html", page)}

@@ -54,8 +54,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("run the main job end to end on the bundled data, offline", "neuroreg.demo"),
     "train": ("train a model with brain regularizers (LightningCLI; --config configs/*.yaml)", "neuroreg.training.cli"),
     "finetune": ("fine-tune on a new domain and measure forgetting", "neuroreg.training.finetune_cli"),
-    "evaluate": ("scorecard: accuracy, robustness and brain scores", "neuroreg.evaluate_cli"),
-    "score": ("brain scores (cRSA, veRSA, CKA) of a model on a neural data set", "neuroreg.scoring.cli"),
+    "evaluate": ("scorecard: accuracy, robustness and brain scores", "neuroreg.commands.evaluate"),
+    "score": ("brain scores (cRSA, veRSA, CKA) of a model on a neural data set", "neuroreg.commands.score"),
     "bench": ("run a benchmark from experiments/ and print ratios", "neuroreg.bench"),
 }
 

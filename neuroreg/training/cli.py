@@ -1,0 +1,65 @@
+"""``neuroreg train``: LightningCLI over :class:`BrainRegularizedModule` and the data modules.
+
+    neuroreg train --config configs/train_tiny_cornet_z.yaml
+    neuroreg train --config configs/train_tiny_cornet_z.yaml --trainer.max_steps 10 --trainer.default_root_dir runs/a
+    neuroreg train --config ... --ckpt_path last          # resume from <root>/checkpoints/last.ckpt
+
+Every option of the model, the data module, the trainer and the checkpoint
+callback can be set in the YAML file or overridden on the command line
+(``--print_config`` shows the full resolved configuration). Checkpoints go to
+``<trainer.default_root_dir>/checkpoints`` unless ``--checkpoint.dirpath`` says
+otherwise: the best one by ``val/acc1`` and ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Optional, Sequence
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from neuroreg.training.data import AlignedDataModule
+from neuroreg.training.module import BrainRegularizedModule
+
+__all__ = ["NeuroregCLI", "cli_main", "add_arguments", "run"]
+
+
+class NeuroregCLI(LightningCLI):
+    """LightningCLI with a checkpoint callback under the run's root and ``--ckpt_path``."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--ckpt_path", type=Optional[str], default=None,
+                            help="checkpoint to resume from: a path, or 'last' for <dirpath>/last.ckpt")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/acc1", "checkpoint.mode": "max",
+                             "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
+                             "checkpoint.filename": "best-step{step}", "checkpoint.auto_insert_metric_name": False})
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config
+        if cfg.get("checkpoint") is not None and cfg.checkpoint.dirpath is None:
+            root = cfg.trainer.default_root_dir or os.getcwd()
+            cfg.checkpoint.dirpath = os.path.join(str(root), "checkpoints")
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (everything after ``neuroreg train``), build the parts, and fit."""
+    cli = NeuroregCLI(BrainRegularizedModule, AlignedDataModule, subclass_mode_data=True, run=False,
+                      args=list(argv) if argv is not None else None, seed_everything_default=0,
+                      save_config_kwargs={"overwrite": True},
+                      parser_kwargs={"prog": "neuroreg train", "default_env": False})
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Subcommand protocol of ``neuroreg``: the arguments are parsed by LightningCLI in :func:`run`."""
+    parser.add_argument("lightning_args", nargs=argparse.REMAINDER,
+                        help="LightningCLI arguments, e.g. --config configs/train_tiny_cornet_z.yaml")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Subcommand protocol of ``neuroreg``: hand the remaining arguments to :func:`cli_main`."""
+    return cli_main(list(getattr(args, "lightning_args", []) or []))

@@ -1,0 +1,511 @@
+"""Lightning DataModules: task images plus the neural stimuli of an alignment target.
+
+Every module yields training batches as dicts::
+
+    {"image": (B, 3, S, S) float, "label": (B,) long,
+     "neural_image": (b, 3, S, S) float, "neural_index": (b,) long}   # neural keys only with a neural set
+
+``neural_index`` is the position of each stimulus in :attr:`~AlignedDataModule.neural_ids`.
+Validation has two loaders: task images, and the held-out neural stimuli
+(``{"neural_image", "neural_index"}``) on which the held-out CKA is measured.
+
+Images are floats in [0, 1]; neuroreg's models normalise inside. Set
+``normalize=True`` for models that expect mean/std-normalised input (plain
+timm models): mean and std then come from the model's ``pretrained_cfg``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from neuroreg.brain.bundled import NeuralStimulusSet
+from neuroreg.brain.data import BrainData, images_to_tensor
+from neuroreg.errors import DataFormatError, ShapeError, UnknownNameError
+from neuroreg.training.sampling import JointSampler, ResumableLoader
+
+__all__ = ["AlignedDataModule", "GratingsDataModule", "ImageFolderDataModule", "ImageNetDataModule",
+           "GratingsDataset", "NeuralStimuli", "load_neural_stimuli"]
+
+_BUNDLED_SETS = ("kriegeskorte92", "algonauts2019_78")
+
+
+# ----------------------------------------------------------------------------- task data
+class GratingsDataset(Dataset):
+    """Procedural oriented gratings: class ``c`` of ``n_classes`` is orientation ``c * 180 / n_classes`` deg.
+
+    Each image has a random spatial frequency (2-6 cycles per image), phase,
+    contrast, colour tint, orientation jitter (a quarter of the class spacing)
+    and pixel noise, drawn from ``(seed, index)``: item ``i`` is the same image
+    on every call. Returns ``(image (3, S, S) in [0, 1], label)``.
+    """
+
+    def __init__(self, n: int, n_classes: int = 4, image_size: int = 32, seed: int = 0) -> None:
+        if n < 1 or n_classes < 2 or image_size < 8:
+            raise ValueError(f"need n >= 1, n_classes >= 2, image_size >= 8; got {n}, {n_classes}, {image_size}")
+        self.n, self.n_classes, self.image_size, self.seed = n, n_classes, image_size, seed
+        ax = torch.linspace(-0.5, 0.5, image_size)
+        self._yy, self._xx = torch.meshgrid(ax, ax, indexing="ij")
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        if not 0 <= i < self.n:
+            raise IndexError(f"index {i} out of range for {self.n} gratings")
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        label = i % self.n_classes
+        u = torch.rand(8, generator=g)
+        spacing = torch.pi / self.n_classes
+        theta = label * spacing + (u[0] - 0.5) * spacing / 2
+        sf = 2.0 + 4.0 * u[1]
+        phase = 2 * torch.pi * u[2]
+        contrast = 0.3 + 0.7 * u[3]
+        # x right, y down: cos(2 pi f (x cos theta + y sin theta)) has orientation theta.
+        wave = torch.cos(2 * torch.pi * sf * (self._xx * torch.cos(theta) + self._yy * torch.sin(theta)) + phase)
+        tint = 0.6 + 0.4 * u[4:7]
+        img = 0.5 + 0.5 * contrast * wave[None] * tint[:, None, None]
+        img = img + 0.05 * torch.randn(3, self.image_size, self.image_size, generator=g)
+        return img.clamp(0, 1), label
+
+
+class _Transformed(Dataset):
+    """Items of ``base`` at ``indices`` with ``transform`` applied to the image (PIL or tensor)."""
+
+    def __init__(self, base: Dataset, indices: Sequence[int] | None, transform: Callable | None) -> None:
+        self.base = base
+        self.indices = list(range(len(base))) if indices is None else list(indices)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        image, label = self.base[self.indices[i]]
+        return (self.transform(image) if self.transform is not None else image), int(label)
+
+
+class _JointDataset(Dataset):
+    """Task items keyed by ``(task_index, neural_index, augmentation_seed)`` from a JointSampler."""
+
+    def __init__(self, task: Dataset, neural_images: Tensor | None) -> None:
+        self.task, self.neural_images = task, neural_images
+
+    def __len__(self) -> int:
+        return len(self.task)
+
+    def __getitem__(self, key: tuple[int, int, int]):
+        t, n, seed = key
+        # Augmentations draw from torch's global RNG: seed it per item, and leave it as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            image, label = self.task[t]
+        neural = self.neural_images[n] if n >= 0 else None
+        return image, label, neural, n
+
+
+def _collate_joint(items) -> dict[str, Tensor]:
+    batch = {"image": torch.stack([it[0] for it in items]),
+             "label": torch.tensor([it[1] for it in items], dtype=torch.long)}
+    neural = [(it[2], it[3]) for it in items if it[3] >= 0]
+    if neural:
+        batch["neural_image"] = torch.stack([n[0] for n in neural])
+        batch["neural_index"] = torch.tensor([n[1] for n in neural], dtype=torch.long)
+    return batch
+
+
+def _collate_task(items) -> dict[str, Tensor]:
+    return {"image": torch.stack([it[0] for it in items]),
+            "label": torch.tensor([it[1] for it in items], dtype=torch.long)}
+
+
+class _NeuralItems(Dataset):
+    def __init__(self, images: Tensor, positions: Tensor) -> None:
+        self.images, self.positions = images, positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        p = int(self.positions[i])
+        return {"neural_image": self.images[p], "neural_index": torch.tensor(p)}
+
+
+# ----------------------------------------------------------------------------- neural stimuli
+@dataclass(frozen=True)
+class NeuralStimuli:
+    """Images of the stimuli with neural data: ``images (n, 3, H, W)`` in [0, 1] and ``stimulus_ids (n,)``."""
+
+    images: Tensor
+    stimulus_ids: np.ndarray
+    name: str = ""
+
+    def __len__(self) -> int:
+        return len(self.stimulus_ids)
+
+
+def load_neural_stimuli(source: str | BrainData | NeuralStimulusSet | NeuralStimuli) -> NeuralStimuli:
+    """Images and ids of a neural stimulus set.
+
+    ``source``: ``"kriegeskorte92"``, ``"algonauts2019_78"`` (bundled; an
+    ``"<set>:<rdm>"`` target string also works), a ``.npz`` file holding
+    ``images`` (uint8 ``n x H x W x 3`` or float ``n x 3 x H x W``) and
+    ``stimulus_ids``, a :class:`BrainData` with ``stimuli``, or a
+    :class:`~neuroreg.brain.NeuralStimulusSet`.
+    """
+    if isinstance(source, NeuralStimuli):
+        return source
+    if isinstance(source, NeuralStimulusSet):
+        return NeuralStimuli(source.images_tensor(), np.asarray(source.stimulus_ids), source.name)
+    if isinstance(source, BrainData):
+        if source.stimuli is None:
+            raise ValueError(f"BrainData {source.name!r} has no stimulus images (stimuli=None); "
+                             "pass stimuli=images when building it")
+        return NeuralStimuli(source.images(), np.asarray(source.stimulus_ids), source.name)
+    if not isinstance(source, str):
+        raise TypeError(f"neural must be a set name, .npz path, BrainData or NeuralStimulusSet; "
+                        f"got {type(source).__name__}")
+    if source.endswith(".npz"):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"neural stimulus file {source!r} does not exist")
+        with np.load(path, allow_pickle=False) as npz:
+            if "images" not in npz:
+                raise DataFormatError(f"{path} has no 'images' array (keys: {sorted(npz.keys())})")
+            images = images_to_tensor(np.asarray(npz["images"]))
+            ids = np.asarray(npz["stimulus_ids"]) if "stimulus_ids" in npz else np.arange(len(images))
+        if len(ids) != len(images):
+            raise ShapeError(f"{path}: {len(images)} images but {len(ids)} stimulus_ids")
+        return NeuralStimuli(images, ids, path.stem)
+    name = source.partition(":")[0]
+    if name not in _BUNDLED_SETS:
+        raise UnknownNameError(f"neural stimulus set {source!r} is not bundled ({_BUNDLED_SETS}) "
+                               "and not a .npz file")
+    from neuroreg.brain import load_algonauts2019_78, load_kriegeskorte92
+    data = load_kriegeskorte92() if name == "kriegeskorte92" else load_algonauts2019_78()
+    return NeuralStimuli(data.images_tensor(), np.asarray(data.stimulus_ids), data.name)
+
+
+def _resize(images: Tensor, size: int) -> Tensor:
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True).clamp_(0, 1)
+
+
+# ----------------------------------------------------------------------------- data modules
+def _default_workers() -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cpus - 1))
+
+
+class AlignedDataModule(L.LightningDataModule):
+    """Shared part of the data modules: batching, neural stimuli, held-out split, loaders.
+
+    Parameters
+    ----------
+    train_dataset, val_dataset, classes: any datasets returning ``(image (3, S, S)
+        float tensor, label)`` and the class names (subclasses build these).
+    neural: neural stimulus set (see :func:`load_neural_stimuli`) or None.
+    neural_batch_size: neural stimuli per training batch (drawn without replacement).
+    neural_holdout: fraction of the neural stimuli held out (seeded) to measure
+        held-out alignment; they never enter a training batch.
+    batch_size: task images per batch (per device under DDP).
+    image_size: side length in pixels; None takes the model's ``pretrained_cfg``
+        input size (``model_name``) or 224.
+    num_workers: DataLoader workers; None picks ``min(8, cpus - 1)`` for image
+        folders and 0 for generated data.
+    normalize: apply the model's ``pretrained_cfg`` mean/std (for models that do
+        not normalise inside).
+    model_name: timm/neuroreg model name whose ``pretrained_cfg`` gives input size,
+        crop fraction, interpolation, mean and std.
+    seed: drives the batch order, neural draws, augmentations and splits.
+    """
+
+    def __init__(self, train_dataset: Dataset | None = None, val_dataset: Dataset | None = None,
+                 classes: Sequence[str] | None = None, neural: Any = None, neural_batch_size: int = 32,
+                 neural_holdout: float = 0.25, batch_size: int = 64, image_size: int | None = None,
+                 num_workers: int | None = None, normalize: bool = False, model_name: str | None = None,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.train_dataset, self.val_dataset = train_dataset, val_dataset
+        self.given_classes = None if classes is None else [str(c) for c in classes]
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if neural_batch_size < 0:
+            raise ValueError(f"neural_batch_size must be >= 0; got {neural_batch_size}")
+        if not 0.0 <= neural_holdout < 1.0:
+            raise ValueError(f"neural_holdout must be in [0, 1); got {neural_holdout}")
+        if num_workers is not None and num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 or None; got {num_workers}")
+        self.neural = neural
+        self.neural_batch_size = neural_batch_size
+        self.neural_holdout = neural_holdout
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.model_name = model_name
+        self.seed = seed
+        self._cfg = self._pretrained_cfg(model_name)
+        self.image_size = int(image_size or (self._cfg.get("input_size") or (3, 224, 224))[-1])
+        self.num_workers = num_workers
+        self._neural: NeuralStimuli | None = None
+        self._neural_images: Tensor | None = None
+        self.neural_train_positions = torch.empty(0, dtype=torch.long)
+        self.neural_heldout_positions = torch.empty(0, dtype=torch.long)
+        self._train: Dataset | None = None
+        self._val: Dataset | None = None
+        self.classes: list[str] = []
+
+    # -- hooks for subclasses
+    def _build_task(self) -> tuple[Dataset, Dataset, list[str]]:
+        """(train dataset, val dataset, class names); datasets return ``(image tensor, label)``.
+
+        The base class serves the datasets it was given; subclasses build theirs.
+        """
+        if self.train_dataset is None or self.val_dataset is None or self.given_classes is None:
+            raise ValueError(f"{type(self).__name__} needs train_dataset, val_dataset and classes "
+                             "(or use GratingsDataModule / ImageFolderDataModule)")
+        return self.train_dataset, self.val_dataset, list(self.given_classes)
+
+    def _workers_default(self) -> int:
+        return _default_workers()
+
+    # -- configuration
+    @staticmethod
+    def _pretrained_cfg(model_name: str | None) -> dict:
+        if model_name is None:
+            return {}
+        import timm
+        import neuroreg.models  # noqa: F401  (registers neuroreg's models in timm)
+        if not timm.is_model(model_name):
+            raise UnknownNameError(f"model_name {model_name!r} is not a registered timm/neuroreg model")
+        cfg = timm.models.get_pretrained_cfg(model_name)
+        return cfg.to_dict() if cfg is not None else {}
+
+    @property
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        if not self.normalize:
+            return None
+        return (tuple(self._cfg.get("mean", (0.485, 0.456, 0.406))), tuple(self._cfg.get("std", (0.229, 0.224, 0.225))))
+
+    def _normalize_tensor(self, x: Tensor) -> Tensor:
+        ms = self.mean_std
+        if ms is None:
+            return x
+        mean = torch.tensor(ms[0]).view(-1, 1, 1)
+        std = torch.tensor(ms[1]).view(-1, 1, 1)
+        return (x - mean) / std
+
+    @property
+    def num_classes(self) -> int:
+        self._ensure_task()
+        return len(self.classes)
+
+    @property
+    def neural_ids(self) -> np.ndarray | None:
+        self._ensure_neural()
+        return None if self._neural is None else self._neural.stimulus_ids
+
+    @property
+    def effective_workers(self) -> int:
+        return self._workers_default() if self.num_workers is None else self.num_workers
+
+    # -- setup
+    def _ensure_task(self) -> None:
+        if self._train is None:
+            self._train, self._val, self.classes = self._build_task()
+            if len(self._train) < self.batch_size:
+                raise ValueError(f"the training set has {len(self._train)} images, fewer than batch_size="
+                                 f"{self.batch_size}")
+
+    def _ensure_neural(self) -> None:
+        if self._neural is not None or self.neural is None:
+            return
+        stim = load_neural_stimuli(self.neural)
+        n = len(stim)
+        self._neural = stim
+        self._neural_images = self._normalize_tensor(_resize(stim.images, self.image_size))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + 104_729)
+        perm = torch.randperm(n, generator=g)
+        n_hold = int(round(self.neural_holdout * n))
+        self.neural_heldout_positions = perm[:n_hold].sort().values
+        self.neural_train_positions = perm[n_hold:].sort().values
+        n_train = len(self.neural_train_positions)
+        if self.neural_batch_size > n_train:
+            raise ValueError(
+                f"neural_batch_size={self.neural_batch_size} but the neural set {stim.name!r} has only {n_train} "
+                f"training stimuli ({n} stimuli, {n_hold} held out with neural_holdout={self.neural_holdout}); "
+                f"lower neural_batch_size or neural_holdout")
+        if self.neural_batch_size > self.batch_size:
+            raise ValueError(f"neural_batch_size={self.neural_batch_size} must not exceed batch_size="
+                             f"{self.batch_size}")
+
+    def setup(self, stage: str | None = None) -> None:
+        self._ensure_task()
+        self._ensure_neural()
+
+    # -- loaders
+    def _progress(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0
+        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+    def _loader_kwargs(self) -> dict:
+        workers = self.effective_workers
+        return {"num_workers": workers, "persistent_workers": workers > 0,
+                "pin_memory": torch.cuda.is_available()}
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        with_neural = self._neural is not None and self.neural_batch_size > 0
+        sampler = JointSampler(len(self._train), self.batch_size,
+                               self.neural_train_positions if with_neural else None,
+                               self.neural_batch_size if with_neural else 0, seed=self.seed)
+        return ResumableLoader(_JointDataset(self._train, self._neural_images if with_neural else None),
+                               batch_size=self.batch_size, sampler=sampler, drop_last=True,
+                               collate_fn=_collate_joint, progress=self._progress,
+                               generator=torch.Generator().manual_seed(self.seed), **self._loader_kwargs())
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        self.setup("validate")
+        task = DataLoader(self._val, batch_size=self.batch_size, shuffle=False, collate_fn=_collate_task,
+                          **self._loader_kwargs())
+        if self._neural is None or len(self.neural_heldout_positions) == 0:
+            return task
+        neural = DataLoader(_NeuralItems(self._neural_images, self.neural_heldout_positions),
+                            batch_size=max(self.batch_size, 1), shuffle=False, num_workers=0)
+        return [task, neural]
+
+
+class GratingsDataModule(AlignedDataModule):
+    """Offline task data: oriented gratings, ``n_classes`` orientation classes (see :class:`GratingsDataset`).
+
+    Generated in memory in milliseconds; used by the tiny configuration, the
+    tests and the demo. Train and validation images come from different seeds.
+    """
+
+    def __init__(self, n_classes: int = 4, n_train: int = 256, n_val: int = 64, neural: Any = None,
+                 neural_batch_size: int = 32, neural_holdout: float = 0.25, batch_size: int = 64,
+                 image_size: int | None = 32, num_workers: int | None = None, normalize: bool = False,
+                 model_name: str | None = None, seed: int = 0) -> None:
+        super().__init__(neural=neural, neural_batch_size=neural_batch_size, neural_holdout=neural_holdout,
+                         batch_size=batch_size, image_size=image_size, num_workers=num_workers,
+                         normalize=normalize, model_name=model_name, seed=seed)
+        self.n_classes, self.n_train, self.n_val = n_classes, n_train, n_val
+
+    def _workers_default(self) -> int:
+        return 0
+
+    def _build_task(self) -> tuple[Dataset, Dataset, list[str]]:
+        norm = self._normalize_tensor if self.normalize else None
+        train = GratingsDataset(self.n_train, self.n_classes, self.image_size, seed=2 * self.seed)
+        val = GratingsDataset(self.n_val, self.n_classes, self.image_size, seed=2 * self.seed + 1)
+        step = 180.0 / self.n_classes
+        classes = [f"{c * step:g}deg" for c in range(self.n_classes)]
+        return _Transformed(train, None, norm), _Transformed(val, None, norm), classes
+
+
+class ImageFolderDataModule(AlignedDataModule):
+    """Class-per-folder images: ``root/<class>/*.jpg`` split by ``val_fraction``, or train/val folders.
+
+    Give ``root`` with ``train/`` and ``val/`` subfolders (ImageNet layout),
+    ``root`` with class folders only (a seeded, stratified ``val_fraction``
+    split), or ``train_dir`` and ``val_dir`` explicitly. Training images get
+    RandomResizedCrop + horizontal flip; validation images Resize + CenterCrop
+    with the model's ``crop_pct`` and interpolation.
+    """
+
+    def __init__(self, root: str | None = None, train_dir: str | None = None, val_dir: str | None = None,
+                 val_fraction: float = 0.1, neural: Any = None, neural_batch_size: int = 32,
+                 neural_holdout: float = 0.25, batch_size: int = 64, image_size: int | None = None,
+                 num_workers: int | None = None, normalize: bool = False, model_name: str | None = None,
+                 seed: int = 0) -> None:
+        super().__init__(neural=neural, neural_batch_size=neural_batch_size, neural_holdout=neural_holdout,
+                         batch_size=batch_size, image_size=image_size, num_workers=num_workers,
+                         normalize=normalize, model_name=model_name, seed=seed)
+        if (root is None) == (train_dir is None):
+            raise ValueError("give either root or train_dir (with val_dir), not both or neither")
+        if train_dir is not None and val_dir is None:
+            raise ValueError("train_dir needs val_dir")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1); got {val_fraction}")
+        self.root, self.train_dir, self.val_dir, self.val_fraction = root, train_dir, val_dir, val_fraction
+
+    def _transforms(self) -> tuple[Callable, Callable]:
+        from torchvision import transforms as T
+        interp = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
+                  "nearest": T.InterpolationMode.NEAREST}.get(self._cfg.get("interpolation", "bilinear"),
+                                                             T.InterpolationMode.BILINEAR)
+        crop_pct = float(self._cfg.get("crop_pct") or 0.875)
+        tail = [T.ToTensor()]
+        ms = self.mean_std
+        if ms is not None:
+            tail.append(T.Normalize(ms[0], ms[1]))
+        train = T.Compose([T.RandomResizedCrop(self.image_size, interpolation=interp), T.RandomHorizontalFlip(),
+                           *tail])
+        val = T.Compose([T.Resize(int(round(self.image_size / crop_pct)), interpolation=interp),
+                         T.CenterCrop(self.image_size), *tail])
+        return train, val
+
+    @staticmethod
+    def _folder(path: Path):
+        from torchvision.datasets import ImageFolder
+        if not path.is_dir():
+            raise FileNotFoundError(f"image folder {str(path)!r} does not exist")
+        try:
+            return ImageFolder(str(path))
+        except FileNotFoundError as exc:
+            raise DataFormatError(f"{path} must hold one sub-folder of images per class: {exc}") from exc
+
+    def _build_task(self) -> tuple[Dataset, Dataset, list[str]]:
+        train_tf, val_tf = self._transforms()
+        if self.train_dir is not None:
+            train_dir, val_dir = Path(self.train_dir), Path(self.val_dir)
+        else:
+            root = Path(self.root)
+            train_dir, val_dir = root / "train", root / "val"
+            if not (train_dir.is_dir() and val_dir.is_dir()):
+                return self._split(self._folder(root), train_tf, val_tf)
+        train, val = self._folder(train_dir), self._folder(val_dir)
+        if train.classes != val.classes:
+            raise DataFormatError(f"train and val folders have different classes: {len(train.classes)} vs "
+                                  f"{len(val.classes)} (first differing: "
+                                  f"{sorted(set(train.classes) ^ set(val.classes))[:5]})")
+        return _Transformed(train, None, train_tf), _Transformed(val, None, val_tf), list(train.classes)
+
+    def _split(self, base, train_tf, val_tf) -> tuple[Dataset, Dataset, list[str]]:
+        targets = np.asarray(base.targets)
+        rng = np.random.default_rng(self.seed)
+        train_idx, val_idx = [], []
+        for c in range(len(base.classes)):
+            idx = rng.permutation(np.flatnonzero(targets == c))
+            n_val = max(1, int(round(self.val_fraction * len(idx)))) if len(idx) > 1 else 0
+            val_idx.extend(idx[:n_val].tolist())
+            train_idx.extend(idx[n_val:].tolist())
+        return (_Transformed(base, sorted(train_idx), train_tf), _Transformed(base, sorted(val_idx), val_tf),
+                list(base.classes))
+
+
+class ImageNetDataModule(ImageFolderDataModule):
+    """ImageNet-layout folders: ``root/train/<wnid>/*.JPEG`` and ``root/val/<wnid>/*.JPEG`` (224 px default)."""
+
+    def __init__(self, root: str, neural: Any = None, neural_batch_size: int = 32, neural_holdout: float = 0.25,
+                 batch_size: int = 256, image_size: int | None = None, num_workers: int | None = None,
+                 normalize: bool = False, model_name: str | None = None, seed: int = 0) -> None:
+        for split in ("train", "val"):
+            if not (Path(root) / split).is_dir():
+                raise DataFormatError(f"ImageNet layout needs {str(Path(root) / split)!r} with one folder per class")
+        super().__init__(train_dir=str(Path(root) / "train"), val_dir=str(Path(root) / "val"), neural=neural,
+                         neural_batch_size=neural_batch_size, neural_holdout=neural_holdout, batch_size=batch_size,
+                         image_size=image_size, num_workers=num_workers, normalize=normalize,
+                         model_name=model_name, seed=seed)

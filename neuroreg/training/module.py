@@ -1,0 +1,303 @@
+"""BrainRegularizedModule: task cross-entropy plus alignment terms that pull model areas toward neural data.
+
+loss = CE(logits, labels; label_smoothing) + sum_k w_k(step) * L_k(area_k activations on neural stimuli)
+
+Neural stimuli ride along in each training batch (see :mod:`neuroreg.training.data`):
+task and neural images go through the backbone in one forward pass, the task
+part feeds the cross-entropy and the neural part feeds the alignment terms
+through forward hooks on the aligned areas (gradients kept). Recipes:
+Dapello et al. (2023) CKA alignment of IT; Li et al. (2019) similarity-matrix
+regularizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator, Literal, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from neuroreg.alignment.base import AlignmentLoss
+from neuroreg.errors import StimulusMismatchError, UnknownNameError
+from neuroreg.features import resolve_layers
+
+__all__ = ["BrainRegularizedModule", "capture_outputs", "topk_accuracy"]
+
+
+@contextlib.contextmanager
+def capture_outputs(model: nn.Module, modules: dict[str, str]) -> Iterator[dict[str, Tensor]]:
+    """Collect the outputs of named modules during a forward pass, with gradients.
+
+    ``modules`` maps a key to a module name. Yields a dict filled by the forward
+    pass: key -> the module's output on its last call (the final time step of a
+    recurrent area). Hooks are removed on exit, even on error.
+    """
+    named = dict(model.named_modules())
+    out: dict[str, Tensor] = {}
+    handles = []
+
+    def hook_for(key: str):
+        def hook(_module, _inputs, output):
+            if isinstance(output, (tuple, list)):
+                output = output[0]
+            out[key] = output
+        return hook
+
+    try:
+        for key, name in modules.items():
+            handles.append(named[name].register_forward_hook(hook_for(key)))
+        yield out
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> Tensor:
+    """Fraction of rows whose label is among the ``k`` largest logits (``k`` capped at the class count)."""
+    k = min(k, logits.shape[1])
+    return (logits.topk(k, dim=1).indices == labels[:, None]).any(1).float().mean()
+
+
+class _WarmupCosine:
+    """LR factor: linear warmup over ``warmup`` steps, then cosine decay to ``floor`` at ``total`` steps."""
+
+    def __init__(self, warmup: int, total: int, floor: float) -> None:
+        self.warmup, self.total, self.floor = warmup, max(total, 1), floor
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        t = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class BrainRegularizedModule(L.LightningModule):
+    """Classification with brain-alignment regularizers.
+
+    Parameters
+    ----------
+    backbone: the network (e.g. ``timm.create_model("vone_cornet_s", num_classes=10)``);
+        it maps ``(B, 3, S, S)`` images to ``(B, num_classes)`` logits.
+    alignment: alignment terms (:class:`~neuroreg.alignment.CKALoss`,
+        :class:`~neuroreg.alignment.RSALoss`); their ``area`` is resolved through
+        ``areas``, then the model's area map (:func:`neuroreg.area_layers`), then
+        as a module name. An unknown area raises here, before any training.
+    areas: optional area alias -> module name map overriding the model's.
+    label_smoothing: of the cross-entropy.
+    optimizer: ``"sgd"`` (momentum, Nesterov) or ``"adamw"``; no weight decay
+        on biases and normalisation parameters.
+    scheduler: ``"cosine"`` (per step, after ``warmup_steps`` linear warmup, down
+        to ``min_lr_ratio * lr``), ``"step"`` (x ``gamma`` every ``step_size``
+        epochs) or ``"none"``.
+
+    Logged: ``train/loss``, ``train/task_loss``, ``train/<term>`` (unweighted),
+    ``train/<term>_weight``, ``train/acc1``, ``train/acc5``; ``val/loss``,
+    ``val/acc1``, ``val/acc5`` and ``val/cka_<area>``: CKA between the area and its
+    target on the held-out neural stimuli.
+    """
+
+    def __init__(self, backbone: nn.Module, alignment: Sequence[AlignmentLoss] | None = None,
+                 areas: dict[str, str] | None = None, label_smoothing: float = 0.0,
+                 optimizer: Literal["sgd", "adamw"] = "sgd", lr: float = 0.1, momentum: float = 0.9,
+                 nesterov: bool = True, weight_decay: float = 1e-4,
+                 scheduler: Literal["cosine", "step", "none"] = "cosine", warmup_steps: int = 0,
+                 min_lr_ratio: float = 0.0, step_size: int = 30, gamma: float = 0.1) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
+        if optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw'; got {optimizer!r}")
+        if scheduler not in ("cosine", "step", "none"):
+            raise ValueError(f"scheduler must be 'cosine', 'step' or 'none'; got {scheduler!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0; got {lr}")
+        self.save_hyperparameters(ignore=["backbone", "alignment"])
+        self.backbone = backbone
+        terms = list(alignment or [])
+        for t in terms:
+            if not isinstance(t, AlignmentLoss):
+                raise TypeError(f"alignment terms must be AlignmentLoss instances (CKALoss, RSALoss); "
+                                f"got {type(t).__name__}")
+        names = [t.name for t in terms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"alignment term names must be unique (set name=...); got {names}")
+        self.alignment = nn.ModuleList(terms)
+        self.area_modules = self._resolve_areas(backbone, terms, areas or {})
+        self._rows: list[Tensor | None] = [None] * len(terms)
+        self._val_store: dict[str, list[Tensor]] = {}
+        self._rng_to_restore: dict | None = None
+
+    # ------------------------------------------------------------------ setup and checks
+    @staticmethod
+    def _resolve_areas(backbone: nn.Module, terms: list[AlignmentLoss], areas: dict[str, str]) -> dict[str, str]:
+        resolved = {}
+        for t in terms:
+            target = areas.get(t.area, t.area)
+            try:
+                resolved[t.area] = resolve_layers(backbone, {t.area: target})[t.area]
+            except (KeyError, UnknownNameError) as exc:
+                msg = exc.args[0] if exc.args else str(exc)
+                raise UnknownNameError(
+                    f"alignment term {t.name!r}: area {t.area!r} is not an area or module of "
+                    f"{type(backbone).__name__} ({msg}); pass areas={{'{t.area}': '<module name>'}}") from exc
+        return resolved
+
+    def _num_outputs(self) -> int | None:
+        n = getattr(self.backbone, "num_classes", None)
+        return int(n) if isinstance(n, int) else None
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        n_out = self._num_outputs()
+        n_classes = getattr(dm, "num_classes", None)
+        if n_out is not None and n_classes is not None and n_out != n_classes:
+            raise ValueError(f"class-count mismatch: the model has {n_out} outputs but the data module has "
+                             f"{n_classes} classes; set the model's num_classes to {n_classes}")
+        if not len(self.alignment):
+            return
+        ids = getattr(dm, "neural_ids", None)
+        if ids is None:
+            raise ValueError(f"alignment terms {[t.name for t in self.alignment]} need neural stimuli: set the "
+                             "data module's neural=... (e.g. 'kriegeskorte92' or a .npz with images)")
+        nb = int(getattr(dm, "neural_batch_size", 0))
+        n_held = len(getattr(dm, "neural_heldout_positions", ()))
+        for i, t in enumerate(self.alignment):
+            try:
+                self._rows[i] = t.target.rows_for(ids)
+            except StimulusMismatchError as exc:
+                raise StimulusMismatchError(f"alignment term {t.name!r}: {exc}") from exc
+            if t.weight > 0:
+                t.check_batch(nb, what=f"neural batch (neural_batch_size={nb})")
+            if n_held:
+                t.check_batch(n_held, what=f"held-out neural set ({n_held} stimuli)")
+
+    def _rows_for(self, i: int, positions: Tensor) -> Tensor:
+        rows = self._rows[i]
+        return positions if rows is None else rows.to(positions.device)[positions]
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def _cka_tag(self, t: AlignmentLoss) -> str:
+        same_area = sum(1 for u in self.alignment if u.area == t.area)
+        return f"val/cka_{t.area}" if same_area == 1 else f"val/cka_{t.name}"
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch["image"], batch["label"]
+        b = x.shape[0]
+        step = self.global_step
+        weights = [t.weight_at(step) for t in self.alignment]
+        active = [i for i, w in enumerate(weights) if w > 0]
+        use_neural = bool(active) and "neural_image" in batch
+        inputs = torch.cat([x, batch["neural_image"].to(x.dtype)]) if use_neural else x
+        hooks = {self.alignment[i].area: self.area_modules[self.alignment[i].area] for i in active} if use_neural else {}
+        with capture_outputs(self.backbone, hooks) as acts:
+            logits = self.backbone(inputs)
+        task_logits = logits[:b]
+        task_loss = F.cross_entropy(task_logits, y, label_smoothing=self.hparams.label_smoothing)
+        loss = task_loss
+        for i in active if use_neural else ():
+            t = self.alignment[i]
+            term = t(acts[t.area][b:], self._rows_for(i, batch["neural_index"]))
+            loss = loss + weights[i] * term
+            self.log(f"train/{t.name}", term.detach(), on_step=True, on_epoch=True, batch_size=b)
+        for i, t in enumerate(self.alignment):
+            self.log(f"train/{t.name}_weight", weights[i], on_step=True, on_epoch=False, batch_size=b)
+        with torch.no_grad():
+            self.log_dict({"train/task_loss": task_loss.detach(), "train/loss": loss.detach(),
+                           "train/acc1": topk_accuracy(task_logits, y, 1),
+                           "train/acc5": topk_accuracy(task_logits, y, 5)},
+                          on_step=True, on_epoch=True, prog_bar=False, batch_size=b)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_store = {}
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        if "image" in batch:
+            x, y = batch["image"], batch["label"]
+            logits = self.backbone(x)
+            self.log_dict({"val/loss": F.cross_entropy(logits, y), "val/acc1": topk_accuracy(logits, y, 1),
+                           "val/acc5": topk_accuracy(logits, y, 5)},
+                          on_epoch=True, sync_dist=True, batch_size=x.shape[0], add_dataloader_idx=False,
+                          prog_bar=True)
+            return
+        if not len(self.alignment):
+            return
+        hooks = {t.area: self.area_modules[t.area] for t in self.alignment}
+        with capture_outputs(self.backbone, hooks) as acts:
+            self.backbone(batch["neural_image"])
+        for area, a in acts.items():
+            self._val_store.setdefault(area, []).append(a.detach().flatten(1).float())
+        self._val_store.setdefault("_index", []).append(batch["neural_index"])
+
+    def on_validation_epoch_end(self) -> None:
+        if "_index" not in self._val_store or self.trainer.sanity_checking:
+            self._val_store = {}
+            return
+        store = {k: torch.cat(v) for k, v in self._val_store.items()}
+        self._val_store = {}
+        if self.trainer.world_size > 1:  # every rank saw a (padded) shard: gather, then drop duplicates
+            store = {k: v.flatten(0, 1) if v.ndim > 1 and k != "_index" else v.flatten()
+                     for k, v in ((k, self.all_gather(v)) for k, v in store.items())}
+        index = store["_index"]
+        uniq, first = _first_occurrence(index)
+        for i, t in enumerate(self.alignment):
+            value = t.alignment(store[t.area][first], self._rows_for(i, uniq))
+            self.log(self._cka_tag(t), value, on_epoch=True, rank_zero_only=False, sync_dist=False)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay, no_decay = [], []
+        for p in self.backbone.parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov and hp.momentum > 0)
+        else:
+            opt = torch.optim.AdamW(groups, lr=hp.lr)
+        if hp.scheduler == "none":
+            return opt
+        if hp.scheduler == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.step_size, gamma=hp.gamma)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        total = int(self.trainer.estimated_stepping_batches)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _WarmupCosine(hp.warmup_steps, total, hp.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ exact resume of stochastic models
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Stochastic areas (VOneBlock noise) draw from torch's global RNG: keep it so a resumed run continues
+        # the same random stream as an uninterrupted one.
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["neuroreg_rng"] = rng
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng_to_restore = checkpoint.get("neuroreg_rng")
+
+    def on_train_start(self) -> None:
+        if self._rng_to_restore is not None:
+            torch.set_rng_state(self._rng_to_restore["torch"])
+            if "cuda" in self._rng_to_restore and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(self._rng_to_restore["cuda"])
+            self._rng_to_restore = None
+
+
+def _first_occurrence(index: Tensor) -> tuple[Tensor, Tensor]:
+    """Unique values of ``index`` (sorted) and the position of the first occurrence of each."""
+    uniq, inverse = torch.unique(index, sorted=True, return_inverse=True)
+    pos = torch.arange(len(index), device=index.device)
+    first = torch.full((len(uniq),), len(index), dtype=torch.long, device=index.device)
+    first = first.scatter_reduce(0, inverse, pos, reduce="amin")
+    return uniq, first

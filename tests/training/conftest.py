@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from neuroreg.brain import BrainData
+from neuroreg.training import GratingsDataset
+
+
+class TinyNet(nn.Module):
+    """Two-area CNN for fast CPU tests: V1 (16 -> 8 px), IT (8 -> 4 px), linear read-out."""
+
+    areas = {"V1": "V1", "IT": "IT"}
+
+    def __init__(self, num_classes: int = 4, width: int = 8) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.V1 = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.IT = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(2 * width, num_classes))
+
+    def forward(self, x):
+        return self.head(self.IT(self.V1(x)))
+
+
+def make_tiny_net(num_classes: int = 4, seed: int = 0) -> TinyNet:
+    torch.manual_seed(seed)
+    return TinyNet(num_classes)
+
+
+@pytest.fixture
+def tiny_net():
+    return make_tiny_net
+
+
+def make_brain(n: int = 40, size: int = 16, n_units: int = 24, seed: int = 7) -> BrainData:
+    """Neural responses to procedural images from a fixed random filter bank (a learnable target)."""
+    ds = GratingsDataset(n, n_classes=8, image_size=size, seed=seed)
+    images = torch.stack([ds[i][0] for i in range(n)])
+    g = torch.Generator().manual_seed(seed)
+    filters = torch.randn(n_units, 3, 5, 5, generator=g)
+    resp = torch.relu(torch.nn.functional.conv2d(images - 0.5, filters, stride=3)).mean((2, 3))
+    return BrainData(resp.numpy().astype(np.float64), [f"img{i:03d}" for i in range(n)], stimuli=images, name="tiny")
+
+
+@pytest.fixture(scope="session")
+def brain():
+    return make_brain()

@@ -1,5 +1,7 @@
 """Neural data: containers, the bundled real sets, loaders and a voxel simulator."""
 
+from neuroreg.brain.algonauts2023 import (ALGONAUTS2023_ROI_FAMILIES, algonauts2023_images,
+                                          load_algonauts2023, read_roi_mapping)
 from neuroreg.brain.bundled import (NeuralStimulusSet, bundled_data_dir, bundled_sets,
                                     load_algonauts2019_78, load_kriegeskorte92)
 from neuroreg.brain.data import BrainData, RDMSet, conwell_split, images_to_tensor
@@ -9,4 +11,5 @@ from neuroreg.brain.simulate import DEFAULT_ROIS, gaussian_windows, simulate_vox
 __all__ = ["BrainData", "RDMSet", "NeuralStimulusSet", "conwell_split", "images_to_tensor",
            "load_kriegeskorte92", "load_algonauts2019_78", "bundled_sets", "bundled_data_dir",
            "simulate_voxels", "split_half_ceiling", "gaussian_windows", "DEFAULT_ROIS",
-           "load_nsd", "read_nsd_design", "NSDDesign", "NSDImages", "NSD_TRIALS_PER_SESSION"]
+           "load_nsd", "read_nsd_design", "NSDDesign", "NSDImages", "NSD_TRIALS_PER_SESSION",
+           "load_algonauts2023", "algonauts2023_images", "read_roi_mapping", "ALGONAUTS2023_ROI_FAMILIES"]

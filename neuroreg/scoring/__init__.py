@@ -1,13 +1,20 @@
 """The scoring core: RDMs, RSA, ridge encoding, noise ceilings, CKA, FactorTopy, score tables."""
 
-from neuroreg.scoring.compare import COMPARE_METHODS, compare_rdms
+from neuroreg.scoring.bootstrap import BootstrapResult, bootstrap, bootstrap_mean, bootstrap_rdm_comparison
+from neuroreg.scoring.ceiling import (NoiseCeiling, ncsnr_ceiling, noise_ceiling, rdm_noise_ceiling,
+                                      spearman_brown, split_half_ceiling)
 from neuroreg.scoring.cka import CKA, cka, cka_from_grams, gram, gram_from_rdm
+from neuroreg.scoring.compare import COMPARE_METHODS, compare_rdms, compare_vectors
 from neuroreg.scoring.rdm import RDM_METRICS, condense, rdm, square
 from neuroreg.scoring.results import SCORE_COLUMNS, ScoreTable
+from neuroreg.scoring.rsa import crsa
 
 __all__ = [
     "rdm", "RDM_METRICS", "condense", "square",
-    "compare_rdms", "COMPARE_METHODS",
+    "compare_rdms", "compare_vectors", "COMPARE_METHODS",
+    "crsa",
+    "noise_ceiling", "NoiseCeiling", "rdm_noise_ceiling", "split_half_ceiling", "ncsnr_ceiling", "spearman_brown",
+    "bootstrap", "bootstrap_mean", "bootstrap_rdm_comparison", "BootstrapResult",
     "CKA", "cka", "cka_from_grams", "gram", "gram_from_rdm",
     "ScoreTable", "SCORE_COLUMNS",
 ]

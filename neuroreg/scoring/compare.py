@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
+from scipy.stats import kendalltau, rankdata
 from torch import Tensor
 
 from neuroreg._checks import check_finite
 from neuroreg.errors import ShapeError, StimulusMismatchError, UnknownNameError
 
-__all__ = ["compare_rdms", "COMPARE_METHODS"]
+__all__ = ["compare_rdms", "compare_vectors", "COMPARE_METHODS"]
 
 COMPARE_METHODS = ("pearson", "spearman", "kendall_tau_a", "rho_a", "cosine")
 _ALIASES = {"corr": "pearson", "correlation": "pearson", "tau-a": "kendall_tau_a", "tau_a": "kendall_tau_a",
@@ -111,7 +111,7 @@ def _ranks(v) -> np.ndarray:
 
 
 def _tau_a(a: Tensor, b: Tensor) -> Tensor:
-    """Kendall tau-a between every row of ``a (ka, m)`` and ``b (kb, m)`` by blocks of sign matrices."""
+    """Kendall tau-a between every row of ``a (ka, m)`` and ``b (kb, m)`` by blocks of sign matrices (for GPUs)."""
     ka, m = a.shape
     kb = b.shape[0]
     total = torch.zeros(ka, kb, dtype=torch.float64, device=a.device)
@@ -122,6 +122,32 @@ def _tau_a(a: Tensor, b: Tensor) -> Tensor:
         sb = torch.sign(b[:, s:s + rows, None] - b[:, None, :]).to(torch.float32).reshape(kb, -1)
         total += (sa @ sb.T).to(torch.float64)
     return total / (m * (m - 1))  # ordered pairs count every unordered pair twice
+
+
+def _np(v) -> np.ndarray:
+    return v.detach().cpu().numpy().astype(np.float64) if isinstance(v, Tensor) else np.asarray(v, dtype=np.float64)
+
+
+def _tied_pairs(v: np.ndarray) -> int:
+    _, counts = np.unique(v, return_counts=True)
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def _tau_a_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Kendall tau-a in O(m log m) per pair from scipy's merge-sort tau-b:
+    tau_a = tau_b sqrt((n0 - t_a)(n0 - t_b)) / n0 with n0 = m (m - 1) / 2 and t the tied pairs."""
+    m = a.shape[1]
+    n0 = m * (m - 1) / 2
+    ties_a = [_tied_pairs(v) for v in a]
+    ties_b = [_tied_pairs(v) for v in b]
+    out = np.zeros((a.shape[0], b.shape[0]))
+    for i in range(a.shape[0]):
+        for j in range(b.shape[0]):
+            if ties_a[i] == n0 or ties_b[j] == n0:
+                continue  # a constant vector has no concordant or discordant pair: tau-a = 0
+            tau_b = kendalltau(a[i], b[j]).statistic
+            out[i, j] = tau_b * np.sqrt((n0 - ties_a[i]) * (n0 - ties_b[j])) / n0
+    return out
 
 
 def compare_rdms(a, b, method: str = "pearson"):
@@ -147,12 +173,29 @@ def compare_rdms(a, b, method: str = "pearson"):
         raise StimulusMismatchError(
             f"a and b must be RDMs over the same stimuli: a has {_n_from_m('a', va.shape[1])} stimuli, "
             f"b has {_n_from_m('b', vb.shape[1])}")
+    out = compare_vectors(va, vb, method)
+    if single_a and single_b:
+        return out[0, 0] if isinstance(out, Tensor) else float(out[0, 0])
+    return out
+
+
+def compare_vectors(va, vb, method: str = "pearson"):
+    """:func:`compare_rdms` on plain ``(k_a, m)`` and ``(k_b, m)`` vectors of any length ``m`` -> ``(k_a, k_b)``.
+
+    No RDM shape checks: used for subsets of dissimilarities (bootstraps, masks).
+    """
+    method = _method(method)
     use_torch = isinstance(va, Tensor) or isinstance(vb, Tensor)
     if use_torch:
         ref = va if isinstance(va, Tensor) else vb
         dtype = ref.dtype if torch.is_floating_point(ref) else torch.float64
         va = torch.as_tensor(va, dtype=dtype, device=ref.device)
         vb = torch.as_tensor(vb, dtype=dtype, device=ref.device)
+    else:
+        va = np.asarray(va, dtype=np.float64)
+        vb = np.asarray(vb, dtype=np.float64)
+    if va.shape[-1] < 2:
+        raise ValueError(f"cannot compare vectors of fewer than 2 dissimilarities; got {va.shape[-1]}")
     if method in ("pearson", "cosine"):
         center = method == "pearson"
         out = _normalise_rows("a", va, center) @ _normalise_rows("b", vb, center).T
@@ -165,13 +208,12 @@ def compare_rdms(a, b, method: str = "pearson"):
             out = (ra - ra.mean(1, keepdims=True)) @ (rb - rb.mean(1, keepdims=True)).T * (12.0 / (m ** 3 - m))
         if use_torch:
             out = torch.as_tensor(out, dtype=va.dtype, device=va.device)
+    elif use_torch and va.device.type != "cpu":
+        out = _tau_a(va.detach().to(torch.float64), vb.detach().to(torch.float64)).to(va.dtype)
     else:
-        ta = va.detach() if use_torch else torch.from_numpy(np.ascontiguousarray(va))
-        tb = vb.detach() if use_torch else torch.from_numpy(np.ascontiguousarray(vb))
-        out = _tau_a(ta.to(torch.float64), tb.to(torch.float64))
-        out = out.to(va.dtype) if use_torch else out.numpy()
+        out = _tau_a_sorted(_np(va), _np(vb))
+        if use_torch:
+            out = torch.as_tensor(out, dtype=va.dtype, device=va.device)
     if use_torch:
-        out = out.clamp(-1.0, 1.0)
-        return out[0, 0] if (single_a and single_b) else out
-    out = np.clip(out, -1.0, 1.0)
-    return float(out[0, 0]) if (single_a and single_b) else out
+        return out.clamp(-1.0, 1.0)
+    return np.clip(out, -1.0, 1.0)

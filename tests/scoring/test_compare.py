@@ -44,17 +44,20 @@ def test_kendall_tau_a_matches_independent_pair_count_with_ties():
     assert compare_rdms(c, d, "tau-a") == pytest.approx(_tau_a_reference(c, d), abs=1e-12)
 
 
-def test_kendall_tau_a_at_92_stimuli_is_fast_and_exact():
-    a, b = _rdm_vectors(2, 92, seed=3, ties=True)                  # 4,186-element vectors
-    from scipy.stats import kendalltau
-    tau_b = kendalltau(a, b).statistic
-    # tau-a = tau-b * sqrt((n0 - n1)(n0 - n2)) / n0 with n1, n2 the tied pairs in each vector
-    def tied_pairs(v):
-        _, c = np.unique(v, return_counts=True)
-        return (c * (c - 1) // 2).sum()
-    n0 = len(a) * (len(a) - 1) / 2
-    ref = tau_b * np.sqrt((n0 - tied_pairs(a)) * (n0 - tied_pairs(b))) / n0
-    assert compare_rdms(a, b, "kendall_tau_a") == pytest.approx(ref, abs=1e-10)
+def test_kendall_tau_a_at_92_stimuli_matches_rsatoolbox():
+    from rsatoolbox.rdm import RDMs, compare
+    v = _rdm_vectors(3, 92, seed=3, ties=True)                  # 4,186-element vectors with ties
+    ref = compare(RDMs(v[:1]), RDMs(v[1:]), method="tau-a")
+    np.testing.assert_allclose(compare_rdms(v[:1], v[1:], "kendall_tau_a"), ref, atol=1e-12)
+
+
+def test_sign_matrix_tau_a_used_on_gpus_matches_pair_count():
+    from neuroreg.scoring.compare import _tau_a
+    v = _rdm_vectors(3, 14, seed=8, ties=True)
+    out = _tau_a(torch.from_numpy(v[:2]), torch.from_numpy(v[1:])).numpy()
+    ref = np.array([[_tau_a_reference(p, q) for q in v[1:]] for p in v[:2]])
+    np.testing.assert_allclose(out, ref, atol=1e-12)
+    assert compare_rdms(v[0], np.full_like(v[0], 2.0), "kendall_tau_a") == 0.0   # all tied: no ordered pairs
 
 
 def test_rho_a_matches_rsatoolbox():

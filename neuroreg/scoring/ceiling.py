@@ -1,0 +1,163 @@
+"""Noise ceilings: how well a perfect model could score given the noise in the data.
+
+- :func:`rdm_noise_ceiling`: lower and upper bounds for a stack of subject RDMs
+  (Nili et al. 2014), computed as rsatoolbox's ``boot_noise_ceiling`` does: the
+  upper bound is the mean similarity of each RDM to the pooled RDM of all
+  subjects, the lower bound to the pooled RDM of the others (leave one out).
+  Pooling follows the comparison: z-scored vectors for Pearson, ranks for the
+  rank-based methods, RMS-normalised vectors for cosine.
+- :func:`split_half_ceiling`: Spearman-Brown-corrected split-half reliability
+  per unit for responses with repeats (Brain-Score's internal consistency).
+- :func:`ncsnr_ceiling`: NSD's noise ceiling for ``n_trials`` averaged trials,
+  ``ncsnr^2 / (ncsnr^2 + 1 / n_trials)`` (Allen et al. 2022), as a fraction of variance.
+- :func:`noise_ceiling`: dispatches on the kind of data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import rankdata
+
+from neuroreg.brain.data import BrainData, RDMSet
+from neuroreg.errors import ShapeError
+from neuroreg.scoring.compare import _is_square_rdm, _method, _vectors, compare_rdms
+
+__all__ = ["NoiseCeiling", "noise_ceiling", "rdm_noise_ceiling", "split_half_ceiling", "ncsnr_ceiling",
+           "spearman_brown"]
+
+
+@dataclass(frozen=True)
+class NoiseCeiling:
+    """Bounds on the best achievable score; ``nc["lower"]`` and ``nc.lower`` both work.
+
+    ``per_unit`` holds unit-wise values where the ceiling is unit-wise (split-half, ncsnr);
+    ``lower``/``upper`` are then their median.
+    """
+
+    lower: float
+    upper: float
+    kind: str
+    method: str | None = None
+    per_unit: np.ndarray | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in ("lower", "upper", "kind", "method", "per_unit"):
+            raise KeyError(f"NoiseCeiling has lower, upper, kind, method, per_unit; not {key!r}")
+        return getattr(self, key)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"lower": self.lower, "upper": self.upper, "kind": self.kind, "method": self.method}
+
+
+def _pool_transform(v: np.ndarray, method: str) -> np.ndarray:
+    """Per-RDM transform whose mean is the pooled RDM rsatoolbox uses for ``method``."""
+    if method == "pearson":
+        c = v - v.mean(1, keepdims=True)
+        return c / c.std(1, keepdims=True)
+    if method == "cosine":
+        return v / np.sqrt((v ** 2).mean(1, keepdims=True))
+    return rankdata(v, axis=1)  # spearman, rho_a, kendall_tau_a: averaged ranks
+
+
+def rdm_noise_ceiling(rdms, method: str = "pearson") -> NoiseCeiling:
+    """Nili et al. (2014) lower/upper noise ceiling of ``k >= 2`` subject RDMs.
+
+    ``rdms``: an RDMSet, ``(k, n, n)`` square or ``(k, m)`` condensed RDMs.
+    ``method``: any :func:`~neuroreg.scoring.compare_rdms` method.
+    """
+    method = _method(method)
+    v, _ = _vectors("rdms", rdms)
+    v = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=np.float64)
+    k = v.shape[0]
+    if k < 2:
+        raise ShapeError(f"rdms must hold at least 2 RDMs (subjects) for a noise ceiling; got {k}")
+    t = _pool_transform(v, method)
+    total = t.sum(0)
+    upper = np.mean([compare_rdms(total / k, v[i], method) for i in range(k)])
+    lower = np.mean([compare_rdms((total - t[i]) / (k - 1), v[i], method) for i in range(k)])
+    return NoiseCeiling(float(lower), float(upper), "rdm", method)
+
+
+def spearman_brown(r, factor: float = 2.0):
+    """Reliability of data ``factor`` times as long: ``factor r / (1 + (factor - 1) r)``."""
+    r = np.asarray(r, dtype=np.float64)
+    return factor * r / (1 + (factor - 1) * r)
+
+
+def split_half_ceiling(trials, *, n_splits: int = 10, seed: int = 0) -> NoiseCeiling:
+    """Spearman-Brown-corrected split-half reliability per unit.
+
+    ``trials``: ``(n_repeats, n_stimuli, n_units)`` with ``n_repeats >= 2``. Each
+    split assigns half of the repeats (seeded) to each side; the per-unit Pearson
+    r across stimuli between the half means is corrected by Spearman-Brown and
+    averaged over ``n_splits`` splits. ``lower == upper ==`` the median over
+    units (Brain-Score's ceiling for Pearson-r predictivity).
+    """
+    tr = np.asarray(trials, dtype=np.float64)
+    if tr.ndim != 3:
+        raise ShapeError(f"trials must be (n_repeats, n_stimuli, n_units); got shape {tr.shape}")
+    r_, n, u = tr.shape
+    if r_ < 2:
+        raise ShapeError(f"trials needs at least 2 repeats for a split-half ceiling; got {r_}")
+    if n < 3:
+        raise ShapeError(f"trials needs at least 3 stimuli; got {n}")
+    if not np.isfinite(tr).all():
+        raise ValueError("trials contains non-finite values (NaN or inf)")
+    rng = np.random.default_rng(seed)
+    acc = np.zeros(u)
+    for _ in range(n_splits):
+        perm = rng.permutation(r_)
+        a = tr[perm[: r_ // 2]].mean(0)
+        b = tr[perm[r_ // 2:]].mean(0)
+        a = a - a.mean(0)
+        b = b - b.mean(0)
+        den = np.sqrt((a ** 2).sum(0) * (b ** 2).sum(0))
+        r = np.divide((a * b).sum(0), den, out=np.zeros(u), where=den > 0)
+        acc += spearman_brown(r)
+    per_unit = acc / n_splits
+    med = float(np.median(per_unit))
+    return NoiseCeiling(med, med, "split_half", "pearson", per_unit)
+
+
+def ncsnr_ceiling(ncsnr, n_trials: int = 1) -> NoiseCeiling:
+    """NSD noise ceiling (fraction of variance) for responses averaged over ``n_trials`` trials."""
+    s = np.asarray(ncsnr, dtype=np.float64)
+    if n_trials < 1:
+        raise ValueError(f"n_trials must be >= 1; got {n_trials}")
+    if not np.isfinite(s).all() or (s < 0).any():
+        raise ValueError("ncsnr must be finite and >= 0")
+    per_unit = s ** 2 / (s ** 2 + 1.0 / n_trials)
+    med = float(np.median(per_unit))
+    return NoiseCeiling(med, med, "ncsnr", "r2", per_unit)
+
+
+def noise_ceiling(data, *, method: str = "pearson", n_trials: int | None = None, n_splits: int = 10,
+                  seed: int = 0) -> NoiseCeiling:
+    """Noise ceiling of ``data``, chosen by its kind.
+
+    - RDMSet or ``(k, n, n)`` array: Nili bounds for ``method`` (:func:`rdm_noise_ceiling`).
+    - BrainData with ``trials``: split-half Spearman-Brown (:func:`split_half_ceiling`).
+    - BrainData with ``unit_info["ncsnr"]``: NSD ceiling for ``n_trials`` (default 3,
+      NSD's repeats per image) (:func:`ncsnr_ceiling`).
+    - ``(n_repeats, n_stimuli, n_units)`` array: split-half.
+    """
+    if isinstance(data, RDMSet):
+        return rdm_noise_ceiling(data, method)
+    if isinstance(data, BrainData):
+        if data.trials is not None:
+            return split_half_ceiling(data.trials, n_splits=n_splits, seed=seed)
+        if "ncsnr" in data.unit_info:
+            return ncsnr_ceiling(data.unit_info["ncsnr"], 3 if n_trials is None else n_trials)
+        raise ValueError("brain data has neither trials (repeats) nor unit_info['ncsnr']: no noise ceiling "
+                         "can be estimated")
+    arr = np.asarray(data)
+    if arr.ndim == 3 and arr.shape[1] == arr.shape[2] and _is_square_rdm(arr):
+        return rdm_noise_ceiling(arr, method)
+    if arr.ndim == 3:
+        return split_half_ceiling(arr, n_splits=n_splits, seed=seed)
+    if arr.ndim == 2:
+        return rdm_noise_ceiling(arr, method)
+    raise ShapeError(f"data must be an RDMSet, BrainData, (k, n, n) RDMs or (r, n, u) trials; got shape {arr.shape}")

@@ -1,0 +1,139 @@
+"""Classical RSA (cRSA) of every layer against every brain RDM (Conwell et al. 2024).
+
+For each layer, the model RDM (1 - Pearson r between unreduced stimulus
+patterns) is compared with each brain RDM (region x subject) on the train and
+test halves of the stimuli, split by index parity. The best layer per region
+and subject is chosen on the train half and reported on the test half; the
+whole layer profile stays in the table.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from neuroreg.brain.data import conwell_split
+from neuroreg.scoring._inputs import brain_rdms, feature_ids, layer_matrix, layer_names
+from neuroreg.scoring.compare import _method, compare_rdms
+from neuroreg.scoring.rdm import _check_metric, rdm
+from neuroreg.scoring.results import ScoreTable
+
+__all__ = ["crsa", "resolve_split"]
+
+
+def resolve_split(split, n: int) -> dict[str, np.ndarray]:
+    """``"conwell"`` -> even/odd halves; None -> all stimuli; ``(train, test)`` index arrays as given."""
+    if split is None or split == "all":
+        return {"all": np.arange(n)}
+    if isinstance(split, str):
+        if split != "conwell":
+            raise ValueError(f"split must be 'conwell', None or (train_indices, test_indices); got {split!r}")
+        train, test = conwell_split(n)
+        return {"train": train, "test": test}
+    train, test = (np.asarray(s, dtype=np.int64) for s in split)
+    for name, idx in (("train", train), ("test", test)):
+        if idx.ndim != 1 or idx.size < 3 or idx.min() < 0 or idx.max() >= n:
+            raise ValueError(f"split {name} indices must be >= 3 indices in [0, {n}); got {idx.size} "
+                             f"in [{idx.min() if idx.size else '-'}, {idx.max() if idx.size else '-'}]")
+    return {"train": train, "test": test}
+
+
+def _sub(d: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return d[np.ix_(idx, idx)]
+
+
+def crsa(features, brain, *, metric: str = "correlation", method: str = "pearson", split="conwell",
+         model: str | None = None, ceiling: bool = True, n_boot: int = 0, seed: int = 0,
+         device: str | torch.device | None = None, progress: bool | None = None) -> ScoreTable:
+    """cRSA score of every layer against every brain RDM.
+
+    Parameters
+    ----------
+    features: :class:`~neuroreg.features.Features` or mapping layer -> ``(n, ...)``
+        array/tensor, the stimuli in the brain data's order (reordered by id when
+        both carry stimulus ids).
+    brain: BrainData (RDMs computed with ``metric`` per roi x subject of
+        ``unit_info``), an RDMSet, a mapping name -> RDMSet or a NeuralStimulusSet.
+    metric: model (and BrainData) RDM distance, default 1 - Pearson r.
+    method: RDM comparison (:func:`~neuroreg.scoring.compare_rdms`), default Pearson.
+    split: ``"conwell"`` (even indices train, odd test), None (all stimuli,
+        split ``"all"``), or ``(train_indices, test_indices)``.
+    ceiling: where a region has RDMs of >= 2 subjects, fill ``ceiling`` with
+        their Nili upper bound on the same stimuli (``ceiling_lower`` column: the lower bound).
+    n_boot: bootstrap resamples of stimuli for a 95% CI on every score (0: none).
+    device: compute model RDMs there (e.g. ``"cuda"``); default: where the features are.
+    progress: progress bar over layers (default: only on a terminal).
+
+    Returns a :class:`ScoreTable` with one row per layer x brain RDM x split
+    (metric ``"crsa"``) and columns ``rdm_set``, ``n_stimuli`` and ``is_best``
+    (True on the rows of the layer chosen on the train split). ``table.best()``
+    gives the test score of the train-chosen layer.
+    """
+    from neuroreg.scoring.bootstrap import bootstrap_rdm_comparison
+    from neuroreg.scoring.ceiling import rdm_noise_ceiling
+
+    _check_metric(metric)
+    method = _method(method)
+    layers = layer_names(features)
+    targets = brain_rdms(brain, feature_ids(features), metric)
+    n = targets[0].rdm.shape[0]
+    for t in targets:
+        if t.rdm.shape[0] != n:
+            raise ValueError(f"brain RDMs have different numbers of stimuli ({n} and {t.rdm.shape[0]})")
+    splits = resolve_split(split, n)
+
+    ceilings: dict[tuple, tuple[float, float]] = {}
+    if ceiling:
+        by_region: dict[Any, list[np.ndarray]] = defaultdict(list)
+        for t in targets:
+            by_region[(t.source, t.region)].append(t.rdm)
+        for key, mats in by_region.items():
+            if len(mats) >= 2:
+                stack = np.stack(mats)
+                for s, idx in splits.items():
+                    nc = rdm_noise_ceiling(stack[:, idx][:, :, idx], method)
+                    ceilings[key + (s,)] = (nc.lower, nc.upper)
+
+    rows = []
+    show = sys.stderr.isatty() if progress is None else progress
+    for li, layer in enumerate(tqdm(layers, desc="cRSA layers", disable=not show, leave=False)):
+        x = layer_matrix(features, layer, n)
+        if device is not None:
+            x = torch.as_tensor(x).to(device)
+        try:
+            model_rdm = rdm(x, metric)
+        except ValueError as exc:
+            raise ValueError(f"features[{layer!r}]: {exc}") from exc
+        if isinstance(model_rdm, torch.Tensor):
+            model_rdm = model_rdm.detach().cpu().double().numpy()
+        for s, idx in splits.items():
+            m_sub = _sub(model_rdm, idx)
+            b_stack = np.stack([_sub(t.rdm, idx) for t in targets])
+            scores = np.atleast_2d(compare_rdms(m_sub[None], b_stack, method))[0]
+            for ti, t in enumerate(targets):
+                row = dict(model=model, layer=layer, region=t.region, subject=t.subject, metric="crsa",
+                           split=s, score=float(scores[ti]), rdm_set=t.source, n_stimuli=int(idx.size),
+                           layer_index=li, method=method)
+                lo_up = ceilings.get((t.source, t.region, s))
+                if lo_up is not None:
+                    row["ceiling"], row["ceiling_lower"] = lo_up[1], lo_up[0]
+                if n_boot:
+                    ci = bootstrap_rdm_comparison(m_sub, b_stack[ti], method, n_boot=n_boot, seed=seed)
+                    row.update(ci_low=ci.low, ci_high=ci.high, n_boot=ci.n_valid, n_boot_degenerate=ci.n_degenerate)
+                rows.append(row)
+
+    select = "train" if "train" in splits else "all"
+    best: dict[tuple, tuple[float, str]] = {}
+    for r in rows:
+        if r["split"] == select:
+            key = (r["rdm_set"], r["region"], r["subject"])
+            if key not in best or r["score"] > best[key][0]:
+                best[key] = (r["score"], r["layer"])
+    for r in rows:
+        r["is_best"] = best[(r["rdm_set"], r["region"], r["subject"])][1] == r["layer"]
+    return ScoreTable(rows)

@@ -6,13 +6,14 @@ from neuroreg.scoring.ceiling import (NoiseCeiling, ncsnr_ceiling, noise_ceiling
 from neuroreg.scoring.cka import CKA, cka, cka_from_grams, gram, gram_from_rdm
 from neuroreg.scoring.compare import COMPARE_METHODS, compare_rdms, compare_vectors
 from neuroreg.scoring.rdm import RDM_METRICS, condense, rdm, square
+from neuroreg.scoring.ridge import RidgeGCV
 from neuroreg.scoring.results import SCORE_COLUMNS, ScoreTable
 from neuroreg.scoring.rsa import crsa
 
 __all__ = [
     "rdm", "RDM_METRICS", "condense", "square",
     "compare_rdms", "compare_vectors", "COMPARE_METHODS",
-    "crsa",
+    "crsa", "RidgeGCV",
     "noise_ceiling", "NoiseCeiling", "rdm_noise_ceiling", "split_half_ceiling", "ncsnr_ceiling", "spearman_brown",
     "bootstrap", "bootstrap_mean", "bootstrap_rdm_comparison", "BootstrapResult",
     "CKA", "cka", "cka_from_grams", "gram", "gram_from_rdm",

@@ -1,0 +1,89 @@
+"""RidgeGCV against scikit-learn's RidgeCV (GCV mode): predictions, chosen alphas, LOO scores; bad input."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import RidgeCV
+
+from neuroreg.errors import NonFiniteError, ShapeError, StimulusMismatchError
+from neuroreg.scoring import RidgeGCV
+
+ALPHAS = np.logspace(-1, 5, 7)
+
+
+def _data(n, p, v, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, p)) + rng.normal(size=p)           # non-zero means exercise the intercept
+    w = rng.normal(size=(p, v)) * rng.uniform(0, 1, size=v)
+    y = x @ w / np.sqrt(p) + rng.normal(size=(n, v)) * rng.uniform(0.2, 5, size=v) + 3.0
+    return x, y, rng.normal(size=(15, p)) + 0.5
+
+
+@pytest.mark.parametrize("n, p", [(40, 150), (120, 25)], ids=["kernel_p_gt_n", "primal_p_lt_n"])
+@pytest.mark.parametrize("per_target", [True, False])
+def test_matches_sklearn_ridgecv(n, p, per_target):
+    x, y, xt = _data(n, p, 60)
+    ref = RidgeCV(alphas=ALPHAS, alpha_per_target=per_target).fit(x, y)
+    ours = RidgeGCV(ALPHAS, alpha_per_target=per_target).fit(x, y)
+    np.testing.assert_array_equal(ours.alpha_, ref.alpha_)
+    np.testing.assert_allclose(ours.predict(xt), ref.predict(xt), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours.coef_, ref.coef_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours.intercept_, ref.intercept_, rtol=1e-8, atol=1e-10)
+    if per_target:
+        np.testing.assert_allclose(ours.best_score_, ref.best_score_, rtol=1e-8)
+
+
+def test_float32_products_keep_predictions_and_alphas():
+    x, y, xt = _data(80, 400, 300, seed=1)
+    ref = RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(x, y)
+    ours = RidgeGCV(ALPHAS, dtype=torch.float32).fit(x, y)
+    assert np.mean(ours.alpha_ == ref.alpha_) >= 0.99
+    pred, want = ours.predict(xt), ref.predict(xt)
+    assert np.abs(pred - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_target_chunks_give_the_same_fit():
+    x, y, xt = _data(50, 80, 33, seed=2)
+    a = RidgeGCV(ALPHAS).fit(x, y)
+    b = RidgeGCV(ALPHAS, target_chunk=7).fit(x, y)
+    np.testing.assert_array_equal(a.alpha_, b.alpha_)
+    np.testing.assert_allclose(a.predict(xt), b.predict(xt), rtol=1e-12)
+
+
+def test_one_d_target_no_intercept_and_torch_io():
+    x, y, xt = _data(30, 10, 1, seed=3)
+    ref = RidgeCV(alphas=ALPHAS, fit_intercept=False).fit(x, y[:, 0])
+    ours = RidgeGCV(ALPHAS, fit_intercept=False).fit(torch.from_numpy(x), torch.from_numpy(y[:, 0]))
+    assert isinstance(ours.alpha_, float) and ours.alpha_ == ref.alpha_
+    assert ours.coef_.shape == (10,)
+    out = ours.predict(torch.from_numpy(xt))
+    assert isinstance(out, torch.Tensor) and out.shape == (15,)
+    np.testing.assert_allclose(out.numpy(), ref.predict(xt), rtol=1e-8)
+    assert ours.fit(x, y[:, 0]) is ours
+
+
+def test_ties_pick_the_first_alpha_like_sklearn():
+    x, _, _ = _data(20, 5, 1, seed=4)
+    y = np.column_stack([np.full(20, 2.0), x[:, 0]])           # a constant target: every alpha ties
+    ref = RidgeCV(alphas=ALPHAS[::-1], alpha_per_target=True).fit(x, y)
+    ours = RidgeGCV(ALPHAS[::-1]).fit(x, y)
+    np.testing.assert_array_equal(ours.alpha_, ref.alpha_)
+    assert ours.alpha_[0] == ALPHAS[-1]
+
+
+def test_rejects_bad_input():
+    x, y, _ = _data(20, 5, 2)
+    with pytest.raises(StimulusMismatchError, match="X has 20 rows, Y has 19"):
+        RidgeGCV(ALPHAS).fit(x, y[:19])
+    bad = x.copy()
+    bad[3, 1] = np.inf
+    with pytest.raises(NonFiniteError, match="X contains non-finite"):
+        RidgeGCV(ALPHAS).fit(bad, y)
+    with pytest.raises(ValueError, match="alphas must be finite and > 0"):
+        RidgeGCV([0.0, 1.0]).fit(x, y)
+    with pytest.raises(ShapeError, match="at least 3 samples"):
+        RidgeGCV(ALPHAS).fit(x[:2], y[:2])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        RidgeGCV(ALPHAS).predict(x)
+    with pytest.raises(ShapeError, match="X has 4 features"):
+        RidgeGCV(ALPHAS).fit(x, y).predict(x[:, :4])

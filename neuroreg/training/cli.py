@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import warnings
 from typing import Optional, Sequence
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from neuroreg.errors import NeuroregError
 from neuroreg.training.data import AlignedDataModule
 from neuroreg.training.module import BrainRegularizedModule
 
@@ -45,11 +48,27 @@ class NeuroregCLI(LightningCLI):
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` (everything after ``neuroreg train``), build the parts, and fit."""
-    cli = NeuroregCLI(BrainRegularizedModule, AlignedDataModule, subclass_mode_data=True, run=False,
-                      args=list(argv) if argv is not None else None, seed_everything_default=0,
-                      save_config_kwargs={"overwrite": True},
-                      parser_kwargs={"prog": "neuroreg train", "default_env": False})
+    """Parse ``argv`` (everything after ``neuroreg train``), build the parts, and fit.
+
+    A bad configuration (unknown model or area, neural set smaller than the
+    neural batch, class-count mismatch, missing files) is reported in one line
+    on stderr with exit status 2, before any training step.
+    """
+    try:
+        return _fit(argv)
+    except (NeuroregError, ValueError, FileNotFoundError) as exc:
+        print(f"neuroreg train: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _fit(argv: Sequence[str] | None) -> int:
+    with warnings.catch_warnings():
+        # `neuroreg train ...` passes its own argv; LightningCLI would warn that sys.argv differs.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = NeuroregCLI(BrainRegularizedModule, AlignedDataModule, subclass_mode_data=True, run=False,
+                          args=list(argv) if argv is not None else None, seed_everything_default=0,
+                          save_config_kwargs={"overwrite": True},
+                          parser_kwargs={"prog": "neuroreg train", "default_env": False})
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
     return 0
 

@@ -1,0 +1,80 @@
+"""Seeded procedural textures for the weather corruptions (fog, frost), batched in torch."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from neuroreg.robustness._filters import motion_blur
+
+
+def _uniform(shape, low, high, generator, like: Tensor) -> Tensor:
+    return low + (high - low) * torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
+
+
+def plasma_fractal(n: int, mapsize: int, wibble_decay: float, generator: torch.Generator,
+                   like: Tensor) -> Tensor:
+    """Diamond-square height maps, (n, mapsize, mapsize) in [0, 1].
+
+    The fog texture of ImageNet-C (Hendrycks & Dietterich 2019): each level
+    fills square centres, then diamond centres, with the mean of their four
+    neighbours (wrapping around) plus uniform noise of amplitude ``wibble``^2,
+    starting at wibble = 100 and dividing it by ``wibble_decay`` per level.
+    ``mapsize`` must be a power of two.
+    """
+    if mapsize < 2 or mapsize & (mapsize - 1):
+        raise ValueError(f"mapsize must be a power of two >= 2; got {mapsize}")
+    grid = torch.zeros(n, mapsize, mapsize, dtype=like.dtype, device=like.device)
+    step = mapsize
+    wibble = 100.0
+
+    def noisy_mean(total):
+        return total / 4 + wibble * _uniform(total.shape, -wibble, wibble, generator, like)
+
+    while step >= 2:
+        half = step // 2
+        # squares: centre of each step x step cell from its four corners
+        corners = grid[:, 0::step, 0::step]
+        acc = corners + corners.roll(-1, dims=1)
+        acc = acc + acc.roll(-1, dims=2)
+        grid[:, half::step, half::step] = noisy_mean(acc)
+        # diamonds: edge midpoints from the two adjacent corners and two centres
+        centres = grid[:, half::step, half::step]
+        corners = grid[:, 0::step, 0::step]
+        acc = centres + centres.roll(1, dims=1) + corners + corners.roll(-1, dims=2)
+        grid[:, 0::step, half::step] = noisy_mean(acc)
+        acc = centres + centres.roll(1, dims=2) + corners + corners.roll(-1, dims=1)
+        grid[:, half::step, 0::step] = noisy_mean(acc)
+        step //= 2
+        wibble /= wibble_decay
+    flat = grid.flatten(1)
+    lo = flat.min(1).values[:, None, None]
+    hi = flat.max(1).values[:, None, None]
+    return (grid - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def frost_texture(n: int, height: int, width: int, generator: torch.Generator, like: Tensor) -> Tensor:
+    """Synthetic frost, (n, 3, height, width) in [0, 1], pale blue-white.
+
+    ImageNet-C blends photographs of frost on glass; they are not bundled here,
+    so a texture with the same ingredients is drawn instead: a cloudy
+    diamond-square base (hazy ice) plus needle-like crystals, made by streaking
+    sparse bright seeds along a few random directions (the motion-blur kernel),
+    tinted towards blue as in the photographs.
+    """
+    size = 1
+    while size < max(height, width):
+        size *= 2
+    base = plasma_fractal(n, size, 1.8, generator, like)[:, None, :height, :width]
+    crystals = torch.zeros(n, 1, height, width, dtype=like.dtype, device=like.device)
+    for _ in range(4):
+        seeds = (torch.rand(n, 1, height, width, generator=generator, dtype=like.dtype, device=like.device)
+                 < 0.012).to(like.dtype)
+        seeds = seeds * _uniform((n, 1, height, width), 0.5, 1.0, generator, like)
+        angle = _uniform((n,), 0.0, 360.0, generator, like)
+        length = max(height, width) / 28
+        streak = motion_blur(seeds, length, length / 2, angle)
+        crystals = torch.maximum(crystals, streak * (2 * length + 1) / 3)
+    ice = (0.45 * base + crystals).clamp(0, 1)
+    tint = torch.tensor([0.82, 0.9, 1.0], dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
+    return (ice * tint).clamp(0, 1)

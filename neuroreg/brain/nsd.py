@@ -250,6 +250,29 @@ def _select_images(design: NSDDesign, images, sessions: np.ndarray, min_repeats:
 
 
 # ----------------------------------------------------------------------------- loader
+def _zscore_rows_inplace(data: np.ndarray, chunk: int) -> None:
+    """z-score every column of float32 ``data`` over its rows, in place (population SD, as scipy.stats.zscore).
+
+    Sums are accumulated in float64 over row blocks so no full-size temporary is
+    made. Columns without variance (voxels invalid in a session) become 0.
+    """
+    n = data.shape[0]
+    total = np.zeros(data.shape[1])
+    for a in range(0, n, chunk):
+        total += data[a:a + chunk].sum(0, dtype=np.float64)
+    mean = total / n
+    sq = np.zeros(data.shape[1])
+    mean32 = mean.astype(np.float32)
+    for a in range(0, n, chunk):
+        block = data[a:a + chunk] - mean32
+        sq += np.einsum("ij,ij->j", block, block, dtype=np.float64)
+    sd = np.sqrt(sq / n)
+    valid = sd > 1e-12 * np.maximum(np.abs(mean), 1.0)
+    inv = np.where(valid, 1.0 / np.where(valid, sd, 1.0), 0.0).astype(np.float32)
+    data -= mean32
+    data *= inv
+
+
 def load_nsd(root: str | Path, subject: int = 1, roi: str | Sequence[str] = "nsdgeneral",
              images: str | Sequence[int] = "shared1000", sessions: Sequence[int] | None = None,
              space: str = "func1pt8mm", *, betas: str = "betas_fithrf_GLMdenoise_RR", zscore: bool = True,
@@ -382,19 +405,19 @@ def load_nsd(root: str | Path, subject: int = 1, roi: str | Sequence[str] = "nsd
                                   f"{max(e[0] for e in entries) + 1}")
         data /= 300.0
         if zscore:
-            mean = data.mean(0, dtype=np.float64)
-            sd = data.std(0, dtype=np.float64)
-            valid = sd > 0
-            data -= mean.astype(np.float32)
-            data[:, valid] /= sd[valid].astype(np.float32)
-            data[:, ~valid] = 0.0
+            _zscore_rows_inplace(data, chunk_trials)
         within = np.array([e[0] for e in entries])
         rows = np.array([e[1] for e in entries])
         reps = np.array([e[2] for e in entries])
-        if with_trials:
-            trial_out[reps, rows] = data[within]
-        else:
-            np.add.at(total, rows, data[within])
+        # (row, repeat) pairs are unique, so rows are unique within one repeat and fancy += is exact.
+        for rep in np.unique(reps):
+            sel = np.flatnonzero(reps == rep)
+            for a in range(0, len(sel), chunk_trials):  # small temporaries, not one (n_selected, V) copy
+                part = sel[a:a + chunk_trials]
+                if with_trials:
+                    trial_out[rep, rows[part]] = data[within[part]]
+                else:
+                    total[rows[part]] += data[within[part]]
         del data
 
     if with_trials:

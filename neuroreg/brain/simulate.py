@@ -37,7 +37,6 @@ __all__ = ["simulate_voxels", "split_half_ceiling", "gaussian_windows", "DEFAULT
 #: Default ROIs, shallow to deep, as in FactorTopy's hierarchy slope (V1, V2/V3, OPA, EBA).
 DEFAULT_ROIS = ("V1", "V2V3", "OPA", "EBA")
 
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _WEIGHT_DISTS = ("normal", "positive")
 
 
@@ -193,10 +192,11 @@ def gaussian_windows(position: np.ndarray, scale: np.ndarray, height: int, width
 def _stimulus_chunks(stimuli, chunk: int) -> tuple[int, Any, Iterator]:
     """(n, default ids, iterator over stimulus chunks that :func:`neuroreg.extract` accepts)."""
     if isinstance(stimuli, (str, os.PathLike)):
+        from neuroreg.features import IMAGE_EXTENSIONS  # features imports brain: import lazily
         folder = Path(stimuli)
         if not folder.is_dir():
             raise FileNotFoundError(f"stimuli folder does not exist: {folder}")
-        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_EXTENSIONS)
+        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not paths:
             raise ValueError(f"stimuli folder {folder} holds no images")
         ids = np.array([str(p.relative_to(folder)) for p in paths])

@@ -267,3 +267,14 @@ def test_layers_required_without_an_area_map(net):
 def test_constant_readout_is_an_error(net):
     with pytest.raises(ValueError, match="no signal variance"):
         simulate_voxels(net, torch.zeros(5, 3, 32, 32), layers=LAYERS, n_voxels=4, progress=False)
+
+
+def test_folder_stimuli_give_path_ids(net, tmp_path):
+    from PIL import Image
+    imgs = (ref.pink_noise_images(5, size=32, seed=4).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+    for k, img in enumerate(imgs):
+        Image.fromarray(img).save(tmp_path / f"s{k}.png")
+    brain, _ = simulate_voxels(net, tmp_path, layers=LAYERS, n_voxels=8, progress=False)
+    np.testing.assert_array_equal(brain.stimulus_ids, [f"s{k}.png" for k in range(5)])
+    same, _ = simulate_voxels(net, imgs, layers=LAYERS, n_voxels=8, progress=False)
+    np.testing.assert_allclose(brain.trials, same.trials, atol=1e-4)

@@ -4,6 +4,7 @@ from neuroreg.scoring.bootstrap import BootstrapResult, bootstrap, bootstrap_mea
 from neuroreg.scoring.ceiling import (NoiseCeiling, ncsnr_ceiling, noise_ceiling, rdm_noise_ceiling,
                                       spearman_brown, split_half_ceiling)
 from neuroreg.scoring.cka import CKA, cka, cka_from_grams, gram, gram_from_rdm
+from neuroreg.scoring.encoding import CONWELL_ALPHAS, CONWELL_SRP_DIM, pearson_per_column, predictivity, versa
 from neuroreg.scoring.compare import COMPARE_METHODS, compare_rdms, compare_vectors
 from neuroreg.scoring.rdm import RDM_METRICS, condense, rdm, square
 from neuroreg.scoring.ridge import RidgeGCV
@@ -13,7 +14,7 @@ from neuroreg.scoring.rsa import crsa
 __all__ = [
     "rdm", "RDM_METRICS", "condense", "square",
     "compare_rdms", "compare_vectors", "COMPARE_METHODS",
-    "crsa", "RidgeGCV",
+    "crsa", "RidgeGCV", "versa", "predictivity", "pearson_per_column", "CONWELL_ALPHAS", "CONWELL_SRP_DIM",
     "noise_ceiling", "NoiseCeiling", "rdm_noise_ceiling", "split_half_ceiling", "ncsnr_ceiling", "spearman_brown",
     "bootstrap", "bootstrap_mean", "bootstrap_rdm_comparison", "BootstrapResult",
     "CKA", "cka", "cka_from_grams", "gram", "gram_from_rdm",

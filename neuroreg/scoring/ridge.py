@@ -48,6 +48,7 @@ class RidgeGCV:
     dtype: torch dtype of the per-alpha products (default float64; float32 is
         about twice as fast on CPU and much faster on GPUs; decompositions always run in float64).
     target_chunk: targets per block (default: about 16 M elements of n x chunk).
+    store_loo: keep the leave-one-out predictions at the chosen alphas (``loo_predictions_``).
 
     Attributes (after ``fit``)
     --------------------------
@@ -58,17 +59,19 @@ class RidgeGCV:
     cv_scores_: ``(n_alphas, n_targets)`` negative mean squared LOO error.
     best_score_: the score of the chosen alpha per target.
     dual_coef_: ``(n_samples, n_targets)`` in kernel form (p > n), else None.
+    loo_predictions_: ``(n_samples, n_targets)`` when ``store_loo``.
     """
 
     def __init__(self, alphas=(0.1, 1.0, 10.0), *, alpha_per_target: bool = True, fit_intercept: bool = True,
                  device: str | torch.device | None = None, dtype: torch.dtype = torch.float64,
-                 target_chunk: int | None = None) -> None:
+                 target_chunk: int | None = None, store_loo: bool = False) -> None:
         self.alphas = alphas
         self.alpha_per_target = alpha_per_target
         self.fit_intercept = fit_intercept
         self.device = device
         self.dtype = dtype
         self.target_chunk = target_chunk
+        self.store_loo = store_loo
 
     # ------------------------------------------------------------------ fit
     def _check_alphas(self) -> np.ndarray:
@@ -162,6 +165,15 @@ class RidgeGCV:
             best = torch.full((v,), j_best, dtype=torch.long, device=x.device)
             best_score = mean[j_best].expand(v)
         chosen = a_t[best]                                                # (v,)
+        if self.store_loo:
+            # leave-one-out predictions at each target's chosen alpha: y - residual / (1 - 1/n - H_ii)
+            loo = torch.empty(n, v, dtype=torch.float64, device=x.device)
+            for s in range(0, v, chunk):
+                sel = best[s:s + chunk]
+                yc = y[:, s:s + chunk] - y_mean[s:s + chunk]
+                resid = yc - b @ (f[:, sel] * proj[:, s:s + chunk].to(torch.float64))
+                loo[:, s:s + chunk] = y[:, s:s + chunk] - resid / den[:, sel]
+            self.loo_predictions_ = (loo[:, 0] if self._y_1d else loo).cpu().numpy()
         weights = 1.0 / (lam[:, None] + chosen[None, :])                  # (r, v)
         if self.kernel_form_:
             self.dual_coef_t_ = b @ (weights * proj.to(torch.float64))    # (n, v)

@@ -87,3 +87,14 @@ def test_rejects_bad_input():
         RidgeGCV(ALPHAS).predict(x)
     with pytest.raises(ShapeError, match="X has 4 features"):
         RidgeGCV(ALPHAS).fit(x, y).predict(x[:, :4])
+
+
+def test_loo_predictions_equal_explicit_refits():
+    x, y, _ = _data(25, 40, 3, seed=5)
+    ours = RidgeGCV(ALPHAS, store_loo=True).fit(x, y)
+    from sklearn.linear_model import Ridge
+    for i in (0, 7, 24):
+        keep = np.arange(25) != i
+        for t in range(3):
+            ref = Ridge(alpha=ours.alpha_[t]).fit(x[keep], y[keep, t]).predict(x[i:i + 1])[0]
+            assert ours.loo_predictions_[i, t] == pytest.approx(ref, rel=1e-8)

@@ -1,0 +1,231 @@
+"""Encoding-model scores: veRSA (Conwell et al. 2024) and Brain-Score predictivity.
+
+veRSA, per layer: sparse random projection to 5,920 dims (the Johnson-Lindenstrauss
+size for n = 1,000, eps = 0.1) when the layer is wider, standardisation with
+train-half statistics, :class:`RidgeGCV` with ``alphas = logspace(-1, 5, 7)``
+chosen per voxel by leave-one-out, prediction of the test-half voxels, and the
+correlation-distance RDM of the predicted voxels compared with the brain RDM of
+the same test stimuli. From the same fit: voxel-wise Pearson r and R^2 on the
+test half. The train-half score uses the leave-one-out predictions, so the best
+layer can be chosen without touching the test half.
+
+Predictivity (Brain-Score): per neuroid, a linear map (ridge or PLS with 25
+components) fitted on 90% of the stimuli and tested on 10%, 10 seeded splits;
+the Pearson r per neuroid is averaged over splits, the median over neuroids is
+the score, divided by the split-half Spearman-Brown ceiling when repeats exist.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from neuroreg.projection import jl_min_dim, sparse_random_projection
+from neuroreg.scoring._inputs import aligned_brain, feature_ids, layer_matrix, layer_names, unit_groups
+from neuroreg.scoring.compare import _method, compare_rdms
+from neuroreg.scoring.rdm import rdm
+from neuroreg.scoring.results import ScoreTable
+from neuroreg.scoring.ridge import RidgeGCV
+from neuroreg.scoring.rsa import resolve_split
+
+__all__ = ["versa", "predictivity", "pearson_per_column", "CONWELL_ALPHAS", "CONWELL_SRP_DIM"]
+
+CONWELL_ALPHAS = np.logspace(-1, 5, 7)
+CONWELL_SRP_DIM = jl_min_dim(1000, 0.1)  # 5,920
+
+
+def pearson_per_column(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r between matching columns of ``a`` and ``b`` ``(n, k)``; 0 where a column is constant."""
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    den = np.sqrt((a ** 2).sum(0) * (b ** 2).sum(0))
+    return np.divide((a * b).sum(0), den, out=np.zeros(a.shape[1]), where=den > 0)
+
+
+def _r2_per_column(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    ss_tot = ((y - y.mean(0)) ** 2).sum(0)
+    ss_res = ((y - pred) ** 2).sum(0)
+    return np.divide(ss_tot - ss_res, ss_tot, out=np.zeros(y.shape[1]), where=ss_tot > 0)
+
+
+def _reduced(features, layer: str, n: int, srp_dim: int | None, seed: int, device) -> torch.Tensor:
+    """Layer as float64 ``(n, d')``, projected to ``srp_dim`` when wider (seeded)."""
+    x = layer_matrix(features, layer, n)
+    x = torch.as_tensor(x)
+    if device is not None:
+        x = x.to(device)
+    x = x.to(torch.float64) if x.device.type == "cpu" else x.float()
+    if srp_dim is not None and x.shape[1] > srp_dim:
+        try:
+            x = sparse_random_projection(x, srp_dim, seed=seed)
+        except ValueError as exc:
+            raise ValueError(f"features[{layer!r}]: {exc}") from exc
+    return x.double()
+
+
+def _standardise(x: torch.Tensor, train: np.ndarray) -> torch.Tensor:
+    mu = x[train].mean(0)
+    sd = x[train].std(0)
+    sd = torch.where(sd > 0, sd, torch.ones_like(sd))   # constant features stay zero, never NaN
+    return (x - mu) / sd
+
+
+def _check_finite_layer(layer: str, x: torch.Tensor) -> None:
+    if not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).nonzero()[0].tolist()
+        raise ValueError(f"features[{layer!r}] contains non-finite values (NaN or inf), first at index {tuple(bad)}")
+
+
+def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWELL_SRP_DIM,
+          split="conwell", method: str = "pearson", model: str | None = None, seed: int = 0,
+          device: str | torch.device | None = None, dtype: torch.dtype = torch.float64,
+          progress: bool | None = None) -> ScoreTable:
+    """veRSA and voxel-wise encoding scores of every layer for every roi x subject of ``brain``.
+
+    Parameters
+    ----------
+    features: :class:`~neuroreg.features.Features` or mapping layer -> ``(n, ...)``.
+    brain: :class:`~neuroreg.brain.BrainData` with ``unit_info`` ``roi``/``subject``
+        (missing keys form one group); responses ``(n_stimuli, n_voxels)``.
+    srp_dim: projection size for wider layers (None: never project).
+    split: ``"conwell"`` (even train / odd test) or ``(train_indices, test_indices)``.
+    method: comparison of predicted and measured test RDMs (default Pearson).
+    dtype: precision of the ridge's per-alpha products (see :class:`RidgeGCV`).
+
+    Returns a :class:`ScoreTable` with, per layer x region x subject, rows of
+    metric ``"versa"`` (splits ``train`` from leave-one-out predictions and
+    ``test``), ``"encoding_r"`` and ``"encoding_r2"`` (test split; score = median
+    over voxels, ``mean`` column = mean). Columns ``n_units`` and ``is_best``
+    (layer with the best train veRSA) are added.
+    """
+    method = _method(method)
+    data = aligned_brain(brain, feature_ids(features))
+    n = data.n_stimuli
+    splits = resolve_split(split, n)
+    if "train" not in splits:
+        raise ValueError("versa needs a train/test split (split='conwell' or (train, test) indices)")
+    train, test = splits["train"], splits["test"]
+    groups = list(unit_groups(data))
+    brain_test_rdms = {}
+    brain_train_rdms = {}
+    for region, subject, units in groups:
+        try:
+            brain_test_rdms[(region, subject)] = rdm(data.responses[np.ix_(test, units)])
+            brain_train_rdms[(region, subject)] = rdm(data.responses[np.ix_(train, units)])
+        except ValueError as exc:
+            raise ValueError(f"brain responses (region={region!r}, subject={subject!r}): {exc}") from exc
+
+    rows = []
+    layers = layer_names(features)
+    show = sys.stderr.isatty() if progress is None else progress
+    for li, layer in enumerate(tqdm(layers, desc="veRSA layers", disable=not show, leave=False)):
+        x = _reduced(features, layer, n, srp_dim, seed, device)
+        _check_finite_layer(layer, x)
+        x = _standardise(x, train)
+        ridge = RidgeGCV(alphas, alpha_per_target=True, device=x.device, dtype=dtype, store_loo=True)
+        ridge.fit(x[train], data.responses[train])
+        pred_test = np.asarray(ridge.predict(x[test].cpu()), dtype=np.float64)
+        loo = ridge.loo_predictions_
+        for region, subject, units in groups:
+            base = dict(model=model, layer=layer, region=region, subject=subject, n_units=int(units.size),
+                        layer_index=li, method=method)
+            for s, pred, target in (("train", loo[:, units], brain_train_rdms[(region, subject)]),
+                                    ("test", pred_test[:, units], brain_test_rdms[(region, subject)])):
+                try:
+                    pred_rdm = rdm(pred)
+                except ValueError:
+                    # predictions identical for a stimulus across voxels: its pattern carries no information
+                    score = 0.0
+                else:
+                    score = compare_rdms(pred_rdm, target, method)
+                rows.append(dict(base, metric="versa", split=s, score=score))
+            y_test = data.responses[np.ix_(test, units)]
+            r = pearson_per_column(pred_test[:, units], y_test)
+            r2 = _r2_per_column(y_test, pred_test[:, units])
+            rows.append(dict(base, metric="encoding_r", split="test", score=float(np.median(r)), mean=float(r.mean())))
+            rows.append(dict(base, metric="encoding_r2", split="test", score=float(np.median(r2)),
+                             mean=float(r2.mean())))
+    best = {}
+    for r in rows:
+        if r["metric"] == "versa" and r["split"] == "train":
+            key = (r["region"], r["subject"])
+            if key not in best or r["score"] > best[key][0]:
+                best[key] = (r["score"], r["layer"])
+    for r in rows:
+        r["is_best"] = best[(r["region"], r["subject"])][1] == r["layer"]
+    return ScoreTable(rows)
+
+
+def _cv_splits(n: int, n_splits: int, test_fraction: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    n_test = max(1, int(round(n * test_fraction)))
+    out = []
+    for _ in range(n_splits):
+        perm = rng.permutation(n)
+        out.append((np.sort(perm[n_test:]), np.sort(perm[:n_test])))
+    return out
+
+
+def _unit_ceiling(data, units) -> float | None:
+    from neuroreg.scoring.ceiling import ncsnr_ceiling, split_half_ceiling
+    if data.trials is not None:
+        return split_half_ceiling(data.trials[:, :, units]).upper
+    if "ncsnr" in data.unit_info:
+        # NSD ceiling is a fraction of variance; its square root bounds Pearson r
+        return float(np.median(np.sqrt(ncsnr_ceiling(data.unit_info["ncsnr"][units], 3).per_unit)))
+    return None
+
+
+def predictivity(features, brain, *, mapping: str = "ridge", splits: int = 10, test_fraction: float = 0.1,
+                 n_components: int = 25, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWELL_SRP_DIM,
+                 model: str | None = None, seed: int = 0, device: str | torch.device | None = None,
+                 progress: bool | None = None) -> ScoreTable:
+    """Brain-Score-style neural predictivity of every layer for every roi x subject.
+
+    ``mapping``: ``"ridge"`` (:class:`RidgeGCV`, alpha per neuroid) or ``"pls"``
+    (``sklearn.cross_decomposition.PLSRegression(n_components, scale=False)``).
+    ``splits`` seeded random train/test splits with ``test_fraction`` held out.
+    Row score: median over neuroids of the split-averaged Pearson r (metric
+    ``"predictivity"``, split ``"cv"``); ``ceiling``: median split-half
+    Spearman-Brown reliability when ``brain.trials`` exist, else sqrt of the NSD
+    ncsnr ceiling when ``unit_info["ncsnr"]`` exists, else None.
+    """
+    if mapping not in ("ridge", "pls"):
+        from neuroreg.errors import UnknownNameError
+        raise UnknownNameError(f"mapping must be 'ridge' or 'pls'; got {mapping!r}")
+    if int(splits) < 1:
+        raise ValueError(f"splits must be >= 1; got {splits}")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")
+    data = aligned_brain(brain, feature_ids(features))
+    n = data.n_stimuli
+    folds = _cv_splits(n, int(splits), test_fraction, seed)
+    groups = list(unit_groups(data))
+    ceilings = {(r, s): _unit_ceiling(data, u) for r, s, u in groups}
+    rows = []
+    layers = layer_names(features)
+    show = sys.stderr.isatty() if progress is None else progress
+    for li, layer in enumerate(tqdm(layers, desc="predictivity layers", disable=not show, leave=False)):
+        x = _reduced(features, layer, n, srp_dim, seed, device)
+        _check_finite_layer(layer, x)
+        r_sum = np.zeros(data.n_units)
+        for train, test in folds:
+            xs = _standardise(x, train)
+            if mapping == "ridge":
+                fit = RidgeGCV(alphas, device=x.device).fit(xs[train], data.responses[train])
+                pred = np.asarray(fit.predict(xs[test].cpu()), dtype=np.float64)
+            else:
+                from sklearn.cross_decomposition import PLSRegression
+                k = min(n_components, len(train) - 1, xs.shape[1])
+                pls = PLSRegression(n_components=k, scale=False).fit(xs[train].cpu().numpy(), data.responses[train])
+                pred = pls.predict(xs[test].cpu().numpy())
+            r_sum += pearson_per_column(pred, data.responses[test])
+        r = r_sum / len(folds)
+        for region, subject, units in groups:
+            rows.append(dict(model=model, layer=layer, region=region, subject=subject, metric="predictivity",
+                             split="cv", score=float(np.median(r[units])), ceiling=ceilings[(region, subject)],
+                             n_units=int(units.size), mapping=mapping, n_splits=len(folds), layer_index=li))
+    return ScoreTable(rows)

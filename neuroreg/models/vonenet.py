@@ -1,0 +1,188 @@
+"""VOneNet: VOneBlock -> 1x1 bottleneck -> any backbone with its stem removed (Dapello et al. 2020).
+
+The VOneBlock (stride 4) replaces the backbone's stem, which also reduces by
+4 in ResNets, CORnet-S/Z and AlexNet, so the rest of the network sees the
+resolution it was designed for. A bias-free 1x1 convolution maps the 512
+VOneBlock channels to the channels the backbone's first remaining layer takes.
+
+Backbones understood without help (stem modules replaced by ``nn.Identity``):
+
+* timm and torchvision ResNets: ``conv1``, ``bn1``, ``act1``/``relu``, ``maxpool``;
+* CORnet-S and CORnet-Z: ``V1``;
+* torchvision AlexNet: ``features.0-2`` (conv, ReLU, max-pool);
+* timm EfficientNet/MobileNet: ``conv_stem``, ``bn1``.
+
+Any other backbone: pass ``stem=[module names]`` and ``backbone_channels``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from neuroreg.models.cornet import CORnetS, CORnetZ
+from neuroreg.models.vone import VOneBlock
+
+__all__ = ["VOneNet", "strip_stem"]
+
+
+def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)
+
+
+def _known_stem(backbone: nn.Module) -> tuple[list[str], int] | None:
+    from torchvision.models import AlexNet
+    if isinstance(backbone, (CORnetS, CORnetZ)):
+        first = backbone.V2.conv_input if isinstance(backbone, CORnetS) else backbone.V2.conv
+        return ["V1"], first.in_channels
+    if isinstance(backbone, AlexNet):
+        return ["features.0", "features.1", "features.2"], backbone.features[3].in_channels
+    if all(hasattr(backbone, a) for a in ("conv1", "bn1", "maxpool", "layer1")):
+        act = "act1" if hasattr(backbone, "act1") else "relu"
+        return ["conv1", "bn1", act, "maxpool"], backbone.conv1.out_channels
+    if hasattr(backbone, "conv_stem") and hasattr(backbone, "bn1"):
+        return ["conv_stem", "bn1"], backbone.conv_stem.out_channels
+    return None
+
+
+def strip_stem(backbone: nn.Module, stem: Sequence[str] | None = None,
+               backbone_channels: int | None = None) -> tuple[nn.Module, int]:
+    """Replace the stem modules of ``backbone`` by ``nn.Identity`` (in place); return it and its input channels."""
+    known = _known_stem(backbone)
+    if stem is None:
+        if known is None:
+            raise ValueError(f"no stem is known for {type(backbone).__name__}; pass stem=[module names] "
+                             "and backbone_channels=<channels the first kept layer expects>")
+        stem = known[0]
+    if backbone_channels is None:
+        if known is None:
+            raise ValueError("backbone_channels is required when the stem is given explicitly for "
+                             f"{type(backbone).__name__}")
+        backbone_channels = known[1]
+    modules = dict(backbone.named_modules())
+    missing = [name for name in stem if name not in modules]
+    if missing:
+        raise ValueError(f"stem names {missing} are not modules of {type(backbone).__name__}")
+    for name in stem:
+        _set_module(backbone, name, nn.Identity())
+    return backbone, int(backbone_channels)
+
+
+class VOneNet(nn.Module):
+    """VOneBlock front end on ``backbone`` (a module, or a timm model name).
+
+    Args:
+        backbone: timm model, torchvision ResNet/AlexNet, CORnet, or a timm name.
+        vone_block: a ready VOneBlock; otherwise one is built from ``**vone_kwargs``.
+        stem, backbone_channels: override the stem detection (see module docs).
+        num_classes: only with a timm name (passed to ``timm.create_model``).
+
+    ``forward_features``/``forward_head``/``reset_classifier`` delegate to the
+    backbone (torchvision models get the equivalent split). ``areas``: V1 is
+    ``"vone_block"``; V2/V4/IT come from the backbone's area map under ``backbone.``.
+    Inputs are images normalized with mean = std = 0.5 (``pretrained_cfg``).
+    """
+
+    def __init__(self, backbone: nn.Module | str, *, vone_block: VOneBlock | None = None,
+                 stem: Sequence[str] | None = None, backbone_channels: int | None = None,
+                 num_classes: int | None = None, **vone_kwargs) -> None:
+        super().__init__()
+        if isinstance(backbone, str):
+            backbone = timm.create_model(backbone, **({} if num_classes is None else {"num_classes": num_classes}))
+        elif num_classes is not None:
+            raise ValueError("num_classes is only used with a backbone name; call reset_classifier on a module")
+        if vone_block is not None and vone_kwargs:
+            raise ValueError(f"give either vone_block or VOneBlock keywords, not both (got {sorted(vone_kwargs)})")
+        self.vone_block = vone_block if vone_block is not None else VOneBlock(**vone_kwargs)
+        self.backbone, channels = strip_stem(backbone, stem, backbone_channels)
+        self.bottleneck = nn.Conv2d(self.vone_block.out_channels, channels, kernel_size=1, bias=False)
+        nn.init.kaiming_normal_(self.bottleneck.weight, mode="fan_out", nonlinearity="relu")
+        self._kind = self._backbone_kind(self.backbone)
+        self.areas = self._areas()
+
+    @staticmethod
+    def _backbone_kind(b: nn.Module) -> str:
+        if all(hasattr(b, a) for a in ("forward_features", "forward_head", "reset_classifier")):
+            return "timm"
+        if all(hasattr(b, a) for a in ("features", "avgpool", "classifier")):
+            return "features_classifier"
+        if all(hasattr(b, a) for a in ("layer4", "avgpool", "fc")):
+            return "resnet"
+        raise ValueError(f"{type(b).__name__} has neither timm's forward_features/forward_head nor a torchvision "
+                         "ResNet/AlexNet layout; wrap it to provide forward_features and forward_head")
+
+    def _areas(self) -> dict[str, str]:
+        from neuroreg.models.zoo import area_layers
+        try:
+            inner = area_layers(self.backbone)
+        except KeyError:
+            inner = {}
+        areas = {"V1": "vone_block"}
+        areas.update({a: f"backbone.{name}" for a, name in inner.items() if a != "V1"})
+        return areas
+
+    @property
+    def num_classes(self) -> int:
+        b = self.backbone
+        if hasattr(b, "num_classes"):
+            return b.num_classes
+        head = self.get_classifier()
+        return head.out_features if isinstance(head, nn.Linear) else 0
+
+    @property
+    def num_features(self) -> int:
+        b = self.backbone
+        if hasattr(b, "num_features"):
+            return b.num_features
+        head = self.get_classifier()
+        return head.in_features
+
+    def get_classifier(self) -> nn.Module:
+        b = self.backbone
+        if self._kind == "timm":
+            return b.get_classifier()
+        return b.classifier[-1] if self._kind == "features_classifier" else b.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New classifier with ``num_classes`` outputs (0: identity)."""
+        b = self.backbone
+        if self._kind == "timm":
+            if global_pool is None:
+                b.reset_classifier(num_classes)
+            else:
+                b.reset_classifier(num_classes, global_pool)
+            return
+        old = self.get_classifier()
+        new = nn.Linear(old.in_features, num_classes).to(old.weight.device) if num_classes > 0 else nn.Identity()
+        if self._kind == "features_classifier":
+            b.classifier[-1] = new
+        else:
+            b.fc = new
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images ``(B, 3, H, W)`` -> the backbone's last feature map."""
+        x = self.bottleneck(self.vone_block(x))
+        b = self.backbone
+        if self._kind == "timm":
+            return b.forward_features(x)
+        if self._kind == "features_classifier":
+            return b.features(x)
+        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))          # identities after strip_stem
+        return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        b = self.backbone
+        if self._kind == "timm":
+            return b.forward_head(x, pre_logits=pre_logits)
+        x = torch.flatten(b.avgpool(x), 1)
+        if self._kind == "features_classifier":
+            return b.classifier[:-1](x) if pre_logits else b.classifier(x)
+        return x if pre_logits else b.fc(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -23,9 +23,9 @@ class _KillAt(Callback):
             raise _Killed(f"killed before step {self.step + 1}")
 
 
-def _run(root, brain, ckpt_path=None, extra=()):
+def _run(root, brain, ckpt_path=None, extra=(), noise=0.0):
     L.seed_everything(0)
-    module = BrainRegularizedModule(make_tiny_net(seed=1), [CKALoss("IT", brain, weight=0.5)], lr=0.05,
+    module = BrainRegularizedModule(make_tiny_net(seed=1, noise=noise), [CKALoss("IT", brain, weight=0.5)], lr=0.05,
                                     warmup_steps=2)
     dm = GratingsDataModule(n_train=64, n_val=16, neural=brain, neural_batch_size=8, batch_size=8,
                             image_size=16, seed=3)
@@ -38,13 +38,14 @@ def _run(root, brain, ckpt_path=None, extra=()):
     return trainer, module
 
 
-def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, brain):
-    full_trainer, full = _run(tmp_path / "full", brain)
+@pytest.mark.parametrize("noise", [0.0, 0.3], ids=["deterministic", "stochastic"])
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, brain, noise):
+    full_trainer, full = _run(tmp_path / "full", brain, noise=noise)
     with pytest.raises(_Killed):
-        _run(tmp_path / "killed", brain, extra=[_KillAt(KILL_AT)])
+        _run(tmp_path / "killed", brain, extra=[_KillAt(KILL_AT)], noise=noise)
     ckpts = sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir())
     assert "last.ckpt" in ckpts and f"step{KILL_AT}.ckpt" in ckpts, ckpts
-    resumed_trainer, resumed = _run(tmp_path / "killed", brain, ckpt_path="last")
+    resumed_trainer, resumed = _run(tmp_path / "killed", brain, ckpt_path="last", noise=noise)
     assert resumed_trainer.global_step == full_trainer.global_step == TOTAL
     a, b = full.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys()

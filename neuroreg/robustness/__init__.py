@@ -10,9 +10,10 @@ from neuroreg.robustness.attacks import ATTACKS, EPS_PRESETS, NORMS, AttackSpec,
 from neuroreg.robustness.corruption_suite import (ALEXNET_MEAN_ERROR, corruption_errors, corruption_suite,
                                                   mean_corruption_error)
 from neuroreg.robustness.corruptions import CORRUPTIONS, SEVERITY_PARAMS, Corruption, corrupt
+from neuroreg.robustness.plots import plot_accuracy_vs_eps, plot_corruption_heatmap
 from neuroreg.robustness.sanity import SanityResult
 from neuroreg.robustness.wrapper import RobustClassifier, check_images, is_stochastic, normalize_images
 
-__all__ = ["corruption_suite", "corrupt", "Corruption", "CORRUPTIONS", "SEVERITY_PARAMS", "ALEXNET_MEAN_ERROR",
+__all__ = ["plot_accuracy_vs_eps", "plot_corruption_heatmap", "corruption_suite", "corrupt", "Corruption", "CORRUPTIONS", "SEVERITY_PARAMS", "ALEXNET_MEAN_ERROR",
            "corruption_errors", "mean_corruption_error", "attack_suite", "make_attack", "eps_grid", "ATTACKS", "NORMS", "EPS_PRESETS", "AttackSpec",
            "SanityResult", "RobustClassifier", "normalize_images", "check_images", "is_stochastic"]

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import ShapeError, UnknownNameError
 
-__all__ = ["simulate_voxels", "split_half_ceiling", "gaussian_windows", "DEFAULT_ROIS"]
+__all__ = ["simulate_voxels", "expected_split_half_ceiling", "gaussian_windows", "DEFAULT_ROIS"]
 
 #: Default ROIs, shallow to deep, as in FactorTopy's hierarchy slope (V1, V2/V3, OPA, EBA).
 DEFAULT_ROIS = ("V1", "V2V3", "OPA", "EBA")
@@ -40,7 +40,7 @@ DEFAULT_ROIS = ("V1", "V2V3", "OPA", "EBA")
 _WEIGHT_DISTS = ("normal", "positive")
 
 
-def split_half_ceiling(snr, repeats: int) -> np.ndarray:
+def expected_split_half_ceiling(snr, repeats: int) -> np.ndarray:
     """Expected Spearman-Brown split-half reliability of an average of ``repeats`` trials.
 
     With a single-trial response ``y_t = s + e_t``, ``var(s) / var(e) = snr``,
@@ -302,7 +302,7 @@ def simulate_voxels(model: nn.Module, stimuli, rois: Sequence[str] | Mapping[str
         the map side, in [0, 1]), ``weights`` (list of ``V`` channel-weight
         vectors, length = channels of the voxel's layer), ``snr``, ``ceiling``
         (``R snr / (R snr + 1)``: the expected Spearman-Brown split-half
-        reliability of the ``R``-trial mean, see :func:`split_half_ceiling`),
+        reliability of the ``R``-trial mean, see :func:`expected_split_half_ceiling`),
         ``max_r`` (``sqrt(ceiling)``, the expected correlation of the noise-free
         signal with the trial mean), ``roi``, ``roi_index``, ``coords``; plus
         ``signal`` ``(n, V)`` (noise-free, standardised responses), ``layers``
@@ -377,7 +377,7 @@ def simulate_voxels(model: nn.Module, stimuli, rois: Sequence[str] | Mapping[str
     noise = noise_rng.standard_normal((repeats, n, n_vox)) / np.sqrt(snr_v)
     trials = sig[None] + noise
     roi = np.asarray(roi_names)[roi_idx]
-    ceiling = split_half_ceiling(snr_v, repeats)
+    ceiling = expected_split_half_ceiling(snr_v, repeats)
     brain = BrainData(trials.mean(0), ids, {"roi": roi, "coords": coords, "ncsnr": np.sqrt(snr_v)},
                       trials=trials, name=name)
     truth = {

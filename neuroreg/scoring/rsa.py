@@ -65,7 +65,8 @@ def crsa(features, brain, *, metric: str = "correlation", method: str = "pearson
         split ``"all"``), or ``(train_indices, test_indices)``.
     ceiling: where a region has RDMs of >= 2 subjects, fill ``ceiling`` with
         their Nili upper bound on the same stimuli (``ceiling_lower`` column: the lower bound).
-    n_boot: bootstrap resamples of stimuli for a 95% CI on every score (0: none).
+    n_boot: bootstrap resamples for 95% CIs (0: none): over stimuli on every row, and
+        over subjects on added ``subject="mean"`` rows where a region has >= 2 subjects.
     device: compute model RDMs there (e.g. ``"cuda"``); default: where the features are.
     progress: progress bar over layers (default: only on a terminal).
 
@@ -74,7 +75,7 @@ def crsa(features, brain, *, metric: str = "correlation", method: str = "pearson
     (True on the rows of the layer chosen on the train split). ``table.best()``
     gives the test score of the train-chosen layer.
     """
-    from neuroreg.scoring.bootstrap import bootstrap_rdm_comparison
+    from neuroreg.scoring.bootstrap import bootstrap_mean, bootstrap_rdm_comparison
     from neuroreg.scoring.ceiling import rdm_noise_ceiling
 
     _check_metric(metric)
@@ -124,9 +125,26 @@ def crsa(features, brain, *, metric: str = "correlation", method: str = "pearson
                     row["ceiling"], row["ceiling_lower"] = lo_up[1], lo_up[0]
                 if n_boot:
                     ci = bootstrap_rdm_comparison(m_sub, b_stack[ti], method, n_boot=n_boot, seed=seed)
-                    row.update(ci_low=ci.low, ci_high=ci.high, n_boot=ci.n_valid, n_boot_degenerate=ci.n_degenerate)
+                    row.update(ci_low=ci.low, ci_high=ci.high, n_boot=ci.n_valid, n_boot_degenerate=ci.n_degenerate,
+                               bootstrap_over="stimuli")
                 rows.append(row)
 
+    if n_boot:
+        # group score: the mean over subjects, with a bootstrap over subjects
+        groups: dict[tuple, list[float]] = defaultdict(list)
+        for r in rows:
+            groups[(r["rdm_set"], r["region"], r["layer"], r["layer_index"], r["split"], r["n_stimuli"])].append(r["score"])
+        for (source, region, layer, li, s, n_s), vals in groups.items():
+            if len(vals) >= 2:
+                ci = bootstrap_mean(vals, n_boot=n_boot, seed=seed)
+                row = dict(model=model, layer=layer, region=region, subject="mean", metric="crsa", split=s,
+                           score=float(np.mean(vals)), ci_low=ci.low, ci_high=ci.high, n_boot=ci.n_valid,
+                           n_boot_degenerate=ci.n_degenerate, bootstrap_over="subjects", n_subjects=len(vals),
+                           rdm_set=source, n_stimuli=n_s, layer_index=li, method=method)
+                lo_up = ceilings.get((source, region, s))
+                if lo_up is not None:
+                    row["ceiling"], row["ceiling_lower"] = lo_up[1], lo_up[0]
+                rows.append(row)
     select = "train" if "train" in splits else "all"
     best: dict[tuple, tuple[float, str]] = {}
     for r in rows:

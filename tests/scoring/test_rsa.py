@@ -69,6 +69,12 @@ def test_bootstrap_columns():
     table = crsa({"good": feats["good"]}, brain, n_boot=50, seed=0)
     for row in table:
         assert row["ci_low"] <= row["ci_high"] and row["n_boot"] + row["n_boot_degenerate"] == 50
+    means = table.filter(subject="mean")
+    assert len(means) == 2 and {r["bootstrap_over"] for r in means} == {"subjects"}
+    for r in means:
+        per_subject = table.filter(subject=[1, 2], split=r["split"]).to_pandas()["score"]
+        assert r["score"] == pytest.approx(per_subject.mean())
+        assert per_subject.min() - 1e-12 <= r["ci_low"] <= r["ci_high"] <= per_subject.max() + 1e-12
 
 
 def test_rejects_bad_input():

@@ -26,7 +26,7 @@ def test_official_cornet_s_file_loads_and_reproduces_the_original_outputs(tmp_pa
     ref.eval()
     path = _save_official(tmp_path, ref, "cornet_s-1d3f7974.pth")
     model = nr.create_model("cornet_s", pretrained=True, checkpoint_path=path).eval()
-    x = torch.rand(2, 3, 64, 64)
+    x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref(x), rtol=1e-4, atol=1e-4)
 

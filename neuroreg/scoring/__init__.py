@@ -4,6 +4,7 @@ from neuroreg.scoring.bootstrap import BootstrapResult, bootstrap, bootstrap_mea
 from neuroreg.scoring.ceiling import (NoiseCeiling, ncsnr_ceiling, noise_ceiling, rdm_noise_ceiling,
                                       spearman_brown, split_half_ceiling)
 from neuroreg.scoring.cka import CKA, cka, cka_from_grams, gram, gram_from_rdm
+from neuroreg.scoring.factortopy import FactorTopy, compare_factortopy, hierarchy_fit
 from neuroreg.scoring.encoding import CONWELL_ALPHAS, CONWELL_SRP_DIM, pearson_per_column, predictivity, versa
 from neuroreg.scoring.compare import COMPARE_METHODS, compare_rdms, compare_vectors
 from neuroreg.scoring.rdm import RDM_METRICS, condense, rdm, square
@@ -19,4 +20,5 @@ __all__ = [
     "bootstrap", "bootstrap_mean", "bootstrap_rdm_comparison", "BootstrapResult",
     "CKA", "cka", "cka_from_grams", "gram", "gram_from_rdm",
     "ScoreTable", "SCORE_COLUMNS",
+    "FactorTopy", "compare_factortopy", "hierarchy_fit",
 ]

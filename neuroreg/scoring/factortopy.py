@@ -1,0 +1,661 @@
+"""FactorTopy: which layer, position and scale of a network each voxel reads from (Yang, Gee & Shi 2024).
+
+"Brain Decodes Deep Nets" (arXiv:2312.01280) fits one brain-encoding model for
+all voxels at once. From a voxel's cortical coordinates (sinusoidal encoding),
+three small MLPs choose
+
+* a **layer**: softmax weights ``omega_i`` over the ``L`` layers,
+* a **space** position ``u_i`` in the feature map (tanh -> ``grid_sample`` x, y in [-1, 1]),
+* a **scale** ``alpha_i`` in [0, 1] mixing the local feature with the map's global mean;
+
+each layer's channels are aligned by a shared linear map ``B_l`` to ``D``
+dimensions and the voxel predicts ``y_i = sum_l omega_il ((1 - alpha_i) v_local_il
++ alpha_i v_global_l) . w_il + b_i``. Nearby voxels share the selector MLPs, which
+is the topological smoothness of the paper. Summaries: expected depth
+``sum_l (l - 1)/(L - 1) omega_il``, confidence ``1 - H(omega_i)/log L`` and the
+hierarchy slope (regression of depth on ROI level V1 0, V2V3 1/3, OPA 2/3, EBA 1).
+
+Differences from a literal reading that make layer recovery work (measured on
+simulated voxels with a known layer): features are normalised per channel on
+the training stimuli, every layer has its own voxel read-out weights, the layer
+softmax temperature is annealed, entropy pressure starts only after a warm-up,
+and the model kept is the one with the best validation Pearson r.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Mapping
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from neuroreg._checks import check_finite
+from neuroreg.brain.data import BrainData
+from neuroreg.errors import ShapeError
+from neuroreg.scoring.factortopy_sources import _DictSource, _ModelSource, _ModelState
+from neuroreg.scoring.results import ScoreTable
+
+__all__ = ["FactorTopy", "FactorTopyNet", "factorized_readout", "sinusoidal_encoding", "layer_confidence",
+           "expected_depth", "hierarchy_fit", "compare_factortopy", "DEFAULT_LEVELS"]
+
+#: ROI -> ideal depth of the four-level hierarchy of Yang et al. (section 4.3).
+DEFAULT_LEVELS: dict[str, float] = {"V1": 0.0, "V2V3": 1 / 3, "OPA": 2 / 3, "EBA": 1.0}
+
+
+# ----------------------------------------------------------------------------- formulas
+def sinusoidal_encoding(coords: Tensor, n_freqs: int = 6) -> Tensor:
+    """NeRF-style position encoding of voxel coordinates.
+
+    coords: ``(n, k)`` scaled to about [-1, 1]. Returns ``(n, k + 2 k n_freqs)``:
+    the coordinates, then ``sin(2^j pi c)`` and ``cos(2^j pi c)`` for ``j < n_freqs``.
+    """
+    freqs = (2.0 ** torch.arange(n_freqs, dtype=coords.dtype, device=coords.device)) * math.pi
+    angles = coords[:, :, None] * freqs  # (n, k, f)
+    return torch.cat([coords, angles.sin().flatten(1), angles.cos().flatten(1)], dim=1)
+
+
+def layer_confidence(probs):
+    """Confidence ``s_i = 1 - H(p_i) / log L`` of a layer choice (Yang et al. eq. 2).
+
+    probs: ``(n, L)`` rows summing to 1 (numpy or torch). 1 for one-hot, 0 for uniform.
+    """
+    is_np = not isinstance(probs, Tensor)
+    p = torch.as_tensor(np.asarray(probs, dtype=np.float64)) if is_np else probs
+    n_layers = p.shape[-1]
+    if n_layers < 2:
+        raise ValueError(f"confidence needs at least 2 layers; got probs of shape {tuple(p.shape)}")
+    ent = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
+    out = 1.0 - ent / math.log(n_layers)
+    return out.numpy() if is_np else out
+
+
+def expected_depth(probs):
+    """Mean selected depth ``sum_l (l - 1)/(L - 1) p_il`` in [0, 1] (Yang et al. section 4.3)."""
+    is_np = not isinstance(probs, Tensor)
+    p = torch.as_tensor(np.asarray(probs, dtype=np.float64)) if is_np else probs
+    n_layers = p.shape[-1]
+    if n_layers < 2:
+        raise ValueError(f"depth needs at least 2 layers; got probs of shape {tuple(p.shape)}")
+    depth = torch.linspace(0.0, 1.0, n_layers, dtype=p.dtype, device=p.device)
+    out = p @ depth
+    return out.numpy() if is_np else out
+
+
+def hierarchy_fit(depth, roi, levels: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Least-squares line of voxel depth on ROI level: the hierarchy slope of Yang et al.
+
+    depth: ``(n,)`` expected selected depth per voxel in [0, 1]; roi: ``(n,)`` labels.
+    levels: ROI -> ideal depth (default :data:`DEFAULT_LEVELS`); voxels in other ROIs
+    are ignored. Returns ``slope``, ``b0`` (fitted depth at level 0), ``b1`` (at level 1)
+    and ``n`` (voxels used). At least two levels must hold voxels.
+    """
+    levels = dict(DEFAULT_LEVELS if levels is None else levels)
+    depth = np.asarray(depth, dtype=np.float64)
+    roi = np.asarray(roi)
+    if depth.ndim != 1 or roi.shape != depth.shape:
+        raise ShapeError(f"depth and roi must be 1-D of the same length; got {depth.shape} and {roi.shape}")
+    check_finite("depth", depth)
+    keep = np.isin(roi, list(levels))
+    used = sorted(set(roi[keep].tolist()))
+    if len({levels[r] for r in used}) < 2:
+        raise ValueError(f"the hierarchy slope needs voxels in at least two ROIs of different level; levels "
+                         f"{levels} but the voxels' ROIs are {sorted(set(roi.tolist()))[:12]}")
+    x = np.array([levels[r] for r in roi[keep]], dtype=np.float64)
+    y = depth[keep]
+    xc = x - x.mean()
+    slope = float((xc * (y - y.mean())).sum() / (xc ** 2).sum())
+    b0 = float(y.mean() - slope * x.mean())
+    return {"slope": slope, "b0": b0, "b1": b0 + slope, "n": int(keep.sum())}
+
+
+def factorized_readout(maps: Sequence[Tensor], align: Sequence[Tensor], layer_probs: Tensor, space: Tensor,
+                       scale: Tensor, weights: Tensor, bias: Tensor) -> Tensor:
+    """Voxel predictions from feature maps (Yang et al. eq. 1, with per-layer read-out weights).
+
+    maps: ``L`` tensors ``(b, C_l, H_l, W_l)``; align: ``L`` channel-alignment matrices
+    ``B_l`` ``(D, C_l)``; layer_probs ``(n, L)``; space ``(n, 2)`` x, y in [-1, 1]
+    (``grid_sample`` convention, ``align_corners=False``, border padding); scale ``(n,)``
+    in [0, 1]; weights ``(n, L, D)``; bias ``(n,)``. Returns ``(b, n)``::
+
+        y_i = b_i + sum_l p_il [(1 - a_i) B_l v_l(u_i) + a_i B_l mean_p v_l(p)] . w_il
+
+    Interpolation and the spatial mean are linear, so for layers with ``C_l <= D`` the
+    alignment is folded into the read-out (``w_il B_l``) and applied after sampling:
+    the same numbers as aligning the full maps first, at a fraction of the cost.
+    """
+    b = maps[0].shape[0]
+    grid = space[None, :, None, :].expand(b, -1, -1, -1)
+    out = bias[None, :].expand(b, -1)
+    for layer, (fmap, mat) in enumerate(zip(maps, align)):
+        if mat.shape[1] <= mat.shape[0]:
+            # C_l <= D: sample the layer's own channels, fold B_l into the voxel weights
+            eff = weights[:, layer] @ mat  # (n, C_l)
+        else:
+            # C_l > D: align the maps first so that only D channels are sampled
+            fmap = torch.einsum("dc,bchw->bdhw", mat, fmap)
+            eff = weights[:, layer]
+        local = F.grid_sample(fmap, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
+        local_term = torch.einsum("bcn,nc->bn", local, eff)
+        global_term = fmap.mean(dim=(2, 3)) @ eff.T
+        out = out + layer_probs[:, layer] * (local_term + scale * (global_term - local_term))
+    return out
+
+
+# ----------------------------------------------------------------------------- module
+def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                         nn.Linear(hidden, n_out))
+
+
+class FactorTopyNet(nn.Module):
+    """Selectors, channel alignment and voxel read-outs; :func:`factorized_readout` does the prediction.
+
+    in_channels: channels of each layer (shallow -> deep); n_voxels; n_coord: width of
+    the coordinate encoding; d: shared channel dimension D (128 in the paper).
+    ``forward(maps, encoding, temperature)`` takes normalised maps ``(b, C_l, H_l, W_l)``
+    and returns ``(b, n_voxels)``.
+    """
+
+    def __init__(self, in_channels: Sequence[int], n_voxels: int, n_coord: int, d: int = 128,
+                 hidden: int = 128) -> None:
+        super().__init__()
+        n_layers = len(in_channels)
+        self.layer_selector = _mlp(n_coord, hidden, n_layers)
+        self.space_selector = _mlp(n_coord, hidden, 2)
+        self.scale_selector = _mlp(n_coord, hidden, 1)
+        # B_l of the paper: one (D, C_l) channel alignment per layer, shared by all voxels
+        self.align = nn.ParameterList(nn.Parameter(torch.randn(d, c) / math.sqrt(c)) for c in in_channels)
+        self.weights = nn.Parameter(torch.zeros(n_voxels, n_layers, d))
+        self.bias = nn.Parameter(torch.zeros(n_voxels))
+        with torch.no_grad():  # start every voxel at the image centre, half local / half global
+            for sel in (self.layer_selector, self.space_selector, self.scale_selector):
+                sel[-1].weight.mul_(0.1)
+                sel[-1].bias.zero_()
+
+    def selectors(self, encoding: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+        """``(n, L)`` layer probabilities, ``(n, 2)`` positions in [-1, 1], ``(n,)`` scales in [0, 1]."""
+        probs = torch.softmax(self.layer_selector(encoding) / temperature, dim=-1)
+        space = torch.tanh(self.space_selector(encoding))
+        scale = torch.sigmoid(self.scale_selector(encoding))[:, 0]
+        return probs, space, scale
+
+    def forward(self, maps: Sequence[Tensor], encoding: Tensor, temperature: float = 1.0) -> Tensor:
+        probs, space, scale = self.selectors(encoding, temperature)
+        return factorized_readout(maps, list(self.align), probs, space, scale, self.weights, self.bias)
+
+
+# ----------------------------------------------------------------------------- estimator
+class FactorTopy:
+    """Fit a FactorTopy brain-to-network mapping (Yang, Gee & Shi 2024) for one network and one brain.
+
+    Parameters
+    ----------
+    layers: layer (module) names, shallow -> deep; at least two.
+    d: shared channel dimension after alignment (paper: 128).
+    seed: seeds the initialisation, the validation split and the batch order.
+    hidden, n_freqs: selector MLP width and number of sinusoidal frequencies.
+    lr, weight_decay: AdamW (paper: lr 1e-3).
+    batch_size: stimuli per step; voxel_batch_size: voxels per forward chunk (bounds memory;
+        gradients are accumulated over chunks, so the result does not depend on it).
+    max_epochs, patience: early stopping on the mean validation Pearson r, checked from
+        ``warmup_epochs + anneal_epochs`` on.
+    val_fraction: share of stimuli held out for validation (ignored when ``val_index`` is
+        given to :meth:`fit`).
+    warmup_epochs: epochs without entropy pressure.
+    entropy_weight, entropy_decay: weight of the mean layer-choice entropy after warm-up,
+        multiplied by ``entropy_decay`` every further epoch.
+    temperature: (start, end) of the layer-softmax temperature, annealed geometrically over
+        ``anneal_epochs``.
+    smooth_weight, smooth_k: optional penalty on the squared difference of layer choices
+        between each voxel and its ``smooth_k`` nearest cortical neighbours.
+    beta: SmoothL1 beta (paper: 0.1) on z-scored responses.
+    device: torch device (default: CUDA when available, else CPU).
+    progress: show a progress bar over epochs (default: only on a terminal).
+
+    Fitted attributes
+    -----------------
+    layer_probs_ ``(n_voxels, L)``, layer_ ``(n_voxels,)`` expected depth in [0, 1],
+    space_ ``(n_voxels, 2)`` x, y in [-1, 1], scale_ ``(n_voxels,)``, confidence_
+    ``(n_voxels,)``, r2_ ``(n_voxels,)`` validation R^2, val_r_ ``(n_voxels,)``,
+    history_ (per-epoch loss, validation r, temperature, seconds), best_epoch_, n_epochs_,
+    roi_, coords_, temperature_ (layer-softmax temperature of the kept model).
+    """
+
+    def __init__(self, layers: Sequence[str], d: int = 128, seed: int = 0, *, hidden: int = 128,
+                 n_freqs: int = 6, lr: float = 1e-3, weight_decay: float = 0.01, batch_size: int = 32,
+                 voxel_batch_size: int = 4096, max_epochs: int = 100, patience: int = 10,
+                 val_fraction: float = 0.1, warmup_epochs: int = 5, anneal_epochs: int = 20,
+                 entropy_weight: float = 0.01, entropy_decay: float = 0.95,
+                 temperature: tuple[float, float] = (1.0, 0.2), smooth_weight: float = 0.0,
+                 smooth_k: int = 6, beta: float = 0.1, device: str | torch.device | None = None,
+                 progress: bool | None = None) -> None:
+        self.layers = layers
+        self.d = d
+        self.seed = seed
+        self.hidden = hidden
+        self.n_freqs = n_freqs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.voxel_batch_size = voxel_batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.val_fraction = val_fraction
+        self.warmup_epochs = warmup_epochs
+        self.anneal_epochs = anneal_epochs
+        self.entropy_weight = entropy_weight
+        self.entropy_decay = entropy_decay
+        self.temperature = temperature
+        self.smooth_weight = smooth_weight
+        self.smooth_k = smooth_k
+        self.beta = beta
+        self.device = device
+        self.progress = progress
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self) -> list[str]:
+        layers = [self.layers] if isinstance(self.layers, str) else list(self.layers)
+        if len(layers) < 2:
+            raise ValueError(f"layers must name at least 2 layers (shallow -> deep); got {layers}")
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"layers must be unique; got {layers}")
+        for name in ("d", "hidden", "batch_size", "voxel_batch_size", "max_epochs", "smooth_k"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1); got {self.val_fraction}")
+        t0, t1 = self.temperature
+        if not (t0 > 0 and t1 > 0):
+            raise ValueError(f"temperature must be two positive numbers (start, end); got {self.temperature}")
+        for name in ("lr", "beta"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
+        for name in ("entropy_weight", "smooth_weight", "weight_decay", "warmup_epochs", "anneal_epochs",
+                     "patience"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+        return layers
+
+    def _device(self) -> torch.device:
+        if self.device is not None:
+            return torch.device(self.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    @staticmethod
+    def _coords(brain: BrainData) -> np.ndarray:
+        if not isinstance(brain, BrainData):
+            raise TypeError(f"brain must be a neuroreg.brain.BrainData; got {type(brain).__name__}")
+        if "coords" not in brain.unit_info:
+            raise ValueError("brain.unit_info has no 'coords': FactorTopy needs cortical coordinates "
+                             f"(n_voxels x 2 or 3) for every voxel; unit_info has {sorted(brain.unit_info) or 'no keys'}")
+        coords = np.asarray(brain.unit_info["coords"], dtype=np.float64)
+        if coords.ndim != 2 or coords.shape[1] not in (2, 3):
+            raise ShapeError(f"brain.unit_info['coords'] must be (n_voxels, 2 or 3); got shape {coords.shape}")
+        check_finite("brain.unit_info['coords']", coords)
+        return coords
+
+    def _source(self, features_or_model, n_stimuli: int, stimuli, device: torch.device):
+        if isinstance(features_or_model, nn.Module):
+            return _ModelSource(features_or_model, stimuli, self.layers_, n_stimuli, device)
+        if isinstance(features_or_model, Mapping):
+            return _DictSource(features_or_model, self.layers_, n_stimuli)
+        raise TypeError("features_or_model must be a mapping layer -> (n, C, H, W) tensor or a torch "
+                        f"nn.Module; got {type(features_or_model).__name__}")
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, features_or_model, brain: BrainData, *, stimuli=None, val_index=None) -> "FactorTopy":
+        """Fit the selectors and read-outs.
+
+        features_or_model: mapping layer -> ``(n_stimuli, C, H, W)`` (or ``(n_stimuli, C)``)
+            tensors in ``brain``'s stimulus order, or a frozen ``nn.Module`` run on
+            ``stimuli`` (default ``brain.stimuli``) batch by batch.
+        brain: BrainData ``(n_stimuli, n_voxels)`` with ``unit_info['coords']``.
+        val_index: optional stimulus indices for validation (default: a seeded
+            ``val_fraction`` of the stimuli).
+        """
+        layers = self._check_params()
+        coords = self._coords(brain)
+        self.layers_ = layers
+        device = self._device()
+        n_stim, n_vox = brain.responses.shape
+        train_idx, val_idx = self._split(n_stim, val_index)
+
+        y_all = brain.responses
+        mean = y_all[train_idx].mean(0)
+        std = y_all[train_idx].std(0)
+        flat = np.flatnonzero(std <= 1e-12 * np.maximum(1.0, np.abs(mean)))
+        if flat.size:
+            raise ValueError(f"{flat.size} voxels have constant responses over the training stimuli "
+                             f"(first: {flat[:5].tolist()}); remove them before fitting")
+        self.y_mean_, self.y_std_ = mean, std
+        y = torch.as_tensor((y_all - mean) / std, dtype=torch.float32)
+
+        lo, hi = coords.min(0), coords.max(0)
+        span = np.where(hi - lo > 0, hi - lo, 1.0)
+        self.coords_ = coords
+        self.coords_center_, self.coords_scale_ = (hi + lo) / 2, span / 2
+        enc = sinusoidal_encoding(torch.as_tensor((coords - self.coords_center_) / self.coords_scale_,
+                                                  dtype=torch.float32), self.n_freqs).to(device)
+        neighbours = self._neighbours(coords, device) if self.smooth_weight > 0 else None
+
+        model_ctx = _ModelState(features_or_model, device) if isinstance(features_or_model, nn.Module) else None
+        if model_ctx is not None:
+            model_ctx.__enter__()
+            if stimuli is None:
+                stimuli = brain.stimuli
+        try:
+            source = self._source(features_or_model, n_stim, stimuli, device)
+            shapes = source.shapes()
+            self.layer_shapes_ = shapes
+            self.feature_mean_, self.feature_std_ = self._feature_stats(source, train_idx, device)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                net = FactorTopyNet([shapes[k][0] for k in layers], n_vox, enc.shape[1], self.d, self.hidden)
+            net.to(device)
+            self._train(net, source, y, enc, train_idx, val_idx, neighbours, device)
+        finally:
+            if model_ctx is not None:
+                model_ctx.__exit__(None, None, None)
+        self.roi_ = np.asarray(brain.unit_info["roi"]) if "roi" in brain.unit_info else None
+        return self
+
+    def _split(self, n_stim: int, val_index) -> tuple[np.ndarray, np.ndarray]:
+        if val_index is not None:
+            val = np.unique(np.asarray(val_index, dtype=np.int64))
+            if val.size and (val.min() < 0 or val.max() >= n_stim):
+                raise ValueError(f"val_index must lie in [0, {n_stim}); got range [{val.min()}, {val.max()}]")
+        else:
+            n_val = int(round(self.val_fraction * n_stim))
+            val = np.sort(np.random.default_rng(self.seed).permutation(n_stim)[:n_val])
+        train = np.setdiff1d(np.arange(n_stim), val)
+        if val.size < 3 or train.size < 3:
+            raise ValueError(f"need at least 3 training and 3 validation stimuli; got {train.size} and "
+                             f"{val.size} of {n_stim} (val_fraction={self.val_fraction})")
+        self.train_index_, self.val_index_ = train, val
+        return train, val
+
+    def _neighbours(self, coords: np.ndarray, device: torch.device) -> Tensor:
+        from scipy.spatial import cKDTree
+
+        k = min(self.smooth_k, coords.shape[0] - 1)
+        if k < 1:
+            raise ValueError("the smoothness penalty needs at least 2 voxels")
+        _, idx = cKDTree(coords).query(coords, k=k + 1)
+        return torch.as_tensor(idx[:, 1:], dtype=torch.long, device=device)
+
+    def _feature_stats(self, source, train_idx, device) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Per-channel mean and std of each layer over training stimuli and positions."""
+        sums: dict[str, Tensor] = {}
+        sq: dict[str, Tensor] = {}
+        count: dict[str, int] = {}
+        for _, maps in source.batches(train_idx, self.batch_size * 4, device):
+            for name, x in maps.items():
+                x64 = x.double()
+                sums[name] = sums.get(name, 0) + x64.sum(dim=(0, 2, 3))
+                sq[name] = sq.get(name, 0) + (x64 ** 2).sum(dim=(0, 2, 3))
+                count[name] = count.get(name, 0) + x.shape[0] * x.shape[2] * x.shape[3]
+        means, stds = {}, {}
+        for name in sums:
+            m = sums[name] / count[name]
+            var = (sq[name] / count[name] - m ** 2).clamp_min(0.0)
+            s = var.sqrt()
+            # dead channels (constant everywhere) become zeros instead of dividing by 0
+            s = torch.where(s > 1e-6 * s.max().clamp_min(1e-12), s, torch.full_like(s, float("inf")))
+            means[name], stds[name] = m.float(), s.float()
+        return means, stds
+
+    def _normalise(self, maps: Mapping[str, Tensor]) -> list[Tensor]:
+        return [(maps[k] - self.feature_mean_[k][:, None, None]) / self.feature_std_[k][:, None, None]
+                for k in self.layers_]
+
+    def _temperature(self, epoch: int) -> float:
+        t0, t1 = self.temperature
+        frac = 1.0 if self.anneal_epochs == 0 else min(epoch / self.anneal_epochs, 1.0)
+        return float(t0 * (t1 / t0) ** frac)
+
+    def _train(self, net: FactorTopyNet, source, y: Tensor, enc: Tensor, train_idx, val_idx, neighbours,
+               device) -> None:
+        n_vox = y.shape[1]
+        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        rng = np.random.default_rng(self.seed)
+        chunks = [slice(s, min(s + self.voxel_batch_size, n_vox)) for s in range(0, n_vox, self.voxel_batch_size)]
+        start_checking = self.warmup_epochs + self.anneal_epochs
+        best_r, best_state, best_epoch, waited = -np.inf, None, -1, 0
+        history: list[dict[str, float]] = []
+        bar = tqdm(range(self.max_epochs), desc="FactorTopy", unit="epoch", leave=False,
+                   disable=None if self.progress is None else not self.progress)
+        for epoch in bar:
+            tic = time.perf_counter()
+            tau = self._temperature(epoch)
+            ent_w = 0.0 if epoch < self.warmup_epochs else \
+                self.entropy_weight * self.entropy_decay ** (epoch - self.warmup_epochs)
+            net.train()
+            order = rng.permutation(train_idx)
+            total, steps = 0.0, 0
+            for idx, maps in source.batches(order, self.batch_size, device):
+                opt.zero_grad(set_to_none=True)
+                target = y[torch.as_tensor(idx)].to(device)
+                total += self._step(net, self._normalise(maps), target, enc, tau, ent_w, neighbours, chunks)
+                opt.step()
+                steps += 1
+            val_r = self._val_r(net, source, y, enc, val_idx, tau, device)
+            mean_r = float(np.mean(val_r))
+            history.append({"epoch": epoch, "loss": total / max(steps, 1), "val_r": mean_r,
+                            "temperature": tau, "entropy_weight": ent_w,
+                            "seconds": time.perf_counter() - tic})
+            bar.set_postfix(loss=f"{total / max(steps, 1):.4f}", val_r=f"{mean_r:.3f}")
+            if epoch + 1 < start_checking and epoch + 1 < self.max_epochs:
+                continue
+            if mean_r > best_r:
+                best_r, best_epoch, waited = mean_r, epoch, 0
+                best_state = (copy.deepcopy(net.state_dict()), tau)
+            else:
+                waited += 1
+                if waited > self.patience:
+                    break
+        bar.close()
+        net.load_state_dict(best_state[0])
+        self.temperature_ = best_state[1]
+        self.history_, self.best_epoch_, self.n_epochs_ = history, best_epoch, len(history)
+        net.eval()
+        self.net_ = net
+        self._set_fitted(net, enc, source, y, val_idx, device)
+
+    def _step(self, net, maps, target, enc, tau, ent_w, neighbours, chunks) -> float:
+        """One optimisation step's gradients, accumulated over voxel chunks; returns the loss."""
+        n_vox = target.shape[1]
+        probs, space, scale = net.selectors(enc, tau)
+        # the selectors run once; chunks backpropagate into detached copies, then into the MLPs
+        leaves = [t.detach().requires_grad_(True) for t in (probs, space, scale)]
+        align = list(net.align)
+        total = 0.0
+        for sl in chunks:
+            pred = factorized_readout(maps, align, leaves[0][sl], leaves[1][sl], leaves[2][sl],
+                                      net.weights[sl], net.bias[sl])
+            loss = F.smooth_l1_loss(pred, target[:, sl], beta=self.beta, reduction="sum") / target.numel()
+            loss.backward()
+            total += float(loss.detach())
+        reg = probs.new_zeros(())
+        if ent_w > 0:
+            ent = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean()
+            reg = reg + ent_w * ent
+        if neighbours is not None:
+            reg = reg + self.smooth_weight * ((probs[:, None, :] - probs[neighbours]) ** 2).sum(-1).mean()
+        outputs = [probs, space, scale]
+        grads = [leaf.grad for leaf in leaves]
+        if reg.requires_grad:
+            outputs.append(reg)
+            grads.append(torch.ones_like(reg))
+        torch.autograd.backward(outputs, grads)
+        return total + float(reg.detach())
+
+    @torch.no_grad()
+    def _predict_z(self, net, source, enc, index, tau, device) -> Tensor:
+        probs, space, scale = net.selectors(enc, tau)
+        out = []
+        for _, maps in source.batches(index, self.batch_size * 4, device):
+            normed = self._normalise(maps)
+            parts = [factorized_readout(normed, list(net.align), probs[sl], space[sl], scale[sl], net.weights[sl], net.bias[sl])
+                     for sl in (slice(s, s + self.voxel_batch_size)
+                                for s in range(0, probs.shape[0], self.voxel_batch_size))]
+            out.append(torch.cat(parts, dim=1).cpu())
+        return torch.cat(out, dim=0)
+
+    def _val_r(self, net, source, y, enc, val_idx, tau, device) -> np.ndarray:
+        net.eval()
+        pred = self._predict_z(net, source, enc, val_idx, tau, device).double().numpy()
+        return _pearson_columns(pred, y[torch.as_tensor(val_idx)].double().numpy())
+
+    def _set_fitted(self, net, enc, source, y, val_idx, device) -> None:
+        with torch.no_grad():
+            probs, space, scale = net.selectors(enc, self.temperature_)
+        self.encoding_ = enc
+        self.layer_probs_ = probs.double().cpu().numpy()
+        self.space_ = space.double().cpu().numpy()
+        self.scale_ = scale.double().cpu().numpy()
+        self.layer_ = expected_depth(self.layer_probs_)
+        self.confidence_ = layer_confidence(self.layer_probs_)
+        pred = self._predict_z(net, source, enc, val_idx, self.temperature_, device).double().numpy()
+        truth = y[torch.as_tensor(val_idx)].double().numpy()
+        self.val_r_ = _pearson_columns(pred, truth)
+        sst = ((truth - truth.mean(0)) ** 2).sum(0)
+        self.r2_ = 1.0 - ((truth - pred) ** 2).sum(0) / np.where(sst > 0, sst, np.inf)
+
+    # ------------------------------------------------------------------ use
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "net_"):
+            raise RuntimeError("this FactorTopy is not fitted yet; call fit(features_or_model, brain) first")
+
+    @property
+    def best_layer_(self) -> np.ndarray:
+        """``(n_voxels,)`` index of the most probable layer per voxel."""
+        self._check_fitted()
+        return self.layer_probs_.argmax(1)
+
+    def predict(self, features_or_model, *, stimuli=None) -> np.ndarray:
+        """Predicted responses ``(n_stimuli, n_voxels)`` in the units of the fitted responses."""
+        self._check_fitted()
+        device = next(self.net_.parameters()).device
+        if isinstance(features_or_model, nn.Module):
+            if stimuli is None:
+                raise ValueError("predict with a model needs stimuli=... images (n, 3, H, W)")
+            n = int(np.asarray(stimuli.shape)[0])
+        elif isinstance(features_or_model, Mapping):
+            missing = [k for k in self.layers_ if k not in features_or_model]
+            if missing:
+                raise ValueError(f"layers {missing} are missing from the features; have {list(features_or_model)}")
+            n = int(features_or_model[self.layers_[0]].shape[0])
+        else:
+            raise TypeError("features_or_model must be a mapping layer -> tensor or a torch nn.Module; "
+                            f"got {type(features_or_model).__name__}")
+        ctx = _ModelState(features_or_model, device) if isinstance(features_or_model, nn.Module) else None
+        if ctx is not None:
+            ctx.__enter__()
+        try:
+            source = self._source(features_or_model, n, stimuli, device)
+            shapes = source.shapes()
+            bad = {k: (shapes[k], self.layer_shapes_[k]) for k in self.layers_ if shapes[k][0] != self.layer_shapes_[k][0]}
+            if bad:
+                raise ShapeError(f"channel counts differ from the fitted features (seen, fitted): {bad}")
+            z = self._predict_z(self.net_, source, self.encoding_, np.arange(n), self.temperature_, device)
+        finally:
+            if ctx is not None:
+                ctx.__exit__(None, None, None)
+        return z.double().numpy() * self.y_std_ + self.y_mean_
+
+    def _roi(self, roi) -> np.ndarray:
+        if roi is not None:
+            roi = np.asarray(roi)
+            if roi.shape != (self.layer_.shape[0],):
+                raise ShapeError(f"roi must have one label per voxel ({self.layer_.shape[0]}); got shape {roi.shape}")
+            return roi
+        if self.roi_ is None:
+            raise ValueError("no ROI labels: the fitted brain had no unit_info['roi']; pass roi=...")
+        return self.roi_
+
+    def hierarchy_fit(self, levels: Mapping[str, float] | None = None, roi=None) -> dict[str, float]:
+        """Slope, b0, b1 and n of depth regressed on ROI level; see :func:`hierarchy_fit`."""
+        self._check_fitted()
+        return hierarchy_fit(self.layer_, self._roi(roi), levels)
+
+    def hierarchy_slope(self, levels: Mapping[str, float] | None = None, roi=None) -> float:
+        """Hierarchy slope (Yang et al. section 4.3): steeper = more brain-like layer ordering.
+
+        levels: ROI -> depth (default V1 0, V2V3 1/3, OPA 2/3, EBA 1); roi: optional labels
+        overriding the fitted brain's ``unit_info['roi']`` (e.g. shuffled, as a null).
+        """
+        return self.hierarchy_fit(levels, roi)["slope"]
+
+    def summary(self, model: str | None = None, levels: Mapping[str, float] | None = None) -> ScoreTable:
+        """Score rows: per ROI (and ``all``) the mean depth, mean confidence and median validation R^2;
+        with ROI labels also the hierarchy slope, b0 and b1."""
+        self._check_fitted()
+        table = ScoreTable()
+        layer = "|".join(self.layers_)
+        groups: list[tuple[str, np.ndarray]] = [("all", np.ones(self.layer_.shape[0], dtype=bool))]
+        if self.roi_ is not None:
+            groups += [(str(r), self.roi_ == r) for r in np.unique(self.roi_)]
+        for region, mask in groups:
+            common = dict(model=model, layer=layer, region=region, split="val", n_voxels=int(mask.sum()))
+            table.append(metric="factortopy_depth", score=float(self.layer_[mask].mean()), **common)
+            table.append(metric="factortopy_confidence", score=float(self.confidence_[mask].mean()), **common)
+            table.append(metric="factortopy_r2", score=float(np.median(self.r2_[mask])), **common)
+        if self.roi_ is not None:
+            try:
+                fit = self.hierarchy_fit(levels)
+            except ValueError:
+                fit = None
+            if fit is not None:
+                for key in ("slope", "b0", "b1"):
+                    table.append(model=model, layer=layer, region="hierarchy", split="val",
+                                 metric=f"hierarchy_{key}", score=fit[key], n_voxels=fit["n"])
+        return table
+
+
+def _pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r per column; a constant column gives r = 0 (no linear relation)."""
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    den = np.sqrt((a ** 2).sum(0) * (b ** 2).sum(0))
+    return np.where(den > 0, (a * b).sum(0) / np.where(den > 0, den, 1.0), 0.0)
+
+
+def compare_factortopy(before: FactorTopy, after: FactorTopy, *, levels: Mapping[str, float] | None = None,
+                       model: str | None = None) -> ScoreTable:
+    """Before/after fine-tuning: hierarchy slope, mean confidence and median R^2, and their change.
+
+    Both estimators must be fitted on the same voxels (same brain data). Rows carry a
+    ``stage`` column: ``before``, ``after`` or ``change`` (after - before).
+    """
+    for name, ft in (("before", before), ("after", after)):
+        if not isinstance(ft, FactorTopy):
+            raise TypeError(f"{name} must be a fitted FactorTopy; got {type(ft).__name__}")
+        ft._check_fitted()
+    if before.layer_.shape != after.layer_.shape:
+        raise ShapeError(f"before and after were fitted on different voxels: {before.layer_.shape[0]} vs "
+                         f"{after.layer_.shape[0]}")
+    if before.roi_ is not None and after.roi_ is not None and not np.array_equal(before.roi_, after.roi_):
+        raise ValueError("before and after were fitted on voxels with different ROI labels")
+
+    def numbers(ft: FactorTopy) -> dict[str, float]:
+        out = {"factortopy_confidence": float(ft.confidence_.mean()),
+               "factortopy_r2": float(np.median(ft.r2_)),
+               "factortopy_depth": float(ft.layer_.mean())}
+        if ft.roi_ is not None:
+            out["hierarchy_slope"] = ft.hierarchy_slope(levels)
+        return out
+
+    nb, na = numbers(before), numbers(after)
+    table = ScoreTable()
+    for metric in nb:
+        for stage, value in (("before", nb[metric]), ("after", na[metric]), ("change", na[metric] - nb[metric])):
+            table.append(model=model, region="all", split="val", metric=metric, score=value, stage=stage)
+    return table

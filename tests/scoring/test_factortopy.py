@@ -1,0 +1,127 @@
+"""FactorTopy: formulas against scipy/analytic references, recovery of simulated voxels, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import scipy.stats
+import torch
+import torchvision
+from torch import nn
+
+from neuroreg.brain import BrainData
+from neuroreg.errors import NonFiniteError, ShapeError, UnknownNameError
+from neuroreg.scoring.factortopy import (DEFAULT_LEVELS, FactorTopy, compare_factortopy, expected_depth,
+                                         factorized_readout, hierarchy_fit, layer_confidence,
+                                         sinusoidal_encoding)
+
+LAYERS = ["layer1", "layer2", "layer3", "layer4"]
+
+
+# ----------------------------------------------------------------------------- formulas
+def test_confidence_is_one_minus_normalised_entropy():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(5), size=20)
+    expected = 1.0 - scipy.stats.entropy(p, axis=1) / math.log(5)
+    np.testing.assert_allclose(layer_confidence(p), expected, rtol=1e-10)
+    assert layer_confidence(np.eye(5)) == pytest.approx(np.ones(5))
+    assert layer_confidence(np.full((1, 5), 0.2))[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_expected_depth_is_mean_layer_position():
+    p = np.array([[1, 0, 0, 0], [0, 0, 0, 1], [0.5, 0, 0, 0.5], [0, 1, 0, 0]], dtype=float)
+    np.testing.assert_allclose(expected_depth(p), [0.0, 1.0, 0.5, 1 / 3])
+
+
+def test_hierarchy_fit_matches_scipy_linregress():
+    rng = np.random.default_rng(1)
+    roi = rng.choice(["V1", "V2V3", "OPA", "EBA", "FFA"], size=300)
+    depth = rng.uniform(0, 1, size=300)
+    fit = hierarchy_fit(depth, roi)
+    keep = roi != "FFA"  # not one of the four levels: ignored
+    ref = scipy.stats.linregress([DEFAULT_LEVELS[r] for r in roi[keep]], depth[keep])
+    assert fit["slope"] == pytest.approx(ref.slope, rel=1e-10)
+    assert fit["b0"] == pytest.approx(ref.intercept, rel=1e-10)
+    assert fit["b1"] == pytest.approx(ref.intercept + ref.slope, rel=1e-10)
+    assert fit["n"] == keep.sum()
+
+
+def test_hierarchy_fit_perfect_ordering_gives_slope_one():
+    roi = np.array(["V1", "V2V3", "OPA", "EBA"] * 5)
+    depth = np.array([DEFAULT_LEVELS[r] for r in roi])
+    assert hierarchy_fit(depth, roi)["slope"] == pytest.approx(1.0)
+
+
+def test_hierarchy_fit_needs_two_levels():
+    with pytest.raises(ValueError, match="at least two ROIs"):
+        hierarchy_fit(np.zeros(4), np.array(["V1"] * 4))
+
+
+def test_sinusoidal_encoding_values():
+    c = torch.tensor([[0.25, -0.5]])
+    enc = sinusoidal_encoding(c, n_freqs=2)
+    expected = [0.25, -0.5,
+                math.sin(math.pi * 0.25), math.sin(2 * math.pi * 0.25),
+                math.sin(-math.pi * 0.5), math.sin(-2 * math.pi * 0.5),
+                math.cos(math.pi * 0.25), math.cos(2 * math.pi * 0.25),
+                math.cos(-math.pi * 0.5), math.cos(-2 * math.pi * 0.5)]
+    torch.testing.assert_close(enc[0], torch.tensor(expected), atol=1e-6, rtol=0)
+
+
+def _readout_inputs(seed: int = 0, d: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    maps = [torch.randn(5, 4, 6, 8, generator=g), torch.randn(5, 7, 3, 3, generator=g)]
+    align = [torch.randn(d, 4, generator=g), torch.randn(d, 7, generator=g)]
+    weights = torch.randn(2, 2, d, generator=g)
+    bias = torch.tensor([0.5, -1.0])
+    return maps, align, weights, bias
+
+
+@pytest.mark.parametrize("d", [8, 3])  # C_l <= D folds B_l into the weights; C_l > D aligns first
+def test_readout_at_pixel_centre_reads_that_pixel(d):
+    maps, align, weights, bias = _readout_inputs(d=d)
+    # voxel 0 -> layer 0 at pixel (row 2, col 5) of a 6 x 8 map; voxel 1 -> layer 1, global only
+    x0, y0 = (2 * 5 + 1) / 8 - 1, (2 * 2 + 1) / 6 - 1
+    probs = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    space = torch.tensor([[x0, y0], [0.3, -0.7]])
+    scale = torch.tensor([0.0, 1.0])
+    out = factorized_readout(maps, align, probs, space, scale, weights, bias)
+    ref0 = (align[0] @ maps[0][:, :, 2, 5].T).T @ weights[0, 0] + bias[0]
+    ref1 = (align[1] @ maps[1].mean((2, 3)).T).T @ weights[1, 1] + bias[1]
+    torch.testing.assert_close(out[:, 0], ref0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, 1], ref1, atol=1e-5, rtol=1e-5)
+
+
+def test_readout_interpolates_bilinearly_like_scipy():
+    maps, align, weights, bias = _readout_inputs(d=8)
+    x, y = 0.13, -0.41  # between pixel centres
+    probs = torch.tensor([[0.3, 0.7], [1.0, 0.0]])
+    space = torch.tensor([[x, y], [x, y]])
+    scale = torch.tensor([0.25, 0.0])
+    out = factorized_readout(maps, align, probs, space, scale, weights, bias)
+    ref = np.zeros(5)
+    for layer, p in enumerate([0.3, 0.7]):
+        m = maps[layer].double().numpy()
+        h, w = m.shape[2:]
+        # align_corners=False: pixel j has its centre at (2j + 1)/W - 1
+        row, col = ((y + 1) * h - 1) / 2, ((x + 1) * w - 1) / 2
+        local = np.array([[scipy.ndimage.map_coordinates(m[b, c], [[row], [col]], order=1, mode="nearest")[0]
+                           for c in range(m.shape[1])] for b in range(5)])
+        glob = m.mean((2, 3))
+        feat = 0.75 * local + 0.25 * glob
+        ref += p * (feat @ align[layer].double().numpy().T @ weights[0, layer].double().numpy())
+    np.testing.assert_allclose(out[:, 0].double().numpy(), ref + 0.5, rtol=1e-4, atol=1e-4)
+
+
+def test_readout_gradients_reach_every_selector():
+    maps, align, weights, bias = _readout_inputs(d=8)
+    probs = torch.full((2, 2), 0.5, requires_grad=True)
+    space = torch.tensor([[0.1, 0.2], [-0.3, 0.4]], requires_grad=True)
+    scale = torch.tensor([0.2, 0.6], requires_grad=True)
+    w = weights.clone().requires_grad_(True)
+    factorized_readout(maps, align, probs, space, scale, w, bias).pow(2).sum().backward()
+    for t in (probs, space, scale, w):
+        assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0

@@ -122,3 +122,29 @@ def test_cosine_schedule_and_optimizers(tmp_path, brain):
     assert trainer.optimizers[0].param_groups[1]["weight_decay"] == 0.0  # biases and norms
     with pytest.raises(ValueError, match="optimizer"):
         BrainRegularizedModule(make_tiny_net(), optimizer="lamb")
+
+
+@pytest.mark.slow
+def test_trains_stochastic_vone_model(tmp_path, brain):
+    from neuroreg.training import build_model
+
+    def run():
+        L.seed_everything(0)
+        backbone = build_model("vone_cornet_s", num_classes=4, image_size=32, simple_channels=16,
+                               complex_channels=16, ksize=7)
+        module = BrainRegularizedModule(backbone, [CKALoss("IT", brain, weight=1.0)], lr=0.01)
+        trainer = _trainer(tmp_path, 2, limit_val_batches=1, val_check_interval=2, logger=False,
+                           enable_checkpointing=False)
+        trainer.fit(module, _dm(brain, image_size=32, batch_size=8, neural_batch_size=6, normalize=True,
+                                model_name="vone_cornet_s"))
+        return trainer, backbone
+
+    trainer, a = run()
+    assert torch.isfinite(trainer.callback_metrics["train/cka_IT"])
+    assert torch.isfinite(trainer.callback_metrics["val/cka_IT"])
+    _, b = run()
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k  # the VOneBlock noise is seeded: same seed, same weights
+    x = torch.rand(2, 3, 32, 32)
+    a.eval()
+    assert not torch.equal(a(x), a(x))  # and it is stochastic (noise stays on in eval)

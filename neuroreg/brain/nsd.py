@@ -171,10 +171,11 @@ def _roi_voxels(root: Path, subject: int, space: str, rois: list[str], roi_value
         if shape is not None and vol.shape != shape:
             raise ShapeError(f"ROI volumes differ in shape: {rois[0]!r} is {shape}, {roi!r} is {vol.shape}")
         shape = vol.shape
-        masks.append((roi, vol, folder))
+        masks.append((roi, vol))
     label = np.zeros(shape, dtype=np.int64)
-    name_of = np.full(shape, "", dtype=object)
-    for roi, vol, _ in masks:
+    name_id = np.zeros(shape, dtype=np.int32)  # index into label_names; 0 = not selected
+    label_names = [""]
+    for roi, vol in masks:
         values = np.rint(vol).astype(np.int64)
         keep = values > 0
         if roi_values is not None:
@@ -188,7 +189,8 @@ def _roi_voxels(root: Path, subject: int, space: str, rois: list[str], roi_value
             if overlap.any():
                 raise ValueError(f"ROIs overlap: {int(overlap.sum())} voxels of {roi!r} are already in another ROI")
             label[sel] = v
-            name_of[sel] = names.get(int(v), roi if n_labels == 1 else f"{roi}_{int(v)}")
+            label_names.append(names.get(int(v), roi if n_labels == 1 else f"{roi}_{int(v)}"))
+            name_id[sel] = len(label_names) - 1
     xyz = np.argwhere(label > 0)
     if len(xyz) == 0:
         raise ValueError(f"the ROI selection {rois} (values {roi_values}) holds no voxel for subject {subject}")
@@ -200,7 +202,7 @@ def _roi_voxels(root: Path, subject: int, space: str, rois: list[str], roi_value
             for p in hpaths:
                 inside |= read_volume(p) > 0
             hemi[inside[tuple(xyz.T)]] = side
-    out = {"xyz": xyz, "label": label[tuple(xyz.T)], "roi": name_of[tuple(xyz.T)].astype(str), "shape": shape}
+    out = {"xyz": xyz, "label": label[tuple(xyz.T)], "roi": np.asarray(label_names)[name_id[tuple(xyz.T)]], "shape": shape}
     if (hemi != "").all():
         out["hemisphere"] = hemi.astype(str)
     return out

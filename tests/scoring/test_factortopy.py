@@ -125,3 +125,138 @@ def test_readout_gradients_reach_every_selector():
     factorized_readout(maps, align, probs, space, scale, w, bias).pow(2).sum().backward()
     for t in (probs, space, scale, w):
         assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- estimator on tiny data
+def _tiny(n_stim: int = 40, n_vox: int = 24, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    feats = {"a": torch.randn(n_stim, 6, 8, 8, generator=g), "b": torch.randn(n_stim, 10, 4, 4, generator=g)}
+    rng = np.random.default_rng(seed)
+    roi = np.array(["V1", "V2V3", "OPA", "EBA"])[np.arange(n_vox) % 4]
+    brain = BrainData(rng.normal(size=(n_stim, n_vox)), np.arange(n_stim),
+                      {"coords": rng.uniform(-1, 1, size=(n_vox, 2)), "roi": roi})
+    return feats, brain
+
+
+def _quick(**kw):
+    params = dict(d=8, hidden=16, batch_size=16, max_epochs=2, warmup_epochs=1, anneal_epochs=1, patience=1,
+                  progress=False)
+    params.update(kw)
+    return FactorTopy(["a", "b"], **params)
+
+
+def test_fitted_attributes_have_documented_shapes_and_ranges():
+    feats, brain = _tiny()
+    ft = _quick().fit(feats, brain)
+    n = brain.n_units
+    assert ft.layer_probs_.shape == (n, 2)
+    np.testing.assert_allclose(ft.layer_probs_.sum(1), 1.0, atol=1e-6)
+    assert ft.layer_.shape == (n,) and ((ft.layer_ >= 0) & (ft.layer_ <= 1)).all()
+    assert ft.space_.shape == (n, 2) and (np.abs(ft.space_) <= 1).all()
+    assert ft.scale_.shape == (n,) and ((ft.scale_ >= 0) & (ft.scale_ <= 1)).all()
+    assert ft.confidence_.shape == (n,) and ((ft.confidence_ >= -1e-9) & (ft.confidence_ <= 1 + 1e-9)).all()
+    assert ft.r2_.shape == (n,) and np.isfinite(ft.r2_).all()
+    assert ft.predict(feats).shape == (brain.n_stimuli, n)
+
+
+def test_same_seed_same_numbers_other_seed_differs():
+    feats, brain = _tiny()
+    a = _quick(seed=3).fit(feats, brain)
+    b = _quick(seed=3).fit(feats, brain)
+    c = _quick(seed=4).fit(feats, brain)
+    np.testing.assert_array_equal(a.layer_probs_, b.layer_probs_)
+    np.testing.assert_array_equal(a.predict(feats), b.predict(feats))
+    assert not np.allclose(a.layer_probs_, c.layer_probs_)
+
+
+def test_voxel_chunks_do_not_change_the_fit():
+    feats, brain = _tiny()
+    whole = _quick(voxel_batch_size=4096).fit(feats, brain)
+    chunked = _quick(voxel_batch_size=5).fit(feats, brain)
+    np.testing.assert_allclose(whole.layer_probs_, chunked.layer_probs_, atol=1e-4)
+    np.testing.assert_allclose(whole.predict(feats), chunked.predict(feats), atol=1e-3)
+
+
+class _TwoStage(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.a = nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.b = nn.Conv2d(6, 10, 3, stride=2, padding=1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_streamed_model_equals_precomputed_features():
+    model = _TwoStage().eval()
+    images = torch.rand(40, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a = model.a(images)
+        feats = {"a": a, "b": model.b(torch.relu(a))}
+    _, brain = _tiny()
+    from_dict = _quick().fit(feats, brain)
+    streamed = _quick().fit(model, brain, stimuli=images)
+    np.testing.assert_allclose(streamed.layer_probs_, from_dict.layer_probs_, atol=1e-5)
+    np.testing.assert_allclose(streamed.predict(model, stimuli=images), from_dict.predict(feats), atol=1e-4)
+    assert model.training is False and not model.a._forward_hooks
+
+
+def test_summary_and_compare_tables():
+    feats, brain = _tiny()
+    ft = _quick().fit(feats, brain)
+    df = ft.summary(model="net").to_pandas()
+    assert set(df["region"]) == {"all", "V1", "V2V3", "OPA", "EBA", "hierarchy"}
+    slope_row = df[df["metric"] == "hierarchy_slope"]
+    assert slope_row["score"].iloc[0] == pytest.approx(ft.hierarchy_slope())
+    other = _quick(seed=1).fit(feats, brain)
+    cmp = compare_factortopy(ft, other).to_pandas()
+    change = cmp[(cmp["metric"] == "hierarchy_slope") & (cmp["stage"] == "change")]["score"].iloc[0]
+    assert change == pytest.approx(other.hierarchy_slope() - ft.hierarchy_slope())
+
+
+def test_figures_are_written(tmp_path):
+    from neuroreg.scoring.factortopy_plots import plot_compare, plot_hierarchy, plot_layer_map, plot_roi_histograms
+
+    feats, brain = _tiny()
+    ft = _quick().fit(feats, brain)
+    for fn, name in ((plot_layer_map, "map.png"), (plot_roi_histograms, "hist.png"), (plot_hierarchy, "slope.svg")):
+        fig = fn(ft, path=tmp_path / name)
+        assert fig.axes and (tmp_path / name).stat().st_size > 1000
+    assert plot_compare(ft, ft, path=tmp_path / "cmp.png").axes
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_rejects_voxels_without_coords():
+    feats, brain = _tiny()
+    no_coords = BrainData(brain.responses, brain.stimulus_ids, {"roi": brain.unit_info["roi"]})
+    with pytest.raises(ValueError, match="coords"):
+        _quick().fit(feats, no_coords)
+
+
+def test_rejects_layers_missing_from_features():
+    feats, brain = _tiny()
+    with pytest.raises(UnknownNameError, match="'c'"):
+        FactorTopy(["a", "c"], progress=False).fit(feats, brain)
+
+
+def test_rejects_nan_features():
+    feats, brain = _tiny()
+    feats["b"][3, 1, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="features\\['b'\\]"):
+        _quick().fit(feats, brain)
+
+
+def test_rejects_mismatched_stimuli_and_bad_params():
+    feats, brain = _tiny()
+    with pytest.raises(ShapeError, match="39 stimuli"):
+        _quick().fit({k: v[:39] for k, v in feats.items()}, brain)
+    with pytest.raises(ValueError, match="at least 2 layers"):
+        FactorTopy(["a"]).fit(feats, brain)
+    with pytest.raises(ValueError, match="val_fraction"):
+        FactorTopy(["a", "b"], val_fraction=1.5).fit(feats, brain)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        FactorTopy(["a", "b"]).hierarchy_slope()

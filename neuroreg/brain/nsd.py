@@ -283,8 +283,9 @@ def load_nsd(root: str | Path, subject: int = 1, roi: str | Sequence[str] = "nsd
              load_images: bool = False, chunk_trials: int = 75, progress: bool | None = None) -> BrainData:
     """Single-trial NSD betas of one subject and ROI, z-scored per session and averaged over repeats.
 
-    Reads only the sessions that show a requested image, the bounding box of the
-    ROI, ``chunk_trials`` trials at a time; memory stays near the size of the
+    Reads only the sessions that show a requested image (all their trials when
+    z-scoring, else only the requested trials), the bounding box of the ROI,
+    ``chunk_trials`` trials at a time; memory stays near the size of the
     returned arrays (one session of ROI voxels as float32 on top).
 
     Parameters
@@ -397,18 +398,22 @@ def load_nsd(root: str | Path, subject: int = 1, roi: str | Sequence[str] = "nsd
                     f"{path.name}: betas must be (trials, Z, Y, X) = (n, {', '.join(map(str, spatial))}) to match "
                     f"the (X, Y, Z) = {vox['shape']} ROI volume; got {ds.shape}")
             n_trials = ds.shape[0]
-            data = np.empty((n_trials, n_vox), dtype=np.float32)
-            for start in range(0, n_trials, chunk_trials):
-                block = ds[(slice(start, min(start + chunk_trials, n_trials)),) + box]
+            entries = by_session[session]
+            needed = max(e[0] for e in entries)
+            if needed >= n_trials:
+                raise DataFormatError(f"{path.name} has {n_trials} trials; the design needs trial {needed + 1}")
+            # z-scoring needs every trial of the session; without it only the selected trials are read.
+            read = np.arange(n_trials) if zscore else np.unique([e[0] for e in entries])
+            data = np.empty((len(read), n_vox), dtype=np.float32)
+            for start in range(0, len(read), chunk_trials):
+                idx = read[start:start + chunk_trials]
+                sel = slice(int(idx[0]), int(idx[-1]) + 1) if zscore else idx  # h5py: increasing indices
+                block = ds[(sel,) + box]
                 data[start:start + block.shape[0]] = block[(slice(None),) + local]
-        entries = by_session[session]
-        if max(e[0] for e in entries) >= n_trials:
-            raise DataFormatError(f"{path.name} has {n_trials} trials; the design needs trial "
-                                  f"{max(e[0] for e in entries) + 1}")
         data /= 300.0
         if zscore:
             _zscore_rows_inplace(data, chunk_trials)
-        within = np.array([e[0] for e in entries])
+        within = np.searchsorted(read, [e[0] for e in entries])  # position of each trial in `data`
         rows = np.array([e[1] for e in entries])
         reps = np.array([e[2] for e in entries])
         # (row, repeat) pairs are unique, so rows are unique within one repeat and fancy += is exact.

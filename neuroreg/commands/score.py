@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from neuroreg.evaluate import Scorecard, brain_scores
+    from neuroreg.evaluate import Scorecard, brain_scores, summarize_brain
 
     model = build_model(args)
     table = brain_scores(model, args.data, layers=args.layers, image_size=args.image_size,
@@ -28,10 +28,10 @@ def run(args: argparse.Namespace) -> int:
     card = Scorecard(model_name=args.model, brain=table)
     out = args.out or Path("results") / "score" / args.model
     paths = card.save(out)
-    best = table.best(("dataset", "target", "region"))
-    print(f"{'dataset':<17} {'target':<18} {'region':<6} {'layer':<28} {'metric':<6} score")
-    for r in best:
-        print(f"{str(r.get('dataset')):<17} {str(r.get('target')):<18} {str(r['region']):<6} "
-              f"{str(r['layer']):<28} {str(r['metric']):<6} {r['score']:.3f}")
+    print(f"{'dataset':<17} {'rdm set':<18} {'region':<6} {'metric':<6} {'score':>6} {'ceiling':>7}  layers")
+    for r in summarize_brain(table):
+        ceiling = f"{r['ceiling']:.3f}" if r["ceiling"] is not None else "-"
+        print(f"{r['dataset']:<17} {r['rdm_set']:<18} {str(r['region']):<6} {r['metric']:<6} "
+              f"{r['score']:>6.3f} {ceiling:>7}  {r['layers']}")
     print(f"wrote {paths['html']}")
     return 0

@@ -1,0 +1,94 @@
+"""The scorecard: accuracy vs scikit-learn, brain scores vs a scipy cRSA written here, saved reports."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import pdist
+from scipy.stats import pearsonr
+from sklearn.metrics import top_k_accuracy_score
+from torch import nn
+
+from neuroreg.brain import load_kriegeskorte92
+from neuroreg.errors import UnknownNameError
+from neuroreg.evaluate import Scorecard, accuracy, brain_scores, evaluate, image_transform, summarize_brain
+
+
+class TinyNet(nn.Module):
+    def __init__(self, n_classes=6):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.block = nn.Sequential(nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, n_classes)
+        self.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "input_size": (3, 32, 32)}
+
+    def forward(self, x):
+        return self.fc(self.pool(self.block(self.conv(x))).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def task():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(40, 3, 32, 32, generator=g), torch.randint(0, 6, (40,), generator=g)
+
+
+def test_accuracy_matches_sklearn_topk(task):
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    x, y = task
+    table = accuracy(model, (x, y), topk=(1, 3), mean=(0.5,) * 3, std=(0.25,) * 3, batch_size=7)
+    with torch.no_grad():
+        logits = model((x - 0.5) / 0.25).numpy()
+    assert table.filter(metric="top1")[0]["score"] == pytest.approx(top_k_accuracy_score(y, logits, k=1, labels=range(6)))
+    assert table.filter(metric="top3")[0]["score"] == pytest.approx(top_k_accuracy_score(y, logits, k=3, labels=range(6)))
+
+
+def test_accuracy_rejects_labels_beyond_outputs(task):
+    x, y = task
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 5\].*6 outputs"):
+        accuracy(TinyNet(), (x, y + 3))
+
+
+def test_brain_scores_match_scipy_crsa():
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    data = load_kriegeskorte92()
+    table = brain_scores(model, [data], layers={"conv": "conv", "block": "block"}, image_size=32)
+    row = table.filter(layer="block", split="test", rdm_set="monkey_IT")[0]
+    # independent reference: scipy distances and Pearson on the odd-index stimuli
+    tf = image_transform(32, (0.5,) * 3, (0.25,) * 3)
+    with torch.no_grad():
+        x = torch.stack([tf(im) for im in data.images_tensor()])
+        act = model.block(model.conv(x)).flatten(1).numpy().astype(np.float64)
+    odd = np.arange(1, 92, 2)
+    model_rdm = pdist(act[odd], "correlation")
+    brain_rdm = data.rdms["monkey_IT"].rdms[0][np.ix_(odd, odd)][np.triu_indices(46, 1)]
+    assert row["score"] == pytest.approx(pearsonr(model_rdm, brain_rdm)[0], abs=1e-5)
+    summary = summarize_brain(table)
+    assert {r["rdm_set"] for r in summary} == {"monkey_IT", "human_IT", "human_IT_sessions"}
+    sessions = summary.filter(rdm_set="human_IT_sessions")[0]
+    assert sessions["n_subjects"] == 4 and sessions["n_rdms"] == 8 and sessions["ceiling"] is not None
+
+
+def test_unknown_brain_set_is_rejected():
+    with pytest.raises(UnknownNameError, match="unknown brain set 'nsd'.*kriegeskorte92"):
+        brain_scores(TinyNet(), ["nsd"], layers=["conv"])
+
+
+def test_evaluate_writes_full_scorecard(task, tmp_path):
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    card = evaluate(model, task, brain_sets=["kriegeskorte92"], attacks=["fgsm"], eps=[2 / 255, 8 / 255],
+                    corruptions=["gaussian_noise"], severities=(1, 5), layers=["conv", "block"],
+                    batch_size=20, attack_kwargs={"progress": False, "pgd_steps": 2, "square_queries": 20})
+    assert isinstance(card, Scorecard)
+    summary = card.summary()
+    assert 0 <= summary["clean_top1"] <= 1
+    assert summary["attacked_accuracy_min"] <= summary["clean_top1"] + 1e-9
+    assert any(k.startswith("brain:kriegeskorte92:monkey_IT") for k in summary)
+    paths = card.save(tmp_path)
+    page = paths["html"].read_text()
+    assert "Adversarial robustness" in page and "Brain scores" in page and "Corruption robustness" in page
+    assert (tmp_path / "layer_profile_kriegeskorte92.png").is_file()
+    sections = {r["section"] for r in card.table()}
+    assert sections == {"accuracy", "attacks", "corruptions", "brain"}

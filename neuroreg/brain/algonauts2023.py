@@ -196,6 +196,8 @@ def load_algonauts2023(root: str | Path, subject: int = 1, rois: Sequence[str] |
             lab = np.load(path, allow_pickle=False)
             if lab.shape != (n_v,):
                 raise DataFormatError(f"{path.name} must have one label per vertex ({n_v}); got shape {lab.shape}")
+            if n_v and (not np.isfinite(lab).all() or lab.min() < 0):
+                raise DataFormatError(f"{path.name} must hold non-negative integer labels; found min {lab.min()}")
             names = np.array([mapping.get(int(v), f"{fam}_{int(v)}") if v != 0 else "" for v in range(int(lab.max()) + 1)])
             labels[fam] = names[np.rint(lab).astype(np.int64)]
         roi = np.full(n_v, "", dtype=object)

@@ -175,3 +175,14 @@ def test_wrong_axis_order_is_reported(tmp_path):
         f.create_dataset("betas", data=info["betas"][1].transpose(3, 2, 1, 0))
     with pytest.raises(DataFormatError, match=r"\(trials, Z, Y, X\)"):
         load_nsd(tmp_path, 1, progress=False)
+
+
+def test_session_subset_counts_only_its_trials(tree):
+    b = load_nsd(tree["root"], 1, images="all", sessions=[2], zscore=False, progress=False)
+    shown = tree["trial_image"][750:1500]
+    ids, counts = np.unique(shown, return_counts=True)
+    np.testing.assert_array_equal(b.stimulus_ids, ids)
+    np.testing.assert_allclose(b.responses[:, 0] * 300, ids % 30000, atol=1e-6)
+    ref = _reference({**tree, "betas": {2: tree["betas"][2]}}, zscore=False).loc[ids].to_numpy()
+    np.testing.assert_allclose(b.responses, ref, atol=1e-6)
+    assert counts.max() >= 2 and b.trials is None

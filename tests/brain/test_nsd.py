@@ -186,3 +186,18 @@ def test_session_subset_counts_only_its_trials(tree):
     ref = _reference({**tree, "betas": {2: tree["betas"][2]}}, zscore=False).loc[ids].to_numpy()
     np.testing.assert_allclose(b.responses, ref, atol=1e-6)
     assert counts.max() >= 2 and b.trials is None
+
+
+@pytest.mark.slow
+def test_peak_numpy_memory_is_bounded_by_twice_the_result(tmp_path):
+    import tracemalloc
+    nsd_format.write_nsd(tmp_path, n_sessions=4, shape_xyz=(14, 25, 20), n_roi=6000, n_shared_full=1000,
+                         n_shared_partial=0, image_size=8, keep_betas=False)
+    tracemalloc.start()
+    try:
+        b = load_nsd(tmp_path, 1, keep_trials=False, progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert b.responses.shape == (1000, 6000)
+    assert peak <= 2 * b.responses.nbytes, peak / b.responses.nbytes

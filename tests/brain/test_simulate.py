@@ -282,3 +282,14 @@ def test_folder_stimuli_give_path_ids(net, tmp_path):
     np.testing.assert_array_equal(brain.stimulus_ids, [f"s{k}.png" for k in range(5)])
     same, _ = simulate_voxels(net, imgs, layers=LAYERS, n_voxels=8, progress=False)
     np.testing.assert_allclose(brain.trials, same.trials, atol=1e-4)
+
+
+def test_versa_best_layer_per_roi_is_the_true_layer(sim, feats):
+    scoring = pytest.importorskip("neuroreg.scoring")
+    if not hasattr(scoring, "versa"):
+        pytest.skip("neuroreg.scoring.versa is not available in this build")
+    brain, truth = sim
+    high = brain.take_units(np.flatnonzero(truth["snr"] >= 1.0))
+    table = scoring.versa(feats, high, srp_dim=None, progress=False).to_pandas()
+    best = table[table.is_best & (table.metric == "versa") & (table.split == "test")].set_index("region")["layer"]
+    assert best.to_dict() == {"V1": "relu1", "V2V3": "relu2", "OPA": "relu3", "EBA": "relu4"}

@@ -85,6 +85,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=6, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per run")
     p.add_argument("--repeats", type=int, default=3, help="alternating repeats of each comparison")
+    p.add_argument("--vone-batch", type=int, default=16, help="task images per step in the VOneBlock comparison")
     p.add_argument("--skip-vone", action="store_true", help="skip the VOneBlock comparison")
     p.add_argument("--gpu-batch", type=int, default=128, help="task batch for the GPU throughput run")
     args = p.parse_args(argv)
@@ -103,8 +104,9 @@ def main(argv=None) -> None:
     _compare("CPU cornet_z with vs without CKA IT alignment (goal <= 1.15x)", ("cornet_z", True, neural, target),
              ("cornet_z", False, neural, target), args.repeats, common)
     if not args.skip_vone:
-        _compare("CPU vone_cornet_s vs cornet_s (task loss only)", ("vone_cornet_s", False, neural, target),
-                 ("cornet_s", False, neural, target), args.repeats, common)
+        _compare(f"CPU vone_cornet_s vs cornet_s (task loss only, batch {args.vone_batch})",
+                 ("vone_cornet_s", False, neural, target), ("cornet_s", False, neural, target), args.repeats,
+                 {**common, "batch": args.vone_batch})
     if torch.cuda.is_available():
         times = _run("vone_cornet_s", True, neural, target, size=224, batch=args.gpu_batch,
                      neural_batch=2 * args.neural_batch, steps=20, warmup=5, accelerator="gpu", precision="16-mixed")

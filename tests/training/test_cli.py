@@ -60,3 +60,19 @@ def test_configs_parse():
         cfg = yaml.safe_load(path.read_text())
         assert {"trainer", "model", "data"} <= set(cfg), path
     assert any("tiny" in p.name for p in CONFIGS.glob("train_*.yaml"))
+
+
+def test_subcommand_protocol_delegates_to_lightning_cli(capsys):
+    import argparse
+
+    from neuroreg.training import cli
+
+    parser = argparse.ArgumentParser(prog="neuroreg train")
+    cli.add_arguments(parser)
+    assert parser.parse_args(["x", "--y"]).lightning_args == ["x", "--y"]
+    with pytest.raises(SystemExit) as exc:
+        cli.run(argparse.Namespace(lightning_args=["--config", TINY, "--print_config"]))
+    assert exc.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["backbone"]["init_args"]["name"] == "cornet_z"
+    assert printed["checkpoint"]["save_last"] is True and printed["checkpoint"]["monitor"] == "val/acc1"

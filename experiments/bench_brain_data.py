@@ -10,7 +10,7 @@ Writes an NSD tree in the exact on-disk format (tests/fixtures/nsd_format.py):
   betas volume, masks it, z-scores it and stacks every selected trial before averaging.
 
 Peak memory is the growth of the process's maximum resident set over the
-load (``ru_maxrss``) and, for numpy allocations, tracemalloc's peak. Ratios are
+load (``ru_maxrss``, kilobytes on Linux) and, for numpy allocations, tracemalloc's peak. Ratios are
 against the size of the float64 ``(1000, V)`` response array (and, for the
 trials run, against everything returned).
 
@@ -39,8 +39,11 @@ import h5py, scipy.io, scipy.stats
 from neuroreg.brain import load_nsd, read_nsd_design
 from neuroreg.brain._volumes import find_volume, read_volume
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-with open("/proc/self/statm") as f:
-    rss_now = int(f.read().split()[1]) * resource.getpagesize() // 1024
+try:  # current RSS (Linux); elsewhere the peak so far is the baseline
+    with open("/proc/self/statm") as f:
+        rss_now = int(f.read().split()[1]) * resource.getpagesize() // 1024
+except OSError:
+    rss_now = base
 tracemalloc.start()
 t0 = time.perf_counter()
 if mode in ("load_nsd", "load_nsd_trials"):

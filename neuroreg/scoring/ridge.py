@@ -165,6 +165,8 @@ class RidgeGCV:
             best = torch.full((v,), j_best, dtype=torch.long, device=x.device)
             best_score = mean[j_best].expand(v)
         chosen = a_t[best]                                                # (v,)
+        # Coefficients amplify B^T Y by 1 / (lambda + alpha): form them from float64 products.
+        proj = proj if dt == torch.float64 else b.T @ (y - y_mean)
         if self.store_loo:
             # leave-one-out predictions at each target's chosen alpha: y - residual / (1 - 1/n - H_ii)
             loo = torch.empty(n, v, dtype=torch.float64, device=x.device)

@@ -115,7 +115,8 @@ def make_attack(name: str, model: RobustClassifier, eps: float, norm: str = "Lin
         steps: iterations; PGD/EOT-PGD default 10, APGD 100 (Croce & Hein 2020).
             PGD step size is 2.5 * eps / steps (Madry et al. 2018).
         eot_iter: gradient draws per step for "eotpgd" and for APGD on
-            stochastic models (1 = plain).
+            stochastic models (1 = plain); AutoAttack with eot_iter > 1 runs its
+            "rand" version (APGD-CE + APGD-DLR, 20 draws) for stochastic models.
         n_classes: logits of the model (APGD-DLR needs >= 3, AutoAttack uses it).
         n_queries: Square attack query budget.
         random_start: PGD/EOT-PGD start at a uniform random point of the ball.
@@ -154,7 +155,8 @@ def make_attack(name: str, model: RobustClassifier, eps: float, norm: str = "Lin
         return torchattacks.APGD(model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed,
                                  loss=name.split("-")[1], eot_iter=int(eot_iter), rho=0.75)
     if name == "autoattack":
-        return torchattacks.AutoAttack(model, norm=norm, eps=eps, version="standard",
+        # Stochastic models get AutoAttack's "rand" version: APGD-CE and APGD-DLR with 20 EOT draws.
+        return torchattacks.AutoAttack(model, norm=norm, eps=eps, version="rand" if eot_iter > 1 else "standard",
                                        n_classes=int(n_classes), seed=seed)
     return torchattacks.Square(model, norm=norm, eps=eps, n_queries=int(n_queries), n_restarts=1,
                                p_init=0.8, loss="margin", resc_schedule=True, seed=seed)
@@ -215,7 +217,7 @@ def _specs(attacks: Sequence[str], eps: Sequence[float], norm: str, stochastic: 
         return pgd_steps if name in ("pgd", "eotpgd") else apgd_steps if name.startswith("apgd") else None
 
     def eot_for(name):
-        return eot_iter if (name == "eotpgd" or (stochastic and name.startswith("apgd"))) else 1
+        return eot_iter if (name == "eotpgd" or (stochastic and (name.startswith("apgd") or name == "autoattack"))) else 1
 
     names = list(dict.fromkeys(attacks))
     if stochastic and "pgd" in names and "eotpgd" not in names:

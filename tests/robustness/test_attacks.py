@@ -171,3 +171,21 @@ def test_dlr_needs_three_classes():
     model = RobustClassifier(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2)), None, None, n_classes=2)
     with pytest.raises(ValueError, match="n_classes=2"):
         make_attack("apgd-dlr", model, 8 / 255)
+
+
+def test_l2_eot_with_one_draw_equals_torchattacks_pgdl2(trained_cnn, test_data):
+    import torchattacks
+
+    wrapped = RobustClassifier(trained_cnn, MEAN, STD, n_classes=N_CLASSES)
+    x, y = test_data
+    torch.manual_seed(4)
+    ours = make_attack("eotpgd", wrapped, 0.5, norm="L2", steps=4, eot_iter=1)(x[:12], y[:12])
+    torch.manual_seed(4)
+    reference = torchattacks.PGDL2(wrapped, eps=0.5, alpha=2.5 * 0.5 / 4, steps=4)(x[:12], y[:12])
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6)
+
+
+def test_stochastic_autoattack_uses_the_rand_version(trained_cnn):
+    wrapped = RobustClassifier(trained_cnn, MEAN, STD, n_classes=N_CLASSES)
+    assert make_attack("autoattack", wrapped, 8 / 255, eot_iter=20).version == "rand"
+    assert make_attack("autoattack", wrapped, 8 / 255).version == "standard"

@@ -48,5 +48,5 @@ def test_missing_checkpoint_file(tmp_path):
 def test_wrong_class_count_is_a_clear_error(tmp_path):
     path = tmp_path / "ten.pt"
     torch.save(timm.create_model("resnet18", num_classes=10).state_dict(), path)
-    with pytest.raises(CheckpointError, match="does not fit resnet18.*size mismatch"):
+    with pytest.raises(CheckpointError, match="(?s)does not fit resnet18.*size mismatch for fc.weight"):
         build_model(_args(tmp_path, "--checkpoint", str(path)))

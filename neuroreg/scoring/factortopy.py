@@ -116,7 +116,7 @@ def hierarchy_fit(depth, roi, levels: Mapping[str, float] | None = None) -> dict
 
 
 def factorized_readout(maps: Sequence[Tensor], align: Sequence[Tensor], layer_probs: Tensor, space: Tensor,
-                       scale: Tensor, weights: Tensor, bias: Tensor) -> Tensor:
+                       scale: Tensor, weights: Tensor, bias: Tensor, *, per_layer: bool = False) -> Tensor:
     """Voxel predictions from feature maps (Yang et al. eq. 1, with per-layer read-out weights).
 
     maps: ``L`` tensors ``(b, C_l, H_l, W_l)``; align: ``L`` channel-alignment matrices
@@ -126,6 +126,9 @@ def factorized_readout(maps: Sequence[Tensor], align: Sequence[Tensor], layer_pr
 
         y_i = b_i + sum_l p_il [(1 - a_i) B_l v_l(u_i) + a_i B_l mean_p v_l(p)] . w_il
 
+    or, with ``per_layer=True``, ``(b, n, L)``: each layer's prediction alone
+    (``b_i + [...] . w_il``), whose ``p``-weighted sum is the prediction above.
+
     Interpolation and the spatial mean are linear, so for layers with ``C_l <= D`` the
     alignment is folded into the read-out (``w_il B_l``) and applied after sampling:
     the same numbers as aligning the full maps first, at a fraction of the cost.
@@ -133,6 +136,7 @@ def factorized_readout(maps: Sequence[Tensor], align: Sequence[Tensor], layer_pr
     b = maps[0].shape[0]
     grid = space[None, :, None, :].expand(b, -1, -1, -1)
     out = bias[None, :].expand(b, -1)
+    layers_out = []
     for layer, (fmap, mat) in enumerate(zip(maps, align)):
         if mat.shape[1] <= mat.shape[0]:
             # C_l <= D: sample the layer's own channels, fold B_l into the voxel weights
@@ -144,8 +148,12 @@ def factorized_readout(maps: Sequence[Tensor], align: Sequence[Tensor], layer_pr
         local = F.grid_sample(fmap, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
         local_term = torch.einsum("bcn,nc->bn", local, eff)
         global_term = fmap.mean(dim=(2, 3)) @ eff.T
-        out = out + layer_probs[:, layer] * (local_term + scale * (global_term - local_term))
-    return out
+        term = local_term + scale * (global_term - local_term)
+        if per_layer:
+            layers_out.append(bias + term)
+        else:
+            out = out + layer_probs[:, layer] * term
+    return torch.stack(layers_out, dim=-1) if per_layer else out
 
 
 # ----------------------------------------------------------------------------- module
@@ -216,6 +224,11 @@ class FactorTopy:
     smooth_weight, smooth_k: optional penalty on the squared difference of layer choices
         between each voxel and its ``smooth_k`` nearest cortical neighbours.
     beta: SmoothL1 beta (paper: 0.1) on z-scored responses.
+    expert_weight: weight of the per-layer terms: every layer's read-out ``y_il`` is also
+        fitted to the voxel alone (``mean_l SmoothL1(y_i, y_il)``) and the layer choice pays
+        ``sum_l p_il SmoothL1(y_i, y_il)`` with the read-outs held fixed, on a
+        ``select_fraction`` of the training stimuli that the read-outs never train on, which
+        moves it to the layer that predicts best out of sample. 0 gives the paper's loss alone.
     device: torch device (default: CUDA when available, else CPU).
     progress: show a progress bar over epochs (default: only on a terminal).
 
@@ -234,7 +247,7 @@ class FactorTopy:
                  val_fraction: float = 0.1, warmup_epochs: int = 5, anneal_epochs: int = 20,
                  entropy_weight: float = 0.01, entropy_decay: float = 0.95,
                  temperature: tuple[float, float] = (1.0, 0.2), smooth_weight: float = 0.0,
-                 smooth_k: int = 6, beta: float = 0.1, device: str | torch.device | None = None,
+                 smooth_k: int = 6, beta: float = 0.1, expert_weight: float = 1.0, select_fraction: float = 0.2, device: str | torch.device | None = None,
                  progress: bool | None = None) -> None:
         self.layers = layers
         self.d = d
@@ -256,6 +269,8 @@ class FactorTopy:
         self.smooth_weight = smooth_weight
         self.smooth_k = smooth_k
         self.beta = beta
+        self.expert_weight = expert_weight
+        self.select_fraction = select_fraction
         self.device = device
         self.progress = progress
 
@@ -270,6 +285,8 @@ class FactorTopy:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if not 0.0 < self.select_fraction < 1.0:
+            raise ValueError(f"select_fraction must be in (0, 1); got {self.select_fraction}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1); got {self.val_fraction}")
         t0, t1 = self.temperature
@@ -278,7 +295,7 @@ class FactorTopy:
         for name in ("lr", "beta"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
-        for name in ("entropy_weight", "smooth_weight", "weight_decay", "warmup_epochs", "anneal_epochs",
+        for name in ("entropy_weight", "smooth_weight", "expert_weight", "weight_decay", "warmup_epochs", "anneal_epochs",
                      "patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
@@ -426,6 +443,13 @@ class FactorTopy:
         n_vox = y.shape[1]
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         rng = np.random.default_rng(self.seed)
+        select_idx = None
+        if self.expert_weight > 0:
+            # stimuli the read-outs never train on: the layer choice is made on out-of-sample fit,
+            # otherwise the layer with the most read-out capacity wins
+            shuffled = rng.permutation(train_idx)
+            n_sel = max(1, int(round(self.select_fraction * len(train_idx))))
+            select_idx, train_idx = np.sort(shuffled[:n_sel]), np.sort(shuffled[n_sel:])
         chunks = [slice(s, min(s + self.voxel_batch_size, n_vox)) for s in range(0, n_vox, self.voxel_batch_size)]
         start_checking = self.warmup_epochs + self.anneal_epochs
         best_r, best_state, best_epoch, waited = -np.inf, None, -1, 0
@@ -440,10 +464,21 @@ class FactorTopy:
             net.train()
             order = rng.permutation(train_idx)
             total, steps = 0.0, 0
+            sel_batches = None
+            if select_idx is not None:
+                n_steps = -(-len(order) // self.batch_size)
+                sel_size = max(1, -(-len(select_idx) // n_steps))
+                sel_batches = source.batches(rng.permutation(select_idx), sel_size, device)
             for idx, maps in source.batches(order, self.batch_size, device):
                 opt.zero_grad(set_to_none=True)
                 target = y[torch.as_tensor(idx)].to(device)
-                total += self._step(net, self._normalise(maps), target, enc, tau, ent_w, neighbours, chunks)
+                select = None
+                if sel_batches is not None:
+                    sel = next(sel_batches, None)
+                    if sel is not None:
+                        select = (self._normalise(sel[1]), y[torch.as_tensor(sel[0])].to(device))
+                total += self._step(net, self._normalise(maps), target, enc, tau, ent_w, neighbours, chunks,
+                                    select)
                 opt.step()
                 steps += 1
             val_r = self._val_r(net, source, y, enc, val_idx, tau, device)
@@ -469,7 +504,7 @@ class FactorTopy:
         self.net_ = net
         self._set_fitted(net, enc, source, y, val_idx, device)
 
-    def _step(self, net, maps, target, enc, tau, ent_w, neighbours, chunks) -> float:
+    def _step(self, net, maps, target, enc, tau, ent_w, neighbours, chunks, select=None) -> float:
         """One optimisation step's gradients, accumulated over voxel chunks; returns the loss."""
         n_vox = target.shape[1]
         probs, space, scale = net.selectors(enc, tau)
@@ -478,9 +513,26 @@ class FactorTopy:
         align = list(net.align)
         total = 0.0
         for sl in chunks:
-            pred = factorized_readout(maps, align, leaves[0][sl], leaves[1][sl], leaves[2][sl],
-                                      net.weights[sl], net.bias[sl])
-            loss = F.smooth_l1_loss(pred, target[:, sl], beta=self.beta, reduction="sum") / target.numel()
+            per = factorized_readout(maps, align, leaves[0][sl], leaves[1][sl], leaves[2][sl],
+                                     net.weights[sl], net.bias[sl], per_layer=True)  # (b, n, L)
+            p = leaves[0][sl]
+            pred = (per * p).sum(-1)
+            loss = F.smooth_l1_loss(pred, target[:, sl], beta=self.beta, reduction="sum")
+            if self.expert_weight > 0:
+                each = F.smooth_l1_loss(per, target[:, sl, None].expand_as(per), beta=self.beta, reduction="none")
+                # Every layer's read-out learns to explain the voxel alone, whatever the current
+                # choice (gating its gradient by p lets the first layer to fit win for good);
+                # the choice moves towards the layer whose read-out fits best.
+                loss = loss + self.expert_weight * each.mean(-1).sum()
+            loss = loss / target.numel()
+            if select is not None:
+                with torch.no_grad():
+                    per_sel = factorized_readout(select[0], align, leaves[0][sl].detach(), leaves[1][sl].detach(),
+                                                 leaves[2][sl].detach(), net.weights[sl], net.bias[sl],
+                                                 per_layer=True)
+                    each_sel = F.smooth_l1_loss(per_sel, select[1][:, sl, None].expand_as(per_sel), beta=self.beta,
+                                                reduction="none").mean(0)  # (n, L)
+                loss = loss + self.expert_weight * (each_sel * p).sum() / target.shape[1]
             loss.backward()
             total += float(loss.detach())
         reg = probs.new_zeros(())

@@ -260,3 +260,103 @@ def test_rejects_mismatched_stimuli_and_bad_params():
         FactorTopy(["a", "b"], val_fraction=1.5).fit(feats, brain)
     with pytest.raises(RuntimeError, match="not fitted"):
         FactorTopy(["a", "b"]).hierarchy_slope()
+
+
+# ----------------------------------------------------------------------------- recovery of simulated voxels
+def _natural_crops(n: int, size: int, seed: int) -> torch.Tensor:
+    """Seeded random crops of the bundled 78 natural images, resized to ``size`` px."""
+    from neuroreg.brain import load_algonauts2019_78
+
+    images = torch.from_numpy(load_algonauts2019_78().images).permute(0, 3, 1, 2).float() / 255.0
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        img = images[rng.integers(len(images))]
+        side = int(rng.integers(120, 400))
+        y0, x0 = rng.integers(0, 400 - side + 1, size=2)
+        crop = img[:, y0:y0 + side, x0:x0 + side]
+        if rng.random() < 0.5:
+            crop = crop.flip(-1)
+        out.append(torch.nn.functional.interpolate(crop[None], size=(size, size), mode="bilinear",
+                                                   antialias=True, align_corners=False)[0])
+    return torch.stack(out)
+
+
+class _PlainCNN(nn.Module):
+    """Four conv-ReLU stages with stride 2 (no skip connections), seeded random weights."""
+
+    def __init__(self, widths=(16, 16, 16, 16)) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        chans = (3, *widths)
+        self.stages = nn.ModuleDict()
+        for k in range(len(widths)):
+            conv = nn.Conv2d(chans[k], chans[k + 1], 3, stride=2, padding=1)
+            with torch.no_grad():
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * math.sqrt(2.0 / (9 * chans[k])))
+                conv.bias.zero_()
+            self.stages[f"s{k + 1}"] = nn.Sequential(conv, nn.ReLU())
+
+    def forward(self, x):
+        for stage in self.stages.values():
+            x = stage(x)
+        return x
+
+
+def _recovery(model, layers, n_images, size, n_voxels, **params):
+    from neuroreg.brain.simulate import simulate_voxels
+    from neuroreg.features import extract
+
+    images = _natural_crops(n_images, size, seed=0)
+    brain, truth = simulate_voxels(model, images, layers=layers, n_voxels=n_voxels, snr=(0.5, 4.0), seed=0,
+                                   progress=False)
+    feats = dict(extract(model, images, layers, progress=False))
+    ft = FactorTopy(layers, seed=0, progress=False, **params).fit(feats, brain)
+    return ft, brain, truth
+
+
+@pytest.fixture(scope="module")
+def plain_cnn_fit():
+    model = _PlainCNN().eval()
+    return _recovery(model, ["stages.s1", "stages.s2", "stages.s3", "stages.s4"], n_images=240, size=64,
+                     n_voxels=240, d=16, batch_size=16, max_epochs=20, warmup_epochs=2, anneal_epochs=6,
+                     patience=3)
+
+
+def test_hierarchy_slope_positive_for_ordered_truth_and_null_for_shuffled_rois(plain_cnn_fit):
+    ft, brain, _ = plain_cnn_fit
+    slope = ft.hierarchy_slope()
+    shuffled = ft.hierarchy_slope(roi=np.random.default_rng(1).permutation(brain.unit_info["roi"]))
+    assert slope > 0.15, f"hierarchy slope {slope:.2f} for an ordered truth"
+    assert abs(shuffled) < 0.1, f"hierarchy slope {shuffled:.2f} with shuffled ROI labels"
+    assert slope > 2 * abs(shuffled)
+
+
+def test_recovers_position_of_shallow_voxels(plain_cnn_fit):
+    ft, _, truth = plain_cnn_fit
+    error = np.linalg.norm(ft.space_ - truth["position"], axis=1)
+    v1 = truth["layer"] == 0
+    assert np.median(error[v1]) <= 0.15, f"median V1 position error {np.median(error[v1]):.3f}"
+    assert np.median(error) < 0.25
+
+
+@pytest.mark.xfail(strict=True, reason="layer recovery >= 0.8 not reached yet: shallow layers win deep voxels")
+def test_recovers_layer_of_simulated_voxels_done_when(plain_cnn_fit):
+    ft, brain, truth = plain_cnn_fit
+    good = truth["snr"] >= 1.0
+    accuracy = float((ft.best_layer_ == truth["layer"])[good].mean())
+    pos_error = float(np.median(np.linalg.norm(ft.space_ - truth["position"], axis=1)))
+    assert accuracy >= 0.8, f"layer recovered for {accuracy:.2f} of voxels with SNR >= 1"
+    assert pos_error <= 0.15, f"median position error {pos_error:.3f}"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="layer recovery >= 0.8 not reached yet on ResNet-18 layers")
+def test_recovers_resnet18_layers_done_when():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    ft, brain, truth = _recovery(model, LAYERS, n_images=600, size=64, n_voxels=400, d=64, batch_size=16,
+                                 max_epochs=40)
+    good = truth["snr"] >= 1.0
+    assert float((ft.best_layer_ == truth["layer"])[good].mean()) >= 0.8
+    assert ft.hierarchy_slope() > 0.5

@@ -1,0 +1,113 @@
+"""FactorTopy at scale: time per epoch and peak memory for voxels x layers x images.
+
+Default: 10,000 voxels x 8 layers x 1,000 images, feature maps shaped like
+ResNet-18's eight residual blocks at 112 px ((64, 28, 28) ... (512, 4, 4)),
+on CPU and on CUDA when a device is available. The peer, timed in the same
+run on the same data, is a plain linear encoder (one read-out per voxel on the
+globally pooled features of all layers, same optimiser and batches); the
+ratio printed is FactorTopy epoch time / plain encoder epoch time.
+
+    python experiments/bench_factortopy.py                   # full size
+    python experiments/bench_factortopy.py --voxels 2000 --images 300 --epochs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+
+from neuroreg.brain import BrainData
+from neuroreg.scoring.factortopy import FactorTopy
+
+RESNET18_BLOCKS_112 = [(64, 28, 28), (64, 28, 28), (128, 14, 14), (128, 14, 14),
+                       (256, 7, 7), (256, 7, 7), (512, 4, 4), (512, 4, 4)]
+
+
+def _peak_rss_gib() -> float:
+    scale = 1024 ** 2 if sys.platform != "darwin" else 1024 ** 3  # ru_maxrss: KiB on Linux, bytes on macOS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
+def _data(n_images: int, n_voxels: int, n_layers: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [RESNET18_BLOCKS_112[round(i * (len(RESNET18_BLOCKS_112) - 1) / max(n_layers - 1, 1))]
+              for i in range(n_layers)]
+    feats = {f"block{i}": torch.randn(n_images, *s, generator=g) for i, s in enumerate(shapes)}
+    rng = np.random.default_rng(seed)
+    roi = np.array(["V1", "V2V3", "OPA", "EBA"])[np.arange(n_voxels) * 4 // n_voxels]
+    brain = BrainData(rng.normal(size=(n_images, n_voxels)).astype(np.float32), np.arange(n_images),
+                      {"coords": rng.uniform(-1, 1, size=(n_voxels, 2)), "roi": roi})
+    return feats, brain
+
+
+def _plain_epoch(feats, brain, train_idx, batch_size: int, device: torch.device) -> float:
+    """One epoch of a linear encoder on pooled features (the peer): same data, optimiser, batches."""
+    pooled = torch.cat([x.mean(dim=(2, 3)) for x in feats.values()], dim=1)
+    y = torch.as_tensor(brain.responses, dtype=torch.float32)
+    lin = torch.nn.Linear(pooled.shape[1], y.shape[1]).to(device)
+    opt = torch.optim.AdamW(lin.parameters(), lr=1e-3)
+    order = np.random.default_rng(0).permutation(train_idx)
+    tic = time.perf_counter()
+    for start in range(0, len(order), batch_size):
+        idx = torch.as_tensor(order[start:start + batch_size])
+        opt.zero_grad()
+        loss = torch.nn.functional.smooth_l1_loss(lin(pooled[idx].to(device)), y[idx].to(device), beta=0.1)
+        loss.backward()
+        opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - tic
+
+
+def run(device: str, args) -> None:
+    dev = torch.device(device)
+    feats, brain = _data(args.images, args.voxels, args.layers, args.seed)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    ft = FactorTopy(list(feats), seed=args.seed, max_epochs=args.epochs, warmup_epochs=0, anneal_epochs=0,
+                    batch_size=args.batch_size, voxel_batch_size=args.voxel_batch_size, device=dev,
+                    progress=args.progress)
+    tic = time.perf_counter()
+    ft.fit(feats, brain)
+    total = time.perf_counter() - tic
+    epoch = float(np.mean([h["seconds"] for h in ft.history_]))
+    plain = _plain_epoch(feats, brain, ft.train_index_, args.batch_size, dev)
+    mem = (f"peak CUDA memory {torch.cuda.max_memory_allocated() / 1024 ** 3:.2f} GiB, "
+           if dev.type == "cuda" else "")
+    print(f"[{device}] {args.voxels} voxels x {args.layers} layers x {args.images} images, D={ft.d}, "
+          f"batch {args.batch_size}, voxel chunk {args.voxel_batch_size}, threads {torch.get_num_threads()}")
+    print(f"[{device}] FactorTopy epoch {epoch:.2f} s (incl. validation), fit total {total:.1f} s for "
+          f"{ft.n_epochs_} epochs; plain linear encoder epoch {plain:.3f} s; ratio {epoch / plain:.1f}x")
+    print(f"[{device}] {mem}peak process RSS {_peak_rss_gib():.2f} GiB (features "
+          f"{sum(x.numel() for x in feats.values()) * 4 / 1024 ** 3:.2f} GiB)")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--voxels", type=int, default=10_000)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--images", type=int, default=1_000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--voxel-batch-size", type=int, default=2048)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-gpu", action="store_true")
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run("cpu", args)
+    if torch.cuda.is_available() and not args.no_gpu:
+        run("cuda", args)
+    else:
+        print("[cuda] no CUDA device available: GPU timing skipped")
+
+
+if __name__ == "__main__":
+    main()

@@ -34,6 +34,9 @@ ALEXNET_MEAN_ERROR = {
 }
 
 
+_FROST_NOTE = "procedural frost texture; ImageNet-C blends frost photographs, so not directly comparable"
+
+
 def _resolve(corruptions: str | Sequence[str]) -> list[str]:
     if isinstance(corruptions, str):
         if corruptions == "imagenet-c":
@@ -179,10 +182,11 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
     per_corruption = {}
     for c in names:
         accs = [correct[(c, s)] / n_seen for s in sevs]
+        note = {"note": _FROST_NOTE} if c == "frost" else {}
         for s, a in zip(sevs, accs):
-            table.append(**common, metric="accuracy", score=a, corruption=c, severity=s)
+            table.append(**common, metric="accuracy", score=a, corruption=c, severity=s, **note)
         per_corruption[c] = float(np.mean(accs))
-        table.append(**common, metric="corruption_accuracy", score=per_corruption[c], corruption=c)
+        table.append(**common, metric="corruption_accuracy", score=per_corruption[c], corruption=c, **note)
     table.append(**common, metric="mean_corruption_accuracy", score=float(np.mean(list(per_corruption.values()))),
                  corruption="all")
     if baseline is not None:

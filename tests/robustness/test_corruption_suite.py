@@ -76,3 +76,11 @@ def test_rejects_bad_arguments(trained_cnn, gratings):
         corruption_suite(trained_cnn, data, ["fog"], (0, 6), mean=MEAN, std=STD, progress=False)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         corruption_suite(trained_cnn, (x[:4] * 2 - 0.5, y[:4]), ["fog"], (1,), mean=MEAN, std=STD, progress=False)
+
+
+def test_frost_rows_say_the_texture_is_procedural(trained_cnn, gratings):
+    _, _, x, y = gratings
+    df = corruption_suite(trained_cnn, (x[:10], y[:10]), ["frost", "fog"], (2,), mean=MEAN, std=STD,
+                          progress=False).to_pandas()
+    assert df[df["corruption"] == "frost"]["note"].str.contains("procedural").all()
+    assert df[df["corruption"] == "fog"]["note"].isna().all()

@@ -94,6 +94,10 @@ class BrainRegularizedModule(L.LightningModule):
         to ``min_lr_ratio * lr``), ``"step"`` (x ``gamma`` every ``step_size``
         epochs) or ``"none"``.
 
+    With a data module, ``batch["neural_index"]`` (positions in its neural set)
+    is mapped to each target's rows by stimulus id at ``setup``; without one,
+    the indices are used as target rows directly.
+
     Logged: ``train/loss``, ``train/task_loss``, ``train/<term>`` (unweighted),
     ``train/<term>_weight``, ``train/acc1``, ``train/acc5``; ``val/loss``,
     ``val/acc1``, ``val/acc5`` and ``val/cka_<area>``: CKA between the area and its

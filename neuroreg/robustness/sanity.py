@@ -65,7 +65,7 @@ def check_large_eps(attack: str, accuracy: float, n_classes: int, *, tol: float 
     chance = 1.0 / n_classes
     slack = _slack(tol, sd)
     ok = accuracy <= chance + slack
-    return SanityResult("large_eps", ok, f"accuracy {accuracy:.4f} at an unbounded eps, chance {chance:.4f} "
+    return SanityResult("large_eps", ok, f"accuracy {accuracy:.4f} at L-inf eps 1 (any image), chance {chance:.4f} "
                         f"(slack {slack:.4f})" + ("" if ok else "; the attack fails where it cannot: "
                                                   "masked gradients or a broken pipeline"), attack)
 

@@ -189,3 +189,15 @@ def test_stochastic_autoattack_uses_the_rand_version(trained_cnn):
     wrapped = RobustClassifier(trained_cnn, MEAN, STD, n_classes=N_CLASSES)
     assert make_attack("autoattack", wrapped, 8 / 255, eot_iter=20).version == "rand"
     assert make_attack("autoattack", wrapped, 8 / 255).version == "standard"
+
+
+def test_l2_suite_passes_its_checks(trained_cnn, test_data):
+    x, y = test_data
+    table = attack_suite(trained_cnn, (x[::2], y[::2]), attacks=["pgd"], eps=[0.5, 1.0], norm="L2", mean=MEAN,
+                         std=STD, pgd_steps=5, square_queries=50, progress=False)
+    df = table.to_pandas()
+    main = df[(df["role"] == "main")]
+    assert (main["norm"] == "L2").all() and sorted(main["eps"]) == [0.0, 0.5, 1.0]
+    assert df[df["role"] == "sanity:large_eps"]["norm"].item() == "Linf"  # the ball that holds every image
+    failed = [c for c in table.sanity if not c.passed]
+    assert not failed, failed

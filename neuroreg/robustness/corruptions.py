@@ -23,7 +23,6 @@ the elastic transform composes its affine and elastic warps into one resampling.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import kornia

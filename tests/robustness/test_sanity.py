@@ -1,6 +1,5 @@
 """The sanity checks on hand-made accuracies: each must pass and fail where it should."""
 
-import pytest
 
 from neuroreg.robustness.attacks import AttackSpec
 from neuroreg.robustness.sanity import (check_black_box, check_eot, check_eps_zero, check_large_eps,

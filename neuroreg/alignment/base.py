@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -92,8 +93,16 @@ class AlignmentLoss(nn.Module):
     def alignment(self, acts: Tensor, rows: Tensor, debiased: bool = True) -> Tensor:
         """CKA between ``acts (b, ...)`` and the target on ``rows``: the held-out alignment metric."""
         x = self._activations(acts, rows)
+        target = self.target_rows(rows)
         with _no_autocast(x.device):
-            return target_cka(x, self.target_rows(rows), kind=self.target.kind, debiased=debiased)
+            try:
+                return target_cka(x, target, kind=self.target.kind, debiased=debiased)
+            except ValueError as exc:
+                if not (debiased and "no variance" in str(exc)):
+                    raise
+                warnings.warn(f"{self.name}: debiased CKA is undefined on these {x.shape[0]} stimuli ({exc}); "
+                              "reporting the biased estimate", RuntimeWarning, stacklevel=2)
+                return target_cka(x, target, kind=self.target.kind, debiased=False)
 
     def _activations(self, acts: Tensor, rows: Tensor) -> Tensor:
         if acts.shape[0] != rows.shape[0]:

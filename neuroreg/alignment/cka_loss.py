@@ -8,6 +8,7 @@ implementation. An RDM target enters through its centred Gram ``-H D H / 2``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -60,8 +61,20 @@ class CKALoss(AlignmentLoss):
 
     def forward(self, acts: Tensor, rows: Tensor) -> Tensor:
         x = self._activations(acts, rows)
+        target = self.target_rows(rows)
         with _no_autocast(x.device):
-            return cka_loss(x, self.target_rows(rows), kind=self.target.kind, debiased=self.debiased, mode=self.mode)
+            try:
+                return cka_loss(x, target, kind=self.target.kind, debiased=self.debiased, mode=self.mode)
+            except ValueError as exc:
+                # The unbiased self-HSIC of a small batch can reach <= 0 (e.g. nearly orthogonal, sparse
+                # activations): debiased CKA is then undefined, and pushing it up would reward exactly that
+                # degeneracy. Fall back to the biased estimator (bounded by 1) for this batch; a truly
+                # constant representation still raises there.
+                if not (self.debiased and "no variance" in str(exc)):
+                    raise
+                warnings.warn(f"{self.name}: debiased CKA is undefined on this neural batch of {x.shape[0]} "
+                              f"({exc}); using the biased estimator for this batch", RuntimeWarning, stacklevel=2)
+                return cka_loss(x, target, kind=self.target.kind, debiased=False, mode=self.mode)
 
     def alignment(self, acts: Tensor, rows: Tensor, debiased: bool | None = None) -> Tensor:
         """CKA between ``acts`` and the target on ``rows`` (the loss's estimator unless ``debiased`` is given)."""

@@ -130,3 +130,15 @@ def test_target_is_not_saved_in_state_dict():
 
 def test_target_isinstance():
     assert isinstance(CKALoss("IT", torch.randn(10, 5)).target, NeuralTarget)
+
+
+def test_degenerate_debiased_batch_falls_back_to_biased_with_warning():
+    # One-hot rows: K = I, whose unbiased self-HSIC is 0, so debiased CKA is undefined.
+    acts = torch.eye(8, dtype=torch.float64)
+    y = np.random.default_rng(0).normal(size=(8, 3))
+    term = CKALoss("IT", torch.from_numpy(y))
+    with pytest.warns(RuntimeWarning, match="debiased CKA is undefined.*biased estimator"):
+        loss = term(acts, torch.arange(8))
+    assert float(loss) == pytest.approx(math.log(1 - _ref_cka(acts.numpy(), y, False)), rel=1e-5)
+    with pytest.raises(ValueError, match="no variance"):
+        term(torch.ones(8, 4), torch.arange(8))

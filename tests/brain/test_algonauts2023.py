@@ -1,6 +1,5 @@
 """load_algonauts2023 on a tiny tree in the challenge's exact formats."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -9,16 +8,7 @@ import pytest
 from neuroreg.brain import algonauts2023_images, load_algonauts2023, read_roi_mapping
 from neuroreg.errors import DataFormatError, UnknownNameError
 
-
-def _fixture(name):
-    path = Path(__file__).resolve().parents[1] / "fixtures" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_fixture_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fmt = _fixture("algonauts2023_format")
+from fixtures import algonauts2023_format as fmt
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,5 @@
 """load_nsd on a tiny tree in NSD's exact formats: indices, repeats, z-scoring, ROIs, images, errors."""
 
-import importlib.util
-from pathlib import Path
-
 import h5py
 import numpy as np
 import pandas as pd
@@ -13,16 +10,7 @@ import torch
 from neuroreg.brain import NSDImages, load_nsd, read_nsd_design
 from neuroreg.errors import DataFormatError, NotAvailableError, StimulusMismatchError
 
-
-def _fixture(name):
-    path = Path(__file__).resolve().parents[1] / "fixtures" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_fixture_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-nsd_format = _fixture("nsd_format")
+from fixtures import nsd_format
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,5 @@
 """simulate_voxels: truth fields, the generative model, geometry, noise ceiling and layer recovery."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -14,16 +11,9 @@ from neuroreg.brain import BrainData, simulate_voxels
 from neuroreg.errors import ShapeError, UnknownNameError
 from neuroreg.features import extract
 
-
-def _fixture(name):
-    path = Path(__file__).resolve().parents[1] / "fixtures" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_fixture_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from fixtures import reference as ref
 
 
-ref = _fixture("reference")
 LAYERS = ref.LAYERS
 
 

@@ -21,13 +21,12 @@ from tqdm.auto import tqdm
 
 from neuroreg._checks import check_finite
 from neuroreg._io import atomic_path
-from neuroreg.brain.data import images_to_tensor
+from neuroreg._images import IMAGE_EXTENSIONS, images_to_tensor, list_images
 from neuroreg.errors import ShapeError, UnknownNameError
 from neuroreg.projection import SparseRandomProjection
 
 __all__ = ["extract", "Features", "resolve_layers", "IMAGE_EXTENSIONS"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _AREA_NAMES = ("V1", "V2", "V4", "IT")
 _POOLS = ("avg", "max", "srp")
 
@@ -129,11 +128,7 @@ def _as_dataset(stimuli) -> tuple[Dataset, np.ndarray | None]:
         return stimuli, None
     if isinstance(stimuli, (str, os.PathLike)):
         folder = Path(stimuli)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"stimuli folder does not exist: {folder}")
-        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not paths:
-            raise ValueError(f"stimuli folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        paths = list_images(folder)
         return _PathImages(paths), np.array([str(p.relative_to(folder)) for p in paths])
     if isinstance(stimuli, (list, tuple)) and stimuli and isinstance(stimuli[0], (str, os.PathLike)):
         paths = [Path(p) for p in stimuli]

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from neuroreg._checks import check_finite
+from neuroreg._images import images_to_tensor
 from neuroreg.errors import ShapeError, StimulusMismatchError
 
 __all__ = ["BrainData", "RDMSet", "conwell_split"]
@@ -190,18 +191,6 @@ class BrainData:
         if self.stimuli is None:
             raise ValueError(f"BrainData {self.name!r} has no stimulus images")
         return images_to_tensor(self.stimuli)
-
-
-def images_to_tensor(images) -> torch.Tensor:
-    """uint8 ``(n, H, W, 3)`` array/tensor or float ``(n, 3, H, W)`` -> float32 ``(n, 3, H, W)`` in [0, 1]."""
-    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
-    if x.ndim != 4:
-        raise ShapeError(f"images must be 4-D; got shape {tuple(x.shape)}")
-    if x.dtype == torch.uint8:
-        if x.shape[-1] not in (1, 3):
-            raise ShapeError(f"uint8 images must be (n, H, W, 3); got shape {tuple(x.shape)}")
-        return x.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-    return x.float()
 
 
 @dataclass

@@ -33,12 +33,12 @@ import h5py
 import numpy as np
 import scipy.io
 
+from neuroreg._images import list_images
 from neuroreg.brain.data import BrainData, RDMSet
 from neuroreg.errors import DataFormatError, ShapeError, StimulusMismatchError
 
 __all__ = ["load_responses", "load_rdms", "load_stimulus_folder"]
 
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _strings(values) -> np.ndarray:
@@ -59,9 +59,7 @@ def load_stimulus_folder(folder: str | Path, stimulus_ids: Sequence[Any], image_
     from PIL import Image
 
     folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"stimulus folder does not exist: {folder}")
-    files = [p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_EXTENSIONS]
+    files = list_images(folder)
     by_key: dict[str, Path] = {}
     for p in files:
         by_key.setdefault(p.stem, p)

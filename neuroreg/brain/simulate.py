@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
+from neuroreg._images import list_images
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import ShapeError, UnknownNameError
 
@@ -192,13 +193,8 @@ def gaussian_windows(position: np.ndarray, scale: np.ndarray, height: int, width
 def _stimulus_chunks(stimuli, chunk: int) -> tuple[int, Any, Iterator]:
     """(n, default ids, iterator over stimulus chunks that :func:`neuroreg.extract` accepts)."""
     if isinstance(stimuli, (str, os.PathLike)):
-        from neuroreg.features import IMAGE_EXTENSIONS  # features imports brain: import lazily
         folder = Path(stimuli)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"stimuli folder does not exist: {folder}")
-        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not paths:
-            raise ValueError(f"stimuli folder {folder} holds no images")
+        paths = list_images(folder)
         ids = np.array([str(p.relative_to(folder)) for p in paths])
         return len(paths), ids, (paths[i:i + chunk] for i in range(0, len(paths), chunk))
     if isinstance(stimuli, Dataset):

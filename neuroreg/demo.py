@@ -135,7 +135,7 @@ def _stage_training(report, out: Path, *, seed: int, quick: bool):
         module = BrainRegularizedModule(backbone, [CKALoss("IT", target, debiased=True, weight=weight)],
                                         optimizer="adamw", lr=3e-3, weight_decay=0.0, scheduler="none")
         data = GratingsDataModule(n_classes=4, n_train=256, n_val=64, neural="kriegeskorte92",
-                                  neural_batch_size=16, neural_holdout=0.25, batch_size=32, image_size=32,
+                                  neural_batch_size=32, neural_holdout=0.25, batch_size=32, image_size=32,
                                   normalize=True, model_name="cornet_z", seed=seed)
         trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, deterministic=True,
                             logger=TensorBoardLogger(str(out / "tensorboard"), name=label.replace(" ", "_")),

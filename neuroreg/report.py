@@ -61,9 +61,10 @@ def write_table(table: ScoreTable, folder: str | Path, stem: str) -> dict[str, P
 
 def plot_layer_profile(table: ScoreTable, *, metric: str | None = None, split: str | None = "test",
                        title: str = "", ceilings: dict[str, float] | None = None) -> plt.Figure:
-    """Score per layer (x, in table order) for each (model, region), one line each.
+    """Score per layer (x, in table order), one line per model and brain target, averaged over subjects.
 
-    ``ceilings`` maps region -> noise ceiling, drawn as a dashed line.
+    The brain target is the ``rdm_set`` column when scores carry one (cRSA), else
+    the ``region``. ``ceilings`` maps a target name -> noise ceiling, drawn dashed.
     """
     df = table.to_pandas()
     if metric is not None:
@@ -74,9 +75,10 @@ def plot_layer_profile(table: ScoreTable, *, metric: str | None = None, split: s
         raise ValueError(f"no rows to plot for metric={metric!r}, split={split!r}")
     layers = list(dict.fromkeys(df["layer"].astype(str)))
     fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(layers) + 2), 3.6))
-    for (model, region), grp in df.groupby(["model", "region"], dropna=False, sort=False):
+    target = "rdm_set" if "rdm_set" in df.columns and df["rdm_set"].notna().any() else "region"
+    for (model, name), grp in df.groupby(["model", target], dropna=False, sort=False):
         grp = grp.groupby(grp["layer"].astype(str), sort=False)["score"].mean().reindex(layers)
-        ax.plot(range(len(layers)), grp.values, marker="o", label=f"{model} / {region}")
+        ax.plot(range(len(layers)), grp.values, marker="o", label=f"{model} / {name}")
     for region, value in (ceilings or {}).items():
         ax.axhline(value, ls="--", lw=1, color="gray")
         ax.text(len(layers) - 1, value, f" ceiling {region}", va="bottom", ha="right", fontsize=7, color="gray")

@@ -42,7 +42,8 @@ from neuroreg.errors import ShapeError
 from neuroreg.scoring.factortopy_sources import _DictSource, _ModelSource, _ModelState
 from neuroreg.scoring.results import ScoreTable
 
-__all__ = ["FactorTopy", "FactorTopyNet", "factorized_readout", "sinusoidal_encoding", "layer_confidence",
+__all__ = ["FactorTopy", "FactorTopyNet", "factorized_readout", "pooled_features", "ridge_cv_r", "gaussian_pyramid",
+           "scale_to_sd", "sd_to_scale", "sinusoidal_encoding", "layer_confidence",
            "expected_depth", "hierarchy_fit", "compare_factortopy", "DEFAULT_LEVELS"]
 
 #: ROI -> ideal depth of the four-level hierarchy of Yang et al. (section 4.3).
@@ -115,8 +116,121 @@ def hierarchy_fit(depth, roi, levels: Mapping[str, float] | None = None) -> dict
     return {"slope": slope, "b0": b0, "b1": b0 + slope, "n": int(keep.sum())}
 
 
+#: Blur levels of the Gaussian pooling: window SD as a fraction of the map side, half-octave steps.
+SCALE_RANGE: tuple[float, float] = (0.02, 1.0)
+N_LEVELS = 12
+_POOLINGS = ("gaussian", "token")
+
+
+def scale_to_sd(scale: Tensor) -> Tensor:
+    """Gaussian window SD (fraction of the map side) for a selector output ``scale`` in [0, 1].
+
+    Log-linear: ``0 -> SCALE_RANGE[0]`` (0.02), ``1 -> SCALE_RANGE[1]`` (1.0).
+    """
+    lo, hi = SCALE_RANGE
+    return lo * (hi / lo) ** scale
+
+
+def sd_to_scale(sd):
+    """Inverse of :func:`scale_to_sd` (numpy or torch), clipped to [0, 1]."""
+    lo, hi = SCALE_RANGE
+    if isinstance(sd, Tensor):
+        return (torch.log(sd / lo) / math.log(hi / lo)).clamp(0.0, 1.0)
+    return np.clip(np.log(np.asarray(sd, dtype=np.float64) / lo) / math.log(hi / lo), 0.0, 1.0)
+
+
+def _blur_matrices(size: int, dtype, device) -> Tensor:
+    """``(K, size, size)`` row-normalised Gaussian weights between pixel centres, one per blur level.
+
+    Pixel ``j`` has its centre at ``(2j + 1) / size - 1`` (``align_corners=False``); level ``k``
+    has SD ``2 * sd_k`` grid units, ``sd_k`` log-spaced over :data:`SCALE_RANGE`. Rows sum to 1,
+    so a window cut by the map border is renormalised over the pixels inside it.
+    """
+    centres = (2 * torch.arange(size, dtype=torch.float64) + 1) / size - 1
+    sds = scale_to_sd(torch.linspace(0.0, 1.0, N_LEVELS, dtype=torch.float64)) * 2.0
+    d2 = (centres[:, None] - centres[None, :]) ** 2
+    return torch.softmax(-d2[None] / (2 * sds[:, None, None] ** 2), dim=-1).to(dtype=dtype, device=device)
+
+
+def gaussian_pyramid(fmap: Tensor) -> Tensor:
+    """``(b, C, H, W)`` -> ``(b, C, K, H, W)``: the map blurred by each of the ``K`` Gaussian levels."""
+    gy = _blur_matrices(fmap.shape[2], fmap.dtype, fmap.device)
+    gx = _blur_matrices(fmap.shape[3], fmap.dtype, fmap.device)
+    rows = torch.einsum("bchw,kvw->bckhv", fmap, gx)
+    return torch.einsum("kuh,bckhv->bckuv", gy, rows)
+
+
+def _gaussian_sample(pyramid: Tensor, space: Tensor, scale: Tensor) -> Tensor:
+    """``(b, C, n)``: each voxel's Gaussian-window average, trilinear in (x, y, blur level)."""
+    b = pyramid.shape[0]
+    # level t = scale * (K - 1); grid_sample's z coordinate of level centre t is (2t + 1)/K - 1
+    z = (2 * scale * (N_LEVELS - 1) + 1) / N_LEVELS - 1
+    grid = torch.cat([space, z[:, None]], dim=1)[None, :, None, None, :].expand(b, -1, -1, -1, -1)
+    out = F.grid_sample(pyramid, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[:, :, :, 0, 0]
+
+
+def pooled_features(maps: Sequence[Tensor], align: Sequence[Tensor], space: Tensor, scale: Tensor, *,
+                    pooling: str = "token", level_std: Sequence[Tensor] | None = None) -> list[Tensor]:
+    """Each layer's pooled feature per voxel, before the voxel weights: ``L`` tensors ``(b, n, K_l)``.
+
+    Same pooling as :func:`factorized_readout`; ``K_l = C_l`` (the layer's own channels)
+    when ``C_l <= D``, else the ``D`` aligned channels ``B_l v``, so no layer has more than
+    ``D`` read-out dimensions.
+    """
+    if pooling not in _POOLINGS:
+        raise ValueError(f"pooling must be one of {_POOLINGS}; got {pooling!r}")
+    b = maps[0].shape[0]
+    out = []
+    for layer, (fmap, mat) in enumerate(zip(maps, align)):
+        if pooling == "gaussian":
+            pyramid = gaussian_pyramid(fmap)
+            if level_std is not None:
+                pyramid = pyramid / level_std[layer][None, :, :, None, None]
+            if mat.shape[1] > mat.shape[0]:
+                pyramid = torch.einsum("dc,bckhw->bdkhw", mat, pyramid)
+            feat = _gaussian_sample(pyramid, space, scale)
+        else:
+            if mat.shape[1] > mat.shape[0]:
+                fmap = torch.einsum("dc,bchw->bdhw", mat, fmap)
+            grid = space[None, :, None, :].expand(b, -1, -1, -1)
+            local = F.grid_sample(fmap, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
+            feat = local + scale * (fmap.mean(dim=(2, 3))[:, :, None] - local)
+        out.append(feat.transpose(1, 2))
+    return out
+
+
+def ridge_cv_r(x: Tensor, y: Tensor, folds: np.ndarray, alpha: float) -> Tensor:
+    """Cross-validated Pearson r of a ridge read-out fitted separately for every voxel.
+
+    x: ``(N, n, K)`` features per stimulus and voxel; y: ``(N, n)`` responses; folds: ``(N,)``
+    fold label per stimulus. Features are standardised on each training fold; ``alpha`` is
+    the ridge penalty per training stimulus (``lambda = alpha * N_train``). Returns ``(n,)``
+    r between held-out predictions (all folds stacked) and ``y``.
+    """
+    x = x.double()
+    y = y.double()
+    pred = torch.zeros_like(y)
+    eye = torch.eye(x.shape[2], dtype=x.dtype, device=x.device)
+    for f in np.unique(folds):
+        te = torch.as_tensor(folds == f, device=x.device)
+        tr = ~te
+        xt = x[tr]
+        mu, sd = xt.mean(0), xt.std(0, unbiased=False).clamp_min(1e-9)
+        xt = (xt - mu) / sd
+        ym = y[tr].mean(0)
+        gram = torch.einsum("bnk,bnj->nkj", xt, xt) + alpha * int(tr.sum()) * eye
+        rhs = torch.einsum("bnk,bn->nk", xt, y[tr] - ym)
+        w = torch.linalg.solve(gram, rhs[..., None])[..., 0]
+        pred[te] = torch.einsum("bnk,nk->bn", (x[te] - mu) / sd, w) + ym
+    pc, yc = pred - pred.mean(0), y - y.mean(0)
+    den = (pc.square().sum(0) * yc.square().sum(0)).sqrt()
+    return torch.where(den > 0, (pc * yc).sum(0) / den.clamp_min(1e-30), torch.zeros_like(den))
+
+
 def factorized_readout(maps: Sequence[Tensor], align: Sequence[Tensor], layer_probs: Tensor, space: Tensor,
-                       scale: Tensor, weights: Tensor, bias: Tensor, *, per_layer: bool = False) -> Tensor:
+                       scale: Tensor, weights: Tensor, bias: Tensor, *, per_layer: bool = False,
+                       pooling: str = "token", level_std: Sequence[Tensor] | None = None) -> Tensor:
     """Voxel predictions from feature maps (Yang et al. eq. 1, with per-layer read-out weights).
 
     maps: ``L`` tensors ``(b, C_l, H_l, W_l)``; align: ``L`` channel-alignment matrices
@@ -124,20 +238,52 @@ def factorized_readout(maps: Sequence[Tensor], align: Sequence[Tensor], layer_pr
     (``grid_sample`` convention, ``align_corners=False``, border padding); scale ``(n,)``
     in [0, 1]; weights ``(n, L, D)``; bias ``(n,)``. Returns ``(b, n)``::
 
-        y_i = b_i + sum_l p_il [(1 - a_i) B_l v_l(u_i) + a_i B_l mean_p v_l(p)] . w_il
+        y_i = b_i + sum_l p_il (B_l v_il) . w_il
 
-    or, with ``per_layer=True``, ``(b, n, L)``: each layer's prediction alone
-    (``b_i + [...] . w_il``), whose ``p``-weighted sum is the prediction above.
+    The pooled feature ``v_il`` depends on ``pooling``:
 
-    Interpolation and the spatial mean are linear, so for layers with ``C_l <= D`` the
-    alignment is folded into the read-out (``w_il B_l``) and applied after sampling:
+    * ``"token"`` (the paper): ``(1 - a_i) v_l(u_i) + a_i mean_p v_l(p)``, the local
+      feature bilinearly sampled at ``u_i`` mixed with the map's global mean by ``a_i = scale``.
+    * ``"gaussian"``: the average of the map under a normalised Gaussian window centred at
+      ``u_i`` with SD :func:`scale_to_sd` ``(scale)`` as a fraction of the map side, the same
+      receptive-field model as :func:`neuroreg.brain.simulate.gaussian_windows`. It is read
+      from a pyramid of ``K`` blurred copies of the map, interpolated trilinearly in x, y and
+      log-SD, so the cost does not grow with the window size.
+
+    level_std: optional ``L`` tensors ``(C_l, K)``, the SD of every channel at every blur
+    level (over stimuli and positions); each level is divided by it, so pooled features
+    have unit variance at every layer and scale and no layer learns faster for having
+    more spatially correlated channels. ``K`` is :data:`N_LEVELS`.
+
+    With ``per_layer=True`` the result is ``(b, n, L)``: each layer's prediction alone
+    (``b_i + (B_l v_il) . w_il``), whose ``p``-weighted sum is the prediction above.
+
+    Interpolation, blur and the spatial mean are linear, so for layers with ``C_l <= D`` the
+    alignment is folded into the read-out (``w_il B_l``) and applied after pooling:
     the same numbers as aligning the full maps first, at a fraction of the cost.
     """
+    if pooling not in _POOLINGS:
+        raise ValueError(f"pooling must be one of {_POOLINGS}; got {pooling!r}")
     b = maps[0].shape[0]
     grid = space[None, :, None, :].expand(b, -1, -1, -1)
     out = bias[None, :].expand(b, -1)
     layers_out = []
     for layer, (fmap, mat) in enumerate(zip(maps, align)):
+        if pooling == "gaussian":
+            pyramid = gaussian_pyramid(fmap)
+            if level_std is not None:
+                pyramid = pyramid / level_std[layer][None, :, :, None, None]
+            if mat.shape[1] <= mat.shape[0]:
+                eff = weights[:, layer] @ mat  # (n, C_l)
+            else:
+                pyramid = torch.einsum("dc,bckhw->bdkhw", mat, pyramid)
+                eff = weights[:, layer]
+            term = torch.einsum("bcn,nc->bn", _gaussian_sample(pyramid, space, scale), eff)
+            if per_layer:
+                layers_out.append(bias + term)
+            else:
+                out = out + layer_probs[:, layer] * term
+            continue
         if mat.shape[1] <= mat.shape[0]:
             # C_l <= D: sample the layer's own channels, fold B_l into the voxel weights
             eff = weights[:, layer] @ mat  # (n, C_l)
@@ -172,8 +318,11 @@ class FactorTopyNet(nn.Module):
     """
 
     def __init__(self, in_channels: Sequence[int], n_voxels: int, n_coord: int, d: int = 128,
-                 hidden: int = 128) -> None:
+                 hidden: int = 128, pooling: str = "token") -> None:
         super().__init__()
+        if pooling not in _POOLINGS:
+            raise ValueError(f"pooling must be one of {_POOLINGS}; got {pooling!r}")
+        self.pooling = pooling
         n_layers = len(in_channels)
         self.layer_selector = _mlp(n_coord, hidden, n_layers)
         self.space_selector = _mlp(n_coord, hidden, 2)
@@ -196,7 +345,8 @@ class FactorTopyNet(nn.Module):
 
     def forward(self, maps: Sequence[Tensor], encoding: Tensor, temperature: float = 1.0) -> Tensor:
         probs, space, scale = self.selectors(encoding, temperature)
-        return factorized_readout(maps, list(self.align), probs, space, scale, self.weights, self.bias)
+        return factorized_readout(maps, list(self.align), probs, space, scale, self.weights, self.bias,
+                                  pooling=self.pooling)
 
 
 # ----------------------------------------------------------------------------- estimator
@@ -247,7 +397,9 @@ class FactorTopy:
                  val_fraction: float = 0.1, warmup_epochs: int = 5, anneal_epochs: int = 20,
                  entropy_weight: float = 0.01, entropy_decay: float = 0.95,
                  temperature: tuple[float, float] = (1.0, 0.2), smooth_weight: float = 0.0,
-                 smooth_k: int = 6, beta: float = 0.1, expert_weight: float = 1.0, select_fraction: float = 0.2, device: str | torch.device | None = None,
+                 smooth_k: int = 6, beta: float = 0.1, expert_weight: float = 1.0, select_fraction: float = 0.2,
+                 pooling: str = "gaussian", layer_choice: str = "ridge_cv", cv_folds: int = 5,
+                 ridge_alpha: float = 5e-4, choice_temperature: float = 0.01, device: str | torch.device | None = None,
                  progress: bool | None = None) -> None:
         self.layers = layers
         self.d = d
@@ -271,6 +423,11 @@ class FactorTopy:
         self.beta = beta
         self.expert_weight = expert_weight
         self.select_fraction = select_fraction
+        self.pooling = pooling
+        self.layer_choice = layer_choice
+        self.cv_folds = cv_folds
+        self.ridge_alpha = ridge_alpha
+        self.choice_temperature = choice_temperature
         self.device = device
         self.progress = progress
 
@@ -285,6 +442,15 @@ class FactorTopy:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if self.layer_choice not in ("ridge_cv", "selector"):
+            raise ValueError(f"layer_choice must be 'ridge_cv' or 'selector'; got {self.layer_choice!r}")
+        if isinstance(self.cv_folds, bool) or not isinstance(self.cv_folds, (int, np.integer)) or self.cv_folds < 2:
+            raise ValueError(f"cv_folds must be an integer >= 2; got {self.cv_folds!r}")
+        for name in ("ridge_alpha", "choice_temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
+        if self.pooling not in _POOLINGS:
+            raise ValueError(f"pooling must be one of {_POOLINGS}; got {self.pooling!r}")
         if not 0.0 < self.select_fraction < 1.0:
             raise ValueError(f"select_fraction must be in (0, 1); got {self.select_fraction}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -373,9 +539,11 @@ class FactorTopy:
             shapes = source.shapes()
             self.layer_shapes_ = shapes
             self.feature_mean_, self.feature_std_ = self._feature_stats(source, train_idx, device)
+            self.level_std_ = self._level_stats(source, train_idx, device) if self.pooling == "gaussian" else None
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
-                net = FactorTopyNet([shapes[k][0] for k in layers], n_vox, enc.shape[1], self.d, self.hidden)
+                net = FactorTopyNet([shapes[k][0] for k in layers], n_vox, enc.shape[1], self.d, self.hidden,
+                                   self.pooling)
             net.to(device)
             self._train(net, source, y, enc, train_idx, val_idx, neighbours, device)
         finally:
@@ -429,6 +597,33 @@ class FactorTopy:
             means[name], stds[name] = m.float(), s.float()
         return means, stds
 
+    def _level_stats(self, source, train_idx, device) -> dict[str, Tensor]:
+        """``(C_l, K)`` SD of every normalised channel at every blur level, over training stimuli and positions."""
+        sums: dict[str, Tensor] = {}
+        sq: dict[str, Tensor] = {}
+        count = 0
+        for _, maps in source.batches(train_idx, self.batch_size * 4, device):
+            for name, x in zip(self.layers_, self._normalise(maps)):
+                pyr = gaussian_pyramid(x.double())
+                sums[name] = sums.get(name, 0) + pyr.sum(dim=(0, 3, 4))
+                sq[name] = sq.get(name, 0) + (pyr ** 2).sum(dim=(0, 3, 4))
+            count += len(_)
+        out = {}
+        for name in self.layers_:
+            h, w = self.layer_shapes_[name][1:]
+            n = count * h * w
+            var = (sq[name] / n - (sums[name] / n) ** 2).clamp_min(0.0)
+            s = var.sqrt()
+            # dead channels (normalised to zeros) stay zero: divide by 1
+            out[name] = torch.where(s > 1e-6, s, torch.ones_like(s)).float()
+        return out
+
+    @property
+    def _readout_kw(self) -> dict[str, Any]:
+        level_std = getattr(self, "level_std_", None)
+        return {"pooling": self.pooling,
+                "level_std": None if level_std is None else [level_std[k] for k in self.layers_]}
+
     def _normalise(self, maps: Mapping[str, Tensor]) -> list[Tensor]:
         return [(maps[k] - self.feature_mean_[k][:, None, None]) / self.feature_std_[k][:, None, None]
                 for k in self.layers_]
@@ -443,6 +638,7 @@ class FactorTopy:
         n_vox = y.shape[1]
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         rng = np.random.default_rng(self.seed)
+        train_idx_all = train_idx
         select_idx = None
         if self.expert_weight > 0:
             # stimuli the read-outs never train on: the layer choice is made on out-of-sample fit,
@@ -502,7 +698,37 @@ class FactorTopy:
         self.history_, self.best_epoch_, self.n_epochs_ = history, best_epoch, len(history)
         net.eval()
         self.net_ = net
+        self._fixed_probs = None
+        if self.layer_choice == "ridge_cv":
+            self.cv_r_ = self._ridge_layer_scores(net, source, y, enc, train_idx_all, device)
+            self._fixed_probs = torch.softmax(torch.as_tensor(self.cv_r_, dtype=torch.float32) / self.choice_temperature,
+                                              dim=1).to(device)
         self._set_fitted(net, enc, source, y, val_idx, device)
+
+    @torch.no_grad()
+    def _ridge_layer_scores(self, net, source, y, enc, train_idx, device) -> np.ndarray:
+        """``(n_voxels, L)`` cross-validated r of a closed-form ridge read-out of every layer.
+
+        Gradient descent leaves the read-outs of layers with ill-conditioned pooled features
+        under-fitted, which biases a choice made from them; ridge solves them exactly, at the
+        learned position and scale, with at most ``D`` dimensions per layer.
+        """
+        _, space, scale = net.selectors(enc, 1.0)
+        n_vox = y.shape[1]
+        folds = np.random.default_rng(self.seed + 1).permutation(len(train_idx)) % self.cv_folds
+        target = y[torch.as_tensor(train_idx)].to(device)
+        chunk = max(1, min(self.voxel_batch_size, 2 ** 26 // max(1, len(train_idx) * self.d)))
+        scores = np.zeros((n_vox, len(self.layers_)))
+        for start in range(0, n_vox, chunk):
+            sl = slice(start, min(start + chunk, n_vox))
+            parts: list[list[Tensor]] = []
+            for _, maps in source.batches(train_idx, self.batch_size * 4, device):
+                parts.append(pooled_features(self._normalise(maps), list(net.align), space[sl], scale[sl],
+                                             **self._readout_kw))
+            for layer in range(len(self.layers_)):
+                x = torch.cat([p[layer] for p in parts], dim=0)
+                scores[sl, layer] = ridge_cv_r(x, target[:, sl], folds, self.ridge_alpha).cpu().numpy()
+        return scores
 
     def _step(self, net, maps, target, enc, tau, ent_w, neighbours, chunks, select=None) -> float:
         """One optimisation step's gradients, accumulated over voxel chunks; returns the loss."""
@@ -514,7 +740,8 @@ class FactorTopy:
         total = 0.0
         for sl in chunks:
             per = factorized_readout(maps, align, leaves[0][sl], leaves[1][sl], leaves[2][sl],
-                                     net.weights[sl], net.bias[sl], per_layer=True)  # (b, n, L)
+                                     net.weights[sl], net.bias[sl], per_layer=True,
+                                     **self._readout_kw)  # (b, n, L)
             p = leaves[0][sl]
             pred = (per * p).sum(-1)
             loss = F.smooth_l1_loss(pred, target[:, sl], beta=self.beta, reduction="sum")
@@ -529,7 +756,7 @@ class FactorTopy:
                 with torch.no_grad():
                     per_sel = factorized_readout(select[0], align, leaves[0][sl].detach(), leaves[1][sl].detach(),
                                                  leaves[2][sl].detach(), net.weights[sl], net.bias[sl],
-                                                 per_layer=True)
+                                                 per_layer=True, **self._readout_kw)
                     each_sel = F.smooth_l1_loss(per_sel, select[1][:, sl, None].expand_as(per_sel), beta=self.beta,
                                                 reduction="none").mean(0)  # (n, L)
                 loss = loss + self.expert_weight * (each_sel * p).sum() / target.shape[1]
@@ -552,10 +779,13 @@ class FactorTopy:
     @torch.no_grad()
     def _predict_z(self, net, source, enc, index, tau, device) -> Tensor:
         probs, space, scale = net.selectors(enc, tau)
+        if getattr(self, "_fixed_probs", None) is not None:
+            probs = self._fixed_probs.to(probs.device)
         out = []
         for _, maps in source.batches(index, self.batch_size * 4, device):
             normed = self._normalise(maps)
-            parts = [factorized_readout(normed, list(net.align), probs[sl], space[sl], scale[sl], net.weights[sl], net.bias[sl])
+            parts = [factorized_readout(normed, list(net.align), probs[sl], space[sl], scale[sl], net.weights[sl], net.bias[sl],
+                                         **self._readout_kw)
                      for sl in (slice(s, s + self.voxel_batch_size)
                                 for s in range(0, probs.shape[0], self.voxel_batch_size))]
             out.append(torch.cat(parts, dim=1).cpu())
@@ -569,6 +799,8 @@ class FactorTopy:
     def _set_fitted(self, net, enc, source, y, val_idx, device) -> None:
         with torch.no_grad():
             probs, space, scale = net.selectors(enc, self.temperature_)
+        if self._fixed_probs is not None:
+            probs = self._fixed_probs
         self.encoding_ = enc
         self.layer_probs_ = probs.double().cpu().numpy()
         self.space_ = space.double().cpu().numpy()

@@ -83,6 +83,11 @@ def run(device: str, args) -> None:
           f"batch {args.batch_size}, voxel chunk {args.voxel_batch_size}, threads {torch.get_num_threads()}")
     print(f"[{device}] FactorTopy epoch {epoch:.2f} s (incl. validation), fit total {total:.1f} s for "
           f"{ft.n_epochs_} epochs; plain linear encoder epoch {plain:.3f} s; ratio {epoch / plain:.1f}x")
+    full = 10_000 * 1_000
+    if args.voxels * args.images < full:
+        factor = full / (args.voxels * args.images)
+        print(f"[{device}] EXTRAPOLATED (not measured), epoch cost ~ voxels x images: 10,000 voxels x "
+              f"1,000 images -> about {epoch * factor:.0f} s per epoch ({factor:.0f}x the measured size)")
     print(f"[{device}] {mem}peak process RSS {_peak_rss_gib():.2f} GiB (features "
           f"{sum(x.numel() for x in feats.values()) * 4 / 1024 ** 3:.2f} GiB)")
 

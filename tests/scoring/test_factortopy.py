@@ -389,7 +389,7 @@ def test_recovers_position_of_shallow_voxels(plain_cnn_fit):
     assert np.median(error) < 0.25
 
 
-@pytest.mark.xfail(strict=True, reason="layer recovery about 0.73 (goal 0.8): adjacent layers still confused")
+@pytest.mark.xfail(strict=True, reason="layer recovery about 0.74 (goal 0.8; ridge at the true position and scale gets 0.80)")
 def test_recovers_layer_of_simulated_voxels_done_when(plain_cnn_fit):
     ft, brain, truth = plain_cnn_fit
     good = truth["snr"] >= 1.0

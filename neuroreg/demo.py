@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
 #: Settings of the full demo and of the quick one (used by the tests).
 _PROFILES = {
-    False: {"image_size": 224, "train_steps": 80, "attack_images": 128, "pgd_steps": 10, "square_queries": 300},
+    False: {"image_size": 224, "train_steps": 60, "attack_images": 64, "pgd_steps": 10, "square_queries": 200},
     True: {"image_size": 96, "train_steps": 24, "attack_images": 32, "pgd_steps": 3, "square_queries": 50},
 }
 _DEMO_EPS = (2 / 255, 4 / 255, 8 / 255, 16 / 255)

@@ -218,11 +218,12 @@ def _select_time(calls: list[Tensor], time_step, layer: str) -> Tensor:
     raise ValueError(f"time_step must be 'last', 'all' or an int; got {time_step!r}")
 
 
-def _pool(x: Tensor, pool: str | None, srp: SparseRandomProjection | None) -> Tensor:
+def _pool(x: Tensor, pool: str | None, srp: SparseRandomProjection | None, n_lead: int = 1) -> Tensor:
+    """Pool one activation; ``n_lead`` leading axes are kept (2 when time steps are stacked on axis 1)."""
     if pool is None:
         return x
     if pool == "srp":
-        lead = x.shape[:2] if x.ndim >= 3 and srp is not None and getattr(srp, "_time_axis", False) else x.shape[:1]
+        lead = x.shape[:n_lead]
         return srp(x.reshape(int(np.prod(lead)), -1)).reshape(*lead, -1)
     if x.ndim < 3:
         return x  # already a vector per stimulus
@@ -310,7 +311,8 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
                 model(batch)
                 b = batch.shape[0]
                 for key in names:
-                    act = _pool(_select_time(calls[key], time_step, key), pool, srp).float().cpu()
+                    act = _pool(_select_time(calls[key], time_step, key), pool, srp,
+                                n_lead=2 if time_step == "all" else 1).float().cpu()
                     if key not in store:
                         store[key] = _allocate(h5, key, (n, *act.shape[1:]))
                     _write(store[key], start, act)

@@ -110,6 +110,10 @@ def test_time_steps_of_recurrent_module(images):
     allsteps = extract(model, x, "conv", time_step="all")["conv"]
     assert allsteps.shape == (2, 3, 3, 64, 64)
     torch.testing.assert_close(allsteps[:, 1], s2)
+    pooled = extract(model, x, "conv", time_step="all", pool="avg")["conv"]
+    torch.testing.assert_close(pooled, allsteps.mean((3, 4)))
+    projected = extract(model, x, "conv", time_step="all", pool="srp", srp_dim=8)["conv"]
+    assert projected.shape == (2, 3, 8)  # each time step projected on its own
 
 
 def test_pooling_modes(resnet, images):

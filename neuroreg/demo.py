@@ -161,7 +161,7 @@ def _stage_training(report, out: Path, *, seed: int, quick: bool):
 def _stage_robustness(report, out: Path, models: dict, *, seed: int, quick: bool) -> list:
     """PGD/FGSM on the gratings validation set for each trained model, with the suite's sanity checks."""
     from neuroreg.report import save_figure
-    from neuroreg.robustness import attack_suite
+    from neuroreg.robustness import attack_suite, plot_accuracy_vs_eps
     from neuroreg.scoring.results import ScoreTable
     from neuroreg.training import GratingsDataset
 
@@ -178,12 +178,7 @@ def _stage_robustness(report, out: Path, models: dict, *, seed: int, quick: bool
                                   mean=model.pretrained_cfg["mean"], std=model.pretrained_cfg["std"],
                                   pgd_steps=profile["pgd_steps"], square_queries=profile["square_queries"],
                                   model_name=f"cornet_z ({label})", seed=seed, progress=False))
-    figs = []
-    try:
-        from neuroreg.robustness import plot_accuracy_vs_eps
-        figs.append(save_figure(plot_accuracy_vs_eps(table), out / "accuracy_vs_eps.png"))
-    except ImportError:
-        pass
+    figs = [save_figure(plot_accuracy_vs_eps(table), out / "accuracy_vs_eps.png")]
     sanity = table.to_pandas()
     sanity = sanity[sanity["metric"].astype(str).str.startswith("sanity:")]
     report.add("Adversarial robustness",

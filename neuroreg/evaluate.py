@@ -203,6 +203,7 @@ class Scorecard:
     def save(self, folder: str | Path) -> dict[str, Path]:
         """Write tables (CSV/JSON/Markdown), figures and ``report.md``/``report.html`` into ``folder``."""
         from neuroreg.report import Report, plot_layer_profile, save_figure, write_table
+        from neuroreg.robustness import plot_accuracy_vs_eps, plot_corruption_heatmap
         folder = Path(folder)
         paths = write_table(self.table(), folder, "scorecard")
         report = Report(f"Scorecard: {self.model_name}", folder)
@@ -211,21 +212,11 @@ class Scorecard:
         if len(self.accuracy):
             report.add("Task accuracy", tables=[("accuracy", self.accuracy)])
         if len(self.attacks):
-            figs = []
-            try:
-                from neuroreg.robustness import plot_accuracy_vs_eps
-                figs.append(save_figure(plot_accuracy_vs_eps(self.attacks), folder / "accuracy_vs_eps.png"))
-            except ImportError:
-                pass
-            report.add("Adversarial robustness", tables=[("attacks", self.attacks)], figures=figs)
+            fig = save_figure(plot_accuracy_vs_eps(self.attacks), folder / "accuracy_vs_eps.png")
+            report.add("Adversarial robustness", tables=[("attacks", self.attacks)], figures=[fig])
         if len(self.corruptions):
-            figs = []
-            try:
-                from neuroreg.robustness import plot_corruption_heatmap
-                figs.append(save_figure(plot_corruption_heatmap(self.corruptions), folder / "corruptions.png"))
-            except ImportError:
-                pass
-            report.add("Corruption robustness", tables=[("corruptions", self.corruptions)], figures=figs)
+            fig = save_figure(plot_corruption_heatmap(self.corruptions), folder / "corruptions.png")
+            report.add("Corruption robustness", tables=[("corruptions", self.corruptions)], figures=[fig])
         if len(self.brain):
             figs = []
             for ds in dict.fromkeys(r.get("dataset") for r in self.brain):

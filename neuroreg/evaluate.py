@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neuroreg.brain import BrainData, NeuralStimulusSet, RDMSet, load_algonauts2019_78, load_kriegeskorte92
+from neuroreg.brain import BrainData, NeuralStimulusSet, bundled_sets, load_bundled
 from neuroreg.errors import UnknownNameError
 from neuroreg.features import extract
 from neuroreg.scoring.results import ScoreTable
@@ -26,7 +26,6 @@ __all__ = ["Scorecard", "evaluate", "accuracy", "brain_scores", "preprocessing_o
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_BUNDLED = {"kriegeskorte92": load_kriegeskorte92, "algonauts2019_78": load_algonauts2019_78}
 
 
 def preprocessing_of(model: nn.Module) -> dict[str, Any]:
@@ -64,9 +63,9 @@ def default_layers(model: nn.Module) -> dict[str, str]:
 def resolve_brain_set(item) -> NeuralStimulusSet | BrainData:
     """A bundled set name, a NeuralStimulusSet or a BrainData (with stimulus images)."""
     if isinstance(item, str):
-        if item not in _BUNDLED:
-            raise UnknownNameError(f"unknown brain set {item!r}; bundled sets: {sorted(_BUNDLED)}")
-        return _BUNDLED[item]()
+        if item not in bundled_sets():
+            raise UnknownNameError(f"unknown brain set {item!r}; bundled sets: {sorted(bundled_sets())}")
+        return load_bundled(item)
     if isinstance(item, (NeuralStimulusSet, BrainData)):
         return item
     raise TypeError(f"brain sets must be names, NeuralStimulusSet or BrainData; got {type(item).__name__}")

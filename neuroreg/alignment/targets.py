@@ -106,8 +106,8 @@ def _from_string(spec: str) -> NeuralTarget:
         return _from_npz(path)
     set_name, _, rdm_name = spec.partition(":")
     if set_name in ("kriegeskorte92", "algonauts2019_78") and rdm_name:
-        from neuroreg.brain import load_algonauts2019_78, load_kriegeskorte92
-        data = load_kriegeskorte92() if set_name == "kriegeskorte92" else load_algonauts2019_78(image_size=64)
+        from neuroreg.brain import load_bundled
+        data = load_bundled(set_name) if set_name == "kriegeskorte92" else load_bundled(set_name, image_size=64)
         if rdm_name not in data.rdms:
             raise UnknownNameError(f"target {spec!r}: the {set_name} set has RDMs {sorted(data.rdms)}, "
                                    f"not {rdm_name!r}")

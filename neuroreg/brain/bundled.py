@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from neuroreg.brain.data import RDMSet, images_to_tensor
-from neuroreg.errors import DataFormatError
+from neuroreg.errors import DataFormatError, UnknownNameError
 
-__all__ = ["NeuralStimulusSet", "load_kriegeskorte92", "load_algonauts2019_78",
+__all__ = ["NeuralStimulusSet", "load_kriegeskorte92", "load_algonauts2019_78", "load_bundled",
            "bundled_sets", "bundled_data_dir"]
 
 
@@ -184,3 +184,11 @@ def bundled_sets() -> dict[str, str]:
         "kriegeskorte92": "92 object images; monkey IT (674 neurons), human IT (316 voxels; 4 subjects x 2 sessions)",
         "algonauts2019_78": "78 natural images; EVC and IT fMRI RDMs of 15 subjects",
     }
+
+
+def load_bundled(name: str, **kwargs) -> NeuralStimulusSet:
+    """Load a bundled set by name (see :func:`bundled_sets`); ``kwargs`` go to its loader."""
+    loaders = {"kriegeskorte92": load_kriegeskorte92, "algonauts2019_78": load_algonauts2019_78}
+    if name not in loaders:
+        raise UnknownNameError(f"unknown bundled data set {name!r}; bundled sets: {sorted(loaders)}")
+    return loaders[name](**kwargs)

@@ -36,7 +36,6 @@ from neuroreg.training.sampling import JointSampler, ResumableLoader
 __all__ = ["AlignedDataModule", "GratingsDataModule", "ImageFolderDataModule", "ImageNetDataModule",
            "GratingsDataset", "NeuralStimuli", "load_neural_stimuli"]
 
-_BUNDLED_SETS = ("kriegeskorte92", "algonauts2019_78")
 
 
 # ----------------------------------------------------------------------------- task data
@@ -187,11 +186,11 @@ def load_neural_stimuli(source: str | BrainData | NeuralStimulusSet | NeuralStim
             raise ShapeError(f"{path}: {len(images)} images but {len(ids)} stimulus_ids")
         return NeuralStimuli(images, ids, path.stem)
     name = source.partition(":")[0]
-    if name not in _BUNDLED_SETS:
-        raise UnknownNameError(f"neural stimulus set {source!r} is not bundled ({_BUNDLED_SETS}) "
+    from neuroreg.brain import bundled_sets, load_bundled
+    if name not in bundled_sets():
+        raise UnknownNameError(f"neural stimulus set {source!r} is not bundled ({tuple(bundled_sets())}) "
                                "and not a .npz file")
-    from neuroreg.brain import load_algonauts2019_78, load_kriegeskorte92
-    data = load_kriegeskorte92() if name == "kriegeskorte92" else load_algonauts2019_78()
+    data = load_bundled(name)
     return NeuralStimuli(data.images_tensor(), np.asarray(data.stimulus_ids), data.name)
 
 

@@ -88,3 +88,12 @@ def test_images_tensor_float_unit_range(k92):
 def test_rdmsets_carry_stimulus_ids(k92, a78):
     assert list(k92.rdms["monkey_IT"].stimulus_ids[:2]) == ["obj001", "obj002"]
     assert list(a78.rdms["IT"].stimulus_ids) == list(a78.stimulus_ids)
+
+
+def test_load_bundled_by_name_and_unknown_name():
+    from neuroreg.brain import load_bundled
+    from neuroreg.errors import UnknownNameError
+    data = load_bundled("algonauts2019_78", image_size=64)
+    assert data.images.shape == (78, 64, 64, 3)
+    with pytest.raises(UnknownNameError, match="unknown bundled data set 'nsd'.*kriegeskorte92"):
+        load_bundled("nsd")

@@ -5,7 +5,8 @@ matrix of (row- or column-centred) patterns over blocks of features, so the
 extra memory is one ``n x chunk`` block plus the ``n x n`` result: n = 1,000
 stimuli x d = 1,000,000 features needs about 40 MB beyond ``x`` itself. On CPU
 the Gram uses the BLAS symmetric rank-k update (half the work of ``x @ x.T``)
-in float64; on other devices (or when ``x`` requires grad, as in training
+in float64, on contiguous float64 input in one call without any copy (the row
+means of the correlation distance are then removed from the Gram); on other devices (or when ``x`` requires grad, as in training
 losses) it stays in torch, differentiable, in the input's dtype.
 
 Distances follow ``scipy.spatial.distance.pdist``: correlation is 1 - Pearson r
@@ -59,8 +60,20 @@ def _chunk(n: int, d: int, chunk_size: int | None) -> int:
 
 
 def _gram_numpy(x: np.ndarray, metric: str, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Upper-triangular-complete symmetric Gram of the centred rows, in float64. Returns (G, offsets, ss)."""
+    """Symmetric Gram of the centred rows, in float64. Returns (G, offsets, ss)."""
     n, d = x.shape
+    if metric in ("correlation", "cosine") and x.dtype == np.float64 and x.flags.c_contiguous:
+        # One rank-k update straight on the input (x.T is Fortran-ordered: no copy); for correlation
+        # the row means come off afterwards, G_c = G - d m m^T, unless they dwarf the spread.
+        g = _mirror(blas.dsyrk(1.0, x.T, trans=1, lower=0))
+        if metric == "cosine":
+            return g, None, np.diag(g).copy()
+        offset = x.mean(1)[:, None]
+        g -= d * (offset * offset.T)
+        ss = np.diag(g).copy()
+        # Subtracting d m^2 loses digits in proportion to m^2 / var: past 1e6 (or for constant rows) centre first.
+        if (ss > 1e-6 * d * offset[:, 0] ** 2).all():
+            return g, offset, ss
     if metric == "correlation":
         offset = x.mean(1, dtype=np.float64)[:, None]          # centre each stimulus pattern
     elif metric in ("euclidean", "sqeuclidean"):
@@ -74,10 +87,15 @@ def _gram_numpy(x: np.ndarray, metric: str, chunk: int) -> tuple[np.ndarray, np.
             blk -= offset if offset.shape[1] == 1 else offset[:, s:s + chunk]
         # blk.T is Fortran-ordered (chunk, n): syrk with trans=1 adds blk @ blk.T without a copy.
         g = blas.dsyrk(1.0, blk.T, beta=1.0, c=g, trans=1, lower=0, overwrite_c=1)
-    iu = np.triu_indices(n, 1)
+    g = _mirror(g)
+    return g, offset, np.diag(g).copy()
+
+
+def _mirror(g: np.ndarray) -> np.ndarray:
+    """Copy the upper triangle written by syrk into the lower one."""
+    iu = np.triu_indices(g.shape[0], 1)
     g[iu[1], iu[0]] = g[iu]
-    ss = np.diag(g).copy()
-    return g, (None if offset is None else offset), ss
+    return g
 
 
 def _gram_torch(x: Tensor, metric: str, chunk: int) -> tuple[Tensor, Tensor | None, Tensor]:

@@ -36,6 +36,15 @@ def _to_tensor(name: str, a, device, dtype) -> Tensor:
     return t.detach().to(device=device, dtype=dtype)
 
 
+def _gram(xc: Tensor, outer: bool) -> Tensor:
+    """``xc @ xc.T`` (outer) or ``xc.T @ xc``; on CPU through numpy, whose matmul detects
+    the transposed pair and runs the symmetric rank-k update (half the work of a full product)."""
+    if xc.device.type == "cpu":
+        a = xc.numpy()
+        return torch.from_numpy(a @ a.T if outer else a.T @ a)
+    return xc @ xc.T if outer else xc.T @ xc
+
+
 class RidgeGCV:
     """Ridge regression, alpha chosen per target (or shared) by exact leave-one-out error.
 
@@ -109,22 +118,21 @@ class RidgeGCV:
         y_mean = y.mean(0) if self.fit_intercept else torch.zeros(v, dtype=y.dtype, device=y.device)
         xc = x - self.x_mean_
         self.kernel_form_ = p > n
-        if self.kernel_form_:
-            lam, b = torch.linalg.eigh(xc @ xc.T)
-        else:
-            lam, vecs = torch.linalg.eigh(xc.T @ xc)
-            b = xc @ vecs
+        lam, b = torch.linalg.eigh(_gram(xc, outer=self.kernel_form_))
+        if not self.kernel_form_:
+            vecs, b = b, xc @ b
         lam = lam.clamp_min(0)
         dt = self.dtype
         b_c = b.to(dt)
-        b_sq = b.square()
         a_t = torch.as_tensor(alphas, dtype=torch.float64, device=x.device)
         # f[k, j]: hat-matrix weights of component k at alpha j
         f = lam[:, None] / (lam[:, None] + a_t) if self.kernel_form_ else 1.0 / (lam[:, None] + a_t)
-        lev = b_sq @ f                                                    # (n, n_alphas) leverages H_ii
+        lev = b.square() @ f                                              # (n, n_alphas) leverages H_ii
         den = (1.0 - (1.0 / n if self.fit_intercept else 0.0)) - lev
-        inv_den2 = (1.0 / den.square()).to(dt)                           # (n, n_alphas)
-        f_c = f.to(dt)
+        inv_den2_n = (1.0 / (n * den.square())).T.contiguous().to(dt)    # (n_alphas, n)
+        # In kernel form B is a complete orthonormal basis, so the residual Y - H Y is
+        # B diag(1 - f) B^T Y: one product per alpha and no cancellation at small alphas.
+        keep_c = (a_t / (lam[:, None] + a_t) if self.kernel_form_ else f).to(dt)
 
         chunk = self.target_chunk or max(1, _TARGET_BLOCK_ELEMENTS // max(n, b.shape[1]))
         scores = torch.empty(len(alphas), v, dtype=torch.float64, device=x.device)
@@ -134,21 +142,26 @@ class RidgeGCV:
             pr = b_c.T @ yc
             proj[:, s:s + chunk] = pr
             for j in range(len(alphas)):
-                resid = yc - b_c @ (f_c[:, j:j + 1] * pr)
-                scores[j, s:s + chunk] = -(resid.square() * inv_den2[:, j:j + 1]).mean(0).to(torch.float64)
+                if self.kernel_form_:
+                    resid = b_c @ (keep_c[:, j:j + 1] * pr)
+                else:
+                    resid = torch.addmm(yc, b_c, keep_c[:, j:j + 1] * pr, alpha=-1.0)
+                resid.square_()
+                scores[j, s:s + chunk] = -(inv_den2_n[j] @ resid).to(torch.float64)
 
         if dt != torch.float64 and len(alphas) > 1:
             # Low-precision scores can swap near-tied alphas: re-score those targets in float64.
             top2 = scores.topk(2, dim=0).values
             close = ((top2[0] - top2[1]).abs() <= _RESCORE_RTOL * top2[0].abs()).nonzero().flatten()
-            inv_den2_64 = 1.0 / den.square()
+            inv_den2_64 = 1.0 / (n * den.square())
+            keep = a_t / (lam[:, None] + a_t) if self.kernel_form_ else f
             for s in range(0, close.numel(), chunk):
                 idx = close[s:s + chunk]
                 yc = y[:, idx] - y_mean[idx]
                 pr = b.T @ yc
                 for j in range(len(alphas)):
-                    resid = yc - b @ (f[:, j:j + 1] * pr)
-                    scores[j, idx] = -(resid.square() * inv_den2_64[:, j:j + 1]).mean(0)
+                    resid = b @ (keep[:, j:j + 1] * pr) if self.kernel_form_ else yc - b @ (f[:, j:j + 1] * pr)
+                    scores[j, idx] = -(inv_den2_64[:, j] @ resid.square())
         if self.alpha_per_target:
             best = torch.zeros(v, dtype=torch.long, device=x.device)
             best_score = scores[0].clone()

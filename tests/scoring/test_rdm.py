@@ -63,6 +63,14 @@ def test_condensed_and_trailing_dims(x):
     np.testing.assert_allclose(square(torch.from_numpy(condense(d))).numpy(), d)
 
 
+def test_large_offsets_keep_full_precision(x):
+    # mean / spread ~ 1e5: removing the means from the uncentred Gram would lose ~10 digits
+    far = x * 1e-3 + 1e2
+    ref = squareform(pdist(far, "correlation"))
+    np.testing.assert_allclose(rdm(far), ref, atol=1e-9)
+    np.testing.assert_allclose(rdm(np.asfortranarray(far)), ref, atol=1e-9)   # chunked path
+
+
 def test_float32_numpy_input_is_computed_in_float64(x):
     out = rdm(x.astype(np.float32))
     ref = squareform(pdist(x.astype(np.float32).astype(np.float64), "correlation"))

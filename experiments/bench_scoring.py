@@ -7,7 +7,9 @@
    alphas ``logspace(-1, 5, 7)``: ``RidgeGCV`` (float64 and float32 products)
    vs scikit-learn ``RidgeCV(alpha_per_target=True)`` and himalaya ``RidgeCV``
    (5-fold CV, its default; it does not offer leave-one-out). Goal: >= 5x the
-   faster peer with the same predictions and alphas as scikit-learn.
+   faster peer with the same predictions and alphas as scikit-learn. Also timed:
+   himalaya ``KernelRidgeCV(kernel="linear")``, which himalaya itself advises
+   when samples < features (5-fold CV too, so its alphas differ).
 
 Times are the best of ``--repeats`` runs, peers interleaved; peak memory is
 tracemalloc's peak of numpy allocations during one run (torch's CPU tensors are
@@ -93,6 +95,7 @@ def bench_rdm(n: int, d: int, repeats: int) -> None:
 
 def bench_ridge(n: int, p: int, v: int, repeats: int) -> None:
     from himalaya.backend import set_backend
+    from himalaya.kernel_ridge import KernelRidgeCV
     from himalaya.ridge import RidgeCV as HimalayaRidgeCV
     from sklearn.linear_model import RidgeCV
 
@@ -111,6 +114,7 @@ def bench_ridge(n: int, p: int, v: int, repeats: int) -> None:
         "neuroreg RidgeGCV f32": lambda: RidgeGCV(alphas, dtype=torch.float32).fit(x, y),
         "sklearn RidgeCV (LOO)": lambda: RidgeCV(alphas=alphas, alpha_per_target=True).fit(x, y),
         "himalaya RidgeCV (5-fold)": lambda: HimalayaRidgeCV(alphas=alphas, fit_intercept=True).fit(x, y),
+        "himalaya KernelRidgeCV": lambda: KernelRidgeCV(alphas=alphas, kernel="linear").fit(x, y),
     }
     times, models = {}, {}
     with warnings.catch_warnings():
@@ -131,9 +135,11 @@ def bench_ridge(n: int, p: int, v: int, repeats: int) -> None:
         line = (f"{name:26s} {times[name]:8.2f} s   pred rel diff vs sklearn {rel:.1e}   "
                 f"alphas equal to sklearn {100 * same_alpha:5.1f}%")
         if name.startswith("neuroreg"):
-            line += f"   speed-up vs faster peer x{faster_peer / times[name]:.2f}"
+            line += (f"   speed-up vs faster peer x{faster_peer / times[name]:.2f}"
+                     f", vs KernelRidgeCV x{times['himalaya KernelRidgeCV'] / times[name]:.2f}")
         print(line)
-    for name in ("neuroreg RidgeGCV f64", "sklearn RidgeCV (LOO)", "himalaya RidgeCV (5-fold)"):
+    for name in ("neuroreg RidgeGCV f64", "sklearn RidgeCV (LOO)", "himalaya RidgeCV (5-fold)",
+                 "himalaya KernelRidgeCV"):
         print(f"  peak numpy memory {name:26s} {_peak_mb(runs[name]):8.1f} MB")
     torch_bytes = 8 * (n * n * 3 + 2 * n * v + n * 7 * 2 + v * 7)
     print(f"  neuroreg torch buffers (Gram, eigenvectors, projections, scores) ~{torch_bytes / 2**20:.0f} MB")

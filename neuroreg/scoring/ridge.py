@@ -142,10 +142,8 @@ class RidgeGCV:
             pr = b_c.T @ yc
             proj[:, s:s + chunk] = pr
             for j in range(len(alphas)):
-                if self.kernel_form_:
-                    resid = b_c @ (keep_c[:, j:j + 1] * pr)
-                else:
-                    resid = torch.addmm(yc, b_c, keep_c[:, j:j + 1] * pr, alpha=-1.0)
+                b_j = b_c * keep_c[:, j]                      # scale B's r columns, not the r x chunk block
+                resid = b_j @ pr if self.kernel_form_ else torch.addmm(yc, b_j, pr, alpha=-1.0)
                 resid.square_()
                 scores[j, s:s + chunk] = -(inv_den2_n[j] @ resid).to(torch.float64)
 

@@ -11,10 +11,11 @@
    himalaya ``KernelRidgeCV(kernel="linear")``, which himalaya itself advises
    when samples < features (5-fold CV too, so its alphas differ).
 
-Times are the best of ``--repeats`` runs, peers interleaved; peak memory is
-tracemalloc's peak of numpy allocations during one run (torch's CPU tensors are
-not traced, so neuroreg's torch-side peak is estimated from its largest buffers
-and printed separately). With a CUDA device, the neuroreg rows are repeated on it.
+Times are the best of ``--repeats`` runs, peers interleaved; peak memory is the
+rise of the peak resident set size during one run in a forked child (Linux:
+the peak is reset through ``/proc/self/clear_refs``, so numpy, BLAS and torch
+buffers all count; elsewhere tracemalloc's peak of Python-level allocations).
+With a CUDA device, the neuroreg rows are repeated on it.
 
     python experiments/bench_scoring.py              # full sizes
     python experiments/bench_scoring.py --quick      # small sizes, seconds
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing
+import os
 import time
 import tracemalloc
 import warnings
@@ -42,8 +45,33 @@ def _timed(fn, repeats: int):
     return best, out
 
 
+def _proc_status_mb(key: str) -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def _peak_child(fn, queue) -> None:
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")                                  # reset the peak RSS to the current RSS
+    base = _proc_status_mb("VmRSS")
+    fn()
+    queue.put(_proc_status_mb("VmHWM") - base)
+
+
 def _peak_mb(fn) -> float:
+    """Extra peak memory (MB) of one call of ``fn``."""
     gc.collect()
+    if os.path.exists("/proc/self/clear_refs"):
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_peak_child, args=(fn, queue))
+        proc.start()
+        peak = queue.get()
+        proc.join()
+        return peak
     tracemalloc.start()
     fn()
     _, peak = tracemalloc.get_traced_memory()
@@ -138,11 +166,9 @@ def bench_ridge(n: int, p: int, v: int, repeats: int) -> None:
             line += (f"   speed-up vs faster peer x{faster_peer / times[name]:.2f}"
                      f", vs KernelRidgeCV x{times['himalaya KernelRidgeCV'] / times[name]:.2f}")
         print(line)
-    for name in ("neuroreg RidgeGCV f64", "sklearn RidgeCV (LOO)", "himalaya RidgeCV (5-fold)",
-                 "himalaya KernelRidgeCV"):
-        print(f"  peak numpy memory {name:26s} {_peak_mb(runs[name]):8.1f} MB")
-    torch_bytes = 8 * (n * n * 3 + 2 * n * v + n * 7 * 2 + v * 7)
-    print(f"  neuroreg torch buffers (Gram, eigenvectors, projections, scores) ~{torch_bytes / 2**20:.0f} MB")
+    print(f"  (X is {x.nbytes / 2**20:.0f} MB, Y {y.nbytes / 2**20:.0f} MB)")
+    for name in runs:
+        print(f"  peak memory {name:26s} {_peak_mb(runs[name]):8.1f} MB")
     if torch.cuda.is_available():
         xt, yt = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
         for dt in (torch.float64, torch.float32):

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from neuroreg._checks import check_finite
+from neuroreg._ids import rows_of
 from neuroreg.brain.data import BrainData, RDMSet
 from neuroreg.errors import DataFormatError, ShapeError, StimulusMismatchError, UnknownNameError
 
@@ -69,13 +70,8 @@ class NeuralTarget:
                     f"target {self.name!r} has no stimulus ids and {self.n_stimuli} rows, so it is matched by "
                     f"position; the neural stimulus set has {len(ids)} stimuli")
             return torch.arange(len(ids))
-        pos = {sid: i for i, sid in enumerate(self.stimulus_ids.tolist())}
-        missing = [s for s in ids if s not in pos]
-        if missing:
-            raise StimulusMismatchError(
-                f"{len(missing)} of {len(ids)} neural stimuli have no row in target {self.name!r} "
-                f"(first: {missing[:5]}; target ids start {self.stimulus_ids[:5].tolist()})")
-        return torch.tensor([pos[s] for s in ids], dtype=torch.long)
+        return torch.from_numpy(rows_of(ids, self.stimulus_ids, what="neural stimuli",
+                                        where=f"target {self.name!r}"))
 
 
 def _from_rdmset(rdms: RDMSet, name: str) -> NeuralTarget:

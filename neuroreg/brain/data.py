@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from neuroreg._checks import check_finite
+from neuroreg._ids import rows_of
 from neuroreg._images import images_to_tensor
 from neuroreg.errors import ShapeError, StimulusMismatchError
 
@@ -173,13 +174,8 @@ class BrainData:
 
     def align_to(self, stimulus_ids: Sequence[Any]) -> "BrainData":
         """Reorder stimuli to follow ``stimulus_ids``; every id must be present."""
-        pos = {sid: i for i, sid in enumerate(self.stimulus_ids.tolist())}
-        missing = [s for s in stimulus_ids if s not in pos]
-        if missing:
-            raise StimulusMismatchError(
-                f"{len(missing)} requested stimulus ids are not in this BrainData "
-                f"(first: {missing[:5]})")
-        return self.take_stimuli([pos[s] for s in stimulus_ids])
+        return self.take_stimuli(rows_of(stimulus_ids, self.stimulus_ids, what="requested stimulus ids",
+                                         where=f"BrainData {self.name!r}"))
 
     def conwell_split(self) -> tuple["BrainData", "BrainData"]:
         """(train, test) halves by stimulus index parity; see :func:`conwell_split`."""

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from neuroreg._ids import rows_of
 from neuroreg.brain.data import BrainData, RDMSet
 from neuroreg.errors import ShapeError, StimulusMismatchError
 
@@ -49,14 +50,11 @@ def _order(brain_ids, wanted_ids, what: str) -> np.ndarray | None:
     wanted_ids = np.asarray(wanted_ids)
     if brain_ids.shape == wanted_ids.shape and (brain_ids.astype(str) == wanted_ids.astype(str)).all():
         return None
-    pos = {str(s): i for i, s in enumerate(brain_ids.tolist())}
-    missing = [s for s in wanted_ids.tolist() if str(s) not in pos]
-    if missing or len(wanted_ids) != len(brain_ids):
+    if len(wanted_ids) != len(brain_ids):
         raise StimulusMismatchError(
             f"features and {what} describe different stimuli: {len(wanted_ids)} feature ids, "
-            f"{len(brain_ids)} brain ids, {len(missing)} feature ids missing from the brain data "
-            f"(first: {missing[:3]})")
-    return np.array([pos[str(s)] for s in wanted_ids.tolist()])
+            f"{len(brain_ids)} brain ids")
+    return rows_of(wanted_ids, brain_ids, what="feature stimulus ids", where=what, key=str)
 
 
 @dataclass

@@ -166,3 +166,20 @@ def test_bad_stimuli_rejected(resnet):
         extract(resnet, bad, "layer1")
     with pytest.raises(ValueError, match="pool must be"):
         extract(resnet, bad, "layer1", pool="median")
+
+
+def test_cornet_s_shared_conv_is_hooked_at_every_step():
+    from neuroreg.models.cornet import CORnetS
+
+    torch.manual_seed(0)
+    model = CORnetS(num_classes=10, times=(2, 1, 1)).eval()
+    x = torch.rand(2, 3, 64, 64)
+    steps = extract(model, x, ["V2.conv2", "V2"], time_step="all", progress=False)
+    # step 0 halves the 16 x 16 V1 output, step 1 keeps 8 x 8
+    assert steps["V2.conv2"].shape == (2, 2, 512, 8, 8)
+    with torch.no_grad():
+        block = model.V2
+        h = block.conv_input(model.V1(x))
+        h = block.nonlin1(block.norm1_0(block.conv1(h)))
+        expected = torch.nn.functional.conv2d(h, block.conv2.weight, stride=2, padding=1)
+    torch.testing.assert_close(steps["V2.conv2"][:, 0], expected)

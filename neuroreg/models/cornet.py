@@ -187,6 +187,20 @@ class CORnetR(_CORnetBase):
 
 
 # ----------------------------------------------------------------------------- CORnet-S
+class StrideByCallConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose stride can be given per call (``conv(x, stride=2)``).
+
+    CORnet-S applies one shared ``conv2`` at stride 2 on the first recurrent
+    step and at stride 1 afterwards. Going through the module call (rather than
+    ``F.conv2d`` on its weight) keeps forward hooks firing at every step.
+    """
+
+    def forward(self, x: Tensor, stride: int | None = None) -> Tensor:
+        if stride is None:
+            return super().forward(x)
+        return F.conv2d(x, self.weight, self.bias, stride, self.padding, self.dilation, self.groups)
+
+
 class CORblockS(nn.Module):
     """Recurrent bottleneck block of CORnet-S (scale 4), ``times`` steps with shared convs.
 
@@ -208,9 +222,9 @@ class CORblockS(nn.Module):
         self.norm_skip = nn.BatchNorm2d(out_channels)
         self.conv1 = nn.Conv2d(out_channels, hidden, kernel_size=1, bias=False)
         self.nonlin1 = nn.ReLU()
-        # Applied functionally with stride 2 at step 0 and 1 afterwards: the
-        # original mutates ``conv2.stride`` inside forward, which we avoid.
-        self.conv2 = nn.Conv2d(hidden, hidden, kernel_size=3, padding=1, bias=False)
+        # Stride 2 at step 0 and 1 afterwards, chosen per call: the original
+        # mutates ``conv2.stride`` inside forward, which we avoid.
+        self.conv2 = StrideByCallConv2d(hidden, hidden, kernel_size=3, padding=1, bias=False)
         self.nonlin2 = nn.ReLU()
         self.conv3 = nn.Conv2d(hidden, out_channels, kernel_size=1, bias=False)
         self.nonlin3 = nn.ReLU()
@@ -226,7 +240,7 @@ class CORblockS(nn.Module):
             skip = self.norm_skip(self.skip(x)) if t == 0 else x
             stride = 2 if t == 0 else 1
             x = self.nonlin1(getattr(self, f"norm1_{t}")(self.conv1(x)))
-            x = F.conv2d(x, self.conv2.weight, None, stride=stride, padding=1)
+            x = self.conv2(x, stride=stride)
             x = self.nonlin2(getattr(self, f"norm2_{t}")(x))
             x = getattr(self, f"norm3_{t}")(self.conv3(x))
             x = self.nonlin3(x + skip)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from neuroreg._checks import check_finite
 from neuroreg.projection import jl_min_dim, sparse_random_projection
 from neuroreg.scoring._inputs import aligned_brain, feature_ids, layer_matrix, layer_names, unit_groups
 from neuroreg.scoring.compare import _method, compare_rdms
@@ -52,12 +53,13 @@ def _r2_per_column(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 
 def _reduced(features, layer: str, n: int, srp_dim: int | None, seed: int, device) -> torch.Tensor:
-    """Layer as float64 ``(n, d')``, projected to ``srp_dim`` when wider (seeded)."""
+    """Layer as float64 ``(n, d')``, projected to ``srp_dim`` when wider (seeded); NaN/inf raise."""
     x = layer_matrix(features, layer, n)
     x = torch.as_tensor(x)
     if device is not None:
         x = x.to(device)
     x = x.to(torch.float64) if x.device.type == "cpu" else x.float()
+    check_finite(f"features[{layer!r}]", x)
     if srp_dim is not None and x.shape[1] > srp_dim:
         try:
             x = sparse_random_projection(x, srp_dim, seed=seed)
@@ -66,17 +68,19 @@ def _reduced(features, layer: str, n: int, srp_dim: int | None, seed: int, devic
     return x.double()
 
 
+def _layer_matrices(features, n: int, srp_dim: int | None, seed: int, device, desc: str, progress: bool | None):
+    """Yield ``(layer_index, layer, x (n, d'))`` for every layer, with a progress bar."""
+    layers = layer_names(features)
+    show = sys.stderr.isatty() if progress is None else progress
+    for li, layer in enumerate(tqdm(layers, desc=desc, disable=not show, leave=False)):
+        yield li, layer, _reduced(features, layer, n, srp_dim, seed, device)
+
+
 def _standardise(x: torch.Tensor, train: np.ndarray) -> torch.Tensor:
     mu = x[train].mean(0)
     sd = x[train].std(0)
     sd = torch.where(sd > 0, sd, torch.ones_like(sd))   # constant features stay zero, never NaN
     return (x - mu) / sd
-
-
-def _check_finite_layer(layer: str, x: torch.Tensor) -> None:
-    if not bool(torch.isfinite(x).all()):
-        bad = (~torch.isfinite(x)).nonzero()[0].tolist()
-        raise ValueError(f"features[{layer!r}] contains non-finite values (NaN or inf), first at index {tuple(bad)}")
 
 
 def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWELL_SRP_DIM,
@@ -119,11 +123,7 @@ def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWE
             raise ValueError(f"brain responses (region={region!r}, subject={subject!r}): {exc}") from exc
 
     rows = []
-    layers = layer_names(features)
-    show = sys.stderr.isatty() if progress is None else progress
-    for li, layer in enumerate(tqdm(layers, desc="veRSA layers", disable=not show, leave=False)):
-        x = _reduced(features, layer, n, srp_dim, seed, device)
-        _check_finite_layer(layer, x)
+    for li, layer, x in _layer_matrices(features, n, srp_dim, seed, device, "veRSA layers", progress):
         x = _standardise(x, train)
         ridge = RidgeGCV(alphas, alpha_per_target=True, device=x.device, dtype=dtype, store_loo=True)
         ridge.fit(x[train], data.responses[train])
@@ -206,11 +206,7 @@ def predictivity(features, brain, *, mapping: str = "ridge", splits: int = 10, t
     groups = list(unit_groups(data))
     ceilings = {(r, s): _unit_ceiling(data, u) for r, s, u in groups}
     rows = []
-    layers = layer_names(features)
-    show = sys.stderr.isatty() if progress is None else progress
-    for li, layer in enumerate(tqdm(layers, desc="predictivity layers", disable=not show, leave=False)):
-        x = _reduced(features, layer, n, srp_dim, seed, device)
-        _check_finite_layer(layer, x)
+    for li, layer, x in _layer_matrices(features, n, srp_dim, seed, device, "predictivity layers", progress):
         r_sum = np.zeros(data.n_units)
         for train, test in folds:
             xs = _standardise(x, train)

@@ -10,7 +10,6 @@ Transformation (Athalye et al. 2018): the gradient is averaged over noise draws.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 from neuroreg.errors import UnknownNameError
 from neuroreg.robustness._data import as_loader, batches
+from neuroreg.robustness._seeding import count_correct, seeded
 from neuroreg.robustness.sanity import SanityResult, run_sanity_checks
 from neuroreg.robustness.wrapper import IMAGENET_MEAN, IMAGENET_STD, RobustClassifier
 from neuroreg.scoring.results import ScoreTable
@@ -200,20 +200,6 @@ class _Tally:
         return float(acc.mean()), float(acc.std(ddof=1)) if acc.size > 1 else 0.0
 
 
-@torch.no_grad()
-def _count_correct(model: nn.Module, x: Tensor, y: Tensor, n_draws: int) -> np.ndarray:
-    return np.array([int((model(x).argmax(1) == y).sum()) for _ in range(n_draws)], dtype=float)
-
-
-@contextlib.contextmanager
-def _seeded(seed: int, device: torch.device):
-    """Seed the global RNGs for torchattacks (which draws from them) without leaking state."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
 def _specs(attacks: Sequence[str], eps: Sequence[float], norm: str, stochastic: bool, *,
            pgd_steps: int, apgd_steps: int, eot_iter: int, sanity: bool) -> list[AttackSpec]:
     def steps_for(name):
@@ -326,7 +312,7 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
         first = next(iter(batches(loader, device, None, 1)), None)
         if first is None:
             raise ValueError("data holds no images")
-        with _seeded(seed, device):
+        with seeded(seed, device):
             wrapped.infer(first[0])
         is_stoch = bool(wrapped.stochastic)
         draws = int(n_draws) if is_stoch else 1
@@ -337,13 +323,13 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
         n_total = len(loader) if max_batches is None else min(len(loader), max_batches)
         bar = tqdm(total=n_total * (len(specs) + 1), desc="attack suite", disable=not progress)
         for b, (x, y) in enumerate(batches(loader, device, wrapped.n_classes, max_batches)):
-            with _seeded(seed + 7919 * b, device):
-                clean.add(_count_correct(wrapped, x, y, draws), len(y))
+            with seeded(seed + 7919 * b, device):
+                clean.add(count_correct(wrapped, x, y, draws), len(y))
             bar.update(1)
             for i, spec in enumerate(specs):
-                with _seeded(seed + 7919 * b + 104729 * (i + 1), device):
+                with seeded(seed + 7919 * b + 104729 * (i + 1), device):
                     adv = _run(spec, wrapped, x, y, norm, square_queries, seed)
-                    tallies[spec.key].add(_count_correct(wrapped, adv, y, draws), len(y))
+                    tallies[spec.key].add(count_correct(wrapped, adv, y, draws), len(y))
                 bar.update(1)
         bar.close()
     finally:

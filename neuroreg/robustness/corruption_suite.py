@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from neuroreg.errors import UnknownNameError
 from neuroreg.robustness._data import as_loader, batches
+from neuroreg.robustness._seeding import count_correct, seeded
 from neuroreg.robustness.corruptions import CORRUPTIONS, corrupt
 from neuroreg.robustness.wrapper import IMAGENET_MEAN, IMAGENET_STD, RobustClassifier
 from neuroreg.scoring.results import ScoreTable
@@ -120,7 +121,7 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
                      severities: Sequence[int] = (1, 2, 3, 4, 5), *, baseline: Any = None,
                      mean: Sequence[float] | None = IMAGENET_MEAN, std: Sequence[float] | None = IMAGENET_STD,
                      batch_size: int = 128, max_batches: int | None = None, model_name: str | None = None,
-                     seed: int = 0, progress: bool = True) -> ScoreTable:
+                     seed: int = 0, n_draws: int = 1, progress: bool = True) -> ScoreTable:
     """Accuracy on every corruption x severity, mean corruption accuracy and mCE.
 
     Args:
@@ -131,7 +132,11 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
         severities: subset of 1..5.
         baseline: for CE/mCE rows: "alexnet", the ScoreTable of this suite run
             on a baseline model, or {corruption: {severity: error}}.
-        seed: corruption draws are seeded per batch from it.
+        seed: corruption draws are seeded per batch from it, and the model's own
+            noise (stochastic models such as VOneNets) from the global torch RNG
+            seeded with it for the duration of the suite (the caller's RNG state is restored).
+        n_draws: forward passes per image, accuracy averaged over them: for
+            stochastic models, to lower the variance of the estimate.
 
     Returns rows (metric="accuracy", corruption, severity) plus the clean row
     (corruption="none", severity=0), "corruption_accuracy" per corruption (mean
@@ -146,6 +151,8 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
         if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 1 <= int(s) <= 5:
             raise ValueError(f"severities must be integers in 1..5; got {s!r}")
     sevs = [int(s) for s in sevs]
+    if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
+        raise ValueError(f"n_draws must be a positive int; got {n_draws!r}")
     wrapped = model if isinstance(model, RobustClassifier) else RobustClassifier(model, mean, std)
     loader = as_loader(data, batch_size)
     device = wrapped.device
@@ -154,28 +161,29 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
     correct = {(c, s): 0 for c in names for s in sevs}
     clean_correct, n_seen = 0, 0
     try:
-        first = next(iter(batches(loader, device, None, 1)), None)
-        if first is None:
-            raise ValueError("data holds no images")
-        wrapped.infer(first[0])
-        n_total = len(loader) if max_batches is None else min(len(loader), max_batches)
-        bar = tqdm(total=n_total * (1 + len(names) * len(sevs)), desc="corruption suite", disable=not progress)
-        with torch.no_grad():
-            for b, (x, y) in enumerate(batches(loader, device, wrapped.n_classes, max_batches)):
-                clean_correct += int((wrapped(x).argmax(1) == y).sum())
-                n_seen += len(y)
-                bar.update(1)
-                for c in names:
-                    for s in sevs:
-                        xc = corrupt(x, c, s, seed=int(seed) * 1_000_003 + b)
-                        correct[(c, s)] += int((wrapped(xc).argmax(1) == y).sum())
-                        bar.update(1)
-        bar.close()
+        with seeded(int(seed), device):
+            first = next(iter(batches(loader, device, None, 1)), None)
+            if first is None:
+                raise ValueError("data holds no images")
+            wrapped.infer(first[0])
+            n_total = len(loader) if max_batches is None else min(len(loader), max_batches)
+            bar = tqdm(total=n_total * (1 + len(names) * len(sevs)), desc="corruption suite", disable=not progress)
+            with torch.no_grad():
+                for b, (x, y) in enumerate(batches(loader, device, wrapped.n_classes, max_batches)):
+                    clean_correct += count_correct(wrapped, x, y, int(n_draws)).mean()
+                    n_seen += len(y)
+                    bar.update(1)
+                    for c in names:
+                        for s in sevs:
+                            xc = corrupt(x, c, s, seed=int(seed) * 1_000_003 + b)
+                            correct[(c, s)] += count_correct(wrapped, xc, y, int(n_draws)).mean()
+                            bar.update(1)
+            bar.close()
     finally:
         wrapped.train(was_training)
 
     name = model_name or type(getattr(wrapped, "model", wrapped)).__name__
-    common = dict(model=name, split="test", n_images=n_seen)
+    common = dict(model=name, split="test", n_images=n_seen, n_draws=int(n_draws))
     table = ScoreTable()
     clean_acc = clean_correct / n_seen
     table.append(**common, metric="accuracy", score=clean_acc, corruption="none", severity=0)

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from neuroreg.errors import UnknownNameError
 from neuroreg.robustness import ALEXNET_MEAN_ERROR, corruption_suite, mean_corruption_error
@@ -84,3 +85,43 @@ def test_frost_rows_say_the_texture_is_procedural(trained_cnn, gratings):
                           progress=False).to_pandas()
     assert df[df["corruption"] == "frost"]["note"].str.contains("procedural").all()
     assert df[df["corruption"] == "fog"]["note"].isna().all()
+
+
+class _NoisyLinear(torch.nn.Module):
+    """A classifier with noise in eval too (like a VOneNet), counting its forward passes."""
+
+    def __init__(self, n_classes: int = 4) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3, n_classes)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.fc(x.mean((2, 3))) + 3.0 * torch.randn(x.shape[0], self.fc.out_features)
+
+
+def test_stochastic_model_is_seeded_and_averaged_over_draws():
+    torch.manual_seed(0)
+    model = _NoisyLinear()
+    x, y = torch.rand(40, 3, 16, 16), torch.randint(0, 4, (40,))
+
+    def run(seed, n_draws=1):
+        df = corruption_suite(model, (x, y), ["contrast"], (3,), mean=None, std=None, seed=seed,
+                              n_draws=n_draws, progress=False).to_pandas()
+        return df[df["metric"] == "accuracy"]["score"].to_numpy()
+
+    state = torch.get_rng_state()
+    first = run(1)
+    np.testing.assert_array_equal(run(1), first)              # same seed, same numbers
+    assert not np.array_equal(run(2), first)                   # the model's noise follows the seed
+    assert torch.equal(torch.get_rng_state(), state)           # the caller's RNG is left alone
+    model.calls = 0
+    run(1)
+    single = model.calls
+    model.calls = 0
+    averaged = run(1, n_draws=5)
+    assert model.calls - single == 4 * 2                        # 4 more draws of (clean, contrast-3)
+    counts = averaged * 40                                      # means of 5 integer counts: multiples of 1/5
+    np.testing.assert_allclose(counts * 5, np.round(counts * 5), atol=1e-9)
+    with pytest.raises(ValueError, match="n_draws must be a positive int"):
+        corruption_suite(model, (x, y), ["contrast"], (3,), mean=None, std=None, n_draws=0, progress=False)

@@ -39,7 +39,7 @@ import copy
 import math
 import time
 from collections.abc import Mapping
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -171,14 +171,152 @@ def gaussian_pyramid(fmap: Tensor) -> Tensor:
     return torch.einsum("kuh,bckhv->bckuv", gy, rows)
 
 
-def _gaussian_sample(pyramid: Tensor, space: Tensor, scale: Tensor) -> Tensor:
-    """``(b, C, n)``: each voxel's Gaussian-window average, trilinear in (x, y, blur level)."""
-    b = pyramid.shape[0]
-    # level t = scale * (K - 1); grid_sample's z coordinate of level centre t is (2t + 1)/K - 1
-    z = (2 * scale * (N_LEVELS - 1) + 1) / N_LEVELS - 1
-    grid = torch.cat([space, z[:, None]], dim=1)[None, :, None, None, :].expand(b, -1, -1, -1, -1)
-    out = F.grid_sample(pyramid, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out[:, :, :, 0, 0]
+#: Floats per row of a pyramid table (a few images' channels): a layer's table then stays in cache.
+_TABLE_WIDTH = 256
+
+
+class _Tables(NamedTuple):
+    """A layer's blur pyramid laid out for gathering (see :func:`_gaussian_tables`)."""
+
+    rows: list[Tensor]  # (K * H * W, s * channels) per group of s images
+    height: int
+    width: int
+    channels: int
+
+
+def _gaussian_tables(fmap: Tensor, level_std: Tensor | None = None, align: Tensor | None = None) -> _Tables:
+    """Blur pyramid of ``(b, C, H, W)`` maps as gather tables, one per group of a few images.
+
+    Row ``(k H + y) W + x`` of a group's table holds the channels of all its images at pixel
+    ``(y, x)`` of blur level ``k`` (image-major), divided by ``level_std`` ``(C, K)`` and then
+    aligned by ``align`` ``(D, C)`` when given. Pooling a voxel is then a weighted sum of 8
+    rows (:func:`_trilinear_taps`), for every image and channel of the group at once.
+    """
+    b, c, h, w = fmap.shape
+    k = N_LEVELS
+    gy = _blur_matrices(h, fmap.dtype, fmap.device)                                 # (K, out, in)
+    gx = _blur_matrices(w, fmap.dtype, fmap.device).permute(2, 0, 1).reshape(w, k * w)  # (in, K * out)
+    inv = None if level_std is None else level_std.to(fmap.dtype).reciprocal().T    # (K, C)
+    width = c if align is None else align.shape[0]
+    group = max(1, _TABLE_WIDTH // width)
+    rows = []
+    for start in range(0, b, group):
+        x = fmap[start:start + group]
+        m = x.shape[0]
+        blurred = (x.reshape(m * c * h, w) @ gx).view(m, c, h, k, w)
+        blurred = blurred.permute(3, 2, 4, 0, 1).reshape(k, h, w * m * c)          # (K, y, (x, image, C))
+        pyr = torch.bmm(gy, blurred).view(k, h * w * m, c)
+        if inv is not None:
+            pyr = pyr * inv[:, None, :]
+        if align is not None:
+            pyr = pyr @ align.T
+        rows.append(pyr.reshape(k * h * w, m * width))
+    return _Tables(rows, h, w, width)
+
+
+def _axis_taps(pix: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Linear interpolation along one axis at pixel coordinate ``pix`` (clamped to the border)."""
+    pix = pix.clamp(0.0, size - 1.0)
+    lo = pix.detach().floor().clamp(max=max(size - 2, 0))
+    frac = pix - lo
+    lo = lo.long()
+    return lo, (lo + 1).clamp(max=size - 1), frac
+
+
+def _trilinear_taps(space: Tensor, scale: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """``(n, 8)`` rows of a ``(K, height, width)`` table and their ``(n, 8)`` weights.
+
+    The same trilinear interpolation as ``grid_sample`` (``align_corners=False``, border
+    padding) at ``x, y = space`` and blur level ``scale * (K - 1)``; the weights carry the
+    gradient with respect to position and scale.
+    """
+    x0, x1, fx = _axis_taps(((space[:, 0] + 1) * width - 1) / 2, width)
+    y0, y1, fy = _axis_taps(((space[:, 1] + 1) * height - 1) / 2, height)
+    z0, z1, fz = _axis_taps(scale * (N_LEVELS - 1), N_LEVELS)
+    index, weight = [], []
+    for zi, wz in ((z0, 1 - fz), (z1, fz)):
+        for yi, wy in ((y0, 1 - fy), (y1, fy)):
+            for xi, wx in ((x0, 1 - fx), (x1, fx)):
+                index.append((zi * height + yi) * width + xi)
+                weight.append(wz * wy * wx)
+    return torch.stack(index, 1), torch.stack(weight, 1)
+
+
+def _sample_tables(tables: _Tables, space: Tensor, scale: Tensor, eff: Tensor | None = None) -> Tensor:
+    """Gaussian-window pooling from gather tables: ``(b, n, C')`` features, or ``(b, n)`` features . ``eff``.
+
+    eff: optional ``(n, C')`` voxel weights; contracting them group by group never holds the
+    ``(b, n, C')`` features. Voxels are visited in table-row order, so neighbouring voxels
+    read neighbouring rows (cache-friendly), and put back in their order at the end.
+    """
+    index, weight = _trilinear_taps(space, scale, tables.height, tables.width)
+    order = torch.argsort(index[:, 0])
+    index, weight = index[order], weight[order].to(tables.rows[0].dtype)
+    n, c = index.shape[0], tables.channels
+    if eff is not None:
+        eff = eff[order]
+    parts = []
+    for rows in tables.rows:
+        pooled = F.embedding_bag(index, rows, per_sample_weights=weight, mode="sum").view(n, -1, c)
+        parts.append(pooled if eff is None else (pooled * eff[:, None, :]).sum(-1))
+    out = torch.cat(parts, dim=1)  # (n, b[, C']) in row order
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(n, device=order.device)
+    return out[inverse].transpose(0, 1)
+
+
+def _token_pool(fmap: Tensor, space: Tensor, scale: Tensor, eff: Tensor | None = None) -> Tensor:
+    """The paper's pooling, ``(1 - a) v(u) + a mean_p v(p)``: ``(b, n, C)``, or ``(b, n)`` with ``eff``."""
+    grid = space[None, :, None, :].expand(fmap.shape[0], -1, -1, -1)
+    local = F.grid_sample(fmap, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
+    glob = fmap.mean(dim=(2, 3))
+    if eff is None:
+        return (local + scale * (glob[:, :, None] - local)).transpose(1, 2)
+    local_term = torch.einsum("bcn,nc->bn", local, eff)
+    return local_term + scale * (glob @ eff.T - local_term)
+
+
+def _prepare_layers(maps: Sequence[Tensor], align: Sequence[Tensor], pooling: str,
+                    level_std: Sequence[Tensor] | None = None) -> list:
+    """Per layer, what the voxels pool from: gather tables (``"gaussian"``) or the map (``"token"``).
+
+    Layers with more channels than ``D`` (``C_l > D``) are aligned here, so only ``D``
+    channels are pooled; the others are pooled as they are and ``B_l`` is folded into
+    the voxel weights (:func:`_layer_terms`). Shared by all voxels: prepare once per batch.
+    """
+    if pooling not in _POOLINGS:
+        raise ValueError(f"pooling must be one of {_POOLINGS}; got {pooling!r}")
+    out = []
+    for layer, (fmap, mat) in enumerate(zip(maps, align)):
+        aligned = mat.shape[1] > mat.shape[0]
+        if pooling == "gaussian":
+            out.append(_gaussian_tables(fmap, None if level_std is None else level_std[layer],
+                                        mat if aligned else None))
+        else:
+            out.append(torch.einsum("dc,bchw->bdhw", mat, fmap) if aligned else fmap)
+    return out
+
+
+def _layer_args(space: Tensor, scale: Tensor, layer: int) -> tuple[Tensor, Tensor]:
+    """A layer's positions and scales: shared ``(n, 2)``, ``(n,)`` or per layer ``(n, L, 2)``, ``(n, L)``."""
+    return (space[:, layer] if space.ndim == 3 else space), (scale[:, layer] if scale.ndim == 2 else scale)
+
+
+def _pool(prepared, space: Tensor, scale: Tensor, eff: Tensor | None = None) -> Tensor:
+    if isinstance(prepared, _Tables):
+        return _sample_tables(prepared, space, scale, eff)
+    return _token_pool(prepared, space, scale, eff)
+
+
+def _layer_terms(prepared: Sequence, align: Sequence[Tensor], space: Tensor, scale: Tensor,
+                 weights: Tensor) -> list[Tensor]:
+    """Each layer's ``(b, n)`` read-out ``(B_l v_il) . w_il`` (without bias) from :func:`_prepare_layers`."""
+    terms = []
+    for layer, (prep, mat) in enumerate(zip(prepared, align)):
+        # C_l <= D: fold B_l into the voxel weights (w_il B_l); C_l > D: prepared maps are aligned
+        eff = weights[:, layer] @ mat if mat.shape[1] <= mat.shape[0] else weights[:, layer]
+        terms.append(_pool(prep, *_layer_args(space, scale, layer), eff))
+    return terms
 
 
 def pooled_features(maps: Sequence[Tensor], align: Sequence[Tensor], space: Tensor, scale: Tensor, *,
@@ -187,28 +325,10 @@ def pooled_features(maps: Sequence[Tensor], align: Sequence[Tensor], space: Tens
 
     Same pooling as :func:`factorized_readout`; ``K_l = C_l`` (the layer's own channels)
     when ``C_l <= D``, else the ``D`` aligned channels ``B_l v``, so no layer has more than
-    ``D`` read-out dimensions.
+    ``D`` read-out dimensions. space/scale: shared ``(n, 2)``/``(n,)`` or per layer ``(n, L, 2)``/``(n, L)``.
     """
-    if pooling not in _POOLINGS:
-        raise ValueError(f"pooling must be one of {_POOLINGS}; got {pooling!r}")
-    b = maps[0].shape[0]
-    out = []
-    for layer, (fmap, mat) in enumerate(zip(maps, align)):
-        if pooling == "gaussian":
-            pyramid = gaussian_pyramid(fmap)
-            if level_std is not None:
-                pyramid = pyramid / level_std[layer][None, :, :, None, None]
-            if mat.shape[1] > mat.shape[0]:
-                pyramid = torch.einsum("dc,bckhw->bdkhw", mat, pyramid)
-            feat = _gaussian_sample(pyramid, space, scale)
-        else:
-            if mat.shape[1] > mat.shape[0]:
-                fmap = torch.einsum("dc,bchw->bdhw", mat, fmap)
-            grid = space[None, :, None, :].expand(b, -1, -1, -1)
-            local = F.grid_sample(fmap, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
-            feat = local + scale * (fmap.mean(dim=(2, 3))[:, :, None] - local)
-        out.append(feat.transpose(1, 2))
-    return out
+    prepared = _prepare_layers(maps, align, pooling, level_std)
+    return [_pool(prep, *_layer_args(space, scale, layer)) for layer, prep in enumerate(prepared)]
 
 
 def ridge_cv_r(x: Tensor, y: Tensor, folds: np.ndarray, alpha: float) -> Tensor:
@@ -239,6 +359,74 @@ def ridge_cv_r(x: Tensor, y: Tensor, folds: np.ndarray, alpha: float) -> Tensor:
     return torch.where(den > 0, (pc * yc).sum(0) / den.clamp_min(1e-30), torch.zeros_like(den))
 
 
+#: Bytes of ridge sufficient statistics held at once by the layer choice (more voxels -> more passes).
+RIDGE_MEMORY = 2 ** 31
+
+
+class _RidgeStats:
+    """Per-fold sufficient statistics of a ridge read-out for a block of voxels.
+
+    ``add(fold, x, y)`` accumulates ``X'X``, ``X'1``, ``X'y``, ``y'1``, ``y'y`` and the count of
+    the fold from a batch ``x`` ``(b, n, K)``, ``y`` ``(b, n)``; :meth:`cv_r` then gives the same
+    cross-validated r as :func:`ridge_cv_r` without the features ever being held together.
+    ``X'X`` accumulates in the features' dtype (float32 for float32 features: sums of a few
+    hundred products), everything else and the solve in float64.
+    """
+
+    def __init__(self, n: int, k: int, n_folds: int, device, dtype=torch.float32) -> None:
+        f64 = dict(dtype=torch.float64, device=device)
+        self.gram = torch.zeros(n_folds, n, k, k, dtype=dtype, device=device)
+        self.xsum = torch.zeros(n_folds, n, k, **f64)
+        self.xy = torch.zeros(n_folds, n, k, **f64)
+        self.ysum = torch.zeros(n_folds, n, **f64)
+        self.ysq = torch.zeros(n_folds, n, **f64)
+        self.count = [0] * n_folds
+
+    def add(self, fold: int, x: Tensor, y: Tensor) -> None:
+        xt = x.to(self.gram.dtype).transpose(0, 1)  # (n, b, K)
+        self.gram[fold].baddbmm_(xt.transpose(1, 2), xt)
+        x64, y64 = x.double(), y.double()
+        self.xsum[fold] += x64.sum(0)
+        self.xy[fold] += torch.einsum("bnk,bn->nk", x64, y64)
+        self.ysum[fold] += y64.sum(0)
+        self.ysq[fold] += y64.square().sum(0)
+        self.count[fold] += x.shape[0]
+
+    def cv_r(self, alpha: float, block: int = 512) -> Tensor:
+        """``(n,)`` r between the stacked held-out predictions of every fold and ``y``."""
+        return torch.cat([self._cv_r(alpha, slice(s, s + block)) for s in range(0, self.gram.shape[1], block)])
+
+    def _cv_r(self, alpha: float, sl: slice) -> Tensor:
+        gram = self.gram[:, sl].double()
+        xsum, xy, ysum, ysq = self.xsum[:, sl], self.xy[:, sl], self.ysum[:, sl], self.ysq[:, sl]
+        total = sum(self.count)
+        g_all, s_all, xy_all, y_all = gram.sum(0), xsum.sum(0), xy.sum(0), ysum.sum(0)
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        ps = torch.zeros_like(y_all)
+        pq = torch.zeros_like(y_all)
+        py = torch.zeros_like(y_all)
+        for f, n_test in enumerate(self.count):
+            if n_test == 0:
+                continue
+            n_train = total - n_test
+            mu = (s_all - xsum[f]) / n_train  # training-fold means
+            ym = (y_all - ysum[f]) / n_train
+            cov = g_all - gram[f] - n_train * mu[:, :, None] * mu[:, None, :]
+            sd = (cov.diagonal(dim1=1, dim2=2) / n_train).clamp_min(0.0).sqrt().clamp_min(1e-9)
+            lhs = cov / (sd[:, :, None] * sd[:, None, :]) + alpha * n_train * eye
+            rhs = (xy_all - xy[f] - n_train * mu * ym[:, None]) / sd
+            u = torch.linalg.solve(lhs, rhs[..., None])[..., 0] / sd  # prediction = x . u + c0
+            c0 = ym - (mu * u).sum(-1)
+            su = (xsum[f] * u).sum(-1)
+            ps += su + n_test * c0
+            pq += torch.einsum("nk,nkj,nj->n", u, gram[f], u) + 2 * c0 * su + n_test * c0 ** 2
+            py += (xy[f] * u).sum(-1) + c0 * ysum[f]
+        yt, yq = y_all, ysq.sum(0)
+        cov_py = py - ps * yt / total
+        den = ((pq - ps ** 2 / total).clamp_min(0.0) * (yq - yt ** 2 / total).clamp_min(0.0)).sqrt()
+        return torch.where(den > 0, cov_py / den.clamp_min(1e-30), torch.zeros_like(den))
+
+
 def factorized_readout(maps: Sequence[Tensor], align: Sequence[Tensor], layer_probs: Tensor, space: Tensor,
                        scale: Tensor, weights: Tensor, bias: Tensor, *, per_layer: bool = False,
                        pooling: str = "token", level_std: Sequence[Tensor] | None = None) -> Tensor:
@@ -259,7 +447,11 @@ def factorized_readout(maps: Sequence[Tensor], align: Sequence[Tensor], layer_pr
       ``u_i`` with SD :func:`scale_to_sd` ``(scale)`` as a fraction of the map side, the same
       receptive-field model as :func:`neuroreg.brain.simulate.gaussian_windows`. It is read
       from a pyramid of ``K`` blurred copies of the map, interpolated trilinearly in x, y and
-      log-SD, so the cost does not grow with the window size.
+      log-SD (8 rows of a table per voxel, gathered with ``embedding_bag``), so the cost does
+      not grow with the window size.
+
+    space and scale may also be given per layer, ``(n, L, 2)`` and ``(n, L)``: layer ``l`` is
+    then pooled at ``space[:, l]`` with ``scale[:, l]``.
 
     level_std: optional ``L`` tensors ``(C_l, K)``, the SD of every channel at every blur
     level (over stimuli and positions); each level is divided by it, so pooled features
@@ -273,44 +465,17 @@ def factorized_readout(maps: Sequence[Tensor], align: Sequence[Tensor], layer_pr
     alignment is folded into the read-out (``w_il B_l``) and applied after pooling:
     the same numbers as aligning the full maps first, at a fraction of the cost.
     """
-    if pooling not in _POOLINGS:
-        raise ValueError(f"pooling must be one of {_POOLINGS}; got {pooling!r}")
-    b = maps[0].shape[0]
-    grid = space[None, :, None, :].expand(b, -1, -1, -1)
-    out = bias[None, :].expand(b, -1)
-    layers_out = []
-    for layer, (fmap, mat) in enumerate(zip(maps, align)):
-        if pooling == "gaussian":
-            pyramid = gaussian_pyramid(fmap)
-            if level_std is not None:
-                pyramid = pyramid / level_std[layer][None, :, :, None, None]
-            if mat.shape[1] <= mat.shape[0]:
-                eff = weights[:, layer] @ mat  # (n, C_l)
-            else:
-                pyramid = torch.einsum("dc,bckhw->bdkhw", mat, pyramid)
-                eff = weights[:, layer]
-            term = torch.einsum("bcn,nc->bn", _gaussian_sample(pyramid, space, scale), eff)
-            if per_layer:
-                layers_out.append(bias + term)
-            else:
-                out = out + layer_probs[:, layer] * term
-            continue
-        if mat.shape[1] <= mat.shape[0]:
-            # C_l <= D: sample the layer's own channels, fold B_l into the voxel weights
-            eff = weights[:, layer] @ mat  # (n, C_l)
-        else:
-            # C_l > D: align the maps first so that only D channels are sampled
-            fmap = torch.einsum("dc,bchw->bdhw", mat, fmap)
-            eff = weights[:, layer]
-        local = F.grid_sample(fmap, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
-        local_term = torch.einsum("bcn,nc->bn", local, eff)
-        global_term = fmap.mean(dim=(2, 3)) @ eff.T
-        term = local_term + scale * (global_term - local_term)
-        if per_layer:
-            layers_out.append(bias + term)
-        else:
-            out = out + layer_probs[:, layer] * term
-    return torch.stack(layers_out, dim=-1) if per_layer else out
+    terms = _layer_terms(_prepare_layers(maps, align, pooling, level_std), align, space, scale, weights)
+    return _combine(terms, layer_probs, bias, per_layer)
+
+
+def _combine(terms: Sequence[Tensor], layer_probs: Tensor, bias: Tensor, per_layer: bool) -> Tensor:
+    if per_layer:
+        return torch.stack(terms, dim=-1) + bias[:, None]
+    out = bias[None, :]
+    for layer, term in enumerate(terms):
+        out = out + layer_probs[:, layer] * term
+    return out
 
 
 # ----------------------------------------------------------------------------- module
@@ -622,9 +787,10 @@ class FactorTopy:
         count = 0
         for _, maps in source.batches(train_idx, self.batch_size * 4, device):
             for name, x in zip(self.layers_, self._normalise(maps)):
-                pyr = gaussian_pyramid(x.double())
-                sums[name] = sums.get(name, 0) + pyr.sum(dim=(0, 3, 4))
-                sq[name] = sq.get(name, 0) + (pyr ** 2).sum(dim=(0, 3, 4))
+                for rows in _gaussian_tables(x).rows:
+                    pyr = rows.view(N_LEVELS, -1, x.shape[1])  # (K, positions x images, C)
+                    sums[name] = sums.get(name, 0) + pyr.sum(dim=1, dtype=torch.float64).T
+                    sq[name] = sq.get(name, 0) + pyr.square().sum(dim=1, dtype=torch.float64).T
             count += len(_)
         out = {}
         for name in self.layers_:
@@ -641,6 +807,10 @@ class FactorTopy:
         level_std = getattr(self, "level_std_", None)
         return {"pooling": self.pooling,
                 "level_std": None if level_std is None else [level_std[k] for k in self.layers_]}
+
+    def _prepare(self, normed: Sequence[Tensor], align: Sequence[Tensor]) -> list:
+        """What every voxel pools from, per layer, for one batch of normalised maps."""
+        return _prepare_layers(normed, align, **self._readout_kw)
 
     def _normalise(self, maps: Mapping[str, Tensor]) -> list[Tensor]:
         return [(maps[k] - self.feature_mean_[k][:, None, None]) / self.feature_std_[k][:, None, None]
@@ -729,38 +899,73 @@ class FactorTopy:
 
         Gradient descent leaves the read-outs of layers with ill-conditioned pooled features
         under-fitted, which biases a choice made from them; ridge solves them exactly, at the
-        learned position and scale, with at most ``D`` dimensions per layer.
+        learned position and scale, with at most ``D`` dimensions per layer. The features are
+        never stored: each pass over the training stimuli accumulates per-fold sufficient
+        statistics (:class:`_RidgeStats`) for as many (layer, voxel block) pairs as fit in
+        :data:`RIDGE_MEMORY` bytes.
         """
         _, space, scale = net.selectors(enc, 1.0)
-        n_vox = y.shape[1]
+        n_vox, n_layers = y.shape[1], len(self.layers_)
         folds = np.random.default_rng(self.seed + 1).permutation(len(train_idx)) % self.cv_folds
-        target = y[torch.as_tensor(train_idx)].to(device)
-        chunk = max(1, min(self.voxel_batch_size, 2 ** 26 // max(1, len(train_idx) * self.d)))
-        scores = np.zeros((n_vox, len(self.layers_)))
-        for start in range(0, n_vox, chunk):
-            sl = slice(start, min(start + chunk, n_vox))
-            parts: list[list[Tensor]] = []
-            for _, maps in source.batches(train_idx, self.batch_size * 4, device):
-                parts.append(pooled_features(self._normalise(maps), list(net.align), space[sl], scale[sl],
-                                             **self._readout_kw))
-            for layer in range(len(self.layers_)):
-                x = torch.cat([p[layer] for p in parts], dim=0)
-                scores[sl, layer] = ridge_cv_r(x, target[:, sl], folds, self.ridge_alpha).cpu().numpy()
+        align = list(net.align)
+        level_std = self._readout_kw["level_std"]
+        widths = [min(self.d, self.layer_shapes_[k][0]) for k in self.layers_]
+        passes: list[list[tuple[int, slice]]] = [[]]
+        used = 0
+        for layer, k in enumerate(widths):
+            per_voxel = self.cv_folds * k * k * 4
+            step = max(1, RIDGE_MEMORY // per_voxel)
+            for start in range(0, n_vox, step):
+                sl = slice(start, min(start + step, n_vox))
+                cost = (sl.stop - sl.start) * per_voxel
+                if passes[-1] and used + cost > RIDGE_MEMORY:
+                    passes.append([])
+                    used = 0
+                passes[-1].append((layer, sl))
+                used += cost
+        target = y.to(device)
+        scores = np.zeros((n_vox, n_layers))
+        for items in passes:
+            stats = [_RidgeStats(sl.stop - sl.start, widths[layer], self.cv_folds, device) for layer, sl in items]
+            needed = sorted({layer for layer, _ in items})
+            for fold in range(self.cv_folds):
+                for idx, maps in source.batches(train_idx[folds == fold], self.batch_size * 4, device):
+                    normed = self._normalise(maps)
+                    prepared = {layer: _prepare_layers([normed[layer]], [align[layer]], self.pooling,
+                                                       None if level_std is None else [level_std[layer]])[0]
+                                for layer in needed}
+                    yb = target[torch.as_tensor(idx)]
+                    for st, (layer, sl) in zip(stats, items):
+                        st.add(fold, _pool(prepared[layer], *_layer_args(space[sl], scale[sl], layer)), yb[:, sl])
+            for st, (layer, sl) in zip(stats, items):
+                scores[sl, layer] = st.cv_r(self.ridge_alpha).cpu().numpy()
         return scores
 
     def _step(self, net, maps, target, enc, tau, ent_w, neighbours, chunks, select=None) -> float:
         """One optimisation step's gradients, accumulated over voxel chunks; returns the loss."""
-        n_vox = target.shape[1]
         probs, space, scale = net.selectors(enc, tau)
         # the selectors run once; chunks backpropagate into detached copies, then into the MLPs
         leaves = [t.detach().requires_grad_(True) for t in (probs, space, scale)]
         align = list(net.align)
+        # so do the pyramids shared by all chunks (aligned ones depend on B_l): built once per batch
+        prepared, shared, shared_leaves = [], [], []
+        for prep in self._prepare(maps, align):
+            parts = prep.rows if isinstance(prep, _Tables) else [prep]
+            if not parts[0].requires_grad:
+                prepared.append(prep)
+                continue
+            copies = [t.detach().requires_grad_(True) for t in parts]
+            shared += parts
+            shared_leaves += copies
+            prepared.append(prep._replace(rows=copies) if isinstance(prep, _Tables) else copies[0])
+        sel_prepared = None
+        if select is not None:
+            with torch.no_grad():
+                sel_prepared = self._prepare(select[0], align)
         total = 0.0
         for sl in chunks:
-            per = factorized_readout(maps, align, leaves[0][sl], leaves[1][sl], leaves[2][sl],
-                                     net.weights[sl], net.bias[sl], per_layer=True,
-                                     **self._readout_kw)  # (b, n, L)
-            p = leaves[0][sl]
+            p, sp, sc = (leaf[sl] for leaf in leaves)
+            per = _combine(_layer_terms(prepared, align, sp, sc, net.weights[sl]), p, net.bias[sl], True)  # (b, n, L)
             pred = (per * p).sum(-1)
             loss = F.smooth_l1_loss(pred, target[:, sl], beta=self.beta, reduction="sum")
             if self.expert_weight > 0:
@@ -770,11 +975,10 @@ class FactorTopy:
                 # the choice moves towards the layer whose read-out fits best.
                 loss = loss + self.expert_weight * each.mean(-1).sum()
             loss = loss / target.numel()
-            if select is not None:
+            if sel_prepared is not None:
                 with torch.no_grad():
-                    per_sel = factorized_readout(select[0], align, leaves[0][sl].detach(), leaves[1][sl].detach(),
-                                                 leaves[2][sl].detach(), net.weights[sl], net.bias[sl],
-                                                 per_layer=True, **self._readout_kw)
+                    per_sel = _combine(_layer_terms(sel_prepared, align, sp.detach(), sc.detach(), net.weights[sl]),
+                                       p, net.bias[sl], True)
                     each_sel = F.smooth_l1_loss(per_sel, select[1][:, sl, None].expand_as(per_sel), beta=self.beta,
                                                 reduction="none").mean(0)  # (n, L)
                 loss = loss + self.expert_weight * (each_sel * p).sum() / target.shape[1]
@@ -786,12 +990,12 @@ class FactorTopy:
             reg = reg + ent_w * ent
         if neighbours is not None:
             reg = reg + self.smooth_weight * ((probs[:, None, :] - probs[neighbours]) ** 2).sum(-1).mean()
-        outputs = [probs, space, scale]
-        grads = [leaf.grad for leaf in leaves]
+        pairs = [(out, leaf.grad) for out, leaf in zip([probs, space, scale, *shared], [*leaves, *shared_leaves])
+                 if leaf.grad is not None]
         if reg.requires_grad:
-            outputs.append(reg)
-            grads.append(torch.ones_like(reg))
-        torch.autograd.backward(outputs, grads)
+            pairs.append((reg, torch.ones_like(reg)))
+        if pairs:
+            torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
         return total + float(reg.detach())
 
     @torch.no_grad()
@@ -799,13 +1003,13 @@ class FactorTopy:
         probs, space, scale = net.selectors(enc, tau)
         if getattr(self, "_fixed_probs", None) is not None:
             probs = self._fixed_probs.to(probs.device)
+        align = list(net.align)
+        chunks = [slice(s, s + self.voxel_batch_size) for s in range(0, probs.shape[0], self.voxel_batch_size)]
         out = []
         for _, maps in source.batches(index, self.batch_size * 4, device):
-            normed = self._normalise(maps)
-            parts = [factorized_readout(normed, list(net.align), probs[sl], space[sl], scale[sl], net.weights[sl], net.bias[sl],
-                                         **self._readout_kw)
-                     for sl in (slice(s, s + self.voxel_batch_size)
-                                for s in range(0, probs.shape[0], self.voxel_batch_size))]
+            prepared = self._prepare(self._normalise(maps), align)
+            parts = [_combine(_layer_terms(prepared, align, space[sl], scale[sl], net.weights[sl]), probs[sl],
+                              net.bias[sl], False) for sl in chunks]
             out.append(torch.cat(parts, dim=1).cpu())
         return torch.cat(out, dim=0)
 

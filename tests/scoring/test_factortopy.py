@@ -9,14 +9,15 @@ import pytest
 import scipy.ndimage
 import scipy.stats
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 from neuroreg.brain import BrainData
 from neuroreg.errors import NonFiniteError, ShapeError, UnknownNameError
 from neuroreg.scoring.factortopy import (DEFAULT_LEVELS, N_LEVELS, FactorTopy, compare_factortopy,
-                                         expected_depth, factorized_readout, hierarchy_fit, layer_confidence,
-                                         ridge_cv_r, scale_to_sd, sd_to_scale, sinusoidal_encoding)
+                                         expected_depth, factorized_readout, gaussian_pyramid, hierarchy_fit,
+                                         layer_confidence, ridge_cv_r, scale_to_sd, sd_to_scale, sinusoidal_encoding)
 
 LAYERS = ["layer1", "layer2", "layer3", "layer4"]
 
@@ -139,6 +140,47 @@ def test_gaussian_pooling_equals_simulator_windows():
     ref = torch.einsum("bcp,vp->bv", fmap.reshape(3, 5, -1), gaussian_windows(space, sd, 12, 10))
     torch.testing.assert_close(out[:, 0], ref[:, 0], atol=1e-10, rtol=0)
     torch.testing.assert_close(out[:, 1], ref[:, 1], atol=0.05 * float(ref[:, 1].abs().max()), rtol=0)
+
+
+@pytest.mark.parametrize("d", [6, 2])  # C_l <= D: weights fold B_l; C_l > D: the pyramid is aligned
+def test_gaussian_pooling_is_grid_sample_of_the_pyramid_with_gradients(d):
+    g = torch.Generator().manual_seed(0)
+    fmap = torch.randn(3, 4, 9, 7, generator=g, dtype=torch.float64)
+    align = torch.randn(d, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(6, 1, d, generator=g, dtype=torch.float64)
+    # some positions beyond the border (clamped, as grid_sample's border padding)
+    space = (torch.rand(6, 2, generator=g, dtype=torch.float64) * 2.4 - 1.2).requires_grad_(True)
+    scale = torch.rand(6, generator=g, dtype=torch.float64).requires_grad_(True)
+    level_std = torch.rand(4, N_LEVELS, generator=g, dtype=torch.float64) + 0.5
+    out = factorized_readout([fmap], [align], torch.ones(6, 1, dtype=torch.float64), space, scale, weights,
+                             torch.zeros(6, dtype=torch.float64), pooling="gaussian", level_std=[level_std])
+    grads = torch.autograd.grad(out.square().sum(), [space, scale, align])
+
+    pyramid = gaussian_pyramid(fmap) / level_std[None, :, :, None, None]  # (b, C, K, H, W)
+    z = (2 * scale * (N_LEVELS - 1) + 1) / N_LEVELS - 1  # level scale * (K - 1), grid_sample's coordinates
+    grid = torch.cat([space, z[:, None]], dim=1)[None, :, None, None, :].expand(3, -1, -1, -1, -1)
+    pooled = F.grid_sample(pyramid, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0, 0]
+    ref = torch.einsum("bcn,dc,nd->bn", pooled, align, weights[:, 0])
+    ref_grads = torch.autograd.grad(ref.square().sum(), [space, scale, align])
+    torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-10)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, atol=1e-8, rtol=1e-8)
+
+
+def test_ridge_statistics_give_the_cross_validated_r():
+    from neuroreg.scoring.factortopy import _RidgeStats
+
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(rng.normal(size=(90, 5, 4)) + 3 * rng.normal(size=(1, 5, 4)))
+    y = torch.einsum("bnk,nk->bn", x, torch.as_tensor(rng.normal(size=(5, 4))))
+    y = y + 3 * torch.as_tensor(rng.normal(size=(90, 5)))
+    folds = rng.permutation(90) % 4
+    stats = _RidgeStats(5, 4, 4, "cpu", dtype=torch.float64)
+    for fold in range(4):
+        idx = np.flatnonzero(folds == fold)
+        for start in range(0, len(idx), 7):  # streamed in batches
+            stats.add(fold, x[idx[start:start + 7]], y[idx[start:start + 7]])
+    torch.testing.assert_close(stats.cv_r(0.05, block=2), ridge_cv_r(x, y, folds, 0.05), atol=1e-12, rtol=0)
 
 
 def test_ridge_cv_r_matches_sklearn():

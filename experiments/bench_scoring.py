@@ -196,9 +196,21 @@ def main(argv=None) -> None:
                     help="limit BLAS/OpenMP threads of every library alike (torch and numpy/scipy)")
     args = ap.parse_args(argv)
     if args.threads is not None:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_info, threadpool_limits
+
+        # Load every library's BLAS/OpenMP first (scipy and numpy ship separate OpenBLAS
+        # builds): threadpool_limits only reaches the pools already loaded.
+        import himalaya.kernel_ridge  # noqa: F401
+        import rsatoolbox.rdm  # noqa: F401
+        import scipy.linalg  # noqa: F401
+        import sklearn.linear_model  # noqa: F401
+
+        import neuroreg.scoring  # noqa: F401
         threadpool_limits(args.threads)
         torch.set_num_threads(args.threads)
+        pools = {f"{d['internal_api']} ({d['filepath'].rsplit('/', 1)[-1]})": d["num_threads"]
+                 for d in threadpool_info()}
+        print("thread pools:", ", ".join(f"{k}: {v}" for k, v in pools.items()))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"cuda: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
     if args.only in (None, "rdm"):

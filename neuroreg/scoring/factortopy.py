@@ -36,6 +36,7 @@ same as ridge at the true position and scale (0.80).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Mapping
@@ -157,6 +158,11 @@ def _blur_matrices(size: int, dtype, device) -> Tensor:
     has SD ``2 * sd_k`` grid units, ``sd_k`` log-spaced over :data:`SCALE_RANGE`. Rows sum to 1,
     so a window cut by the map border is renormalised over the pixels inside it.
     """
+    return _blur_matrices_cached(int(size), dtype, torch.device(device))
+
+
+@functools.lru_cache(maxsize=64)
+def _blur_matrices_cached(size: int, dtype, device: torch.device) -> Tensor:
     centres = (2 * torch.arange(size, dtype=torch.float64) + 1) / size - 1
     sds = scale_to_sd(torch.linspace(0.0, 1.0, N_LEVELS, dtype=torch.float64)) * 2.0
     d2 = (centres[:, None] - centres[None, :]) ** 2
@@ -194,8 +200,8 @@ def _gaussian_tables(fmap: Tensor, level_std: Tensor | None = None, align: Tenso
     """
     b, c, h, w = fmap.shape
     k = N_LEVELS
-    gy = _blur_matrices(h, fmap.dtype, fmap.device)                                 # (K, out, in)
-    gx = _blur_matrices(w, fmap.dtype, fmap.device).permute(2, 0, 1).reshape(w, k * w)  # (in, K * out)
+    gy = _blur_matrices(h, fmap.dtype, fmap.device).reshape(k * h, h)  # ((level, y out), y in)
+    gx = _blur_matrices(w, fmap.dtype, fmap.device)[:, None]           # (K, 1, x out, x in)
     inv = None if level_std is None else level_std.to(fmap.dtype).reciprocal().T    # (K, C)
     width = c if align is None else align.shape[0]
     group = max(1, _TABLE_WIDTH // width)
@@ -203,9 +209,9 @@ def _gaussian_tables(fmap: Tensor, level_std: Tensor | None = None, align: Tenso
     for start in range(0, b, group):
         x = fmap[start:start + group]
         m = x.shape[0]
-        blurred = (x.reshape(m * c * h, w) @ gx).view(m, c, h, k, w)
-        blurred = blurred.permute(3, 2, 4, 0, 1).reshape(k, h, w * m * c)          # (K, y, (x, image, C))
-        pyr = torch.bmm(gy, blurred).view(k, h * w * m, c)
+        x = x.permute(2, 3, 0, 1).reshape(h, w * m * c)                        # (y, (x, image, C))
+        pyr = torch.matmul(gx, (gy @ x).view(k, h, w, m * c))                   # (K, y, x, (image, C))
+        pyr = pyr.view(k, h * w * m, c)
         if inv is not None:
             pyr = pyr * inv[:, None, :]
         if align is not None:
@@ -361,6 +367,7 @@ def ridge_cv_r(x: Tensor, y: Tensor, folds: np.ndarray, alpha: float) -> Tensor:
 
 #: Bytes of ridge sufficient statistics held at once by the layer choice (more voxels -> more passes).
 RIDGE_MEMORY = 2 ** 31
+_RIDGE_BLOCK = 1024  # voxels pooled at once while accumulating them
 
 
 class _RidgeStats:
@@ -373,35 +380,45 @@ class _RidgeStats:
     hundred products), everything else and the solve in float64.
     """
 
-    def __init__(self, n: int, k: int, n_folds: int, device, dtype=torch.float32) -> None:
+    def __init__(self, n: int, k: int, n_folds: int, device, dtype=torch.float32, gram: Tensor | None = None) -> None:
         f64 = dict(dtype=torch.float64, device=device)
-        self.gram = torch.zeros(n_folds, n, k, k, dtype=dtype, device=device)
+        # gram: optional (n_folds, n, k, k) storage to reuse (zeroed here)
+        self.gram = torch.zeros(n_folds, n, k, k, dtype=dtype, device=device) if gram is None else gram.zero_()
         self.xsum = torch.zeros(n_folds, n, k, **f64)
         self.xy = torch.zeros(n_folds, n, k, **f64)
         self.ysum = torch.zeros(n_folds, n, **f64)
         self.ysq = torch.zeros(n_folds, n, **f64)
         self.count = [0] * n_folds
 
-    def add(self, fold: int, x: Tensor, y: Tensor) -> None:
+    def add(self, fold: int, x: Tensor, y: Tensor, voxels: slice = slice(None)) -> None:
+        """Accumulate a batch ``x`` ``(b, n, K)``, ``y`` ``(b, n)`` of the block's ``voxels``."""
         xt = x.to(self.gram.dtype).transpose(0, 1)  # (n, b, K)
-        self.gram[fold].baddbmm_(xt.transpose(1, 2), xt)
-        x64, y64 = x.double(), y.double()
-        self.xsum[fold] += x64.sum(0)
-        self.xy[fold] += torch.einsum("bnk,bn->nk", x64, y64)
-        self.ysum[fold] += y64.sum(0)
-        self.ysq[fold] += y64.square().sum(0)
-        self.count[fold] += x.shape[0]
+        yt = y.to(self.gram.dtype).T                # (n, b)
+        self.gram[fold, voxels].baddbmm_(xt.transpose(1, 2), xt)
+        self.xsum[fold, voxels] += xt.sum(1)
+        self.xy[fold, voxels] += torch.bmm(yt[:, None, :], xt)[:, 0]
+        self.ysum[fold, voxels] += yt.sum(1)
+        self.ysq[fold, voxels] += yt.square().sum(1)
+        if voxels.start in (None, 0):  # a batch added block by block counts once
+            self.count[fold] += x.shape[0]
 
-    def cv_r(self, alpha: float, block: int = 512) -> Tensor:
+    def cv_r(self, alpha: float, block: int = 128) -> Tensor:
         """``(n,)`` r between the stacked held-out predictions of every fold and ``y``."""
-        return torch.cat([self._cv_r(alpha, slice(s, s + block)) for s in range(0, self.gram.shape[1], block)])
+        n_folds, n, k = self.gram.shape[:3]
+        block = min(block, n)
+        # float64 work space, reused block after block (fresh large allocations cost page faults)
+        work = torch.empty(n_folds + 2, block, k, k, dtype=torch.float64, device=self.gram.device)
+        return torch.cat([self._cv_r(alpha, slice(s, min(s + block, n)), work) for s in range(0, n, block)])
 
-    def _cv_r(self, alpha: float, sl: slice) -> Tensor:
-        gram = self.gram[:, sl].double()
+    def _cv_r(self, alpha: float, sl: slice, work: Tensor) -> Tensor:
+        n_folds, m = self.gram.shape[0], sl.stop - sl.start
+        gram = work[:n_folds, :m]
+        gram.copy_(self.gram[:, sl])
+        g_all, lhs = work[n_folds, :m], work[n_folds + 1, :m]
+        torch.sum(gram, 0, out=g_all)
         xsum, xy, ysum, ysq = self.xsum[:, sl], self.xy[:, sl], self.ysum[:, sl], self.ysq[:, sl]
         total = sum(self.count)
-        g_all, s_all, xy_all, y_all = gram.sum(0), xsum.sum(0), xy.sum(0), ysum.sum(0)
-        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        s_all, xy_all, y_all = xsum.sum(0), xy.sum(0), ysum.sum(0)
         ps = torch.zeros_like(y_all)
         pq = torch.zeros_like(y_all)
         py = torch.zeros_like(y_all)
@@ -411,15 +428,19 @@ class _RidgeStats:
             n_train = total - n_test
             mu = (s_all - xsum[f]) / n_train  # training-fold means
             ym = (y_all - ysum[f]) / n_train
-            cov = g_all - gram[f] - n_train * mu[:, :, None] * mu[:, None, :]
-            sd = (cov.diagonal(dim1=1, dim2=2) / n_train).clamp_min(0.0).sqrt().clamp_min(1e-9)
-            lhs = cov / (sd[:, :, None] * sd[:, None, :]) + alpha * n_train * eye
-            rhs = (xy_all - xy[f] - n_train * mu * ym[:, None]) / sd
-            u = torch.linalg.solve(lhs, rhs[..., None])[..., 0] / sd  # prediction = x . u + c0
+            torch.sub(g_all, gram[f], out=lhs)
+            lhs.baddbmm_(mu[:, :, None], mu[:, None, :], alpha=-n_train)  # centred X'X of the training folds
+            diag = lhs.diagonal(dim1=1, dim2=2)
+            var = (diag / n_train).clamp_min(1e-18)  # feature SD >= 1e-9, as in ridge_cv_r
+            # ridge on standardised features, (S^-1 C S^-1 + a n I) w = S^-1 r, solved as (C + a n S^2) u = r
+            # with u = S^-1 w the weights of the raw features: prediction = x . u + c0
+            diag.add_(alpha * n_train * var)
+            u = torch.linalg.solve(lhs, (xy_all - xy[f] - n_train * mu * ym[:, None])[..., None])[..., 0]
             c0 = ym - (mu * u).sum(-1)
             su = (xsum[f] * u).sum(-1)
+            gu = torch.bmm(gram[f], u[..., None])[..., 0]
             ps += su + n_test * c0
-            pq += torch.einsum("nk,nkj,nj->n", u, gram[f], u) + 2 * c0 * su + n_test * c0 ** 2
+            pq += (gu * u).sum(-1) + 2 * c0 * su + n_test * c0 ** 2
             py += (xy[f] * u).sum(-1) + c0 * ysum[f]
         yt, yq = y_all, ysq.sum(0)
         cov_py = py - ps * yt / total
@@ -490,19 +511,22 @@ class FactorTopyNet(nn.Module):
     in_channels: channels of each layer (shallow -> deep); n_voxels; n_coord: width of
     the coordinate encoding; d: shared channel dimension D (128 in the paper).
     ``forward(maps, encoding, temperature)`` takes normalised maps ``(b, C_l, H_l, W_l)``
-    and returns ``(b, n_voxels)``.
+    and returns ``(b, n_voxels)``. per_layer_space: one position and scale per voxel and
+    layer (selectors output ``(n, L, 2)`` and ``(n, L)``) instead of one per voxel.
     """
 
     def __init__(self, in_channels: Sequence[int], n_voxels: int, n_coord: int, d: int = 128,
-                 hidden: int = 128, pooling: str = "token") -> None:
+                 hidden: int = 128, pooling: str = "token", per_layer_space: bool = False) -> None:
         super().__init__()
         if pooling not in _POOLINGS:
             raise ValueError(f"pooling must be one of {_POOLINGS}; got {pooling!r}")
         self.pooling = pooling
+        self.per_layer_space = bool(per_layer_space)
         n_layers = len(in_channels)
+        n_pos = n_layers if self.per_layer_space else 1
         self.layer_selector = _mlp(n_coord, hidden, n_layers)
-        self.space_selector = _mlp(n_coord, hidden, 2)
-        self.scale_selector = _mlp(n_coord, hidden, 1)
+        self.space_selector = _mlp(n_coord, hidden, 2 * n_pos)
+        self.scale_selector = _mlp(n_coord, hidden, n_pos)
         # B_l of the paper: one (D, C_l) channel alignment per layer, shared by all voxels
         self.align = nn.ParameterList(nn.Parameter(torch.randn(d, c) / math.sqrt(c)) for c in in_channels)
         self.weights = nn.Parameter(torch.zeros(n_voxels, n_layers, d))
@@ -513,11 +537,14 @@ class FactorTopyNet(nn.Module):
                 sel[-1].bias.zero_()
 
     def selectors(self, encoding: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
-        """``(n, L)`` layer probabilities, ``(n, 2)`` positions in [-1, 1], ``(n,)`` scales in [0, 1]."""
+        """``(n, L)`` layer probabilities, ``(n, 2)`` positions in [-1, 1], ``(n,)`` scales in [0, 1]
+        (``(n, L, 2)`` and ``(n, L)`` with ``per_layer_space``)."""
         probs = torch.softmax(self.layer_selector(encoding) / temperature, dim=-1)
         space = torch.tanh(self.space_selector(encoding))
-        scale = torch.sigmoid(self.scale_selector(encoding))[:, 0]
-        return probs, space, scale
+        scale = torch.sigmoid(self.scale_selector(encoding))
+        if self.per_layer_space:
+            return probs, space.view(len(space), -1, 2), scale
+        return probs, space, scale[:, 0]
 
     def forward(self, maps: Sequence[Tensor], encoding: Tensor, temperature: float = 1.0) -> Tensor:
         probs, space, scale = self.selectors(encoding, temperature)
@@ -582,9 +609,10 @@ class FactorTopy:
                  temperature: tuple[float, float] = (1.0, 0.2), smooth_weight: float = 0.0,
                  smooth_k: int = 6, beta: float = 0.1, expert_weight: float = 1.0, select_fraction: float = 0.2,
                  pooling: str = "gaussian", layer_choice: str = "ridge_cv", cv_folds: int = 5,
-                 ridge_alpha: float = 2e-3, choice_temperature: float = 0.01, device: str | torch.device | None = None,
-                 progress: bool | None = None) -> None:
+                 ridge_alpha: float = 2e-3, choice_temperature: float = 0.01, per_layer_space: bool = False,
+                 device: str | torch.device | None = None, progress: bool | None = None) -> None:
         self.layers = layers
+        self.per_layer_space = per_layer_space
         self.d = d
         self.seed = seed
         self.hidden = hidden
@@ -726,7 +754,7 @@ class FactorTopy:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
                 net = FactorTopyNet([shapes[k][0] for k in layers], n_vox, enc.shape[1], self.d, self.hidden,
-                                   self.pooling)
+                                   self.pooling, self.per_layer_space)
             net.to(device)
             self._train(net, source, y, enc, train_idx, val_idx, neighbours, device)
         finally:
@@ -785,7 +813,7 @@ class FactorTopy:
         sums: dict[str, Tensor] = {}
         sq: dict[str, Tensor] = {}
         count = 0
-        for _, maps in source.batches(train_idx, self.batch_size * 4, device):
+        for _, maps in source.batches(train_idx, self.batch_size, device):
             for name, x in zip(self.layers_, self._normalise(maps)):
                 for rows in _gaussian_tables(x).rows:
                     pyr = rows.view(N_LEVELS, -1, x.shape[1])  # (K, positions x images, C)
@@ -925,18 +953,28 @@ class FactorTopy:
                 used += cost
         target = y.to(device)
         scores = np.zeros((n_vox, n_layers))
-        for items in passes:
-            stats = [_RidgeStats(sl.stop - sl.start, widths[layer], self.cv_folds, device) for layer, sl in items]
+        sizes = [[self.cv_folds * (sl.stop - sl.start) * widths[layer] ** 2 for layer, sl in items] for items in passes]
+        storage = torch.empty(max(sum(s) for s in sizes), device=device)  # reused by every pass
+        for items, size in zip(passes, sizes):
+            offsets = np.cumsum([0] + size)
+            stats = [_RidgeStats(sl.stop - sl.start, widths[layer], self.cv_folds, device,
+                                 gram=storage[offsets[i]:offsets[i + 1]].view(self.cv_folds, -1, widths[layer],
+                                                                                widths[layer]))
+                     for i, (layer, sl) in enumerate(items)]
             needed = sorted({layer for layer, _ in items})
             for fold in range(self.cv_folds):
-                for idx, maps in source.batches(train_idx[folds == fold], self.batch_size * 4, device):
+                for idx, maps in source.batches(train_idx[folds == fold], self.batch_size, device):
                     normed = self._normalise(maps)
                     prepared = {layer: _prepare_layers([normed[layer]], [align[layer]], self.pooling,
                                                        None if level_std is None else [level_std[layer]])[0]
                                 for layer in needed}
                     yb = target[torch.as_tensor(idx)]
                     for st, (layer, sl) in zip(stats, items):
-                        st.add(fold, _pool(prepared[layer], *_layer_args(space[sl], scale[sl], layer)), yb[:, sl])
+                        # a few voxels at a time: the pooled features stay small (no fresh pages per batch)
+                        for start in range(sl.start, sl.stop, _RIDGE_BLOCK):
+                            sub = slice(start, min(start + _RIDGE_BLOCK, sl.stop))
+                            x = _pool(prepared[layer], *_layer_args(space[sub], scale[sub], layer))
+                            st.add(fold, x, yb[:, sub], slice(sub.start - sl.start, sub.stop - sl.start))
             for st, (layer, sl) in zip(stats, items):
                 scores[sl, layer] = st.cv_r(self.ridge_alpha).cpu().numpy()
         return scores
@@ -1006,7 +1044,7 @@ class FactorTopy:
         align = list(net.align)
         chunks = [slice(s, s + self.voxel_batch_size) for s in range(0, probs.shape[0], self.voxel_batch_size)]
         out = []
-        for _, maps in source.batches(index, self.batch_size * 4, device):
+        for _, maps in source.batches(index, self.batch_size, device):
             prepared = self._prepare(self._normalise(maps), align)
             parts = [_combine(_layer_terms(prepared, align, space[sl], scale[sl], net.weights[sl]), probs[sl],
                               net.bias[sl], False) for sl in chunks]
@@ -1025,8 +1063,12 @@ class FactorTopy:
             probs = self._fixed_probs
         self.encoding_ = enc
         self.layer_probs_ = probs.double().cpu().numpy()
-        self.space_ = space.double().cpu().numpy()
-        self.scale_ = scale.double().cpu().numpy()
+        space, scale = space.double().cpu().numpy(), scale.double().cpu().numpy()
+        if space.ndim == 3:  # per layer: report the most probable layer's
+            self.space_layers_, self.scale_layers_ = space, scale
+            best = self.layer_probs_.argmax(1)
+            space, scale = space[np.arange(len(best)), best], scale[np.arange(len(best)), best]
+        self.space_, self.scale_ = space, scale
         self.layer_ = expected_depth(self.layer_probs_)
         self.confidence_ = layer_confidence(self.layer_probs_)
         pred = self._predict_z(net, source, enc, val_idx, self.temperature_, device).double().numpy()

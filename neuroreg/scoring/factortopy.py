@@ -587,13 +587,19 @@ class FactorTopy:
     layer_choice: ``"ridge_cv"`` (final layer probabilities ``softmax(cv_r_ / choice_temperature)``
         from ``cv_folds``-fold ridge with penalty ``ridge_alpha`` per stimulus, see
         :func:`ridge_cv_r`) or ``"selector"`` (the layer-selector MLP, as in the paper).
+    per_layer_space: give every layer its own position and scale per voxel (the selectors
+        output ``(n, L, 2)`` and ``(n, L)``), so each layer's read-out is judged at its own
+        best window; ``space_`` and ``scale_`` report the most probable layer's. False: one
+        position and scale per voxel shared by all layers, as in the paper.
     device: torch device (default: CUDA when available, else CPU).
     progress: show a progress bar over epochs (default: only on a terminal).
 
     Fitted attributes
     -----------------
     layer_probs_ ``(n_voxels, L)``, layer_ ``(n_voxels,)`` expected depth in [0, 1],
-    space_ ``(n_voxels, 2)`` x, y in [-1, 1], scale_ ``(n_voxels,)``, confidence_
+    space_ ``(n_voxels, 2)`` x, y in [-1, 1], scale_ ``(n_voxels,)`` (with ``per_layer_space``
+    those of the most probable layer; every layer's in space_layers_ ``(n_voxels, L, 2)`` and
+    scale_layers_ ``(n_voxels, L)``), confidence_
     ``(n_voxels,)``, r2_ ``(n_voxels,)`` validation R^2, val_r_ ``(n_voxels,)``,
     history_ (per-epoch loss, validation r, temperature, seconds), best_epoch_, n_epochs_,
     roi_, coords_, temperature_ (layer-softmax temperature of the kept model), cv_r_
@@ -609,7 +615,7 @@ class FactorTopy:
                  temperature: tuple[float, float] = (1.0, 0.2), smooth_weight: float = 0.0,
                  smooth_k: int = 6, beta: float = 0.1, expert_weight: float = 1.0, select_fraction: float = 0.2,
                  pooling: str = "gaussian", layer_choice: str = "ridge_cv", cv_folds: int = 5,
-                 ridge_alpha: float = 2e-3, choice_temperature: float = 0.01, per_layer_space: bool = False,
+                 ridge_alpha: float = 2e-3, choice_temperature: float = 0.01, per_layer_space: bool = True,
                  device: str | torch.device | None = None, progress: bool | None = None) -> None:
         self.layers = layers
         self.per_layer_space = per_layer_space

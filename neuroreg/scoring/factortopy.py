@@ -604,7 +604,8 @@ class FactorTopy:
     history_ (per-epoch loss, validation r, temperature, seconds), best_epoch_, n_epochs_,
     roi_, coords_, temperature_ (layer-softmax temperature of the kept model), cv_r_
     ``(n_voxels, L)`` cross-validated ridge r per layer (``layer_choice="ridge_cv"``),
-    level_std_ (per-layer ``(C, K)`` blur-level SDs, ``pooling="gaussian"``).
+    level_std_ (per-layer ``(C, K)`` blur-level SDs, ``pooling="gaussian"``), timings_ (seconds
+    spent on feature statistics, training epochs and the ridge layer choice).
     """
 
     def __init__(self, layers: Sequence[str], d: int = 128, seed: int = 0, *, hidden: int = 128,
@@ -755,8 +756,10 @@ class FactorTopy:
             source = self._source(features_or_model, n_stim, stimuli, device)
             shapes = source.shapes()
             self.layer_shapes_ = shapes
+            tic = time.perf_counter()
             self.feature_mean_, self.feature_std_ = self._feature_stats(source, train_idx, device)
             self.level_std_ = self._level_stats(source, train_idx, device) if self.pooling == "gaussian" else None
+            self.timings_ = {"statistics": time.perf_counter() - tic}
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
                 net = FactorTopyNet([shapes[k][0] for k in layers], n_vox, enc.shape[1], self.d, self.hidden,
@@ -915,6 +918,7 @@ class FactorTopy:
                 if waited > self.patience:
                     break
         bar.close()
+        self.timings_["training"] = sum(h["seconds"] for h in history)
         net.load_state_dict(best_state[0])
         self.temperature_ = best_state[1]
         self.history_, self.best_epoch_, self.n_epochs_ = history, best_epoch, len(history)
@@ -922,7 +926,9 @@ class FactorTopy:
         self.net_ = net
         self._fixed_probs = None
         if self.layer_choice == "ridge_cv":
+            tic = time.perf_counter()
             self.cv_r_ = self._ridge_layer_scores(net, source, y, enc, train_idx_all, device)
+            self.timings_["layer_choice"] = time.perf_counter() - tic
             self._fixed_probs = torch.softmax(torch.as_tensor(self.cv_r_, dtype=torch.float32) / self.choice_temperature,
                                               dim=1).to(device)
         self._set_fitted(net, enc, source, y, val_idx, device)

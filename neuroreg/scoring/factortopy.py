@@ -264,7 +264,7 @@ def _sample_tables(tables: _Tables, space: Tensor, scale: Tensor, eff: Tensor | 
     parts = []
     for rows in tables.rows:
         pooled = F.embedding_bag(index, rows, per_sample_weights=weight, mode="sum").view(n, -1, c)
-        parts.append(pooled if eff is None else (pooled * eff[:, None, :]).sum(-1))
+        parts.append(pooled if eff is None else torch.linalg.vecdot(pooled, eff[:, None, :]))
     out = torch.cat(parts, dim=1)  # (n, b[, C']) in row order
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(n, device=order.device)

@@ -45,6 +45,24 @@ def _gram(xc: Tensor, outer: bool) -> Tensor:
     return xc @ xc.T if outer else xc.T @ xc
 
 
+def _neg_loo_mse(b: Tensor, keep: Tensor, inv_den2_n: Tensor, yc: Tensor, proj: Tensor,
+                 kernel_form: bool) -> Tensor:
+    """``(n_alphas, chunk)`` negative mean squared leave-one-out error, in float64.
+
+    b ``(n, r)`` basis, keep ``(r, n_alphas)``: ``1 - f`` in kernel form (residual
+    ``B diag(keep) B^T Y``), ``f`` in primal form (residual ``Y - B diag(keep) B^T Y``);
+    inv_den2_n ``(n_alphas, n)``: ``1 / (n (1 - 1/n - H_ii)^2)``; yc ``(n, chunk)``
+    centred targets and proj ``= B^T yc``, all in the dtype of the products.
+    """
+    out = torch.empty(keep.shape[1], yc.shape[1], dtype=torch.float64, device=yc.device)
+    for j in range(keep.shape[1]):
+        b_j = b * keep[:, j]                          # scale B's r columns, not the r x chunk block
+        resid = b_j @ proj if kernel_form else torch.addmm(yc, b_j, proj, alpha=-1.0)
+        resid.square_()
+        out[j] = -(inv_den2_n[j] @ resid).to(torch.float64)
+    return out
+
+
 class RidgeGCV:
     """Ridge regression, alpha chosen per target (or shared) by exact leave-one-out error.
 
@@ -129,10 +147,12 @@ class RidgeGCV:
         f = lam[:, None] / (lam[:, None] + a_t) if self.kernel_form_ else 1.0 / (lam[:, None] + a_t)
         lev = b.square() @ f                                              # (n, n_alphas) leverages H_ii
         den = (1.0 - (1.0 / n if self.fit_intercept else 0.0)) - lev
-        inv_den2_n = (1.0 / (n * den.square())).T.contiguous().to(dt)    # (n_alphas, n)
+        inv_den2_64 = 1.0 / (n * den.square())                           # (n, n_alphas) LOO weights / n
+        inv_den2_n = inv_den2_64.T.contiguous().to(dt)                   # (n_alphas, n)
         # In kernel form B is a complete orthonormal basis, so the residual Y - H Y is
         # B diag(1 - f) B^T Y: one product per alpha and no cancellation at small alphas.
-        keep_c = (a_t / (lam[:, None] + a_t) if self.kernel_form_ else f).to(dt)
+        keep = a_t / (lam[:, None] + a_t) if self.kernel_form_ else f
+        keep_c = keep.to(dt)
 
         chunk = self.target_chunk or max(1, _TARGET_BLOCK_ELEMENTS // max(n, b.shape[1]))
         scores = torch.empty(len(alphas), v, dtype=torch.float64, device=x.device)
@@ -141,25 +161,16 @@ class RidgeGCV:
             yc = (y[:, s:s + chunk] - y_mean[s:s + chunk]).to(dt)
             pr = b_c.T @ yc
             proj[:, s:s + chunk] = pr
-            for j in range(len(alphas)):
-                b_j = b_c * keep_c[:, j]                      # scale B's r columns, not the r x chunk block
-                resid = b_j @ pr if self.kernel_form_ else torch.addmm(yc, b_j, pr, alpha=-1.0)
-                resid.square_()
-                scores[j, s:s + chunk] = -(inv_den2_n[j] @ resid).to(torch.float64)
+            scores[:, s:s + chunk] = _neg_loo_mse(b_c, keep_c, inv_den2_n, yc, pr, self.kernel_form_)
 
         if dt != torch.float64 and len(alphas) > 1:
             # Low-precision scores can swap near-tied alphas: re-score those targets in float64.
             top2 = scores.topk(2, dim=0).values
             close = ((top2[0] - top2[1]).abs() <= _RESCORE_RTOL * top2[0].abs()).nonzero().flatten()
-            inv_den2_64 = 1.0 / (n * den.square())
-            keep = a_t / (lam[:, None] + a_t) if self.kernel_form_ else f
             for s in range(0, close.numel(), chunk):
                 idx = close[s:s + chunk]
                 yc = y[:, idx] - y_mean[idx]
-                pr = b.T @ yc
-                for j in range(len(alphas)):
-                    resid = b @ (keep[:, j:j + 1] * pr) if self.kernel_form_ else yc - b @ (f[:, j:j + 1] * pr)
-                    scores[j, idx] = -(inv_den2_64[:, j] @ resid.square())
+                scores[:, idx] = _neg_loo_mse(b, keep, inv_den2_64.T, yc, b.T @ yc, self.kernel_form_)
         if self.alpha_per_target:
             best = torch.zeros(v, dtype=torch.long, device=x.device)
             best_score = scores[0].clone()

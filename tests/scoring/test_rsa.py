@@ -35,7 +35,7 @@ def test_scores_equal_scipy_on_each_half_and_best_layer_is_chosen_on_train():
         assert row["score"] == pytest.approx(ref, abs=1e-6)
         assert row["metric"] == "crsa" and row["model"] == "m" and row["region"] == "IT"
         assert row["is_best"] == (row["layer"] == "good")
-        assert row["ceiling"] is not None and row["ceiling_lower"] < row["ceiling"]
+        assert row["ceiling_r"] is not None and row["ceiling_r_lower"] < row["ceiling_r"]
     best = table.best()
     assert len(best) == 2 and set(best.to_pandas()["layer"]) == {"good"}
     assert set(best.to_pandas()["split"]) == {"test"}
@@ -50,7 +50,7 @@ def test_rdmset_input_spearman_and_no_split():
     row = table.filter(layer="good")[0]
     assert row["score"] == pytest.approx(spearmanr(pdist(feats["good"].double().numpy(), "correlation"), target)[0],
                                          abs=1e-6)
-    assert row["ceiling"] is None   # one subject: no ceiling
+    assert row["ceiling_r"] is None   # one subject: no ceiling
 
 
 def test_stimulus_ids_reorder_brain_to_features():

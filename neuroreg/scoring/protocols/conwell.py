@@ -90,8 +90,11 @@ def _pearson_or_nan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _srp(x: np.ndarray, n_components: int, seed: int) -> np.ndarray:
+    from sklearn.exceptions import DataDimensionalityWarning
     from sklearn.random_projection import SparseRandomProjection
-    return np.asarray(SparseRandomProjection(n_components, random_state=seed).fit_transform(x), dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataDimensionalityWarning)   # narrower layers are projected up: the protocol
+        return np.asarray(SparseRandomProjection(n_components, random_state=seed).fit_transform(x), dtype=np.float64)
 
 
 def _ridge_by_loo_r(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, alphas: np.ndarray

@@ -82,8 +82,8 @@ def rdm_noise_ceiling(rdms, method: str = "pearson", *, groups=None) -> NoiseCei
         raise ShapeError(f"groups must have one label per RDM ({k}); got {labels.shape[0] if labels.ndim else 0}")
     uniq = np.unique(labels)
     if uniq.size < 2:
-        raise ShapeError(f"rdms must come from at least 2 subjects for a noise ceiling; got {uniq.size} "
-                         f"({k} RDMs)")
+        raise ShapeError(f"rdms must hold at least 2 RDMs of at least 2 subjects for a noise ceiling; got "
+                         f"{k} RDM(s) of {uniq.size} subject(s)")
     t = _pool_transform(v, method)
     total = t.sum(0)
     upper_per, lower_per = [], []

@@ -182,3 +182,18 @@ def test_readme_protocol_example_runs():
     exec(compile(code, "README.md", "exec"), namespace)
     df = namespace["table"].to_pandas()
     assert set(df["protocol"]) == {"conwell"} and set(df["metric"]) == {"versa", "encoding_r"}
+
+
+def test_versa_conwell_halves_come_from_sorted_ids_not_row_order():
+    rng = np.random.default_rng(3)
+    n = 120
+    x = rng.normal(size=(n, 30))
+    y = x @ rng.normal(size=(30, 24)) + 2 * rng.normal(size=(n, 24))
+    ids = np.array([f"img{i:03d}" for i in range(n)])
+    info = {"roi": np.array(["OTC"] * 24)}
+    table = versa(Features({"l": x}, stimulus_ids=ids), BrainData(y, ids, info), protocol="conwell")
+    perm = rng.permutation(n)
+    again = versa(Features({"l": x[perm]}, stimulus_ids=ids[perm]), BrainData(y[perm], ids[perm], info),
+                  protocol="conwell")
+    assert [r["score"] for r in again] == pytest.approx([r["score"] for r in table], abs=1e-9)
+    assert len(table) == 4

@@ -163,7 +163,6 @@ def versa_conwell(features, brain, *, alphas: Sequence[float], split="conwell", 
     from tqdm.auto import tqdm
 
     from neuroreg.scoring._inputs import layer_names
-    from neuroreg.scoring.rsa import resolve_split
 
     _check_settings(split, method=method)
     alphas = np.asarray(alphas, dtype=np.float64)
@@ -171,8 +170,11 @@ def versa_conwell(features, brain, *, alphas: Sequence[float], split="conwell", 
         raise ValueError(f"alphas must be a non-empty 1-D grid of finite values > 0; got {alphas.tolist()}")
     data = aligned_brain(brain, feature_ids(features))
     n = data.n_stimuli
-    halves = resolve_split(split, n)
-    train, test = halves["train"], halves["test"]
+    if n < 6:
+        raise ValueError(f"protocol='conwell' needs at least 6 stimuli (3 per half); got {n}")
+    # NSD index order is the sorted order of the ids: halves by parity there, never by row order
+    order = np.argsort(data.stimulus_ids, kind="stable")
+    train, test = order[0::2], order[1::2]
     groups = _scored_groups(data)
     units_all = np.concatenate([u for _, _, u in groups])
     y = data.responses[:, units_all]

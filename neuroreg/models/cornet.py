@@ -152,8 +152,10 @@ class CORblockR(nn.Module):
 class CORnetR(_CORnetBase):
     """CORnet-R: four recurrent blocks unrolled for ``times`` steps (default 5).
 
-    At step t every area reads the previous area's output of step t-1 and its
-    own state; areas above V1 receive no input at t = 0 (as in the original).
+    As in the official forward, each area's output is updated in place during
+    a time step: at t = 0 V1 reads the image and the areas above it receive
+    no input (zeros); at t >= 1 V1 reads the image again and area i reads
+    area i-1's output *of the same step*, plus its own state.
     """
 
     def __init__(self, num_classes: int = 1000, times: int = 5, in_chans: int = 3, drop_rate: float = 0.0) -> None:
@@ -174,15 +176,10 @@ class CORnetR(_CORnetBase):
             h, w = sizes[-1]
             sizes.append((_conv_out(h, block.conv_input), _conv_out(w, block.conv_input)))
         outputs: list[Tensor | None] = [None] * 4
-        states: list[Tensor | None] = [None] * 4
         for t in range(self.times):
-            new_outputs = []
             for i, block in enumerate(blocks):
-                inp = x if i == 0 else outputs[i - 1]
-                out = block(inp, states[i], empty_shape=(x.shape[0], *sizes[i + 1]))
-                new_outputs.append(out)
-            outputs = new_outputs
-            states = list(new_outputs)
+                inp = x if i == 0 else (None if t == 0 else outputs[i - 1])
+                outputs[i] = block(inp, outputs[i], empty_shape=(x.shape[0], *sizes[i + 1]))
         return outputs[-1]
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 
 import timm
 import torch
-from timm.models import generate_default_cfgs, register_model, resolve_pretrained_cfg
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from torch import nn
 
 from neuroreg.errors import UnknownNameError
@@ -82,24 +82,29 @@ def _entrypoint(fn: Callable) -> Callable:
 def _build(name: str, cls: Callable[..., nn.Module], pretrained: bool, kwargs: dict,
            loader: Callable[[nn.Module, str | None], None] | None = None,
            map_kwargs: Callable[[nn.Module], dict] = lambda m: {}) -> nn.Module:
-    """Build ``cls``, attach the resolved ``pretrained_cfg``, load weights if asked, then set the head."""
-    cfg = resolve_pretrained_cfg(name, pretrained_cfg=kwargs.pop("pretrained_cfg", None),
-                                 pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None))
+    """Build ``cls`` through timm's ``build_model_with_cfg`` (pretrained_cfg, ``features_only`` /
+    ``out_indices`` -> a ``FeatureGetterNet`` over the area maps); official weights are read from a
+    local file by ``loader`` before any head change or feature wrapping."""
     kwargs.pop("cache_dir", None)
-    num_classes = kwargs.pop("num_classes", 1000)
+    cfg = resolve_pretrained_cfg(name, pretrained_cfg=kwargs.get("pretrained_cfg"),
+                                 pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"))
     if loader is None:
         if pretrained and cfg.file is None:
             load_official_weights(None, name, None)       # raises: says where the weights are published
         loader = lambda m, path: load_official_weights(m, name, path, **map_kwargs(m))  # noqa: E731
-    # Official weights have 1000 classes: build that head, load, then replace it.
-    model = cls(num_classes=1000 if pretrained else num_classes, **kwargs)
-    model.pretrained_cfg = cfg.to_dict()
-    model.default_cfg = model.pretrained_cfg
-    if pretrained:
-        loader(model, cfg.file)
-        if num_classes != model.num_classes:
-            model.reset_classifier(num_classes)
-    return model
+
+    def make(num_classes: int = 1000, **model_kwargs) -> nn.Module:
+        # Official weights have 1000 classes: build that head, load, then replace it.
+        model = cls(num_classes=1000 if pretrained else num_classes, **model_kwargs)
+        if pretrained:
+            loader(model, cfg.file)
+            if num_classes != model.num_classes:
+                model.reset_classifier(num_classes)
+        return model
+
+    kwargs.setdefault("num_classes", 1000)
+    return build_model_with_cfg(make, name, pretrained=False, feature_cfg=dict(feature_cls="getter",
+                                out_indices=(0, 1, 2, 3)), **kwargs)
 
 
 @_entrypoint
@@ -148,7 +153,9 @@ def _vone(name: str, make_backbone: Callable[..., nn.Module], pretrained: bool, 
             vone_kwargs = vone_kwargs_from_flags(flags, vone_kwargs, arch=name[len("vone_"):])
             loader = lambda m, path: _load_vone_checkpoint(m, name, state, flags, str(path))  # noqa: E731
 
-    def make(num_classes: int, **backbone_kwargs) -> VOneNet:
+    def make(num_classes: int, in_chans: int = 3, **backbone_kwargs) -> VOneNet:
+        if in_chans != 3:
+            raise ValueError(f"VOneNets read RGB images (in_chans=3); got in_chans={in_chans}")
         return VOneNet(make_backbone(num_classes=num_classes, **backbone_kwargs), **vone_kwargs)
     return _build(name, make, pretrained, kwargs, loader=loader,
                   map_kwargs=lambda m: {"simple_channels": m.vone_block.simple_channels})

@@ -103,11 +103,14 @@ def test_quadrature_filters_draw_their_own_colour():
 
 
 # ----------------------------------------------------------------------------- orientation convention
-def _grating_rows_cols(theta, sf_cpp, phase, size):
-    """The official convention: luminance cos(2 pi f (row cos(theta) + col sin(theta)) + phase)."""
+def _gratings_rows_cols(theta, sf_cpp, phases, size):
+    """The official convention: luminance cos(2 pi f (row cos(theta) + col sin(theta)) + phase).
+
+    sf_cpp: (units,) cycles/pixel; phases: (p,). Returns (units, p, size, size)."""
     c = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     row, col = torch.meshgrid(c, c, indexing="ij")
-    return torch.cos(2 * math.pi * sf_cpp * (row * math.cos(theta) + col * math.sin(theta)) + phase)
+    carrier = 2 * math.pi * sf_cpp[:, None, None, None] * (row * math.cos(theta) + col * math.sin(theta))
+    return torch.cos(carrier + phases[None, :, None, None])
 
 
 def test_each_sampled_unit_prefers_its_orientation_in_the_official_convention():
@@ -115,15 +118,12 @@ def test_each_sampled_unit_prefers_its_orientation_in_the_official_convention():
     block = VOneBlock(seed=0, rng="official", noise_mode=None)
     idx = torch.arange(0, 512, 8)                                    # 64 units, simple and complex
     thetas = torch.linspace(0, math.pi, 36 + 1)[:-1]
-    phases = torch.linspace(0, 2 * math.pi, 8 + 1)[:-1]
-    sf_cpp = block.params["sf"].double() / block.ppd
-    kernels = block.weight[idx, 0].double()                          # q0 kernels
+    phases = torch.linspace(0, 2 * math.pi, 8 + 1, dtype=torch.float64)[:-1]
+    sf_cpp = block.params["sf"].double()[idx] / block.ppd
+    kernels = block.weight[idx, 0].double()[:, None]                 # q0 kernels (units, 1, k, k)
     k = kernels.shape[-1]
-    resp = torch.zeros(len(idx), len(thetas))
-    for j, th in enumerate(thetas):
-        for ph in phases:
-            g = torch.stack([_grating_rows_cols(float(th), float(sf_cpp[i]), float(ph), k) for i in idx])
-            resp[:, j] = torch.maximum(resp[:, j], (g * kernels).sum((1, 2)).float())
+    resp = torch.stack([(_gratings_rows_cols(float(th), sf_cpp, phases, k) * kernels).sum((2, 3)).amax(1)
+                        for th in thetas], dim=1)
     preferred = thetas[resp.argmax(1)]
     theta = torch.from_numpy(fx["theta_deg"][idx.numpy()] / 180 * np.pi).float()
     err = torch.remainder(preferred - theta + math.pi / 2, math.pi) - math.pi / 2

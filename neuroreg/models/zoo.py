@@ -143,6 +143,10 @@ def _load_vone_checkpoint(model: VOneNet, name: str, state: dict, flags: dict, s
 
 
 def _vone(name: str, make_backbone: Callable[..., nn.Module], pretrained: bool, kwargs: dict) -> VOneNet:
+    if "gabor_seed" in kwargs:                           # the official keyword
+        if "seed" in kwargs:
+            raise ValueError("give seed or gabor_seed (the official name for it), not both")
+        kwargs["seed"] = kwargs.pop("gabor_seed")
     vone_kwargs = {k: kwargs.pop(k) for k in _VONE_KEYS if k in kwargs}
     loader = None
     if pretrained:
@@ -167,7 +171,8 @@ def vone_resnet50(pretrained: bool = False, **kwargs) -> VOneNet:
 
     25,580,264 trainable parameters at 1000 classes, as the original. VOneBlock
     keywords (``image_size``, ``noise_mode``, ``seed`` ...) go to the block,
-    the rest to ``timm.create_model("resnet50", ...)``.
+    the rest to ``timm.create_model("resnet50", ...)``. ``gabor_seed=s, rng="official"``
+    gives the Gabor bank of the official untrained model built after ``torch.manual_seed(s)``.
     """
     return _vone("vone_resnet50", lambda **kw: timm.create_model("resnet50", **kw), pretrained, kwargs)
 

@@ -89,7 +89,7 @@ def test_official_rng_reproduces_the_published_bank_bit_for_bit(seed):
 
 def test_vone_resnet50_with_official_rng_has_the_official_untrained_bank():
     fx = load("vone_bank_seed0")
-    model = nr.create_model("vone_resnet50", seed=0, rng="official", noise_mode="none")
+    model = nr.create_model("vone_resnet50", gabor_seed=0, rng="official", noise_mode="none")
     assert np.array_equal(model.vone_block.channel_q1.numpy(), fx["colour_q1"][256:])
     assert rel_diff(model.vone_block.weight[:8, 0], fx["kernels_q0_first"]) <= 1e-6
 

@@ -56,7 +56,8 @@ def commit_of(path: Path, given: str | None) -> str:
         return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], check=True, capture_output=True,
                               text=True).stdout.strip()
     except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-        raise SystemExit(f"{path} is not a git checkout; pass its commit with --vonenet-commit/--cornet-commit") from exc
+        raise SystemExit(f"{path} is not a git checkout; pass its commit with "
+                         "--vonenet-commit/--cornet-commit") from exc
 
 
 def single_colour(dense: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,8 @@ from torch import Tensor, nn
 
 from neuroreg.errors import CheckpointError, NotAvailableError
 
-__all__ = ["OFFICIAL_WEIGHTS", "read_state_dict", "read_checkpoint", "vone_kwargs_from_flags", "load_mapped_state_dict", "official_key_map",
+__all__ = ["OFFICIAL_WEIGHTS", "read_state_dict", "read_checkpoint", "vone_kwargs_from_flags",
+           "load_mapped_state_dict", "official_key_map",
            "cornet_key_map", "vonenet_key_map", "efficientnet_lite0_key_map", "efficientnet_lite0_weights_path",
            "load_official_weights"]
 

@@ -55,7 +55,9 @@ def bootstrap(statistic: Callable[[np.ndarray], float], n: int, *, n_boot: int =
     """Percentile bootstrap of ``statistic(indices)`` over ``n`` items resampled with replacement.
 
     ``statistic`` receives an int array of ``n`` indices (with repeats). A
-    ``ValueError`` or non-finite return marks the resample degenerate.
+    ``ValueError`` or non-finite return marks the resample degenerate. The
+    indices are positions: hand ``statistic`` data in sorted-id order for an
+    interval that does not depend on row order.
     """
     _check(n_boot, ci)
     if n < 2:

@@ -298,6 +298,33 @@ class TestLowPrecision:
                                    bootstrap_mean(v.double().numpy(), n_boot=20).samples)
 
 
+    @pytest.mark.gpu
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+    @pytest.mark.parametrize("dtype", LOW)
+    def test_on_cuda(self, dtype):
+        x, y = _acts()
+        xl, yl = x.to(dtype), y.to(dtype)
+        xc, yc = xl.cuda(), yl.cuda()
+        for debiased in (False, True):
+            ref = _linear_cka_ref(xl.double(), yl.double(), debiased)
+            assert float(cka(xc, yc, debiased=debiased)) == pytest.approx(ref, abs=1e-4)
+        d = rdm(xc[:, :300])
+        assert d.is_cuda and d.dtype == torch.float32
+        np.testing.assert_allclose(d.cpu().double().numpy(), rdm(xl[:, :300].double().numpy()), atol=1e-5)
+        dx, dy = rdm(xc[:, :300], condensed=True), rdm(yc, condensed=True)
+        ref = pearsonr(dx.cpu().double().numpy(), dy.cpu().double().numpy())[0]
+        assert float(compare_rdms(dx.to(dtype), dy.to(dtype))) == pytest.approx(
+            pearsonr(dx.to(dtype).double().cpu(), dy.to(dtype).double().cpu())[0], abs=1e-5)
+        assert abs(float(compare_rdms(dx, dy)) - ref) < 1e-5
+        feats, brain = _data()
+        low = {k: torch.from_numpy(v).to(dtype) for k, v in feats.items()}
+        rounded = {k: v.double().numpy() for k, v in low.items()}
+        np.testing.assert_allclose(_scores(crsa(low, brain, device="cuda", ceiling=False))[1],
+                                   _scores(crsa(rounded, brain, ceiling=False))[1], atol=1e-5)
+        np.testing.assert_allclose(_scores(versa(low, brain, device="cuda", alphas=[1.0, 100.0]))[1],
+                                   _scores(versa(rounded, brain, alphas=[1.0, 100.0]))[1], atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- ambiguous matrices
 class TestAmbiguousMatrices:
     def test_compare_rdms_refuses_a_square_matrix_that_is_not_an_rdm(self):

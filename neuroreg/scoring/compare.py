@@ -34,11 +34,6 @@ def _method(method: str) -> str:
     return m
 
 
-def _is_square_rdm(x) -> bool:
-    """Square, symmetric and zero on the diagonal (up to rounding at its dtype): an RDM, not a stack of vectors."""
-    return x.shape[-1] == x.shape[-2] and rdm_problem(x) is None
-
-
 def _vectors(name: str, x) -> tuple[np.ndarray | Tensor, bool]:
     """Any accepted RDM form -> ``(k, m)`` upper-triangle vectors and whether it was a single RDM."""
     from neuroreg.brain.data import RDMSet

@@ -86,7 +86,7 @@ def rdm_noise_ceiling(rdms, method: str = "pearson") -> NoiseCeiling:
 
 def spearman_brown(r, factor: float = 2.0):
     """Reliability of data ``factor`` times as long: ``factor r / (1 + (factor - 1) r)``."""
-    r = np.asarray(r, dtype=np.float64)
+    r = to_float64(r)
     return factor * r / (1 + (factor - 1) * r)
 
 

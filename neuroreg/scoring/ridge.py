@@ -22,7 +22,7 @@ from torch import Tensor
 
 from neuroreg._checks import check_finite
 from neuroreg.errors import ShapeError, StimulusMismatchError
-from neuroreg.scoring._precision import compute_dtype
+from neuroreg.scoring._precision import compute_dtype, to_float64
 
 __all__ = ["RidgeGCV"]
 
@@ -267,8 +267,8 @@ class RidgeGCV:
 
     def score(self, X, Y) -> np.ndarray:
         """Coefficient of determination R^2 per target on ``(X, Y)``."""
-        pred = np.asarray(self.predict(X.detach().cpu() if isinstance(X, Tensor) else X), dtype=np.float64)
-        y = np.asarray(Y.detach().cpu() if isinstance(Y, Tensor) else Y, dtype=np.float64)
+        pred = to_float64(self.predict(X.detach().cpu() if isinstance(X, Tensor) else X))
+        y = to_float64(Y)
         ss_res = ((y - pred) ** 2).sum(0)
         ss_tot = ((y - y.mean(0)) ** 2).sum(0)
         return 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, np.inf)

@@ -279,6 +279,9 @@ class TestLowPrecision:
         pred = ours.predict(xl)
         assert pred.dtype in (torch.float32, torch.float64)
         np.testing.assert_allclose(pred.double().numpy(), sk.predict(xr), rtol=1e-5, atol=1e-5)
+        from sklearn.metrics import r2_score
+        np.testing.assert_allclose(ours.score(xl, yl), r2_score(yr, sk.predict(xr), multioutput="raw_values"),
+                                   atol=1e-9)
 
     @pytest.mark.parametrize("dtype", LOW)
     def test_ceilings_and_bootstraps(self, dtype):

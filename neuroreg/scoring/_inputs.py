@@ -3,8 +3,8 @@
 Where splits come from: every train/test split, cross-validation fold and
 bootstrap resample is a function of the *sorted stimulus ids* (or of an explicit
 split given as ids), never of row order, so the same data in another order give
-the same score. Ids sort naturally: runs of digits compare as numbers
-(``s2 < s10``, ``7 < 12``), the rest as text. Features are aligned to the brain
+the same score. Numeric ids sort by value; text ids sort naturally: runs of
+digits compare as numbers (``s2 < s10``), the rest as text. Features are aligned to the brain
 data by id; duplicate ids are refused.
 """
 
@@ -50,8 +50,11 @@ def _natural_key(v) -> tuple:
 
 
 def sorted_positions(ids) -> np.ndarray:
-    """Row indices that put ``ids`` in sorted (natural) order: ``ids[sorted_positions(ids)]`` is sorted."""
-    ids = np.asarray(ids).tolist()
+    """Row indices that put ``ids`` in sorted order: numeric ids by value, others naturally."""
+    arr = np.asarray(ids)
+    if arr.dtype.kind in "iuf":
+        return np.argsort(arr, kind="stable").astype(np.int64)
+    ids = arr.tolist()
     return np.array(sorted(range(len(ids)), key=lambda i: _natural_key(ids[i])), dtype=np.int64)
 
 

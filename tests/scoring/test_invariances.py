@@ -133,7 +133,8 @@ class TestRowOrder:
         row = crsa(f, b).filter(layer="good", subject=1, split="test")[0]
         odd = np.arange(1, N, 2)
         units = brain.unit_info["subject"] == 1
-        ref = pearsonr(pdist(feats["good"][odd], "correlation"), pdist(brain.responses[odd][:, units], "correlation"))[0]
+        ref = pearsonr(pdist(feats["good"][odd], "correlation"),
+                       pdist(brain.responses[odd][:, units], "correlation"))[0]
         assert row["score"] == pytest.approx(ref, abs=1e-9)
         assert row["n_stimuli"] == N // 2
 
@@ -260,7 +261,8 @@ class TestLowPrecision:
         t = crsa(low, brain, ceiling=False)
         units = brain.unit_info["subject"] == 1
         odd = np.arange(1, N, 2)
-        ref = pearsonr(pdist(rounded["good"][odd], "correlation"), pdist(brain.responses[odd][:, units], "correlation"))[0]
+        ref = pearsonr(pdist(rounded["good"][odd], "correlation"),
+                       pdist(brain.responses[odd][:, units], "correlation"))[0]
         assert t.filter(layer="good", subject=1, split="test")[0]["score"] == pytest.approx(ref, abs=1e-6)
         np.testing.assert_allclose(_scores(versa(low, brain, alphas=[1.0, 100.0]))[1],
                                    _scores(versa(rounded, brain, alphas=[1.0, 100.0]))[1], atol=1e-6)

@@ -1,0 +1,256 @@
+"""Layer-wise RSA of a trained network, the same network untrained, and a fixed V1 model, on real brain data.
+
+The analysis of Xu & Vaziri-Pashkam (seed 002: layer-wise RSA profiles of CNNs
+against early visual cortex and IT) and the trained-vs-random gap of Conwell et
+al. (seed 000), on the real neural data neuroreg ships:
+
+- ``algonauts2019_78``: 78 images, EVC and IT fMRI RDMs of 15 subjects;
+- ``kriegeskorte92``: 92 images, monkey IT (1 RDM) and human IT (4 subjects x 2 sessions).
+
+Models: the ImageNet-trained EfficientNet-Lite0 (``efficientnet_lite0_imagenet``,
+weights from its pip package), the same architecture randomly initialised
+(``--random-seeds``), and the untrained VOneBlock alone (a biologically fixed V1
+front end; its 512 x 56 x 56 maps are reduced by a seeded sparse random
+projection to 5,920 dimensions, which preserves RDMs to JL precision).
+
+Every layer (stem, every MBConv block, head) is scored with cRSA: the stimuli
+split in two halves by sorted stimulus id, the best layer chosen per brain RDM
+on the train half and reported on the test half; 95% bootstrap intervals over
+stimuli (per RDM) and over subjects (mean rows); Nili lower/upper noise ceilings
+on the test half; and the trained-minus-random difference at each model's
+chosen layers with a paired bootstrap over test stimuli.
+
+    python experiments/reproduce_layer_rsa.py --quick          # 1 random seed, 200 resamples
+    python experiments/reproduce_layer_rsa.py                  # 3 random seeds, 1,000 resamples
+
+Writes ``results/reproduce/layer_rsa/``: ``scores.csv`` (every row),
+``best_layers.{csv,md}``, ``difference.{csv,md}`` and one profile figure per data set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+OUT = Path("results/reproduce/layer_rsa")
+
+
+def efficientnet_layers(model) -> dict[str, str]:
+    """Stem, every MBConv block and the head of a timm EfficientNet, shallow to deep."""
+    names = ["conv_stem"]
+    for i, stage in enumerate(model.blocks):
+        names += [f"blocks.{i}.{j}" for j in range(len(stage))]
+    names.append("conv_head")
+    return {n: n for n in names}
+
+
+def score_model(name: str, model, layers, sets, *, pool, seed: int, image_size: int):
+    import neuroreg as nr
+    from neuroreg.evaluate import image_transform, preprocessing_of
+    from neuroreg.scoring import crsa
+
+    prep = preprocessing_of(model)
+    rows, rdms = [], {}
+    for data in sets:
+        feats = nr.extract(model, data.images_tensor(), layers, batch_size=16, pool=pool, seed=seed,
+                           transform=image_transform(image_size, prep["mean"], prep["std"]),
+                           stimulus_ids=data.stimulus_ids, progress=False)
+        table = crsa(feats, data, model=name, seed=seed, progress=False)
+        df = table.to_pandas()
+        df["dataset"] = data.name
+        df["depth"] = df["layer_index"] / max(len(layers) - 1, 1)
+        rows.append(df)
+        rdms[data.name] = {layer: feats.flat(layer).double().numpy() for layer in layers}
+    return pd.concat(rows, ignore_index=True), rdms
+
+
+def test_positions(data) -> np.ndarray:
+    """Rows of the test half: odd positions in sorted stimulus-id order, as cRSA splits."""
+    return np.sort(np.argsort(np.asarray(data.stimulus_ids), kind="stable")[1::2])
+
+
+def best_with_intervals(scores: pd.DataFrame, feats: dict, sets, *, n_boot: int) -> pd.DataFrame:
+    """Test score of every brain RDM at its train-chosen layer, with a bootstrap interval over test stimuli."""
+    from neuroreg.scoring import bootstrap_rdm_comparison, rdm
+    from neuroreg.scoring._inputs import brain_rdms
+
+    out = []
+    for data in sets:
+        targets = {t.name: t for t in brain_rdms(data, data.stimulus_ids)}
+        test = test_positions(data)
+        ids = np.asarray(data.stimulus_ids)[test]
+        for model_name, by_set in feats.items():
+            best = scores[(scores["model"] == model_name) & (scores["dataset"] == data.name)
+                          & (scores["split"] == "test") & scores["is_best"]]
+            model_rdms = {}
+            for r in best.itertuples():
+                if r.layer not in model_rdms:
+                    model_rdms[r.layer] = rdm(by_set[data.name][r.layer][test])
+                brain = targets[r.rdm].rdm[np.ix_(test, test)]
+                ci = bootstrap_rdm_comparison(model_rdms[r.layer], brain, n_boot=n_boot, seed=0, stimulus_ids=ids)
+                out.append({**r._asdict(), "ci_low": ci.low, "ci_high": ci.high})
+    return pd.DataFrame(out).drop(columns=["Index"], errors="ignore")
+
+
+def region_table(best: pd.DataFrame, *, n_boot: int) -> pd.DataFrame:
+    """Per data set x region x model: mean over subjects (sessions averaged within a subject first) of the
+    best-layer test scores, with a bootstrap interval over subjects (or over stimuli for a single RDM)."""
+    from neuroreg.scoring import bootstrap_mean
+
+    rows = []
+    for (dataset, rdm_set, region, model), grp in best.groupby(["dataset", "rdm_set", "region", "model"], sort=False):
+        per_subject = grp.groupby(grp["subject"].astype(str), sort=False)["score"].mean()
+        if len(per_subject) >= 2:
+            ci = bootstrap_mean(per_subject.to_numpy(), n_boot=n_boot, seed=0)
+            lo, hi, over = ci.low, ci.high, "subjects"
+        else:
+            lo, hi, over = float(grp["ci_low"].iloc[0]), float(grp["ci_high"].iloc[0]), "stimuli"
+        layers = grp["layer"].value_counts()
+        rows.append(dict(dataset=dataset, rdm_set=rdm_set, region=region, model=model,
+                         score=float(per_subject.mean()), ci_low=lo, ci_high=hi, ci_over=over,
+                         n_subjects=len(per_subject), n_rdms=len(grp),
+                         layers=", ".join(f"{k} x{v}" if v > 1 else k for k, v in layers.items()),
+                         ceiling_lower=grp["ceiling_r_lower"].iloc[0] if "ceiling_r_lower" in grp else np.nan,
+                         ceiling_upper=grp["ceiling_r"].iloc[0] if "ceiling_r" in grp else np.nan))
+    return pd.DataFrame(rows)
+
+
+def paired_difference(trained_feats, random_feats_list, trained_best, random_best_list, data, *, n_boot: int,
+                      seed: int) -> dict:
+    """Trained minus random (mean over random seeds) test score, mean over subjects, with a paired bootstrap
+    over test stimuli; each model at its own train-chosen layer per RDM."""
+    from neuroreg.scoring import bootstrap, compare_vectors, rdm
+    from neuroreg.scoring._inputs import brain_rdms
+
+    targets = brain_rdms(data, data.stimulus_ids)
+    test = test_positions(data)
+    out = {}
+    for region in dict.fromkeys(t.region for t in targets):
+        group = [t for t in targets if t.region == region]
+        key = lambda t: t.name  # noqa: E731
+        m_tr = [rdm(trained_feats[trained_best[key(t)]][test]) for t in group]
+        m_rd = [[rdm(f[b[key(t)]][test]) for t in group] for f, b in zip(random_feats_list, random_best_list)]
+        brains = [t.rdm[np.ix_(test, test)] for t in group]
+        n = len(test)
+        iu = np.triu_indices(n, 1)
+
+        def stat(idx, m_tr=m_tr, m_rd=m_rd, brains=brains):
+            if np.unique(idx).size < 3:
+                raise ValueError("fewer than 3 distinct stimuli")
+            i, j = idx[iu[0]], idx[iu[1]]
+            keep = i != j
+            i, j = i[keep], j[keep]
+            diffs = []
+            for s, b in enumerate(brains):
+                bv = b[i, j][None]
+                tr = compare_vectors(m_tr[s][i, j][None], bv)[0, 0]
+                rd = np.mean([compare_vectors(m[s][i, j][None], bv)[0, 0] for m in m_rd])
+                diffs.append(tr - rd)
+            return float(np.mean(diffs))
+
+        point = stat(np.arange(n))
+        ci = bootstrap(stat, n, n_boot=n_boot, seed=seed)
+        out[(group[0].source, region)] = (point, ci.low, ci.high, len(group))
+    return out
+
+
+def plot_profiles(df: pd.DataFrame, dataset: str, path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    sub = df[(df["dataset"] == dataset) & (df["split"] == "test")]
+    regions = list(dict.fromkeys(zip(sub["rdm_set"], sub["region"])))
+    fig = Figure(figsize=(5.2 * len(regions), 4.0), layout="constrained")
+    axes = fig.subplots(1, len(regions), squeeze=False)[0]
+    for ax, (rdm_set, region) in zip(axes, regions):
+        part = sub[(sub["rdm_set"] == rdm_set) & (sub["region"] == region)]
+        ceil = part.dropna(subset=["ceiling_r"]) if "ceiling_r" in part else part.iloc[:0]
+        if len(ceil):
+            ax.axhspan(float(ceil["ceiling_r_lower"].iloc[0]), float(ceil["ceiling_r"].iloc[0]), color="0.85",
+                       label="noise ceiling (lower-upper)")
+        for model, grp in part.groupby("model", sort=False):
+            per_subject = grp.groupby(["depth", grp["subject"].astype(str)])["score"].mean()
+            prof = per_subject.groupby(level=0).mean()
+            ax.plot(prof.index, prof.values, marker="o", ms=3, label=model)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set(title=f"{dataset}: {rdm_set} {region}", xlabel="relative layer depth",
+               ylabel="cRSA (Pearson r, test half)")
+        ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 random seed, 200 bootstrap resamples")
+    parser.add_argument("--random-seeds", type=int, default=3)
+    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    seeds = 1 if args.quick else args.random_seeds
+    n_boot = 200 if args.quick else args.n_boot
+    import neuroreg as nr
+    from neuroreg.brain import load_algonauts2019_78, load_kriegeskorte92
+    from neuroreg.models import VOneBlock
+    from neuroreg.report import markdown_table
+
+    t0 = time.perf_counter()
+    sets = [load_algonauts2019_78(), load_kriegeskorte92()]
+    args.out.mkdir(parents=True, exist_ok=True)
+    trained_name = "efficientnet_lite0 (ImageNet)"
+    trained = nr.create_model("efficientnet_lite0_imagenet", pretrained=True).eval()
+    layers = efficientnet_layers(trained)
+    frames, feats = [], {}
+    df, feats[trained_name] = score_model(trained_name, trained, layers, sets, pool=None, seed=0, image_size=224)
+    frames.append(df)
+    random_names = []
+    for s in range(seeds):
+        torch.manual_seed(s)
+        model = nr.create_model("efficientnet_lite0_imagenet", pretrained=False).eval()
+        name = f"efficientnet_lite0 (random init, seed {s})"
+        df, feats[name] = score_model(name, model, layers, sets, pool=None, seed=0, image_size=224)
+        frames.append(df)
+        random_names.append(name)
+    vone_name = "VOneBlock (untrained, fixed V1)"
+    vone = torch.nn.Sequential()
+    vone.add_module("vone", VOneBlock(image_size=224, noise_mode=None, seed=0))
+    vone.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "input_size": (3, 224, 224)}
+    df, feats[vone_name] = score_model(vone_name, vone.eval(), {"vone": "vone"}, sets, pool="srp", seed=0,
+                                       image_size=224)
+    frames.append(df)
+    scores = pd.concat(frames, ignore_index=True)
+    scores.to_csv(args.out / "scores.csv", index=False)
+
+    best = best_with_intervals(scores, feats, sets, n_boot=n_boot)
+    best.to_csv(args.out / "best_per_rdm.csv", index=False)
+    table = region_table(best, n_boot=n_boot)
+    table.to_csv(args.out / "best_layers.csv", index=False)
+    (args.out / "best_layers.md").write_text(markdown_table(table) + "\n")
+
+    diffs = []
+    for data in sets:
+        def chosen(model_name, data=data):
+            b = best[(best["model"] == model_name) & (best["dataset"] == data.name)]
+            return {r.rdm: r.layer for r in b.itertuples()}
+        res = paired_difference(feats[trained_name][data.name], [feats[n][data.name] for n in random_names],
+                                chosen(trained_name), [chosen(n) for n in random_names], data, n_boot=n_boot,
+                                seed=0)
+        for (rdm_set, region), (point, lo, hi, k) in res.items():
+            diffs.append(dict(dataset=data.name, rdm_set=rdm_set, region=region, trained_minus_random=point,
+                              ci_low=lo, ci_high=hi, n_rdms=k, n_random_seeds=seeds))
+    diff = pd.DataFrame(diffs)
+    diff.to_csv(args.out / "difference.csv", index=False)
+    (args.out / "difference.md").write_text(markdown_table(diff) + "\n")
+    figs = [plot_profiles(scores, d.name, args.out / f"profile_{d.name.split()[0]}.png") for d in sets]
+    print(table.to_string(index=False))
+    print(diff.to_string(index=False))
+    print(f"wrote {args.out}/ (scores.csv, best_per_rdm.csv, best_layers.*, difference.*, "
+          f"{', '.join(f.name for f in figs)}) in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

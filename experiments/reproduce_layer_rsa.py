@@ -130,8 +130,8 @@ def paired_difference(trained_feats, random_feats_list, trained_best, random_bes
     targets = brain_rdms(data, data.stimulus_ids)
     test = test_positions(data)
     out = {}
-    for region in dict.fromkeys(t.region for t in targets):
-        group = [t for t in targets if t.region == region]
+    for source, region in dict.fromkeys((t.source, t.region) for t in targets):
+        group = [t for t in targets if (t.source, t.region) == (source, region)]
         key = lambda t: t.name  # noqa: E731
         m_tr = [rdm(trained_feats[trained_best[key(t)]][test]) for t in group]
         m_rd = [[rdm(f[b[key(t)]][test]) for t in group] for f, b in zip(random_feats_list, random_best_list)]
@@ -155,7 +155,7 @@ def paired_difference(trained_feats, random_feats_list, trained_best, random_bes
 
         point = stat(np.arange(n))
         ci = bootstrap(stat, n, n_boot=n_boot, seed=seed)
-        out[(group[0].source, region)] = (point, ci.low, ci.high, len(group))
+        out[(source, region)] = (point, ci.low, ci.high, len(group))
     return out
 
 

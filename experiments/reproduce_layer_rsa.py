@@ -20,7 +20,7 @@ stimuli (per RDM) and over subjects (mean rows); Nili lower/upper noise ceilings
 on the test half; and the trained-minus-random difference at each model's
 chosen layers with a paired bootstrap over test stimuli.
 
-    python experiments/reproduce_layer_rsa.py --quick          # 1 random seed, 200 resamples
+    python experiments/reproduce_layer_rsa.py --quick          # smoke run: 1 random seed, 112 px
     python experiments/reproduce_layer_rsa.py                  # 3 random seeds, 1,000 resamples
 
 Writes ``results/reproduce/layer_rsa/``: ``scores.csv`` (every row),
@@ -186,13 +186,15 @@ def plot_profiles(df: pd.DataFrame, dataset: str, path: Path) -> Path:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 random seed, 200 bootstrap resamples")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 random seed, 100 bootstrap resamples, 112 px images (a smoke run, not the result)")
     parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     seeds = 1 if args.quick else args.random_seeds
-    n_boot = 200 if args.quick else args.n_boot
+    n_boot = 100 if args.quick else args.n_boot
+    size = 112 if args.quick else 224
     import neuroreg as nr
     from neuroreg.brain import load_algonauts2019_78, load_kriegeskorte92
     from neuroreg.models import VOneBlock
@@ -205,22 +207,22 @@ def main(argv=None) -> None:
     trained = nr.create_model("efficientnet_lite0_imagenet", pretrained=True).eval()
     layers = efficientnet_layers(trained)
     frames, feats = [], {}
-    df, feats[trained_name] = score_model(trained_name, trained, layers, sets, pool=None, seed=0, image_size=224)
+    df, feats[trained_name] = score_model(trained_name, trained, layers, sets, pool=None, seed=0, image_size=size)
     frames.append(df)
     random_names = []
     for s in range(seeds):
         torch.manual_seed(s)
         model = nr.create_model("efficientnet_lite0_imagenet", pretrained=False).eval()
         name = f"efficientnet_lite0 (random init, seed {s})"
-        df, feats[name] = score_model(name, model, layers, sets, pool=None, seed=0, image_size=224)
+        df, feats[name] = score_model(name, model, layers, sets, pool=None, seed=0, image_size=size)
         frames.append(df)
         random_names.append(name)
     vone_name = "VOneBlock (untrained, fixed V1)"
     vone = torch.nn.Sequential()
-    vone.add_module("vone", VOneBlock(image_size=224, noise_mode=None, seed=0))
-    vone.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "input_size": (3, 224, 224)}
+    vone.add_module("vone", VOneBlock(image_size=size, noise_mode=None, seed=0))
+    vone.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "input_size": (3, size, size)}
     df, feats[vone_name] = score_model(vone_name, vone.eval(), {"vone": "vone"}, sets, pool="srp", seed=0,
-                                       image_size=224)
+                                       image_size=size)
     frames.append(df)
     scores = pd.concat(frames, ignore_index=True)
     scores.to_csv(args.out / "scores.csv", index=False)

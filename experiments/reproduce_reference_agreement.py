@@ -30,6 +30,41 @@ import pandas as pd
 OUT = Path("results/reproduce/agreement")
 
 
+def _official_model_rows() -> list[dict]:
+    """Largest differences of the models to outputs of the official code, from the committed fixtures
+    (tests/fixtures/official, made by experiments/make_official_fixtures.py)."""
+    import sys
+    import tempfile
+
+    import torch
+
+    import neuroreg as nr
+
+    helpers = Path(__file__).resolve().parents[1] / "tests" / "models"
+    if not (helpers / "_official.py").is_file():
+        return []
+    sys.path.insert(0, str(helpers))
+    from _official import load, rel_diff, write_official_checkpoint
+
+    rows = []
+    cases = [("cornet_z", "cornet_z", {}), ("cornet_r", "cornet_r", {}), ("cornet_s", "cornet_s", {}),
+             ("vone_resnet50", "vone_resnet50", "image_size"), ("vone_cornets", "vone_cornet_s", "image_size"),
+             ("vone_alexnet", "vone_alexnet", "image_size")]
+    with tempfile.TemporaryDirectory() as tmp:
+        for fixture, name, extra in cases:
+            fx = load(fixture)
+            path = write_official_checkpoint(fx, Path(tmp) / f"{fixture}.pth.tar")
+            kw = {"image_size": int(fx["image_size"])} if extra else {}
+            model = nr.create_model(name, pretrained=True, checkpoint_path=path, **kw).eval()
+            with torch.no_grad():
+                logits = model(torch.from_numpy(fx["input"]))
+            rows.append(dict(check=f"{name} logits ({fx['input'].shape[0]} images, {fx['input'].shape[-1]} px)",
+                             reference=f"official code ({'dicarlolab/vonenet' if 'vone' in name else 'dicarlolab/CORnet'})",
+                             n_values=int(logits.numel()), max_difference=rel_diff(logits, fx["logits"]),
+                             note="relative to the largest |logit|"))
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="(same work; kept for a uniform interface)")
@@ -52,7 +87,8 @@ def main(argv=None) -> None:
     rows = []
 
     def add(what, reference, n_values, diff, note=""):
-        rows.append(dict(check=what, reference=reference, n_values=int(n_values), max_abs_diff=float(diff), note=note))
+        rows.append(dict(check=what, reference=reference, n_values=int(n_values), max_difference=float(diff),
+                         note=note or "absolute"))
 
     ridge_x = ridge_y = None
     for data in (load_kriegeskorte92(), load_algonauts2019_78()):
@@ -91,13 +127,7 @@ def main(argv=None) -> None:
         "scikit-learn RidgeCV (LOO)", ridge_y.size, pred_diff)
     add("RidgeGCV chosen alphas (share different)", "scikit-learn RidgeCV (LOO)", ridge_y.shape[1],
         float(np.mean(np.asarray(ours.alpha_) != np.asarray(ref.alpha_))))
-    official = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "official"
-    if official.is_dir():
-        for f in sorted(official.glob("*.npz")):
-            with np.load(f, allow_pickle=False) as z:
-                if "max_rel_diff" in z.files:
-                    add(f"model outputs, {f.stem}", "official implementation", 1, float(z["max_rel_diff"]),
-                        "from the fixture tests")
+    rows.extend(_official_model_rows())
     table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "agreement.csv", index=False)

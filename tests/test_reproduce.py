@@ -1,0 +1,53 @@
+"""The reproduction scripts run end to end in their --quick mode and write finite tables (values not asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _finite_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+    assert path.is_file(), path
+    df = pd.read_csv(path)
+    assert len(df) > 0, path
+    for c in columns:
+        values = pd.to_numeric(df[c], errors="coerce").dropna().to_numpy()
+        assert len(values) and np.isfinite(values).all(), (path, c)
+    return df
+
+
+@pytest.mark.slow
+def test_layer_rsa_quick(tmp_path):
+    _script("reproduce_layer_rsa").main(["--quick", "--out", str(tmp_path)])
+    best = _finite_csv(tmp_path / "best_layers.csv", ["score", "ci_low", "ci_high"])
+    assert best["dataset"].nunique() == 2
+    assert best["model"].nunique() == 3  # trained, one random seed, the VOneBlock
+    _finite_csv(tmp_path / "difference.csv", ["trained_minus_random", "ci_low", "ci_high"])
+    assert len(list(tmp_path.glob("profile_*.png"))) == 2 and (tmp_path / "best_layers.md").is_file()
+
+
+@pytest.mark.slow
+def test_reference_agreement(tmp_path):
+    _script("reproduce_reference_agreement").main(["--out", str(tmp_path)])
+    table = _finite_csv(tmp_path / "agreement.csv", ["max_difference"])
+    assert table["reference"].str.contains("rsatoolbox").any() and table["reference"].str.contains("scikit").any()
+
+
+@pytest.mark.slow
+def test_vone_robustness_quick(tmp_path):
+    _script("reproduce_vone_robustness").main(["--quick", "--out", str(tmp_path)])
+    summary = _finite_csv(tmp_path / "summary.csv", ["mean"])
+    assert summary["model"].nunique() == 3 and (tmp_path / "accuracy_vs_eps.png").is_file()

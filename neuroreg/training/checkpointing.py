@@ -23,7 +23,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from neuroreg._io import atomic_path, ensure_free_space, format_bytes, free_bytes, is_disk_full
+from neuroreg._io import atomic_path, format_bytes, free_bytes, is_disk_full
 from neuroreg.errors import CheckpointError, OutputError, RunLockedError
 
 __all__ = ["AtomicCheckpointIO", "ResumableCheckpoint", "checkpoint_nbytes", "resolve_resume_path",
@@ -63,14 +63,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         keep = f"; the previous {path.name} is intact" if path.exists() else ""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            ensure_free_space(path.parent, need, f"checkpoint {path.name}")
+        except OSError as exc:
+            raise OutputError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from exc
+        free = free_bytes(path.parent)
+        if free < need * 1.05:
+            raise OutputError(f"cannot write checkpoint {path}: not enough free space: needs about "
+                              f"{format_bytes(need * 1.05)}, the disk has {format_bytes(free)} free{keep}")
+        try:
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as f:
                     torch.save(checkpoint, f)
-        except OutputError as exc:
-            raise OutputError(f"cannot write checkpoint {path}: needs about {format_bytes(need * 1.05)}, "
-                              f"the disk has {format_bytes(free_bytes(path.parent))} free{keep}") from exc
-        except OSError as exc:
+        except OSError as exc:  # OutputError included
             if is_disk_full(exc):
                 raise OutputError(f"cannot write checkpoint {path}: the disk is full (needs about "
                                   f"{format_bytes(need * 1.05)}, {format_bytes(free_bytes(path.parent))} free)"

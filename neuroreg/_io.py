@@ -8,6 +8,9 @@
 - :func:`ensure_free_space` stops before writing when the disk cannot hold the result.
 - :class:`PathLock` is an exclusive lock file holding the owner's PID and host, so
   two processes cannot write the same run folder or output file at once.
+- :func:`reading` turns a format library's error on a corrupt or truncated file
+  into ``DataFormatError: <path>: <what is wrong>``; :func:`read_text` reads text
+  files in UTF-8 (with or without a byte-order mark) or Latin-1.
 """
 
 from __future__ import annotations
@@ -18,15 +21,51 @@ import json
 import os
 import shutil
 import socket
+import struct
 import tempfile
 import time
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Iterator, Literal
 
-from neuroreg.errors import OutputError, RunLockedError
+from neuroreg.errors import DataFormatError, NeuroregError, OutputError, RunLockedError
 
 __all__ = ["atomic_path", "atomic_write_text", "check_output_target", "free_bytes", "ensure_free_space",
-           "format_bytes", "PathLock", "is_disk_full"]
+           "format_bytes", "PathLock", "is_disk_full", "reading", "read_text"]
+
+# What numpy, h5py, scipy.io, zipfile and PIL raise on a corrupt, truncated or foreign file.
+_FORMAT_ERRORS = (OSError, ValueError, EOFError, IndexError, KeyError, zipfile.BadZipFile, struct.error)
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, what: str = "file") -> Iterator[None]:
+    """Re-raise a format library's error inside the block as ``DataFormatError: <path>: cannot read <what>: ...``.
+
+    Errors neuroreg raises itself, and a missing file or a permission error (whose
+    messages already name the path), pass through unchanged.
+    """
+    try:
+        yield
+    except (NeuroregError, FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - filtered just below
+        if not isinstance(exc, _FORMAT_ERRORS) and type(exc).__name__ not in ("MatReadError", "UnpicklingError"):
+            raise
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise DataFormatError(f"{path}: cannot read {what}: it is corrupt, truncated or not this format "
+                              f"({type(exc).__name__}: {detail})") from exc
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A text file's content: UTF-8 (a byte-order mark is dropped), else Latin-1 with a warning naming it."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        warnings.warn(f"{path} is not UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
+                      f"read it as Latin-1 (ISO-8859-1)", stacklevel=2)
+        return data.decode("latin-1")
 
 
 def format_bytes(n: float) -> str:

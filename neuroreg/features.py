@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from neuroreg._checks import check_finite
-from neuroreg._io import PathLock, atomic_path, check_output_target, ensure_free_space
+from neuroreg._io import PathLock, atomic_path, check_output_target, ensure_free_space, reading
 from neuroreg._images import IMAGE_EXTENSIONS, images_to_tensor, list_images
 from neuroreg.errors import NonFiniteError, ShapeError, UnknownNameError
 from neuroreg.projection import SparseRandomProjection
@@ -118,7 +118,7 @@ class _PathImages(Dataset):
 
     def __getitem__(self, i: int) -> Tensor:
         from PIL import Image
-        with Image.open(self.paths[i]) as img:
+        with reading(self.paths[i], "the image"), Image.open(self.paths[i]) as img:
             arr = np.asarray(img.convert("RGB"))
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from neuroreg._io import reading
 from neuroreg.brain._volumes import find_volume, read_volume
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import DataFormatError, ShapeError, StimulusMismatchError
@@ -92,7 +93,8 @@ def read_nsd_design(root: str | Path, subject: int = 1) -> NSDDesign:
     path = Path(root) / "nsddata" / "experiments" / "nsd" / "nsd_expdesign.mat"
     if not path.is_file():
         raise FileNotFoundError(f"NSD design file not found: {path}")
-    mat = scipy.io.loadmat(str(path), variable_names=["masterordering", "subjectim", "sharedix"])
+    with reading(path, "the NSD design"):
+        mat = scipy.io.loadmat(str(path), variable_names=["masterordering", "subjectim", "sharedix"])
     missing = [k for k in ("masterordering", "subjectim", "sharedix") if k not in mat]
     if missing:
         raise DataFormatError(f"{path} lacks the variables {missing}")
@@ -113,7 +115,7 @@ class NSDImages(Dataset):
         if not self.path.is_file():
             raise FileNotFoundError(f"NSD stimulus file not found: {self.path}")
         self.ids = np.asarray(stimulus_ids, dtype=np.int64)
-        with h5py.File(self.path, "r") as f:
+        with reading(self.path, "the NSD stimuli"), h5py.File(self.path, "r") as f:
             if "imgBrick" not in f:
                 raise DataFormatError(f"{self.path} has no dataset 'imgBrick'")
             shape = f["imgBrick"].shape
@@ -389,7 +391,7 @@ def load_nsd(root: str | Path, subject: int = 1, roi: str | Sequence[str] = "nsd
     for session in tqdm(sorted(by_session), desc="nsd sessions", unit="session", leave=False,
                         disable=None if progress is None else not progress):
         path = beta_dir / f"betas_session{session:02d}.hdf5"
-        with h5py.File(path, "r") as f:
+        with reading(path, "the NSD betas"), h5py.File(path, "r") as f:
             if "betas" not in f:
                 raise DataFormatError(f"{path} has no dataset 'betas'")
             ds = f["betas"]

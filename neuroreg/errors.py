@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "NeuroregError",
+    "ConfigError",
     "ShapeError",
     "NonFiniteError",
     "StimulusMismatchError",
@@ -65,3 +66,7 @@ class OutputError(NeuroregError, OSError):
 
 class RunLockedError(NeuroregError, RuntimeError):
     """A run folder or output file is held by another live process (or by an earlier, unfinished run)."""
+
+
+class ConfigError(NeuroregError, ValueError):
+    """A configuration file or mapping is missing keys, names unknown things or points at missing files."""

@@ -32,7 +32,7 @@ from neuroreg.training.checkpointing import LOCK_NAME, AtomicCheckpointIO, Resum
 from neuroreg.training.data import AlignedDataModule
 from neuroreg.training.module import BrainRegularizedModule
 
-__all__ = ["NeuroregCLI", "cli_main", "add_arguments", "run"]
+__all__ = ["NeuroregCLI", "cli_main", "build_cli", "fit_cli", "add_arguments", "run"]
 
 
 class NeuroregCLI(LightningCLI):
@@ -83,14 +83,25 @@ def _is_main_process() -> bool:
     return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
-def _fit(argv: Sequence[str] | None) -> int:
+def build_cli(argv: Sequence[str] | None) -> NeuroregCLI:
+    """Parse ``argv`` and instantiate the model, data module and trainer, without fitting."""
     with warnings.catch_warnings():
         # `neuroreg train ...` passes its own argv; LightningCLI would warn that sys.argv differs.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = NeuroregCLI(BrainRegularizedModule, AlignedDataModule, subclass_mode_data=True, run=False,
-                          args=list(argv) if argv is not None else None, seed_everything_default=0,
-                          save_config_kwargs={"overwrite": True},
-                          parser_kwargs={"prog": "neuroreg train", "default_env": False})
+        return NeuroregCLI(BrainRegularizedModule, AlignedDataModule, subclass_mode_data=True, run=False,
+                           args=list(argv) if argv is not None else None, seed_everything_default=0,
+                           save_config_kwargs={"overwrite": True},
+                           parser_kwargs={"prog": "neuroreg train", "default_env": False})
+
+
+def fit_cli(cli: NeuroregCLI) -> None:
+    """Fit a built CLI's model: lock the run folder, resolve ``--ckpt_path``/``--resume_if_possible``, fit.
+
+    Raises :class:`~neuroreg.errors.RunLockedError` if another live run holds the
+    folder (or a fresh run would overwrite an earlier run's ``last.ckpt``) and
+    :class:`~neuroreg.errors.CheckpointError` for a missing, unreadable or
+    foreign checkpoint, before any training step.
+    """
     trainer = cli.trainer
     root = os.path.abspath(str(trainer.default_root_dir))
     ckpt_dirs = sorted({os.path.abspath(str(cb.dirpath)) for cb in trainer.checkpoint_callbacks
@@ -112,6 +123,10 @@ def _fit(argv: Sequence[str] | None) -> int:
     finally:
         for lock in reversed(locks):
             lock.release()
+
+
+def _fit(argv: Sequence[str] | None) -> int:
+    fit_cli(build_cli(argv))
     return 0
 
 

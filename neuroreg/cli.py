@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import platform
 import sys
 from typing import Callable, Iterable, Sequence
@@ -73,6 +74,8 @@ _OWN_PARSER = frozenset({"train"})
 
 #: Integer options that must be positive, whichever command declares them.
 _POSITIVE_INT_OPTIONS = ("image_size", "batch_size", "max_images", "num_classes")
+#: Options naming an output file or folder, checked to be creatable and writable before the work starts.
+_OUTPUT_OPTIONS = ("out", "store")
 
 
 def _epilog() -> str:
@@ -141,7 +144,7 @@ def _check_device(device: str) -> None:
 
 
 def check_common_arguments(args: argparse.Namespace) -> None:
-    """Checks every command gets before its work starts: device, positive sizes, a writable ``--out``."""
+    """Checks every command gets before its work starts: device, positive sizes, writable ``--out``/``--store``."""
     from neuroreg._io import check_output_target
 
     for name in _POSITIVE_INT_OPTIONS:
@@ -151,9 +154,10 @@ def check_common_arguments(args: argparse.Namespace) -> None:
     device = getattr(args, "device", None)
     if isinstance(device, str) and device:
         _check_device(device)
-    out = getattr(args, "out", None)
-    if out is not None:
-        check_output_target(out, kind="any", name="--out")
+    for name in _OUTPUT_OPTIONS:
+        target = getattr(args, name, None)
+        if isinstance(target, (str, os.PathLike)):
+            check_output_target(target, kind="any", name=f"--{name}")
 
 
 def _command_of(argv: Sequence[str]) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import platform
 import sys
@@ -69,7 +70,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 # Commands that parse their own arguments (LightningCLI): everything after the name is handed over
-# untouched to the module's `cli_main(argv, debug=...)`.
+# untouched to the module's `cli_main(argv)` (with `debug=` if it takes it), under the same error guard.
 _OWN_PARSER = frozenset({"train"})
 
 #: Integer options that must be positive, whichever command declares them.
@@ -183,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ModuleNotFoundError:
                 return _not_available(command, f"{_COMMANDS[command][1]} is not part of this version")(
                     argparse.Namespace())
-            return module.cli_main(rest, debug=debug)
+            accepts_debug = "debug" in inspect.signature(module.cli_main).parameters
+            return module.cli_main(rest, debug=debug) if accepts_debug else module.cli_main(rest)
         return run_guarded(command, own, debug=debug)
     argv = [a for a in argv if a != "--debug"]
     parser, handlers = build_parser(only=[command] if command in _COMMANDS else [])

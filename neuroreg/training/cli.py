@@ -119,7 +119,12 @@ def fit_cli(cli: NeuroregCLI) -> None:
                                               cli.model, resume_if_possible=bool(cli.config.get("resume_if_possible")))
         if note and _is_main_process():
             print(f"neuroreg train: {note}", file=sys.stderr)
-        trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+        except SystemExit:
+            if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1); report it as an interruption (130)
+                raise KeyboardInterrupt from None
+            raise
     finally:
         for lock in reversed(locks):
             lock.release()

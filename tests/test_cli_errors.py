@@ -140,13 +140,13 @@ def test_bugs_keep_their_traceback_and_debug_shows_every_traceback(capsys):
     assert run_guarded("x", lambda: (_ for _ in ()).throw(KeyboardInterrupt())) == EXIT_INTERRUPTED
 
 
-def test_console_line_and_debug_flag():
-    cmd = [sys.executable, "-m", "neuroreg.cli", "score", "--model", "no_such_net"]
+def test_console_line_and_debug_flag(blocked):
+    cmd = [sys.executable, "-m", "neuroreg.cli", "demo", "--out", str(blocked)]
     plain = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert plain.returncode == EXIT_USAGE
+    assert plain.returncode == EXIT_OUTPUT
     assert plain.stderr.strip().splitlines() == [plain.stderr.strip()] and "Traceback" not in plain.stderr
     debug = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, timeout=300)
-    assert debug.returncode == 1 and "Traceback" in debug.stderr and "no_such_net" in debug.stderr
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "OutputError" in debug.stderr
 
 
 def test_exit_statuses_are_documented():

@@ -5,11 +5,17 @@
 >>> feats = nr.extract(model, images, layers=["IT"])
 
 Submodules and names are imported on first use, so ``import neuroreg`` (and
-``neuroreg --version``) does not load torch.
+``neuroreg --version``) does not load torch. The models are registered in timm
+all the same: at once if timm is already imported, else as soon as it is, so
+``import timm, neuroreg`` then ``timm.create_model("vone_cornet_s")`` works in
+either import order.
 """
 
+import sys as _sys
 from importlib import import_module as _import_module
+from importlib.abc import MetaPathFinder as _MetaPathFinder
 from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.util import find_spec as _find_spec
 
 try:
     __version__ = _version("neuroreg")
@@ -45,3 +51,29 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+class _RegisterWhenTimmLoads(_MetaPathFinder):
+    """Import hook, used once: after ``timm`` itself is imported, import ``neuroreg.models`` (timm registry)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "timm":
+            return None
+        _sys.meta_path.remove(self)
+        spec = _find_spec("timm")
+        if spec is None or spec.loader is None:
+            return spec
+        run_timm = spec.loader.exec_module
+
+        def exec_module(module):
+            run_timm(module)
+            _import_module("neuroreg.models")
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if "timm" in _sys.modules:
+    _import_module("neuroreg.models")
+elif not any(isinstance(f, _RegisterWhenTimmLoads) for f in _sys.meta_path):
+    _sys.meta_path.insert(0, _RegisterWhenTimmLoads())

@@ -60,6 +60,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Subcommands whose arguments LightningCLI parses.
+_LIGHTNING_COMMANDS = {"train": "neuroreg.training.cli", "finetune": "neuroreg.training.finetune_cli"}
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
     import neuroreg
 
@@ -88,12 +92,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # LightningCLI parses its own arguments: hand everything after `train` over untouched.
-    if argv and argv[0] == "train":
+    # LightningCLI parses its own arguments: hand everything after `train`/`finetune` over untouched.
+    if argv and argv[0] in _LIGHTNING_COMMANDS:
+        module_name = _LIGHTNING_COMMANDS[argv[0]]
         try:
-            module = importlib.import_module("neuroreg.training.cli")
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError:
-            return _not_available("train", "neuroreg.training.cli is not part of this version")(argparse.Namespace())
+            return _not_available(argv[0], f"{module_name} is not part of this version")(argparse.Namespace())
         return int(module.cli_main(argv[1:]) or 0)
     parser, handlers = build_parser()
     args = parser.parse_args(argv)

@@ -37,8 +37,15 @@ def _rows(df: pd.DataFrame, mask: np.ndarray, cols: list[str] | None = None) -> 
     out = []
     for i in np.flatnonzero(mask)[:5]:
         row = df.iloc[i]
-        out.append((int(i) + 2, row["image"], *(row[c] for c in (cols or []))))
+        out.append((int(i) + 2, str(row["image"]), *(_plain(row[c]) for c in (cols or []))))
     return out
+
+
+def _plain(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def _input_folder(root: Path) -> Path:
@@ -74,8 +81,8 @@ def read_isic2019_table(root: str | Path, *, metadata: bool = True) -> tuple[pd.
     onehot = gt[list(ISIC2019_CLASSES)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
     valid = np.isfinite(onehot).all(1) & np.isin(onehot, (0.0, 1.0)).all(1) & (np.nan_to_num(onehot).sum(1) == 1)
     if not valid.all():
-        raise DataFormatError(f"{gt_path}: rows must be one-hot over {list(ISIC2019_CLASSES)} (exactly one 1, the "
-                              f"rest 0); {int((~valid).sum())} are not, first (line, image, values): "
+        raise DataFormatError(f"{gt_path}: {int((~valid).sum())} row(s) are not one-hot over "
+                              f"{list(ISIC2019_CLASSES)} (exactly one 1, the rest 0); first (line, image, values): "
                               f"{_rows(gt, ~valid, list(ISIC2019_CLASSES))}")
     full_label = onehot.argmax(1)
     present = sorted(set(full_label.tolist()))

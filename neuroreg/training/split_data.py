@@ -145,7 +145,7 @@ class SplitImageDataModule(AlignedDataModule):
         return split
 
     def _budget(self, split: np.ndarray, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        split = split.copy()
+        split = split.astype("<U6")           # room for "unused"
         rng = np.random.default_rng(self.seed + 7919)
         train = np.flatnonzero(split == "train")
         train = train[np.argsort(images[train], kind="stable")]

@@ -161,7 +161,7 @@ def _probe_images(probe_sets: Sequence[Any]) -> list[tuple[str, Any, Tensor, np.
         if isinstance(item, str) and item not in bundled_sets():
             from neuroreg.training.data import load_neural_stimuli
             data = load_neural_stimuli(item)
-        images = data.images_tensor(size=224) if hasattr(data, "images_tensor") else data.images
+        images = data.images_tensor() if hasattr(data, "images_tensor") else data.images     # native size
         out.append((str(getattr(data, "name", item)), data, images, np.asarray(data.stimulus_ids)))
     return out
 
@@ -314,7 +314,7 @@ def _retention(before, after, reference: str, tf_b, tf_a, batch_size, dev, seed,
     if labels is None:
         raise ValueError(f"reference set {reference!r} has no category labels; use 'kriegeskorte92' or None")
     order = np.argsort(np.asarray(data.stimulus_ids).astype(str), kind="stable")
-    images = data.images_tensor(size=224)[torch.as_tensor(order)]
+    images = data.images_tensor()[torch.as_tensor(order)]
     label_sets = {"animate": labels["animate"].to_numpy()[order],
                   "category": pd.factorize(labels["category"].to_numpy()[order], sort=True)[0]}
     emb = {stage: _embed(m, _Images(images, tf), batch_size, dev)[0]
@@ -341,7 +341,8 @@ def _brain_rows(before, after, brain, probes, layer_map, tf_b, tf_a, batch_size,
             raise ValueError(f"brain must be BrainData, 'simulate' or None; got {brain!r}")
         if not probes:
             raise ValueError("brain='simulate' needs probe_sets to draw the stimuli from")
-        images = torch.cat([F.interpolate(p[2], size=(224, 224), mode="bilinear", align_corners=False,
+        size = max(p[2].shape[-1] for p in probes)
+        images = torch.cat([F.interpolate(p[2], size=(size, size), mode="bilinear", align_corners=False,
                                           antialias=True).clamp(0, 1) for p in probes])
         modules = list(dict(layer_map).values()) if isinstance(layer_map, Mapping) else list(layer_map)
         ids = np.concatenate([np.asarray([f"{p[0]}:{i}" for i in p[3]]) for p in probes])

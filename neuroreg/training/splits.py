@@ -33,12 +33,19 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> None:
 
 
 def _stratified(labels: np.ndarray, fractions: Sequence[float], rng: np.random.Generator) -> np.ndarray:
-    """Per class: shuffle, then cut into len(fractions) parts by rounded cumulative fraction."""
+    """Per class: shuffle, then cut into parts of rounded size; a part with a fraction > 0 gets at least one
+    image when the class has enough images to give every such part one and keep one for training."""
     out = np.empty(len(labels), dtype=np.int64)
+    wanted = [i for i, f in enumerate(fractions) if i > 0 and f > 0]
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        cuts = np.round(np.cumsum(fractions)[:-1] * len(idx)).astype(int)
-        for part, chunk in enumerate(np.split(idx, cuts)):
+        n = len(idx)
+        sizes = [int(round(f * n)) for f in fractions]
+        if n > len(wanted):
+            for i in wanted:
+                sizes[i] = max(sizes[i], 1)
+        sizes[0] = n - sum(sizes[1:])
+        for part, chunk in enumerate(np.split(idx, np.cumsum(sizes)[:-1])):
             out[chunk] = part
     return out
 

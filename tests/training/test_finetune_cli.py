@@ -61,3 +61,16 @@ def test_configs_parse_and_help_explains_the_workflow(capsys):
     for needle in ("--model.start_from", "splits.csv", "forgetting.csv", "--ckpt_path", "--forgetting.original_data",
                    "linear_probe"):
         assert needle in out, needle
+
+
+@pytest.mark.slow
+def test_readme_forgetting_example_runs(capsys):
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("### Fine-tuning and forgetting"):]
+    code = section[section.index("```python") + len("```python"):]
+    code = code[:code.index("```")]
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    lines = [ln.split() for ln in out.strip().splitlines()[1:]]
+    scores = {ln[1]: float(ln[2]) for ln in lines}
+    assert scores["V1"] == scores["V2"] == scores["V4"] == 1.0 and scores["IT"] < 1.0

@@ -10,6 +10,7 @@ machine. Prints the measured numbers and the ratio report / epoch (target
 
     python experiments/bench_finetune.py                       # ~ minutes on 2 CPU cores
     python experiments/bench_finetune.py --epochs 3 --image-size 128 --out results/bench_finetune
+    python experiments/bench_finetune.py --model vone_cornet_s --device cuda --amp --image-size 224   # GPU images/s
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--strategy", default="full")
+    ap.add_argument("--model", default="efficientnet_lite0_imagenet",
+                    help="start network (e.g. vone_cornet_s with --device cuda --amp for GPU images/s)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--amp", action="store_true", help="bf16/fp16 autocast (GPU)")
     ap.add_argument("--out", default=None, help="folder for forgetting.csv/.md and figures")
@@ -42,7 +45,7 @@ def main() -> None:
     from neuroreg.training.forgetting_output import forgetting_markdown, write_forgetting
 
     L.seed_everything(args.seed, verbose=False)
-    name = "efficientnet_lite0_imagenet"
+    name = args.model
     dm = PatternDataModule(n_images=args.n_images, batch_size=args.batch_size, image_size=args.image_size,
                            model_name=name, num_workers=0, seed=args.seed)
     module = FinetuneModule(name, num_classes=dm.num_classes, strategy=args.strategy, lr=args.lr,
@@ -64,7 +67,8 @@ def main() -> None:
                         limit_val_batches=0, callbacks=[Timer()])
     trainer.fit(module, datamodule=dm)
     n_train = len(dm.eval_dataset("train"))
-    layers = {f"blocks.{i}": f"blocks.{i}" for i in range(7)}
+    layers = ({f"blocks.{i}": f"blocks.{i}" for i in range(7)} if name.startswith("efficientnet")
+              else None)                                   # None: the V1/V2/V4/IT areas
     t0 = time.perf_counter()
     table = forgetting_report(module.start_model(), module.backbone, task_data=dm, layers=layers,
                               image_size=args.image_size, device=args.device, batch_size=64, seed=args.seed,

@@ -103,7 +103,8 @@ def _labels_of(dataset: Dataset) -> np.ndarray:
 
 
 @torch.no_grad()
-def _embed(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device) -> tuple[np.ndarray, ...]:
+def _embed(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device,
+           seed: int = 0) -> tuple[np.ndarray, ...]:
     """(penultimate features (n, d), logits (n, k), labels (n,)) in one pass; model state restored."""
     head = dict(model.named_modules())[classifier_name(model)]
     store: list[Tensor] = []
@@ -112,12 +113,13 @@ def _embed(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.de
     feats, logits, labels = [], [], []
     try:
         model.eval()
-        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            store.clear()
-            out = model(x.to(device))
-            feats.append(store[-1])
-            logits.append(out.float().cpu())
-            labels.append(torch.as_tensor(y))
+        with _seeded(device, seed):
+            for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+                store.clear()
+                out = model(x.to(device))
+                feats.append(store[-1])
+                logits.append(out.float().cpu())
+                labels.append(torch.as_tensor(y))
     finally:
         handle.remove()
         model.train(was_training)
@@ -166,11 +168,26 @@ def _probe_images(probe_sets: Sequence[Any]) -> list[tuple[str, Any, Tensor, np.
     return out
 
 
+def _seeded(device: torch.device, seed: int):
+    """Same random stream for both networks: a stochastic front end (VOneBlock noise) draws the same noise for
+    before and after, so unchanged weights give identical features; the caller's RNG state is restored."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+    return ctx()
+
+
 def _features(model: nn.Module, images: Tensor, layers: Mapping[str, str], transform, batch_size: int,
-              device: torch.device) -> dict[str, Tensor]:
+              device: torch.device, seed: int = 0) -> dict[str, Tensor]:
     from neuroreg.features import extract
-    return dict(extract(model, images, dict(layers), batch_size=batch_size, device=device, transform=transform,
-                        progress=False))
+    with _seeded(device, seed):
+        return dict(extract(model, images, dict(layers), batch_size=batch_size, device=device, transform=transform,
+                            progress=False))
 
 
 def _best_layer_scores(table: ScoreTable, metric: str) -> pd.DataFrame:
@@ -242,11 +259,11 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
         test_idx = _stratified_subset(_labels_of(test_set), max_eval_images, seed)
         train_idx = _stratified_subset(_labels_of(train_set), max_probe_train, seed + 1)
         test_sub, train_sub = Subset(test_set, test_idx.tolist()), Subset(train_set, train_idx.tolist())
-        f_train, _, y_train = _embed(before, train_sub, batch_size, dev)
-        f_test, _, y_test = _embed(before, test_sub, batch_size, dev)
+        f_train, _, y_train = _embed(before, train_sub, batch_size, dev, seed)
+        f_test, _, y_test = _embed(before, test_sub, batch_size, dev, seed)
         probe = _probe(seed).fit(f_train, y_train)
         acc_b, bal_b = _accuracies(probe.predict(f_test), y_test)
-        _, logits_a, _ = _embed(after, test_sub, batch_size, dev)
+        _, logits_a, _ = _embed(after, test_sub, batch_size, dev, seed)
         acc_a, bal_a = _accuracies(logits_a.argmax(1), y_test)
         common = dict(base, dataset=dataset, split="test", layer="head", n_images=len(test_idx),
                       n_probe_train=len(train_idx))
@@ -257,8 +274,8 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
     if original_data is not None:
         idx = _stratified_subset(_labels_of(original_data), max_eval_images, seed + 2)
         sub = Subset(original_data, idx.tolist())
-        _, logits_b, y = _embed(before, sub, batch_size, dev)
-        _, logits_a, _ = _embed(with_head_of(after, before), sub, batch_size, dev)
+        _, logits_b, y = _embed(before, sub, batch_size, dev, seed)
+        _, logits_a, _ = _embed(with_head_of(after, before), sub, batch_size, dev, seed)
         acc_b, acc_a = (float((lg.argmax(1) == y).mean()) for lg in (logits_b, logits_a))
         common = dict(base, dataset="original", split="test", layer="head", n_images=len(idx))
         _stage_rows(table, acc_b, acc_a, metric="original_accuracy", **common)
@@ -271,8 +288,8 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
     tf_a = transform or model_preprocess(after, image_size)
     feats: dict[str, list[dict[str, Tensor]]] = {"before": [], "after": []}
     for _name, _data, images, _ids in probes:
-        feats["before"].append(_features(before, images, layer_map, tf_b, batch_size, dev))
-        feats["after"].append(_features(after, images, layer_map, tf_a, batch_size, dev))
+        feats["before"].append(_features(before, images, layer_map, tf_b, batch_size, dev, seed))
+        feats["after"].append(_features(after, images, layer_map, tf_a, batch_size, dev, seed))
     if probes:
         names = "+".join(p[0] for p in probes)
         n_total = sum(len(p[3]) for p in probes)
@@ -317,7 +334,7 @@ def _retention(before, after, reference: str, tf_b, tf_a, batch_size, dev, seed,
     images = data.images_tensor()[torch.as_tensor(order)]
     label_sets = {"animate": labels["animate"].to_numpy()[order],
                   "category": pd.factorize(labels["category"].to_numpy()[order], sort=True)[0]}
-    emb = {stage: _embed(m, _Images(images, tf), batch_size, dev)[0]
+    emb = {stage: _embed(m, _Images(images, tf), batch_size, dev, seed)[0]
            for stage, m, tf in (("before", before, tf_b), ("after", after, tf_a))}
     out = ScoreTable()
     for label_name, y in label_sets.items():
@@ -354,8 +371,8 @@ def _brain_rows(before, after, brain, probes, layer_map, tf_b, tf_a, batch_size,
         raise ValueError("brain needs its stimulus images (BrainData(..., stimuli=images)) to score the networks")
     images = brain.images()
     ids = np.asarray(brain.stimulus_ids)
-    fb = Features(_features(before, images, layer_map, tf_b, batch_size, dev), stimulus_ids=ids)
-    fa = Features(_features(after, images, layer_map, tf_a, batch_size, dev), stimulus_ids=ids)
+    fb = Features(_features(before, images, layer_map, tf_b, batch_size, dev, seed), stimulus_ids=ids)
+    fa = Features(_features(after, images, layer_map, tf_a, batch_size, dev, seed), stimulus_ids=ids)
     out = ScoreTable()
     best = {stage: _best_layer_scores(versa(f, brain, seed=seed, progress=False), "versa")
             for stage, f in (("before", fb), ("after", fa))}

@@ -177,3 +177,11 @@ def test_bad_strategy_and_missing_checkpoint_are_clear():
         FinetuneModule("runs/none/checkpoints/last.ckpt", num_classes=3)
     with pytest.raises(UnknownNameError, match="unknown model 'resnet1x'"):
         FinetuneModule("resnet1x", num_classes=3)
+
+
+@pytest.mark.slow
+def test_stochastic_front_end_gets_the_same_noise_before_and_after():
+    import neuroreg as nr
+    model = nr.create_model("vone_cornet_s", num_classes=5, image_size=32)
+    table = _report(model, copy.deepcopy(model))
+    assert (table.filter(metric="cka_to_start").to_pandas()["score"] == 1.0).all()

@@ -102,5 +102,15 @@ class PatternDataModule(SplitImageDataModule):
                               "path": ""})
         return table, list(PATTERN_CLASSES[: self.n_classes])
 
-    def _load(self, row: int) -> Tensor:
-        return pattern_image(int(self.table["label"].iat[row]), self.native_size, seed=self.seed, index=row)
+    def _loader(self) -> "_PatternLoader":
+        return _PatternLoader(tuple(int(v) for v in self.table["label"]), self.native_size, self.seed)
+
+
+class _PatternLoader:
+    """Row -> generated image (picklable for DataLoader workers)."""
+
+    def __init__(self, labels: tuple[int, ...], size: int, seed: int) -> None:
+        self.labels, self.size, self.seed = labels, size, seed
+
+    def __call__(self, row: int) -> Tensor:
+        return pattern_image(self.labels[row], self.size, seed=self.seed, index=row)

@@ -24,7 +24,7 @@ from neuroreg.errors import DataFormatError
 from neuroreg.training.data import AlignedDataModule, _collate_task
 from neuroreg.training.splits import check_split_classes, read_splits, split_table, write_splits
 
-__all__ = ["SplitImageDataModule", "TableImages", "check_readable"]
+__all__ = ["SplitImageDataModule", "TableImages", "PILLoader", "check_readable"]
 
 
 def check_readable(paths: list[Path], what: str) -> None:
@@ -42,6 +42,22 @@ def check_readable(paths: list[Path], what: str) -> None:
                 break
     if bad:
         raise DataFormatError(f"unreadable {what} image file(s), first: {bad}")
+
+
+class PILLoader:
+    """Row -> RGB PIL image of ``paths[row]``; a file that cannot be decoded raises naming it."""
+
+    def __init__(self, paths: tuple[str, ...]) -> None:
+        self.paths = paths
+
+    def __call__(self, row: int):
+        from PIL import Image, UnidentifiedImageError
+        path = self.paths[row]
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataFormatError(f"cannot read image {path}: {exc}") from exc
 
 
 class TableImages(Dataset):
@@ -99,15 +115,9 @@ class SplitImageDataModule(AlignedDataModule):
         """(table with columns ``image``, ``label`` and ``path`` [+ ``group``], class names)."""
         raise NotImplementedError
 
-    def _load(self, row: int) -> Any:
-        """The image of table row ``row`` (PIL image or ``(3, H, W)`` tensor in [0, 1])."""
-        path = self.table["path"].iat[row]
-        from PIL import Image, UnidentifiedImageError
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataFormatError(f"cannot read image {path}: {exc}") from exc
+    def _loader(self) -> Callable[[int], Any]:
+        """A picklable ``row -> image`` callable for the table (DataLoader workers receive it, not the module)."""
+        return PILLoader(tuple(self.table["path"]))
 
     # -- transforms
     def _transforms(self) -> tuple[Callable, Callable]:
@@ -174,11 +184,13 @@ class SplitImageDataModule(AlignedDataModule):
             train_rows = np.sort(rng.choice(train_rows, size=len(train_rows), replace=True, p=p / p.sum()))
         val_rows = np.flatnonzero(table["split"].to_numpy() == "val")
         test_rows = np.flatnonzero(table["split"].to_numpy() == "test")
-        self._test = TableImages(self._load, test_rows, labels, val_tf)
+        load = self._loader()
+        self._load_fn = load
+        self._test = TableImages(load, test_rows, labels, val_tf)
         self._eval_rows = {"train": np.flatnonzero(table["split"].to_numpy() == "train"), "val": val_rows,
                            "test": test_rows}
         self._val_tf = val_tf
-        return (TableImages(self._load, train_rows, labels, train_tf), TableImages(self._load, val_rows, labels, val_tf),
+        return (TableImages(load, train_rows, labels, train_tf), TableImages(load, val_rows, labels, val_tf),
                 list(classes))
 
     # -- public
@@ -192,7 +204,7 @@ class SplitImageDataModule(AlignedDataModule):
         self._ensure_task()
         if split not in self._eval_rows:
             raise ValueError(f"split must be one of {tuple(self._eval_rows)}; got {split!r}")
-        return TableImages(self._load, self._eval_rows[split], self.table["label"].to_numpy(), self._val_tf)
+        return TableImages(self._load_fn, self._eval_rows[split], self.table["label"].to_numpy(), self._val_tf)
 
     def splits_frame(self) -> pd.DataFrame:
         """``image``, ``split``, ``label`` (class name) and the data set's extra columns, one row per image."""

@@ -144,3 +144,12 @@ def test_pattern_domain_is_deterministic_and_labelled():
     a, la = dm.eval_dataset("train")[3]
     b, lb = PatternDataModule(n_images=60, **FAST).eval_dataset("train")[3]
     assert torch.equal(a, b) and la == lb and dm.num_classes == 6
+
+
+def test_datasets_pickle_for_worker_processes(tmp_path):
+    import pickle
+    root = make_eurosat(tmp_path / "e", per_class=10)
+    for dm in (EuroSATDataModule(str(root), **FAST), PatternDataModule(n_images=60, **FAST)):
+        ds = dm.eval_dataset("test")
+        clone = pickle.loads(pickle.dumps(ds))
+        assert torch.equal(clone[0][0], ds[0][0])

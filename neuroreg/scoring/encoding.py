@@ -25,12 +25,12 @@ from tqdm.auto import tqdm
 
 from neuroreg._checks import check_finite
 from neuroreg.projection import jl_min_dim, sparse_random_projection
-from neuroreg.scoring._inputs import aligned_brain, feature_ids, layer_matrix, layer_names, unit_groups
+from neuroreg.scoring._inputs import (aligned_brain, feature_ids, layer_matrix, layer_names, random_splits,
+                                      resolve_split, unit_groups)
 from neuroreg.scoring.compare import _method, compare_rdms
 from neuroreg.scoring.rdm import rdm
 from neuroreg.scoring.results import ScoreTable
 from neuroreg.scoring.ridge import RidgeGCV
-from neuroreg.scoring.rsa import resolve_split
 
 __all__ = ["versa", "predictivity", "pearson_per_column", "CONWELL_ALPHAS", "CONWELL_SRP_DIM"]
 
@@ -95,9 +95,13 @@ def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWE
     brain: :class:`~neuroreg.brain.BrainData` with ``unit_info`` ``roi``/``subject``
         (missing keys form one group); responses ``(n_stimuli, n_voxels)``.
     srp_dim: projection size for wider layers (None: never project).
-    split: ``"conwell"`` (even train / odd test) or ``(train_indices, test_indices)``.
+    split: ``"conwell"`` (even / odd positions of the sorted stimulus ids) or
+        ``(train_ids, test_ids)``; each half needs at least 4 stimuli (warning below 10).
     method: comparison of predicted and measured test RDMs (default Pearson).
     dtype: precision of the ridge's per-alpha products (see :class:`RidgeGCV`).
+
+    Row order does not matter (alignment by id, splits from sorted ids); features of
+    any dtype (float16, bfloat16) are promoted to float64 before standardisation.
 
     Returns a :class:`ScoreTable` with, per layer x region x subject, rows of
     metric ``"versa"`` (splits ``train`` from leave-one-out predictions and
@@ -108,7 +112,9 @@ def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWE
     method = _method(method)
     data = aligned_brain(brain, feature_ids(features))
     n = data.n_stimuli
-    splits = resolve_split(split, n)
+    if split is None or (isinstance(split, str) and split == "all"):
+        raise ValueError("versa needs a train/test split (split='conwell' or (train_ids, test_ids))")
+    splits = resolve_split(split, data.stimulus_ids, scorer="versa")
     if "train" not in splits:
         raise ValueError("versa needs a train/test split (split='conwell' or (train, test) indices)")
     train, test = splits["train"], splits["test"]
@@ -159,16 +165,6 @@ def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWE
     return ScoreTable(rows)
 
 
-def _cv_splits(n: int, n_splits: int, test_fraction: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    n_test = max(1, int(round(n * test_fraction)))
-    out = []
-    for _ in range(n_splits):
-        perm = rng.permutation(n)
-        out.append((np.sort(perm[n_test:]), np.sort(perm[:n_test])))
-    return out
-
-
 def _unit_ceiling(data, units) -> float | None:
     from neuroreg.scoring.ceiling import ncsnr_ceiling, split_half_ceiling
     if data.trials is not None:
@@ -192,6 +188,12 @@ def predictivity(features, brain, *, mapping: str = "ridge", splits: int = 10, t
     ``"predictivity"``, split ``"cv"``); ``ceiling``: median split-half
     Spearman-Brown reliability when ``brain.trials`` exist, else sqrt of the NSD
     ncsnr ceiling when ``unit_info["ncsnr"]`` exists, else None.
+
+    The splits are drawn over positions in sorted stimulus-id order (seeded), so
+    row order does not matter. Minimum: 3 test stimuli per fold (``round(n *
+    test_fraction)``) and 3 train stimuli, refused below; a warning gives the
+    number below 10 test stimuli per fold. Features of any dtype are promoted to
+    float64.
     """
     if mapping not in ("ridge", "pls"):
         from neuroreg.errors import UnknownNameError
@@ -202,7 +204,7 @@ def predictivity(features, brain, *, mapping: str = "ridge", splits: int = 10, t
         raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")
     data = aligned_brain(brain, feature_ids(features))
     n = data.n_stimuli
-    folds = _cv_splits(n, int(splits), test_fraction, seed)
+    folds = random_splits(data.stimulus_ids, int(splits), test_fraction, seed)
     groups = list(unit_groups(data))
     ceilings = {(r, s): _unit_ceiling(data, u) for r, s, u in groups}
     rows = []

@@ -2,7 +2,8 @@
 
 For each layer, the model RDM (1 - Pearson r between unreduced stimulus
 patterns) is compared with each brain RDM (region x subject) on the train and
-test halves of the stimuli, split by index parity. The best layer per region
+test halves of the stimuli, split by the parity of each stimulus's position in
+sorted-id order (never by row order; see ``scoring/_inputs.py``). The best layer per region
 and subject is chosen on the train half and reported on the test half; the
 whole layer profile stays in the table.
 """
@@ -17,30 +18,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from neuroreg.brain.data import conwell_split
-from neuroreg.scoring._inputs import brain_rdms, feature_ids, layer_matrix, layer_names
+from neuroreg.scoring._inputs import brain_rdms, feature_ids, layer_matrix, layer_names, resolve_split, row_ids
 from neuroreg.scoring.compare import _method, compare_rdms
 from neuroreg.scoring.rdm import _check_metric, rdm
 from neuroreg.scoring.results import ScoreTable
 
 __all__ = ["crsa", "resolve_split"]
-
-
-def resolve_split(split, n: int) -> dict[str, np.ndarray]:
-    """``"conwell"`` -> even/odd halves; None -> all stimuli; ``(train, test)`` index arrays as given."""
-    if split is None or split == "all":
-        return {"all": np.arange(n)}
-    if isinstance(split, str):
-        if split != "conwell":
-            raise ValueError(f"split must be 'conwell', None or (train_indices, test_indices); got {split!r}")
-        train, test = conwell_split(n)
-        return {"train": train, "test": test}
-    train, test = (np.asarray(s, dtype=np.int64) for s in split)
-    for name, idx in (("train", train), ("test", test)):
-        if idx.ndim != 1 or idx.size < 3 or idx.min() < 0 or idx.max() >= n:
-            raise ValueError(f"split {name} indices must be >= 3 indices in [0, {n}); got {idx.size} "
-                             f"in [{idx.min() if idx.size else '-'}, {idx.max() if idx.size else '-'}]")
-    return {"train": train, "test": test}
 
 
 def _sub(d: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -61,14 +44,21 @@ def crsa(features, brain, *, metric: str = "correlation", method: str = "pearson
         ``unit_info``), an RDMSet, a mapping name -> RDMSet or a NeuralStimulusSet.
     metric: model (and BrainData) RDM distance, default 1 - Pearson r.
     method: RDM comparison (:func:`~neuroreg.scoring.compare_rdms`), default Pearson.
-    split: ``"conwell"`` (even indices train, odd test), None (all stimuli,
-        split ``"all"``), or ``(train_indices, test_indices)``.
+    split: ``"conwell"`` (even positions of the sorted stimulus ids train, odd
+        test), None (all stimuli, split ``"all"``), or ``(train_ids, test_ids)``
+        (stimulus ids; rows without ids are their positions 0..n-1). Each split
+        needs at least 4 stimuli; below 10 a warning gives the number.
     ceiling: where a region has RDMs of >= 2 subjects, fill ``ceiling`` with
         their Nili upper bound on the same stimuli (``ceiling_lower`` column: the lower bound).
     n_boot: bootstrap resamples for 95% CIs (0: none): over stimuli on every row, and
         over subjects on added ``subject="mean"`` rows where a region has >= 2 subjects.
     device: compute model RDMs there (e.g. ``"cuda"``); default: where the features are.
     progress: progress bar over layers (default: only on a terminal).
+
+    Row order does not matter: features are aligned to the brain data by id
+    (duplicate ids are refused), and splits and bootstrap resamples follow the
+    sorted ids. Precision: RDMs are computed and compared in float64 on CPU
+    (float32 at least on other devices) whatever the features' dtype.
 
     Returns a :class:`ScoreTable` with one row per layer x brain RDM x split
     (metric ``"crsa"``) and columns ``rdm_set``, ``n_stimuli`` and ``is_best``
@@ -86,7 +76,7 @@ def crsa(features, brain, *, metric: str = "correlation", method: str = "pearson
     for t in targets:
         if t.rdm.shape[0] != n:
             raise ValueError(f"brain RDMs have different numbers of stimuli ({n} and {t.rdm.shape[0]})")
-    splits = resolve_split(split, n)
+    splits = resolve_split(split, row_ids(features, brain, n), scorer="crsa")
 
     ceilings: dict[tuple, tuple[float, float]] = {}
     if ceiling:

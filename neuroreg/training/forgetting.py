@@ -183,11 +183,25 @@ def _seeded(device: torch.device, seed: int):
 
 
 def _features(model: nn.Module, images: Tensor, layers: Mapping[str, str], transform, batch_size: int,
-              device: torch.device, seed: int = 0) -> dict[str, Tensor]:
+              device: torch.device, seed: int = 0, embedding: list | None = None) -> dict[str, Tensor]:
+    """Features of ``layers``; with ``embedding`` (a list), the classifier's input of the same forward passes
+    is appended to it as an ``(n, d)`` array (the retention probe reuses them instead of a second pass)."""
     from neuroreg.features import extract
-    with _seeded(device, seed):
-        return dict(extract(model, images, dict(layers), batch_size=batch_size, device=device, transform=transform,
-                            progress=False))
+    store: list[Tensor] = []
+    handle = None
+    if embedding is not None:
+        head = dict(model.named_modules())[classifier_name(model)]
+        handle = head.register_forward_pre_hook(lambda _m, inp: store.append(inp[0].detach().flatten(1).float().cpu()))
+    try:
+        with _seeded(device, seed):
+            out = dict(extract(model, images, dict(layers), batch_size=batch_size, device=device,
+                               transform=transform, progress=False))
+    finally:
+        if handle is not None:
+            handle.remove()
+    if embedding is not None:
+        embedding.append(torch.cat(store).numpy())
+    return out
 
 
 def _best_layer_scores(table: ScoreTable, metric: str) -> pd.DataFrame:
@@ -287,9 +301,11 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
     tf_b = transform or model_preprocess(before, image_size)
     tf_a = transform or model_preprocess(after, image_size)
     feats: dict[str, list[dict[str, Tensor]]] = {"before": [], "after": []}
+    embeddings: dict[str, list[np.ndarray]] = {"before": [], "after": []}
     for _name, _data, images, _ids in probes:
-        feats["before"].append(_features(before, images, layer_map, tf_b, batch_size, dev, seed))
-        feats["after"].append(_features(after, images, layer_map, tf_a, batch_size, dev, seed))
+        feats["before"].append(_features(before, images, layer_map, tf_b, batch_size, dev, seed,
+                                         embeddings["before"]))
+        feats["after"].append(_features(after, images, layer_map, tf_a, batch_size, dev, seed, embeddings["after"]))
     if probes:
         names = "+".join(p[0] for p in probes)
         n_total = sum(len(p[3]) for p in probes)
@@ -312,7 +328,11 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
             table.append(stage="after", score=r.score_after, layer=r.layer_after, **common)
             table.append(stage="change", score=r.score_after - r.score_before, **common)
     if reference is not None:
-        table.extend(_retention(before, after, reference, tf_b, tf_a, batch_size, dev, seed, base))
+        cached = None
+        for i, p in enumerate(probes):
+            if p[0] == reference:
+                cached = (p[3], {stage: embeddings[stage][i] for stage in embeddings})
+        table.extend(_retention(before, after, reference, tf_b, tf_a, batch_size, dev, seed, base, cached))
 
     # ---- voxel data
     if brain is not None:
@@ -321,8 +341,12 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
     return table
 
 
-def _retention(before, after, reference: str, tf_b, tf_a, batch_size, dev, seed, base) -> ScoreTable:
-    """Cross-validated logistic probe on the reference set's category labels, before and after."""
+def _retention(before, after, reference: str, tf_b, tf_a, batch_size, dev, seed, base,
+               cached: tuple[np.ndarray, dict[str, np.ndarray]] | None = None) -> ScoreTable:
+    """Cross-validated logistic probe on the reference set's category labels, before and after.
+
+    ``cached``: (stimulus ids, stage -> embeddings in that order) from the probe-set pass, if the
+    reference set was one of the probe sets."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     from neuroreg.brain import load_bundled
@@ -330,12 +354,17 @@ def _retention(before, after, reference: str, tf_b, tf_a, batch_size, dev, seed,
     labels = getattr(data, "labels", None)
     if labels is None:
         raise ValueError(f"reference set {reference!r} has no category labels; use 'kriegeskorte92' or None")
-    order = np.argsort(np.asarray(data.stimulus_ids).astype(str), kind="stable")
-    images = data.images_tensor()[torch.as_tensor(order)]
+    ids = np.asarray(data.stimulus_ids).astype(str)
+    order = np.argsort(ids, kind="stable")
     label_sets = {"animate": labels["animate"].to_numpy()[order],
                   "category": pd.factorize(labels["category"].to_numpy()[order], sort=True)[0]}
-    emb = {stage: _embed(m, _Images(images, tf), batch_size, dev, seed)[0]
-           for stage, m, tf in (("before", before, tf_b), ("after", after, tf_a))}
+    if cached is not None and sorted(np.asarray(cached[0]).astype(str)) == sorted(ids):
+        rows = np.argsort(np.asarray(cached[0]).astype(str), kind="stable")      # cached rows in sorted-id order
+        emb = {stage: e[rows] for stage, e in cached[1].items()}
+    else:
+        images = data.images_tensor()[torch.as_tensor(order)]
+        emb = {stage: _embed(m, _Images(images, tf), batch_size, dev, seed)[0]
+               for stage, m, tf in (("before", before, tf_b), ("after", after, tf_a))}
     out = ScoreTable()
     for label_name, y in label_sets.items():
         n_splits = int(min(5, np.bincount(y).min()))

@@ -104,7 +104,6 @@ def _report(before, after, **kw):
                              batch_size=46, **kw)
 
 
-@pytest.mark.slow
 def test_linear_probe_report_shows_no_drift_and_full_does(tmp_path):
     dm = PatternDataModule(n_images=60, **DATA)
     probe = FinetuneModule("test_resnet", num_classes=6, strategy="linear_probe", lr=1e-2)
@@ -187,3 +186,17 @@ def test_stochastic_front_end_gets_the_same_noise_before_and_after():
     table = _report(model, copy.deepcopy(model))
     drift = table.filter(metric="cka_to_start").to_pandas()
     assert len(drift) == 4 and (drift["score"] == 1.0).all()
+
+
+@pytest.mark.slow
+def test_retention_from_the_probe_pass_equals_a_separate_pass():
+    torch.manual_seed(0)
+    before = FinetuneModule("test_resnet", num_classes=6).start_model()
+    after = copy.deepcopy(before)
+    with torch.no_grad():
+        after.layer3[0].conv1.weight.add_(0.1 * torch.randn_like(after.layer3[0].conv1.weight))
+    kw = dict(image_size=32, batch_size=46, layers={"IT": "layer4"})
+    reused = forgetting_report(before, after, probe_sets=["kriegeskorte92"], **kw).filter(metric="retention_accuracy")
+    separate = forgetting_report(before, after, probe_sets=[], **kw).filter(metric="retention_accuracy")
+    assert len(reused) == 6
+    assert [r["score"] for r in reused] == pytest.approx([r["score"] for r in separate], abs=1e-12)

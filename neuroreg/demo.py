@@ -224,13 +224,15 @@ def _stage_finetune(report, out: Path, models: dict, *, seed: int, quick: bool) 
                                  model_name="cornet_z", seed=seed)
         module = FinetuneModule("cornet_z", num_classes=data.num_classes, weights=str(weights),
                                 model_kwargs={"num_classes": 4}, strategy="full", lr=1e-3, scheduler="none")
+        run_dir = out / "finetune" / label.replace(" ", "_").replace("+", "plus")
         L.Trainer(max_steps=steps, accelerator="cpu", devices=1, deterministic=True, logger=False,
+                  default_root_dir=str(run_dir),
                   enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
                   num_sanity_val_steps=0, limit_val_batches=0).fit(module, data)
         rows = forgetting_report(module.start_model(), module.backbone, task_data=data, image_size=32,
                                  probe_sets=["kriegeskorte92"], model=f"cornet_z ({label})", dataset="patterns",
                                  seed=seed)
-        write_forgetting(rows, out / "finetune" / label.replace(" ", "_").replace("+", "plus"))
+        write_forgetting(rows, run_dir)
         table.extend(rows)
     lightning_log.setLevel(level)
     shown = table.filter(metric=["task_accuracy", "cka_to_start", "crsa", "retention_accuracy"])

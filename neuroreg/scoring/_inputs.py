@@ -115,6 +115,7 @@ class BrainRDM:
     subject: Any
     source: str | None
     rdm: np.ndarray
+    name: str | None = None   # the RDM's own name within its set (one per subject and session)
 
 
 def _rdm_sets(brain) -> list[tuple[str | None, RDMSet]]:
@@ -145,7 +146,7 @@ def brain_rdms(brain, feature_stim_ids, metric: str = "correlation") -> list[Bra
             mats = rs.rdms if idx is None else rs.rdms[:, idx][:, :, idx]
             for i in range(rs.n_rdms):
                 region = rs.region[i] if rs.region[i] is not None else key
-                out.append(BrainRDM(region, rs.subject[i], key, mats[i]))
+                out.append(BrainRDM(region, rs.subject[i], key, mats[i], str(rs.names[i])))
         return out
     if isinstance(brain, BrainData):
         idx = _order(brain.stimulus_ids, feature_stim_ids, "brain")

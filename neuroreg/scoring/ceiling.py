@@ -63,25 +63,39 @@ def _pool_transform(v: np.ndarray, method: str) -> np.ndarray:
     return rankdata(v, axis=1)  # spearman, rho_a, kendall_tau_a: averaged ranks
 
 
-def rdm_noise_ceiling(rdms, method: str = "pearson") -> NoiseCeiling:
-    """Nili et al. (2014) lower/upper noise ceiling of ``k >= 2`` subject RDMs.
+def rdm_noise_ceiling(rdms, method: str = "pearson", *, groups=None) -> NoiseCeiling:
+    """Nili et al. (2014) lower/upper noise ceiling of ``k >= 2`` RDMs from >= 2 subjects.
 
     ``rdms``: an RDMSet, ``(k, n, n)`` square (symmetric, zero diagonal) or
     ``(k, m)`` condensed RDMs, any float dtype (computed in float64).
     ``method``: any :func:`~neuroreg.scoring.compare_rdms` method.
-    Minimum: 2 RDMs of 3 stimuli. Invariant to the order of stimuli and of RDMs.
+    ``groups``: one label per RDM naming its subject (e.g. ``RDMSet.subject`` when a
+    subject has an RDM per session); default: every RDM is its own subject. As
+    rsatoolbox's ``boot_noise_ceiling(rdm_descriptor=...)``: the lower bound leaves a
+    whole subject out, comparing each of its RDMs with the pool of the other
+    subjects' RDMs; both bounds average over the subject's RDMs, then over subjects.
+    Minimum: 2 RDMs of 3 stimuli from 2 subjects. Invariant to the order of stimuli and of RDMs.
     """
     method = _method(method)
     v, _ = _vectors("rdms", rdms)
     v = to_float64(v)
     k = v.shape[0]
-    if k < 2:
-        raise ShapeError(f"rdms must hold at least 2 RDMs (subjects) for a noise ceiling; got {k}")
+    labels = np.arange(k) if groups is None else np.asarray([str(g) for g in groups])
+    if labels.shape != (k,):
+        raise ShapeError(f"groups must have one label per RDM ({k}); got {labels.shape[0] if labels.ndim else 0}")
+    uniq = np.unique(labels)
+    if uniq.size < 2:
+        raise ShapeError(f"rdms must hold at least 2 RDMs of at least 2 subjects for a noise ceiling; got "
+                         f"{k} RDM(s) of {uniq.size} subject(s)")
     t = _pool_transform(v, method)
     total = t.sum(0)
-    upper = np.mean([compare_rdms(total / k, v[i], method) for i in range(k)])
-    lower = np.mean([compare_rdms((total - t[i]) / (k - 1), v[i], method) for i in range(k)])
-    return NoiseCeiling(float(lower), float(upper), "rdm", method)
+    upper_per, lower_per = [], []
+    for g in uniq:
+        own = np.flatnonzero(labels == g)
+        rest = (total - t[own].sum(0)) / (k - own.size)
+        upper_per.append(np.mean([compare_rdms(total / k, v[i], method) for i in own]))
+        lower_per.append(np.mean([compare_rdms(rest, v[i], method) for i in own]))
+    return NoiseCeiling(float(np.mean(lower_per)), float(np.mean(upper_per)), "rdm", method)
 
 
 def spearman_brown(r, factor: float = 2.0):

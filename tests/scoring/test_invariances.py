@@ -40,7 +40,7 @@ def _scores(table):
     df = table.to_pandas()
     keys = [c for c in ("layer", "region", "subject", "metric", "split") if c in df]
     df = df.sort_values(keys).reset_index(drop=True)
-    cols = [c for c in ("score", "ci_low", "ci_high", "ceiling", "ceiling_lower", "mean") if c in df]
+    cols = [c for c in ("score", "ci_low", "ci_high", "ceiling_r", "ceiling_r_lower", "mean") if c in df]
     return df[keys], df[cols].to_numpy(dtype=np.float64)
 
 

@@ -200,7 +200,10 @@ def _features(model: nn.Module, images: Tensor, layers: Mapping[str, str], trans
         if handle is not None:
             handle.remove()
     if embedding is not None:
-        embedding.append(torch.cat(store).numpy())
+        if len(store) and sum(len(t) for t in store) == len(images):
+            embedding.append(torch.cat(store).numpy())
+        else:   # extraction stopped before the head (timm forward_intermediates): one more pass
+            embedding.append(_embed(model, _Images(images, transform), batch_size, device, seed)[0])
     return out
 
 

@@ -152,7 +152,8 @@ class FinetuneModule(BrainRegularizedModule):
             p.requires_grad_(name in trainable)
         self._frozen_norms = [m for m in self.backbone.modules()
                               if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                              and any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
+                              and any(True for _ in m.parameters())
+                              and not any(p.requires_grad for p in m.parameters())]
         self._phase = phase
         self.train(self.training)
 

@@ -4,7 +4,7 @@
     neuroreg finetune --config configs/finetune_eurosat.yaml --data.root /data/EuroSAT
     neuroreg finetune --config configs/finetune_isic.yaml --data.root /data/isic2019 --trainer.max_steps 3000
     neuroreg finetune --config ... --model.start_from runs/train_x/checkpoints/last.ckpt   # from `neuroreg train`
-    neuroreg finetune --config ... --model.strategy linear_probe                # full | linear_probe | last_k | lp_ft | l2_sp
+    neuroreg finetune --config ... --model.strategy linear_probe   # or full, last_k, lp_ft, l2_sp
     neuroreg finetune --config ... --ckpt_path last                             # resume an interrupted run
     neuroreg finetune --config ... --forgetting.original_data /data/imagenet/val   # + original-task accuracy
 

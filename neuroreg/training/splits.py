@@ -138,7 +138,8 @@ def read_splits(path: str | Path, images: Sequence[str]) -> np.ndarray:
         raise DataFormatError(f"{path}: missing column(s) {missing_cols}; columns are {list(df.columns)}")
     bad = df[~df["split"].isin(SPLIT_VALUES)]
     if len(bad):
-        raise DataFormatError(f"{path}: split must be one of {SPLIT_VALUES}; first offending rows (line, image, split): "
+        raise DataFormatError(f"{path}: split must be one of {SPLIT_VALUES}; first offending rows "
+                              f"(line, image, split): "
                               f"{[(int(i) + 2, r.image, r.split) for i, r in bad.head(5).iterrows()]}")
     dup = df["image"][df["image"].duplicated()]
     if len(dup):

@@ -154,3 +154,16 @@ def test_datasets_pickle_for_worker_processes(tmp_path):
         ds = dm.eval_dataset("test")
         clone = pickle.loads(pickle.dumps(ds))
         assert torch.equal(clone[0][0], ds[0][0])
+
+
+def test_reused_splits_file_is_checked(tmp_path):
+    root = make_eurosat(tmp_path / "e", per_class=10)
+    path = EuroSATDataModule(str(root), **FAST).write_splits(tmp_path / "splits.csv")
+    frame = pd.read_csv(path)
+    frame.loc[3, "split"] = "holdout"
+    frame.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataFormatError, match=r"split must be one of .*\(5, '.*', 'holdout'\)"):
+        EuroSATDataModule(str(root), splits=str(tmp_path / "bad.csv"), **FAST).setup()
+    frame.drop(index=3).to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(DataFormatError, match="does not list 1 image"):
+        EuroSATDataModule(str(root), splits=str(tmp_path / "short.csv"), **FAST).setup()

@@ -200,3 +200,14 @@ def test_retention_from_the_probe_pass_equals_a_separate_pass():
     separate = forgetting_report(before, after, probe_sets=[], **kw).filter(metric="retention_accuracy")
     assert len(reused) == 6
     assert [r["score"] for r in reused] == pytest.approx([r["score"] for r in separate], abs=1e-12)
+
+
+@pytest.mark.slow
+def test_simulated_voxels_give_versa_and_hierarchy_rows_through_compare_factortopy():
+    before = FinetuneModule("test_resnet", num_classes=6).start_model()
+    table = _report(before, copy.deepcopy(before), brain="simulate", factortopy={"max_epochs": 3})
+    versa_rows = table.filter(metric="versa").to_pandas()
+    assert set(versa_rows["region"]) == {"V1", "V2V3", "OPA", "EBA"}
+    slope = table.filter(metric="hierarchy_slope").to_pandas().set_index("stage")["score"]
+    assert slope["before"] == slope["after"] and slope["change"] == 0.0      # same network, same seed
+    assert (versa_rows[versa_rows.stage == "change"]["score"] == 0.0).all()

@@ -50,7 +50,7 @@ __all__ = ["forgetting_report", "model_preprocess", "with_head_of"]
 _STAGES = ("before", "after", "change")
 
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- building blocks
 def model_preprocess(model: nn.Module, image_size: int | None = None) -> Callable[[Tensor], Tensor]:
     """``(3, H, W)`` in [0, 1] -> resized to the model's input size and normalised with its ``pretrained_cfg``."""
     cfg = getattr(model, "pretrained_cfg", None) or {}

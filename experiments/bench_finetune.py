@@ -16,6 +16,7 @@ machine. Prints the measured numbers and the ratio report / epoch (target
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def main() -> None:
                 torch.cuda.synchronize()
             epoch_s.append(time.perf_counter() - self.t)
 
-    trainer = L.Trainer(max_epochs=args.epochs, accelerator="gpu" if args.device == "cuda" else "cpu", devices=1,
+    run_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_finetune_"))
+    trainer = L.Trainer(max_epochs=args.epochs, default_root_dir=str(run_dir), accelerator="gpu" if args.device == "cuda" else "cpu", devices=1,
                         precision="bf16-mixed" if args.amp else "32-true", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         limit_val_batches=0, callbacks=[Timer()])

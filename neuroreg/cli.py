@@ -71,7 +71,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 
 # Commands that parse their own arguments (LightningCLI): everything after the name is handed over
 # untouched to the module's `cli_main(argv)` (with `debug=` if it takes it), under the same error guard.
-_OWN_PARSER = frozenset({"train"})
+_OWN_PARSER = frozenset({"train", "finetune"})
 
 #: Integer options that must be positive, whichever command declares them.
 _POSITIVE_INT_OPTIONS = ("image_size", "batch_size", "max_images", "num_classes")

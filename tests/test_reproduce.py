@@ -51,3 +51,11 @@ def test_vone_robustness_quick(tmp_path):
     _script("reproduce_vone_robustness").main(["--quick", "--out", str(tmp_path)])
     summary = _finite_csv(tmp_path / "summary.csv", ["mean"])
     assert summary["model"].nunique() == 3 and (tmp_path / "accuracy_vs_eps.png").is_file()
+
+
+@pytest.mark.slow
+def test_finetune_hierarchy_quick(tmp_path):
+    _script("reproduce_finetune_hierarchy").main(["--quick", "--out", str(tmp_path)])
+    hier = _finite_csv(tmp_path / "hierarchy.csv", ["score"])
+    assert {"before", "after", "change"} <= set(hier["stage"])
+    assert (tmp_path / "forgetting.csv").is_file()

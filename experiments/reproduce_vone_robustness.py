@@ -5,11 +5,12 @@ are trained on the same offline task (procedural oriented gratings, 4 classes, 3
 and the same seeds, differing only in what is studied:
 
 - ``cornet_s`` vs ``vone_cornet_s`` (the same CORnet-S areas V2-IT behind a learned V1 or the fixed,
-  stochastic VOneBlock);
-- ``cornet_s`` with and without the CKA IT-alignment term toward the bundled monkey IT RDM.
+  stochastic VOneBlock); in ``--quick`` mode the lighter CORnet-Z and a VOneNet around it;
+- the same plain model with and without the CKA IT-alignment term toward the bundled monkey IT RDM.
 
 Each trained model is attacked with L-inf PGD at several eps (EOT over the VOneBlock's noise for the
-stochastic model, with the attack suite's sanity checks) and run through the corruption suite. Reported:
+stochastic model, with the attack suite's sanity checks) and run through the corruption suite. All models
+see raw [0, 1] pixels (no mean/std normalisation), so a pair differs only in what is studied. Reported:
 clean and robust accuracy, mean and spread over seeds.
 
     python experiments/reproduce_vone_robustness.py --quick     # 1 seed, 60 steps: minutes on 2 cores
@@ -42,13 +43,17 @@ def train(model_name: str, *, align: bool, seed: int, steps: int, root: Path):
     from neuroreg.training import BrainRegularizedModule, GratingsDataModule, build_model
 
     L.seed_everything(seed, workers=True)
-    backbone = build_model(model_name, num_classes=4, **({"noise_mode": "neuronal"} if "vone" in model_name else {}))
+    if model_name.startswith("vone+"):  # a VOneBlock in front of a registered backbone (VOneNet)
+        from neuroreg.models import VOneNet
+        backbone = VOneNet(build_model(model_name[len("vone+"):], num_classes=4), seed=seed)
+    else:
+        backbone = build_model(model_name, num_classes=4)
     alignment = [CKALoss(area="IT", target="kriegeskorte92:monkey_IT", debiased=True, weight=1.0)] if align else []
     module = BrainRegularizedModule(backbone=backbone, alignment=alignment, optimizer="sgd", lr=0.05,
                                     scheduler="cosine", warmup_steps=5)
     data = GratingsDataModule(n_classes=4, n_train=512, n_val=128, batch_size=32, image_size=32,
-                              neural="kriegeskorte92" if align else None, neural_batch_size=32, normalize=True,
-                              model_name=model_name, seed=seed)
+                              neural="kriegeskorte92" if align else None, neural_batch_size=32, normalize=False,
+                              seed=seed)
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, deterministic=True,
                         default_root_dir=str(root), num_sanity_val_steps=0, limit_val_batches=0)
@@ -57,11 +62,10 @@ def train(model_name: str, *, align: bool, seed: int, steps: int, root: Path):
 
 
 def evaluate_model(model, name: str, seed: int, *, quick: bool) -> pd.DataFrame:
-    from neuroreg.evaluate import preprocessing_of
     from neuroreg.robustness import attack_suite, corruption_suite
     from neuroreg.training.data import GratingsDataset
 
-    prep = preprocessing_of(model)
+    prep = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}  # every model was trained on raw [0, 1] pixels
     val = GratingsDataset(128, 4, 32, seed=1000 + seed)  # images in [0, 1]; the suites normalise inside
     attacks = attack_suite(model, val, attacks=["pgd"], eps=list(EPS), norm="Linf", mean=prep["mean"],
                            std=prep["std"], pgd_steps=10, eot_iter=4 if quick else 10, batch_size=64, seed=seed,
@@ -79,7 +83,7 @@ def evaluate_model(model, name: str, seed: int, *, quick: bool) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 60 training steps")
+    parser.add_argument("--quick", action="store_true", help="CORnet-Z pair, 1 seed, 60 training steps")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -92,8 +96,10 @@ def main(argv=None) -> None:
 
     t0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    variants = [("cornet_s", "cornet_s", False), ("vone_cornet_s", "vone_cornet_s", False),
-                ("cornet_s + CKA IT alignment", "cornet_s", True)]
+    base = "cornet_z" if args.quick else "cornet_s"
+    vone = "vone+cornet_z" if args.quick else "vone_cornet_s"
+    variants = [(base, base, False), (f"VOne-{base}" if args.quick else vone, vone, False),
+                (f"{base} + CKA IT alignment", base, True)]
     frames = []
     for seed in range(seeds):
         for label, name, align in variants:

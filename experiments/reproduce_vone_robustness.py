@@ -70,7 +70,7 @@ def evaluate_model(model, name: str, seed: int, *, quick: bool) -> pd.DataFrame:
     attacks = attack_suite(model, val, attacks=["pgd"], eps=list(EPS), norm="Linf", mean=prep["mean"],
                            std=prep["std"], pgd_steps=10, eot_iter=4 if quick else 10, batch_size=64, seed=seed,
                            model_name=name, progress=False).to_pandas()
-    corr = corruption_suite(model, val, corruptions=["gaussian_noise", "gaussian_blur", "contrast", "jpeg_compression"],
+    corr = corruption_suite(model, val, corruptions=["gaussian_noise", "defocus_blur", "contrast", "jpeg_compression"],
                             severities=(1, 3, 5), mean=prep["mean"], std=prep["std"], batch_size=64, seed=seed,
                             model_name=name, progress=False).to_pandas()
     rows = attacks[(attacks["metric"] == "accuracy")][["eps", "score"]].copy()

@@ -459,3 +459,63 @@ def test_recovers_resnet18_layers_done_when():
     accuracy = float((ft.best_layer_ == truth["layer"])[good].mean())
     assert accuracy >= 0.8, f"layer recovered for {accuracy:.2f} of voxels with SNR >= 1"
     assert ft.hierarchy_slope() > 0.5, f"hierarchy slope {ft.hierarchy_slope():.2f}"
+
+
+# ----------------------------------------------------------------------------- invariances and diagnostics
+def test_same_data_in_another_row_order_gives_the_same_maps():
+    feats, brain = _tiny(n_stim=48)
+    perm = np.random.default_rng(5).permutation(brain.n_stimuli)
+    shuffled_brain = BrainData(brain.responses[perm], brain.stimulus_ids[perm], brain.unit_info)
+    a = _quick(seed=2).fit(feats, brain)
+    b = _quick(seed=2).fit({k: v[perm] for k, v in feats.items()}, shuffled_brain)
+    # the same stimuli (by id) are held out, whatever their rows
+    np.testing.assert_array_equal(np.sort(brain.stimulus_ids[a.val_index_]),
+                                  np.sort(shuffled_brain.stimulus_ids[b.val_index_]))
+    np.testing.assert_allclose(a.layer_probs_, b.layer_probs_, atol=1e-5)
+    np.testing.assert_allclose(a.space_layers_, b.space_layers_, atol=1e-5)
+    np.testing.assert_allclose(a.cv_r_, b.cv_r_, atol=1e-5)
+    np.testing.assert_allclose(a.predict(feats)[perm], b.predict({k: v[perm] for k, v in feats.items()}), atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_features_fit_like_their_float32_values(dtype):
+    feats, brain = _tiny()
+    low = {k: v.to(dtype) for k, v in feats.items()}
+    ref = _quick().fit({k: v.float() for k, v in low.items()}, brain)  # the same numbers, stored in float32
+    got = _quick().fit(low, brain)
+    assert np.isfinite(got.cv_r_).all() and np.isfinite(got.predict(low)).all()
+    np.testing.assert_allclose(got.layer_probs_, ref.layer_probs_, atol=1e-5)
+    np.testing.assert_allclose(got.cv_r_, ref.cv_r_, atol=1e-6)
+    np.testing.assert_allclose(got.predict(low), ref.predict({k: v.float() for k, v in low.items()}), atol=1e-4)
+
+
+def test_weak_layer_is_flagged_only_when_below_both_neighbours_for_nearly_all_voxels():
+    from neuroreg.scoring.factortopy_diagnostics import choice_margin, weak_layers
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.5, 0.8, size=(200, 1))
+    smooth = base - 0.05 * np.abs(np.arange(4)[None, :] - rng.integers(0, 4, size=(200, 1)))
+    assert weak_layers(smooth, ["a", "b", "c", "d"]) == []
+    dip = smooth.copy()
+    dip[:, 1] -= 0.25  # the pattern: one layer about 0.25 below its neighbours everywhere
+    flagged = weak_layers(dip, ["a", "b", "c", "d"])
+    assert [f["layer"] for f in flagged] == ["b"] and flagged[0]["fraction_below"] == pytest.approx(1.0)
+    np.testing.assert_allclose(choice_margin(np.array([[0.1, 0.5, 0.3], [0.2, 0.2, 0.9]])), [0.2, 0.7])
+    with pytest.raises(ShapeError, match="cv_r must be"):
+        weak_layers(dip, ["a", "b"])
+
+
+def test_fit_warns_when_a_layer_is_uniformly_below_its_neighbours():
+    # a middle layer of pure noise: no voxel reads it and its features carry nothing
+    feats, brain = _tiny(n_stim=60)
+    g = torch.Generator().manual_seed(1)
+    signal = torch.randn(60, 6, 1, 1, generator=g).expand(-1, -1, 8, 8).contiguous()  # read anywhere
+    noise = torch.randn(60, 6, 8, 8, generator=g)
+    feats = {"a": signal, "noise": noise, "c": signal + torch.randn(60, 6, 8, 8, generator=g)}
+    y = signal[:, :, 4, 4] @ torch.randn(6, brain.n_units, generator=g)
+    brain = BrainData(y.double().numpy() + 0.1 * np.random.default_rng(0).normal(size=y.shape),
+                      brain.stimulus_ids, brain.unit_info)
+    with pytest.warns(RuntimeWarning, match="layer 'noise' has a lower cross-validated r"):
+        ft = FactorTopy(["a", "noise", "c"], d=8, hidden=16, batch_size=16, max_epochs=2, warmup_epochs=1,
+                        anneal_epochs=1, patience=1, progress=False).fit(feats, brain)
+    assert [w["layer"] for w in ft.weak_layers_] == ["noise"]

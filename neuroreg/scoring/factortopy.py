@@ -656,8 +656,8 @@ class FactorTopy:
 
     def __init__(self, layers: Sequence[str], d: int = 128, seed: int = 0, *, hidden: int = 128,
                  n_freqs: int = 6, lr: float = 1e-3, weight_decay: float = 0.01, batch_size: int = 32,
-                 voxel_batch_size: int = 4096, max_epochs: int = 100, patience: int = 10,
-                 val_fraction: float = 0.1, warmup_epochs: int = 5, anneal_epochs: int = 20,
+                 voxel_batch_size: int = 4096, max_epochs: int = 30, patience: int = 3,
+                 val_fraction: float = 0.1, warmup_epochs: int = 2, anneal_epochs: int = 6,
                  entropy_weight: float = 0.01, entropy_decay: float = 0.95,
                  temperature: tuple[float, float] = (1.0, 0.2), smooth_weight: float = 0.0,
                  smooth_k: int = 6, beta: float = 0.1, expert_weight: float = 1.0, select_fraction: float = 0.2,

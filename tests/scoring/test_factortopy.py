@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -449,16 +450,29 @@ def test_recovers_layer_of_simulated_voxels_done_when(plain_cnn_fit):
     assert pos_error <= 0.15, f"median position error {pos_error:.3f}"
 
 
+def _recovery_matrix():
+    """The simulation matrix script (experiments/factortopy_recovery_matrix.py), imported from its file."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "experiments" / "factortopy_recovery_matrix.py"
+    spec = importlib.util.spec_from_file_location("factortopy_recovery_matrix", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
-def test_recovers_resnet18_layers_done_when():
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None).eval()
-    ft, brain, truth = _recovery(model, LAYERS, n_images=600, size=64, n_voxels=400, d=64, batch_size=16,
-                                 max_epochs=40)
-    good = truth["snr"] >= 1.0
-    accuracy = float((ft.best_layer_ == truth["layer"])[good].mean())
-    assert accuracy >= 0.8, f"layer recovered for {accuracy:.2f} of voxels with SNR >= 1"
-    assert ft.hierarchy_slope() > 0.5, f"hierarchy slope {ft.hierarchy_slope():.2f}"
+def test_recovers_resnet18_point_readouts_of_an_independent_simulation():
+    # the setting where layer2 (128 channels = D) used to lose its voxels (0.53 overall, layer2 12/111):
+    # ResNet-18, 96 px, voxels reading one block at a random location by bilinear sampling; defaults only
+    matrix = _recovery_matrix()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no layer may be flagged as uniformly weak
+        rec = matrix.run_cell("resnet18", 96, "point", 600, n_voxels=240, oracle=False)
+    assert rec["accuracy"] >= 0.75, f"layer recovered for {rec['accuracy']:.2f} of voxels with SNR >= 1: {rec}"
+    assert min(rec["per_layer"]) >= 0.5, f"per-layer recovery {rec['per_layer']}"
+    assert rec["slope"] > 0.5, f"hierarchy slope {rec['slope']:.2f}"
 
 
 # ----------------------------------------------------------------------------- invariances and diagnostics

@@ -30,7 +30,11 @@ of every layer at the learned position and scale, because gradient-trained
 read-outs of deeper, ill-conditioned layers stay under-fitted and lose. With
 ``per_layer_space=True`` (default) every layer has its own position and scale per
 voxel, so each layer is judged at its best window (``space_`` reports the chosen
-layer's).
+layer's). The channel alignments ``B_l`` start orthonormal (a square Gaussian ``B_l``, for a
+layer with ``C_l = D``, is so ill-conditioned that the layer's read-out, position and scale
+stay untrained), and every voxel's position for every layer starts at the peak of its
+channel-summed correlation map (:func:`correlation_peaks`). See ``docs/factortopy.md`` for the
+recovery matrix on simulations the defaults were not tuned on.
 
 Recovery on the plain-CNN simulation of the tests (240 voxels, 4 layers, SNR
 0.5-4): with 2,000 stimuli the true layer for 0.94 of voxels with SNR >= 1,
@@ -620,7 +624,8 @@ class FactorTopy:
     pooling: ``"gaussian"`` (scale = Gaussian window SD, :func:`scale_to_sd`) or ``"token"``
         (the paper's local/global mix); see :func:`factorized_readout`.
     layer_choice: ``"ridge_cv"`` (final layer probabilities ``softmax(cv_r_ / choice_temperature)``
-        from ``cv_folds``-fold ridge with penalty ``ridge_alpha`` per stimulus, see
+        from ``cv_folds``-fold ridge with penalty ``ridge_alpha`` per stimulus (a number, or a
+        sequence: each voxel and layer then keeps its best cross-validated r over them), see
         :func:`ridge_cv_r`) or ``"selector"`` (the layer-selector MLP, as in the paper).
     per_layer_space: give every layer its own position and scale per voxel (the selectors
         output ``(n, L, 2)`` and ``(n, L)``), so each layer's read-out is judged at its own
@@ -662,7 +667,7 @@ class FactorTopy:
                  temperature: tuple[float, float] = (1.0, 0.2), smooth_weight: float = 0.0,
                  smooth_k: int = 6, beta: float = 0.1, expert_weight: float = 1.0, select_fraction: float = 0.2,
                  pooling: str = "gaussian", layer_choice: str = "ridge_cv", cv_folds: int = 5,
-                 ridge_alpha: float = 2e-3, choice_temperature: float = 0.01, per_layer_space: bool = True,
+                 ridge_alpha: float | Sequence[float] = (2e-3, 2e-2, 2e-1, 2.0), choice_temperature: float = 0.01, per_layer_space: bool = True,
                  position_init: str = "correlation", init_steps: int = 500,
                  device: str | torch.device | None = None, progress: bool | None = None) -> None:
         self.layers = layers
@@ -713,9 +718,11 @@ class FactorTopy:
             raise ValueError(f"layer_choice must be 'ridge_cv' or 'selector'; got {self.layer_choice!r}")
         if isinstance(self.cv_folds, bool) or not isinstance(self.cv_folds, (int, np.integer)) or self.cv_folds < 2:
             raise ValueError(f"cv_folds must be an integer >= 2; got {self.cv_folds!r}")
-        for name in ("ridge_alpha", "choice_temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
+        alphas = np.atleast_1d(np.asarray(self.ridge_alpha, dtype=np.float64))
+        if alphas.ndim != 1 or alphas.size == 0 or not (np.isfinite(alphas) & (alphas > 0)).all():
+            raise ValueError(f"ridge_alpha must be a positive number or a sequence of them; got {self.ridge_alpha!r}")
+        if not self.choice_temperature > 0:
+            raise ValueError(f"choice_temperature must be > 0; got {self.choice_temperature}")
         if self.pooling not in _POOLINGS:
             raise ValueError(f"pooling must be one of {_POOLINGS}; got {self.pooling!r}")
         if self.position_init not in ("correlation", "centre"):
@@ -1087,7 +1094,10 @@ class FactorTopy:
                             x = _pool(prepared[layer], *_layer_args(space[sub], scale[sub], layer))
                             st.add(fold, x, yb[:, sub], slice(sub.start - sl.start, sub.stop - sl.start))
             for st, (layer, sl) in zip(stats, items):
-                scores[sl, layer] = st.cv_r(self.ridge_alpha).cpu().numpy()
+                # the penalty that suits a layer depends on its width and the stimulus count: keep
+                # each voxel's best over a small grid (the same grid for every layer)
+                scores[sl, layer] = torch.stack([st.cv_r(float(a)) for a in np.atleast_1d(self.ridge_alpha)]) \
+                    .amax(0).cpu().numpy()
         return scores
 
     def _step(self, net, maps, target, enc, tau, ent_w, neighbours, chunks, select=None) -> float:

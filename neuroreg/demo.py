@@ -103,9 +103,9 @@ def _stage_brain(report, out: Path, *, device: str, seed: int, quick: bool) -> d
                                 out / f"layer_profile_{s.name}.png"))
     report.add("Brain scores (cRSA)",
                "Pearson correlation between the upper triangles of model and brain RDMs (1 - Pearson r). For every "
-               "subject the best layer is chosen on the even-index stimuli and its score reported on the odd-index "
-               "stimuli (Conwell et al.), then averaged over subjects. The ceiling column is the Nili et al. (2014) "
-               "upper noise ceiling where several subjects were measured.",
+               "brain RDM (subject, or session of a subject) the best layer is chosen on the even-index stimuli and "
+               "its score reported on the odd-index stimuli (Conwell et al.), then averaged over the RDMs. The "
+               "ceiling_r column is the Nili et al. (2014) upper noise ceiling where several subjects were measured.",
                tables=[("best layer per region (test half, mean over subjects)", summary)], figures=figs)
     return [dict(r) for r in summary]
 

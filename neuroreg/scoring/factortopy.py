@@ -75,6 +75,7 @@ from tqdm.auto import tqdm
 from neuroreg._checks import check_finite
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import ShapeError
+from neuroreg.scoring._inputs import sorted_positions
 from neuroreg.scoring.factortopy_diagnostics import choice_margin, weak_layers
 from neuroreg.scoring.factortopy_init import correlation_peaks
 from neuroreg.scoring.factortopy_sources import _DictSource, _ModelSource, _ModelState
@@ -790,7 +791,7 @@ class FactorTopy:
         # every random choice over stimuli (validation split, read-out/selection split, batch
         # order, ridge folds) is made on ranks in sorted stimulus-id order, so the same data in
         # another row order gives the same fit
-        rank_order = _sorted_id_rows(brain.stimulus_ids)
+        rank_order = sorted_positions(brain.stimulus_ids)
         train_idx, val_idx = self._split(n_stim, val_index, rank_order)
 
         y_all = brain.responses
@@ -1287,13 +1288,6 @@ class FactorTopy:
                     table.append(model=model, layer=layer, region="hierarchy", split="val",
                                  metric=f"hierarchy_{key}", score=fit[key], n_voxels=fit["n"])
         return table
-
-
-def _sorted_id_rows(ids) -> np.ndarray:
-    """Rows in sorted stimulus-id order (ints sort as numbers, anything else as strings)."""
-    ids = np.asarray(ids)
-    keys = ids if ids.dtype.kind in "iuf" else ids.astype(str)
-    return np.argsort(keys, kind="stable").astype(np.int64)
 
 
 def _pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:

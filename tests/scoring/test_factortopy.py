@@ -533,3 +533,32 @@ def test_fit_warns_when_a_layer_is_uniformly_below_its_neighbours():
         ft = FactorTopy(["a", "noise", "c"], d=8, hidden=16, batch_size=16, max_epochs=2, warmup_epochs=1,
                         anneal_epochs=1, patience=1, progress=False).fit(feats, brain)
     assert [w["layer"] for w in ft.weak_layers_] == ["noise"]
+
+
+def test_channel_alignment_starts_well_conditioned_for_every_layer_width():
+    # the weak-layer cause: a square Gaussian B_l (C_l = D) has singular values near 0, so that
+    # layer's read-out w_il B_l trains in only a few directions; tall, square and wide must all start at 1
+    from neuroreg.scoring.factortopy import FactorTopyNet
+
+    torch.manual_seed(0)
+    net = FactorTopyNet([64, 128, 256], n_voxels=3, n_coord=4, d=128)
+    for mat in net.align:
+        sv = torch.linalg.svdvals(mat.detach())
+        torch.testing.assert_close(sv, torch.ones_like(sv), atol=1e-5, rtol=0)
+    gaussian = torch.randn(128, 128) / math.sqrt(128)  # the previous initialisation, for contrast
+    assert torch.linalg.svdvals(gaussian).min() < 0.05
+
+
+def test_correlation_peak_finds_the_pixel_a_voxel_reads():
+    from neuroreg.scoring.factortopy_init import correlation_peaks
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(300, 5, 6, 8, generator=g)
+    rows, cols = torch.tensor([1, 4, 2]), torch.tensor([6, 0, 3])
+    y = torch.stack([maps[:, :, r, c] @ torch.randn(5, generator=g) for r, c in zip(rows, cols)], 1)
+    y = y + 0.3 * torch.randn(y.shape, generator=g)
+    pos, height = correlation_peaks(lambda: ((np.arange(s, s + 50), [maps[s:s + 50]]) for s in range(0, 300, 50)),
+                                    y, 3)
+    expected = torch.stack([(2 * cols + 1) / 8 - 1, (2 * rows + 1) / 6 - 1], 1).float()
+    assert pos.shape == (3, 1, 2) and height.shape == (3, 1)
+    torch.testing.assert_close(pos[:, 0], expected, atol=0.5 / 6, rtol=0)  # within half a pixel

@@ -22,7 +22,7 @@ from torch import Tensor
 __all__ = ["correlation_peaks"]
 
 #: Bytes of ``(voxels x C H W)`` cross-products held at once (more voxels -> more passes).
-PEAK_MEMORY = 2 ** 28
+PEAK_MEMORY = 2 ** 30
 
 
 def correlation_peaks(batches: Callable[[], Iterable[tuple[np.ndarray, Sequence[Tensor]]]], y: Tensor,

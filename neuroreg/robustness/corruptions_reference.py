@@ -16,7 +16,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from neuroreg.errors import ShapeError
@@ -43,8 +42,11 @@ def structural_similarity(clean: Tensor, corrupted: Tensor, *, window: int = 7) 
     n_pix = window * window
     cov = n_pix / (n_pix - 1)
 
-    def mean(t):
-        return F.avg_pool2d(t, window, stride=1)
+    def mean(t):  # window means by running sums, separable (far cheaper than avg_pool2d)
+        for dim in (-2, -1):
+            c = torch.cat([torch.zeros_like(t.narrow(dim, 0, 1)), t.cumsum(dim)], dim=dim)
+            t = c.narrow(dim, window, c.shape[dim] - window) - c.narrow(dim, 0, c.shape[dim] - window)
+        return t / n_pix
 
     ma, mb = mean(a), mean(b)
     va = cov * (mean(a * a) - ma * ma)

@@ -205,9 +205,10 @@ def test_jpeg_is_close_to_pil_jpeg(photos):
         imgs[0].save(buf, "JPEG", quality=quality)
         ref = torch.from_numpy(np.asarray(Image.open(buf).convert("RGB")).copy()).permute(2, 0, 1).float() / 255
         got = corrupt(x[:1], "jpeg_compression", severity)[0]
-        # the codecs agree better than JPEG agrees with the original (the kornia codec runs at
-        # the calibrated quality, so that its degradation statistics match libjpeg's)
-        assert _psnr(got[None], ref[None]) > _psnr(ref[None], x[:1]) + 1
+        # the kornia codec runs at the calibrated quality: it loses as much as libjpeg at the
+        # published one, and its output is closer to libjpeg's than libjpeg's is to the original
+        assert _psnr(got[None], x[:1]) == pytest.approx(_psnr(ref[None], x[:1]), abs=0.5)
+        assert _psnr(got[None], ref[None]) > _psnr(ref[None], x[:1])
 
 
 def test_noise_statistics():

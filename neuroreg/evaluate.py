@@ -148,7 +148,7 @@ def summarize_brain(table: ScoreTable) -> ScoreTable:
     """Test score of the train-chosen layer, averaged over subjects, per model x dataset x RDM set x region.
 
     Columns: score (mean over the subjects' RDMs), ``sd`` across them, ``n_subjects``, ``n_rdms``,
-    ``ceiling`` (mean upper bound where known) and ``layers`` (the chosen layers).
+    ``ceiling_r`` (mean upper bound where known, Pearson-r scale) and ``layers`` (the chosen layers).
     """
     best = table.best(("dataset", "rdm_set", "region")).to_pandas()
     out = ScoreTable()
@@ -156,11 +156,11 @@ def summarize_brain(table: ScoreTable) -> ScoreTable:
         return out
     keys = ["model", "dataset", "rdm_set", "region", "metric"]
     for key, grp in best.groupby(keys, dropna=False, sort=False):
-        ceiling = grp["ceiling"].dropna()
+        ceiling = grp["ceiling_r"].dropna()
         out.append(**dict(zip(keys, key)), split="test", score=float(grp["score"].mean()),
                    sd=float(grp["score"].std(ddof=0)), n_subjects=int(grp["subject"].nunique(dropna=False)),
                    n_rdms=int(len(grp)),
-                   ceiling=float(ceiling.mean()) if len(ceiling) else None,
+                   ceiling_r=float(ceiling.mean()) if len(ceiling) else None,
                    layers=",".join(dict.fromkeys(grp["layer"].astype(str))))
     return out
 

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     paths = card.save(out)
     print(f"{'dataset':<17} {'rdm set':<18} {'region':<6} {'metric':<6} {'score':>6} {'ceiling':>7}  layers")
     for r in summarize_brain(table):
-        ceiling = f"{r['ceiling']:.3f}" if r["ceiling"] is not None else "-"
+        ceiling = f"{r['ceiling_r']:.3f}" if r["ceiling_r"] is not None else "-"
         print(f"{r['dataset']:<17} {r['rdm_set']:<18} {str(r['region']):<6} {r['metric']:<6} "
               f"{r['score']:>6.3f} {ceiling:>7}  {r['layers']}")
     print(f"wrote {paths['html']}")

@@ -3,18 +3,77 @@
 >>> import neuroreg as nr
 >>> model = nr.create_model("vone_cornet_s", num_classes=10)   # also timm.create_model(...)
 >>> feats = nr.extract(model, images, layers=["IT"])
+
+Submodules and names are imported on first use, so ``import neuroreg`` (and
+``neuroreg --version``) does not load torch. The models are registered in timm
+all the same: at once if timm is already imported, else as soon as it is, so
+``import timm, neuroreg`` then ``timm.create_model("vone_cornet_s")`` works in
+either import order.
 """
 
+import sys as _sys
+from importlib import import_module as _import_module
+from importlib.abc import MetaPathFinder as _MetaPathFinder
 from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.util import find_spec as _find_spec
 
 try:
     __version__ = _version("neuroreg")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-from neuroreg import brain, errors, scoring  # noqa: E402
-from neuroreg.features import Features, extract  # noqa: E402
-from neuroreg.models import area_layers, create_model, list_models  # noqa: E402
+# public name -> (module, attribute or None for the module itself)
+_LAZY = {
+    "brain": ("neuroreg.brain", None),
+    "scoring": ("neuroreg.scoring", None),
+    "errors": ("neuroreg.errors", None),
+    "Features": ("neuroreg.features", "Features"),
+    "extract": ("neuroreg.features", "extract"),
+    "area_layers": ("neuroreg.models", "area_layers"),
+    "create_model": ("neuroreg.models", "create_model"),
+    "list_models": ("neuroreg.models", "list_models"),
+}
 
 __all__ = ["__version__", "create_model", "list_models", "area_layers", "extract", "Features",
            "brain", "scoring", "errors"]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'neuroreg' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
+    value = _import_module(module_name)
+    if attr is not None:
+        value = getattr(value, attr)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _RegisterWhenTimmLoads(_MetaPathFinder):
+    """Import hook, used once: after ``timm`` itself is imported, import ``neuroreg.models`` (timm registry)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "timm":
+            return None
+        _sys.meta_path.remove(self)
+        spec = _find_spec("timm")
+        if spec is None or spec.loader is None:
+            return spec
+        run_timm = spec.loader.exec_module
+
+        def exec_module(module):
+            run_timm(module)
+            _import_module("neuroreg.models")
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if "timm" in _sys.modules:
+    _import_module("neuroreg.models")
+elif not any(isinstance(f, _RegisterWhenTimmLoads) for f in _sys.meta_path):
+    _sys.meta_path.insert(0, _RegisterWhenTimmLoads())

@@ -1,16 +1,24 @@
-"""The ``neuroreg`` command: info, demo, train, finetune, evaluate, score, sweep, tune, bench."""
+"""The ``neuroreg`` command: info, demo, train, finetune, evaluate, score, sweep, tune, bench.
+
+Only the chosen command's module is imported (``--version`` and ``--help`` import
+neither torch nor Lightning). Every command runs under one error guard
+(:func:`neuroreg._exit.run_guarded`): a user error is one line on stderr and a
+documented exit status; ``--debug`` (anywhere on the line) shows the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
+import os
 import platform
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
-__all__ = ["main", "build_parser"]
+from neuroreg._exit import EXIT_NOT_AVAILABLE, EXIT_STATUSES, EXIT_USAGE, run_guarded
 
-EXIT_NOT_AVAILABLE = 3
+__all__ = ["main", "build_parser", "EXIT_NOT_AVAILABLE"]
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -61,18 +69,45 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("run a benchmark from experiments/ and print ratios", "neuroreg.bench"),
 }
 
+# Commands that parse their own arguments (LightningCLI): everything after the name is handed over
+# untouched to the module's `cli_main(argv)` (with `debug=` if it takes it), under the same error guard.
+_OWN_PARSER = frozenset({"train", "finetune"})
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
+#: Integer options that must be positive, whichever command declares them.
+_POSITIVE_INT_OPTIONS = ("image_size", "batch_size", "max_images", "num_classes")
+#: Options naming an output file or folder, checked to be creatable and writable before the work starts.
+_OUTPUT_OPTIONS = ("out", "store")
+
+
+def _epilog() -> str:
+    rows = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_STATUSES.items())
+    return f"exit statuses:\n{rows}\n\n--debug (anywhere on the line) shows the traceback of an error."
+
+
+def build_parser(only: Iterable[str] | None = None
+                 ) -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
+    """The argument parser and the command handlers.
+
+    ``only``: the commands whose modules are imported and whose options are
+    declared (default: all); the others are listed by name and help text only,
+    so ``--help`` and ``--version`` stay fast.
+    """
     import neuroreg
 
+    wanted = set(_COMMANDS) if only is None else set(only)
     parser = argparse.ArgumentParser(
-        prog="neuroreg", description="Brain-constrained vision models: build, train, fine-tune, score.")
+        prog="neuroreg", description="Brain-constrained vision models: build, train, fine-tune, score.",
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"neuroreg {neuroreg.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {}
-    p = sub.add_parser("info", help="versions, compute device and bundled data sets")
+    sub.add_parser("info", help="versions, compute device and bundled data sets")
     handlers["info"] = _cmd_info
     for name, (help_text, module_name) in _COMMANDS.items():
+        if name not in wanted:
+            sub.add_parser(name, help=help_text, add_help=False)
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -88,21 +123,81 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     return parser, handlers
 
 
+def _check_device(device: str) -> None:
+    import torch
+
+    from neuroreg.errors import NotAvailableError
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps)") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NotAvailableError(f"--device {device}: CUDA is not available on this machine "
+                                    f"(torch {torch.__version__}, torch.cuda.is_available() is False); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise NotAvailableError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise NotAvailableError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+
+
+def check_common_arguments(args: argparse.Namespace) -> None:
+    """Checks every command gets before its work starts: device, positive sizes, writable ``--out``/``--store``."""
+    from neuroreg._io import check_output_target
+
+    for name in _POSITIVE_INT_OPTIONS:
+        value = getattr(args, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer; got {value}")
+    device = getattr(args, "device", None)
+    if isinstance(device, str) and device:
+        _check_device(device)
+    for name in _OUTPUT_OPTIONS:
+        target = getattr(args, name, None)
+        if isinstance(target, (str, os.PathLike)):
+            check_output_target(target, kind="any", name=f"--{name}")
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+        if arg in ("-h", "--help", "--version"):
+            return None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # LightningCLI parses its own arguments: hand everything after `train` over untouched.
-    if argv and argv[0] == "train":
-        try:
-            module = importlib.import_module("neuroreg.training.cli")
-        except ModuleNotFoundError:
-            return _not_available("train", "neuroreg.training.cli is not part of this version")(argparse.Namespace())
-        return int(module.cli_main(argv[1:]) or 0)
-    parser, handlers = build_parser()
+    command = _command_of(argv)
+    # --debug may appear anywhere; LightningCLI would not know it, so it is taken out here.
+    debug = "--debug" in argv
+    if command in _OWN_PARSER:
+        rest = [a for a in argv[argv.index(command) + 1:] if a != "--debug"]
+
+        def own() -> int:
+            try:
+                module = importlib.import_module(_COMMANDS[command][1])
+            except ModuleNotFoundError:
+                return _not_available(command, f"{_COMMANDS[command][1]} is not part of this version")(
+                    argparse.Namespace())
+            accepts_debug = "debug" in inspect.signature(module.cli_main).parameters
+            return module.cli_main(rest, debug=debug) if accepts_debug else module.cli_main(rest)
+        return run_guarded(command, own, debug=debug)
+    argv = [a for a in argv if a != "--debug"]
+    parser, handlers = build_parser(only=[command] if command in _COMMANDS else [])
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
-    return int(handlers[args.command](args) or 0)
+        return EXIT_USAGE
+
+    def work() -> int:
+        check_common_arguments(args)
+        return handlers[args.command](args)
+    return run_guarded(args.command, work, debug=debug)
 
 
 if __name__ == "__main__":  # pragma: no cover

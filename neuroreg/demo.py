@@ -9,6 +9,9 @@
    and after.
 3. Robustness: the trained models under PGD (EOT for the stochastic VOne front
    end) with the suite's sanity checks.
+4. Fine-tuning and forgetting: both trained models fine-tuned on a generated
+   second domain (the setup of ``configs/finetune_tiny.yaml``); the forgetting
+   report says what each lost (CKA drift per area, cRSA change, retention).
 
 Tables, figures and ``report.html`` go to ``--out`` (default ``results/demo``).
 """
@@ -64,6 +67,8 @@ def run_demo(out: str | Path = Path("results") / "demo", *, device: str | None =
     _say(f"brain-regularized training done ({time.perf_counter() - t0:.0f} s)")
     results["robustness"] = _stage_robustness(report, out, models, seed=seed, quick=quick)
     _say(f"robustness done ({time.perf_counter() - t0:.0f} s)")
+    results["forgetting"] = _stage_finetune(report, out, models, seed=seed, quick=quick)
+    _say(f"fine-tuning and forgetting done ({time.perf_counter() - t0:.0f} s)")
     paths = report.write()
     results["paths"] = paths
     _say(f"report: {paths['html']}")
@@ -189,4 +194,52 @@ def _stage_robustness(report, out: Path, models: dict, *, seed: int, quick: bool
                        ("sanity checks", sanity[[c for c in ("model", "metric", "attack", "passed", "detail")
                                                  if c in sanity.columns]])],
                figures=figs)
+    return [dict(r) for r in table]
+
+
+def _stage_finetune(report, out: Path, models: dict, *, seed: int, quick: bool) -> list:
+    """Fine-tune each trained CORnet-Z on the generated pattern domain; forgetting report per model."""
+    import logging
+
+    import lightning as L
+    import torch
+
+    from neuroreg.scoring.results import ScoreTable
+    from neuroreg.training import FinetuneModule, PatternDataModule
+    from neuroreg.training.forgetting import forgetting_report
+    from neuroreg.training.forgetting_output import write_forgetting
+
+    steps = _PROFILES[quick]["train_steps"] // (2 if quick else 1)
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.WARNING)
+    table = ScoreTable()
+    for label, backbone in models.items():
+        _say(f"fine-tuning CORnet-Z ({label}) on generated patterns ({steps} steps)")
+        weights = out / "finetune" / f"start_{label.replace(' ', '_').replace('+', 'plus')}.pth"
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(backbone.state_dict(), weights)
+        L.seed_everything(seed, verbose=False)
+        data = PatternDataModule(n_images=72 if quick else 240, batch_size=16, image_size=32, normalize=True,
+                                 model_name="cornet_z", seed=seed)
+        module = FinetuneModule("cornet_z", num_classes=data.num_classes, weights=str(weights),
+                                model_kwargs={"num_classes": 4}, strategy="full", lr=1e-3, scheduler="none")
+        run_dir = out / "finetune" / label.replace(" ", "_").replace("+", "plus")
+        L.Trainer(max_steps=steps, accelerator="cpu", devices=1, deterministic=True, logger=False,
+                  default_root_dir=str(run_dir),
+                  enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
+                  num_sanity_val_steps=0, limit_val_batches=0).fit(module, data)
+        rows = forgetting_report(module.start_model(), module.backbone, task_data=data, image_size=32,
+                                 probe_sets=["kriegeskorte92"], model=f"cornet_z ({label})", dataset="patterns",
+                                 seed=seed)
+        write_forgetting(rows, run_dir)
+        table.extend(rows)
+    lightning_log.setLevel(level)
+    shown = table.filter(metric=["task_accuracy", "cka_to_start", "crsa", "retention_accuracy"])
+    report.add("Fine-tuning and forgetting",
+               f"Each trained CORnet-Z fine-tuned {steps} steps (all layers, AdamW) on six classes of generated "
+               "patterns; before = the trained network (task accuracy: a linear probe on its frozen features), "
+               "after = fine-tuned, change = after - before. cka_to_start: CKA between the two networks' features "
+               "on the 92 images (1 = unchanged). Full reports in finetune/<model>/forgetting.md.",
+               tables=[("forgetting", shown)])
     return [dict(r) for r in table]

@@ -17,6 +17,8 @@ __all__ = [
     "CheckpointError",
     "NotAvailableError",
     "DataFormatError",
+    "OutputError",
+    "RunLockedError",
 ]
 
 
@@ -53,6 +55,17 @@ class DataFormatError(NeuroregError, ValueError):
 
 class NotAvailableError(NeuroregError, RuntimeError):
     """A feature needs an optional dependency or is not available yet."""
+
+
+class OutputError(NeuroregError, OSError):
+    """A result cannot be written: the target is a folder or unwritable, or the disk is too full."""
+
+    def __str__(self) -> str:  # OSError would otherwise format (errno, strerror)
+        return str(self.args[0]) if self.args else ""
+
+
+class RunLockedError(NeuroregError, RuntimeError):
+    """A run folder or output file is held by another live process (or by an earlier, unfinished run)."""
 
 
 class ConfigError(NeuroregError, ValueError):

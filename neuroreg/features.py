@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,9 +21,9 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from neuroreg._checks import check_finite
-from neuroreg._io import atomic_path
+from neuroreg._io import PathLock, atomic_path, check_output_target, ensure_free_space, reading
 from neuroreg._images import IMAGE_EXTENSIONS, images_to_tensor, list_images
-from neuroreg.errors import ShapeError, UnknownNameError
+from neuroreg.errors import NonFiniteError, ShapeError, UnknownNameError
 from neuroreg.projection import SparseRandomProjection
 
 __all__ = ["extract", "Features", "resolve_layers", "IMAGE_EXTENSIONS"]
@@ -117,7 +118,7 @@ class _PathImages(Dataset):
 
     def __getitem__(self, i: int) -> Tensor:
         from PIL import Image
-        with Image.open(self.paths[i]) as img:
+        with reading(self.paths[i], "the image"), Image.open(self.paths[i]) as img:
             arr = np.asarray(img.convert("RGB"))
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
@@ -284,9 +285,19 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
     pool: ``None`` (full maps), ``"avg"``/``"max"`` (spatial pooling of ``(C, H, W)`` maps
         -> ``(n, C)``; token outputs ``(tokens, D)`` are pooled over tokens -> ``(n, D)``),
         or ``"srp"`` (seeded sparse random projection to ``srp_dim`` dims).
-    out: HDF5 path; features are streamed there batch by batch (written atomically)
-        and the returned :class:`Features` reads from it lazily.
+    out: HDF5 path; features are streamed there batch by batch and the returned
+        :class:`Features` reads from it lazily. The file appears under its name only
+        when complete (temporary file + rename); a folder or unwritable ``out`` fails
+        before any work, the free space is checked against the size estimated from
+        the first batch, and ``out.lock`` keeps a second process from writing the
+        same file at once (it fails with :class:`~neuroreg.errors.RunLockedError`).
+    seed: seeds the stochastic layers (VOneBlock noise) for this call and the
+        ``"srp"`` projection: the same seed gives the same features. The global
+        RNG state is restored afterwards.
     progress: show a progress bar (default: only on a terminal).
+
+    Images of any float dtype (float16, bfloat16, float64) are converted to the
+    model's floating dtype; NaN or inf in any image raises ``NonFiniteError``.
 
     Returns a :class:`Features` mapping output name -> ``(n, ...)`` float32 CPU tensor.
     Area maps of models with timm's ``forward_intermediates`` whose
@@ -300,6 +311,8 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
         raise ValueError(f"pool must be None or one of {_POOLS}; got {pool!r}")
     if not (time_step in ("last", "all") or isinstance(time_step, int)):
         raise ValueError(f"time_step must be 'last', 'all' or an int; got {time_step!r}")
+    if out is not None:
+        out = check_output_target(out, kind="file", name="out")
     names = resolve_layers(model, layers)
     dataset, default_ids = _as_dataset(stimuli)
     n = len(dataset)
@@ -311,6 +324,7 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
 
     params = list(model.parameters()) + list(model.buffers())
     orig_device = params[0].device if params else torch.device("cpu")
+    float_dtype = next((p.dtype for p in params if torch.is_floating_point(p)), torch.float32)
     run_device = torch.device(device) if device is not None else orig_device
     modes = {name: m.training for name, m in model.named_modules()}
     modules = dict(model.named_modules())
@@ -327,8 +341,15 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
         _Transformed(dataset, transform), batch_size=batch_size, shuffle=False, num_workers=num_workers)
     store: dict[str, Any] = {}
     h5 = None
+    lock = PathLock(out.with_name(out.name + ".lock"), purpose="neuroreg extract") if out is not None else None
+    rng_devices = [run_device] if run_device.type == "cuda" else []
     try:
-        with _maybe_h5(out) as h5:
+        with contextlib.ExitStack() as stack:
+            if lock is not None:
+                stack.enter_context(lock)
+            stack.enter_context(torch.random.fork_rng(devices=rng_devices))
+            torch.manual_seed(seed)
+            h5 = stack.enter_context(_maybe_h5(out))
             model.eval()
             if run_device != orig_device:
                 model.to(run_device)
@@ -341,7 +362,7 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
             show = None if progress is None else not progress
             for batch in tqdm(loader, desc="extract", unit="batch", disable=show if show is not None else None,
                               leave=False):
-                batch = batch.to(run_device, non_blocking=True)
+                batch = _checked_batch(batch, start, float_dtype).to(run_device, non_blocking=True)
                 for v in calls.values():
                     v.clear()
                 if feature_index is None:
@@ -358,6 +379,9 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
                     if key not in store:
                         store[key] = _allocate(h5, key, (n, *act.shape[1:]))
                     _write(store[key], start, act)
+                if h5 is not None and start == 0:
+                    ensure_free_space(out, sum(4 * int(np.prod(store[k].shape)) for k in names),
+                                      f"{n} stimuli x {len(names)} layers of float32 features")
                 start += b
             if h5 is not None:
                 h5.attrs["layers"] = list(names)
@@ -374,6 +398,21 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
     if out is not None:
         return Features(stimulus_ids=ids, path=out, layers=list(names), module_names=names)
     return Features(store, stimulus_ids=ids, module_names=names)
+
+
+def _checked_batch(batch: Tensor, start: int, dtype: torch.dtype) -> Tensor:
+    """Convert a batch of images to the model's float dtype; refuse NaN/inf naming the stimulus index."""
+    if not isinstance(batch, Tensor) or not torch.is_floating_point(batch):
+        kind = batch.dtype if isinstance(batch, Tensor) else type(batch).__name__
+        raise TypeError(f"stimuli must be float images in [0, 1] (or uint8 arrays); the dataset gave {kind} "
+                        f"at stimulus {start}")
+    if batch.dtype != dtype:
+        batch = batch.to(dtype)
+    if not bool(torch.isfinite(batch.sum(dtype=torch.float64))):
+        bad = (~torch.isfinite(batch)).flatten(1).any(1).nonzero().flatten()
+        raise NonFiniteError(f"stimuli contain NaN or inf: {len(bad)} image(s) in the batch starting at stimulus "
+                             f"{start}, first at stimulus {start + int(bad[0])}")
+    return batch
 
 
 class _Transformed(Dataset):
@@ -407,7 +446,14 @@ class _maybe_h5:
 
     def __exit__(self, exc_type, exc, tb):
         if self.file is not None:
-            self.file.close()
+            try:
+                self.file.close()
+            except Exception as close_exc:  # a full disk can fail the final flush too
+                if exc_type is None:
+                    exc_type, exc, tb = type(close_exc), close_exc, close_exc.__traceback__
+                    if self._ctx is not None:
+                        self._ctx.__exit__(exc_type, exc, tb)  # removes the temporary file, raises OutputError
+                    raise
         if self._ctx is not None:
             return self._ctx.__exit__(exc_type, exc, tb)
         return False

@@ -14,7 +14,8 @@ def demo(tmp_path_factory):
 def test_writes_report_tables_and_figures(demo):
     out, _ = demo
     page = (out / "report.html").read_text()
-    for heading in ("Brain scores (cRSA)", "Brain-regularized training", "Adversarial robustness"):
+    for heading in ("Brain scores (cRSA)", "Brain-regularized training", "Adversarial robustness",
+                    "Fine-tuning and forgetting"):
         assert heading in page
     for name in ("brain_scores.csv", "brain_scores_summary.csv", "layer_profile_kriegeskorte92.png",
                  "layer_profile_algonauts2019_78.png", "report.md"):
@@ -39,3 +40,11 @@ def test_robustness_sanity_checks_pass(demo):
     _, results = demo
     sanity = [r for r in results["robustness"] if str(r["metric"]).startswith("sanity:")]
     assert sanity and all(r["passed"] for r in sanity)
+
+
+def test_finetuning_stage_reports_drift_for_both_models(demo):
+    out, results = demo
+    drift = [r for r in results["forgetting"] if r["metric"] == "cka_to_start"]
+    assert {r["model"] for r in drift} == {"cornet_z (task only)", "cornet_z (task + IT CKA)"}
+    assert all(r["score"] < 1.0 for r in drift)
+    assert (out / "finetune" / "task_only" / "forgetting.md").is_file()

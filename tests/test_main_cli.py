@@ -40,3 +40,13 @@ def test_unavailable_commands_fail_loudly(capsys):
 def test_console_script_runs():
     proc = subprocess.run([sys.executable, "-m", "neuroreg.cli", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and "neuroreg" in proc.stdout
+
+
+def test_import_is_light_and_models_still_register_in_timm():
+    code = ("import sys, neuroreg; assert 'torch' not in sys.modules, 'import neuroreg loaded torch'; "
+            "import timm; assert 'cornet_z' in timm.list_models('cornet*'); "
+            "print(type(timm.create_model('cornet_z')).__name__)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "CORnetZ", proc.stderr[-2000:]
+    proc = subprocess.run([sys.executable, "-m", "neuroreg.cli", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "exit statuses:" in proc.stdout

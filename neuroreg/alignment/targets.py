@@ -24,6 +24,7 @@ from torch import Tensor
 
 from neuroreg._checks import check_finite
 from neuroreg._ids import rows_of
+from neuroreg._io import reading
 from neuroreg.brain.data import BrainData, RDMSet
 from neuroreg.errors import DataFormatError, ShapeError, StimulusMismatchError, UnknownNameError
 
@@ -80,7 +81,7 @@ def _from_rdmset(rdms: RDMSet, name: str) -> NeuralTarget:
 
 
 def _from_npz(path: Path) -> NeuralTarget:
-    with np.load(path, allow_pickle=False) as npz:
+    with reading(path, "the neural target"), np.load(path, allow_pickle=False) as npz:
         keys = set(npz.keys())
         ids = np.asarray(npz["stimulus_ids"]) if "stimulus_ids" in keys else None
         if "responses" in keys:

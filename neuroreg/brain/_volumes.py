@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuroreg._io import reading
 from neuroreg.errors import DataFormatError, NotAvailableError
 
 #: Suffixes tried, in order, for a volume named without suffix.
@@ -24,7 +25,8 @@ def find_volume(folder: Path, stem: str) -> Path | None:
 def read_volume(path: Path) -> np.ndarray:
     """A 3-D volume in NIfTI voxel order ``(X, Y, Z)``: NIfTI through nibabel, or a plain .npy array."""
     if path.suffix == ".npy":
-        vol = np.load(path, allow_pickle=False)
+        with reading(path, "the volume"):
+            vol = np.load(path, allow_pickle=False)
     else:
         try:
             import nibabel
@@ -32,7 +34,8 @@ def read_volume(path: Path) -> np.ndarray:
             raise NotAvailableError(
                 f"reading {path.name} needs nibabel; install the neuroimaging extra "
                 "(pip install 'neuroreg[neuroimaging]') or provide the volume as .npy") from None
-        vol = np.asanyarray(nibabel.load(str(path)).dataobj)
+        with reading(path, "the volume"):
+            vol = np.asarray(np.asanyarray(nibabel.load(str(path)).dataobj))
     vol = np.asarray(vol)
     if vol.ndim == 4 and vol.shape[3] == 1:
         vol = vol[..., 0]

@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from neuroreg._io import reading
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import DataFormatError, NotAvailableError, ShapeError, UnknownNameError
 
@@ -60,7 +61,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def read_roi_mapping(path: str | Path) -> dict[int, str]:
     """The label -> ROI name dict stored (pickled) in an Algonauts ``mapping_<family>.npy`` file."""
     path = Path(path)
-    with open(path, "rb") as f:
+    with reading(path, "the ROI mapping"), open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
             _, _, dtype = np.lib.format.read_array_header_1_0(f)
@@ -184,7 +185,8 @@ def load_algonauts2023(root: str | Path, subject: int = 1, rois: Sequence[str] |
         fmri_path = sub / "training_split" / "training_fmri" / f"{hemi}_training_fmri.npy"
         if not fmri_path.is_file():
             raise FileNotFoundError(f"fMRI file not found: {fmri_path}")
-        fmri = np.load(fmri_path, mmap_mode="r", allow_pickle=False)
+        with reading(fmri_path, "the fMRI array"):
+            fmri = np.load(fmri_path, mmap_mode="r", allow_pickle=False)
         if fmri.ndim != 2 or fmri.shape[0] != len(ids):
             raise DataFormatError(f"{fmri_path.name} must be (n_images={len(ids)}, n_vertices); got {fmri.shape}")
         n_v = fmri.shape[1]
@@ -193,7 +195,8 @@ def load_algonauts2023(root: str | Path, subject: int = 1, rois: Sequence[str] |
             path = roi_dir / f"{hemi}.{fam}_challenge_space.npy"
             if not path.is_file():
                 continue
-            lab = np.load(path, allow_pickle=False)
+            with reading(path, "the ROI labels"):
+                lab = np.load(path, allow_pickle=False)
             if lab.shape != (n_v,):
                 raise DataFormatError(f"{path.name} must have one label per vertex ({n_v}); got shape {lab.shape}")
             if n_v and (not np.isfinite(lab).all() or lab.min() < 0):
@@ -230,7 +233,8 @@ def load_algonauts2023(root: str | Path, subject: int = 1, rois: Sequence[str] |
             fs_path = roi_dir / f"{hemi}.all-vertices_fsaverage_space.npy"
             if not fs_path.is_file():
                 raise FileNotFoundError(f"surface coordinates need {fs_path}")
-            fs_vertices = np.flatnonzero(np.load(fs_path, allow_pickle=False))
+            with reading(fs_path, "the vertex mask"):
+                fs_vertices = np.flatnonzero(np.load(fs_path, allow_pickle=False))
             if len(fs_vertices) != n_v:
                 raise DataFormatError(f"{fs_path.name} marks {len(fs_vertices)} vertices; the fMRI has {n_v}")
             coords = _surface_coords(surface, hemi)
@@ -252,7 +256,7 @@ def load_algonauts2023(root: str | Path, subject: int = 1, rois: Sequence[str] |
         from PIL import Image
         frames = []
         for p in paths:
-            with Image.open(p) as img:
+            with reading(p, "the image"), Image.open(p) as img:
                 frames.append(np.asarray(img.convert("RGB")))
         stimuli = np.stack(frames)
     return BrainData(responses, ids, info, stimuli=stimuli, name=f"Algonauts2023 subj{subject:02d}")

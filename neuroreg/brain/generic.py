@@ -26,6 +26,7 @@ RDM files
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,6 +35,7 @@ import numpy as np
 import scipy.io
 
 from neuroreg._images import list_images
+from neuroreg._io import read_text, reading
 from neuroreg.brain.data import BrainData, RDMSet
 from neuroreg.errors import DataFormatError, ShapeError, StimulusMismatchError
 
@@ -70,7 +72,7 @@ def load_stimulus_folder(folder: str | Path, stimulus_ids: Sequence[Any], image_
                                     f"or relative path; first: {missing[:5]})")
     frames = []
     for sid in stimulus_ids:
-        with Image.open(by_key[str(sid)]) as img:
+        with reading(by_key[str(sid)], "the image"), Image.open(by_key[str(sid)]) as img:
             img = img.convert("RGB")
             if image_size is not None and img.size != (image_size, image_size):
                 img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
@@ -106,7 +108,8 @@ def _from_hdf5(path: Path, units) -> tuple[np.ndarray, Any, np.ndarray | None, d
         else:
             idx = np.asarray(units, dtype=np.int64).ravel()
             if len(idx) == 0 or idx.min() < 0 or idx.max() >= ds.shape[1]:
-                raise ValueError(f"units must be indices in 0..{ds.shape[1] - 1}; got {idx[:5].tolist()}...")
+                raise ShapeError(f"units must be indices in 0..{ds.shape[1] - 1} (the file has {ds.shape[1]} units); "
+                                 f"got {idx[:5].tolist()}...")
             cols, order = np.unique(idx, return_inverse=True)  # h5py needs increasing indices
         responses = ds[:, cols]
         trials = f["trials"][:, :, cols] if "trials" in f else None
@@ -124,10 +127,9 @@ def _from_hdf5(path: Path, units) -> tuple[np.ndarray, Any, np.ndarray | None, d
 
 
 def _from_csv(path: Path, id_column: str) -> tuple[np.ndarray, Any, None, dict]:
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    rows = list(csv.reader(io.StringIO(read_text(path), newline="")))
     if len(rows) < 2:
-        raise DataFormatError(f"{path} needs a header and at least one row")
+        raise DataFormatError(f"{path}: needs a header and at least one row")
     header = rows[0]
     if id_column not in header:
         raise DataFormatError(f"{path} has no {id_column!r} column (columns: {header[:10]})")
@@ -136,12 +138,12 @@ def _from_csv(path: Path, id_column: str) -> tuple[np.ndarray, Any, None, dict]:
     ids, values = [], []
     for line_no, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
-            raise DataFormatError(f"{path} line {line_no} has {len(row)} fields; the header has {len(header)}")
+            raise DataFormatError(f"{path}: line {line_no} has {len(row)} fields; the header has {len(header)}")
         ids.append(row[k])
         try:
             values.append([float(v) for j, v in enumerate(row) if j != k])
         except ValueError as err:
-            raise DataFormatError(f"{path} line {line_no}: {err}") from None
+            raise DataFormatError(f"{path}: line {line_no}: {err}") from None
     return np.asarray(values), np.asarray(ids), None, {"name": np.asarray(unit_names)}
 
 
@@ -158,15 +160,16 @@ def load_responses(path: str | Path, *, stimuli: str | Path | None = None, units
     if not path.is_file():
         raise FileNotFoundError(f"response file not found: {path}")
     suffix = "".join(path.suffixes[-1:]).lower()
-    if suffix == ".npz":
-        responses, ids, trials, info = _from_npz(path)
-    elif suffix in (".h5", ".hdf5"):
-        responses, ids, trials, info = _from_hdf5(path, units)
-        units = None
-    elif suffix == ".csv":
-        responses, ids, trials, info = _from_csv(path, id_column)
-    else:
+    if suffix not in (".npz", ".h5", ".hdf5", ".csv"):
         raise DataFormatError(f"unknown response file type {suffix!r} for {path}; use .npz, .h5/.hdf5 or .csv")
+    with reading(path, "the responses"):
+        if suffix == ".npz":
+            responses, ids, trials, info = _from_npz(path)
+        elif suffix in (".h5", ".hdf5"):
+            responses, ids, trials, info = _from_hdf5(path, units)
+            units = None
+        else:
+            responses, ids, trials, info = _from_csv(path, id_column)
     responses = np.asarray(responses)
     if responses.ndim != 2:
         raise DataFormatError(f"{path}: responses must be (n_stimuli, n_units); got shape {responses.shape}")
@@ -205,7 +208,8 @@ def _condensed_to_square(vec: np.ndarray, where: str) -> np.ndarray:
 
 
 def _from_mat(path: Path, key: str | None) -> tuple[np.ndarray, list[str] | None]:
-    mat = scipy.io.loadmat(str(path), squeeze_me=False)
+    with reading(path, "the MATLAB file"):
+        mat = scipy.io.loadmat(str(path), squeeze_me=False)
     variables = {k: v for k, v in mat.items() if not k.startswith("__")}
     if key is not None:
         if key not in variables:
@@ -258,7 +262,7 @@ def load_rdms(path: str | Path, *, key: str | None = None, region: Any = None, s
     if suffix == ".mat":
         stack, names = _from_mat(path, key)
     elif suffix in (".h5", ".hdf5"):
-        with h5py.File(path, "r") as f:
+        with reading(path, "the RDM file"), h5py.File(path, "r") as f:
             if "dissimilarities" not in f:
                 raise DataFormatError(f"{path} is not an rsatoolbox RDMs file: no 'dissimilarities' (keys: {list(f)})")
             vecs = np.atleast_2d(np.asarray(f["dissimilarities"][()], dtype=np.float64))
@@ -280,14 +284,16 @@ def load_rdms(path: str | Path, *, key: str | None = None, region: Any = None, s
                 meta_ids = pdesc[field]
                 break
     elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
+        with reading(path, "the RDM file"), np.load(path, allow_pickle=False) as npz:
             if key is None:
                 key = "arr_0" if "arr_0" in npz.files else (npz.files[0] if len(npz.files) == 1 else None)
             if key is None or key not in npz.files:
                 raise DataFormatError(f"{path}: pass key= to choose among arrays {npz.files}")
             stack = _square_stack(npz[key], f"{path}:{key}")
     elif suffix == ".npy":
-        stack = _square_stack(np.load(path, allow_pickle=False), str(path))
+        with reading(path, "the RDM file"):
+            arr = np.load(path, allow_pickle=False)
+        stack = _square_stack(arr, str(path))
     else:
         raise DataFormatError(f"unknown RDM file type {suffix!r} for {path}; use .mat, .h5/.hdf5, .npz or .npy")
     return RDMSet(stack, names=names, region=region if region is not None else meta_region,

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from neuroreg._io import reading
 from neuroreg.brain._volumes import find_volume, read_volume
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import DataFormatError, NotAvailableError, ShapeError, StimulusMismatchError
@@ -99,7 +100,8 @@ def read_nsd_design(root: str | Path, subject: int = 1) -> NSDDesign:
     path = Path(root) / "nsddata" / "experiments" / "nsd" / "nsd_expdesign.mat"
     if not path.is_file():
         raise FileNotFoundError(f"NSD design file not found: {path}")
-    mat = scipy.io.loadmat(str(path), variable_names=["masterordering", "subjectim", "sharedix"])
+    with reading(path, "the NSD design"):
+        mat = scipy.io.loadmat(str(path), variable_names=["masterordering", "subjectim", "sharedix"])
     missing = [k for k in ("masterordering", "subjectim", "sharedix") if k not in mat]
     if missing:
         raise DataFormatError(f"{path} lacks the variables {missing}")
@@ -120,7 +122,7 @@ class NSDImages(Dataset):
         if not self.path.is_file():
             raise FileNotFoundError(f"NSD stimulus file not found: {self.path}")
         self.ids = np.asarray(stimulus_ids, dtype=np.int64)
-        with h5py.File(self.path, "r") as f:
+        with reading(self.path, "the NSD stimuli"), h5py.File(self.path, "r") as f:
             if "imgBrick" not in f:
                 raise DataFormatError(f"{self.path} has no dataset 'imgBrick'")
             shape = f["imgBrick"].shape
@@ -415,7 +417,8 @@ def _read_session(path: Path, vox: dict, wanted: np.ndarray | None, last_needed:
     ``wanted`` None reads every trial of the session (for z-scoring).
     """
     reader = _read_hdf5_session if path.suffix == ".hdf5" else _read_nifti_session
-    data, read = reader(path, vox, wanted, last_needed, chunk_trials)
+    with reading(path, "the NSD betas"):
+        data, read = reader(path, vox, wanted, last_needed, chunk_trials)
     data /= 300.0
     return data, read
 

@@ -3,12 +3,16 @@
     neuroreg train --config configs/train_tiny_cornet_z.yaml
     neuroreg train --config configs/train_tiny_cornet_z.yaml --trainer.max_steps 10 --trainer.default_root_dir runs/a
     neuroreg train --config ... --ckpt_path last          # resume from <root>/checkpoints/last.ckpt
+    neuroreg train --config ... --resume_if_possible true # resume if last.ckpt exists, else start fresh
 
 Every option of the model, the data module, the trainer and the checkpoint
 callback can be set in the YAML file or overridden on the command line
 (``--print_config`` shows the full resolved configuration). Checkpoints go to
 ``<trainer.default_root_dir>/checkpoints`` unless ``--checkpoint.dirpath`` says
-otherwise: the best one by ``val/acc1`` and ``last.ckpt``.
+otherwise: the best one by ``val/acc1`` and ``last.ckpt`` (every
+``--checkpoint.every_n_train_steps`` steps, at each validation and at the end).
+Checkpoints are written atomically; a run folder is locked while a run uses it
+(see docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO
 
-from neuroreg.errors import NeuroregError
+from neuroreg._exit import run_guarded
+from neuroreg._io import PathLock
+from neuroreg.training.checkpointing import LOCK_NAME, AtomicCheckpointIO, ResumableCheckpoint, resolve_resume_path
 from neuroreg.training.data import AlignedDataModule
 from neuroreg.training.module import BrainRegularizedModule
 
@@ -34,8 +40,11 @@ class NeuroregCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--ckpt_path", type=Optional[str], default=None,
-                            help="checkpoint to resume from: a path, or 'last' for <dirpath>/last.ckpt")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+                            help="checkpoint to resume from: a path, or 'last' for <dirpath>/last.ckpt "
+                                 "(an error if there is none)")
+        parser.add_argument("--resume_if_possible", type=bool, default=False,
+                            help="resume from <dirpath>/last.ckpt if it exists, else start a fresh run (and say so)")
+        parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val/acc1", "checkpoint.mode": "max",
                              "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
                              "checkpoint.filename": "best-step{step}", "checkpoint.auto_insert_metric_name": False})
@@ -46,19 +55,32 @@ class NeuroregCLI(LightningCLI):
             root = cfg.trainer.default_root_dir or os.getcwd()
             cfg.checkpoint.dirpath = os.path.join(str(root), "checkpoints")
 
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        # Every checkpoint is written atomically unless the configuration names its own CheckpointIO.
+        plugins = config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        config["plugins"] = plugins
+        return super()._instantiate_trainer(config, callbacks)
 
-def cli_main(argv: Sequence[str] | None = None) -> int:
+
+def cli_main(argv: Sequence[str] | None = None, *, debug: bool = False) -> int:
     """Parse ``argv`` (everything after ``neuroreg train``), build the parts, and fit.
 
     A bad configuration (unknown model or area, neural set smaller than the
-    neural batch, class-count mismatch, missing files) is reported in one line
-    on stderr with exit status 2, before any training step.
+    neural batch, class-count mismatch, negative ``max_steps``, unavailable
+    accelerator) exits with status 2, a missing, truncated or foreign
+    ``--ckpt_path`` with 4, a checkpoint that cannot be written with 5, a run
+    folder held by another run with 6 (see ``neuroreg --help``), each with one
+    line on stderr and before any training step where possible.
     """
-    try:
-        return _fit(argv)
-    except (NeuroregError, ValueError, FileNotFoundError) as exc:
-        print(f"neuroreg train: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+    return run_guarded("train", lambda: _fit(argv), debug=debug)
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a (possibly multi-process) launch, judged from the launcher's environment."""
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def build_cli(argv: Sequence[str] | None) -> NeuroregCLI:
@@ -73,8 +95,39 @@ def build_cli(argv: Sequence[str] | None) -> NeuroregCLI:
 
 
 def fit_cli(cli: NeuroregCLI) -> None:
-    """Fit a built CLI's model (resuming from ``--ckpt_path`` when given)."""
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    """Fit a built CLI's model: lock the run folder, resolve ``--ckpt_path``/``--resume_if_possible``, fit.
+
+    Raises :class:`~neuroreg.errors.RunLockedError` if another live run holds the
+    folder (or a fresh run would overwrite an earlier run's ``last.ckpt``) and
+    :class:`~neuroreg.errors.CheckpointError` for a missing, unreadable or
+    foreign checkpoint, before any training step.
+    """
+    trainer = cli.trainer
+    root = os.path.abspath(str(trainer.default_root_dir))
+    ckpt_dirs = sorted({os.path.abspath(str(cb.dirpath)) for cb in trainer.checkpoint_callbacks
+                        if getattr(cb, "dirpath", None)})
+    locks = []
+    if _is_main_process():
+        # One live run per folder: its logs, config.yaml and last.ckpt belong to it alone.
+        for folder in sorted({root, *ckpt_dirs}):
+            if not any(folder.startswith(os.path.join(other, "")) for other in (root, *ckpt_dirs) if other != folder):
+                locks.append(PathLock(os.path.join(folder, LOCK_NAME), purpose="neuroreg train"))
+    try:
+        for lock in locks:
+            lock.acquire()
+        ckpt_path, note = resolve_resume_path(cli.config.get("ckpt_path"), ckpt_dirs[0] if ckpt_dirs else None,
+                                              cli.model, resume_if_possible=bool(cli.config.get("resume_if_possible")))
+        if note and _is_main_process():
+            print(f"neuroreg train: {note}", file=sys.stderr)
+        try:
+            trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+        except SystemExit:
+            if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1); report it as an interruption (130)
+                raise KeyboardInterrupt from None
+            raise
+    finally:
+        for lock in reversed(locks):
+            lock.release()
 
 
 def _fit(argv: Sequence[str] | None) -> int:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from neuroreg._io import reading
 from neuroreg.brain.bundled import NeuralStimulusSet
 from neuroreg.brain.data import BrainData, images_to_tensor
 from neuroreg.errors import DataFormatError, ShapeError, UnknownNameError
@@ -177,7 +178,7 @@ def load_neural_stimuli(source: str | BrainData | NeuralStimulusSet | NeuralStim
         path = Path(source).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"neural stimulus file {source!r} does not exist")
-        with np.load(path, allow_pickle=False) as npz:
+        with reading(path, "the neural stimulus file"), np.load(path, allow_pickle=False) as npz:
             if "images" not in npz:
                 raise DataFormatError(f"{path} has no 'images' array (keys: {sorted(npz.keys())})")
             images = images_to_tensor(np.asarray(npz["images"]))

@@ -189,6 +189,10 @@ class BrainRegularizedModule(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x)
 
+    def task_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """The task term: cross-entropy with label smoothing (subclasses may weight classes)."""
+        return F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+
     def _cka_tag(self, t: AlignmentLoss) -> str:
         same_area = sum(1 for u in self.alignment if u.area == t.area)
         return f"val/cka_{t.area}" if same_area == 1 else f"val/cka_{t.name}"
@@ -205,7 +209,7 @@ class BrainRegularizedModule(L.LightningModule):
         with capture_outputs(self.backbone, hooks) as acts:
             logits = self.backbone(inputs)
         task_logits = logits[:b]
-        task_loss = F.cross_entropy(task_logits, y, label_smoothing=self.hparams.label_smoothing)
+        task_loss = self.task_loss(task_logits, y)
         loss = task_loss
         for i in active if use_neural else ():
             t = self.alignment[i]

@@ -1,0 +1,178 @@
+"""``neuroreg finetune``: fine-tune a trained network on a new domain, then measure what it forgot.
+
+    neuroreg finetune --config configs/finetune_tiny.yaml                        # offline, generated domain
+    neuroreg finetune --config configs/finetune_eurosat.yaml --data.root /data/EuroSAT
+    neuroreg finetune --config configs/finetune_isic.yaml --data.root /data/isic2019 --trainer.max_steps 3000
+    neuroreg finetune --config ... --model.start_from runs/train_x/checkpoints/last.ckpt   # from `neuroreg train`
+    neuroreg finetune --config ... --model.strategy linear_probe   # or full, last_k, lp_ft, l2_sp
+    neuroreg finetune --config ... --ckpt_path last                             # resume an interrupted run
+    neuroreg finetune --config ... --forgetting.original_data /data/imagenet/val   # + original-task accuracy
+
+The workflow: (1) ``--model.start_from`` picks the starting network (a model
+name such as ``efficientnet_lite0_imagenet``, a name with ``--model.weights
+FILE``, or a ``.ckpt`` from ``neuroreg train``/``neuroreg finetune``); (2) the
+data module splits the new domain (seeded, stratified; ISIC grouped by lesion)
+and the run writes ``splits.csv`` to ``--trainer.default_root_dir`` (re-use it
+with ``--data.splits PATH``); (3) Lightning fine-tunes with the chosen strategy
+(AdamW, lr 3e-5, weight decay 0.01 by default), checkpoints to
+``<root>/checkpoints`` and logs to TensorBoard; (4) the forgetting report
+compares the start and the fine-tuned network and writes
+``forgetting.csv/.json/.md`` and figures to the same folder and to TensorBoard.
+``--forgetting.enabled false`` skips step 4; ``--print_config`` shows every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+from lightning.pytorch.cli import LightningArgumentParser
+
+from neuroreg._exit import run_guarded
+from neuroreg.training.cli import NeuroregCLI
+from neuroreg.training.finetune import FinetuneModule
+from neuroreg.training.split_data import SplitImageDataModule
+
+__all__ = ["ForgettingOptions", "FinetuneCLI", "cli_main", "add_arguments", "run", "run_forgetting"]
+
+
+class ForgettingOptions:
+    """Options of the forgetting report that follows fine-tuning (``--forgetting.*``).
+
+    Parameters
+    ----------
+    enabled: run the report after training.
+    probe_sets: image sets for drift and cRSA (bundled names or ``.npz`` stimulus files).
+    reference: bundled set with category labels for the retention probe (None: skip).
+    original_data: folder of the start network's own task, one sub-folder per class in the
+        order of its outputs (ImageNet ``val/<wnid>/``, or a EuroSAT root when the start was
+        fine-tuned on EuroSAT); gives original-task accuracy and backward transfer.
+    brain: voxel responses (``.npz``/``.h5``/``.csv``, see ``neuroreg.brain.load_responses``) with
+        ``brain_stimuli`` (folder of their images), or ``simulate``: veRSA and FactorTopy rows.
+    brain_stimuli: image folder matching ``brain``'s stimulus ids.
+    layers: module names or areas to compare (default: V1, V2, V4, IT).
+    max_eval_images, max_probe_train: caps on test images and probe-training images.
+    batch_size: of the report's forward passes.
+    factortopy: fit FactorTopy when the voxel data have ROIs and coordinates.
+    """
+
+    def __init__(self, enabled: bool = True, probe_sets: Sequence[str] = ("kriegeskorte92", "algonauts2019_78"),
+                 reference: Optional[str] = "kriegeskorte92", original_data: Optional[str] = None,
+                 brain: Optional[str] = None, brain_stimuli: Optional[str] = None,
+                 layers: Optional[list[str]] = None, max_eval_images: Optional[int] = 2000,
+                 max_probe_train: Optional[int] = 1000, batch_size: int = 32, factortopy: bool = True) -> None:
+        self.enabled, self.probe_sets, self.reference = enabled, list(probe_sets), reference
+        self.original_data, self.brain, self.brain_stimuli, self.layers = original_data, brain, brain_stimuli, layers
+        self.max_eval_images, self.max_probe_train = max_eval_images, max_probe_train
+        self.batch_size, self.factortopy = batch_size, factortopy
+
+
+class FinetuneCLI(NeuroregCLI):
+    """LightningCLI of ``neuroreg finetune``: model, data, trainer, checkpoint and forgetting options."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_class_arguments(ForgettingOptions, "forgetting")
+        parser.set_defaults({"checkpoint.monitor": "val/balanced_acc"})
+
+
+def _original_dataset(folder: str, model, image_size: int):
+    from torchvision import transforms as T
+    from torchvision.datasets import ImageFolder
+
+    from neuroreg.errors import DataFormatError
+    from neuroreg.training.eurosat import find_eurosat_folder
+
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"--forgetting.original_data folder {str(path)!r} does not exist")
+    try:
+        path = find_eurosat_folder(path)
+    except DataFormatError:
+        pass
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    tf = T.Compose([T.Resize(image_size, antialias=True), T.CenterCrop(image_size), T.ToTensor(),
+                    T.Normalize(cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)))])
+    try:
+        data = ImageFolder(str(path), transform=tf)
+    except FileNotFoundError as exc:
+        raise DataFormatError(f"--forgetting.original_data {path} must hold one folder per class: {exc}") from exc
+    n_out = int(getattr(model, "num_classes", 0) or 0)
+    if n_out and len(data.classes) > n_out:
+        raise DataFormatError(f"--forgetting.original_data has {len(data.classes)} classes but the start network "
+                              f"has {n_out} outputs")
+    return data
+
+
+def run_forgetting(module: FinetuneModule, datamodule, options: ForgettingOptions, root: str | Path,
+                   writer=None, seed: int = 0):
+    """The report of a finished run: written under ``root`` and, with ``writer``, to TensorBoard."""
+    from neuroreg.training.forgetting import forgetting_report
+    from neuroreg.training.forgetting_output import log_forgetting, write_forgetting
+
+    before = module.start_model()
+    after = module.backbone
+    image_size = int(getattr(datamodule, "image_size", 0) or 0) or None
+    original = (_original_dataset(options.original_data, before, image_size or 224)
+                if options.original_data else None)
+    brain = options.brain
+    if brain is not None and brain != "simulate":
+        from neuroreg.brain import load_responses
+        brain = load_responses(brain, stimuli=options.brain_stimuli)
+    table = forgetting_report(
+        before, after, task_data=datamodule if hasattr(datamodule, "eval_dataset") else None,
+        original_data=original, probe_sets=options.probe_sets, reference=options.reference, brain=brain,
+        layers=options.layers, factortopy=options.factortopy, image_size=image_size,
+        batch_size=options.batch_size, max_eval_images=options.max_eval_images,
+        max_probe_train=options.max_probe_train, seed=seed, model=str(module.hparams.get("arch")),
+        dataset=type(datamodule).__name__.replace("DataModule", "").lower())
+    paths = write_forgetting(table, root)
+    if writer is not None:
+        log_forgetting(table, writer, step=int(module.global_step))
+    return table, paths
+
+
+def cli_main(argv: Sequence[str] | None = None, *, debug: bool = False) -> int:
+    """Parse ``argv`` (everything after ``neuroreg finetune``), fine-tune, then write the forgetting report.
+
+    Bad configurations and data (missing CSV columns, rows not one-hot, missing
+    or unreadable images, empty class folders, a split without a class) are
+    reported in one line on stderr with exit status 2, before any training step;
+    checkpoint and run-folder errors with the statuses of ``neuroreg --help``.
+    """
+    return run_guarded("finetune", lambda: _fit(argv), debug=debug)
+
+
+def _fit(argv: Sequence[str] | None) -> int:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = FinetuneCLI(FinetuneModule, SplitImageDataModule, subclass_mode_data=True, run=False,
+                          args=list(argv) if argv is not None else None, seed_everything_default=0,
+                          save_config_kwargs={"overwrite": True},
+                          parser_kwargs={"prog": "neuroreg finetune", "default_env": False, "description": __doc__,
+                                         "formatter_class": argparse.RawDescriptionHelpFormatter})
+    trainer = cli.trainer
+    trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    options = cli.config_init.get("forgetting")
+    if options is not None and options.enabled and trainer.is_global_zero:
+        root = Path(trainer.default_root_dir)
+        writer = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
+        writer = writer if hasattr(writer, "add_scalar") else None
+        table, paths = run_forgetting(cli.model, cli.datamodule, options, root, writer,
+                                      seed=int(cli.config.get("seed_everything") or 0))
+        print(f"forgetting report: {len(table)} rows -> {paths['md']}")
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Subcommand protocol of ``neuroreg``: the arguments are parsed by LightningCLI in :func:`run`."""
+    parser.add_argument("lightning_args", nargs=argparse.REMAINDER,
+                        help="LightningCLI arguments, e.g. --config configs/finetune_tiny.yaml")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Subcommand protocol of ``neuroreg``: hand the remaining arguments to :func:`cli_main`."""
+    return cli_main(list(getattr(args, "lightning_args", []) or []))

@@ -1,0 +1,426 @@
+"""What a network forgot when it was fine-tuned: task accuracy, retention, representation drift, brain alignment.
+
+``forgetting_report(before, after, ...)`` compares the starting network with the
+fine-tuned one and returns a :class:`~neuroreg.scoring.ScoreTable` in the
+project's long format, with a ``stage`` column (``before``, ``after``,
+``change`` = after - before), as :func:`~neuroreg.scoring.compare_factortopy`:
+
+===================  =======================================================================
+metric               meaning
+===================  =======================================================================
+task_accuracy        new task, test split: before = logistic-regression probe on the frozen
+balanced_accuracy    start's penultimate features (trained on the train split); after = the
+                     fine-tuned network's own predictions. Balanced = mean per-class recall.
+original_accuracy    the start's own task (``original_data``): before = the start network;
+                     after = the fine-tuned backbone under the start's original head.
+backward_transfer    original_accuracy after - before (Lopez-Paz & Ranzato 2017, two tasks).
+retention_accuracy   cross-validated probe on a fixed reference set (default: the bundled 92
+                     images, animate vs inanimate and the six categories), before and after.
+cka_to_start         CKA between start and fine-tuned features at every layer, on the probe
+                     images (bundled 92 + 78 by default); 1.0 = unchanged (stage ``after``).
+crsa                 cRSA per bundled set and region, best layer chosen on the train half,
+                     reported on the test half, mean over subjects.
+versa, hierarchy_    with voxel data (``brain=``) or ``brain="simulate"``: veRSA per region
+slope, factortopy_*  (best layer) and FactorTopy's hierarchy slope via compare_factortopy.
+===================  =======================================================================
+
+Every score reuses the scoring core (:func:`~neuroreg.scoring.cka`,
+:func:`~neuroreg.scoring.crsa`, :func:`~neuroreg.scoring.versa`,
+:class:`~neuroreg.scoring.FactorTopy`); nothing is re-implemented here.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from neuroreg.errors import ShapeError
+from neuroreg.scoring.results import ScoreTable
+from neuroreg.training.start_model import classifier_name
+
+__all__ = ["forgetting_report", "model_preprocess", "with_head_of"]
+
+_STAGES = ("before", "after", "change")
+
+
+# ----------------------------------------------------------------------------- building blocks
+def model_preprocess(model: nn.Module, image_size: int | None = None) -> Callable[[Tensor], Tensor]:
+    """``(3, H, W)`` in [0, 1] -> resized to the model's input size and normalised with its ``pretrained_cfg``."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = int(image_size or (cfg.get("input_size") or (3, 224, 224))[-1])
+    mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406)), dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225)), dtype=torch.float32).view(-1, 1, 1)
+
+    def transform(x: Tensor) -> Tensor:
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False,
+                              antialias=True)[0].clamp(0, 1)
+        return (x - mean) / std
+    return transform
+
+
+def with_head_of(after: nn.Module, before: nn.Module) -> nn.Module:
+    """A copy of ``before`` carrying ``after``'s weights everywhere except the classifier (the original head)."""
+    head = classifier_name(before)
+    out = copy.deepcopy(before)
+    own = out.state_dict()
+    theirs = after.state_dict()
+    body = {k: v for k, v in theirs.items() if not (k == head or k.startswith(head + "."))}
+    missing = [k for k in own if k not in body and not (k == head or k.startswith(head + "."))]
+    if missing or any(own[k].shape != v.shape for k, v in body.items() if k in own):
+        raise ShapeError(f"before and after have different backbones (first missing keys: {missing[:5]})")
+    out.load_state_dict({**own, **body})
+    return out
+
+
+def _stratified_subset(labels: np.ndarray, n_max: int | None, seed: int) -> np.ndarray:
+    """Up to ``n_max`` indices with classes in proportion (seeded, deterministic); all if n_max is None."""
+    if n_max is None or len(labels) <= n_max:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = []
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.maximum(1, np.floor(counts / counts.sum() * n_max)).astype(int)
+    for c, q in zip(classes, quota):
+        idx = np.flatnonzero(labels == c)
+        keep.extend(rng.choice(idx, size=min(q, len(idx)), replace=False).tolist())
+    return np.sort(np.asarray(keep))
+
+
+def _labels_of(dataset: Dataset) -> np.ndarray:
+    if hasattr(dataset, "rows") and hasattr(dataset, "labels"):             # TableImages: no image decoding
+        return np.asarray(dataset.labels)[np.asarray(dataset.rows)]
+    if hasattr(dataset, "targets"):
+        return np.asarray(dataset.targets)
+    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))])
+
+
+@torch.no_grad()
+def _embed(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device,
+           seed: int = 0) -> tuple[np.ndarray, ...]:
+    """(penultimate features (n, d), logits (n, k), labels (n,)) in one pass; model state restored."""
+    head = dict(model.named_modules())[classifier_name(model)]
+    store: list[Tensor] = []
+    handle = head.register_forward_pre_hook(lambda _m, inp: store.append(inp[0].detach().flatten(1).float().cpu()))
+    was_training = model.training
+    feats, logits, labels = [], [], []
+    try:
+        model.eval()
+        with _seeded(device, seed):
+            for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+                store.clear()
+                out = model(x.to(device))
+                feats.append(store[-1])
+                logits.append(out.float().cpu())
+                labels.append(torch.as_tensor(y))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return torch.cat(feats).numpy(), torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def _accuracies(pred: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    from sklearn.metrics import balanced_accuracy_score
+    return float((pred == labels).mean()), float(balanced_accuracy_score(labels, pred))
+
+
+def _probe(seed: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
+
+
+def _stage_rows(table: ScoreTable, before: float, after: float, **row: Any) -> None:
+    for stage, value in zip(_STAGES, (before, after, after - before)):
+        table.append(stage=stage, score=value, **row)
+
+
+class _Images(Dataset):
+    def __init__(self, images: Tensor, transform: Callable[[Tensor], Tensor]) -> None:
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.transform(self.images[i]), 0
+
+
+def _probe_images(probe_sets: Sequence[Any]) -> list[tuple[str, Any, Tensor, np.ndarray]]:
+    """(name, set object, images (n, 3, H, W) in [0, 1] at one size, stimulus ids) per probe set."""
+    from neuroreg.brain import bundled_sets, load_bundled
+    out = []
+    for item in probe_sets:
+        data = load_bundled(item) if isinstance(item, str) and item in bundled_sets() else item
+        if isinstance(item, str) and item not in bundled_sets():
+            from neuroreg.training.data import load_neural_stimuli
+            data = load_neural_stimuli(item)
+        images = data.images_tensor() if hasattr(data, "images_tensor") else data.images     # native size
+        out.append((str(getattr(data, "name", item)), data, images, np.asarray(data.stimulus_ids)))
+    return out
+
+
+def _seeded(device: torch.device, seed: int):
+    """Same random stream for both networks: a stochastic front end (VOneBlock noise) draws the same noise for
+    before and after, so unchanged weights give identical features; the caller's RNG state is restored."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+    return ctx()
+
+
+def _features(model: nn.Module, images: Tensor, layers: Mapping[str, str], transform, batch_size: int,
+              device: torch.device, seed: int = 0, embedding: list | None = None) -> dict[str, Tensor]:
+    """Features of ``layers``; with ``embedding`` (a list), the classifier's input of the same forward passes
+    is appended to it as an ``(n, d)`` array (the retention probe reuses them instead of a second pass)."""
+    from neuroreg.features import extract
+    store: list[Tensor] = []
+    handle = None
+    if embedding is not None:
+        head = dict(model.named_modules())[classifier_name(model)]
+        handle = head.register_forward_pre_hook(lambda _m, inp: store.append(inp[0].detach().flatten(1).float().cpu()))
+    try:
+        with _seeded(device, seed):
+            out = dict(extract(model, images, dict(layers), batch_size=batch_size, device=device,
+                               transform=transform, progress=False))
+    finally:
+        if handle is not None:
+            handle.remove()
+    if embedding is not None:
+        if len(store) and sum(len(t) for t in store) == len(images):
+            embedding.append(torch.cat(store).numpy())
+        else:   # extraction stopped before the head (timm forward_intermediates): one more pass
+            embedding.append(_embed(model, _Images(images, transform), batch_size, device, seed)[0])
+    return out
+
+
+def _best_layer_scores(table: ScoreTable, metric: str) -> pd.DataFrame:
+    """Mean over subjects per (set, region, layer, split); the layer chosen on train, its test score."""
+    df = table.to_pandas()
+    df = df[(df["metric"] == metric) & (df["subject"].astype(str) != "mean")]
+    if "rdm_set" not in df:
+        df = df.assign(rdm_set="brain")
+    df = df.assign(rdm_set=df["rdm_set"].fillna("brain"), region=df["region"].fillna("all"))
+    mean = df.groupby(["rdm_set", "region", "layer", "split"], sort=True)["score"].mean().reset_index()
+    rows = []
+    for (source, region), grp in mean.groupby(["rdm_set", "region"], sort=True):
+        train = grp[grp["split"] == "train"]
+        best = train.loc[train["score"].idxmax(), "layer"]
+        test = grp[(grp["split"] == "test") & (grp["layer"] == best)]["score"]
+        rows.append({"rdm_set": source, "region": region, "layer": best, "score": float(test.iloc[0])})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- the report
+def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = None, original_data: Any = None,
+                      probe_sets: Sequence[Any] = ("kriegeskorte92", "algonauts2019_78"),
+                      reference: str | None = "kriegeskorte92", brain: Any = None, layers: Any = None,
+                      factortopy: bool | Mapping[str, Any] = True, image_size: int | None = None,
+                      transform: Callable[[Tensor], Tensor] | None = None, batch_size: int = 32,
+                      device: str | torch.device | None = None, max_eval_images: int | None = 2000,
+                      max_probe_train: int | None = 1000, debiased: bool = True, seed: int = 0,
+                      model: str | None = None, dataset: str = "task") -> ScoreTable:
+    """Forgetting of ``after`` (fine-tuned) relative to ``before`` (its start), as one long score table.
+
+    Parameters
+    ----------
+    before, after: the networks (same architecture; heads may differ). Not modified.
+    task_data: the new task: a data module with ``eval_dataset(split)`` (e.g.
+        :class:`~neuroreg.training.EuroSATDataModule`) or ``(train, test)`` datasets of
+        ``(image, label)`` already preprocessed for the models. None skips the task rows.
+    original_data: a dataset of ``(image, label)`` in the start's own class space
+        (preprocessed), for ``original_accuracy`` and ``backward_transfer``.
+    probe_sets: image sets for drift and cRSA: bundled names, ``.npz`` stimulus files
+        or :class:`~neuroreg.brain.NeuralStimulusSet` objects.
+    reference: bundled set with category labels for ``retention_accuracy`` (None: skip).
+    brain: voxel :class:`~neuroreg.brain.BrainData` with stimuli (veRSA; FactorTopy when it has
+        ``roi`` and ``coords``), ``"simulate"`` (voxels simulated from ``before`` on the probe
+        images) or None.
+    layers: module names / area aliases / mapping (default: the V1/V2/V4/IT areas).
+    factortopy: fit FactorTopy when ``brain`` allows it; a mapping gives its keyword arguments.
+    image_size, transform: preprocessing of the probe images (default: resize to the model's
+        input size and normalise with its ``pretrained_cfg``).
+    max_eval_images, max_probe_train: cap the new/original task's test images and the
+        probe's training images (stratified, seeded) to bound the cost.
+    debiased: CKA estimator for ``cka_to_start`` (both give exactly 1 for identical features).
+    model, dataset: written to the ``model`` and ``dataset`` columns.
+    """
+    from neuroreg.models import area_layers
+    from neuroreg.scoring import cka, crsa
+
+    dev = torch.device(device) if device is not None else next(after.parameters()).device
+    before = copy.deepcopy(before).to(dev).eval()
+    after = copy.deepcopy(after).to(dev).eval()
+    table = ScoreTable()
+    base = {"model": model}
+
+    # ---- new task
+    if task_data is not None:
+        if hasattr(task_data, "eval_dataset"):
+            train_set, test_set = task_data.eval_dataset("train"), task_data.eval_dataset("test")
+        else:
+            train_set, test_set = task_data
+        test_idx = _stratified_subset(_labels_of(test_set), max_eval_images, seed)
+        train_idx = _stratified_subset(_labels_of(train_set), max_probe_train, seed + 1)
+        test_sub, train_sub = Subset(test_set, test_idx.tolist()), Subset(train_set, train_idx.tolist())
+        f_train, _, y_train = _embed(before, train_sub, batch_size, dev, seed)
+        f_test, _, y_test = _embed(before, test_sub, batch_size, dev, seed)
+        probe = _probe(seed).fit(f_train, y_train)
+        acc_b, bal_b = _accuracies(probe.predict(f_test), y_test)
+        _, logits_a, _ = _embed(after, test_sub, batch_size, dev, seed)
+        acc_a, bal_a = _accuracies(logits_a.argmax(1), y_test)
+        common = dict(base, dataset=dataset, split="test", layer="head", n_images=len(test_idx),
+                      n_probe_train=len(train_idx))
+        _stage_rows(table, acc_b, acc_a, metric="task_accuracy", **common)
+        _stage_rows(table, bal_b, bal_a, metric="balanced_accuracy", **common)
+
+    # ---- original task
+    if original_data is not None:
+        idx = _stratified_subset(_labels_of(original_data), max_eval_images, seed + 2)
+        sub = Subset(original_data, idx.tolist())
+        _, logits_b, y = _embed(before, sub, batch_size, dev, seed)
+        _, logits_a, _ = _embed(with_head_of(after, before), sub, batch_size, dev, seed)
+        acc_b, acc_a = (float((lg.argmax(1) == y).mean()) for lg in (logits_b, logits_a))
+        common = dict(base, dataset="original", split="test", layer="head", n_images=len(idx))
+        _stage_rows(table, acc_b, acc_a, metric="original_accuracy", **common)
+        table.append(metric="backward_transfer", stage="after", score=acc_a - acc_b, **common)
+
+    # ---- probe images: drift, cRSA, retention
+    layer_map = dict(area_layers(before)) if layers is None else layers
+    probes = _probe_images(probe_sets)
+    tf_b = transform or model_preprocess(before, image_size)
+    tf_a = transform or model_preprocess(after, image_size)
+    feats: dict[str, list[dict[str, Tensor]]] = {"before": [], "after": []}
+    embeddings: dict[str, list[np.ndarray]] = {"before": [], "after": []}
+    for _name, _data, images, _ids in probes:
+        feats["before"].append(_features(before, images, layer_map, tf_b, batch_size, dev, seed,
+                                         embeddings["before"]))
+        feats["after"].append(_features(after, images, layer_map, tf_a, batch_size, dev, seed, embeddings["after"]))
+    if probes:
+        names = "+".join(p[0] for p in probes)
+        n_total = sum(len(p[3]) for p in probes)
+        for li, layer in enumerate(feats["before"][0]):
+            xb = torch.cat([f[layer].flatten(1) for f in feats["before"]]).double()
+            xa = torch.cat([f[layer].flatten(1) for f in feats["after"]]).double()
+            score = float(cka(xb, xa, debiased=debiased))
+            table.append(metric="cka_to_start", stage="after", score=score, layer=layer, layer_index=li,
+                         dataset=names, split="all", n_stimuli=n_total, debiased=debiased, **base)
+    for (name, data, _images, ids), fb, fa in zip(probes, feats["before"], feats["after"]):
+        if not getattr(data, "rdms", None):
+            continue
+        from neuroreg.features import Features
+        best = {stage: _best_layer_scores(crsa(Features(f, stimulus_ids=ids), data, progress=False), "crsa")
+                for stage, f in (("before", fb), ("after", fa))}
+        merged = best["before"].merge(best["after"], on=["rdm_set", "region"], suffixes=("_before", "_after"))
+        for r in merged.itertuples():
+            common = dict(base, metric="crsa", dataset=f"{name}:{r.rdm_set}", region=r.region, split="test")
+            table.append(stage="before", score=r.score_before, layer=r.layer_before, **common)
+            table.append(stage="after", score=r.score_after, layer=r.layer_after, **common)
+            table.append(stage="change", score=r.score_after - r.score_before, **common)
+    if reference is not None:
+        cached = None
+        for i, p in enumerate(probes):
+            if p[0] == reference:
+                cached = (p[3], {stage: embeddings[stage][i] for stage in embeddings})
+        table.extend(_retention(before, after, reference, tf_b, tf_a, batch_size, dev, seed, base, cached))
+
+    # ---- voxel data
+    if brain is not None:
+        table.extend(_brain_rows(before, after, brain, probes, layer_map, tf_b, tf_a, batch_size, dev, factortopy,
+                                 seed, base))
+    return table
+
+
+def _retention(before, after, reference: str, tf_b, tf_a, batch_size, dev, seed, base,
+               cached: tuple[np.ndarray, dict[str, np.ndarray]] | None = None) -> ScoreTable:
+    """Cross-validated logistic probe on the reference set's category labels, before and after.
+
+    ``cached``: (stimulus ids, stage -> embeddings in that order) from the probe-set pass, if the
+    reference set was one of the probe sets."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    from neuroreg.brain import load_bundled
+    data = load_bundled(reference)
+    labels = getattr(data, "labels", None)
+    if labels is None:
+        raise ValueError(f"reference set {reference!r} has no category labels; use 'kriegeskorte92' or None")
+    ids = np.asarray(data.stimulus_ids).astype(str)
+    order = np.argsort(ids, kind="stable")
+    label_sets = {"animate": labels["animate"].to_numpy()[order],
+                  "category": pd.factorize(labels["category"].to_numpy()[order], sort=True)[0]}
+    if cached is not None and sorted(np.asarray(cached[0]).astype(str)) == sorted(ids):
+        rows = np.argsort(np.asarray(cached[0]).astype(str), kind="stable")      # cached rows in sorted-id order
+        emb = {stage: e[rows] for stage, e in cached[1].items()}
+    else:
+        images = data.images_tensor()[torch.as_tensor(order)]
+        emb = {stage: _embed(m, _Images(images, tf), batch_size, dev, seed)[0]
+               for stage, m, tf in (("before", before, tf_b), ("after", after, tf_a))}
+    out = ScoreTable()
+    for label_name, y in label_sets.items():
+        n_splits = int(min(5, np.bincount(y).min()))
+        cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        scores = {stage: float(cross_val_score(_probe(seed), x, y, cv=cv).mean()) for stage, x in emb.items()}
+        _stage_rows(out, scores["before"], scores["after"], metric="retention_accuracy",
+                    dataset=f"{reference}:{label_name}", split="cv", layer="head", n_stimuli=len(y),
+                    n_folds=n_splits, **base)
+    return out
+
+
+def _brain_rows(before, after, brain, probes, layer_map, tf_b, tf_a, batch_size, dev, factortopy, seed,
+                base) -> ScoreTable:
+    from neuroreg.brain import simulate_voxels
+    from neuroreg.features import Features
+    from neuroreg.scoring import FactorTopy, compare_factortopy, versa
+
+    if isinstance(brain, str):
+        if brain != "simulate":
+            raise ValueError(f"brain must be BrainData, 'simulate' or None; got {brain!r}")
+        if not probes:
+            raise ValueError("brain='simulate' needs probe_sets to draw the stimuli from")
+        size = max(p[2].shape[-1] for p in probes)
+        images = torch.cat([F.interpolate(p[2], size=(size, size), mode="bilinear", align_corners=False,
+                                          antialias=True).clamp(0, 1) for p in probes])
+        modules = list(dict(layer_map).values()) if isinstance(layer_map, Mapping) else list(layer_map)
+        ids = np.concatenate([np.asarray([f"{p[0]}:{i}" for i in p[3]]) for p in probes])
+        model_input = torch.stack([tf_b(im) for im in images])      # the start network sees its own preprocessing
+        brain, _truth = simulate_voxels(before, model_input, layers=modules, n_voxels=100, seed=seed,
+                                        stimulus_ids=ids, batch_size=batch_size, device=dev, progress=False)
+        brain.stimuli = images
+    if getattr(brain, "stimuli", None) is None:
+        raise ValueError("brain needs its stimulus images (BrainData(..., stimuli=images)) to score the networks")
+    images = brain.images()
+    ids = np.asarray(brain.stimulus_ids)
+    fb = Features(_features(before, images, layer_map, tf_b, batch_size, dev, seed), stimulus_ids=ids)
+    fa = Features(_features(after, images, layer_map, tf_a, batch_size, dev, seed), stimulus_ids=ids)
+    out = ScoreTable()
+    best = {stage: _best_layer_scores(versa(f, brain, seed=seed, progress=False), "versa")
+            for stage, f in (("before", fb), ("after", fa))}
+    merged = best["before"].merge(best["after"], on=["rdm_set", "region"], suffixes=("_before", "_after"))
+    name = getattr(brain, "name", "brain") or "brain"
+    for r in merged.itertuples():
+        common = dict(base, metric="versa", dataset=name, region=r.region, split="test")
+        out.append(stage="before", score=r.score_before, layer=r.layer_before, **common)
+        out.append(stage="after", score=r.score_after, layer=r.layer_after, **common)
+        out.append(stage="change", score=r.score_after - r.score_before, **common)
+    info = getattr(brain, "unit_info", None) or {}
+    has_topo = "roi" in info and "coords" in info
+    if factortopy and has_topo:
+        kw = {"max_epochs": 30, "seed": seed, **(dict(factortopy) if isinstance(factortopy, Mapping) else {})}
+        layers = list(fb)
+        fits = [FactorTopy(layers, **kw).fit(dict(f), brain) for f in (fb, fa)]
+        for row in compare_factortopy(*fits, model=base.get("model")):
+            out.append(**{**row, "dataset": name})
+    return out

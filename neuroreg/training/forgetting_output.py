@@ -1,0 +1,155 @@
+"""Files, figures and TensorBoard scalars of a forgetting report.
+
+``write_forgetting(table, folder)`` writes ``forgetting.csv``, ``forgetting.json``,
+``forgetting.md`` and three figures (all atomically): ``forgetting_cka_drift.png``
+(CKA to the start per layer), ``forgetting_brain.png`` (brain score before and
+after per region) and ``forgetting_accuracy.png`` (accuracies before and after).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from neuroreg._io import atomic_path, atomic_write_text
+from neuroreg.scoring.results import ScoreTable
+
+__all__ = ["write_forgetting", "forgetting_markdown", "log_forgetting", "plot_cka_drift", "plot_brain_change",
+           "plot_accuracy_change"]
+
+_ACCURACY_METRICS = ("task_accuracy", "balanced_accuracy", "original_accuracy", "retention_accuracy")
+_BRAIN_METRICS = ("crsa", "versa", "hierarchy_slope")
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def forgetting_markdown(table: ScoreTable) -> str:
+    """A Markdown summary: one row per (metric, dataset, region), with before / after / change columns."""
+    df = table.to_pandas()
+    if df.empty:
+        return "# Forgetting report\n\n(no rows)\n"
+    df = df.assign(dataset=df.get("dataset", pd.Series([None] * len(df))).fillna(""),
+                   region=df["region"].fillna(""), layer=df["layer"].fillna(""))
+    lines = ["# Forgetting report", "",
+             "before = start network, after = fine-tuned network, change = after - before.", ""]
+    summary = df[df["metric"] != "cka_to_start"]
+    if len(summary):
+        lines += ["| metric | dataset | region | layer (before / after) | before | after | change |",
+                  "|---|---|---|---|---|---|---|"]
+        for (metric, dataset, region), grp in summary.groupby(["metric", "dataset", "region"], sort=False):
+            by = {r["stage"]: r for _, r in grp.iterrows()}
+            layers = " / ".join(str(by[s]["layer"]) for s in ("before", "after") if s in by and by[s]["layer"])
+            vals = [_fmt(by[s]["score"]) if s in by else "" for s in ("before", "after", "change")]
+            lines.append(f"| {metric} | {dataset} | {region} | {layers} | {' | '.join(vals)} |")
+        lines.append("")
+    drift = df[df["metric"] == "cka_to_start"]
+    if len(drift):
+        lines += [f"CKA between start and fine-tuned features ({drift['dataset'].iloc[0]}; 1 = unchanged):", "",
+                  "| layer | CKA |", "|---|---|"]
+        lines += [f"| {r.layer} | {_fmt(float(r.score))} |" for r in drift.itertuples()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_cka_drift(table: ScoreTable):
+    """Line plot: CKA to the start network per layer (depth order). Returns a matplotlib figure or None."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    df = table.filter(metric="cka_to_start").to_pandas()
+    if df.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(range(len(df)), df["score"], marker="o")
+    ax.set_xticks(range(len(df)), [str(x) for x in df["layer"]], rotation=30, ha="right")
+    ax.set_ylabel("CKA (start vs fine-tuned)")
+    ax.set_xlabel("layer")
+    ax.set_ylim(min(0.0, float(df["score"].min()) - 0.05), 1.05)
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_title("representation drift")
+    return fig
+
+
+def _paired_bars(df: pd.DataFrame, label_cols: list[str], ylabel: str, title: str):
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+    df = df[df["stage"].isin(["before", "after"])].copy()
+    df["label"] = df[label_cols].fillna("").astype(str).agg(" ".join, axis=1).str.strip()
+    pivot = df.pivot_table(index="label", columns="stage", values="score", aggfunc="first", sort=False)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(pivot) + 2), 3.4))
+    x = np.arange(len(pivot))
+    for i, stage in enumerate(("before", "after")):
+        if stage in pivot:
+            ax.bar(x + (i - 0.5) * 0.38, pivot[stage].to_numpy(), width=0.38, label=stage)
+    ax.set_xticks(x, pivot.index, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+def plot_brain_change(table: ScoreTable):
+    """Bars: brain score (cRSA/veRSA/hierarchy slope) before and after per data set and region."""
+    df = table.filter(metric=list(_BRAIN_METRICS)).to_pandas()
+    if df.empty:
+        return None
+    return _paired_bars(df, ["metric", "dataset", "region"], "score", "brain alignment before / after")
+
+
+def plot_accuracy_change(table: ScoreTable):
+    """Bars: task, original-task and retention accuracies before and after."""
+    df = table.filter(metric=list(_ACCURACY_METRICS)).to_pandas()
+    if df.empty:
+        return None
+    return _paired_bars(df, ["metric", "dataset"], "accuracy", "accuracy before / after")
+
+
+def write_forgetting(table: ScoreTable, folder: str | Path, *, figures: bool = True) -> dict[str, Path]:
+    """Write the report's CSV, JSON, Markdown and figures to ``folder``; returns name -> path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {"csv": table.to_csv(folder / "forgetting.csv")}
+    table.to_json(folder / "forgetting.json")
+    out["json"] = folder / "forgetting.json"
+    out["md"] = atomic_write_text(folder / "forgetting.md", forgetting_markdown(table))
+    if figures:
+        for key, plot in (("cka_drift", plot_cka_drift), ("brain", plot_brain_change),
+                          ("accuracy", plot_accuracy_change)):
+            fig = plot(table)
+            if fig is not None:
+                out[key] = _save(fig, folder / f"forgetting_{key}.png")
+    return out
+
+
+def log_forgetting(table: ScoreTable, writer, step: int = 0) -> int:
+    """Add every row as a TensorBoard scalar ``forgetting/<metric>/<dataset>/<region>/<layer>/<stage>``,
+    and the figures; ``writer`` is a ``SummaryWriter`` (e.g. ``trainer.logger.experiment``). Returns the count."""
+    n = 0
+    for row in table:
+        parts = [row["metric"], row.get("dataset"), row.get("region"), row.get("layer"), row.get("stage")]
+        tag = "forgetting/" + "/".join(str(p) for p in parts if p not in (None, ""))
+        writer.add_scalar(tag, float(row["score"]), step)
+        n += 1
+    for key, plot in (("cka_drift", plot_cka_drift), ("brain", plot_brain_change), ("accuracy", plot_accuracy_change)):
+        fig = plot(table)
+        if fig is not None:
+            writer.add_figure(f"forgetting/{key}", fig, step)
+    writer.flush()
+    return n

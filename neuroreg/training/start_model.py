@@ -1,0 +1,146 @@
+"""The network a fine-tuning run starts from: a registered model with its weights, or a training checkpoint.
+
+``start_from`` is one of
+
+- a registered model name: ``"efficientnet_lite0_imagenet"`` (ImageNet weights
+  from its package), ``"cornet_s"`` with ``weights="cornet_s-1d3f7974.pth"``
+  (an official weight file, read through the model's key map), any timm/neuroreg
+  name with ``weights`` = a state dict saved from that model, or a name alone
+  (random initialisation, seeded by the run's seed);
+- a Lightning checkpoint (``*.ckpt``) written by ``neuroreg train`` or
+  ``neuroreg finetune``: the architecture comes from ``arch``, else from the
+  fine-tuning checkpoint's hyper-parameters, else from the ``config.yaml`` that
+  LightningCLI saved in the training run's folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from neuroreg.errors import CheckpointError, UnknownNameError
+
+__all__ = ["StartModel", "load_start_model", "classifier_name"]
+
+
+class StartModel(dict):
+    """``model`` (with its original head), ``arch``, ``num_classes``, ``areas`` and ``source`` of a start."""
+
+
+def classifier_name(model: nn.Module) -> str:
+    """Module name of the classification head (timm ``pretrained_cfg["classifier"]``, else ``get_classifier()``)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    name = cfg.get("classifier")
+    modules = dict(model.named_modules())
+    if isinstance(name, str) and name in modules:
+        return name
+    if hasattr(model, "get_classifier"):
+        head = model.get_classifier()
+        for n, m in modules.items():
+            if m is head and n:
+                return n
+    raise UnknownNameError(f"cannot find the classifier of {type(model).__name__}: no pretrained_cfg['classifier'] "
+                           "and no get_classifier(); fine-tuning needs timm's reset_classifier/get_classifier")
+
+
+def _read_lightning_state(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read {path} as a weights-only Lightning checkpoint: {exc}") from exc
+    if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict'); top-level keys: "
+                              f"{list(ckpt)[:10] if isinstance(ckpt, Mapping) else type(ckpt).__name__}")
+    state = {k[len("backbone."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("backbone.")}
+    if not state:
+        raise CheckpointError(f"{path}: no 'backbone.*' weights in its state_dict (keys: "
+                              f"{list(ckpt['state_dict'])[:5]})")
+    hparams = dict(ckpt.get("hyper_parameters") or {})
+    return state, hparams
+
+
+def _training_config(ckpt: Path) -> dict[str, Any]:
+    """``model.backbone.init_args`` of the LightningCLI config saved by the run that wrote ``ckpt``."""
+    run = ckpt.resolve().parent.parent
+    configs = sorted(run.glob("config.yaml")) + sorted(run.glob("lightning_logs/*/config.yaml"),
+                                                        key=lambda p: p.stat().st_mtime)
+    for cfg_path in reversed(configs):
+        with open(cfg_path, encoding="utf-8") as fh:
+            cfg = yaml.safe_load(fh) or {}
+        backbone = (cfg.get("model") or {}).get("backbone") or {}
+        args = backbone.get("init_args") if isinstance(backbone, Mapping) else None
+        if isinstance(args, Mapping) and "name" in args:
+            return dict(args)
+    raise CheckpointError(f"cannot tell the architecture of {ckpt}: no fine-tuning hyper-parameters and no "
+                          f"config.yaml with model.backbone.init_args.name under {run}; pass arch=<model name>")
+
+
+def load_start_model(start_from: str, *, arch: str | None = None, weights: str | None = None,
+                     model_kwargs: Mapping[str, Any] | None = None) -> StartModel:
+    """Build the starting network with its original head (see the module docstring for ``start_from``).
+
+    Returns a :class:`StartModel` with ``model``, ``arch`` (registered name),
+    ``num_classes`` (of the original head), ``areas`` (area map from the
+    training config, if any), ``model_kwargs`` and ``source``.
+    """
+    import timm
+
+    from neuroreg.models import create_model
+    from neuroreg.models.pretrained import load_mapped_state_dict
+    from neuroreg.training.backbone import build_model
+
+    kw = dict(model_kwargs or {})
+    if not isinstance(start_from, str) or not start_from:
+        raise ValueError(f"start_from must be a model name or a checkpoint path; got {start_from!r}")
+    path = Path(start_from).expanduser()
+    if path.suffix == ".ckpt" or (os.sep in start_from and not timm.is_model(start_from)):
+        if not path.is_file():
+            raise CheckpointError(f"start_from checkpoint {str(path)!r} does not exist")
+        state, hparams = _read_lightning_state(path)
+        areas = hparams.get("areas") if isinstance(hparams.get("areas"), Mapping) else None
+        if arch is None and hparams.get("arch"):
+            arch = str(hparams["arch"])
+            kw = {**dict(hparams.get("model_kwargs") or {}), **kw}
+        elif arch is None:
+            cfg = _training_config(path)
+            arch = str(cfg.pop("name"))
+            cfg.pop("num_classes", None)
+            cfg.pop("pretrained", None)
+            areas = areas or cfg.pop("areas", None)
+            kw = {**cfg, **kw}
+        model = build_model(arch, num_classes=1, **kw)
+        head = classifier_name(model)
+        w = state.get(f"{head}.weight")
+        if w is None:
+            raise CheckpointError(f"{path}: no weights for the classifier {head!r} of {arch}")
+        model.reset_classifier(int(w.shape[0]))
+        load_mapped_state_dict(model, state, source=str(path))
+        if areas:
+            model.areas = dict(areas)
+        return StartModel(model=model, arch=arch, num_classes=int(w.shape[0]), areas=areas,
+                          source=str(path), model_kwargs=kw)
+    if arch is not None and arch != start_from:
+        raise ValueError(f"arch={arch!r} is only used with a checkpoint; start_from={start_from!r} is a model name")
+    if not timm.is_model(start_from):
+        build_model(start_from, num_classes=1)          # raises UnknownNameError with close matches
+    if weights is not None:
+        try:    # a state dict saved from this model (our key names) ...
+            model = create_model(start_from, pretrained=False, checkpoint_path=weights, **kw)
+        except CheckpointError as own_error:   # ... or an official weight file read through the key map
+            try:
+                model = create_model(start_from, pretrained=True, checkpoint_path=weights, **kw)
+            except Exception as exc:
+                raise CheckpointError(f"weights {weights!r} fit {start_from} neither as its own state dict "
+                                      f"({own_error}) nor as an official weight file ({exc})") from exc
+    else:
+        pretrained = start_from == "efficientnet_lite0_imagenet"
+        model = build_model(start_from, num_classes=1000 if pretrained else int(kw.pop("num_classes", 1000)),
+                            pretrained=pretrained, **kw)
+    n = int(getattr(model, "num_classes", 0) or getattr(model.get_classifier(), "out_features", 0))
+    return StartModel(model=model, arch=start_from, num_classes=n, areas=None,
+                      source=weights or start_from, model_kwargs=kw)

@@ -1,14 +1,17 @@
-"""FactorTopy at scale: time per epoch and peak memory for voxels x layers x images.
+"""FactorTopy at scale: fit time against voxels and stimuli, time per epoch and peak memory.
 
-Default: 10,000 voxels x 8 layers x 1,000 images, feature maps shaped like
+Every size in ``--voxels`` x ``--images`` is fitted once (``--epochs`` epochs, then the ridge layer
+choice) and the fit time is split into feature statistics, position initialisation, training
+and layer choice. Full size: 10,000 voxels x 8 layers x 1,000 images, feature maps shaped like
 ResNet-18's eight residual blocks at 112 px ((64, 28, 28) ... (512, 4, 4)),
 on CPU and on CUDA when a device is available. The peer, timed in the same
 run on the same data, is a plain linear encoder (one read-out per voxel on the
 globally pooled features of all layers, same optimiser and batches); the
 ratio printed is FactorTopy epoch time / plain encoder epoch time.
 
-    python experiments/bench_factortopy.py --threads 1       # full size, one core
-    python experiments/bench_factortopy.py --voxels 2000 --images 300 --epochs 1
+    python experiments/bench_factortopy.py --threads 1 --voxels 200 800 --images 300 1000 --layers 4
+    python experiments/bench_factortopy.py --threads 1 --voxels 10000 --images 1000   # full size, one core
+    python experiments/bench_factortopy.py --voxels 15000 --images 10000 --epochs 10  # NSD size, on a GPU
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def _plain_epoch(feats, brain, train_idx, batch_size: int, device: torch.device)
     return time.perf_counter() - tic
 
 
-def run(device: str, args) -> None:
+def run(device: str, args) -> dict:
     dev = torch.device(device)
     feats, brain = _data(args.images, args.voxels, args.layers, args.seed)
     if dev.type == "cuda":
@@ -86,9 +89,9 @@ def run(device: str, args) -> None:
     print(f"[{device}] FactorTopy epoch {epoch:.2f} s (measured, mean of {len(seconds)}: "
           f"{', '.join(f'{t:.1f}' for t in seconds)}; incl. validation); plain linear encoder epoch "
           f"{plain:.3f} s; ratio {epoch / plain:.1f}x")
-    print(f"[{device}] fit total {total:.1f} s: feature statistics {times['statistics']:.1f} s, "
-          f"{ft.n_epochs_} epochs {times['training']:.1f} s, ridge layer choice "
-          f"{times.get('layer_choice', 0.0):.1f} s (once per fit)")
+    print(f"[{device}] fit total {total:.1f} s: feature statistics {times['statistics']:.1f} s, position init "
+          f"{times.get('position_init', 0.0):.1f} s, {ft.n_epochs_} epochs {times['training']:.1f} s, ridge layer "
+          f"choice {times.get('layer_choice', 0.0):.1f} s (once per fit)")
     full = 10_000 * 1_000
     if args.voxels * args.images < full:
         factor = full / (args.voxels * args.images)
@@ -96,13 +99,15 @@ def run(device: str, args) -> None:
               f"1,000 images -> about {epoch * factor:.0f} s per epoch ({factor:.0f}x the measured size)")
     print(f"[{device}] {mem}peak process RSS {_peak_rss_gib():.2f} GiB (features "
           f"{sum(x.numel() for x in feats.values()) * 4 / 1024 ** 3:.2f} GiB)")
+    return {"device": device, "voxels": args.voxels, "images": args.images, "fit": total, "epoch": epoch,
+            "epochs": ft.n_epochs_, **times}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--voxels", type=int, default=10_000)
+    parser.add_argument("--voxels", type=int, nargs="+", default=[10_000])
     parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--images", type=int, default=1_000)
+    parser.add_argument("--images", type=int, nargs="+", default=[1_000])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--voxel-batch-size", type=int, default=2048)
@@ -113,11 +118,20 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    run("cpu", args)
-    if torch.cuda.is_available() and not args.no_gpu:
-        run("cuda", args)
-    else:
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.no_gpu else [])
+    if len(devices) == 1:
         print("[cuda] no CUDA device available: GPU timing skipped")
+    rows = []
+    for device in devices:
+        for n_vox in args.voxels:
+            for n_img in args.images:
+                rows.append(run(device, argparse.Namespace(**{**vars(args), "voxels": n_vox, "images": n_img})))
+    print("\ndevice | voxels | images | fit s | per epoch s | epochs | statistics | position init | training | "
+          "layer choice")
+    for r in rows:
+        print(f"{r['device']} | {r['voxels']} | {r['images']} | {r['fit']:.1f} | {r['epoch']:.2f} | {r['epochs']} | "
+              f"{r['statistics']:.1f} | {r.get('position_init', 0.0):.1f} | {r['training']:.1f} | "
+              f"{r.get('layer_choice', 0.0):.1f}")
 
 
 if __name__ == "__main__":

@@ -57,13 +57,20 @@ def _pixel_grid(h: int, w: int, like: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def sample_pixels(x: Tensor, px: Tensor, py: Tensor, *, mode: str = "bilinear",
-                  padding_mode: str = "border") -> Tensor:
-    """Read ``x`` (N, C, H, W) at pixel coordinates px, py (N, H', W')."""
+                  padding_mode: str = "border", half_sample_reflect: bool = False) -> Tensor:
+    """Read ``x`` (N, C, H, W) at pixel coordinates px, py (N, H', W').
+
+    ``padding_mode="reflection"`` mirrors about the outermost pixel centres
+    (OpenCV's REFLECT_101); with ``half_sample_reflect`` it mirrors about the
+    image edges instead (scipy.ndimage's ``mode="reflect"``).
+    """
     h, w = x.shape[-2:]
-    gx = 2 * px / max(w - 1, 1) - 1
-    gy = 2 * py / max(h - 1, 1) - 1
+    if half_sample_reflect:
+        gx, gy = (2 * px + 1) / w - 1, (2 * py + 1) / h - 1
+    else:
+        gx, gy = 2 * px / max(w - 1, 1) - 1, 2 * py / max(h - 1, 1) - 1
     grid = torch.stack([gx, gy], dim=-1).to(x.dtype)
-    return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=not half_sample_reflect)
 
 
 def motion_blur(x: Tensor, radius: float, sigma: float, angle_deg: Tensor) -> Tensor:
@@ -93,15 +100,33 @@ def motion_blur(x: Tensor, radius: float, sigma: float, angle_deg: Tensor) -> Te
     return out
 
 
+def _clipped_zoom_coords(n: int, factor: float) -> list[float]:
+    # Crop ceil(n / factor) central pixels, stretch them to round(crop * factor)
+    # samples with the end points on the end pixels (scipy.ndimage.zoom, order 1),
+    # keep the first n: ImageNet-C's clipped_zoom, one axis.
+    crop = math.ceil(n / factor)
+    top = (n - crop) // 2
+    out = max(int(round(crop * factor)), n)
+    step = (crop - 1) / (out - 1) if out > 1 else 0.0
+    return [top + i * step for i in range(n)]
+
+
 def zoom(x: Tensor, factor: float) -> Tensor:
-    """Zoom into the image centre by ``factor`` >= 1 keeping the size (bilinear)."""
-    theta = torch.tensor([[1 / factor, 0, 0], [0, 1 / factor, 0]], dtype=x.dtype, device=x.device)
-    grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    """Zoom into the image centre by ``factor`` >= 1 keeping the size (bilinear), as
+    ImageNet-C's ``clipped_zoom``: the central ceil(side / factor) pixels are
+    stretched end pixel to end pixel and the output is cut to the input size
+    from the top-left, so the zoom centre sits up to half a pixel off the middle."""
+    h, w = x.shape[-2:]
+    ys = torch.tensor(_clipped_zoom_coords(h, factor), dtype=x.dtype, device=x.device)
+    xs = torch.tensor(_clipped_zoom_coords(w, factor), dtype=x.dtype, device=x.device)
+    py, px = torch.meshgrid(ys, xs, indexing="ij")
+    n = x.shape[0]
+    return sample_pixels(x, px.expand(n, h, w), py.expand(n, h, w))
 
 
-def reflect_gaussian_smooth(field: Tensor, sigma: float, truncate: float = 3.0) -> Tensor:
-    """Gaussian smoothing of (N, H, W) with scipy's ``mode='reflect'``, any sigma.
+def reflect_gaussian_smooth(field: Tensor, sigma: float | tuple[float, float], truncate: float = 3.0) -> Tensor:
+    """Gaussian smoothing of (N, H, W) with scipy's ``mode='reflect'``, any sigma
+    (one for both axes, or (sigma_rows, sigma_columns)).
 
     Mirroring the field once along each axis makes it periodic with period 2H
     (2W), and circular convolution of that periodic signal with the truncated
@@ -109,9 +134,10 @@ def reflect_gaussian_smooth(field: Tensor, sigma: float, truncate: float = 3.0) 
     mode='reflect', also when the kernel is wider than the image (ImageNet-C's
     elastic transform smooths with sigma up to 171 px on 224-px images).
     """
-    if sigma <= 0:
-        return field
-    for dim in (-2, -1):
+    sigmas = (float(sigma), float(sigma)) if isinstance(sigma, (int, float)) else tuple(map(float, sigma))
+    for dim, sigma in zip((-2, -1), sigmas):
+        if sigma <= 0:
+            continue
         n = field.shape[dim]
         period = 2 * n
         radius = int(truncate * sigma + 0.5)
@@ -146,6 +172,15 @@ def _box_weights(n_in: int, n_out: int, like: Tensor) -> Tensor:
                 weights[i, j] = 1.0
     weights = weights / weights.sum(1, keepdim=True).clamp_min(1e-12)
     return weights.to(dtype=like.dtype, device=like.device)
+
+
+def nearest_resize(x: Tensor, height: int, width: int) -> Tensor:
+    """Resize (N, C, H, W) to (height, width) with PIL's ``Image.NEAREST``: output
+    pixel i reads input pixel floor((i + 0.5) * n_in / n_out)."""
+    h, w = x.shape[-2:]
+    rows = torch.floor((torch.arange(height, dtype=torch.float64) + 0.5) * h / height).long().clamp_(0, h - 1)
+    cols = torch.floor((torch.arange(width, dtype=torch.float64) + 0.5) * w / width).long().clamp_(0, w - 1)
+    return x.index_select(-2, rows.to(x.device)).index_select(-1, cols.to(x.device))
 
 
 def box_resize(x: Tensor, height: int, width: int) -> Tensor:

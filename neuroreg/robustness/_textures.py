@@ -53,19 +53,35 @@ def plasma_fractal(n: int, mapsize: int, wibble_decay: float, generator: torch.G
     return (grid - lo) / (hi - lo).clamp_min(1e-12)
 
 
+def _standardise(t: Tensor) -> Tensor:
+    """Zero mean, unit standard deviation per image (over all but the first axis)."""
+    dims = tuple(range(1, t.ndim))
+    return (t - t.mean(dims, keepdim=True)) / t.std(dims, keepdim=True).clamp_min(1e-12)
+
+
+#: Calibration of the procedural frost to ImageNet-C's frost photographs (random crops as
+#: the original takes them, measured at 224 px): mean colour (R, G, B) 0.574, 0.639, 0.684
+#: (per-photo grey level 0.48 ... 0.81), standard deviation over a crop 0.093, over a 7 x 7
+#: window 0.061, mean absolute difference of neighbouring pixels 0.041. The grey level range
+#: was then trimmed so that blends match imagecorruptions' mean absolute change (docs/robustness.md).
+FROST_CALIBRATION = {"level": (0.44, 0.82), "tint": (0.908, 1.011, 1.082), "cloud_sd": 0.07, "crystal_sd": 0.068}
+
+
 def frost_texture(n: int, height: int, width: int, generator: torch.Generator, like: Tensor) -> Tensor:
     """Synthetic frost, (n, 3, height, width) in [0, 1], pale blue-white.
 
     ImageNet-C blends photographs of frost on glass; they are not bundled here,
-    so a texture with the same ingredients is drawn instead: a cloudy
-    diamond-square base (hazy ice) plus needle-like crystals, made by streaking
-    sparse bright seeds along a few random directions (the motion-blur kernel),
-    tinted towards blue as in the photographs.
+    so a texture with the same ingredients and the same first- and second-order
+    statistics (:data:`FROST_CALIBRATION`) is drawn instead: a bright grey level
+    drawn per image, cloudy diamond-square haze, and needle-like crystals made
+    by streaking sparse seeds along a few random directions (the motion-blur
+    kernel), tinted towards blue as in the photographs.
     """
+    cal = FROST_CALIBRATION
     size = 1
     while size < max(height, width):
         size *= 2
-    base = plasma_fractal(n, size, 1.8, generator, like)[:, None, :height, :width]
+    cloud = _standardise(plasma_fractal(n, size, 2.0, generator, like)[:, None, :height, :width])
     crystals = torch.zeros(n, 1, height, width, dtype=like.dtype, device=like.device)
     for _ in range(4):
         seeds = (torch.rand(n, 1, height, width, generator=generator, dtype=like.dtype, device=like.device)
@@ -73,8 +89,9 @@ def frost_texture(n: int, height: int, width: int, generator: torch.Generator, l
         seeds = seeds * _uniform((n, 1, height, width), 0.5, 1.0, generator, like)
         angle = _uniform((n,), 0.0, 360.0, generator, like)
         length = max(height, width) / 28
-        streak = motion_blur(seeds, length, length / 2, angle)
-        crystals = torch.maximum(crystals, streak * (2 * length + 1) / 3)
-    ice = (0.45 * base + crystals).clamp(0, 1)
-    tint = torch.tensor([0.82, 0.9, 1.0], dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
-    return (ice * tint).clamp(0, 1)
+        crystals = torch.maximum(crystals, motion_blur(seeds, length, length / 2, angle))
+    crystals = _standardise(crystals)
+    level = _uniform((n, 1, 1, 1), *cal["level"], generator, like)
+    grey = level + cal["cloud_sd"] * cloud + cal["crystal_sd"] * crystals
+    tint = torch.tensor(cal["tint"], dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
+    return (grey * tint).clamp(0, 1)

@@ -9,6 +9,7 @@ severity s; mCE is the mean of CE_c over corruptions. The relative mCE uses
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 from neuroreg.errors import UnknownNameError
 from neuroreg.robustness._data import as_loader, batches
 from neuroreg.robustness._seeding import count_correct, seeded
-from neuroreg.robustness.corruptions import CORRUPTIONS, corrupt
+from neuroreg.robustness.corruptions import CORRUPTIONS, corrupt, load_frost_images
 from neuroreg.robustness.wrapper import IMAGENET_MEAN, IMAGENET_STD, RobustClassifier
 from neuroreg.scoring.results import ScoreTable
 
@@ -35,7 +36,13 @@ ALEXNET_MEAN_ERROR = {
 }
 
 
-_FROST_NOTE = "procedural frost texture; ImageNet-C blends frost photographs, so not directly comparable"
+_FROST_NOTES = {
+    "procedural": "procedural frost calibrated to ImageNet-C's frost photographs (same mean absolute change and "
+                  "SSIM); not the photographs, so not directly comparable to ImageNet-C",
+    "photographs": "frost photographs given by frost_images, cropped and blended as ImageNet-C does",
+}
+_NOT_COMPARABLE = ("not comparable to published ImageNet-C CE/mCE: frost uses the procedural texture "
+                   "(pass frost_images= the original frost photographs)")
 
 
 def _resolve(corruptions: str | Sequence[str]) -> list[str]:
@@ -121,7 +128,8 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
                      severities: Sequence[int] = (1, 2, 3, 4, 5), *, baseline: Any = None,
                      mean: Sequence[float] | None = IMAGENET_MEAN, std: Sequence[float] | None = IMAGENET_STD,
                      batch_size: int = 128, max_batches: int | None = None, model_name: str | None = None,
-                     seed: int = 0, n_draws: int = 1, progress: bool = True) -> ScoreTable:
+                     seed: int = 0, n_draws: int = 1, frost_images: Any = None,
+                     progress: bool = True) -> ScoreTable:
     """Accuracy on every corruption x severity, mean corruption accuracy and mCE.
 
     Args:
@@ -137,11 +145,17 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
             seeded with it for the duration of the suite (the caller's RNG state is restored).
         n_draws: forward passes per image, accuracy averaged over them: for
             stochastic models, to lower the variance of the estimate.
+        frost_images: folder (or loaded tensors) of the original ImageNet-C
+            frost photographs, see :func:`~neuroreg.robustness.corruptions.load_frost_images`;
+            None uses neuroreg's procedural frost.
 
     Returns rows (metric="accuracy", corruption, severity) plus the clean row
     (corruption="none", severity=0), "corruption_accuracy" per corruption (mean
     over severities), "mean_corruption_accuracy", and with a baseline "CE" per
     corruption, "mCE" and, when both clean errors are known, "relative_mCE".
+    Frost rows carry ``frost`` ("procedural" or "photographs") and a note; with
+    the procedural frost the frost CE and the mCE rows carry
+    ``comparable=False`` and a note saying why.
     """
     names = _resolve(corruptions)
     sevs = list(dict.fromkeys(severities))
@@ -153,6 +167,10 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
     sevs = [int(s) for s in sevs]
     if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
         raise ValueError(f"n_draws must be a positive int; got {n_draws!r}")
+    frost_kind = "procedural" if frost_images is None else "photographs"
+    if frost_images is not None and "frost" in names:
+        frost_images = (load_frost_images(frost_images) if isinstance(frost_images, (str, Path))
+                        else list(frost_images))
     wrapped = model if isinstance(model, RobustClassifier) else RobustClassifier(model, mean, std)
     loader = as_loader(data, batch_size)
     device = wrapped.device
@@ -175,7 +193,7 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
                     bar.update(1)
                     for c in names:
                         for s in sevs:
-                            xc = corrupt(x, c, s, seed=int(seed) * 1_000_003 + b)
+                            xc = corrupt(x, c, s, seed=int(seed) * 1_000_003 + b, frost_images=frost_images)
                             correct[(c, s)] += count_correct(wrapped, xc, y, int(n_draws)).mean()
                             bar.update(1)
             bar.close()
@@ -190,7 +208,7 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
     per_corruption = {}
     for c in names:
         accs = [correct[(c, s)] / n_seen for s in sevs]
-        note = {"note": _FROST_NOTE} if c == "frost" else {}
+        note = {"frost": frost_kind, "note": _FROST_NOTES[frost_kind]} if c == "frost" else {}
         for s, a in zip(sevs, accs):
             table.append(**common, metric="accuracy", score=a, corruption=c, severity=s, **note)
         per_corruption[c] = float(np.mean(accs))
@@ -200,9 +218,11 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
     if baseline is not None:
         errors = {c: {s: 1.0 - correct[(c, s)] / n_seen for s in sevs} for c in names}
         result = mean_corruption_error(errors, baseline, clean_error=1.0 - clean_acc)
+        procedural = frost_kind == "procedural" and "frost" in names
+        flag = {"comparable": False, "note": _NOT_COMPARABLE} if procedural else {}
         for c, v in result["ce"].items():
-            table.append(**common, metric="CE", score=v, corruption=c)
-        table.append(**common, metric="mCE", score=result["mce"], corruption="all")
+            table.append(**common, metric="CE", score=v, corruption=c, **(flag if c == "frost" else {}))
+        table.append(**common, metric="mCE", score=result["mce"], corruption="all", **flag)
         if result["relative_mce"] is not None:
-            table.append(**common, metric="relative_mCE", score=result["relative_mce"], corruption="all")
+            table.append(**common, metric="relative_mCE", score=result["relative_mce"], corruption="all", **flag)
     return table

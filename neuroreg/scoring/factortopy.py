@@ -30,7 +30,11 @@ of every layer at the learned position and scale, because gradient-trained
 read-outs of deeper, ill-conditioned layers stay under-fitted and lose. With
 ``per_layer_space=True`` (default) every layer has its own position and scale per
 voxel, so each layer is judged at its best window (``space_`` reports the chosen
-layer's).
+layer's). The channel alignments ``B_l`` start orthonormal (a square Gaussian ``B_l``, for a
+layer with ``C_l = D``, is so ill-conditioned that the layer's read-out, position and scale
+stay untrained), and every voxel's position for every layer starts at the peak of its
+channel-summed correlation map (:func:`correlation_peaks`). See ``docs/factortopy.md`` for the
+recovery matrix on simulations the defaults were not tuned on.
 
 Recovery on the plain-CNN simulation of the tests (240 voxels, 4 layers, SNR
 0.5-4): with 2,000 stimuli the true layer for 0.94 of voxels with SNR >= 1,
@@ -58,6 +62,7 @@ import copy
 import functools
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Sequence
 
@@ -70,6 +75,9 @@ from tqdm.auto import tqdm
 from neuroreg._checks import check_finite
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import ShapeError
+from neuroreg.scoring._inputs import sorted_positions
+from neuroreg.scoring.factortopy_diagnostics import choice_margin, weak_layers
+from neuroreg.scoring.factortopy_init import correlation_peaks
 from neuroreg.scoring.factortopy_sources import _DictSource, _ModelSource, _ModelState
 from neuroreg.scoring.results import ScoreTable
 
@@ -519,6 +527,19 @@ def _combine(terms: Sequence[Tensor], layer_probs: Tensor, bias: Tensor, per_lay
 
 
 # ----------------------------------------------------------------------------- module
+def _orthogonal(d: int, c: int) -> Tensor:
+    """A ``(d, c)`` matrix with orthonormal rows or columns (all singular values 1), from the current RNG.
+
+    The channel alignment ``B_l`` must start well conditioned: the voxel weights of a layer with
+    ``C_l <= D`` act through ``w_il B_l``, and a square Gaussian ``B_l`` (``C_l = D``) has
+    singular values down to about ``1 / D``, which leaves that layer's read-out (and with it its
+    position and scale) under-trained by gradient descent.
+    """
+    q, r = torch.linalg.qr(torch.randn(max(d, c), min(d, c)))
+    q = q * torch.sign(torch.diagonal(r))[None, :]
+    return q if d >= c else q.T
+
+
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
                          nn.Linear(hidden, n_out))
@@ -547,7 +568,7 @@ class FactorTopyNet(nn.Module):
         self.space_selector = _mlp(n_coord, hidden, 2 * n_pos)
         self.scale_selector = _mlp(n_coord, hidden, n_pos)
         # B_l of the paper: one (D, C_l) channel alignment per layer, shared by all voxels
-        self.align = nn.ParameterList(nn.Parameter(torch.randn(d, c) / math.sqrt(c)) for c in in_channels)
+        self.align = nn.ParameterList(nn.Parameter(_orthogonal(d, c)) for c in in_channels)
         self.weights = nn.Parameter(torch.zeros(n_voxels, n_layers, d))
         self.bias = nn.Parameter(torch.zeros(n_voxels))
         with torch.no_grad():  # start every voxel at the image centre, half local / half global
@@ -604,12 +625,17 @@ class FactorTopy:
     pooling: ``"gaussian"`` (scale = Gaussian window SD, :func:`scale_to_sd`) or ``"token"``
         (the paper's local/global mix); see :func:`factorized_readout`.
     layer_choice: ``"ridge_cv"`` (final layer probabilities ``softmax(cv_r_ / choice_temperature)``
-        from ``cv_folds``-fold ridge with penalty ``ridge_alpha`` per stimulus, see
+        from ``cv_folds``-fold ridge with penalty ``ridge_alpha`` per stimulus (a number, or a
+        sequence: each voxel and layer then keeps its best cross-validated r over them), see
         :func:`ridge_cv_r`) or ``"selector"`` (the layer-selector MLP, as in the paper).
     per_layer_space: give every layer its own position and scale per voxel (the selectors
         output ``(n, L, 2)`` and ``(n, L)``), so each layer's read-out is judged at its own
         best window; ``space_`` and ``scale_`` report the most probable layer's. False: one
         position and scale per voxel shared by all layers, as in the paper.
+    position_init: ``"correlation"`` (default) starts every voxel's position for every layer at
+        the peak of its channel-summed squared-correlation map (:func:`correlation_peaks`), by
+        fitting the space selector to those peaks for ``init_steps`` Adam steps before training;
+        ``"centre"`` starts every voxel at the image centre (the paper).
     device: torch device (default: CUDA when available, else CPU).
     progress: show a progress bar over epochs (default: only on a terminal).
 
@@ -624,21 +650,31 @@ class FactorTopy:
     roi_, coords_, temperature_ (layer-softmax temperature of the kept model), cv_r_
     ``(n_voxels, L)`` cross-validated ridge r per layer (``layer_choice="ridge_cv"``),
     level_std_ (per-layer ``(C, K)`` blur-level SDs, ``pooling="gaussian"``), timings_ (seconds
-    spent on feature statistics, training epochs and the ridge layer choice).
+    spent on feature statistics, position initialisation, training epochs and the ridge layer choice),
+    init_space_ ``(n_voxels, L, 2)`` correlation peaks (``position_init="correlation"``).
+
+    Diagnostics (``layer_choice="ridge_cv"``): cv_r_ per voxel and layer; confidence_ (entropy
+    of the layer choice); choice_margin_ ``(n_voxels,)`` best minus second-best cv r; weak_layers_,
+    the layers whose cv r is below their neighbours' for nearly every voxel
+    (:func:`neuroreg.scoring.factortopy_diagnostics.weak_layers`), each also raised as a
+    ``RuntimeWarning``: such a layer usually points at its read-out, not at the brain.
     """
 
     def __init__(self, layers: Sequence[str], d: int = 128, seed: int = 0, *, hidden: int = 128,
                  n_freqs: int = 6, lr: float = 1e-3, weight_decay: float = 0.01, batch_size: int = 32,
-                 voxel_batch_size: int = 4096, max_epochs: int = 100, patience: int = 10,
-                 val_fraction: float = 0.1, warmup_epochs: int = 5, anneal_epochs: int = 20,
+                 voxel_batch_size: int = 4096, max_epochs: int = 30, patience: int = 3,
+                 val_fraction: float = 0.1, warmup_epochs: int = 2, anneal_epochs: int = 6,
                  entropy_weight: float = 0.01, entropy_decay: float = 0.95,
                  temperature: tuple[float, float] = (1.0, 0.2), smooth_weight: float = 0.0,
                  smooth_k: int = 6, beta: float = 0.1, expert_weight: float = 1.0, select_fraction: float = 0.2,
                  pooling: str = "gaussian", layer_choice: str = "ridge_cv", cv_folds: int = 5,
-                 ridge_alpha: float = 2e-3, choice_temperature: float = 0.01, per_layer_space: bool = True,
+                 ridge_alpha: float | Sequence[float] = (2e-3, 2e-2, 2e-1, 2.0), choice_temperature: float = 0.01, per_layer_space: bool = True,
+                 position_init: str = "correlation", init_steps: int = 500,
                  device: str | torch.device | None = None, progress: bool | None = None) -> None:
         self.layers = layers
         self.per_layer_space = per_layer_space
+        self.position_init = position_init
+        self.init_steps = init_steps
         self.d = d
         self.seed = seed
         self.hidden = hidden
@@ -683,11 +719,17 @@ class FactorTopy:
             raise ValueError(f"layer_choice must be 'ridge_cv' or 'selector'; got {self.layer_choice!r}")
         if isinstance(self.cv_folds, bool) or not isinstance(self.cv_folds, (int, np.integer)) or self.cv_folds < 2:
             raise ValueError(f"cv_folds must be an integer >= 2; got {self.cv_folds!r}")
-        for name in ("ridge_alpha", "choice_temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
+        alphas = np.atleast_1d(np.asarray(self.ridge_alpha, dtype=np.float64))
+        if alphas.ndim != 1 or alphas.size == 0 or not (np.isfinite(alphas) & (alphas > 0)).all():
+            raise ValueError(f"ridge_alpha must be a positive number or a sequence of them; got {self.ridge_alpha!r}")
+        if not self.choice_temperature > 0:
+            raise ValueError(f"choice_temperature must be > 0; got {self.choice_temperature}")
         if self.pooling not in _POOLINGS:
             raise ValueError(f"pooling must be one of {_POOLINGS}; got {self.pooling!r}")
+        if self.position_init not in ("correlation", "centre"):
+            raise ValueError(f"position_init must be 'correlation' or 'centre'; got {self.position_init!r}")
+        if isinstance(self.init_steps, bool) or not isinstance(self.init_steps, (int, np.integer)) or self.init_steps < 0:
+            raise ValueError(f"init_steps must be an integer >= 0; got {self.init_steps!r}")
         if not 0.0 < self.select_fraction < 1.0:
             raise ValueError(f"select_fraction must be in (0, 1); got {self.select_fraction}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -746,7 +788,11 @@ class FactorTopy:
         self.layers_ = layers
         device = self._device()
         n_stim, n_vox = brain.responses.shape
-        train_idx, val_idx = self._split(n_stim, val_index)
+        # every random choice over stimuli (validation split, read-out/selection split, batch
+        # order, ridge folds) is made on ranks in sorted stimulus-id order, so the same data in
+        # another row order gives the same fit
+        rank_order = sorted_positions(brain.stimulus_ids)
+        train_idx, val_idx = self._split(n_stim, val_index, rank_order)
 
         y_all = brain.responses
         mean = y_all[train_idx].mean(0)
@@ -784,6 +830,10 @@ class FactorTopy:
                 net = FactorTopyNet([shapes[k][0] for k in layers], n_vox, enc.shape[1], self.d, self.hidden,
                                    self.pooling, self.per_layer_space)
             net.to(device)
+            if self.position_init == "correlation":
+                tic = time.perf_counter()
+                self._init_positions(net, source, y, enc, train_idx, device)
+                self.timings_["position_init"] = time.perf_counter() - tic
             self._train(net, source, y, enc, train_idx, val_idx, neighbours, device)
         finally:
             if model_ctx is not None:
@@ -791,15 +841,42 @@ class FactorTopy:
         self.roi_ = np.asarray(brain.unit_info["roi"]) if "roi" in brain.unit_info else None
         return self
 
-    def _split(self, n_stim: int, val_index) -> tuple[np.ndarray, np.ndarray]:
+    def _init_positions(self, net: FactorTopyNet, source, y: Tensor, enc: Tensor, train_idx, device) -> None:
+        """Start the space selector at each voxel's correlation peak (:func:`correlation_peaks`).
+
+        The selector MLP is fitted to the peaks (pre-tanh values, least squares) before training,
+        so the positions stay a smooth function of cortical coordinates wherever the data allow.
+        """
+        target_y = y.to(device)
+        peaks, height = correlation_peaks(
+            lambda: ((idx, self._normalise(maps)) for idx, maps in source.batches(train_idx, self.batch_size * 4,
+                                                                                  device)),
+            target_y, y.shape[1])
+        self.init_space_ = peaks.double().cpu().numpy()
+        if not net.per_layer_space:  # one position per voxel: the layer whose peak is highest
+            peaks = peaks[torch.arange(len(peaks)), height.argmax(1)]
+        goal = torch.atanh(peaks.clamp(-0.95, 0.95)).reshape(len(peaks), -1).to(device)
+        sel = net.space_selector
+        opt = torch.optim.Adam(sel.parameters(), lr=3e-3)
+        for _ in range(self.init_steps):
+            opt.zero_grad(set_to_none=True)
+            loss = (sel(enc) - goal).square().mean()
+            loss.backward()
+            opt.step()
+        self.init_loss_ = float(loss.detach())
+
+    def _split(self, n_stim: int, val_index, rank_order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Training and validation rows, each listed in sorted stimulus-id order."""
+        is_val = np.zeros(n_stim, dtype=bool)
         if val_index is not None:
             val = np.unique(np.asarray(val_index, dtype=np.int64))
             if val.size and (val.min() < 0 or val.max() >= n_stim):
                 raise ValueError(f"val_index must lie in [0, {n_stim}); got range [{val.min()}, {val.max()}]")
+            is_val[val] = True
         else:
             n_val = int(round(self.val_fraction * n_stim))
-            val = np.sort(np.random.default_rng(self.seed).permutation(n_stim)[:n_val])
-        train = np.setdiff1d(np.arange(n_stim), val)
+            is_val[rank_order[np.random.default_rng(self.seed).permutation(n_stim)[:n_val]]] = True
+        val, train = rank_order[is_val[rank_order]], rank_order[~is_val[rank_order]]
         if val.size < 3 or train.size < 3:
             raise ValueError(f"need at least 3 training and 3 validation stimuli; got {train.size} and "
                              f"{val.size} of {n_stim} (val_fraction={self.val_fraction})")
@@ -887,9 +964,10 @@ class FactorTopy:
         if self.expert_weight > 0:
             # stimuli the read-outs never train on: the layer choice is made on out-of-sample fit,
             # otherwise the layer with the most read-out capacity wins
-            shuffled = rng.permutation(train_idx)
             n_sel = max(1, int(round(self.select_fraction * len(train_idx))))
-            select_idx, train_idx = np.sort(shuffled[:n_sel]), np.sort(shuffled[n_sel:])
+            is_sel = np.zeros(len(train_idx), dtype=bool)
+            is_sel[rng.permutation(len(train_idx))[:n_sel]] = True  # positions in sorted-id order
+            select_idx, train_idx = train_idx[is_sel], train_idx[~is_sel]
         chunks = [slice(s, min(s + self.voxel_batch_size, n_vox)) for s in range(0, n_vox, self.voxel_batch_size)]
         start_checking = self.warmup_epochs + self.anneal_epochs
         best_r, best_state, best_epoch, waited = -np.inf, None, -1, 0
@@ -950,6 +1028,16 @@ class FactorTopy:
             self.timings_["layer_choice"] = time.perf_counter() - tic
             self._fixed_probs = torch.softmax(torch.as_tensor(self.cv_r_, dtype=torch.float32) / self.choice_temperature,
                                               dim=1).to(device)
+            self.choice_margin_ = choice_margin(self.cv_r_)
+            self.weak_layers_ = weak_layers(self.cv_r_, self.layers_)
+            for item in self.weak_layers_:
+                warnings.warn(
+                    f"FactorTopy: layer {item['layer']!r} has a lower cross-validated r than its neighbours for "
+                    f"{item['fraction_below']:.0%} of voxels (median r {item['median_r']:.3f} vs "
+                    f"{', '.join(f'{v:.3f}' for v in item['median_r_neighbours'])}); its read-out, not the brain, "
+                    "is the likely cause, and voxels reading it will be assigned to its neighbours. Check the "
+                    "layer's features (dead or constant channels, map size) before trusting the map.",
+                    RuntimeWarning, stacklevel=3)
         self._set_fitted(net, enc, source, y, val_idx, device)
 
     @torch.no_grad()
@@ -1007,7 +1095,10 @@ class FactorTopy:
                             x = _pool(prepared[layer], *_layer_args(space[sub], scale[sub], layer))
                             st.add(fold, x, yb[:, sub], slice(sub.start - sl.start, sub.stop - sl.start))
             for st, (layer, sl) in zip(stats, items):
-                scores[sl, layer] = st.cv_r(self.ridge_alpha).cpu().numpy()
+                # the penalty that suits a layer depends on its width and the stimulus count: keep
+                # each voxel's best over a small grid (the same grid for every layer)
+                scores[sl, layer] = torch.stack([st.cv_r(float(a)) for a in np.atleast_1d(self.ridge_alpha)]) \
+                    .amax(0).cpu().numpy()
         return scores
 
     def _step(self, net, maps, target, enc, tau, ent_w, neighbours, chunks, select=None) -> float:

@@ -79,12 +79,27 @@ def test_rejects_bad_arguments(trained_cnn, gratings):
         corruption_suite(trained_cnn, (x[:4] * 2 - 0.5, y[:4]), ["fog"], (1,), mean=MEAN, std=STD, progress=False)
 
 
-def test_frost_rows_say_the_texture_is_procedural(trained_cnn, gratings):
+def test_frost_rows_say_the_texture_is_procedural_and_mce_is_not_comparable(trained_cnn, gratings):
     _, _, x, y = gratings
-    df = corruption_suite(trained_cnn, (x[:10], y[:10]), ["frost", "fog"], (2,), mean=MEAN, std=STD,
-                          progress=False).to_pandas()
-    assert df[df["corruption"] == "frost"]["note"].str.contains("procedural").all()
-    assert df[df["corruption"] == "fog"]["note"].isna().all()
+    df = corruption_suite(trained_cnn, (x[:10], y[:10]), ["frost", "fog"], (1, 2, 3, 4, 5), mean=MEAN, std=STD,
+                          baseline="alexnet", progress=False).to_pandas()
+    frost = df[(df["corruption"] == "frost") & (df["metric"] == "accuracy")]
+    assert (frost["frost"] == "procedural").all() and frost["note"].str.contains("procedural").all()
+    assert df[(df["corruption"] == "fog") & (df["metric"] == "accuracy")]["note"].isna().all()
+    mce = df[df["metric"] == "mCE"].iloc[0]
+    assert mce["comparable"] == False and "not comparable" in mce["note"]  # noqa: E712
+    assert df[(df["metric"] == "CE") & (df["corruption"] == "fog")]["comparable"].isna().all()
+
+
+def test_frost_photographs_make_mce_comparable(trained_cnn, gratings, tmp_path):
+    from PIL import Image
+    _, _, x, y = gratings
+    for i in range(1, 4):
+        Image.new("RGB", (64, 64), (150 + 20 * i, 200, 230)).save(tmp_path / f"photo{i}.png")
+    df = corruption_suite(trained_cnn, (x[:10], y[:10]), ["frost"], (1, 2, 3, 4, 5), mean=MEAN, std=STD,
+                          baseline="alexnet", frost_images=tmp_path, progress=False).to_pandas()
+    assert (df[df["metric"] == "accuracy"].query("corruption == 'frost'")["frost"] == "photographs").all()
+    assert "comparable" not in df or df[df["metric"] == "mCE"]["comparable"].isna().all()
 
 
 class _NoisyLinear(torch.nn.Module):

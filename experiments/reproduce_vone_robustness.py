@@ -66,13 +66,15 @@ def evaluate_model(model, name: str, seed: int, *, quick: bool) -> pd.DataFrame:
     from neuroreg.training.data import GratingsDataset
 
     prep = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}  # every model was trained on raw [0, 1] pixels
-    val = GratingsDataset(128, 4, 32, seed=1000 + seed)  # images in [0, 1]; the suites normalise inside
-    attacks = attack_suite(model, val, attacks=["pgd"], eps=list(EPS), norm="Linf", mean=prep["mean"],
-                           std=prep["std"], pgd_steps=10, eot_iter=4 if quick else 10, batch_size=64, seed=seed,
-                           model_name=name, progress=False).to_pandas()
-    corr = corruption_suite(model, val, corruptions=["gaussian_noise", "defocus_blur", "contrast", "jpeg_compression"],
-                            severities=(1, 3, 5), mean=prep["mean"], std=prep["std"], batch_size=64, seed=seed,
-                            model_name=name, progress=False).to_pandas()
+    val = GratingsDataset(64 if quick else 256, 4, 32, seed=1000 + seed)
+    eps = (0.0, 2 / 255, 8 / 255) if quick else EPS
+    attacks = attack_suite(model, val, attacks=["pgd"], eps=list(eps), norm="Linf", mean=prep["mean"],
+                           std=prep["std"], pgd_steps=5 if quick else 10, eot_iter=2 if quick else 10,
+                           square_queries=100 if quick else 1000, batch_size=64, seed=seed, model_name=name,
+                           progress=False).to_pandas()
+    corr = corruption_suite(model, val, corruptions=["gaussian_noise", "defocus_blur", "contrast", "jpeg_compression"]
+                            [: 2 if quick else 4], severities=(1, 5) if quick else (1, 3, 5), mean=prep["mean"],
+                            std=prep["std"], batch_size=64, seed=seed, model_name=name, progress=False).to_pandas()
     rows = attacks[(attacks["metric"] == "accuracy")][["eps", "score"]].copy()
     rows["what"] = [f"pgd eps {e * 255:g}/255" if e else "clean" for e in rows["eps"]]
     cor = corr[(corr["metric"] == "accuracy") & corr["corruption"].notna() & (corr["corruption"] != "none")]

@@ -103,7 +103,11 @@ def round_for_reading(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     df = df[[c for c in df.columns if df[c].notna().any()]].copy()
     for c in df.columns:
         if pd.api.types.is_float_dtype(df[c]):
-            df[c] = df[c].round(digits)
+            values = df[c].dropna()
+            df[c] = df[c].astype("Int64") if len(values) and (values == values.round()).all() and \
+                values.abs().max() < 2 ** 53 and c not in ("score", "ceiling", "normalized") else df[c].round(digits)
+        elif df[c].dtype == object:
+            df[c] = df[c].map(lambda v: round(v, digits) if isinstance(v, float) else v)
     return df
 
 
@@ -134,15 +138,16 @@ class Report:
         self.folder = Path(self.folder)
 
     def add(self, heading: str, text: str = "", tables: Iterable[tuple[str, ScoreTable | pd.DataFrame]] = (),
-            figures: Iterable = (), *, notes: Sequence[str] = ()) -> None:
+            figures: Iterable = (), *, notes: Sequence[str] = (), fold: bool = True) -> None:
         figs = [(Path(f[0]), str(f[1])) if isinstance(f, (tuple, list)) else (Path(f), "") for f in figures]
-        self.sections.append((heading, text, list(tables), figs, list(notes)))
+        self.sections.append((heading, text, list(tables), figs, list(notes), fold))
 
     def write(self) -> dict[str, Path]:
         md = [f"# {self.title}", ""]
         body = [f"<h1>{html.escape(self.title)}</h1>"]
         for heading, text, tables, figures, *rest in self.sections:
             notes = rest[0] if rest else []
+            fold = rest[1] if len(rest) > 1 else True
             md += [f"## {heading}", ""]
             body.append(f"<h2>{html.escape(heading)}</h2>")
             if text:
@@ -160,7 +165,7 @@ class Report:
                 df = round_for_reading(df)
                 md += [f"**{name}**", "", markdown_table(df), ""]
                 table_html = df.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.3f}")
-                if len(df) > FOLD_ROWS:
+                if fold and len(df) > FOLD_ROWS:
                     body.append(f"<details><summary>{html.escape(name)} ({len(df)} rows)</summary>{table_html}"
                                 "</details>")
                 else:

@@ -71,7 +71,12 @@ def plot_comparison(summary: pd.DataFrame) -> plt.Figure:
         ax.axhline(0, color="black", lw=0.6)
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    handles, names = axes[0][0].get_legend_handles_labels()
+    handles, names = [], []
+    for ax in axes[0]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in names:
+                handles.append(h)
+                names.append(label)
     fig.legend(handles, names, loc="upper center", ncol=min(n_models, 4), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 1.08))
     fig.tight_layout()
@@ -166,9 +171,11 @@ def write_scorecard(card: Scorecard, folder: Path, *, tensorboard: bool = True) 
     except ValueError:
         pass
     paths["comparison"] = folder / "comparison.png"
-    report.add("Summary", f"One row per model ({', '.join(card.models)}). Brain scores are test-split scores of "
-               "the layer chosen on the train split, averaged over subjects.",
-               tables=[("summary", summary)], figures=figures)
+    shown = summary.set_index("model").T.reset_index().rename(columns={"index": "measure"})
+    report.add("Summary", f"{n} model{'s' if n > 1 else ''}: {', '.join(card.models)}. Brain scores are test-split "
+               "scores of the layer chosen on the train split, averaged over subjects; 'normalized' = score / noise "
+               "ceiling. summary.csv holds the same numbers unrounded, one row per model.",
+               tables=[("summary (one column per model)", shown)], figures=figures, fold=False)
     order = [s for s in SECTIONS if s in card.sections] + [s for s in card.sections if s not in SECTIONS]
     for section in order:
         table = card.sections[section]

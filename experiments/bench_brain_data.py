@@ -9,6 +9,9 @@ Writes an NSD tree in the exact on-disk format (tests/fixtures/nsd_format.py):
 - the peer: the common hand-written loop that reads each session's whole
   betas volume, masks it, z-scores it and stacks every selected trial before averaging.
 
+It also times one session read in the public files' chunk geometry (750, 1, 1, 1)
+against the former reader (75 trials of the whole ROI box at a time).
+
 Peak memory is the growth of the process's maximum resident set over the
 load (``ru_maxrss``, kilobytes on Linux) and, for numpy allocations, tracemalloc's peak. Ratios are
 against the size of the float64 ``(1000, V)`` response array (and, for the
@@ -29,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 _CHILD = r"""
@@ -50,6 +54,25 @@ if mode in ("load_nsd", "load_nsd_trials"):
     b = load_nsd(root, 1, images="shared1000", keep_trials=(mode == "load_nsd_trials"), progress=False)
     shape = b.responses.shape
     returned = b.responses.nbytes + (b.trials.nbytes if b.trials is not None else 0)
+elif mode in ("session_before", "session_after"):  # one session's ROI betas, all 750 trials
+    from pathlib import Path
+    from neuroreg.brain import nsd as nsd_module
+    r = Path(root)
+    vox = nsd_module._roi_voxels(r, 1, "func1pt8mm", ["nsdgeneral"], None)
+    path = r / "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session01.hdf5"
+    if mode == "session_after":
+        out, _ = nsd_module._read_session(path, vox, None, 0, 75)
+    else:  # the former reader: 75 trials of the whole ROI box at a time, whatever the file's chunking
+        zyx = vox["xyz"][:, ::-1]
+        lo, hi = zyx.min(0), zyx.max(0) + 1
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        local = tuple((zyx - lo).T)
+        out = np.empty((750, len(zyx)), dtype=np.float32)
+        with h5py.File(path, "r") as f:
+            for start in range(0, 750, 75):
+                out[start:start + 75] = f["betas"][(slice(start, start + 75),) + box][(slice(None),) + local]
+        out /= 300.0
+    shape, returned = out.shape, out.nbytes
 else:  # the peer: whole sessions in memory, every trial stacked, then averaged
     from pathlib import Path
     r = Path(root)
@@ -114,6 +137,15 @@ def main(argv=None) -> None:
         size = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file())
         print(f"fixture: {args.sessions} sessions x 750 trials, volume {(x, y, z)}, ROI {args.voxels} voxels, "
               f"{size / 2**20:.0f} MiB on disk, written in {time.perf_counter() - t0:.1f} s")
+        with h5py.File(next(Path(tmp).rglob("betas_session01.hdf5")), "r") as f:
+            chunks = f["betas"].chunks
+        session = {m: _run(m, Path(tmp)) for m in ("session_before", "session_after")}
+        print(f"one session, all 750 trials of the ROI, file chunks {chunks} (as NSD's public files): "
+              f"former 75-trial reads {session['session_before']['seconds']:.2f} s, "
+              f"reads in the file's chunk geometry {session['session_after']['seconds']:.2f} s "
+              f"(x{session['session_before']['seconds'] / session['session_after']['seconds']:.1f}); "
+              f"x{args.sessions} sessions: {args.sessions * session['session_before']['seconds']:.0f} s -> "
+              f"{args.sessions * session['session_after']['seconds']:.0f} s")
         modes = ["load_nsd", "load_nsd_trials"] + ([] if args.no_peer else ["peer_whole_sessions"])
         results = {m: _run(m, Path(tmp)) for m in modes}
 

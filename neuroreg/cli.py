@@ -1,4 +1,4 @@
-"""The ``neuroreg`` command: info, demo, train, finetune, evaluate, score, bench."""
+"""The ``neuroreg`` command: info, demo, train, finetune, evaluate, score, sweep, tune, bench."""
 
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("fine-tune on a new domain and measure forgetting", "neuroreg.training.finetune_cli"),
     "evaluate": ("scorecard: accuracy, robustness and brain scores", "neuroreg.commands.evaluate"),
     "score": ("brain scores (cRSA, veRSA, CKA) of a model on a neural data set", "neuroreg.commands.score"),
+    "sweep": ("score many models x data sets x scorers, resumable, here or on Ray", "neuroreg.commands.sweep"),
+    "tune": ("sweep training settings with Ray Tune (--config configs/tune_*.yaml)", "neuroreg.commands.tune"),
     "bench": ("run a benchmark from experiments/ and print ratios", "neuroreg.bench"),
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "NeuroregError",
+    "ConfigError",
     "ShapeError",
     "NonFiniteError",
     "StimulusMismatchError",
@@ -52,3 +53,7 @@ class DataFormatError(NeuroregError, ValueError):
 
 class NotAvailableError(NeuroregError, RuntimeError):
     """A feature needs an optional dependency or is not available yet."""
+
+
+class ConfigError(NeuroregError, ValueError):
+    """A configuration file or mapping is missing keys, names unknown things or points at missing files."""

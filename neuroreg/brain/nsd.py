@@ -12,11 +12,18 @@ zero-padded; ``<space>`` = ``func1pt8mm`` or ``func1mm``; ``<betas>`` =
   ``betas`` int16, percent signal change x 300, 750 trials per session. MATLAB
   wrote these files, so h5py sees the axes reversed relative to the NIfTI
   volumes: ``(n_trials, Z, Y, X)`` where the NIfTI betas are ``(X, Y, Z, n_trials)``.
+  The public files are chunked ``(750, 1, 1, 1)`` (every trial of one voxel per
+  chunk); they are read in that geometry, each chunk once.
+- or, where only those were downloaded, ``betas_sessionNN.nii.gz`` (``(X, Y, Z,
+  n_trials)`` int16, the same x 300 values; needs nibabel). A session with both
+  is read from the HDF5 file.
 - ``nsddata/ppdata/subjXX/<space>/roi/<roi>.nii.gz`` (or ``.nii``/``.npy``): ROI
   volume in NIfTI order ``(X, Y, Z)``; values > 0 are in the ROI (nsdgeneral:
   1 in, 0 out, -1 outside the brain; atlases use one integer per label).
   Optional ``lh.<roi>``/``rh.<roi>`` volumes give the hemisphere.
-- ``nsddata/freesurfer/fsaverage/label/<roi>.mgz.ctab`` (optional): label names.
+- ``nsddata/freesurfer/subjXX/label/<roi>.mgz.ctab``, else
+  ``nsddata/freesurfer/fsaverage/label/<roi>.mgz.ctab`` (optional): label names
+  (the subject-drawn ROIs keep their tables in the subject's folder).
 - ``nsddata_betas/ppdata/subjXX/<space>/<betas>/ncsnr.nii.gz`` (optional):
   noise-ceiling SNR per voxel.
 - ``nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5``: ``imgBrick``
@@ -42,7 +49,7 @@ from tqdm.auto import tqdm
 
 from neuroreg.brain._volumes import find_volume, read_volume
 from neuroreg.brain.data import BrainData
-from neuroreg.errors import DataFormatError, ShapeError, StimulusMismatchError
+from neuroreg.errors import DataFormatError, NotAvailableError, ShapeError, StimulusMismatchError
 
 __all__ = ["load_nsd", "read_nsd_design", "NSDDesign", "NSDImages", "NSD_TRIALS_PER_SESSION"]
 
@@ -159,6 +166,21 @@ def _read_ctab(path: Path) -> dict[int, str]:
     return names
 
 
+def _label_names(root: Path, subject: int, roi: str) -> dict[int, str]:
+    """Label value -> name for an ROI volume, from its FreeSurfer colour table (``<roi>.mgz.ctab``).
+
+    NSD keeps the tables of the subject-drawn ROIs (``prf-visualrois``,
+    ``prf-eccrois``, ``floc-*``) only in the subject's label folder and those of
+    the fsaverage atlases (``nsdgeneral``, ``streams``, ...) in fsaverage's, so
+    the subject's folder is searched first. Without a table: no names.
+    """
+    for folder in (f"subj{subject:02d}", "fsaverage"):
+        ctab = root / "nsddata" / "freesurfer" / folder / "label" / f"{roi}.mgz.ctab"
+        if ctab.is_file():
+            return _read_ctab(ctab)
+    return {}
+
+
 def _roi_voxels(root: Path, subject: int, space: str, rois: list[str], roi_values) -> dict[str, np.ndarray]:
     """Voxel (x, y, z) indices, labels and hemispheres of the requested ROIs, in NIfTI C order."""
     folder = root / "nsddata" / "ppdata" / f"subj{subject:02d}" / space / "roi"
@@ -180,8 +202,7 @@ def _roi_voxels(root: Path, subject: int, space: str, rois: list[str], roi_value
         keep = values > 0
         if roi_values is not None:
             keep &= np.isin(values, np.atleast_1d(roi_values))
-        ctab = root / "nsddata" / "freesurfer" / "fsaverage" / "label" / f"{roi}.mgz.ctab"
-        names = _read_ctab(ctab) if ctab.is_file() else {}
+        names = _label_names(root, subject, roi)
         n_labels = len(np.unique(values[keep]))
         for v in np.unique(values[keep]):
             sel = keep & (values == v)
@@ -251,6 +272,154 @@ def _select_images(design: NSDDesign, images, sessions: np.ndarray, min_repeats:
     return ids, plan, seen
 
 
+# ----------------------------------------------------------------------------- betas
+_SESSION_FILE = re.compile(r"betas_session(\d+)\.(hdf5|nii\.gz|nii)")
+_FORMAT_RANK = {"hdf5": 0, "nii.gz": 1, "nii": 2}  # HDF5 first: it can be read by ROI box
+
+
+def _session_files(beta_dir: Path) -> dict[int, Path]:
+    """1-based session -> its beta file: ``betas_sessionNN.hdf5``, else ``.nii.gz``, else ``.nii``."""
+    best: dict[int, tuple[int, Path]] = {}
+    for path in beta_dir.glob("betas_session*"):
+        m = _SESSION_FILE.fullmatch(path.name)
+        if m and path.is_file():
+            session, rank = int(m.group(1)), _FORMAT_RANK[m.group(2)]
+            if session not in best or rank < best[session][0]:
+                best[session] = (rank, path)
+    return {s: p for s, (_, p) in best.items()}
+
+
+def _trial_blocks(wanted: np.ndarray, chunk_len: int, block: int) -> list[tuple[int, int]]:
+    """Contiguous trial ranges ``[a, b)`` covering the sorted ``wanted`` trials.
+
+    Ranges are aligned to the file's chunk length along trials and hold about
+    ``block`` trials (at least one chunk), so every stored chunk is read once.
+    """
+    step = chunk_len * max(1, block // chunk_len)
+    starts = np.unique(wanted // step) * step
+    return [(int(a), int(a + step)) for a in starts]
+
+
+def _read_hdf5_session(path: Path, vox: dict, wanted: np.ndarray | None, last_needed: int,
+                       chunk_trials: int) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 ``(len(wanted), V)`` betas (x300) of the ROI voxels, ``wanted``), in the file's own chunk geometry.
+
+    ``wanted``: sorted trial indices, or None for every trial of the session.
+
+    The public NSD files are chunked ``(750, 1, 1, 1)``: one chunk holds every
+    trial of one voxel. Reading ``chunk_trials`` trials of the whole ROI box at a
+    time would decompress each chunk ``750 / chunk_trials`` times, so instead
+    whole chunks are read along trials and the box is cut into slabs along Z
+    small enough that one read holds at most ``chunk_trials`` x box voxels
+    (the memory bound of reading ``chunk_trials`` trials of the whole box).
+    """
+    zyx = vox["xyz"][:, ::-1]  # HDF5 betas are (trials, Z, Y, X): the NIfTI (x, y, z) reversed
+    spatial = tuple(int(v) for v in vox["shape"][::-1])
+    with h5py.File(path, "r") as f:
+        if "betas" not in f:
+            raise DataFormatError(f"{path} has no dataset 'betas'")
+        ds = f["betas"]
+        if ds.ndim != 4 or tuple(ds.shape[1:]) != spatial:
+            raise DataFormatError(
+                f"{path.name}: betas must be (trials, Z, Y, X) = (n, {', '.join(map(str, spatial))}) to match "
+                f"the (X, Y, Z) = {vox['shape']} ROI volume; got {ds.shape}")
+        wanted = _check_trials(path, wanted, last_needed, int(ds.shape[0]))
+        chunks = ds.chunks or (1,) + spatial  # contiguous storage reads like one-trial chunks
+        lo, hi = zyx.min(0), zyx.max(0) + 1
+        box_voxels = int(np.prod(hi - lo))
+        data = np.empty((len(wanted), len(zyx)), dtype=np.float32)
+        if chunks[0] == 1:  # trial-major chunks: read the wanted trials of the box, chunk_trials at a time
+            box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+            local = tuple((zyx - lo).T)
+            for start in range(0, len(wanted), chunk_trials):
+                idx = wanted[start:start + chunk_trials]
+                contiguous = idx[-1] - idx[0] + 1 == len(idx)
+                sel = slice(int(idx[0]), int(idx[-1]) + 1) if contiguous else idx  # h5py: increasing indices
+                data[start:start + len(idx)] = ds[(sel,) + box][(slice(None),) + local]
+            return data, wanted
+        blocks = _trial_blocks(wanted, chunks[0], chunk_trials)
+        block_len = min(blocks[0][1] - blocks[0][0], ds.shape[0])
+        plane = int(np.prod(hi[1:] - lo[1:]))
+        slab = max(1, (chunk_trials * box_voxels) // max(block_len * plane, 1))
+        slab = max(chunks[1], slab // chunks[1] * chunks[1])
+        for z0 in range(int(lo[0]), int(hi[0]), slab):
+            in_slab = np.flatnonzero((zyx[:, 0] >= z0) & (zyx[:, 0] < z0 + slab))
+            if len(in_slab) == 0:
+                continue
+            sub = zyx[in_slab]
+            slo, shi = sub.min(0), sub.max(0) + 1
+            box = tuple(slice(int(a), int(b)) for a, b in zip(slo, shi))
+            local = tuple((sub - slo).T)
+            for a, b in blocks:
+                b = min(b, ds.shape[0])
+                rows = np.flatnonzero((wanted >= a) & (wanted < b))
+                block = ds[(slice(a, b),) + box]
+                data[np.ix_(rows, in_slab)] = block[wanted[rows] - a][(slice(None),) + local]
+        return data, wanted
+
+
+def _read_nifti_session(path: Path, vox: dict, wanted: np.ndarray | None, last_needed: int,
+                        chunk_trials: int) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 ``(len(wanted), V)`` betas (x300), ``wanted``) from ``betas_sessionNN.nii.gz`` (``(X, Y, Z, trials)``).
+
+    The volume is never held whole: trials are read in order, ``chunk_trials``
+    at a time, each block cut to the ROI box and the ROI voxels kept (a gzip
+    stream can only be read forward, so the blocks go front to back with the
+    file kept open).
+    """
+    try:
+        import nibabel
+    except ImportError:
+        raise NotAvailableError(
+            f"reading {path.name} needs nibabel; install the neuroimaging extra "
+            "(pip install 'neuroreg[neuroimaging]') or use the betas_sessionNN.hdf5 files") from None
+    img = nibabel.load(str(path), keep_file_open=True) if path.suffix == ".gz" else nibabel.load(str(path))
+    shape = tuple(int(v) for v in img.shape)
+    if len(shape) != 4 or shape[:3] != tuple(int(v) for v in vox["shape"]):
+        raise DataFormatError(
+            f"{path.name}: betas must be (X, Y, Z, trials) = ({', '.join(map(str, vox['shape']))}, n) to match "
+            f"the ROI volume; got {shape}")
+    wanted = _check_trials(path, wanted, last_needed, shape[3])
+    xyz = vox["xyz"]
+    lo, hi = xyz.min(0), xyz.max(0) + 1
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    local = tuple((xyz - lo).T)
+    data = np.empty((len(wanted), len(xyz)), dtype=np.float32)
+    proxy = img.dataobj
+    slope, inter = float(getattr(proxy, "slope", 1.0)), float(getattr(proxy, "inter", 0.0))
+    if (slope, inter) != (1.0, 0.0):  # NSD stores the x300 integers unscaled, as in its HDF5 files
+        raise DataFormatError(f"{path.name}: expected unscaled int16 betas (x300) as NSD writes them; the header "
+                              f"scales them by slope {slope}, intercept {inter}")
+    for a, b in _trial_blocks(wanted, 1, chunk_trials):
+        b = min(b, shape[3])
+        rows = np.flatnonzero((wanted >= a) & (wanted < b))
+        if len(rows) == 0:
+            continue
+        block = np.asarray(proxy[box + (slice(a, b),)])  # (X, Y, Z, trials) of the ROI box
+        data[rows] = block[local].T[wanted[rows] - a]
+    if hasattr(img, "uncache"):
+        img.uncache()
+    return data, wanted
+
+
+def _check_trials(path: Path, wanted: np.ndarray | None, last_needed: int, n_trials: int) -> np.ndarray:
+    if last_needed >= n_trials:
+        raise DataFormatError(f"{path.name} has {n_trials} trials; the design needs trial {last_needed + 1}")
+    return np.arange(n_trials) if wanted is None else np.asarray(wanted, dtype=np.int64)
+
+
+def _read_session(path: Path, vox: dict, wanted: np.ndarray | None, last_needed: int,
+                  chunk_trials: int) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 ``(len(read), V)`` percent signal change, the sorted trial indices read) of one session file.
+
+    ``wanted`` None reads every trial of the session (for z-scoring).
+    """
+    reader = _read_hdf5_session if path.suffix == ".hdf5" else _read_nifti_session
+    data, read = reader(path, vox, wanted, last_needed, chunk_trials)
+    data /= 300.0
+    return data, read
+
+
 # ----------------------------------------------------------------------------- loader
 def _zscore_rows_inplace(data: np.ndarray, chunk: int) -> None:
     """z-score every column of float32 ``data`` over its rows, in place (population SD, as scipy.stats.zscore).
@@ -284,9 +453,11 @@ def load_nsd(root: str | Path, subject: int = 1, roi: str | Sequence[str] = "nsd
     """Single-trial NSD betas of one subject and ROI, z-scored per session and averaged over repeats.
 
     Reads only the sessions that show a requested image (all their trials when
-    z-scoring, else only the requested trials), the bounding box of the ROI,
-    ``chunk_trials`` trials at a time; memory stays near the size of the
-    returned arrays (one session of ROI voxels as float32 on top).
+    z-scoring, else only the requested trials), the bounding box of the ROI, in
+    blocks of about ``chunk_trials`` trials x the ROI box (HDF5 files chunked by
+    voxel, as the public ones are, are read whole chunks at a time and cut into
+    slabs of the box instead); memory stays near the size of the returned arrays
+    (one session of ROI voxels as float32 on top).
 
     Parameters
     ----------
@@ -297,7 +468,7 @@ def load_nsd(root: str | Path, subject: int = 1, roi: str | Sequence[str] = "nsd
     images: ``"shared1000"`` (the 1,000 shared images, ``sharedix`` order),
         ``"all"`` (every image shown in the loaded sessions, ascending id) or
         0-based 73k ids (kept in the given order; each must have been shown).
-    sessions: 1-based sessions to read; default every ``betas_sessionNN.hdf5`` present.
+    sessions: 1-based sessions to read; default every ``betas_sessionNN.hdf5`` (or ``.nii.gz``) present.
     space: ``"func1pt8mm"`` or ``"func1mm"``.
     zscore: z-score every voxel within each session over all its trials (NSD's
         recommendation), else keep percent signal change (int16 / 300). A voxel
@@ -336,17 +507,18 @@ def load_nsd(root: str | Path, subject: int = 1, roi: str | Sequence[str] = "nsd
 
     design = read_nsd_design(root, subject)
     beta_dir = root / "nsddata_betas" / "ppdata" / f"subj{subject:02d}" / space / betas
+    session_files = _session_files(beta_dir)
     if sessions is None:
-        found = sorted(int(m.group(1)) for p in beta_dir.glob("betas_session*.hdf5")
-                       if (m := re.fullmatch(r"betas_session(\d+)\.hdf5", p.name)))
-        if not found:
-            raise FileNotFoundError(f"no betas_sessionNN.hdf5 files in {beta_dir}")
-        session_arr = np.asarray(found)
+        if not session_files:
+            raise FileNotFoundError(f"no betas_sessionNN.hdf5 or betas_sessionNN.nii.gz files in {beta_dir}")
+        session_arr = np.asarray(sorted(session_files))
     else:
         session_arr = np.asarray(list(sessions), dtype=np.int64)
-        missing = [s for s in session_arr if not (beta_dir / f"betas_session{s:02d}.hdf5").is_file()]
+        missing = [int(s) for s in session_arr if int(s) not in session_files]
         if missing:
-            raise FileNotFoundError(f"sessions {missing} have no beta file, e.g. {beta_dir / f'betas_session{missing[0]:02d}.hdf5'}")
+            raise FileNotFoundError(
+                f"sessions {missing} have no beta file, e.g. {beta_dir / f'betas_session{missing[0]:02d}.hdf5'} "
+                "(or .nii.gz)")
 
     vox = _roi_voxels(root, subject, space, rois, roi_values)
     ncsnr_path = find_volume(beta_dir, "ncsnr")
@@ -377,40 +549,16 @@ def load_nsd(root: str | Path, subject: int = 1, roi: str | Sequence[str] = "nsd
     else:
         total = np.zeros((n, n_vox))
 
-    # HDF5 betas are (trials, Z, Y, X): reverse the NIfTI (x, y, z) indices, relative to the ROI's box.
-    zyx = vox["xyz"][:, ::-1]
-    lo, hi = zyx.min(0), zyx.max(0) + 1
-    local = tuple((zyx - lo).T)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     by_session: dict[int, list[tuple[int, int, int]]] = {}
     for t, (row, rep) in plan.items():
         by_session.setdefault(int(design.trial_session[t]), []).append((t % NSD_TRIALS_PER_SESSION, row, rep))
-    spatial = tuple(int(s) for s in vox["shape"][::-1])
     for session in tqdm(sorted(by_session), desc="nsd sessions", unit="session", leave=False,
                         disable=None if progress is None else not progress):
-        path = beta_dir / f"betas_session{session:02d}.hdf5"
-        with h5py.File(path, "r") as f:
-            if "betas" not in f:
-                raise DataFormatError(f"{path} has no dataset 'betas'")
-            ds = f["betas"]
-            if ds.ndim != 4 or tuple(ds.shape[1:]) != spatial:
-                raise DataFormatError(
-                    f"{path.name}: betas must be (trials, Z, Y, X) = (n, {', '.join(map(str, spatial))}) to match "
-                    f"the (X, Y, Z) = {vox['shape']} ROI volume; got {ds.shape}")
-            n_trials = ds.shape[0]
-            entries = by_session[session]
-            needed = max(e[0] for e in entries)
-            if needed >= n_trials:
-                raise DataFormatError(f"{path.name} has {n_trials} trials; the design needs trial {needed + 1}")
-            # z-scoring needs every trial of the session; without it only the selected trials are read.
-            read = np.arange(n_trials) if zscore else np.unique([e[0] for e in entries])
-            data = np.empty((len(read), n_vox), dtype=np.float32)
-            for start in range(0, len(read), chunk_trials):
-                idx = read[start:start + chunk_trials]
-                sel = slice(int(idx[0]), int(idx[-1]) + 1) if zscore else idx  # h5py: increasing indices
-                block = ds[(sel,) + box]
-                data[start:start + block.shape[0]] = block[(slice(None),) + local]
-        data /= 300.0
+        path = session_files[session]
+        entries = by_session[session]
+        # z-scoring needs every trial of the session; without it only the selected trials are read.
+        wanted = None if zscore else np.unique([e[0] for e in entries])
+        data, read = _read_session(path, vox, wanted, max(e[0] for e in entries), chunk_trials)
         if zscore:
             _zscore_rows_inplace(data, chunk_trials)
         within = np.searchsorted(read, [e[0] for e in entries])  # position of each trial in `data`

@@ -56,6 +56,21 @@ def _strip(state: dict, model: nn.Module) -> dict:
     return state
 
 
+def load_weights(model: nn.Module, path: Path, name: str) -> nn.Module:
+    """Load a local state dict or Lightning checkpoint into ``model`` strictly, with a clear error."""
+    state = _strip(_state_dict_from(Path(path)), model)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensor shape mismatches
+        raise CheckpointError(f"{path} does not fit {name}: {exc}") from exc
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path} does not match {name}: {len(result.missing_keys)} missing keys "
+            f"(first: {result.missing_keys[:5]}), {len(result.unexpected_keys)} unexpected keys "
+            f"(first: {result.unexpected_keys[:5]})")
+    return model
+
+
 def build_model(args: argparse.Namespace) -> nn.Module:
     """Create the model named in ``args`` and load ``--checkpoint`` strictly, with a clear error."""
     import neuroreg as nr
@@ -66,16 +81,7 @@ def build_model(args: argparse.Namespace) -> nn.Module:
     torch.manual_seed(args.seed)
     model = nr.create_model(args.model, pretrained=args.pretrained, **kwargs)
     if args.checkpoint is not None:
-        state = _strip(_state_dict_from(args.checkpoint), model)
-        try:
-            result = model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # tensor shape mismatches
-            raise CheckpointError(f"{args.checkpoint} does not fit {args.model}: {exc}") from exc
-        if result.missing_keys or result.unexpected_keys:
-            raise CheckpointError(
-                f"{args.checkpoint} does not match {args.model}: {len(result.missing_keys)} missing keys "
-                f"(first: {result.missing_keys[:5]}), {len(result.unexpected_keys)} unexpected keys "
-                f"(first: {result.unexpected_keys[:5]})")
+        load_weights(model, args.checkpoint, args.model)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval()
 

@@ -26,7 +26,7 @@ from neuroreg.errors import NeuroregError
 from neuroreg.training.data import AlignedDataModule
 from neuroreg.training.module import BrainRegularizedModule
 
-__all__ = ["NeuroregCLI", "cli_main", "add_arguments", "run"]
+__all__ = ["NeuroregCLI", "cli_main", "build_cli", "fit_cli", "add_arguments", "run"]
 
 
 class NeuroregCLI(LightningCLI):
@@ -61,15 +61,24 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _fit(argv: Sequence[str] | None) -> int:
+def build_cli(argv: Sequence[str] | None) -> NeuroregCLI:
+    """Parse ``argv`` and instantiate the model, data module and trainer, without fitting."""
     with warnings.catch_warnings():
         # `neuroreg train ...` passes its own argv; LightningCLI would warn that sys.argv differs.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = NeuroregCLI(BrainRegularizedModule, AlignedDataModule, subclass_mode_data=True, run=False,
-                          args=list(argv) if argv is not None else None, seed_everything_default=0,
-                          save_config_kwargs={"overwrite": True},
-                          parser_kwargs={"prog": "neuroreg train", "default_env": False})
+        return NeuroregCLI(BrainRegularizedModule, AlignedDataModule, subclass_mode_data=True, run=False,
+                           args=list(argv) if argv is not None else None, seed_everything_default=0,
+                           save_config_kwargs={"overwrite": True},
+                           parser_kwargs={"prog": "neuroreg train", "default_env": False})
+
+
+def fit_cli(cli: NeuroregCLI) -> None:
+    """Fit a built CLI's model (resuming from ``--ckpt_path`` when given)."""
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+
+
+def _fit(argv: Sequence[str] | None) -> int:
+    fit_cli(build_cli(argv))
     return 0
 
 

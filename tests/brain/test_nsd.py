@@ -189,3 +189,68 @@ def test_peak_numpy_memory_is_bounded_by_twice_the_result(tmp_path):
         tracemalloc.stop()
     assert b.responses.shape == (1000, 6000)
     assert peak <= 2 * b.responses.nbytes, peak / b.responses.nbytes
+
+
+def test_roi_names_come_from_the_subjects_label_folder_first(tree, tmp_path):
+    # The fixture keeps prf-visualrois.mgz.ctab only in freesurfer/subj01/label, as NSD does.
+    assert not (tree["root"] / "nsddata/freesurfer/fsaverage/label/prf-visualrois.mgz.ctab").exists()
+    atlas = load_nsd(tree["root"], 1, roi="prf-visualrois", progress=False)
+    assert set(atlas.unit_info["roi"]) == {"V1v", "V1d", "V2v"}
+    # A table in fsaverage's folder is the fallback; the subject's table wins when both exist.
+    info = nsd_format.write_nsd(tmp_path, image_size=8, n_sessions=1, n_shared_full=3, n_shared_partial=0,
+                                shape_xyz=(4, 3, 2))
+    subj = tmp_path / "nsddata/freesurfer/subj01/label/prf-visualrois.mgz.ctab"
+    fsavg = tmp_path / "nsddata/freesurfer/fsaverage/label/prf-visualrois.mgz.ctab"
+    fsavg.write_text("0 Unknown 0 0 0 0\n1 A 0 0 0 0\n2 B 0 0 0 0\n3 C 0 0 0 0\n")
+    names = set(load_nsd(tmp_path, 1, roi="prf-visualrois", zscore=False, progress=False).unit_info["roi"])
+    assert names and names <= {"V1v", "V1d", "V2v"}
+    subj.unlink()
+    names = set(load_nsd(tmp_path, 1, roi="prf-visualrois", zscore=False, progress=False).unit_info["roi"])
+    assert names and names <= {"A", "B", "C"} and info["prf"].max() >= 1
+
+
+def test_fixture_uses_the_public_chunk_shape(tree):
+    path = tree["root"] / "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session01.hdf5"
+    with h5py.File(path, "r") as f:
+        assert f["betas"].chunks == (750, 1, 1, 1)
+
+
+@pytest.mark.parametrize("chunk_trials", [1, 75, 750])
+def test_values_do_not_depend_on_the_files_chunking(tree, tmp_path, chunk_trials):
+    # Same data written with trial-major chunks: every read path must give the same numbers.
+    nsd_format.write_nsd(tmp_path, image_size=32, hdf5_chunks=(1, 5, 6, 7), keep_betas=False)
+    for zscore in (True, False):
+        a = load_nsd(tree["root"], 1, images="all", zscore=zscore, chunk_trials=chunk_trials, progress=False)
+        b = load_nsd(tmp_path, 1, images="all", zscore=zscore, chunk_trials=chunk_trials, progress=False)
+        np.testing.assert_array_equal(a.stimulus_ids, b.stimulus_ids)
+        np.testing.assert_allclose(a.responses, b.responses, atol=1e-6)
+        ref = _reference(tree, zscore=zscore).loc[a.stimulus_ids].to_numpy()
+        np.testing.assert_allclose(a.responses, ref, atol=1e-5)
+
+
+def test_nifti_only_download_reads_the_same_values(tree, tmp_path):
+    nsd_format.write_nsd(tmp_path, image_size=32, beta_formats=("nifti",), keep_betas=False)
+    beta_dir = tmp_path / "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR"
+    assert not list(beta_dir.glob("*.hdf5")) and len(list(beta_dir.glob("betas_session*.nii.gz"))) == 3
+    for kw in ({"images": "all"}, {"images": "shared1000", "zscore": False, "chunk_trials": 7},
+               {"min_repeats": 3}):
+        h5 = load_nsd(tree["root"], 1, progress=False, **kw)
+        nii = load_nsd(tmp_path, 1, progress=False, **kw)
+        np.testing.assert_array_equal(nii.stimulus_ids, h5.stimulus_ids)
+        np.testing.assert_allclose(nii.responses, h5.responses, atol=1e-6)
+        np.testing.assert_array_equal(nii.unit_info["coords"], h5.unit_info["coords"])
+    # The id voxel holds (73k id mod 30000) / 300 on every trial, read from the NIfTI volume too.
+    raw = load_nsd(tmp_path, 1, zscore=False, progress=False)
+    np.testing.assert_allclose(raw.responses[:, 0] * 300, raw.stimulus_ids % 30000, atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="betas_session07"):
+        load_nsd(tmp_path, 1, sessions=[7], progress=False)
+
+
+def test_nifti_betas_with_wrong_shape_are_reported(tmp_path):
+    import nibabel
+    nsd_format.write_nsd(tmp_path, image_size=8, n_sessions=1, n_shared_full=3, n_shared_partial=0,
+                         shape_xyz=(4, 3, 2), beta_formats=("nifti",))
+    path = tmp_path / "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session01.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(np.zeros((2, 3, 4, 750), np.int16), np.eye(4)), str(path))
+    with pytest.raises(DataFormatError, match=r"\(X, Y, Z, trials\)"):
+        load_nsd(tmp_path, 1, progress=False)

@@ -1,0 +1,47 @@
+"""Feature cache of a sweep: a network's activations on a stimulus set, extracted once, shared by scorers.
+
+Features are keyed by everything that changes them (model name, keyword
+arguments and weights hash, the stimulus set, layers, pooling, image size and
+preprocessing, seed) and stored as ``<store>/features/<key>.h5`` with
+:func:`neuroreg.extract` (``out=``), which writes a temporary file and renames
+it: concurrent jobs on a shared file system never see a half-written file; if
+two compute the same features at once, both write the same bytes and the last
+rename wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from neuroreg.features import Features, extract
+
+__all__ = ["feature_key", "cached_extract"]
+
+
+def feature_key(model_spec: Mapping[str, Any], dataset_spec: Mapping[str, Any], **settings: Any) -> str:
+    """Hash of what determines a feature file (the model's label is not part of it)."""
+    model = {k: v for k, v in model_spec.items() if k not in ("label", "checkpoint")}
+    data = {k: v for k, v in dataset_spec.items() if k != "label"}
+    text = json.dumps({"model": model, "data": data, **settings}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def cached_extract(folder: str | Path, key: str, model, stimuli, layers, *, stimulus_ids, **extract_kwargs
+                   ) -> tuple[Features, bool]:
+    """(features, hit): read ``folder/key.h5`` if it exists, else extract into it.
+
+    ``hit`` tells whether the network was run.
+    """
+    path = Path(folder) / f"{key}.h5"
+    if path.is_file():
+        import h5py
+        with h5py.File(path, "r") as f:
+            names = [str(n) for n in f.attrs["layers"]]
+            modules = {n: str(f["features"][n].attrs.get("module", n)) for n in names}
+        return Features(stimulus_ids=stimulus_ids, path=path, layers=names, module_names=modules), True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    feats = extract(model, stimuli, layers, out=path, stimulus_ids=stimulus_ids, **extract_kwargs)
+    return feats, False

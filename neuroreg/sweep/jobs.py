@@ -1,0 +1,147 @@
+"""Running one sweep job: build the model, load the data, get features (cached), score, store the rows."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from neuroreg.scoring.results import ScoreTable
+from neuroreg.sweep.cache import cached_extract, feature_key
+from neuroreg.sweep.config import BRAIN_SCORERS, Job
+from neuroreg.sweep.store import SweepStore
+
+__all__ = ["build_model", "load_dataset", "run_job", "execute"]
+
+
+def build_model(spec: Mapping[str, Any], seed: int = 0) -> nn.Module:
+    """The model of a job spec: registered name, keyword arguments, optional local weights (strict)."""
+    import neuroreg as nr
+    from neuroreg.commands._model_args import load_weights
+
+    torch.manual_seed(seed)
+    model = nr.create_model(spec["name"], pretrained=spec.get("pretrained", False), **spec.get("kwargs", {}))
+    if spec.get("checkpoint"):
+        load_weights(model, Path(spec["checkpoint"]), spec["name"])
+    return model.eval()
+
+
+def load_dataset(spec: Mapping[str, Any]):
+    """The neural data of a job spec (bundled set, NSD, Algonauts 2023 or a responses file) with its images."""
+    from neuroreg import brain
+
+    options = dict(spec.get("options") or {})
+    kind = spec["kind"]
+    if kind == "bundled":
+        return brain.load_bundled(spec["name"], **options)
+    if kind == "nsd":
+        return brain.load_nsd(spec["root"], load_images=True, **options)
+    if kind == "algonauts2023":
+        return brain.load_algonauts2023(spec["root"], load_images=True, **options)
+    if kind == "responses":
+        return brain.load_responses(spec["root"], **options)
+    raise ValueError(f"unknown data set kind {kind!r}")
+
+
+def _layers(model: nn.Module, option) -> dict[str, str]:
+    from neuroreg.evaluate import default_layers
+    if option in (None, "areas"):
+        return default_layers(model)
+    if isinstance(option, str):
+        return {option: option}
+    return {str(k): str(v) for k, v in option.items()} if isinstance(option, Mapping) else {n: n for n in option}
+
+
+def _task_loader_data(root: str, size: int):
+    from torchvision import datasets, transforms
+    return datasets.ImageFolder(root, transform=transforms.Compose([
+        transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()]))
+
+
+def run_job(job: Job, store: SweepStore) -> ScoreTable:
+    """Score one job and return its rows (with ``dataset``, ``scorer`` and ``job`` columns)."""
+    from neuroreg.evaluate import image_transform, preprocessing_of
+    from neuroreg.scoring import FactorTopy, crsa, predictivity, versa
+
+    opts = job.options
+    seed = int(opts.get("seed", 0))
+    label = job.model["label"]
+    model = build_model(job.model, seed)
+    prep = preprocessing_of(model)
+    size = int(opts.get("image_size") or prep["input_size"][-1])
+    device = opts.get("device")
+    table = ScoreTable()
+    if job.scorer in BRAIN_SCORERS:
+        data = load_dataset(job.dataset)
+        layers = _layers(model, opts.get("layers"))
+        images = data.images_tensor() if hasattr(data, "images_tensor") else data.images()
+        key = feature_key(job.model, job.dataset, layers=layers, size=size, mean=prep["mean"], std=prep["std"],
+                          seed=seed)
+        feats, _ = cached_extract(store.feature_dir, key, model, images, layers, stimulus_ids=data.stimulus_ids,
+                                  batch_size=int(opts.get("batch_size", 32)), device=device,
+                                  transform=image_transform(size, prep["mean"], prep["std"]), seed=seed,
+                                  progress=False)
+        if job.scorer == "crsa":
+            part = crsa(feats, data, model=label, seed=seed, progress=False)
+        elif job.scorer == "versa":
+            part = versa(feats, data, model=label, seed=seed, progress=False)
+        elif job.scorer == "predictivity":
+            part = predictivity(feats, data, model=label, seed=seed, progress=False)
+        else:
+            ft = FactorTopy(layers=list(feats), seed=seed).fit({k: feats[k] for k in feats}, data)
+            part = ft.summary(model=label)
+        for row in part:
+            table.append(**{**row, "dataset": data.name})
+    else:
+        task = _task_loader_data(job.dataset["root"], size)
+        kwargs = dict(mean=prep["mean"], std=prep["std"], batch_size=int(opts.get("batch_size", 32)), seed=seed,
+                      model_name=label, progress=False)
+        if job.scorer == "attacks":
+            from neuroreg.robustness import attack_suite
+            part = attack_suite(model, task, **kwargs)
+        else:
+            from neuroreg.robustness import corruption_suite
+            part = corruption_suite(model, task, **kwargs)
+        for row in part:
+            table.append(**{**row, "dataset": job.dataset["label"]})
+    out = ScoreTable()
+    for row in table:
+        out.append(**{**row, "scorer": job.scorer, "job": job.key})
+    return out
+
+
+def execute(spec: Mapping[str, Any], store_root: str) -> tuple[str, str, float]:
+    """Run one job from its specification and record it in the store: (key, final state, seconds).
+
+    Never raises for a failing job: the error is recorded and the sweep goes on.
+    What the job prints goes to its ``log.txt``.
+    """
+    job = Job.from_spec(spec)
+    store = SweepStore(store_root)
+    store.mark_running(job.key)
+    t0 = time.perf_counter()
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            table = run_job(job, store)
+    except Exception as exc:  # recorded per job; the sweep continues
+        seconds = time.perf_counter() - t0
+        log.write(traceback.format_exc())
+        _write_log(store, job.key, log.getvalue())
+        store.mark_failed(job.key, f"{type(exc).__name__}: {exc}", seconds)
+        return job.key, "failed", seconds
+    seconds = time.perf_counter() - t0
+    _write_log(store, job.key, log.getvalue())
+    store.mark_done(job.key, table, seconds)
+    return job.key, "done", seconds
+
+
+def _write_log(store: SweepStore, key: str, text: str) -> None:
+    from neuroreg._io import atomic_write_text
+    atomic_write_text(store.job_dir(key) / "log.txt", text)

@@ -1,0 +1,77 @@
+"""``run_sweep``: expand a configuration into jobs, run the missing ones, return the merged table."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from tqdm.auto import tqdm
+
+from neuroreg._io import atomic_write_text
+from neuroreg.scoring.results import ScoreTable
+from neuroreg.sweep.backends import BACKENDS, run_local, run_ray
+from neuroreg.sweep.config import expand_jobs, load_sweep_config
+from neuroreg.sweep.store import SweepStore
+
+__all__ = ["run_sweep", "sweep_status"]
+
+
+def run_sweep(config: str | Path | Mapping[str, Any], store: str | Path, *, backend: str = "local",
+              workers: int = 1, address: str | None = None, retry_failed: bool = False,
+              progress: bool | None = None) -> ScoreTable:
+    """Run every job of ``config`` not yet done in ``store``; return the rows of all its done jobs.
+
+    backend: ``"local"`` (here, or ``workers`` processes) or ``"ray"`` (``address="auto"`` joins
+    a running cluster; without an address a local Ray cluster is started).
+    retry_failed: also run jobs that failed before (by default they are reported and skipped).
+    Jobs that were running when an earlier sweep was killed are run again. A failing job is
+    recorded with its error and does not stop the others.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1; got {workers}")
+    cfg = load_sweep_config(config)
+    jobs = expand_jobs(cfg)
+    st = SweepStore(store)
+    st.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(st.root / "sweep.json", json.dumps(cfg, indent=1, default=str))
+    for job in jobs:
+        st.register(job)
+    states = {job.key: st.status(job.key)["state"] for job in jobs}
+    todo = [j for j in jobs if states[j.key] in ("todo", "running") or (retry_failed and states[j.key] == "failed")]
+    skipped = sum(1 for j in jobs if states[j.key] == "failed" and not retry_failed)
+    done_before = sum(1 for s in states.values() if s == "done")
+    print(f"sweep: {len(jobs)} jobs; {done_before} done before, {len(todo)} to run"
+          + (f", {skipped} failed before (--retry-failed runs them)" if skipped else ""), file=sys.stderr)
+    bar = tqdm(total=len(todo), desc="sweep", unit="job", disable=None if progress is None else not progress)
+    failed: list[str] = []
+
+    def report(key: str, state: str, seconds: float) -> None:
+        if state == "failed":
+            failed.append(key)
+        bar.set_postfix(failed=len(failed))
+        bar.update(1)
+
+    try:
+        if todo:
+            if backend == "local":
+                run_local(todo, str(st.root), report, workers=int(workers))
+            else:
+                run_ray(todo, str(st.root), report, address=address, workers=int(workers) if workers > 1 else None)
+    finally:
+        bar.close()
+    for key in failed:
+        print(f"sweep: job {key} failed: {st.status(key).get('error')} (log: {st.job_dir(key) / 'log.txt'})",
+              file=sys.stderr)
+    table = st.table([j.key for j in jobs])
+    if len(table):
+        table.to_csv(st.root / "results.csv")
+    return table
+
+
+def sweep_status(store: str | Path) -> dict[str, int]:
+    """Jobs per state in a store: ``todo``, ``running``, ``done``, ``failed``."""
+    return SweepStore(store).counts()

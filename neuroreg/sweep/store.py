@@ -1,0 +1,112 @@
+"""The results store of a sweep: one folder, one sub-folder per job, every file written atomically.
+
+Layout::
+
+    STORE/
+      sweep.json                   the checked configuration of the last run
+      jobs/<key>/spec.json         the job's full specification
+      jobs/<key>/status.json       state (todo | running | done | failed), attempts, completions,
+                                   error, seconds, host, pid, times
+      jobs/<key>/result.json       the job's score rows (written before the state turns done)
+      jobs/<key>/log.txt           what the job printed
+      features/<hash>.h5           the feature cache (see :mod:`neuroreg.sweep.cache`)
+
+A job is done once ``status.json`` says so; its rows are read back from
+``result.json``. Killing a sweep at any moment leaves every finished job's
+rows intact and unfinished jobs in state ``running``, which a resumed sweep
+runs again (only one sweep drives a store at a time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from neuroreg._io import atomic_write_text
+from neuroreg.scoring.results import ScoreTable
+from neuroreg.sweep.config import Job
+
+__all__ = ["SweepStore", "STATES"]
+
+STATES = ("todo", "running", "done", "failed")
+
+
+class SweepStore:
+    """A sweep's results folder. Safe for workers on other machines that share the file system."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # -- paths
+    def job_dir(self, key: str) -> Path:
+        return self.root / "jobs" / key
+
+    @property
+    def feature_dir(self) -> Path:
+        return self.root / "features"
+
+    # -- status
+    def status(self, key: str) -> dict[str, Any]:
+        path = self.job_dir(key) / "status.json"
+        if not path.is_file():
+            return {"state": "todo", "attempts": 0, "completions": 0}
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):  # an unreadable status counts as not done
+            return {"state": "todo", "attempts": 0, "completions": 0}
+
+    def _write_status(self, key: str, status: dict[str, Any]) -> None:
+        atomic_write_text(self.job_dir(key) / "status.json", json.dumps(status, indent=1, default=str))
+
+    def register(self, job: Job) -> None:
+        """Write the job's specification (once)."""
+        path = self.job_dir(job.key) / "spec.json"
+        if not path.is_file():
+            atomic_write_text(path, json.dumps(job.spec(), indent=1, sort_keys=True, default=str))
+
+    def mark_running(self, key: str) -> dict[str, Any]:
+        status = self.status(key)
+        status.update(state="running", attempts=int(status.get("attempts", 0)) + 1, host=socket.gethostname(),
+                      pid=os.getpid(), started=time.time(), error=None)
+        self._write_status(key, status)
+        return status
+
+    def mark_done(self, key: str, table: ScoreTable, seconds: float) -> None:
+        atomic_write_text(self.job_dir(key) / "result.json", table.to_json())
+        status = self.status(key)
+        status.update(state="done", completions=int(status.get("completions", 0)) + 1, seconds=seconds,
+                      finished=time.time(), error=None, n_rows=len(table))
+        self._write_status(key, status)
+
+    def mark_failed(self, key: str, error: str, seconds: float) -> None:
+        status = self.status(key)
+        status.update(state="failed", error=error, seconds=seconds, finished=time.time())
+        self._write_status(key, status)
+
+    # -- queries
+    def keys(self) -> list[str]:
+        folder = self.root / "jobs"
+        return sorted(p.name for p in folder.iterdir() if (p / "spec.json").is_file()) if folder.is_dir() else []
+
+    def counts(self, keys: Iterable[str] | None = None) -> dict[str, int]:
+        """Jobs per state (``todo``, ``running``, ``done``, ``failed``)."""
+        out = {s: 0 for s in STATES}
+        for key in (self.keys() if keys is None else keys):
+            out[self.status(key)["state"]] += 1
+        return out
+
+    def failures(self) -> dict[str, str]:
+        """key -> error message of every failed job."""
+        return {k: s.get("error") or "" for k in self.keys() if (s := self.status(k))["state"] == "failed"}
+
+    def table(self, keys: Iterable[str] | None = None) -> ScoreTable:
+        """Rows of every done job (of ``keys``, default all), in key order, as one table."""
+        out = ScoreTable()
+        for key in sorted(self.keys() if keys is None else keys):
+            if self.status(key)["state"] == "done":
+                out.extend(ScoreTable.read_json(self.job_dir(key) / "result.json"))
+        return out

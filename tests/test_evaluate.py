@@ -115,7 +115,7 @@ def test_side_by_side_summary_save_and_load(task, tmp_path):
     paths = card.save(tmp_path / "ab")
     assert (tmp_path / "ab" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     page = paths["html"].read_text()
-    assert page.index("comparison") < page.index("Task accuracy") < page.index("Brain scores")
+    assert page.index("comparison") < page.index("<h2>Task accuracy") < page.index("<h2>Brain scores")
     loaded = nr.Scorecard.load(tmp_path / "ab")
     assert loaded.models == ["a", "b"] and loaded.ran_on == card.ran_on
     pd_eq = loaded.summary().round(12).equals(summary.round(12))

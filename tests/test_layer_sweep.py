@@ -3,7 +3,7 @@
 import pytest
 import timm
 import torch
-from timm.models.efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
+from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
 from timm.models.resnet import BasicBlock
 
 import neuroreg as nr

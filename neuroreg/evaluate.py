@@ -224,20 +224,24 @@ def factortopy_scores(model: nn.Module, brain: BrainData, *, layers=None, max_la
 def summarize_brain(table: ScoreTable) -> ScoreTable:
     """Test score of the train-chosen layer, averaged over subjects, per model x dataset x RDM set x region x metric.
 
+    Metrics without a train split (encoding predictivity, already cross-validated)
+    report the best layer's cross-validated score (split ``"cv"``).
+
     Columns: score (mean over subjects/RDMs), ``sd`` across them, ``n_subjects``,
     ``n_rdms``, ``ceiling`` (mean where known), ``depth`` (mean relative depth of
     the chosen layers) and ``layers`` (the chosen layers).
     """
     if not len(table):
         return ScoreTable()
-    df_all = table.to_pandas()
-    if "rdm_set" not in df_all.columns:
-        table = ScoreTable(dict(r, rdm_set=None) for r in table)
-    if "dataset" not in df_all.columns:
-        table = ScoreTable(dict(r, dataset=None) for r in table)
-    has_train = (df_all["split"] == "train").any()
-    best = table.best(("dataset", "rdm_set", "region")) if has_train else table
-    best = best.to_pandas()
+    table = ScoreTable({"rdm_set": None, "dataset": None, **r} for r in table)   # every row has both keys
+    parts = []
+    for metric in dict.fromkeys(r["metric"] for r in table):
+        sub = table.filter(metric=metric)
+        if any(r["split"] == "train" for r in sub):      # cRSA, veRSA: chosen on train, reported on test
+            parts.append(sub.best(("dataset", "rdm_set", "region")))
+        else:                                            # cross-validated scores (predictivity): best layer's cv score
+            parts.append(sub.best(("dataset", "rdm_set", "region"), select_split=None))
+    best = ScoreTable.concat(parts).to_pandas()
     out = ScoreTable()
     if best.empty:
         return out

@@ -29,6 +29,8 @@ __all__ = ["Scorecard", "SECTIONS", "summary_table"]
 SECTIONS = ("accuracy", "attacks", "corruptions", "brain", "factortopy")
 
 _STANDARD_EPS = {"Linf": 4 / 255, "L2": 0.5}
+#: Brain metrics shown in the summary row (the tables keep every metric a scorer returns).
+_SUMMARY_METRICS = ("crsa", "versa", "predictivity")
 
 
 def _region_label(row: Mapping[str, Any]) -> str:
@@ -64,6 +66,8 @@ def summary_table(card: "Scorecard") -> pd.DataFrame:
         brain = card.sections.get("brain", ScoreTable()).filter(model=model)
         if len(brain):
             for r in summarize_brain(brain):
+                if r["metric"] not in _SUMMARY_METRICS:
+                    continue
                 key = f"{r['metric']}:{_region_label(r)}"
                 row[key] = r["score"]
                 if r.get("ceiling"):

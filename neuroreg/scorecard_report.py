@@ -88,6 +88,7 @@ def plot_depth_profile(table: ScoreTable, *, title: str = "") -> plt.Figure:
     model and brain target, mean over subjects; the noise-ceiling band (lower to upper) in grey."""
     df = table.to_pandas()
     df = df[df["split"] == "test"] if (df["split"] == "test").any() else df
+    split = str(df["split"].iloc[0]) if len(df) else "test"
     if df.empty:
         raise ValueError("no rows to plot")
     target = "rdm_set" if "rdm_set" in df.columns and df["rdm_set"].notna().any() else "region"
@@ -105,7 +106,7 @@ def plot_depth_profile(table: ScoreTable, *, title: str = "") -> plt.Figure:
             ax.text(1.0, float(upper.mean()), f"ceiling {name}", fontsize=7, color="gray", ha="right", va="bottom",
                     transform=ax.get_yaxis_transform())
     ax.set_xlabel("relative depth of the layer (0 = first, 1 = last)" if x_col == "depth" else "layer index")
-    ax.set_ylabel(str(df["metric"].iloc[0]) + " (test split)")
+    ax.set_ylabel(f"{df['metric'].iloc[0]} ({split} split)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, frameon=False, loc="best")
@@ -216,10 +217,11 @@ def write_scorecard(card: Scorecard, folder: Path, *, tensorboard: bool = True) 
         elif section == "brain":
             for ds in dict.fromkeys(r.get("dataset") for r in table):
                 sub = table.filter(dataset=ds)
-                for metric in dict.fromkeys(r["metric"] for r in sub):
+                for metric in [m for m in dict.fromkeys(r["metric"] for r in sub)
+                               if m in ("crsa", "versa", "predictivity")]:
                     figs.append((_fig(plot_depth_profile(sub.filter(metric=metric), title=f"{metric} on {ds}"),
                                       folder / f"layer_profile_{_slug(ds)}_{metric}.png"),
-                                 f"{metric} on {ds} layer by layer (test split), against relative depth; grey band: "
+                                 f"{metric} on {ds} layer by layer (held-out split), against relative depth; grey band: "
                                  "noise ceiling (lower to upper bound)."))
             for (model, ds), (layer, model_rdm, brain_rdm, brain_name) in card.rdms.items():
                 figs.append((_fig(plot_rdm_pair(model_rdm, brain_rdm, model_label=f"{model}, {layer}",

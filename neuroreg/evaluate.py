@@ -370,6 +370,11 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
             for ds, value in rdms.items():
                 card.rdms[(name, ds)] = value
         voxel_sets = [b for b in resolved if isinstance(b, BrainData) and "coords" in b.unit_info]
+        no_coords = [b.name for b in resolved if isinstance(b, BrainData) and "coords" not in b.unit_info]
+        if no_coords and "factortopy" in wanted:
+            card.ran_on.setdefault("factortopy", {})[name] = (
+                f"not run on {', '.join(no_coords)}: FactorTopy needs cortical coordinates "
+                "(unit_info['coords']) for every voxel")
         if voxel_sets and "factortopy" in wanted:
             for data in voxel_sets:
                 table, ft = factortopy_scores(model, data, image_size=image_size, model_name=name, seed=seed,

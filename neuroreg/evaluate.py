@@ -228,7 +228,7 @@ def summarize_brain(table: ScoreTable) -> ScoreTable:
     report the best layer's cross-validated score (split ``"cv"``).
 
     Columns: score (mean over subjects/RDMs), ``sd`` across them, ``n_subjects``,
-    ``n_rdms``, ``ceiling`` (mean where known), ``depth`` (mean relative depth of
+    ``n_rdms``, ``ceiling_r`` (mean where known, Pearson-r scale), ``depth`` (mean relative depth of
     the chosen layers) and ``layers`` (the chosen layers).
     """
     if not len(table):
@@ -247,12 +247,12 @@ def summarize_brain(table: ScoreTable) -> ScoreTable:
         return out
     keys = ["model", "dataset", "rdm_set", "region", "metric"]
     for key, grp in best.groupby(keys, dropna=False, sort=False):
-        ceiling = pd_numeric(grp["ceiling"]).dropna()
+        ceiling = pd_numeric(grp["ceiling_r"]).dropna()
         depth = pd_numeric(grp["depth"]).dropna() if "depth" in grp else []
         out.append(**{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in zip(keys, key)},
                    split=str(grp["split"].iloc[0]), score=float(grp["score"].mean()),
                    sd=float(grp["score"].std(ddof=0)), n_subjects=int(grp["subject"].nunique(dropna=False)),
-                   n_rdms=int(len(grp)), ceiling=float(ceiling.mean()) if len(ceiling) else None,
+                   n_rdms=int(len(grp)), ceiling_r=float(ceiling.mean()) if len(ceiling) else None,
                    depth=float(np.mean(depth)) if len(depth) else None,
                    layers=",".join(dict.fromkeys(grp["layer"].astype(str))))
     return out

@@ -219,16 +219,45 @@ def _select_time(calls: list[Tensor], time_step, layer: str) -> Tensor:
 
 
 def _pool(x: Tensor, pool: str | None, srp: SparseRandomProjection | None, n_lead: int = 1) -> Tensor:
-    """Pool one activation; ``n_lead`` leading axes are kept (2 when time steps are stacked on axis 1)."""
+    """Pool one activation; ``n_lead`` leading axes are kept (2 when time steps are stacked on axis 1).
+
+    Per stimulus, ``(C, H, W)`` maps are pooled over space -> ``(C,)``;
+    ``(tokens, D)`` outputs (ViT blocks) over the tokens -> ``(D,)``; vectors pass.
+    """
     if pool is None:
         return x
     if pool == "srp":
         lead = x.shape[:n_lead]
         return srp(x.reshape(int(np.prod(lead)), -1)).reshape(*lead, -1)
-    if x.ndim < 3:
+    per_item = x.ndim - n_lead
+    if per_item <= 1:
         return x  # already a vector per stimulus
-    dims = tuple(range(2, x.ndim)) if x.ndim == 4 else tuple(range(x.ndim - 2, x.ndim))
+    if per_item == 3:
+        dims: tuple[int, ...] = (x.ndim - 2, x.ndim - 1)
+    elif per_item == 2:
+        dims = (n_lead,)
+    else:
+        raise ShapeError(f"pool={pool!r} reads (C, H, W) maps or (tokens, D) outputs per stimulus; got an "
+                         f"activation of shape {tuple(x.shape)}; use pool=None or 'srp'")
     return x.mean(dim=dims) if pool == "avg" else x.amax(dim=dims)
+
+
+def _intermediate_indices(model: nn.Module, names: Mapping[str, str], time_step) -> dict[str, int] | None:
+    """Feature index of each requested module when ``forward_intermediates`` can replace hooks.
+
+    Only for models that declare their intermediates to be the modules' own
+    outputs (neuroreg's CORnets and VOneNets; a timm ViT's intermediates are
+    reshaped and drop the class token, so hooks stay), and only for the last
+    time step of recurrent areas.
+    """
+    if time_step != "last" or not getattr(model, "intermediates_are_module_outputs", False):
+        return None
+    if not hasattr(model, "forward_intermediates"):
+        return None
+    position = {f["module"]: i for i, f in enumerate(model.feature_info)}
+    if not all(m in position for m in names.values()):
+        return None
+    return {key: position[m] for key, m in names.items()}
 
 
 # ----------------------------------------------------------------------------- extract
@@ -254,14 +283,18 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
         its input size, normalise with its mean/std), as scoring uses.
     time_step: for modules called several times per forward (recurrent CORnet
         areas): ``"last"``, ``"all"`` (stacked on axis 1) or an index.
-    pool: ``None`` (full maps), ``"avg"``/``"max"`` (spatial pooling -> ``(n, C)``),
+    pool: ``None`` (full maps), ``"avg"``/``"max"`` (spatial pooling of ``(C, H, W)`` maps
+        -> ``(n, C)``; token outputs ``(tokens, D)`` are pooled over tokens -> ``(n, D)``),
         or ``"srp"`` (seeded sparse random projection to ``srp_dim`` dims).
     out: HDF5 path; features are streamed there batch by batch (written atomically)
         and the returned :class:`Features` reads from it lazily.
     progress: show a progress bar (default: only on a terminal).
 
     Returns a :class:`Features` mapping output name -> ``(n, ...)`` float32 CPU tensor.
-    Hooks are removed even if the forward pass raises.
+    Area maps of models with timm's ``forward_intermediates`` whose
+    intermediates are the modules' outputs (CORnets, VOneNets) are read that
+    way, and the forward stops after the deepest area asked for; other layers
+    are read by forward hooks, removed even if the forward pass raises.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -306,8 +339,11 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
             model.eval()
             if run_device != orig_device:
                 model.to(run_device)
-            for key, module_name in names.items():
-                handles.append(modules[module_name].register_forward_hook(make_hook(key)))
+            # Area maps through forward_intermediates, which stops after the deepest area asked for.
+            feature_index = _intermediate_indices(model, names, time_step)
+            if feature_index is None:
+                for key, module_name in names.items():
+                    handles.append(modules[module_name].register_forward_hook(make_hook(key)))
             start = 0
             show = None if progress is None else not progress
             for batch in tqdm(loader, desc="extract", unit="batch", disable=show if show is not None else None,
@@ -315,7 +351,13 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
                 batch = batch.to(run_device, non_blocking=True)
                 for v in calls.values():
                     v.clear()
-                model(batch)
+                if feature_index is None:
+                    model(batch)
+                else:
+                    take = sorted(set(feature_index.values()))
+                    maps = dict(zip(take, model.forward_intermediates(batch, indices=take, intermediates_only=True)))
+                    for key, i in feature_index.items():
+                        calls[key].append(maps[i].detach())
                 b = batch.shape[0]
                 for key in names:
                     act = _pool(_select_time(calls[key], time_step, key), pool, srp,

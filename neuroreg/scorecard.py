@@ -70,9 +70,9 @@ def summary_table(card: "Scorecard") -> pd.DataFrame:
                     continue
                 key = f"{r['metric']}:{_region_label(r)}"
                 row[key] = r["score"]
-                if r.get("ceiling"):
-                    row[f"{key} ceiling"] = r["ceiling"]
-                    row[f"{key} normalized"] = r["score"] / r["ceiling"]
+                if r.get("ceiling_r"):
+                    row[f"{key} ceiling"] = r["ceiling_r"]
+                    row[f"{key} normalized"] = r["score"] / r["ceiling_r"]
         ft = card.sections.get("factortopy", ScoreTable()).filter(model=model)
         for r in ft:
             if r["metric"] == "hierarchy_slope":

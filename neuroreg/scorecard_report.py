@@ -105,9 +105,9 @@ def plot_depth_profile(table: ScoreTable, *, title: str = "") -> plt.Figure:
         for model, sub in grp.groupby(grp["model"].astype(str), sort=False):
             prof = sub.groupby(x_col, sort=True)["score"].mean()
             ax.plot(prof.index.astype(float), prof.values, marker="o", ms=3, color=colors[model], label=model)
-        upper = pd.to_numeric(grp["ceiling"], errors="coerce").dropna()
+        upper = pd.to_numeric(grp["ceiling_r"], errors="coerce").dropna()
         if len(upper):
-            lower = pd.to_numeric(grp["ceiling_lower"], errors="coerce").dropna() if "ceiling_lower" in grp else []
+            lower = pd.to_numeric(grp["ceiling_r_lower"], errors="coerce").dropna() if "ceiling_r_lower" in grp else []
             lo = float(np.mean(lower)) if len(lower) else float(upper.mean())
             ax.axhspan(lo, float(upper.mean()), color="gray", alpha=0.2, lw=0)
         ax.set_title(name, fontsize=9)

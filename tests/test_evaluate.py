@@ -72,7 +72,7 @@ def test_brain_scores_match_scipy_crsa():
     summary = summarize_brain(table)
     assert {r["rdm_set"] for r in summary} == {"monkey_IT", "human_IT", "human_IT_sessions"}
     sessions = summary.filter(rdm_set="human_IT_sessions")[0]
-    assert sessions["n_subjects"] == 4 and sessions["n_rdms"] == 8 and sessions["ceiling"] is not None
+    assert sessions["n_subjects"] == 4 and sessions["n_rdms"] == 8 and sessions["ceiling_r"] is not None
 
 
 def test_unknown_brain_set_is_rejected():

@@ -14,7 +14,7 @@ def _table():
     for i, layer in enumerate(["conv1", "layer1", "layer2"]):
         for split in ("train", "test"):
             t.append(model="m", layer=layer, region="IT", subject="monkey", metric="crsa", split=split,
-                     score=0.1 * (i + 1) + (0.01 if split == "test" else 0.0), ceiling=0.5)
+                     score=0.1 * (i + 1) + (0.01 if split == "test" else 0.0), ceiling_r=0.5)
     return t
 
 

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     paths = card.save(out)
     print(f"{'dataset':<17} {'rdm set':<18} {'region':<6} {'metric':<12} {'score':>6} {'ceiling':>7}  layers")
     for r in summarize_brain(card.brain):
-        ceiling = f"{r['ceiling']:.3f}" if r["ceiling"] is not None else "-"
+        ceiling = f"{r['ceiling_r']:.3f}" if r["ceiling_r"] is not None else "-"
         print(f"{str(r['dataset']):<17} {str(r['rdm_set']):<18} {str(r['region']):<6} {r['metric']:<12} "
               f"{r['score']:>6.3f} {ceiling:>7}  {r['layers']}")
     print(f"wrote {paths['html']}")

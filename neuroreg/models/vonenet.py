@@ -23,6 +23,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from neuroreg.models._intermediates import check_output_fmt, hooked_intermediates, take_indices
 from neuroreg.models.cornet import CORnetS, CORnetZ
 from neuroreg.models.vone import VOneBlock
 
@@ -85,8 +86,15 @@ class VOneNet(nn.Module):
     ``forward_features``/``forward_head``/``reset_classifier`` delegate to the
     backbone (torchvision models get the equivalent split). ``areas``: V1 is
     ``"vone_block"``; V2/V4/IT come from the backbone's area map under ``backbone.``.
+    timm's feature API: ``feature_info`` (one entry per area, channels and
+    reduction measured once on an ``image_size`` input), ``forward_intermediates``
+    (the area modules' outputs; stops after the deepest one asked for) and
+    ``timm.create_model(name, features_only=True)``.
     Inputs are images normalized with mean = std = 0.5 (``pretrained_cfg``).
     """
+
+    #: ``forward_intermediates`` returns exactly the area modules' outputs (``extract`` relies on it).
+    intermediates_are_module_outputs = True
 
     def __init__(self, backbone: nn.Module | str, *, vone_block: VOneBlock | None = None,
                  stem: Sequence[str] | None = None, backbone_channels: int | None = None,
@@ -108,6 +116,8 @@ class VOneNet(nn.Module):
         # (the registry attaches the registered cfg afterwards, with the same statistics)
         base = getattr(backbone, "pretrained_cfg", None) or {}
         self.pretrained_cfg = {**dict(base), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+        self._feature_names = [self.areas[a] for a in ("V1", "V2", "V4", "IT") if a in self.areas]
+        self._feature_info: list[dict] | None = None
 
     @staticmethod
     def _backbone_kind(b: nn.Module) -> str:
@@ -190,3 +200,42 @@ class VOneNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+    @property
+    def feature_info(self) -> list[dict]:
+        """``[{"num_chs", "reduction", "module"}]`` for V1 (``vone_block``), V2, V4, IT."""
+        if self._feature_info is None:
+            size = int(self.vone_block.image_size)
+            modes = [(m, m.training) for m in self.modules()]
+            device = self.bottleneck.weight.device
+            try:
+                self.eval()
+                with torch.no_grad():
+                    maps = self.forward_intermediates(torch.zeros(1, self.vone_block.in_channels, size, size,
+                                                                  device=device), intermediates_only=True)
+            finally:
+                for m, mode in modes:
+                    m.training = mode
+            self._feature_info = [dict(num_chs=int(f.shape[1]), reduction=round(size / f.shape[-1]), module=name)
+                                  for f, name in zip(maps, self._feature_names)]
+        return self._feature_info
+
+    def forward_intermediates(self, x: Tensor, indices: int | list[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """Area maps (indices over ``feature_info``, timm's rules): ``[maps]`` with ``intermediates_only``,
+        else ``(final, [maps])``; ``final`` is ``forward_features(x)`` (the deepest requested map with
+        ``stop_early``). ``norm`` is accepted for timm's wrappers and changes nothing."""
+        check_output_fmt(output_fmt)
+        take, _ = take_indices(len(self._feature_names), indices)
+        final, maps = hooked_intermediates(self, self.forward_features, x, self._feature_names, take,
+                                           stop_early or intermediates_only)
+        return maps if intermediates_only else (final, maps)
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the classifier (``prune_head``); later areas are skipped at run time. Returns the kept indices."""
+        take, _ = take_indices(len(self._feature_names), indices)
+        if prune_head:
+            self.reset_classifier(0)
+        return take

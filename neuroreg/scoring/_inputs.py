@@ -1,7 +1,17 @@
-"""Turning the scorers' ``features`` and ``brain`` arguments into aligned arrays (private)."""
+"""Turning the scorers' ``features`` and ``brain`` arguments into aligned arrays, and splits (private).
+
+Where splits come from: every train/test split, cross-validation fold and
+bootstrap resample is a function of the *sorted stimulus ids* (or of an explicit
+split given as ids), never of row order, so the same data in another order give
+the same score. Numeric ids sort by value; text ids sort naturally: runs of
+digits compare as numbers (``s2 < s10``), the rest as text. Features are aligned to the brain
+data by id; duplicate ids are refused.
+"""
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -24,9 +34,51 @@ def layer_names(features) -> list[str]:
     return names
 
 
+# Minimum data per split (cRSA, veRSA) and per cross-validation fold (predictivity): below MIN the
+# scorer refuses, below WARN it warns with the number.
+MIN_STIMULI_PER_SPLIT = 4     # an RDM of 3 stimuli has 3 dissimilarities: no meaningful correlation
+WARN_STIMULI_PER_SPLIT = 10   # RDM correlations over < 10 stimuli have a standard error of about 0.3
+MIN_TEST_PER_FOLD = 3         # a Pearson r over 1 or 2 test stimuli is 0 or +-1 whatever the model
+WARN_TEST_PER_FOLD = 10
+MIN_TRAIN_PER_FOLD = 3        # leave-one-out ridge needs 3 samples
+
+
+def _natural_key(v) -> tuple:
+    s = str(v)
+    parts = re.split(r"(\d+)", s)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), s
+
+
+def sorted_positions(ids) -> np.ndarray:
+    """Row indices that put ``ids`` in sorted order: numeric ids by value, others naturally."""
+    arr = np.asarray(ids)
+    if arr.dtype.kind in "iuf":
+        return np.argsort(arr, kind="stable").astype(np.int64)
+    ids = arr.tolist()
+    return np.array(sorted(range(len(ids)), key=lambda i: _natural_key(ids[i])), dtype=np.int64)
+
+
+def check_unique_ids(name: str, ids) -> None:
+    """Raise unless every id is unique (compared as text, as ids are matched across file formats)."""
+    keys = [str(v) for v in np.asarray(ids).tolist()]
+    if len(set(keys)) == len(keys):
+        return
+    seen, dup = set(), []
+    for k in keys:
+        if k in seen and k not in dup:
+            dup.append(k)
+        seen.add(k)
+    raise ValueError(f"{name} has duplicate ids ({len(keys) - len(set(keys))} rows repeat an id; first: "
+                     f"{dup[:5]}): each stimulus must appear once, else one would silently stand for another")
+
+
 def feature_ids(features) -> np.ndarray | None:
     ids = getattr(features, "stimulus_ids", None)
-    return None if ids is None else np.asarray(ids)
+    if ids is None:
+        return None
+    ids = np.asarray(ids)
+    check_unique_ids("features.stimulus_ids", ids)
+    return ids
 
 
 def layer_matrix(features, layer: str, n_expected: int | None = None):
@@ -63,6 +115,7 @@ class BrainRDM:
     subject: Any
     source: str | None
     rdm: np.ndarray
+    name: str | None = None   # the RDM's own name within its set (one per subject and session)
 
 
 def _rdm_sets(brain) -> list[tuple[str | None, RDMSet]]:
@@ -85,12 +138,15 @@ def brain_rdms(brain, feature_stim_ids, metric: str = "correlation") -> list[Bra
     sets = _rdm_sets(brain)
     out: list[BrainRDM] = []
     if sets:
+        if feature_stim_ids is None:
+            # features without ids follow the first set that has ids; the other sets are aligned to it
+            feature_stim_ids = next((rs.stimulus_ids for _, rs in sets if rs.stimulus_ids is not None), None)
         for key, rs in sets:
             idx = _order(rs.stimulus_ids, feature_stim_ids, f"RDMSet {key or ''}".strip())
             mats = rs.rdms if idx is None else rs.rdms[:, idx][:, :, idx]
             for i in range(rs.n_rdms):
                 region = rs.region[i] if rs.region[i] is not None else key
-                out.append(BrainRDM(region, rs.subject[i], key, mats[i]))
+                out.append(BrainRDM(region, rs.subject[i], key, mats[i], str(rs.names[i])))
         return out
     if isinstance(brain, BrainData):
         idx = _order(brain.stimulus_ids, feature_stim_ids, "brain")
@@ -123,3 +179,101 @@ def aligned_brain(brain: BrainData, feature_stim_ids) -> BrainData:
         raise TypeError(f"brain must be a BrainData (n_stimuli x n_units responses); got {type(brain).__name__}")
     idx = _order(brain.stimulus_ids, feature_stim_ids, "brain")
     return brain if idx is None else brain.take_stimuli(idx)
+
+
+def row_ids(features, brain, n: int) -> np.ndarray:
+    """The stimulus id of each row the scorers compute on (the features' order after alignment):
+    the features' ids, else the brain data's, else the row positions 0..n-1."""
+    ids = feature_ids(features)
+    if ids is None:
+        if isinstance(brain, BrainData):
+            ids = brain.stimulus_ids
+        else:
+            ids = next((rs.stimulus_ids for _, rs in _rdm_sets(brain) if rs.stimulus_ids is not None), None)
+    return np.arange(n) if ids is None else np.asarray(ids)
+
+
+def _split_rows(name: str, wanted, ids: np.ndarray, order_rank: np.ndarray) -> np.ndarray:
+    wanted = np.atleast_1d(np.asarray(wanted))
+    if wanted.ndim != 1:
+        raise ValueError(f"split {name} must be a 1-D list of stimulus ids; got shape {wanted.shape}")
+    check_unique_ids(f"split {name}", wanted)
+    rows = rows_of(wanted, ids, what=f"split {name} stimulus ids", where="the scored stimuli", key=str)
+    return rows[np.argsort(order_rank[rows], kind="stable")]  # in sorted-id order
+
+
+def check_split_size(scorer: str, name: str, size: int, minimum: int = MIN_STIMULI_PER_SPLIT,
+                     warn_below: int = WARN_STIMULI_PER_SPLIT) -> None:
+    """Refuse a split below ``minimum`` stimuli; warn, with the number, below ``warn_below``."""
+    if size < minimum:
+        raise ValueError(f"{scorer} needs at least {minimum} stimuli per split; the {name} split has {size}")
+    if size < warn_below:
+        warnings.warn(f"{scorer}: the {name} split has only {size} stimuli (fewer than {warn_below}); "
+                      f"scores from so few stimuli vary strongly from sample to sample",
+                      UserWarning, stacklevel=3)
+
+
+def resolve_split(split, ids, *, scorer: str = "score") -> dict[str, np.ndarray]:
+    """Row indices of each split, every split listed in sorted-id order.
+
+    ``split``: ``"conwell"`` -> stimuli at even positions of the sorted ids train,
+    odd positions test (Conwell et al.'s NSD split); None or ``"all"`` -> all
+    stimuli (split ``"all"``); ``(train_ids, test_ids)`` or ``{"train": ..., "test": ...}``
+    -> those stimulus ids (disjoint). ``ids``: the id of each row (or an int ``n``
+    for rows without ids, which are then their own ids 0..n-1).
+    """
+    ids = np.arange(ids) if isinstance(ids, (int, np.integer)) else np.asarray(ids)
+    order = sorted_positions(ids)
+    if split is None or (isinstance(split, str) and split == "all"):
+        check_split_size(scorer, "all", order.size)
+        return {"all": order}
+    if isinstance(split, str):
+        if split != "conwell":
+            raise ValueError(f"split must be 'conwell', None or (train_ids, test_ids); got {split!r}")
+        out = {"train": order[0::2], "test": order[1::2]}
+    else:
+        if isinstance(split, Mapping):
+            if set(split) != {"train", "test"}:
+                raise ValueError(f"a split mapping needs exactly the keys 'train' and 'test'; got {sorted(split)}")
+            train, test = split["train"], split["test"]
+        else:
+            try:
+                train, test = split
+            except (TypeError, ValueError):
+                raise ValueError(f"split must be 'conwell', None or (train_ids, test_ids); got {split!r}") from None
+        rank = np.empty(order.size, dtype=np.int64)
+        rank[order] = np.arange(order.size)
+        out = {"train": _split_rows("train", train, ids, rank), "test": _split_rows("test", test, ids, rank)}
+        both = np.intersect1d(out["train"], out["test"])
+        if both.size:
+            raise ValueError(f"split train and test must be disjoint; {both.size} stimuli are in both "
+                             f"(first: {ids[both[:5]].tolist()})")
+    for name, rows in out.items():
+        check_split_size(scorer, name, rows.size)
+    return out
+
+
+def random_splits(ids, n_splits: int, test_fraction: float, seed: int, *, scorer: str = "predictivity"
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n_splits`` seeded random (train_rows, test_rows) splits, drawn over positions in sorted-id order.
+
+    Refuses folds with fewer than ``MIN_TEST_PER_FOLD`` test or ``MIN_TRAIN_PER_FOLD`` train
+    stimuli and warns below ``WARN_TEST_PER_FOLD`` test stimuli.
+    """
+    ids = np.arange(ids) if isinstance(ids, (int, np.integer)) else np.asarray(ids)
+    order = sorted_positions(ids)
+    n = order.size
+    n_test = int(round(n * test_fraction))
+    if n_test < MIN_TEST_PER_FOLD or n - n_test < MIN_TRAIN_PER_FOLD:
+        raise ValueError(f"{scorer} needs at least {MIN_TEST_PER_FOLD} test stimuli per fold and "
+                         f"{MIN_TRAIN_PER_FOLD} train stimuli; {n} stimuli with test_fraction={test_fraction} "
+                         f"got {n_test} test and {n - n_test} train (use more stimuli or a larger test_fraction)")
+    if n_test < WARN_TEST_PER_FOLD:
+        warnings.warn(f"{scorer}: only {n_test} test stimuli per fold (fewer than {WARN_TEST_PER_FOLD}); the "
+                      f"per-fold Pearson r is very noisy", UserWarning, stacklevel=3)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_splits):
+        perm = rng.permutation(n)
+        out.append((order[np.sort(perm[n_test:])], order[np.sort(perm[:n_test])]))
+    return out

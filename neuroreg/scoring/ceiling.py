@@ -23,7 +23,8 @@ from scipy.stats import rankdata
 
 from neuroreg.brain.data import BrainData, RDMSet
 from neuroreg.errors import ShapeError
-from neuroreg.scoring.compare import _is_square_rdm, _method, _vectors, compare_rdms
+from neuroreg.scoring._precision import rdm_problem, to_float64
+from neuroreg.scoring.compare import _method, _vectors, compare_rdms
 
 __all__ = ["NoiseCeiling", "noise_ceiling", "rdm_noise_ceiling", "split_half_ceiling", "ncsnr_ceiling",
            "spearman_brown"]
@@ -62,28 +63,44 @@ def _pool_transform(v: np.ndarray, method: str) -> np.ndarray:
     return rankdata(v, axis=1)  # spearman, rho_a, kendall_tau_a: averaged ranks
 
 
-def rdm_noise_ceiling(rdms, method: str = "pearson") -> NoiseCeiling:
-    """Nili et al. (2014) lower/upper noise ceiling of ``k >= 2`` subject RDMs.
+def rdm_noise_ceiling(rdms, method: str = "pearson", *, groups=None) -> NoiseCeiling:
+    """Nili et al. (2014) lower/upper noise ceiling of ``k >= 2`` RDMs from >= 2 subjects.
 
-    ``rdms``: an RDMSet, ``(k, n, n)`` square or ``(k, m)`` condensed RDMs.
+    ``rdms``: an RDMSet, ``(k, n, n)`` square (symmetric, zero diagonal) or
+    ``(k, m)`` condensed RDMs, any float dtype (computed in float64).
     ``method``: any :func:`~neuroreg.scoring.compare_rdms` method.
+    ``groups``: one label per RDM naming its subject (e.g. ``RDMSet.subject`` when a
+    subject has an RDM per session); default: every RDM is its own subject. As
+    rsatoolbox's ``boot_noise_ceiling(rdm_descriptor=...)``: the lower bound leaves a
+    whole subject out, comparing each of its RDMs with the pool of the other
+    subjects' RDMs; both bounds average over the subject's RDMs, then over subjects.
+    Minimum: 2 RDMs of 3 stimuli from 2 subjects. Invariant to the order of stimuli and of RDMs.
     """
     method = _method(method)
     v, _ = _vectors("rdms", rdms)
-    v = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=np.float64)
+    v = to_float64(v)
     k = v.shape[0]
-    if k < 2:
-        raise ShapeError(f"rdms must hold at least 2 RDMs (subjects) for a noise ceiling; got {k}")
+    labels = np.arange(k) if groups is None else np.asarray([str(g) for g in groups])
+    if labels.shape != (k,):
+        raise ShapeError(f"groups must have one label per RDM ({k}); got {labels.shape[0] if labels.ndim else 0}")
+    uniq = np.unique(labels)
+    if uniq.size < 2:
+        raise ShapeError(f"rdms must hold at least 2 RDMs of at least 2 subjects for a noise ceiling; got "
+                         f"{k} RDM(s) of {uniq.size} subject(s)")
     t = _pool_transform(v, method)
     total = t.sum(0)
-    upper = np.mean([compare_rdms(total / k, v[i], method) for i in range(k)])
-    lower = np.mean([compare_rdms((total - t[i]) / (k - 1), v[i], method) for i in range(k)])
-    return NoiseCeiling(float(lower), float(upper), "rdm", method)
+    upper_per, lower_per = [], []
+    for g in uniq:
+        own = np.flatnonzero(labels == g)
+        rest = (total - t[own].sum(0)) / (k - own.size)
+        upper_per.append(np.mean([compare_rdms(total / k, v[i], method) for i in own]))
+        lower_per.append(np.mean([compare_rdms(rest, v[i], method) for i in own]))
+    return NoiseCeiling(float(np.mean(lower_per)), float(np.mean(upper_per)), "rdm", method)
 
 
 def spearman_brown(r, factor: float = 2.0):
     """Reliability of data ``factor`` times as long: ``factor r / (1 + (factor - 1) r)``."""
-    r = np.asarray(r, dtype=np.float64)
+    r = to_float64(r)
     return factor * r / (1 + (factor - 1) * r)
 
 
@@ -94,9 +111,11 @@ def split_half_ceiling(trials, *, n_splits: int = 10, seed: int = 0) -> NoiseCei
     split assigns half of the repeats (seeded) to each side; the per-unit Pearson
     r across stimuli between the half means is corrected by Spearman-Brown and
     averaged over ``n_splits`` splits. ``lower == upper ==`` the median over
-    units (Brain-Score's ceiling for Pearson-r predictivity).
+    units (Brain-Score's ceiling for Pearson-r predictivity). Any float dtype
+    (torch or numpy) is computed in float64. Minimum: 2 repeats, 3 stimuli.
+    The seeded splits are over repeats, so the order of stimuli does not matter.
     """
-    tr = np.asarray(trials, dtype=np.float64)
+    tr = to_float64(trials)
     if tr.ndim != 3:
         raise ShapeError(f"trials must be (n_repeats, n_stimuli, n_units); got shape {tr.shape}")
     r_, n, u = tr.shape
@@ -124,7 +143,7 @@ def split_half_ceiling(trials, *, n_splits: int = 10, seed: int = 0) -> NoiseCei
 
 def ncsnr_ceiling(ncsnr, n_trials: int = 1) -> NoiseCeiling:
     """NSD noise ceiling (fraction of variance) for responses averaged over ``n_trials`` trials."""
-    s = np.asarray(ncsnr, dtype=np.float64)
+    s = to_float64(ncsnr)
     if n_trials < 1:
         raise ValueError(f"n_trials must be >= 1; got {n_trials}")
     if not np.isfinite(s).all() or (s < 0).any():
@@ -134,30 +153,57 @@ def ncsnr_ceiling(ncsnr, n_trials: int = 1) -> NoiseCeiling:
     return NoiseCeiling(med, med, "ncsnr", "r2", per_unit)
 
 
-def noise_ceiling(data, *, method: str = "pearson", n_trials: int | None = None, n_splits: int = 10,
-                  seed: int = 0) -> NoiseCeiling:
-    """Noise ceiling of ``data``, chosen by its kind.
+_CEILING_KINDS = ("auto", "rdm", "split_half", "ncsnr")
 
-    - RDMSet or ``(k, n, n)`` array: Nili bounds for ``method`` (:func:`rdm_noise_ceiling`).
-    - BrainData with ``trials``: split-half Spearman-Brown (:func:`split_half_ceiling`).
-    - BrainData with ``unit_info["ncsnr"]``: NSD ceiling for ``n_trials`` (default 3,
-      NSD's repeats per image) (:func:`ncsnr_ceiling`).
-    - ``(n_repeats, n_stimuli, n_units)`` array: split-half.
+
+def noise_ceiling(data, *, kind: str = "auto", method: str = "pearson", n_trials: int | None = None,
+                  n_splits: int = 10, seed: int = 0) -> NoiseCeiling:
+    """Noise ceiling of ``data``; ``kind`` says which, or (``"auto"``) the data decide when unambiguous.
+
+    - ``kind="rdm"``: RDMSet, ``(k, n, n)`` RDMs or ``(k, m)`` condensed: Nili bounds for
+      ``method`` (:func:`rdm_noise_ceiling`).
+    - ``kind="split_half"``: BrainData with ``trials`` or an ``(n_repeats, n_stimuli, n_units)``
+      array: split-half Spearman-Brown (:func:`split_half_ceiling`).
+    - ``kind="ncsnr"``: BrainData with ``unit_info["ncsnr"]``: NSD ceiling for ``n_trials``
+      (default 3, NSD's repeats per image) (:func:`ncsnr_ceiling`).
+    - ``kind="auto"``: RDMSet -> rdm; BrainData -> split_half when it has trials, else ncsnr;
+      2-D array -> rdm; 3-D array -> rdm when its matrices are square, symmetric and zero on
+      the diagonal, split_half when they are not square. A 3-D array of square matrices that
+      are *not* RDMs is ambiguous (slightly asymmetric RDMs, or trials with as many units as
+      stimuli) and raises, asking for ``kind``; it is never silently read as trials.
+
+    The returned :class:`NoiseCeiling` names its ``kind``. Every kind computes in float64.
     """
+    if kind not in _CEILING_KINDS:
+        raise ValueError(f"kind must be one of {_CEILING_KINDS}; got {kind!r}")
     if isinstance(data, RDMSet):
+        if kind not in ("auto", "rdm"):
+            raise ValueError(f"an RDMSet has an RDM noise ceiling only; got kind={kind!r}")
         return rdm_noise_ceiling(data, method)
     if isinstance(data, BrainData):
-        if data.trials is not None:
+        if kind == "rdm":
+            raise ValueError("kind='rdm' needs RDMs (an RDMSet or (k, n, n) array), not BrainData")
+        if kind in ("auto", "split_half") and data.trials is not None:
             return split_half_ceiling(data.trials, n_splits=n_splits, seed=seed)
-        if "ncsnr" in data.unit_info:
+        if kind in ("auto", "ncsnr") and "ncsnr" in data.unit_info:
             return ncsnr_ceiling(data.unit_info["ncsnr"], 3 if n_trials is None else n_trials)
-        raise ValueError("brain data has neither trials (repeats) nor unit_info['ncsnr']: no noise ceiling "
-                         "can be estimated")
-    arr = np.asarray(data)
-    if arr.ndim == 3 and arr.shape[1] == arr.shape[2] and _is_square_rdm(arr):
-        return rdm_noise_ceiling(arr, method)
-    if arr.ndim == 3:
+        need = {"auto": "neither trials (repeats) nor unit_info['ncsnr']", "split_half": "no trials (repeats)",
+                "ncsnr": "no unit_info['ncsnr']"}[kind]
+        raise ValueError(f"brain data has {need}: no noise ceiling of kind={kind!r} can be estimated")
+    arr = to_float64(data)
+    if kind == "ncsnr":
+        return ncsnr_ceiling(arr, 3 if n_trials is None else n_trials)
+    if kind == "split_half":
         return split_half_ceiling(arr, n_splits=n_splits, seed=seed)
-    if arr.ndim == 2:
-        return rdm_noise_ceiling(arr, method)
+    if kind == "rdm" or arr.ndim == 2:
+        return rdm_noise_ceiling(data if arr.ndim == 3 else arr, method)
+    if arr.ndim == 3:
+        if arr.shape[1] != arr.shape[2]:
+            return split_half_ceiling(arr, n_splits=n_splits, seed=seed)
+        problem = rdm_problem(arr, dtype=getattr(data, "dtype", arr.dtype))
+        if problem is None:
+            return rdm_noise_ceiling(data, method)
+        raise ValueError(f"data of shape {arr.shape} is ambiguous: square matrices that are not RDMs ({problem}). "
+                         f"Pass kind='rdm' for RDMs (after making them symmetric with a zero diagonal) or "
+                         f"kind='split_half' for (n_repeats, n_stimuli, n_units) trials")
     raise ShapeError(f"data must be an RDMSet, BrainData, (k, n, n) RDMs or (r, n, u) trials; got shape {arr.shape}")

@@ -7,6 +7,13 @@ wide features), so the debiased estimator, built on the unbiased HSIC
 U-statistic of Song et al. (2012), is what training and scoring default to in
 Dapello et al. (2023). An RDM target works too: the centred Gram of a
 squared-distance matrix D is -H D H / 2 (:func:`gram_from_rdm`).
+
+Precision: float16 and bfloat16 inputs (AMP activations) are promoted to
+float32 before any product, float32 stays float32, float64 and numpy inputs
+compute in float64; linear-kernel features and every Gram are rescaled (CKA is
+invariant to it) so that no product overflows. The result has the working dtype.
+CKA is invariant to the order of the stimuli (the same permutation of the rows
+of x and y). Minimums: 2 stimuli (biased), 4 (debiased).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from torch import Tensor, nn
 
 from neuroreg._checks import check_finite
 from neuroreg.errors import ShapeError, StimulusMismatchError, UnknownNameError
+from neuroreg.scoring._precision import promote, rdm_problem
 
 __all__ = ["cka", "cka_from_grams", "gram", "gram_from_rdm", "CKA"]
 
@@ -33,7 +41,7 @@ def _as_tensor(name: str, x) -> Tensor:
         t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))
     if not torch.is_floating_point(t):
         t = t.double()
-    return t
+    return promote(t)
 
 
 def _check_pair(x: Tensor, y: Tensor, debiased: bool, what: str) -> int:
@@ -107,10 +115,14 @@ def gram_from_rdm(d) -> Tensor:
     the underlying patterns (classical MDS); for other RDMs (1 - Pearson r) it
     is the Gram of the stimuli's embedding that the RDM implies.
     """
+    given = d.dtype if isinstance(d, (Tensor, np.ndarray)) else None
     d = _as_tensor("d", d)
     if d.ndim < 2 or d.shape[-1] != d.shape[-2]:
         raise ShapeError(f"d must be square (..., n, n); got shape {tuple(d.shape)}")
     check_finite("d", d)
+    problem = rdm_problem(d, dtype=given)
+    if problem is not None:
+        raise ValueError(f"d of shape {tuple(d.shape)} is not a dissimilarity matrix: {problem}")
     row = d.mean(-1, keepdim=True)
     col = d.mean(-2, keepdim=True)
     tot = d.mean((-2, -1), keepdim=True)
@@ -151,12 +163,16 @@ def cka_from_grams(kx, ky, *, debiased: bool = False) -> Tensor:
     The Grams need not be centred (centring is part of the estimator). Returns a
     tensor of the broadcast leading shape (0-d for plain matrices).
     """
+    given = [k.dtype if isinstance(k, (Tensor, np.ndarray)) else None for k in (kx, ky)]
     kx = _as_tensor("kx", kx)
     ky = _as_tensor("ky", ky)
-    for name, k in (("kx", kx), ("ky", ky)):
+    for (name, k), dt in zip((("kx", kx), ("ky", ky)), given):
         if k.ndim < 2 or k.shape[-1] != k.shape[-2]:
             raise ShapeError(f"{name} must be square (..., n, n); got shape {tuple(k.shape)}")
         check_finite(name, k)
+        problem = rdm_problem(k, zero_diagonal=False, dtype=dt)
+        if problem is not None:
+            raise ValueError(f"{name} of shape {tuple(k.shape)} is not a Gram matrix: {problem}")
     if kx.shape[-1] != ky.shape[-1]:
         raise StimulusMismatchError(
             f"kx and ky must describe the same stimuli: kx is {kx.shape[-1]} x {kx.shape[-1]}, "
@@ -165,8 +181,15 @@ def cka_from_grams(kx, ky, *, debiased: bool = False) -> Tensor:
     if debiased and n < 4:
         raise ValueError(f"debiased CKA needs at least 4 stimuli; got Gram matrices of size {n}")
     kx, ky = _promote(kx, ky)
+    kx, ky = _unit_scale(kx, (-2, -1)), _unit_scale(ky, (-2, -1))
     h = _hsic_unbiased if debiased else _hsic_biased
     return _ratio(h(kx, ky), h(kx, kx), h(ky, ky))
+
+
+def _unit_scale(t: Tensor, dims) -> Tensor:
+    """``t`` divided by its largest magnitude over ``dims`` (CKA is scale invariant; products stay in range)."""
+    m = t.detach().abs().amax(dim=dims, keepdim=True)
+    return t / m.clamp_min(torch.finfo(t.dtype).tiny)
 
 
 def _promote(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -176,8 +199,8 @@ def _promote(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
 
 def _linear_feature_space(x: Tensor, y: Tensor, debiased: bool) -> Tensor:
     """Linear CKA from (n, p), (n, q) without forming n x n Grams (cheaper when p, q < n)."""
-    x = x - x.mean(0, keepdim=True)
-    y = y - y.mean(0, keepdim=True)
+    x = _unit_scale(x - x.mean(0, keepdim=True), (0, 1))
+    y = _unit_scale(y - y.mean(0, keepdim=True), (0, 1))
     xy = (x.T @ y).square().sum()
     xx = (x.T @ x).square().sum()
     yy = (y.T @ y).square().sum()
@@ -202,7 +225,8 @@ def cka(x, y, *, kernel: str = "linear", debiased: bool = False, sigma: float | 
     Parameters
     ----------
     x, y: ``(n, ...)`` tensors or arrays (trailing dims are flattened), the same
-        ``n`` stimuli in the same order. numpy inputs are computed in float64.
+        ``n`` stimuli in the same order. numpy inputs are computed in float64;
+        float16/bfloat16 tensors in float32 (the result is float32 then).
     kernel: ``"linear"`` or ``"rbf"`` (see :func:`gram` for the bandwidth).
     debiased: use the unbiased HSIC estimator (needs ``n >= 4``).
 
@@ -218,6 +242,9 @@ def cka(x, y, *, kernel: str = "linear", debiased: bool = False, sigma: float | 
     n, p, q = x.shape[0], x.shape[1], y.shape[1]
     if kernel == "linear" and p * q + p * p + q * q <= n * (p + q):
         return _linear_feature_space(x, y, debiased)
+    if kernel == "linear":
+        # scale only the linear kernel: the RBF bandwidth sigma is in the features' units
+        x, y = _unit_scale(x, (0, 1)), _unit_scale(y, (0, 1))
     kx = _gram(x, kernel, sigma, sigma_scale)
     ky = _gram(y, kernel, sigma, sigma_scale)
     h = _hsic_unbiased if debiased else _hsic_biased

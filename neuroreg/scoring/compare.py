@@ -17,6 +17,7 @@ from torch import Tensor
 
 from neuroreg._checks import check_finite
 from neuroreg.errors import ShapeError, StimulusMismatchError, UnknownNameError
+from neuroreg.scoring._precision import compute_dtype, rdm_problem, to_float64
 
 __all__ = ["compare_rdms", "compare_vectors", "COMPARE_METHODS"]
 
@@ -33,22 +34,6 @@ def _method(method: str) -> str:
     return m
 
 
-def _is_square_rdm(x) -> bool:
-    """Square, symmetric and zero on the diagonal (up to rounding): a square RDM, not a stack of vectors."""
-    if x.shape[-1] != x.shape[-2]:
-        return False
-    if isinstance(x, Tensor):
-        x = x.detach()
-        scale = max(float(x.abs().max()), 1e-300)
-        diag = float(torch.diagonal(x, 0, -2, -1).abs().max())
-        asym = float((x - x.transpose(-1, -2)).abs().max())
-    else:
-        scale = max(float(np.abs(x).max()), 1e-300)
-        diag = float(np.abs(np.diagonal(x, 0, -2, -1)).max())
-        asym = float(np.abs(x - np.swapaxes(x, -1, -2)).max())
-    return diag <= 1e-8 * scale and asym <= 1e-8 * scale
-
-
 def _vectors(name: str, x) -> tuple[np.ndarray | Tensor, bool]:
     """Any accepted RDM form -> ``(k, m)`` upper-triangle vectors and whether it was a single RDM."""
     from neuroreg.brain.data import RDMSet
@@ -56,25 +41,38 @@ def _vectors(name: str, x) -> tuple[np.ndarray | Tensor, bool]:
     if isinstance(x, RDMSet):
         return x.condensed(), False
     if not isinstance(x, Tensor):
-        x = np.asarray(x, dtype=np.float64)
+        x = np.asarray(x)
+        tol_dtype = x.dtype
+        x = x.astype(np.float64, copy=False)
+    else:
+        tol_dtype = x.dtype
     check_finite(name, x)
     if x.ndim == 1:
         _n_from_m(name, x.shape[0])
         return x[None], True
     if x.ndim == 2:
-        if _is_square_rdm(x):
+        if x.shape[0] == x.shape[1]:
+            # A square 2-D input is one RDM; reading it as k condensed RDMs would silently pair wrong cells.
+            _check_rdm(name, x, tol_dtype)
             return _upper(x[None]), True
         _n_from_m(name, x.shape[1])
         return x, False
     if x.ndim == 3:
         if x.shape[1] != x.shape[2]:
             raise ShapeError(f"{name} as a 3-D array must be a stack of square RDMs (k, n, n); got shape {tuple(x.shape)}")
-        if not _is_square_rdm(x):
-            raise ValueError(f"{name} holds square matrices that are not symmetric with a zero diagonal; "
-                             f"RDMs must be (shape {tuple(x.shape)})")
+        _check_rdm(name, x, tol_dtype)
         return _upper(x), False
     raise ShapeError(f"{name} must be an RDM (n, n) or condensed (m,), or a stack (k, n, n) / (k, m); "
                      f"got shape {tuple(x.shape)}")
+
+
+def _check_rdm(name: str, x, tol_dtype) -> None:
+    """Raise unless square ``x`` (n, n) / (k, n, n) is symmetric with a zero diagonal at the precision it came in."""
+    problem = rdm_problem(x, dtype=tol_dtype)
+    if problem is not None:
+        raise ValueError(f"{name} is a square matrix of shape {tuple(x.shape)} but not an RDM: {problem}. "
+                         f"An RDM is symmetric with a zero diagonal; pass condensed stacks (k, m) only with "
+                         f"k != m, or an RDMSet")
 
 
 def _n_from_m(name: str, m: int) -> int:
@@ -106,7 +104,7 @@ def _normalise_rows(name: str, v, center: bool):
 
 
 def _ranks(v) -> np.ndarray:
-    arr = v.detach().cpu().numpy() if isinstance(v, Tensor) else v
+    arr = to_float64(v)
     return rankdata(arr, axis=-1)
 
 
@@ -125,7 +123,7 @@ def _tau_a(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _np(v) -> np.ndarray:
-    return v.detach().cpu().numpy().astype(np.float64) if isinstance(v, Tensor) else np.asarray(v, dtype=np.float64)
+    return to_float64(v)
 
 
 def _tied_pairs(v: np.ndarray) -> int:
@@ -165,6 +163,16 @@ def compare_rdms(a, b, method: str = "pearson"):
     Returns a float (0-d tensor for torch input) when ``a`` and ``b`` are single
     RDMs, else a ``(k_a, k_b)`` matrix. Torch inputs give torch outputs on their
     device; pearson and cosine are differentiable, rank-based methods are not.
+
+    Precision: numpy inputs are compared in float64; torch inputs in float64
+    when float64, else in float32 (float16/bfloat16 are promoted before any sum),
+    and the result has that dtype.
+
+    A 2-D square input is always read as one RDM and must be symmetric with a
+    zero diagonal (within rounding at its dtype: relative 1e-8 for float64,
+    1e-5 for float32, 1e-2 for 16-bit); otherwise a ``ValueError`` says which
+    property fails, rather than reading its rows as condensed RDMs. Minimum:
+    3 stimuli (3 dissimilarities).
     """
     method = _method(method)
     va, single_a = _vectors("a", a)
@@ -188,9 +196,12 @@ def compare_vectors(va, vb, method: str = "pearson"):
     use_torch = isinstance(va, Tensor) or isinstance(vb, Tensor)
     if use_torch:
         ref = va if isinstance(va, Tensor) else vb
-        dtype = ref.dtype if torch.is_floating_point(ref) else torch.float64
-        va = torch.as_tensor(va, dtype=dtype, device=ref.device)
-        vb = torch.as_tensor(vb, dtype=dtype, device=ref.device)
+        # float16/bfloat16 dissimilarities are compared in float32: their norms overflow or lose digits
+        dtype = compute_dtype(ref.dtype)
+        va = torch.as_tensor(va, dtype=dtype, device=ref.device) if isinstance(va, Tensor) else \
+            torch.as_tensor(np.asarray(va, dtype=np.float64), dtype=dtype, device=ref.device)
+        vb = torch.as_tensor(vb, dtype=dtype, device=ref.device) if isinstance(vb, Tensor) else \
+            torch.as_tensor(np.asarray(vb, dtype=np.float64), dtype=dtype, device=ref.device)
     else:
         va = np.asarray(va, dtype=np.float64)
         vb = np.asarray(vb, dtype=np.float64)

@@ -12,7 +12,11 @@ layer can be chosen without touching the test half.
 Predictivity (Brain-Score): per neuroid, a linear map (ridge or PLS with 25
 components) fitted on 90% of the stimuli and tested on 10%, 10 seeded splits;
 the Pearson r per neuroid is averaged over splits, the median over neuroids is
-the score, divided by the split-half Spearman-Brown ceiling when repeats exist.
+the score; ``ceiling_r`` is the square root of the split-half Spearman-Brown
+reliability when repeats exist.
+
+``protocol="conwell"`` (veRSA) and ``protocol="brainscore"`` (predictivity)
+reproduce the published protocols exactly (:mod:`neuroreg.scoring.protocols`).
 """
 
 from __future__ import annotations
@@ -25,12 +29,12 @@ from tqdm.auto import tqdm
 
 from neuroreg._checks import check_finite
 from neuroreg.projection import jl_min_dim, sparse_random_projection
-from neuroreg.scoring._inputs import aligned_brain, feature_ids, layer_matrix, layer_names, unit_groups
+from neuroreg.scoring._inputs import (aligned_brain, feature_ids, layer_matrix, layer_names, random_splits,
+                                      resolve_split, unit_groups)
 from neuroreg.scoring.compare import _method, compare_rdms
 from neuroreg.scoring.rdm import rdm
 from neuroreg.scoring.results import ScoreTable
 from neuroreg.scoring.ridge import RidgeGCV
-from neuroreg.scoring.rsa import resolve_split
 
 __all__ = ["versa", "predictivity", "pearson_per_column", "CONWELL_ALPHAS", "CONWELL_SRP_DIM"]
 
@@ -86,7 +90,7 @@ def _standardise(x: torch.Tensor, train: np.ndarray) -> torch.Tensor:
 def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWELL_SRP_DIM,
           split="conwell", method: str = "pearson", model: str | None = None, seed: int = 0,
           device: str | torch.device | None = None, dtype: torch.dtype = torch.float64,
-          progress: bool | None = None) -> ScoreTable:
+          progress: bool | None = None, protocol: str | None = None) -> ScoreTable:
     """veRSA and voxel-wise encoding scores of every layer for every roi x subject of ``brain``.
 
     Parameters
@@ -95,9 +99,16 @@ def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWE
     brain: :class:`~neuroreg.brain.BrainData` with ``unit_info`` ``roi``/``subject``
         (missing keys form one group); responses ``(n_stimuli, n_voxels)``.
     srp_dim: projection size for wider layers (None: never project).
-    split: ``"conwell"`` (even train / odd test) or ``(train_indices, test_indices)``.
+    split: ``"conwell"`` (even / odd positions of the sorted stimulus ids) or
+        ``(train_ids, test_ids)``; each half needs at least 4 stimuli (warning below 10).
     method: comparison of predicted and measured test RDMs (default Pearson).
     dtype: precision of the ridge's per-alpha products (see :class:`RidgeGCV`).
+    protocol: None (neuroreg's settings, above) or ``"conwell"``: the released
+        code of Conwell et al. (:func:`~neuroreg.scoring.protocols.conwell.versa_conwell`;
+        ``srp_dim`` and ``dtype`` do not apply, ``alphas`` is the nominal grid).
+
+    Row order does not matter (alignment by id, splits from sorted ids); features of
+    any dtype (float16, bfloat16) are promoted to float64 before standardisation.
 
     Returns a :class:`ScoreTable` with, per layer x region x subject, rows of
     metric ``"versa"`` (splits ``train`` from leave-one-out predictions and
@@ -105,10 +116,17 @@ def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWE
     over voxels, ``mean`` column = mean). Columns ``n_units`` and ``is_best``
     (layer with the best train veRSA) are added.
     """
+    from neuroreg.scoring.protocols import check_protocol
+    if check_protocol(protocol, "versa") == "conwell":
+        from neuroreg.scoring.protocols.conwell import versa_conwell
+        return versa_conwell(features, brain, alphas=alphas, split=split, method=method, model=model, seed=seed,
+                             device=device, progress=progress)
     method = _method(method)
     data = aligned_brain(brain, feature_ids(features))
     n = data.n_stimuli
-    splits = resolve_split(split, n)
+    if split is None or (isinstance(split, str) and split == "all"):
+        raise ValueError("versa needs a train/test split (split='conwell' or (train_ids, test_ids))")
+    splits = resolve_split(split, data.stimulus_ids, scorer="versa")
     if "train" not in splits:
         raise ValueError("versa needs a train/test split (split='conwell' or (train, test) indices)")
     train, test = splits["train"], splits["test"]
@@ -131,7 +149,7 @@ def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWE
         loo = ridge.loo_predictions_
         for region, subject, units in groups:
             base = dict(model=model, layer=layer, region=region, subject=subject, n_units=int(units.size),
-                        layer_index=li, method=method)
+                        layer_index=li, method=method, protocol="neuroreg")
             for s, pred, target in (("train", loo[:, units], brain_train_rdms[(region, subject)]),
                                     ("test", pred_test[:, units], brain_test_rdms[(region, subject)])):
                 try:
@@ -159,40 +177,55 @@ def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWE
     return ScoreTable(rows)
 
 
-def _cv_splits(n: int, n_splits: int, test_fraction: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    n_test = max(1, int(round(n * test_fraction)))
-    out = []
-    for _ in range(n_splits):
-        perm = rng.permutation(n)
-        out.append((np.sort(perm[n_test:]), np.sort(perm[:n_test])))
-    return out
-
-
-def _unit_ceiling(data, units) -> float | None:
+def _unit_ceiling_r(data, units) -> float | None:
+    """Median over units of the bound on Pearson r: sqrt of a per-unit fraction of variance."""
     from neuroreg.scoring.ceiling import ncsnr_ceiling, split_half_ceiling
     if data.trials is not None:
-        return split_half_ceiling(data.trials[:, :, units]).upper
-    if "ncsnr" in data.unit_info:
-        # NSD ceiling is a fraction of variance; its square root bounds Pearson r
-        return float(np.median(np.sqrt(ncsnr_ceiling(data.unit_info["ncsnr"][units], 3).per_unit)))
-    return None
+        per_unit = split_half_ceiling(data.trials[:, :, units]).per_unit
+    elif "ncsnr" in data.unit_info:
+        per_unit = ncsnr_ceiling(data.unit_info["ncsnr"][units], 3).per_unit
+    else:
+        return None
+    # Spearman-Brown reliability and NSD's noise ceiling both bound r^2 (a negative
+    # reliability means no reliable signal: bound 0)
+    return float(np.median(np.sqrt(np.clip(per_unit, 0.0, None))))
 
 
 def predictivity(features, brain, *, mapping: str = "ridge", splits: int = 10, test_fraction: float = 0.1,
                  n_components: int = 25, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWELL_SRP_DIM,
                  model: str | None = None, seed: int = 0, device: str | torch.device | None = None,
-                 progress: bool | None = None) -> ScoreTable:
+                 progress: bool | None = None, protocol: str | None = None, labels=None, select_on=None,
+                 brainscore_version: str = "2026") -> ScoreTable:
     """Brain-Score-style neural predictivity of every layer for every roi x subject.
 
     ``mapping``: ``"ridge"`` (:class:`RidgeGCV`, alpha per neuroid) or ``"pls"``
     (``sklearn.cross_decomposition.PLSRegression(n_components, scale=False)``).
     ``splits`` seeded random train/test splits with ``test_fraction`` held out.
     Row score: median over neuroids of the split-averaged Pearson r (metric
-    ``"predictivity"``, split ``"cv"``); ``ceiling``: median split-half
-    Spearman-Brown reliability when ``brain.trials`` exist, else sqrt of the NSD
-    ncsnr ceiling when ``unit_info["ncsnr"]`` exists, else None.
+    ``"predictivity"``, split ``"cv"``); ``ceiling_r``: median over neuroids of the
+    square root of the split-half Spearman-Brown reliability when ``brain.trials``
+    exist, else of the NSD ncsnr ceiling when ``unit_info["ncsnr"]`` exists, else None.
+
+    The splits are drawn over positions in sorted stimulus-id order (seeded), so
+    row order does not matter. Minimum: 3 test stimuli per fold (``round(n *
+    test_fraction)``) and 3 train stimuli, refused below; a warning gives the
+    number below 10 test stimuli per fold. Features of any dtype are promoted to
+    float64.
+
+    ``protocol="brainscore"``: Brain-Score's own computation
+    (:func:`~neuroreg.scoring.protocols.brainscore.predictivity_brainscore`), with
+    ``labels`` (object label per stimulus), ``select_on`` (``(features, brain,
+    labels)`` of the data set the layer is committed on) and ``brainscore_version``
+    (``"2018"``, ``"2019"`` or ``"2026"``: which normalisation).
     """
+    from neuroreg.scoring.protocols import check_protocol
+    if check_protocol(protocol, "predictivity") == "brainscore":
+        from neuroreg.scoring.protocols.brainscore import predictivity_brainscore
+        return predictivity_brainscore(features, brain, labels=labels, splits=splits, n_components=n_components,
+                                       select_on=select_on, version=brainscore_version, model=model,
+                                       progress=progress)
+    if labels is not None or select_on is not None:
+        raise ValueError("labels and select_on apply to protocol='brainscore' only")
     if mapping not in ("ridge", "pls"):
         from neuroreg.errors import UnknownNameError
         raise UnknownNameError(f"mapping must be 'ridge' or 'pls'; got {mapping!r}")
@@ -202,9 +235,9 @@ def predictivity(features, brain, *, mapping: str = "ridge", splits: int = 10, t
         raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")
     data = aligned_brain(brain, feature_ids(features))
     n = data.n_stimuli
-    folds = _cv_splits(n, int(splits), test_fraction, seed)
+    folds = random_splits(data.stimulus_ids, int(splits), test_fraction, seed)
     groups = list(unit_groups(data))
-    ceilings = {(r, s): _unit_ceiling(data, u) for r, s, u in groups}
+    ceilings = {(r, s): _unit_ceiling_r(data, u) for r, s, u in groups}
     rows = []
     for li, layer, x in _layer_matrices(features, n, srp_dim, seed, device, "predictivity layers", progress):
         r_sum = np.zeros(data.n_units)
@@ -222,6 +255,7 @@ def predictivity(features, brain, *, mapping: str = "ridge", splits: int = 10, t
         r = r_sum / len(folds)
         for region, subject, units in groups:
             rows.append(dict(model=model, layer=layer, region=region, subject=subject, metric="predictivity",
-                             split="cv", score=float(np.median(r[units])), ceiling=ceilings[(region, subject)],
-                             n_units=int(units.size), mapping=mapping, n_splits=len(folds), layer_index=li))
+                             split="cv", score=float(np.median(r[units])), ceiling_r=ceilings[(region, subject)],
+                             n_units=int(units.size), mapping=mapping, n_splits=len(folds), layer_index=li,
+                             protocol="neuroreg"))
     return ScoreTable(rows)

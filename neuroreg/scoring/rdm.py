@@ -23,6 +23,7 @@ from torch import Tensor
 
 from neuroreg._checks import check_finite
 from neuroreg.errors import NonFiniteError, ShapeError, UnknownNameError
+from neuroreg.scoring._precision import compute_dtype
 
 __all__ = ["rdm", "RDM_METRICS", "condense", "square"]
 
@@ -191,8 +192,12 @@ def rdm(x, metric: str = "correlation", *, condensed: bool = False, chunk_size: 
     chunk_size: features per block (default: about 4 M elements per block).
 
     Returns ``(n, n)`` (or condensed): numpy float64 for numpy input; a torch
-    tensor on ``x``'s device for torch input (float64 when computed on CPU
-    without gradient, else ``x``'s floating dtype, differentiable).
+    tensor on ``x``'s device for torch input, differentiable when ``x`` requires
+    grad. Precision: on CPU without gradient the Gram accumulates in float64
+    whatever the input dtype; otherwise in float32 for float16/bfloat16/float32
+    input and float64 for float64. Torch results are float32 for float16,
+    bfloat16 and float32 input, float64 for float64.
+    Row order: ``rdm(x[p])`` is ``rdm(x)[p][:, p]``. Minimum: 2 stimuli.
     Rows with zero variance (correlation) or zero norm (cosine) raise ``ValueError``.
     """
     _check_metric(metric)
@@ -207,7 +212,8 @@ def rdm(x, metric: str = "correlation", *, condensed: bool = False, chunk_size: 
         _check_variance(x, metric, ss, offset, g.dtype)
         out = _finish_torch(g, ss, metric)
         return condense(out) if condensed else out
-    x_np = x.detach().numpy() if is_torch else x
+    # bfloat16 has no numpy twin; float16 blocks are widened to float64 chunk by chunk below
+    x_np = (x.detach().float() if x.dtype == torch.bfloat16 else x.detach()).numpy() if is_torch else x
     g, offset, ss = _gram_numpy(x_np, metric, chunk)
     if not np.isfinite(ss).all():
         _raise_nonfinite(x_np, ss)
@@ -216,7 +222,7 @@ def rdm(x, metric: str = "correlation", *, condensed: bool = False, chunk_size: 
     if condensed:
         out = out[np.triu_indices(n, 1)]
     if is_torch:
-        dtype = x.dtype if torch.is_floating_point(x) else torch.float64
+        dtype = compute_dtype(x.dtype) if torch.is_floating_point(x) else torch.float64
         return torch.from_numpy(out).to(dtype)
     return out
 

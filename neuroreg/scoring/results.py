@@ -14,8 +14,16 @@ from neuroreg._io import atomic_path, atomic_write_text
 __all__ = ["ScoreTable", "SCORE_COLUMNS"]
 
 #: Columns every row has (missing values are None). Extra columns are kept.
+#: ``ceiling_r``: the best score a perfect model could reach on the same data, on the
+#: scale of a Pearson r (for brain scores; see :meth:`ScoreTable.to_pandas`).
+#: ``protocol``: the settings the score was computed with (``"neuroreg"``,
+#: ``"conwell"``, ``"brainscore"``; docs/protocols.md).
 SCORE_COLUMNS = ("model", "layer", "region", "subject", "metric", "split",
-                 "score", "ci_low", "ci_high", "ceiling")
+                 "score", "ci_low", "ci_high", "ceiling_r", "protocol")
+
+#: Columns that tell apart rows of different brain targets, besides region and subject,
+#: when a scorer adds them (``rdm``: one subject's session RDM).
+_TARGET_COLUMNS = ("rdm_set", "rdm")
 
 
 def _clean(value: Any) -> Any:
@@ -92,10 +100,14 @@ class ScoreTable:
 
         With ``select_split=None`` the best row is chosen and reported on the same
         rows (use only when there is no held-out split). Groups are formed by
-        ``by`` plus model, subject and metric.
+        ``by`` plus model, subject and metric, and by ``rdm_set`` and ``rdm`` where
+        the table has them, so each brain RDM (e.g. each session of a subject)
+        gets its own layer.
         """
         keys = [by] if isinstance(by, str) else list(by)
-        group_cols = [c for c in ("model", *keys, "subject", "metric") if c != over]
+        present = set(self.columns)
+        group_cols = [c for c in ("model", *keys, "subject", "metric",
+                                  *(t for t in _TARGET_COLUMNS if t in present)) if c != over]
         group_cols = list(dict.fromkeys(group_cols))
         df = self.to_pandas()
         if df.empty:
@@ -119,10 +131,20 @@ class ScoreTable:
         return out
 
     def to_pandas(self) -> pd.DataFrame:
-        """A DataFrame with the standard columns first; adds ``normalized`` = score / ceiling."""
+        """A DataFrame with the standard columns first and ``normalized = score / ceiling_r``.
+
+        ``ceiling_r`` is always on the scale of the score (a correlation): the Nili
+        upper bound for RDM comparisons, ``sqrt`` of the Spearman-Brown split-half
+        reliability or of NSD's ncsnr noise ceiling (both fractions of variance) for
+        unit-wise encoding scores. A model as good as the data allow has
+        ``normalized`` near 1. ``normalized`` is missing where ``ceiling_r`` is
+        missing or not positive. (Brain-Score's own normalisations, which differ by
+        version, are in the ``brainscore_ceiled`` column of ``protocol="brainscore"``
+        rows.)
+        """
         df = pd.DataFrame(self._rows, columns=self.columns)
         if len(df):
-            ceiling = pd.to_numeric(df["ceiling"], errors="coerce")
+            ceiling = pd.to_numeric(df["ceiling_r"], errors="coerce")
             df["normalized"] = pd.to_numeric(df["score"]) / ceiling.where(ceiling > 0)
         return df
 

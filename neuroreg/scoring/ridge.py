@@ -22,6 +22,7 @@ from torch import Tensor
 
 from neuroreg._checks import check_finite
 from neuroreg.errors import ShapeError, StimulusMismatchError
+from neuroreg.scoring._precision import compute_dtype, to_float64
 
 __all__ = ["RidgeGCV"]
 
@@ -77,6 +78,13 @@ class RidgeGCV:
     target_chunk: targets per block (default: about 16 M elements of n x chunk).
     store_loo: keep the leave-one-out predictions at the chosen alphas (``loo_predictions_``).
 
+    Precision: X and Y of any dtype (float16, bfloat16, float32, numpy or torch)
+    are converted to float64; decompositions, coefficients and predictions are
+    float64, only the per-alpha leave-one-out products use ``dtype`` (near-tied
+    alphas are re-scored in float64). ``predict`` returns float32 for
+    float16/bfloat16/float32 tensors. Row order: the fit is a function of the
+    set of (x, y) rows, not their order. Minimum: 3 samples.
+
     Attributes (after ``fit``)
     --------------------------
     alpha_: ``(n_targets,)`` chosen alphas (a float when shared or Y is 1-D).
@@ -112,6 +120,9 @@ class RidgeGCV:
     def fit(self, X, Y) -> "RidgeGCV":
         """Fit on ``X (n, p)`` (trailing dims flattened) and ``Y (n,)`` or ``(n, v)``; returns self."""
         alphas = self._check_alphas()
+        if self.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64 (the precision of the per-alpha "
+                             f"products); got {self.dtype}")
         device = self.device if self.device is not None else (X.device if isinstance(X, Tensor) else "cpu")
         x = _to_tensor("X", X, device, torch.float64)
         y = _to_tensor("Y", Y, device, torch.float64)
@@ -249,13 +260,15 @@ class RidgeGCV:
         if self._y_1d:
             out = out[:, 0]
         if isinstance(X, Tensor):
-            return out.to(device=X.device, dtype=X.dtype if torch.is_floating_point(X) else torch.float64)
+            # float16/bfloat16 X gets float32 predictions: rounding them back would cost 3 digits
+            dtype = compute_dtype(X.dtype) if torch.is_floating_point(X) else torch.float64
+            return out.to(device=X.device, dtype=dtype)
         return out.cpu().numpy()
 
     def score(self, X, Y) -> np.ndarray:
         """Coefficient of determination R^2 per target on ``(X, Y)``."""
-        pred = np.asarray(self.predict(X.detach().cpu() if isinstance(X, Tensor) else X), dtype=np.float64)
-        y = np.asarray(Y.detach().cpu() if isinstance(Y, Tensor) else Y, dtype=np.float64)
+        pred = to_float64(self.predict(X.detach().cpu() if isinstance(X, Tensor) else X))
+        y = to_float64(Y)
         ss_res = ((y - pred) ** 2).sum(0)
         ss_tot = ((y - y.mean(0)) ** 2).sum(0)
         return 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, np.inf)

@@ -2,9 +2,11 @@
 
 For each layer, the model RDM (1 - Pearson r between unreduced stimulus
 patterns) is compared with each brain RDM (region x subject) on the train and
-test halves of the stimuli, split by index parity. The best layer per region
-and subject is chosen on the train half and reported on the test half; the
-whole layer profile stays in the table.
+test halves of the stimuli, split by the parity of each stimulus's position in
+sorted-id order (never by row order; see ``scoring/_inputs.py``). The best layer
+per brain RDM (each subject, and each session where a subject has several) is
+chosen on the train half and reported on the test half; the whole layer profile
+stays in the table.
 """
 
 from __future__ import annotations
@@ -17,30 +19,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from neuroreg.brain.data import conwell_split
-from neuroreg.scoring._inputs import brain_rdms, feature_ids, layer_matrix, layer_names
+from neuroreg.scoring._inputs import (BrainRDM, brain_rdms, feature_ids, layer_matrix, layer_names, resolve_split,
+                                      row_ids)
 from neuroreg.scoring.compare import _method, compare_rdms
 from neuroreg.scoring.rdm import _check_metric, rdm
 from neuroreg.scoring.results import ScoreTable
 
 __all__ = ["crsa", "resolve_split"]
-
-
-def resolve_split(split, n: int) -> dict[str, np.ndarray]:
-    """``"conwell"`` -> even/odd halves; None -> all stimuli; ``(train, test)`` index arrays as given."""
-    if split is None or split == "all":
-        return {"all": np.arange(n)}
-    if isinstance(split, str):
-        if split != "conwell":
-            raise ValueError(f"split must be 'conwell', None or (train_indices, test_indices); got {split!r}")
-        train, test = conwell_split(n)
-        return {"train": train, "test": test}
-    train, test = (np.asarray(s, dtype=np.int64) for s in split)
-    for name, idx in (("train", train), ("test", test)):
-        if idx.ndim != 1 or idx.size < 3 or idx.min() < 0 or idx.max() >= n:
-            raise ValueError(f"split {name} indices must be >= 3 indices in [0, {n}); got {idx.size} "
-                             f"in [{idx.min() if idx.size else '-'}, {idx.max() if idx.size else '-'}]")
-    return {"train": train, "test": test}
 
 
 def _sub(d: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -49,7 +34,8 @@ def _sub(d: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def crsa(features, brain, *, metric: str = "correlation", method: str = "pearson", split="conwell",
          model: str | None = None, ceiling: bool = True, n_boot: int = 0, seed: int = 0,
-         device: str | torch.device | None = None, progress: bool | None = None) -> ScoreTable:
+         device: str | torch.device | None = None, progress: bool | None = None,
+         protocol: str | None = None) -> ScoreTable:
     """cRSA score of every layer against every brain RDM.
 
     Parameters
@@ -61,43 +47,62 @@ def crsa(features, brain, *, metric: str = "correlation", method: str = "pearson
         ``unit_info``), an RDMSet, a mapping name -> RDMSet or a NeuralStimulusSet.
     metric: model (and BrainData) RDM distance, default 1 - Pearson r.
     method: RDM comparison (:func:`~neuroreg.scoring.compare_rdms`), default Pearson.
-    split: ``"conwell"`` (even indices train, odd test), None (all stimuli,
-        split ``"all"``), or ``(train_indices, test_indices)``.
-    ceiling: where a region has RDMs of >= 2 subjects, fill ``ceiling`` with
-        their Nili upper bound on the same stimuli (``ceiling_lower`` column: the lower bound).
+    split: ``"conwell"`` (even positions of the sorted stimulus ids train, odd
+        test), None (all stimuli, split ``"all"``), or ``(train_ids, test_ids)``
+        (stimulus ids; rows without ids are their positions 0..n-1). Each split
+        needs at least 4 stimuli; below 10 a warning gives the number.
+    ceiling: where a region has RDMs of >= 2 subjects, fill ``ceiling_r`` with
+        their Nili upper bound on the same stimuli (``ceiling_r_lower``: the lower
+        bound); a subject with several RDMs (sessions) is left out as a whole.
     n_boot: bootstrap resamples for 95% CIs (0: none): over stimuli on every row, and
-        over subjects on added ``subject="mean"`` rows where a region has >= 2 subjects.
+        over subjects on added ``subject="mean"`` rows where a region has >= 2 subjects
+        (a subject's sessions are averaged first).
     device: compute model RDMs there (e.g. ``"cuda"``); default: where the features are.
     progress: progress bar over layers (default: only on a terminal).
+    protocol: None (neuroreg's settings) or ``"conwell"`` (Conwell et al.'s released
+        code; see ``docs/protocols.md``): checks that the settings are the published
+        ones and leaves out brain groups of 10 voxels or fewer, as that code does.
+
+    Row order does not matter: features are aligned to the brain data by id
+    (duplicate ids are refused), and splits and bootstrap resamples follow the
+    sorted ids. Precision: RDMs are computed and compared in float64 on CPU
+    (float32 at least on other devices) whatever the features' dtype.
 
     Returns a :class:`ScoreTable` with one row per layer x brain RDM x split
-    (metric ``"crsa"``) and columns ``rdm_set``, ``n_stimuli`` and ``is_best``
-    (True on the rows of the layer chosen on the train split). ``table.best()``
-    gives the test score of the train-chosen layer.
+    (metric ``"crsa"``) and columns ``rdm_set``, ``rdm`` (the RDM's name in its
+    set), ``n_stimuli``, ``protocol`` and ``is_best`` (True on the rows of the layer
+    chosen on the train split for that RDM). ``table.best()`` gives the test
+    score of the train-chosen layer.
     """
+    from neuroreg.scoring.protocols import check_protocol
     from neuroreg.scoring.bootstrap import bootstrap_mean, bootstrap_rdm_comparison
     from neuroreg.scoring.ceiling import rdm_noise_ceiling
 
+    protocol = check_protocol(protocol, "crsa")
     _check_metric(metric)
     method = _method(method)
     layers = layer_names(features)
     targets = brain_rdms(brain, feature_ids(features), metric)
+    if protocol == "conwell":
+        from neuroreg.scoring.protocols.conwell import crsa_targets
+        targets = crsa_targets(targets, brain, metric=metric, method=method, split=split)
     n = targets[0].rdm.shape[0]
     for t in targets:
         if t.rdm.shape[0] != n:
             raise ValueError(f"brain RDMs have different numbers of stimuli ({n} and {t.rdm.shape[0]})")
-    splits = resolve_split(split, n)
+    splits = resolve_split(split, row_ids(features, brain, n), scorer="crsa")
 
     ceilings: dict[tuple, tuple[float, float]] = {}
     if ceiling:
-        by_region: dict[Any, list[np.ndarray]] = defaultdict(list)
+        by_region: dict[Any, list[BrainRDM]] = defaultdict(list)
         for t in targets:
-            by_region[(t.source, t.region)].append(t.rdm)
-        for key, mats in by_region.items():
-            if len(mats) >= 2:
-                stack = np.stack(mats)
+            by_region[(t.source, t.region)].append(t)
+        for key, group in by_region.items():
+            subjects = [str(t.subject) for t in group]
+            if len(set(subjects)) >= 2:
+                stack = np.stack([t.rdm for t in group])
                 for s, idx in splits.items():
-                    nc = rdm_noise_ceiling(stack[:, idx][:, :, idx], method)
+                    nc = rdm_noise_ceiling(stack[:, idx][:, :, idx], method, groups=subjects)
                     ceilings[key + (s,)] = (nc.lower, nc.upper)
 
     rows = []
@@ -118,11 +123,11 @@ def crsa(features, brain, *, metric: str = "correlation", method: str = "pearson
             scores = np.atleast_2d(compare_rdms(m_sub[None], b_stack, method))[0]
             for ti, t in enumerate(targets):
                 row = dict(model=model, layer=layer, region=t.region, subject=t.subject, metric="crsa",
-                           split=s, score=float(scores[ti]), rdm_set=t.source, n_stimuli=int(idx.size),
-                           layer_index=li, method=method)
+                           split=s, score=float(scores[ti]), rdm_set=t.source, rdm=t.name,
+                           n_stimuli=int(idx.size), layer_index=li, method=method, protocol=protocol)
                 lo_up = ceilings.get((t.source, t.region, s))
                 if lo_up is not None:
-                    row["ceiling"], row["ceiling_lower"] = lo_up[1], lo_up[0]
+                    row["ceiling_r"], row["ceiling_r_lower"] = lo_up[1], lo_up[0]
                 if n_boot:
                     ci = bootstrap_rdm_comparison(m_sub, b_stack[ti], method, n_boot=n_boot, seed=seed)
                     row.update(ci_low=ci.low, ci_high=ci.high, n_boot=ci.n_valid, n_boot_degenerate=ci.n_degenerate,
@@ -130,28 +135,36 @@ def crsa(features, brain, *, metric: str = "correlation", method: str = "pearson
                 rows.append(row)
 
     if n_boot:
-        # group score: the mean over subjects, with a bootstrap over subjects
-        groups: dict[tuple, list[float]] = defaultdict(list)
+        # group score: the mean over subjects (a subject's sessions averaged first), bootstrapped over subjects
+        groups: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r in rows:
-            groups[(r["rdm_set"], r["region"], r["layer"], r["layer_index"], r["split"], r["n_stimuli"])].append(r["score"])
-        for (source, region, layer, li, s, n_s), vals in groups.items():
+            groups[(r["rdm_set"], r["region"], r["layer"], r["layer_index"], r["split"], r["n_stimuli"])][
+                str(r["subject"])].append(r["score"])
+        for (source, region, layer, li, s, n_s), by_subject in groups.items():
+            vals = [float(np.mean(v)) for v in by_subject.values()]
             if len(vals) >= 2:
                 ci = bootstrap_mean(vals, n_boot=n_boot, seed=seed)
                 row = dict(model=model, layer=layer, region=region, subject="mean", metric="crsa", split=s,
                            score=float(np.mean(vals)), ci_low=ci.low, ci_high=ci.high, n_boot=ci.n_valid,
                            n_boot_degenerate=ci.n_degenerate, bootstrap_over="subjects", n_subjects=len(vals),
-                           rdm_set=source, n_stimuli=n_s, layer_index=li, method=method)
+                           n_rdms=sum(len(v) for v in by_subject.values()), rdm_set=source, rdm=None,
+                           n_stimuli=n_s, layer_index=li, method=method, protocol=protocol)
                 lo_up = ceilings.get((source, region, s))
                 if lo_up is not None:
-                    row["ceiling"], row["ceiling_lower"] = lo_up[1], lo_up[0]
+                    row["ceiling_r"], row["ceiling_r_lower"] = lo_up[1], lo_up[0]
                 rows.append(row)
     select = "train" if "train" in splits else "all"
+    # one choice per brain RDM: sessions of one subject are separate RDMs with their own best layer
     best: dict[tuple, tuple[float, str]] = {}
     for r in rows:
         if r["split"] == select:
-            key = (r["rdm_set"], r["region"], r["subject"])
+            key = _rdm_key(r)
             if key not in best or r["score"] > best[key][0]:
                 best[key] = (r["score"], r["layer"])
     for r in rows:
-        r["is_best"] = best[(r["rdm_set"], r["region"], r["subject"])][1] == r["layer"]
+        r["is_best"] = best[_rdm_key(r)][1] == r["layer"]
     return ScoreTable(rows)
+
+
+def _rdm_key(row: dict) -> tuple:
+    return (row["rdm_set"], row["region"], str(row["subject"]), row["rdm"])

@@ -76,7 +76,7 @@ def test_small_images_get_no_aliased_filters():
 
 def _grating(theta, sf_cpd, phase, size, ppd):
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    y, x = torch.meshgrid(coords, coords, indexing="ij")        # x right, y down
+    x, y = torch.meshgrid(coords, coords, indexing="ij")        # the official axes: x down the rows
     g = torch.cos(2 * math.pi * sf_cpd / ppd * (x * math.cos(theta) + y * math.sin(theta)) + phase)
     return g.float().expand(3, size, size)
 
@@ -178,3 +178,43 @@ def test_rejects_bad_input():
         VOneBlock.from_params(-torch.ones(2), *(torch.ones(2),) * 4)
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         VOneBlock(image_size=32, simple_channels=2, complex_channels=2)(torch.rand(1, 1, 32, 32))
+
+
+def test_fixed_noise_is_reproducible_and_checks_the_batch():
+    block = VOneBlock(image_size=32, simple_channels=4, complex_channels=4).fix_noise(batch_size=2, seed=0)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(block(x), block(x))
+    other = VOneBlock(image_size=32, simple_channels=4, complex_channels=4).fix_noise(batch_size=2, seed=0)
+    assert torch.equal(block(x), other(x))
+    with pytest.raises(ValueError, match="fix_noise"):
+        block(torch.rand(3, 3, 32, 32))
+    block.unfix_noise()
+    assert not torch.equal(block(x), block(x))
+
+
+def test_params_refuse_to_describe_a_bank_loaded_from_another_seed():
+    a = VOneBlock(image_size=32, simple_channels=4, complex_channels=4, seed=1)
+    b = VOneBlock(image_size=32, simple_channels=4, complex_channels=4, seed=2)
+    b.load_state_dict(a.state_dict())
+    with pytest.raises(RuntimeError, match="loaded kernels"):
+        b.params
+    b.describe_with(a.params)
+    assert torch.equal(b.params["sf"], a.params["sf"])
+    c = VOneBlock(image_size=32, simple_channels=4, complex_channels=4, seed=1)
+    c.load_state_dict(a.state_dict())
+    assert torch.equal(c.params["theta"], a.params["theta"])
+    with pytest.raises(ValueError, match="do not describe"):
+        b.describe_with(VOneBlock(image_size=32, simple_channels=4, complex_channels=4, seed=3).params)
+
+
+def test_from_params_takes_every_filter_channel():
+    one = torch.ones(3, dtype=torch.float64)
+    block = VOneBlock.from_params(one * 2, one * 0.5, one * 0.1, one, one, simple_channels=1, complex_channels=2,
+                                  channel=[0, 1, 2], channel_q1=[2, 0], image_size=32, noise_mode=None)
+    assert block.channel.tolist() == [0, 1, 2] and block.channel_q1.tolist() == [2, 0]
+    official_layout = VOneBlock.from_params(one * 2, one * 0.5, one * 0.1, one, one, simple_channels=1,
+                                            complex_channels=2, channel=[0, 1, 2], channel_q1=[1, 2, 0],
+                                            image_size=32, noise_mode=None)
+    assert official_layout.channel_q1.tolist() == [2, 0]
+    with pytest.raises(ValueError, match="channel_q1"):
+        VOneBlock.from_params(one, one, one, one, one, simple_channels=1, complex_channels=2, channel_q1=[3, 0])

@@ -59,53 +59,21 @@ def test_unknown_backbone_needs_an_explicit_stem():
         VOneNet(net, image_size=32, simple_channels=2, complex_channels=2)
 
 
-def _to_official(model):
-    """Our VOneNet state -> the dicarlolab/vonenet layout, written independently of the loader."""
-    block = model.vone_block
-    n, s = block.out_channels, block.simple_channels
-    k = block.ksize
-    q0 = torch.zeros(n, 3, k, k)
-    q1 = torch.zeros(n, 3, k, k)
-    q0[torch.arange(n), block.colour[:n]] = block.weight[:n, 0]
-    q1[torch.arange(s, n), block.colour[n:]] = block.weight[n:, 0]
-    q1[torch.arange(s), (block.colour[:s] + 1) % 3] = 1.0      # unused by simple cells in the original
-    state = {"module.vone_block.simple_conv_q0.weight": q0, "module.vone_block.simple_conv_q1.weight": q1}
-    for key, value in model.state_dict().items():
-        if key.startswith("backbone."):
-            state["module.model." + key[len("backbone."):]] = value
-        elif key.startswith("bottleneck."):
-            state["module." + key] = value
-    return {"flags": {"arch": "resnet50", "simple_channels": s, "complex_channels": n - s}, "state_dict": state}
-
-
-def test_official_vonenet_checkpoint_loads_and_reproduces_outputs(tmp_path):
-    kw = dict(simple_channels=16, complex_channels=16, image_size=64, noise_mode="none")
-    torch.manual_seed(0)
-    source = nr.create_model("vone_resnet50", seed=1, **kw).eval()
-    path = tmp_path / "voneresnet50_e70.pth.tar"
-    torch.save(_to_official(source), path)
-    loaded = nr.create_model("vone_resnet50", pretrained=True, checkpoint_path=path, seed=2, **kw).eval()
-    assert torch.equal(loaded.vone_block.weight, source.vone_block.weight)
-    x = torch.rand(2, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), source(x), rtol=1e-4, atol=1e-4)
-
-
-def test_official_alexnet_backend_indices_are_mapped():
-    from neuroreg.models.pretrained import vonenet_key_map
-    model = timm.create_model("vone_alexnet", simple_channels=4, complex_channels=4)
-    ours = model.state_dict()
-    official = {}
-    for key, value in ours.items():
-        if key.startswith("backbone.features."):
-            _, _, idx, tail = key.split(".", 3)
-            official[f"module.model.features.{int(idx) - 3}.{tail}"] = value
-        elif key.startswith("backbone."):
-            official["module.model." + key[len("backbone."):]] = value
-    official["module.bottleneck.weight"] = ours["bottleneck.weight"]
-    mapped = vonenet_key_map(official, arch="alexnet", simple_channels=4)
-    assert set(mapped) == set(ours) - {"vone_block.weight", "vone_block.colour"}
-    assert "module.model.features.0.weight" in official and "backbone.features.3.weight" in mapped
+def test_checkpoint_flags_fill_in_the_block_and_contradictions_are_refused(tmp_path):
+    from neuroreg.errors import CheckpointError
+    from neuroreg.models.pretrained import vone_kwargs_from_flags
+    flags = {"arch": "resnet50", "simple_channels": 16, "complex_channels": 16, "k_exc": 25.0, "noise_mode": None,
+             "noise_scale": 0.35, "noise_level": 0.07, "stride": 4, "ksize": 25, "gabor_seed": 4, "sf_corr": 0.75,
+             "sf_max": 6.0, "sf_min": 0.0, "visual_degrees": 8.0}
+    kw = vone_kwargs_from_flags(flags, {"image_size": 64}, arch="resnet50")
+    assert kw["seed"] == 4 and kw["rng"] == "official" and kw["noise_mode"] == "none" and kw["sf_max"] == 6.0
+    assert kw["image_size"] == 64
+    with pytest.raises(CheckpointError, match="k_exc=25.0 but k_exc=10"):
+        vone_kwargs_from_flags(flags, {"k_exc": 10}, arch="resnet50")
+    with pytest.raises(CheckpointError, match="noise_mode"):
+        vone_kwargs_from_flags(dict(flags, noise_mode="neuronal"), {"noise_mode": "none"}, arch="resnet50")
+    with pytest.raises(CheckpointError, match="arch="):
+        vone_kwargs_from_flags(flags, {}, arch="alexnet")
 
 
 def test_vonenet_without_file_says_where_weights_are_published():

@@ -74,8 +74,8 @@ def test_predictivity_ridge_and_pls_with_ceiling():
     good = table.filter(layer="good", region="IT")[0]
     bad = table.filter(layer="bad", region="IT")[0]
     assert good["score"] > 0.5 and good["score"] > bad["score"] + 0.3
-    assert 0 < good["ceiling"] <= 1 and good["n_splits"] == 3
-    assert table.to_pandas().loc[0, "normalized"] == pytest.approx(table[0]["score"] / table[0]["ceiling"])
+    assert 0 < good["ceiling_r"] <= 1 and good["n_splits"] == 3 and good["protocol"] == "neuroreg"
+    assert table.to_pandas().loc[0, "normalized"] == pytest.approx(table[0]["score"] / table[0]["ceiling_r"])
     pls = predictivity(feats, brain, mapping="pls", splits=2, n_components=10)
     assert pls.filter(region="IT", layer="good")[0]["score"] > pls.filter(region="IT", layer="bad")[0]["score"] + 0.3
     # the same seed gives the same splits and numbers
@@ -99,3 +99,23 @@ def test_rejects_bad_input():
     flat[5, :15] = 1.0
     with pytest.raises(ValueError, match=r"region='V4'.*zero variance"):
         versa(feats, BrainData(flat, np.arange(60), brain.unit_info))
+
+
+@pytest.mark.parametrize("kind", ["trials", "ncsnr"])
+def test_perfect_model_normalizes_to_one_with_either_ceiling(kind):
+    # The ceiling column held the Spearman-Brown reliability (a bound on r^2) with trials
+    # and sqrt(NC) (a bound on r) with ncsnr: a perfect model came out at 1.32 and 0.99.
+    rng = np.random.default_rng(5)
+    n, units, reps = 600, 40, 3
+    x = rng.normal(size=(n, 20))
+    signal = x @ rng.normal(size=(20, units))
+    signal /= signal.std(0)
+    noise_sd = rng.uniform(0.8, 1.6, size=units)
+    trials = signal[None] + noise_sd * rng.normal(size=(reps, n, units))
+    if kind == "trials":
+        brain = BrainData(trials.mean(0), np.arange(n), {"roi": np.array(["IT"] * units)}, trials=trials)
+    else:   # NSD's ncsnr: signal SD / noise SD of single trials
+        brain = BrainData(trials.mean(0), np.arange(n), {"roi": np.array(["IT"] * units), "ncsnr": 1 / noise_sd})
+    table = predictivity({"signal": x}, brain, splits=3, srp_dim=None)
+    norm = table.to_pandas()["normalized"].iloc[0]
+    assert norm == pytest.approx(1.0, abs=0.08)

@@ -35,7 +35,7 @@ def test_scores_equal_scipy_on_each_half_and_best_layer_is_chosen_on_train():
         assert row["score"] == pytest.approx(ref, abs=1e-6)
         assert row["metric"] == "crsa" and row["model"] == "m" and row["region"] == "IT"
         assert row["is_best"] == (row["layer"] == "good")
-        assert row["ceiling"] is not None and row["ceiling_lower"] < row["ceiling"]
+        assert row["ceiling_r"] is not None and row["ceiling_r_lower"] < row["ceiling_r"]
     best = table.best()
     assert len(best) == 2 and set(best.to_pandas()["layer"]) == {"good"}
     assert set(best.to_pandas()["split"]) == {"test"}
@@ -50,7 +50,7 @@ def test_rdmset_input_spearman_and_no_split():
     row = table.filter(layer="good")[0]
     assert row["score"] == pytest.approx(spearmanr(pdist(feats["good"].double().numpy(), "correlation"), target)[0],
                                          abs=1e-6)
-    assert row["ceiling"] is None   # one subject: no ceiling
+    assert row["ceiling_r"] is None   # one subject: no ceiling
 
 
 def test_stimulus_ids_reorder_brain_to_features():
@@ -145,3 +145,66 @@ def test_golden_trained_network_beats_random_initialisation():
         results[pretrained] = {r["subject"]: r["score"] for r in table.best()}
     for subject in ("monkey", "human"):
         assert results[True][subject] > results[False][subject] + 0.1, results
+
+
+def _session_rdmsets(seed=0, n=40):
+    """Two subjects x two sessions; in each subject session 1 follows layer "a", session 2 layer "b"."""
+    from scipy.spatial.distance import squareform
+    rng = np.random.default_rng(seed)
+    feats = {"a": rng.normal(size=(n, 30)), "b": rng.normal(size=(n, 30))}
+    mats, subjects, names = [], [], []
+    for subj in ("S1", "S2"):
+        for sess, layer in ((1, "a"), (2, "b")):
+            noisy = feats[layer] + 0.7 * rng.normal(size=(n, 30))
+            mats.append(squareform(pdist(noisy, "correlation")))
+            subjects.append(subj)
+            names.append(f"{subj} session {sess}")
+    return feats, RDMSet(np.stack(mats), names=names, region="IT", subject=subjects,
+                         stimulus_ids=[f"s{i}" for i in range(n)])
+
+
+def test_layer_is_chosen_per_rdm_not_per_subject_label():
+    # Sessions share a subject label; pooling them flagged one layer for both sessions.
+    feats, rdms = _session_rdmsets()
+    table = crsa(feats, rdms, model="m")
+    chosen = {r["rdm"]: r["layer"] for r in table if r["is_best"] and r["split"] == "train"}
+    assert chosen == {"S1 session 1": "a", "S1 session 2": "b", "S2 session 1": "a", "S2 session 2": "b"}
+    best = table.best().to_pandas()
+    assert len(best) == 4
+    assert dict(zip(best["rdm"], best["layer"])) == chosen
+    for _, row in best.iterrows():   # reported on test, each RDM on its own train-chosen layer
+        assert row["split"] == "test"
+        ref = [r["score"] for r in table if r["rdm"] == row["rdm"] and r["layer"] == row["layer"]
+               and r["split"] == "test"]
+        assert row["score"] == pytest.approx(ref[0])
+
+
+def test_ceiling_leaves_whole_subjects_out_and_group_rows_average_sessions():
+    import warnings
+    from rsatoolbox.inference import boot_noise_ceiling
+    from rsatoolbox.rdm import RDMs
+    feats, rdms = _session_rdmsets(seed=1)
+    table = crsa(feats, rdms, n_boot=20)
+    odd = np.arange(1, 40, 2)
+    sub = RDMs(np.stack([m[np.ix_(odd, odd)][np.triu_indices(odd.size, 1)] for m in rdms.rdms]),
+               rdm_descriptors={"subject": list(rdms.subject)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lower, upper = boot_noise_ceiling(sub, method="corr", rdm_descriptor="subject")
+    row = next(r for r in table if r["split"] == "test" and r["subject"] != "mean")
+    assert row["ceiling_r_lower"] == pytest.approx(lower, abs=1e-10)
+    assert row["ceiling_r"] == pytest.approx(upper, abs=1e-10)
+    mean = next(r for r in table if r["subject"] == "mean" and r["split"] == "test" and r["layer"] == "a")
+    per_subject = [np.mean([r["score"] for r in table if r["subject"] == s and r["split"] == "test"
+                            and r["layer"] == "a"]) for s in ("S1", "S2")]
+    assert mean["n_subjects"] == 2 and mean["n_rdms"] == 4
+    assert mean["score"] == pytest.approx(np.mean(per_subject))
+
+
+def test_golden_human_it_sessions_ceiling_groups_by_subject():
+    from neuroreg.brain import load_kriegeskorte92
+    from neuroreg.scoring import rdm_noise_ceiling
+    rs = load_kriegeskorte92().rdms["human_IT_sessions"]
+    # rsatoolbox boot_noise_ceiling(rdm_descriptor="subject"): 0.3245; one RDM per "subject" gave 0.3462
+    assert rdm_noise_ceiling(rs, "pearson", groups=rs.subject).lower == pytest.approx(0.32452, abs=1e-5)
+    assert rdm_noise_ceiling(rs, "pearson").lower == pytest.approx(0.34616, abs=1e-5)

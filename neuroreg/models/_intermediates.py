@@ -1,0 +1,77 @@
+"""timm's feature API for neuroreg's models: index checks and a hook-based ``forward_intermediates``.
+
+timm models expose ``feature_info`` (one dict per feature map: ``num_chs``,
+``reduction``, ``module``) and ``forward_intermediates(x, indices, norm,
+stop_early, output_fmt, intermediates_only)``; ``timm.create_model(name,
+features_only=True, out_indices=...)`` wraps them in a ``FeatureGetterNet``.
+For neuroreg's models the feature maps are the areas V1, V2, V4, IT, and each
+intermediate is exactly the output of the area's module (what a forward hook
+on that module sees at its last call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import Tensor, nn
+
+__all__ = ["take_indices", "check_output_fmt", "hooked_intermediates"]
+
+
+def take_indices(n: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
+    """timm's index rule: ``None`` all, an int ``k`` the last ``k``, a sequence those (negative from the end)."""
+    if indices is None:
+        indices = n
+    if isinstance(indices, int):
+        if not 0 < indices <= n:
+            raise ValueError(f"indices={indices} asks for the last {indices} of {n} feature maps; expected 1..{n}")
+        take = list(range(n - indices, n))
+    else:
+        take = []
+        for i in indices:
+            j = n + i if i < 0 else i
+            if not 0 <= j < n:
+                raise ValueError(f"feature index {i} is out of range for {n} feature maps (valid: {-n}..{n - 1})")
+            take.append(j)
+        if not take:
+            raise ValueError("indices is empty; give at least one feature index")
+    return take, max(take)
+
+
+def check_output_fmt(output_fmt: str) -> None:
+    if output_fmt != "NCHW":
+        raise ValueError(f"output_fmt must be 'NCHW' for these convolutional models; got {output_fmt!r}")
+
+
+class _Reached(Exception):
+    """Raised by a hook once every requested feature map has been seen (stops the forward early)."""
+
+
+def hooked_intermediates(model: nn.Module, forward: Callable[[Tensor], Tensor], x: Tensor, names: Sequence[str],
+                         take: Sequence[int], stop_early: bool) -> tuple[Tensor, list[Tensor]]:
+    """Run ``forward(x)`` with hooks on ``names``; return (final, outputs of ``names[i]`` for i in ``take``).
+
+    With ``stop_early`` the forward ends as soon as the deepest requested
+    module has returned (its output is then the final tensor).
+    """
+    modules = dict(model.named_modules())
+    wanted = {names[i] for i in take}
+    last = names[max(take)]
+    seen: dict[str, Tensor] = {}
+
+    def make(name: str):
+        def hook(_m, _i, out):
+            seen[name] = out
+            if stop_early and name == last and wanted.issubset(seen):
+                raise _Reached
+        return hook
+
+    handles = [modules[n].register_forward_hook(make(n)) for n in set(names)]
+    try:
+        final = forward(x)
+    except _Reached:
+        final = seen[last]
+    finally:
+        for h in handles:
+            h.remove()
+    return final, [seen[names[i]] for i in take]

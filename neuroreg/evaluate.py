@@ -32,11 +32,8 @@ from neuroreg.preprocessing import Preprocessing, preprocessing_of
 from neuroreg.scorecard import SECTIONS, Scorecard
 from neuroreg.scoring.results import ScoreTable
 
-__all__ = ["Scorecard", "evaluate", "accuracy", "brain_scores", "resolve_brain_set", "summarize_brain",
-           "SECTIONS", "STANDARD_EPS"]
-
-#: RobustBench's standard budgets (ImageNet scale): the summary's robust accuracy is read at these.
-STANDARD_EPS = {"Linf": 4 / 255, "L2": 0.5}
+__all__ = ["Scorecard", "evaluate", "accuracy", "brain_scores", "factortopy_scores", "resolve_brain_set",
+           "summarize_brain", "SECTIONS"]
 
 
 def resolve_brain_set(item) -> NeuralStimulusSet | BrainData:
@@ -247,8 +244,8 @@ def summarize_brain(table: ScoreTable) -> ScoreTable:
         return out
     keys = ["model", "dataset", "rdm_set", "region", "metric"]
     for key, grp in best.groupby(keys, dropna=False, sort=False):
-        ceiling = pd_numeric(grp["ceiling_r"]).dropna()
-        depth = pd_numeric(grp["depth"]).dropna() if "depth" in grp else []
+        ceiling = _numeric(grp["ceiling_r"]).dropna()
+        depth = _numeric(grp["depth"]).dropna() if "depth" in grp else []
         out.append(**{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in zip(keys, key)},
                    split=str(grp["split"].iloc[0]), score=float(grp["score"].mean()),
                    sd=float(grp["score"].std(ddof=0)), n_subjects=int(grp["subject"].nunique(dropna=False)),
@@ -258,7 +255,7 @@ def summarize_brain(table: ScoreTable) -> ScoreTable:
     return out
 
 
-def pd_numeric(series):
+def _numeric(series):
     import pandas as pd
     return pd.to_numeric(series, errors="coerce")
 

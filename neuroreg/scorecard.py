@@ -28,6 +28,8 @@ __all__ = ["Scorecard", "SECTIONS", "summary_table"]
 #: "training") can be added with :meth:`Scorecard.add` and are reported after these.
 SECTIONS = ("accuracy", "attacks", "corruptions", "brain", "factortopy")
 
+#: RobustBench's standard budgets (ImageNet scale): the summary's robust accuracy is read at the eps
+#: nearest to these.
 _STANDARD_EPS = {"Linf": 4 / 255, "L2": 0.5}
 #: Brain metrics shown in the summary row (the tables keep every metric a scorer returns).
 _SUMMARY_METRICS = ("crsa", "versa", "predictivity")

@@ -48,7 +48,7 @@ _PROFILES = {
             "severities": (1, 3, 5), "n_voxels": 400, "ft_epochs": 40, "max_layers": None,
             "factortopy_refs_only": False},
     True: {"brain_image_size": 64, "train_steps": 24, "attack_images": 32, "pgd_steps": 3, "eot_iter": 2,
-           "n_draws": 1, "square_queries": 50, "corruptions": ("gaussian_noise", "contrast"),
+           "n_draws": 2, "square_queries": 50, "corruptions": ("gaussian_noise", "contrast"),
            "severities": (1, 5), "n_voxels": 80, "ft_epochs": 4, "max_layers": 6, "factortopy_refs_only": True},
 }
 _DEMO_EPS = (2 / 255, 4 / 255, 8 / 255, 16 / 255)

@@ -62,6 +62,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: Commands parsed with jsonargparse so that they accept ``--config FILE.yaml``.
+_CONFIG_COMMANDS = ("demo", "evaluate", "score")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
     import neuroreg
 
@@ -97,6 +101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ModuleNotFoundError:
             return _not_available("train", "neuroreg.training.cli is not part of this version")(argparse.Namespace())
         return int(module.cli_main(argv[1:]) or 0)
+    if argv and argv[0] in _CONFIG_COMMANDS:
+        # every command takes --config (jsonargparse); `train` has LightningCLI's own
+        from neuroreg.commands._config import parse_command
+        try:
+            module = importlib.import_module(_COMMANDS[argv[0]][1])
+        except ModuleNotFoundError:
+            module = None
+        if module is not None:
+            return int(module.run(parse_command(argv[0], module, argv[1:], _COMMANDS[argv[0]][0])) or 0)
     parser, handlers = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -5,7 +5,9 @@ from neuroreg.training.data import (AlignedDataModule, GratingsDataModule, Grati
                                     ImageNetDataModule, NeuralStimuli, load_neural_stimuli)
 from neuroreg.training.module import BrainRegularizedModule, capture_outputs, topk_accuracy
 from neuroreg.training.sampling import JointSampler, ResumableLoader
+from neuroreg.training.scorecard_callback import ScorecardCallback
 
 __all__ = ["BrainRegularizedModule", "build_model", "AlignedDataModule", "GratingsDataModule",
            "ImageFolderDataModule", "ImageNetDataModule", "GratingsDataset", "NeuralStimuli",
-           "load_neural_stimuli", "JointSampler", "ResumableLoader", "capture_outputs", "topk_accuracy"]
+           "load_neural_stimuli", "JointSampler", "ResumableLoader", "ScorecardCallback", "capture_outputs",
+           "topk_accuracy"]

@@ -32,11 +32,8 @@ from neuroreg.preprocessing import Preprocessing, preprocessing_of
 from neuroreg.scorecard import SECTIONS, Scorecard
 from neuroreg.scoring.results import ScoreTable
 
-__all__ = ["Scorecard", "evaluate", "accuracy", "brain_scores", "resolve_brain_set", "summarize_brain",
-           "SECTIONS", "STANDARD_EPS"]
-
-#: RobustBench's standard budgets (ImageNet scale): the summary's robust accuracy is read at these.
-STANDARD_EPS = {"Linf": 4 / 255, "L2": 0.5}
+__all__ = ["Scorecard", "evaluate", "accuracy", "brain_scores", "factortopy_scores", "resolve_brain_set",
+           "summarize_brain", "SECTIONS"]
 
 
 def resolve_brain_set(item) -> NeuralStimulusSet | BrainData:
@@ -224,27 +221,31 @@ def factortopy_scores(model: nn.Module, brain: BrainData, *, layers=None, max_la
 def summarize_brain(table: ScoreTable) -> ScoreTable:
     """Test score of the train-chosen layer, averaged over subjects, per model x dataset x RDM set x region x metric.
 
+    Metrics without a train split (encoding predictivity, already cross-validated)
+    report the best layer's cross-validated score (split ``"cv"``).
+
     Columns: score (mean over subjects/RDMs), ``sd`` across them, ``n_subjects``,
-    ``n_rdms``, ``ceiling_r`` (mean upper bound where known, Pearson-r scale), ``depth`` (mean relative depth of
+    ``n_rdms``, ``ceiling_r`` (mean where known, Pearson-r scale), ``depth`` (mean relative depth of
     the chosen layers) and ``layers`` (the chosen layers).
     """
     if not len(table):
         return ScoreTable()
-    df_all = table.to_pandas()
-    if "rdm_set" not in df_all.columns:
-        table = ScoreTable(dict(r, rdm_set=None) for r in table)
-    if "dataset" not in df_all.columns:
-        table = ScoreTable(dict(r, dataset=None) for r in table)
-    has_train = (df_all["split"] == "train").any()
-    best = table.best(("dataset", "rdm_set", "region")) if has_train else table
-    best = best.to_pandas()
+    table = ScoreTable({"rdm_set": None, "dataset": None, **r} for r in table)   # every row has both keys
+    parts = []
+    for metric in dict.fromkeys(r["metric"] for r in table):
+        sub = table.filter(metric=metric)
+        if any(r["split"] == "train" for r in sub):      # cRSA, veRSA: chosen on train, reported on test
+            parts.append(sub.best(("dataset", "rdm_set", "region")))
+        else:                                            # cross-validated scores (predictivity): best layer's cv score
+            parts.append(sub.best(("dataset", "rdm_set", "region"), select_split=None))
+    best = ScoreTable.concat(parts).to_pandas()
     out = ScoreTable()
     if best.empty:
         return out
     keys = ["model", "dataset", "rdm_set", "region", "metric"]
     for key, grp in best.groupby(keys, dropna=False, sort=False):
-        ceiling = pd_numeric(grp["ceiling_r"]).dropna() if "ceiling_r" in grp else []
-        depth = pd_numeric(grp["depth"]).dropna() if "depth" in grp else []
+        ceiling = _numeric(grp["ceiling_r"]).dropna()
+        depth = _numeric(grp["depth"]).dropna() if "depth" in grp else []
         out.append(**{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in zip(keys, key)},
                    split=str(grp["split"].iloc[0]), score=float(grp["score"].mean()),
                    sd=float(grp["score"].std(ddof=0)), n_subjects=int(grp["subject"].nunique(dropna=False)),
@@ -254,7 +255,7 @@ def summarize_brain(table: ScoreTable) -> ScoreTable:
     return out
 
 
-def pd_numeric(series):
+def _numeric(series):
     import pandas as pd
     return pd.to_numeric(series, errors="coerce")
 
@@ -366,6 +367,11 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
             for ds, value in rdms.items():
                 card.rdms[(name, ds)] = value
         voxel_sets = [b for b in resolved if isinstance(b, BrainData) and "coords" in b.unit_info]
+        no_coords = [b.name for b in resolved if isinstance(b, BrainData) and "coords" not in b.unit_info]
+        if no_coords and "factortopy" in wanted:
+            card.ran_on.setdefault("factortopy", {})[name] = (
+                f"not run on {', '.join(no_coords)}: FactorTopy needs cortical coordinates "
+                "(unit_info['coords']) for every voxel")
         if voxel_sets and "factortopy" in wanted:
             for data in voxel_sets:
                 table, ft = factortopy_scores(model, data, image_size=image_size, model_name=name, seed=seed,

@@ -10,7 +10,9 @@ which no stride-based area map names). :func:`sweep_layers` lists
   listed under the stage's name), including the stages between the ones
   ``feature_info`` names (``blocks.3``, ``blocks.5`` of an EfficientNet);
 * the named areas of brain models (``model.areas``: CORnet V1/V2/V4/IT,
-  VOneNet's ``vone_block``), labelled by area;
+  VOneNet's ``vone_block``), labelled by area, plus the blocks inside
+  their stages (a VOne-ResNet's bottlenecks; a stage of single layers such
+  as CORnet-S's V1 is not split);
 * without ``feature_info``: the top-level children and the blocks of
   sequential containers, head (pooling, classifier) excluded.
 
@@ -51,10 +53,17 @@ class LayerSweep:
 def _stage_blocks(modules: Mapping[str, nn.Module], stage: str) -> list[str]:
     """Blocks of a stage, the last listed as the stage itself (same output tensor)."""
     mod = modules[stage]
-    if isinstance(mod, (nn.Sequential, nn.ModuleList)) and len(mod) > 1:
+
+    def blocks_of(container: nn.Module) -> bool:
+        # a stage of blocks (each a module with layers inside), not a run of single layers (conv, norm, ReLU)
+        children = list(container.children())
+        return isinstance(container, (nn.Sequential, nn.ModuleList)) and len(children) > 1 and \
+            all(any(True for _ in c.children()) for c in children)
+
+    if blocks_of(mod):
         return [f"{stage}.{name}" for name, _ in list(mod.named_children())[:-1]] + [stage]
     inner = getattr(mod, "blocks", None)        # timm stage classes (ConvNeXt, RegNet, ...) hold `blocks`
-    if isinstance(inner, (nn.Sequential, nn.ModuleList)) and len(inner) > 1:
+    if isinstance(inner, nn.Module) and blocks_of(inner):
         return [f"{stage}.blocks.{name}" for name, _ in list(inner.named_children())[:-1]] + [stage]
     return [stage]
 
@@ -105,7 +114,11 @@ def _from_children(model: nn.Module) -> list[str]:
         if isinstance(child, _HEAD_TYPES) or not any(True for _ in child.parameters()) and \
                 not isinstance(child, (nn.ReLU, nn.MaxPool2d)):
             continue
-        out.extend(_stage_blocks(modules, name))
+        blocks = _stage_blocks(modules, name)
+        if blocks == [name] and isinstance(child, nn.Sequential) and len(child) > 1:
+            # an old-style feature stack (torchvision AlexNet/VGG `features`): every layer in it
+            blocks = [f"{name}.{k}" for k, _ in list(child.named_children())[:-1]] + [name]
+        out.extend(blocks)
     return out
 
 

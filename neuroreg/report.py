@@ -105,7 +105,7 @@ def round_for_reading(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         if pd.api.types.is_float_dtype(df[c]):
             values = df[c].dropna()
             df[c] = df[c].astype("Int64") if len(values) and (values == values.round()).all() and \
-                values.abs().max() < 2 ** 53 and c not in ("score", "ceiling", "normalized") else df[c].round(digits)
+                values.abs().max() < 2 ** 53 and c not in ("score", "ceiling_r", "ceiling_r_lower", "normalized") else df[c].round(digits)
         elif df[c].dtype == object:
             df[c] = df[c].map(lambda v: round(v, digits) if isinstance(v, float) else v)
     return df

@@ -28,7 +28,11 @@ __all__ = ["Scorecard", "SECTIONS", "summary_table"]
 #: "training") can be added with :meth:`Scorecard.add` and are reported after these.
 SECTIONS = ("accuracy", "attacks", "corruptions", "brain", "factortopy")
 
+#: RobustBench's standard budgets (ImageNet scale): the summary's robust accuracy is read at the eps
+#: nearest to these.
 _STANDARD_EPS = {"Linf": 4 / 255, "L2": 0.5}
+#: Brain metrics shown in the summary row (the tables keep every metric a scorer returns).
+_SUMMARY_METRICS = ("crsa", "versa", "predictivity")
 
 
 def _region_label(row: Mapping[str, Any]) -> str:
@@ -64,6 +68,8 @@ def summary_table(card: "Scorecard") -> pd.DataFrame:
         brain = card.sections.get("brain", ScoreTable()).filter(model=model)
         if len(brain):
             for r in summarize_brain(brain):
+                if r["metric"] not in _SUMMARY_METRICS:
+                    continue
                 key = f"{r['metric']}:{_region_label(r)}"
                 row[key] = r["score"]
                 if r.get("ceiling_r"):

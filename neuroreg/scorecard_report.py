@@ -84,32 +84,48 @@ def plot_comparison(summary: pd.DataFrame) -> plt.Figure:
 
 
 def plot_depth_profile(table: ScoreTable, *, title: str = "") -> plt.Figure:
-    """Test score against the layer's relative depth (0 = first layer, 1 = last), one line per
-    model and brain target, mean over subjects; the noise-ceiling band (lower to upper) in grey."""
+    """Held-out score against the layer's relative depth (0 = first layer, 1 = last): one panel per brain
+    target, one line per model (mean over subjects), the noise-ceiling band (lower to upper bound) in grey."""
     df = table.to_pandas()
     df = df[df["split"] == "test"] if (df["split"] == "test").any() else df
+    split = str(df["split"].iloc[0]) if len(df) else "test"
     if df.empty:
         raise ValueError("no rows to plot")
     target = "rdm_set" if "rdm_set" in df.columns and df["rdm_set"].notna().any() else "region"
     x_col = "depth" if "depth" in df.columns and df["depth"].notna().all() else "layer_index"
-    fig, ax = plt.subplots(figsize=(7.5, 4))
-    for (model, name), grp in df.groupby(["model", target], dropna=False, sort=False):
-        prof = grp.groupby(x_col, sort=True)["score"].mean()
-        ax.plot(prof.index.astype(float), prof.values, marker="o", ms=3, label=f"{model} / {name}")
-    for name, grp in df.groupby(target, dropna=False, sort=False):
-        upper = pd.to_numeric(grp.get("ceiling_r", pd.Series(dtype=float)), errors="coerce").dropna()
+    targets = list(dict.fromkeys(df[target].astype(str)))
+    models = list(dict.fromkeys(df["model"].astype(str)))
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
+    n_cols = min(len(targets), 4)
+    n_rows = -(-len(targets) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.4 * n_cols + 0.5, 3.0 * n_rows + 0.6), squeeze=False,
+                             sharey=True)
+    for ax, name in zip(axes.flat, targets):
+        grp = df[df[target].astype(str) == name]
+        for model, sub in grp.groupby(grp["model"].astype(str), sort=False):
+            prof = sub.groupby(x_col, sort=True)["score"].mean()
+            ax.plot(prof.index.astype(float), prof.values, marker="o", ms=3, color=colors[model], label=model)
+        upper = pd.to_numeric(grp["ceiling_r"], errors="coerce").dropna()
         if len(upper):
-            lower = pd.to_numeric(grp.get("ceiling_r_lower", pd.Series(dtype=float)), errors="coerce").dropna()
-            lo = float(lower.mean()) if len(lower) else float(upper.mean())
-            ax.axhspan(lo, float(upper.mean()), color="gray", alpha=0.15)
-            ax.text(1.0, float(upper.mean()), f"ceiling {name}", fontsize=7, color="gray", ha="right", va="bottom",
-                    transform=ax.get_yaxis_transform())
-    ax.set_xlabel("relative depth of the layer (0 = first, 1 = last)" if x_col == "depth" else "layer index")
-    ax.set_ylabel(str(df["metric"].iloc[0]) + " (test split)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, frameon=False, loc="best")
-    fig.tight_layout()
+            lower = pd.to_numeric(grp["ceiling_r_lower"], errors="coerce").dropna() if "ceiling_r_lower" in grp else []
+            lo = float(np.mean(lower)) if len(lower) else float(upper.mean())
+            ax.axhspan(lo, float(upper.mean()), color="gray", alpha=0.2, lw=0)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("relative depth" if x_col == "depth" else "layer index", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(targets):]:
+        ax.set_visible(False)
+    axes[0][0].set_ylabel(f"{df['metric'].iloc[0]} ({split} split)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.02 - 0.04 * (len(labels) > 3)))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.08 + 0.05 * (len(labels) > 3), 1, 1))
     return fig
 
 
@@ -216,10 +232,11 @@ def write_scorecard(card: Scorecard, folder: Path, *, tensorboard: bool = True) 
         elif section == "brain":
             for ds in dict.fromkeys(r.get("dataset") for r in table):
                 sub = table.filter(dataset=ds)
-                for metric in dict.fromkeys(r["metric"] for r in sub):
+                for metric in [m for m in dict.fromkeys(r["metric"] for r in sub)
+                               if m in ("crsa", "versa", "predictivity")]:
                     figs.append((_fig(plot_depth_profile(sub.filter(metric=metric), title=f"{metric} on {ds}"),
                                       folder / f"layer_profile_{_slug(ds)}_{metric}.png"),
-                                 f"{metric} on {ds} layer by layer (test split), against relative depth; grey band: "
+                                 f"{metric} on {ds} layer by layer (held-out split), against relative depth; grey band: "
                                  "noise ceiling (lower to upper bound)."))
             for (model, ds), (layer, model_rdm, brain_rdm, brain_name) in card.rdms.items():
                 figs.append((_fig(plot_rdm_pair(model_rdm, brain_rdm, model_label=f"{model}, {layer}",

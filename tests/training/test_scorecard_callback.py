@@ -103,3 +103,34 @@ def test_tiny_cli_run_leaves_scorecard_and_tensorboard_curves(tmp_path):
     assert {(r["step"], r["tag"]) for r in curves} >= {(2, "robust/pgd_eps4"), (4, "robust/pgd_eps4")}
     card = Scorecard.load(root)
     assert card.models == ["w1"] and len(card.sections["curves"]) == len(curves)
+
+
+def test_evaluate_run_compares_run_folders(tmp_path, capsys):
+    from neuroreg.cli import main as neuroreg_main
+
+    for name, lr in (("w0", 0.05), ("w1", 0.2)):
+        L.seed_everything(0, verbose=False)
+        net = make_tiny_net()
+        dm = GratingsDataModule(n_classes=4, n_train=32, n_val=16, batch_size=16, image_size=16, seed=0).use_model(net)
+        cb = ScorecardCallback(every_n_steps=1, every_n_epochs=0, brain_sets=[], attacks=[], periodic_attack=None,
+                               batch_size=16)
+        L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                  limit_val_batches=0, default_root_dir=str(tmp_path / name), callbacks=[cb]).fit(
+            BrainRegularizedModule(net, lr=lr, scheduler="none"), datamodule=dm)
+    out = tmp_path / "cmp"
+    assert neuroreg_main(["evaluate", "--run", str(tmp_path / "w0"), str(tmp_path / "w1"), "--out", str(out)]) == 0
+    summary = __import__("pandas").read_csv(out / "summary.csv")
+    assert summary["model"].tolist() == ["w0", "w1"]
+    assert (out / "curves.png").is_file()
+    card = Scorecard.load(out)
+    for name in ("w0", "w1"):
+        own = read_curves(tmp_path / name)
+        assert [r["step"] for r in own if r["tag"] == "clean/top1"] == [1, 2]
+        got = card.sections["curves"].filter(model=name)
+        assert sorted((r["step"], r["metric"], r["score"]) for r in got) == \
+            sorted((r["step"], r["tag"], r["value"]) for r in own)
+        final = Scorecard.load(tmp_path / name).sections["accuracy"].filter(metric="top1")[0]["score"]
+        assert summary.set_index("model").loc[name, "clean_top1"] == pytest.approx(final)
+    assert neuroreg_main(["evaluate"]) == 2
+    assert "give --model NAME" in capsys.readouterr().err

@@ -162,7 +162,7 @@ def _scorecard_imagenet(neural: BrainData, target, *, batch: int, val_images: in
     from neuroreg.training import ScorecardCallback
 
     module, opt, batches = _setup("vone_cornet_s", True, neural, target, size=224, batch=batch,
-                                  neural_batch=min(8, batch), n_batches=2)
+                                  neural_batch=8, n_batches=2)
     times = [_step(module, opt, batches[i % len(batches)]) for i in range(warmup + steps)][warmup:]
     per_image = statistics.median(times) / batch
     epoch_s = per_image * 1_281_167

@@ -162,7 +162,7 @@ def _scorecard_imagenet(neural: BrainData, target, *, batch: int, val_images: in
     from neuroreg.training import ScorecardCallback
 
     module, opt, batches = _setup("vone_cornet_s", True, neural, target, size=224, batch=batch,
-                                  neural_batch=8, n_batches=2)
+                                  neural_batch=min(8, batch), n_batches=2)  # CKA needs >= 4
     times = [_step(module, opt, batches[i % len(batches)]) for i in range(warmup + steps)][warmup:]
     per_image = statistics.median(times) / batch
     epoch_s = per_image * 1_281_167
@@ -203,7 +203,8 @@ def main(argv=None) -> None:
     p.add_argument("--gpu-batch", type=int, default=128, help="task batch for the GPU throughput run")
     p.add_argument("--only-scorecard", action="store_true", help="run only the scorecard callback's cost")
     p.add_argument("--skip-scorecard", action="store_true", help="skip the scorecard callback's cost")
-    p.add_argument("--imagenet-batch", type=int, default=4, help="CPU batch of the ImageNet-settings step timing")
+    p.add_argument("--imagenet-batch", type=int, default=4,
+                   help="CPU batch of the ImageNet-settings step timing (>= 4: debiased CKA needs 4 neural images)")
     p.add_argument("--imagenet-val-images", type=int, default=16,
                    help="validation images the ImageNet-settings attack is timed on (scaled to 128)")
     args = p.parse_args(argv)

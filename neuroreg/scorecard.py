@@ -174,8 +174,14 @@ class Scorecard:
 
     @classmethod
     def load(cls, folder: str | Path) -> "Scorecard":
-        """Read a scorecard written by :meth:`save` (tables, what each section ran on, figure list)."""
+        """Read a scorecard written by :meth:`save` (tables, what each section ran on, figure list).
+
+        ``folder`` may also be a training run's folder: its ``scorecard/`` (written by
+        :class:`~neuroreg.training.ScorecardCallback`, with the run's curves as section ``curves``).
+        """
         folder = Path(folder)
+        if not (folder / "scorecard.json").is_file() and (folder / "scorecard" / "scorecard.json").is_file():
+            folder = folder / "scorecard"
         rows_path, meta_path = folder / "scorecard.json", folder / "scorecard_meta.json"
         if not rows_path.is_file() or not meta_path.is_file():
             raise FileNotFoundError(f"{folder} holds no saved scorecard (scorecard.json and scorecard_meta.json)")

@@ -11,9 +11,9 @@ from torch import nn
 from neuroreg.errors import CheckpointError
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, multiple: bool = False, required: bool = True) -> None:
     if multiple:
-        parser.add_argument("--model", nargs="+", required=True,
+        parser.add_argument("--model", nargs="+", required=required,
                             help="registered model names (neuroreg or timm), scored side by side, e.g. cornet_z vone_cornet_s")
         parser.add_argument("--checkpoint", nargs="*", default=None,
                             help="local weights, one per model in --model order ('none' for a model without): "

@@ -3,11 +3,13 @@
     neuroreg evaluate --model cornet_z vone_cornet_s --brain kriegeskorte92
     neuroreg evaluate --model cornet_s --checkpoint run.ckpt --task-data /data/val --corruptions imagenet-c
     neuroreg evaluate --config configs/evaluate.yaml
+    neuroreg evaluate --run runs/w0 runs/w1 runs/w2      # training runs side by side: curves and final numbers
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from neuroreg.commands._model_args import add_model_arguments, build_models
@@ -16,7 +18,10 @@ SECTION_NAMES = ("accuracy", "attacks", "corruptions", "brain", "factortopy")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser, multiple=True)
+    add_model_arguments(parser, multiple=True, required=False)
+    parser.add_argument("--run", nargs="*", type=Path, default=None,
+                        help="training run folders (neuroreg train/finetune) whose scorecard/ is compared side by "
+                             "side, with their score curves; combine with --model to add models scored now")
     parser.add_argument("--task-data", type=Path, default=None,
                         help="labelled images in ImageFolder layout (<root>/<class>/*.jpg); class order = sorted "
                              "folder names, which must match the model's output order")
@@ -68,9 +73,17 @@ def run(args: argparse.Namespace) -> int:
     from neuroreg.evaluate import evaluate
     from neuroreg.scorecard import Scorecard
 
+    runs = list(getattr(args, "run", None) or [])
+    if not args.model and not runs:
+        print("neuroreg evaluate: error: give --model NAME [NAME ...] to score models, or --run DIR [DIR ...] "
+              "to compare training runs", file=sys.stderr)
+        return 2
+    cards = [_load_run(r) for r in runs]
+    if not args.model:
+        return _write(Scorecard.combine(cards), args.out or Path("results") / "evaluate" /
+                      "_vs_".join(Path(r).resolve().name for r in runs), runs)
     models = build_models(args)
     attacks = [a for a in (args.attacks or []) if a.lower() != "none"]
-    cards = []
     # one call per model: each model's task images are resized/cropped with its own contract
     for name, model in models.items():
         task = _task_dataset(args.task_data, model, args.image_size, args.max_images, args.seed) \
@@ -80,8 +93,31 @@ def run(args: argparse.Namespace) -> int:
                               severities=args.severities, layers=_layers(args.layers), max_layers=args.max_layers,
                               image_size=args.image_size, device=args.device, batch_size=args.batch_size,
                               seed=args.seed))
-    card = Scorecard.combine(cards)
-    out = args.out or Path("results") / "evaluate" / "_vs_".join(a.replace("/", "_") for a in args.model)
+    names = [Path(r).resolve().name for r in runs] + [a.replace("/", "_") for a in args.model]
+    return _write(Scorecard.combine(cards), args.out or Path("results") / "evaluate" / "_vs_".join(names), runs)
+
+
+def _load_run(folder: Path):
+    from neuroreg.scorecard import Scorecard
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"--run folder does not exist: {folder}")
+    card = Scorecard.load(folder)
+    card.figures = [f for f in card.figures if f[2] != "curves"]   # redrawn for all runs together
+    return card
+
+
+def _write(card, out: Path, runs) -> int:
+    from neuroreg.training.scorecard_callback import read_curves
+    curves = [row for r in runs for row in read_curves(r)]
+    if curves:
+        import matplotlib.pyplot as plt
+
+        from neuroreg.training.scorecard_curves import plot_curves
+        out.mkdir(parents=True, exist_ok=True)
+        fig = plot_curves(curves)
+        fig.savefig(out / "curves.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        card.figures.append((str(out / "curves.png"), "Scores along training, one line per run.", "curves"))
     paths = card.save(out)
     print(card.summary().round(3).to_string(index=False))
     print(f"wrote {paths['html']} and {paths['summary']}")

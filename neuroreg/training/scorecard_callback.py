@@ -201,7 +201,9 @@ class ScorecardCallback(Callback):
         base = getattr(dm, "_val", None) or getattr(dm, "val_dataset", None)
         if base is None:
             return None
-        mean_std = dm.mean_std() if callable(getattr(dm, "mean_std", None)) else None
+        mean_std = getattr(dm, "mean_std", None)  # (mean, std) the module normalised with, or None
+        if callable(mean_std):
+            mean_std = mean_std()
         indices = None
         if max_images is not None and max_images < len(base):
             gen = torch.Generator().manual_seed(self.seed)

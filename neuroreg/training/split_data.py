@@ -123,8 +123,9 @@ class SplitImageDataModule(AlignedDataModule):
     def _transforms(self) -> tuple[Callable, Callable]:
         from torchvision import transforms as T
 
+        name = self._prep.interpolation if self._prep is not None else "bilinear"
         interp = {"bicubic": T.InterpolationMode.BICUBIC, "nearest": T.InterpolationMode.NEAREST}.get(
-            self._cfg.get("interpolation", "bilinear"), T.InterpolationMode.BILINEAR)
+            name, T.InterpolationMode.BILINEAR)
         tail: list = [T.Lambda(_to_tensor)]
         ms = self.mean_std
         if ms is not None:

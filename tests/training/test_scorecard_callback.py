@@ -134,3 +134,22 @@ def test_evaluate_run_compares_run_folders(tmp_path, capsys):
         assert summary.set_index("model").loc[name, "clean_top1"] == pytest.approx(final)
     assert neuroreg_main(["evaluate"]) == 2
     assert "give --model NAME" in capsys.readouterr().err
+
+
+def test_validation_images_reach_the_scorecard_in_zero_one(tmp_path):
+    # the data module normalises with the model's mean/std; the scorecard must see the raw [0, 1] images
+    from types import SimpleNamespace
+
+    from neuroreg.training import GratingsDataModule, GratingsDataset
+
+    dm = GratingsDataModule(n_classes=4, n_train=8, n_val=8, batch_size=4, image_size=32, model_name="cornet_z",
+                            seed=0)
+    dm.setup("fit")
+    assert dm.mean_std is not None
+    images = ScorecardCallback(seed=0)._task_data(SimpleNamespace(datamodule=dm), None)
+    raw = GratingsDataset(8, 4, 32, seed=1)
+    for i in (0, 5):
+        x, y = images[i]
+        ref, ref_y = raw[i]
+        assert y == ref_y and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+        torch.testing.assert_close(x, ref.clamp(0, 1), atol=1e-5, rtol=0)

@@ -6,15 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 import neuroreg
 
 ROOT = Path(neuroreg.__file__).resolve().parent.parent
 
 # Files that still call matplotlib.use on import; they are being reworked elsewhere (docs/architecture.md).
-KNOWN = {"neuroreg/report.py", "neuroreg/scoring/factortopy_plots.py", "neuroreg/scorecard_report.py",
-         "neuroreg/training/scorecard_curves.py"}
 
 _SCRIPT = r"""
 import importlib, json, pkgutil, sys
@@ -49,7 +46,5 @@ def test_importing_every_module_keeps_the_backend():
     assert res["failed"] == {} and res["n_modules"] > 50
     offenders = {Path(c).resolve().relative_to(ROOT).as_posix() if Path(c).resolve().is_relative_to(ROOT) else c
                  for c in res["callers"]}
-    assert offenders <= KNOWN, f"modules that switch the backend on import: {sorted(offenders - KNOWN)}"
-    if offenders:
-        pytest.xfail(f"still switching the backend on import: {sorted(offenders)}")
+    assert not offenders, f"modules that switch the backend on import: {sorted(offenders)}"
     assert res["backend"] == "svg"

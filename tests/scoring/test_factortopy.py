@@ -263,6 +263,20 @@ def test_layer_choice_keeps_each_layers_best_window_of_the_candidates():
     expect_scale = np.where(cand == 0, ft.scale_layers_, 0.0)
     np.testing.assert_allclose(ft.choice_space_layers_, expect_space, atol=1e-6)
     np.testing.assert_allclose(ft.choice_scale_layers_, expect_scale, atol=1e-6)
+    # cv_r_ is ridge_cv_r (checked against scikit-learn above) at those windows, on all stimuli
+    from neuroreg.scoring.factortopy import pooled_features, ridge_cv_r
+
+    rows = np.concatenate([ft.train_index_, ft.val_index_])
+    folds = np.random.default_rng(ft.seed + 1).permutation(len(rows)) % ft.cv_folds
+    y = torch.as_tensor((brain.responses - ft.y_mean_) / ft.y_std_)[rows]
+    normed = ft._normalise({k: torch.as_tensor(feats[k])[rows].float() for k in ft.layers_})
+    with torch.no_grad():
+        pooled = pooled_features(normed, list(ft.net_.align), torch.as_tensor(ft.choice_space_layers_).float(),
+                                 torch.as_tensor(ft.choice_scale_layers_).float(), pooling="gaussian",
+                                 level_std=[ft.level_std_[k] for k in ft.layers_])
+    for k in range(2):
+        r = torch.stack([ridge_cv_r(pooled[k], y, folds, float(a)) for a in ft.ridge_alpha]).amax(0).numpy()
+        np.testing.assert_allclose(ft.cv_r_[:, k], r, atol=1e-5)
     # without a correlation start there is no peak candidate
     learned_only = _quick(position_init="centre").fit(feats, brain)
     assert learned_only.window_candidate_.max() <= 1

@@ -13,9 +13,20 @@ loading is not timed.
 2. CPU: VOne-CORnet-S vs CORnet-S (task loss only).
 3. GPU (when CUDA is available): training images/s of vone_cornet_s at 224 px
    with AMP (16-mixed) and the alignment term on, through a Lightning Trainer.
+4. The scorecard callback's cost as a fraction of training time at its default
+   interval (every epoch: cRSA on the 92-image set over 4 layers, 5-step PGD
+   at 4/255 on 128 validation images). (a) The tiny config
+   (configs/train_tiny_cornet_z.yaml) run through ``neuroreg train``'s CLI: the
+   seconds spent inside the callback over the seconds of training in the same
+   run, and the one-off final scorecard. (b) The ImageNet config's settings
+   (vone_cornet_s, 224 px, CKA-aligned): one periodic evaluation timed on CPU
+   (the attack part on ``--imagenet-val-images`` images, scaled to 128), over
+   one ImageNet epoch (1,281,167 images at batch 256 = 5,005 steps) of the
+   training step timed here at ``--imagenet-batch`` and scaled per image.
 
     python experiments/bench_training.py
     python experiments/bench_training.py --size 96 --batch 128 --steps 20
+    python experiments/bench_training.py --only-scorecard
 """
 
 from __future__ import annotations
@@ -107,6 +118,79 @@ def _gpu_throughput(neural: BrainData, target, batch: int, neural_batch: int, st
           f"(+{neural_batch} neural images), batch {batch}: {batch / med:.0f} task images/s ({med * 1e3:.1f} ms/step)")
 
 
+def _scorecard_tiny() -> None:
+    import tempfile
+    from pathlib import Path
+
+    from neuroreg.training.cli import build_cli
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "train_tiny_cornet_z.yaml"
+    with tempfile.TemporaryDirectory() as tmp:
+        cli = build_cli(["--config", str(config), "--trainer.default_root_dir", tmp,
+                         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
+        cb = next(c for c in cli.trainer.callbacks if type(c).__name__ == "ScorecardCallback")
+        spent = {"periodic": [], "final": 0.0}
+        periodic, final = cb._periodic, cb.on_fit_end
+
+        def timed_periodic(trainer, pl_module):
+            t0 = time.perf_counter()
+            periodic(trainer, pl_module)
+            spent["periodic"].append(time.perf_counter() - t0)
+
+        def timed_final(trainer, pl_module):
+            t0 = time.perf_counter()
+            final(trainer, pl_module)
+            spent["final"] = time.perf_counter() - t0
+
+        cb._periodic, cb.on_fit_end = timed_periodic, timed_final
+        t0 = time.perf_counter()
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        total = time.perf_counter() - t0
+    train = total - sum(spent["periodic"]) - spent["final"]
+    n = len(spent["periodic"])
+    print(f"scorecard, tiny config ({cli.trainer.global_step} steps, {cli.trainer.current_epoch} epochs of "
+          f"{cli.trainer.num_training_batches} steps): training {train:.1f} s; {n} periodic evaluations "
+          f"{sum(spent['periodic']):.1f} s ({statistics.median(spent['periodic']) if n else 0:.2f} s each) = "
+          f"{sum(spent['periodic']) / train:.1%} of training time at every_n_epochs=1; final scorecard "
+          f"{spent['final']:.1f} s once", flush=True)
+
+
+def _scorecard_imagenet(neural: BrainData, target, *, batch: int, val_images: int, steps: int, warmup: int) -> None:
+    import tempfile
+    from types import SimpleNamespace
+
+    from neuroreg.training import ScorecardCallback
+
+    module, opt, batches = _setup("vone_cornet_s", True, neural, target, size=224, batch=batch,
+                                  neural_batch=min(8, batch), n_batches=2)  # CKA needs >= 4
+    times = [_step(module, opt, batches[i % len(batches)]) for i in range(warmup + steps)][warmup:]
+    per_image = statistics.median(times) / batch
+    epoch_s = per_image * 1_281_167
+    cb = ScorecardCallback()
+    dm = GratingsDataModule(n_classes=1000, n_train=val_images, n_val=val_images, batch_size=batch, image_size=224,
+                            normalize=True, model_name="vone_cornet_s", num_workers=0)
+    dm.setup("fit")
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = SimpleNamespace(datamodule=dm, default_root_dir=tmp)
+        cb.periodic_max_images = val_images
+        brain_only, attack = cb.brain_sets, cb.periodic_attack
+        t0 = time.perf_counter()
+        cb.brain_sets, cb.periodic_attack, dm_saved = brain_only, None, trainer.datamodule
+        trainer.datamodule = None
+        cb._evaluate(trainer, module, periodic=True)
+        t_brain = time.perf_counter() - t0
+        trainer.datamodule, cb.brain_sets, cb.periodic_attack = dm_saved, [], attack
+        t0 = time.perf_counter()
+        cb._evaluate(trainer, module, periodic=True)
+        t_task = (time.perf_counter() - t0) * 128 / val_images
+    periodic_s = t_brain + t_task
+    print(f"scorecard, ImageNet config settings (vone_cornet_s 224 px, CKA-aligned), CPU: training "
+          f"{per_image * 1e3:.0f} ms/image (batch {batch}) -> one ImageNet epoch {epoch_s / 3600:.1f} h; one periodic "
+          f"evaluation {periodic_s:.0f} s (brain {t_brain:.0f} s + accuracy and 5-step EOT-PGD on 128 images "
+          f"{t_task:.0f} s, timed on {val_images}) = {periodic_s / epoch_s:.3%} of an epoch at every_n_epochs=1",
+          flush=True)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=64, help="image side in pixels (CPU runs)")
@@ -117,6 +201,12 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per side")
     p.add_argument("--skip-vone", action="store_true", help="skip the VOneBlock comparison")
     p.add_argument("--gpu-batch", type=int, default=128, help="task batch for the GPU throughput run")
+    p.add_argument("--only-scorecard", action="store_true", help="run only the scorecard callback's cost")
+    p.add_argument("--skip-scorecard", action="store_true", help="skip the scorecard callback's cost")
+    p.add_argument("--imagenet-batch", type=int, default=4,
+                   help="CPU batch of the ImageNet-settings step timing (>= 4: debiased CKA needs 4 neural images)")
+    p.add_argument("--imagenet-val-images", type=int, default=16,
+                   help="validation images the ImageNet-settings attack is timed on (scaled to 128)")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -127,6 +217,12 @@ def main(argv=None) -> None:
     target = k92.rdms["monkey_IT"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {args.size} px; "
           f"{args.steps} timed steps per side after {args.warmup} warm-up steps", flush=True)
+    if not args.skip_scorecard:
+        _scorecard_tiny()
+        _scorecard_imagenet(neural, target, batch=args.imagenet_batch, val_images=args.imagenet_val_images,
+                            steps=3, warmup=1)
+    if args.only_scorecard:
+        return
     n = min(args.steps + args.warmup, 4)
     kw = dict(size=args.size, neural_batch=args.neural_batch, n_batches=n)
     _interleaved(f"CPU cornet_z with vs without CKA IT alignment, batch {args.batch} (+{args.neural_batch} neural), "

@@ -16,6 +16,7 @@ from importlib import import_module as _import_module
 from importlib.abc import MetaPathFinder as _MetaPathFinder
 from importlib.metadata import PackageNotFoundError, version as _version
 from importlib.util import find_spec as _find_spec
+from types import ModuleType as _ModuleType
 
 try:
     __version__ = _version("neuroreg")
@@ -32,9 +33,34 @@ _LAZY = {
     "area_layers": ("neuroreg.models", "area_layers"),
     "create_model": ("neuroreg.models", "create_model"),
     "list_models": ("neuroreg.models", "list_models"),
+    "preprocessing_of": ("neuroreg.preprocessing", "preprocessing_of"),
+    "Preprocessing": ("neuroreg.preprocessing", "Preprocessing"),
+    "sweep_layers": ("neuroreg.layer_sweep", "sweep_layers"),
+    "Scorecard": ("neuroreg.scorecard", "Scorecard"),
+    # `nr.evaluate` is the function; its helpers stay importable from the module
+    # (`from neuroreg.evaluate import brain_scores`, found in sys.modules).
+    "evaluate": ("neuroreg.evaluate", "evaluate"),
 }
 
+
+class _Package(_ModuleType):
+    """The package module: keeps ``neuroreg.evaluate`` the function although a submodule has that name.
+
+    Importing a submodule binds it on its parent package; for ``evaluate`` that binding is skipped
+    (the module stays reachable as ``sys.modules["neuroreg.evaluate"]``), so ``nr.evaluate(...)``
+    is always the scorecard function, whatever was imported before.
+    """
+
+    def __setattr__(self, name, value):
+        if name == "evaluate" and isinstance(value, _ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
+
 __all__ = ["__version__", "create_model", "list_models", "area_layers", "extract", "Features",
+           "preprocessing_of", "Preprocessing", "sweep_layers", "evaluate", "Scorecard",
            "brain", "scoring", "errors"]
 
 

@@ -77,6 +77,8 @@ _OWN_PARSER = frozenset({"train", "finetune"})
 _POSITIVE_INT_OPTIONS = ("image_size", "batch_size", "max_images", "num_classes")
 #: Options naming an output file or folder, checked to be creatable and writable before the work starts.
 _OUTPUT_OPTIONS = ("out", "store")
+#: Commands parsed with jsonargparse so that they accept ``--config FILE.yaml``.
+_CONFIG_COMMANDS = ("demo", "evaluate", "score")
 
 
 def _epilog() -> str:
@@ -189,6 +191,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_guarded(command, own, debug=debug)
     argv = [a for a in argv if a != "--debug"]
     parser, handlers = build_parser(only=[command] if command in _COMMANDS else [])
+    if command in _CONFIG_COMMANDS:
+        # these take --config (jsonargparse); train/finetune have LightningCLI's own
+        from neuroreg.commands._config import parse_command
+        rest = argv[argv.index(command) + 1:]
+
+        def configured() -> int:
+            module = importlib.import_module(_COMMANDS[command][1])
+            args = parse_command(command, module, rest, _COMMANDS[command][0])
+            check_common_arguments(args)
+            return module.run(args)
+        return run_guarded(command, configured, debug=debug)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

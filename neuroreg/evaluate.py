@@ -1,100 +1,98 @@
-"""The scorecard: task accuracy, adversarial and corruption robustness, and brain scores in one call.
+"""The scorecard: task accuracy, adversarial and corruption robustness, and brain scores for one or more models.
 
->>> card = nr.evaluate(model, task_data=val_set, brain_sets=["kriegeskorte92"], attacks=["pgd"])
->>> card.table().to_pandas()
->>> card.save("results/my_model")
+>>> import neuroreg as nr
+>>> card = nr.evaluate({"cornet_z": m1, "vone_cornet_s": m2}, task_data=val_set,
+...                    brain_sets=["kriegeskorte92"], attacks=["pgd"])
+>>> card.summary()                 # one row per model
+>>> card.save("results/compare")   # report.html, report.md, CSV/JSON, figures, TensorBoard
+
+``nr.evaluate`` is :func:`evaluate`; the helpers (:func:`accuracy`,
+:func:`brain_scores`, :func:`summarize_brain`) live in this module
+(``from neuroreg.evaluate import brain_scores``).
+
+Every model sees its own preprocessing contract
+(:func:`neuroreg.preprocessing.preprocessing_of`): task images in [0, 1] are
+normalised inside, brain stimuli resized and normalised the same way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from neuroreg.brain import BrainData, NeuralStimulusSet, bundled_sets, load_bundled
 from neuroreg.errors import UnknownNameError
 from neuroreg.features import extract
+from neuroreg.layer_sweep import LayerSweep, sweep_layers
+from neuroreg.preprocessing import Preprocessing, preprocessing_of
+from neuroreg.scorecard import SECTIONS, Scorecard
 from neuroreg.scoring.results import ScoreTable
 
-__all__ = ["Scorecard", "evaluate", "accuracy", "brain_scores", "preprocessing_of", "image_transform",
-           "resolve_brain_set", "default_layers", "summarize_brain"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def preprocessing_of(model: nn.Module) -> dict[str, Any]:
-    """``mean``, ``std`` and ``input_size`` (C, H, W) from a timm ``pretrained_cfg`` (ImageNet defaults)."""
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-    return {"mean": tuple(cfg.get("mean", IMAGENET_MEAN)), "std": tuple(cfg.get("std", IMAGENET_STD)),
-            "input_size": tuple(cfg.get("input_size", (3, 224, 224)))}
-
-
-def image_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Tensor], Tensor]:
-    """Per-image ``(3, H, W)`` [0, 1] -> resized to ``image_size`` squared and normalised."""
-    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-
-    def transform(x: Tensor) -> Tensor:
-        if x.shape[-2:] != (image_size, image_size):
-            x = F.interpolate(x[None], size=(image_size, image_size), mode="bilinear", align_corners=False,
-                              antialias=True)[0].clamp(0, 1)
-        return (x - m.to(x.device)) / s.to(x.device)
-    return transform
-
-
-def default_layers(model: nn.Module) -> dict[str, str]:
-    """Area map of the model (V1/V2/V4/IT) when known, else its top-level child modules."""
-    from neuroreg.models import area_layers
-    try:
-        return dict(area_layers(model))
-    except (KeyError, ValueError, TypeError):
-        children = [n for n, _ in model.named_children()]
-        if not children:
-            raise ValueError(f"{type(model).__name__} has no child modules; pass layers=...")
-        return {n: n for n in children}
+__all__ = ["Scorecard", "evaluate", "accuracy", "brain_scores", "factortopy_scores", "resolve_brain_set",
+           "summarize_brain", "SECTIONS"]
 
 
 def resolve_brain_set(item) -> NeuralStimulusSet | BrainData:
-    """A bundled set name, a NeuralStimulusSet or a BrainData (with stimulus images)."""
+    """A bundled set name, ``"nsd:ROOT"`` / ``"algonauts2023:ROOT"`` (subject 1, images loaded),
+    a NeuralStimulusSet or a BrainData with stimulus images."""
     if isinstance(item, str):
+        kind, sep, root = item.partition(":")
+        if sep and kind == "nsd":
+            from neuroreg.brain import load_nsd
+            return load_nsd(root, load_images=True)
+        if sep and kind == "algonauts2023":
+            from neuroreg.brain import load_algonauts2023
+            return load_algonauts2023(root, load_images=True)
         if item not in bundled_sets():
-            raise UnknownNameError(f"unknown brain set {item!r}; bundled sets: {sorted(bundled_sets())}")
+            raise UnknownNameError(f"unknown brain set {item!r}; bundled sets: {sorted(bundled_sets())}, or "
+                                   "nsd:ROOT / algonauts2023:ROOT for voxel data")
         return load_bundled(item)
     if isinstance(item, (NeuralStimulusSet, BrainData)):
         return item
     raise TypeError(f"brain sets must be names, NeuralStimulusSet or BrainData; got {type(item).__name__}")
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, data, *, topk: Sequence[int] = (1, 5), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-             batch_size: int = 64, device=None, model_name: str = "model", max_batches: int | None = None) -> ScoreTable:
-    """Top-k accuracy on ``data`` (Dataset/DataLoader of ``(image in [0, 1], label)`` or ``(images, labels)``).
+def _device_of(model: nn.Module, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
 
-    Rows: metric ``top{k}`` for each k not above the number of classes, split ``"test"``.
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data, *, topk: Sequence[int] = (1, 5), mean=None, std=None,
+             batch_size: int = 64, device=None, model_name: str = "model", max_batches: int | None = None,
+             balanced: bool = True) -> ScoreTable:
+    """Top-k accuracy (and balanced top-1: mean per-class recall) on ``data``.
+
+    data: Dataset/DataLoader of ``(image (3, H, W) in [0, 1], label)`` or a tuple
+        ``(images, labels)``. Images are normalised inside with the model's
+        contract (``mean``/``std`` override it).
+    Rows: metric ``top{k}`` for each k not above the number of classes, and
+    ``balanced_top1``; split ``"test"``.
     """
     from neuroreg.robustness._data import as_loader
+    prep = preprocessing_of(model, mean=mean, std=std)
     loader = as_loader(data, batch_size)
-    params = list(model.parameters())
-    dev = torch.device(device) if device is not None else (params[0].device if params else torch.device("cpu"))
-    m = torch.tensor(mean, device=dev).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=dev).view(1, -1, 1, 1)
+    dev = _device_of(model, device)
     was_training = model.training
     model.eval()
     correct = {k: 0 for k in topk}
+    per_class_hit: dict[int, int] = {}
+    per_class_n: dict[int, int] = {}
     n = 0
     n_classes = None
     try:
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            x, y = x.to(dev), y.to(dev)
-            logits = model((x - m) / s)
+            x, y = x.to(dev), torch.as_tensor(y).to(dev)
+            logits = model(prep.normalize(x))
             n_classes = logits.shape[1]
             if int(y.max()) >= n_classes or int(y.min()) < 0:
                 raise ValueError(f"labels must be in [0, {n_classes - 1}] for a model with {n_classes} outputs; "
@@ -102,6 +100,10 @@ def accuracy(model: nn.Module, data, *, topk: Sequence[int] = (1, 5), mean=IMAGE
             top = logits.topk(min(max(topk), n_classes), dim=1).indices
             for k in topk:
                 correct[k] += int((top[:, :k] == y[:, None]).any(1).sum())
+            hit = (top[:, 0] == y).cpu().numpy()
+            for label, h in zip(y.cpu().numpy().tolist(), hit.tolist()):
+                per_class_n[label] = per_class_n.get(label, 0) + 1
+                per_class_hit[label] = per_class_hit.get(label, 0) + int(h)
             n += y.shape[0]
     finally:
         model.train(was_training)
@@ -111,154 +113,271 @@ def accuracy(model: nn.Module, data, *, topk: Sequence[int] = (1, 5), mean=IMAGE
     for k in topk:
         if k <= n_classes:
             table.append(model=model_name, metric=f"top{k}", split="test", score=correct[k] / n, n_images=n)
+    if balanced:
+        recall = [per_class_hit[c] / per_class_n[c] for c in sorted(per_class_n)]
+        table.append(model=model_name, metric="balanced_top1", split="test", score=float(np.mean(recall)),
+                     n_images=n, n_classes_seen=len(recall))
     return table
+
+
+def _stimulus_images(data) -> torch.Tensor:
+    return data.images_tensor() if isinstance(data, NeuralStimulusSet) else data.images()
+
+
+def _with_depth(table: ScoreTable, sweep: LayerSweep, dataset: str) -> ScoreTable:
+    out = ScoreTable()
+    for row in table:
+        row["dataset"] = dataset
+        if row.get("layer") in sweep.depth:
+            row["depth"] = sweep.depth[row["layer"]]
+        out.append(**row)
+    return out
 
 
 def brain_scores(model: nn.Module, brain_sets: Sequence = ("kriegeskorte92",), *,
-                 layers: Sequence[str] | Mapping[str, str] | None = None, image_size: int | None = None,
-                 mean=None, std=None, batch_size: int = 32, device=None, model_name: str = "model",
-                 seed: int = 0, progress: bool | None = None) -> ScoreTable:
-    """cRSA (per layer, best layer picked on the even half, reported on the odd half) for each brain set.
+                 layers: str | Sequence[str] | Mapping[str, str] | None = "all", max_layers: int | None = None,
+                 image_size: int | None = None, mean=None, std=None, batch_size: int = 32, device=None,
+                 model_name: str = "model", seed: int = 0, metrics: Sequence[str] = ("crsa", "versa", "predictivity"),
+                 notes: dict | None = None, rdms: dict | None = None, progress: bool | None = None) -> ScoreTable:
+    """Brain scores of ``model`` over a layer sweep, best layer picked on the train split, reported on test.
 
-    NeuralStimulusSets are scored against every RDMSet they hold; a BrainData
-    with images is scored with veRSA (voxel-wise encoding + RDM of predictions).
+    brain_sets: bundled names, ``nsd:ROOT``/``algonauts2023:ROOT``, NeuralStimulusSets
+        (scored with cRSA against every RDM set they hold) or BrainData with images
+        (voxel data: veRSA and encoding predictivity, whichever ``metrics`` name).
+    layers: ``"all"`` (every block/stage output, :func:`neuroreg.layer_sweep.sweep_layers`),
+        ``"areas"``, module names, or a dict label -> module. ``max_layers`` caps the
+        sweep with even spacing. Rows carry ``depth``: the layer's relative depth in [0, 1].
+    notes: optional dict filled with one sentence per data set saying what was run.
+    rdms: optional dict filled with ``dataset -> (layer, model RDM (n, n))`` at the best
+        test layer of the first RDM set, for figures.
     """
-    from neuroreg.scoring import crsa, versa
-    prep = preprocessing_of(model)
-    size = image_size or prep["input_size"][-1]
-    transform = image_transform(size, mean or prep["mean"], std or prep["std"])
-    layer_map = layers if layers is not None else default_layers(model)
+    from neuroreg.scoring import crsa, predictivity, rdm, versa
+    prep = preprocessing_of(model, image_size, mean=mean, std=std)
+    sweep = sweep_layers(model, layers, max_layers=max_layers)
     table = ScoreTable()
     for item in brain_sets:
         data = resolve_brain_set(item)
-        images = data.images_tensor() if isinstance(data, NeuralStimulusSet) else data.images()
-        feats = extract(model, images, layer_map, batch_size=batch_size, device=device, transform=transform,
-                        stimulus_ids=data.stimulus_ids, progress=progress)
+        images = _stimulus_images(data)
         if isinstance(data, NeuralStimulusSet):
-            part = crsa(feats, data, model=model_name, seed=seed, progress=progress)
-        else:
-            part = versa(feats, data, model=model_name, seed=seed, progress=progress)
-        for row in part:
-            row["dataset"] = data.name
-            table.append(**row)
+            feats = extract(model, images, sweep.layers, batch_size=batch_size, device=device, transform=prep,
+                            stimulus_ids=data.stimulus_ids, progress=progress)
+            part = _with_depth(crsa(feats, data, model=model_name, seed=seed, progress=progress), sweep, data.name)
+            table.extend(part)
+            if notes is not None:
+                notes[data.name] = (f"cRSA on {data.name}: {len(data.stimulus_ids)} stimuli, RDM sets "
+                                    f"{', '.join(data.rdms)}; {len(sweep)} layers ({sweep.source}) at "
+                                    f"{prep.image_size} px; best layer per subject chosen on the train half, "
+                                    "reported on the test half.")
+            if rdms is not None and len(part):
+                best = part.best(("dataset", "rdm_set", "region"))
+                if len(best):
+                    layer = best[0]["layer"]
+                    x = feats[layer].flatten(1).double()
+                    rdms[data.name] = (layer, np.asarray(rdm(x, metric="correlation")),
+                                       next(iter(data.rdms.values())).rdms.mean(0), next(iter(data.rdms)))
+            continue
+        # voxel data: features reduced by a seeded sparse random projection (veRSA's own step), bounded memory
+        feats = extract(model, images, sweep.layers, batch_size=batch_size, device=device, transform=prep,
+                        stimulus_ids=data.stimulus_ids, pool="srp", seed=seed, progress=progress)
+        ran = []
+        if "versa" in metrics:
+            table.extend(_with_depth(versa(feats, data, srp_dim=None, model=model_name, seed=seed,
+                                           progress=progress), sweep, data.name))
+            ran.append("veRSA")
+        if "predictivity" in metrics:
+            table.extend(_with_depth(predictivity(feats, data, srp_dim=None, model=model_name, seed=seed,
+                                                  progress=progress), sweep, data.name))
+            ran.append("encoding predictivity (10 splits, ceiling where repeats exist)")
+        if notes is not None:
+            notes[data.name] = (f"{' and '.join(ran) or 'nothing'} on {data.name}: {data.n_stimuli} stimuli x "
+                                f"{data.n_units} units; {len(sweep)} layers ({sweep.source}) at {prep.image_size} px, "
+                                "sparse random projection to 5,920 dims; veRSA best layer chosen on the train half, "
+                                "reported on the test half.")
     return table
 
 
-def summarize_brain(table: ScoreTable) -> ScoreTable:
-    """Test score of the train-chosen layer, averaged over subjects, per model x dataset x RDM set x region.
+def factortopy_scores(model: nn.Module, brain: BrainData, *, layers=None, max_layers: int = 6,
+                      image_size: int | None = None, model_name: str = "model", seed: int = 0, device=None,
+                      fit_kwargs: Mapping[str, Any] | None = None, progress: bool | None = None):
+    """Fit :class:`~neuroreg.scoring.FactorTopy` on voxel data; returns (summary ScoreTable, fitted FactorTopy).
 
-    Columns: score (mean over the subjects' RDMs), ``sd`` across them, ``n_subjects``, ``n_rdms``,
-    ``ceiling_r`` (mean upper bound where known, Pearson-r scale) and ``layers`` (the chosen layers).
+    layers: default the layer sweep capped at ``max_layers`` evenly spaced layers
+    (FactorTopy reads spatial maps of every layer, so it takes a handful).
     """
-    best = table.best(("dataset", "rdm_set", "region")).to_pandas()
+    from neuroreg.scoring import FactorTopy
+    prep = preprocessing_of(model, image_size)
+    sweep = sweep_layers(model, layers if layers is not None else "all", max_layers=max_layers)
+    names = list(sweep.layers.values())
+    stimuli = prep(_stimulus_images(brain).float())
+    ft = FactorTopy(names, seed=seed, device=device, progress=progress, **dict(fit_kwargs or {}))
+    ft.fit(model.eval(), brain, stimuli=stimuli)
+    table = ScoreTable()
+    for row in ft.summary(model=model_name):
+        row["dataset"] = brain.name
+        table.append(**row)
+    return table, ft
+
+
+def summarize_brain(table: ScoreTable) -> ScoreTable:
+    """Test score of the train-chosen layer, averaged over subjects, per model x dataset x RDM set x region x metric.
+
+    Metrics without a train split (encoding predictivity, already cross-validated)
+    report the best layer's cross-validated score (split ``"cv"``).
+
+    Columns: score (mean over subjects/RDMs), ``sd`` across them, ``n_subjects``,
+    ``n_rdms``, ``ceiling_r`` (mean where known, Pearson-r scale), ``depth`` (mean relative depth of
+    the chosen layers) and ``layers`` (the chosen layers).
+    """
+    if not len(table):
+        return ScoreTable()
+    table = ScoreTable({"rdm_set": None, "dataset": None, **r} for r in table)   # every row has both keys
+    parts = []
+    for metric in dict.fromkeys(r["metric"] for r in table):
+        sub = table.filter(metric=metric)
+        if any(r["split"] == "train" for r in sub):      # cRSA, veRSA: chosen on train, reported on test
+            parts.append(sub.best(("dataset", "rdm_set", "region")))
+        else:                                            # cross-validated scores (predictivity): best layer's cv score
+            parts.append(sub.best(("dataset", "rdm_set", "region"), select_split=None))
+    best = ScoreTable.concat(parts).to_pandas()
     out = ScoreTable()
     if best.empty:
         return out
     keys = ["model", "dataset", "rdm_set", "region", "metric"]
     for key, grp in best.groupby(keys, dropna=False, sort=False):
-        ceiling = grp["ceiling_r"].dropna()
-        out.append(**dict(zip(keys, key)), split="test", score=float(grp["score"].mean()),
+        ceiling = _numeric(grp["ceiling_r"]).dropna()
+        depth = _numeric(grp["depth"]).dropna() if "depth" in grp else []
+        out.append(**{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in zip(keys, key)},
+                   split=str(grp["split"].iloc[0]), score=float(grp["score"].mean()),
                    sd=float(grp["score"].std(ddof=0)), n_subjects=int(grp["subject"].nunique(dropna=False)),
-                   n_rdms=int(len(grp)),
-                   ceiling_r=float(ceiling.mean()) if len(ceiling) else None,
+                   n_rdms=int(len(grp)), ceiling_r=float(ceiling.mean()) if len(ceiling) else None,
+                   depth=float(np.mean(depth)) if len(depth) else None,
                    layers=",".join(dict.fromkeys(grp["layer"].astype(str))))
     return out
 
 
-@dataclass
-class Scorecard:
-    """Everything :func:`evaluate` measured about one model."""
-
-    model_name: str
-    accuracy: ScoreTable = field(default_factory=ScoreTable)
-    attacks: ScoreTable = field(default_factory=ScoreTable)
-    corruptions: ScoreTable = field(default_factory=ScoreTable)
-    brain: ScoreTable = field(default_factory=ScoreTable)
-
-    def table(self) -> ScoreTable:
-        """All rows, with a ``section`` column."""
-        out = ScoreTable()
-        for section in ("accuracy", "attacks", "corruptions", "brain"):
-            for row in getattr(self, section):
-                out.append(**row, section=section)
-        return out
-
-    def summary(self) -> dict[str, float]:
-        """Headline numbers: clean top-1, worst-case attacked accuracy, mean corruption accuracy, best brain score."""
-        out: dict[str, float] = {}
-        top1 = self.accuracy.filter(metric="top1")
-        if len(top1):
-            out["clean_top1"] = top1[0]["score"]
-        acc = [r for r in self.attacks if r["metric"] == "accuracy" and (r.get("eps") or 0) > 0]
-        if acc:
-            out["attacked_accuracy_min"] = min(r["score"] for r in acc)
-        cor = [r for r in self.corruptions if r["metric"] == "accuracy" and r.get("corruption") not in (None, "none")]
-        if cor:
-            out["corruption_accuracy_mean"] = float(np.mean([r["score"] for r in cor]))
-        for r in summarize_brain(self.brain) if len(self.brain) else ():
-            out[f"brain:{r['dataset']}:{r['rdm_set']}:{r['region']}:{r['metric']}"] = r["score"]
-        return out
-
-    def save(self, folder: str | Path) -> dict[str, Path]:
-        """Write tables (CSV/JSON/Markdown), figures and ``report.md``/``report.html`` into ``folder``."""
-        from neuroreg.report import Report, plot_layer_profile, save_figure, write_table
-        from neuroreg.robustness import plot_accuracy_vs_eps, plot_corruption_heatmap
-        folder = Path(folder)
-        paths = write_table(self.table(), folder, "scorecard")
-        report = Report(f"Scorecard: {self.model_name}", folder)
-        summary = self.summary()
-        report.add("Summary", "; ".join(f"{k} = {v:.3f}" for k, v in summary.items()) or "no scores")
-        if len(self.accuracy):
-            report.add("Task accuracy", tables=[("accuracy", self.accuracy)])
-        if len(self.attacks):
-            fig = save_figure(plot_accuracy_vs_eps(self.attacks), folder / "accuracy_vs_eps.png")
-            report.add("Adversarial robustness", tables=[("attacks", self.attacks)], figures=[fig])
-        if len(self.corruptions):
-            fig = save_figure(plot_corruption_heatmap(self.corruptions), folder / "corruptions.png")
-            report.add("Corruption robustness", tables=[("corruptions", self.corruptions)], figures=[fig])
-        if len(self.brain):
-            figs = []
-            for ds in dict.fromkeys(r.get("dataset") for r in self.brain):
-                sub = self.brain.filter(dataset=ds)
-                metric = sub[0]["metric"]
-                figs.append(save_figure(plot_layer_profile(sub.filter(metric=metric), metric=metric,
-                                                           title=f"{self.model_name} on {ds}"),
-                                        folder / f"layer_profile_{ds}.png"))
-            report.add("Brain scores", "Best layer chosen on the train half, reported on the test half.",
-                       tables=[("best layer per region (mean over subjects)", summarize_brain(self.brain)),
-                               ("all layers", self.brain)], figures=figs)
-        paths.update(report.write())
-        return paths
+def _numeric(series):
+    import pandas as pd
+    return pd.to_numeric(series, errors="coerce")
 
 
-def evaluate(model: nn.Module, task_data=None, brain_sets: Sequence = ("kriegeskorte92",), *,
-             attacks: Sequence[str] | None = ("pgd",), eps: Sequence[float] | None = None, norm: str = "Linf",
+def _as_models(model_or_models, model_name) -> dict[str, nn.Module]:
+    if isinstance(model_or_models, nn.Module):
+        name = model_name or getattr(model_or_models, "pretrained_cfg", {}).get("architecture") \
+            or type(model_or_models).__name__
+        return {str(name): model_or_models}
+    if isinstance(model_or_models, Mapping):
+        models = dict(model_or_models)
+    elif isinstance(model_or_models, (list, tuple)):
+        models = {}
+        for m in model_or_models:
+            if not isinstance(m, nn.Module):
+                raise TypeError(f"models must be nn.Modules; got {type(m).__name__}")
+            base = getattr(m, "pretrained_cfg", {}).get("architecture") or type(m).__name__
+            name, k = str(base), 2
+            while name in models:
+                name, k = f"{base}#{k}", k + 1
+            models[name] = m
+    else:
+        raise TypeError("model_or_models must be an nn.Module, a list of them or a dict name -> module; "
+                        f"got {type(model_or_models).__name__}")
+    if not models:
+        raise ValueError("no models to evaluate")
+    for name, m in models.items():
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"model {name!r} must be an nn.Module; got {type(m).__name__}")
+    return models
+
+
+def _describe_task(data) -> str:
+    try:
+        n = len(data[0]) if isinstance(data, tuple) else len(data.dataset if hasattr(data, "dataset") else data)
+    except TypeError:
+        n = "?"
+    return f"{n} labelled images ({type(data).__name__})"
+
+
+def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegeskorte92",), *,
+             sections: Sequence[str] | None = None, attacks: Sequence[str] | None = ("pgd",),
+             eps: Sequence[float] | None = None, norm: str = "Linf",
              corruptions: str | Sequence[str] | None = None, severities: Sequence[int] = (1, 2, 3, 4, 5),
-             layers=None, model_name: str | None = None, device=None, batch_size: int = 64, seed: int = 0,
-             attack_kwargs: Mapping[str, Any] | None = None, progress: bool | None = None) -> Scorecard:
-    """Score ``model`` on the task, under attack, under corruption and against the brain.
+             layers="all", max_layers: int | None = None, image_size: int | None = None,
+             model_name: str | None = None, device=None, batch_size: int = 64, seed: int = 0,
+             attack_kwargs: Mapping[str, Any] | None = None, corruption_kwargs: Mapping[str, Any] | None = None,
+             factortopy_kwargs: Mapping[str, Any] | None = None, progress: bool | None = None) -> Scorecard:
+    """Score one model or several side by side: task, attacks, corruptions, brain.
 
-    ``task_data`` (Dataset/DataLoader of ``(image in [0, 1], label)``) is needed for
-    accuracy, attacks and corruptions; without it only brain scores are computed.
-    The model receives images normalised with its ``pretrained_cfg`` mean/std.
+    model_or_models: an ``nn.Module``, a list of them, or a dict name -> module.
+    task_data: Dataset/DataLoader of ``(image in [0, 1], label)`` or ``(images, labels)``;
+        needed for accuracy, attacks and corruptions.
+    brain_sets: bundled names (cRSA), ``nsd:ROOT``/``algonauts2023:ROOT`` or BrainData
+        (veRSA, encoding predictivity, FactorTopy when voxels have cortical coordinates).
+    sections: subset of :data:`neuroreg.scorecard.SECTIONS` ("accuracy", "attacks",
+        "corruptions", "brain", "factortopy"); default every section whose inputs are
+        given (attacks when ``attacks``, corruptions when ``corruptions``).
+    layers, max_layers: the layer sweep for brain scores (see :func:`brain_scores`).
+    image_size: run brain stimuli at this size instead of the model's own.
+
+    Returns a :class:`Scorecard` whose tables carry a ``model`` column; each
+    section records what it was run on (:attr:`Scorecard.ran_on`).
     """
-    name = model_name or getattr(model, "default_cfg", {}).get("architecture") or type(model).__name__
-    prep = preprocessing_of(model)
-    card = Scorecard(model_name=name)
-    if task_data is not None:
-        card.accuracy = accuracy(model, task_data, mean=prep["mean"], std=prep["std"], batch_size=batch_size,
-                                 device=device, model_name=name)
-        if attacks:
+    models = _as_models(model_or_models, model_name)
+    wanted = set(sections) if sections is not None else {
+        "accuracy", "brain", "factortopy", *(["attacks"] if attacks else []),
+        *(["corruptions"] if corruptions else [])}
+    unknown = wanted - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown sections {sorted(unknown)}; choose among {list(SECTIONS)}")
+    if task_data is None and wanted & {"accuracy", "attacks", "corruptions"} and sections is not None:
+        raise ValueError(f"sections {sorted(wanted & {'accuracy', 'attacks', 'corruptions'})} need task_data")
+    card = Scorecard(models=list(models))
+    resolved = [resolve_brain_set(b) for b in (brain_sets or ())] if wanted & {"brain", "factortopy"} else []
+    for name, model in models.items():
+        model.eval()
+        prep: Preprocessing = preprocessing_of(model, image_size)
+        card.preprocessing[name] = prep.to_dict()
+        if task_data is not None and "accuracy" in wanted:
+            card.add("accuracy", accuracy(model, task_data, batch_size=batch_size, device=device, model_name=name),
+                     ran_on={name: f"{_describe_task(task_data)}; top-1/top-5 and balanced top-1"})
+        if task_data is not None and "attacks" in wanted and attacks:
             from neuroreg.robustness import attack_suite
-            card.attacks = attack_suite(model, task_data, attacks=list(attacks), eps=eps, norm=norm,
-                                        mean=prep["mean"], std=prep["std"], batch_size=batch_size, seed=seed,
-                                        model_name=name, **dict(attack_kwargs or {}))
-        if corruptions:
+            kw = dict(attack_kwargs or {})
+            table = attack_suite(model, task_data, attacks=list(attacks), eps=eps, norm=norm,
+                                 batch_size=batch_size, seed=seed, model_name=name, **kw)
+            stochastic = any(r.get("attack") == "eotpgd" for r in table)
+            card.add("attacks", table, ran_on={name: (
+                f"{_describe_task(task_data)}; {', '.join(attacks)} ({norm}), eps "
+                f"{', '.join(f'{e * 255:.3g}/255' if norm == 'Linf' else f'{e:.3g}' for e in sorted({r['eps'] for r in table if r.get('eps') is not None}))}"
+                f"{'; stochastic model: EOT-PGD added' if stochastic else ''}; sanity checks run")})
+        if task_data is not None and "corruptions" in wanted and corruptions:
             from neuroreg.robustness import corruption_suite
-            card.corruptions = corruption_suite(model, task_data, corruptions=corruptions, severities=severities,
-                                                mean=prep["mean"], std=prep["std"], batch_size=batch_size,
-                                                seed=seed, model_name=name)
-    if brain_sets:
-        card.brain = brain_scores(model, brain_sets, layers=layers, batch_size=batch_size, device=device,
-                                  model_name=name, seed=seed, progress=progress)
+            table = corruption_suite(model, task_data, corruptions=corruptions, severities=severities,
+                                     batch_size=batch_size, seed=seed, model_name=name,
+                                     **dict(corruption_kwargs or {}))
+            names = sorted({r["corruption"] for r in table if r.get("corruption") not in (None, "none")})
+            card.add("corruptions", table, ran_on={name: (
+                f"{_describe_task(task_data)}; {len(names)} corruptions x severities "
+                f"{', '.join(map(str, severities))}")})
+        if resolved and "brain" in wanted:
+            notes: dict[str, str] = {}
+            rdms: dict = {}
+            table = brain_scores(model, resolved, layers=layers, max_layers=max_layers, image_size=image_size,
+                                 batch_size=batch_size, device=device, model_name=name, seed=seed, notes=notes,
+                                 rdms=rdms, progress=progress)
+            card.add("brain", table, ran_on={name: " ".join(notes.values())})
+            for ds, value in rdms.items():
+                card.rdms[(name, ds)] = value
+        voxel_sets = [b for b in resolved if isinstance(b, BrainData) and "coords" in b.unit_info]
+        no_coords = [b.name for b in resolved if isinstance(b, BrainData) and "coords" not in b.unit_info]
+        if no_coords and "factortopy" in wanted:
+            card.ran_on.setdefault("factortopy", {})[name] = (
+                f"not run on {', '.join(no_coords)}: FactorTopy needs cortical coordinates "
+                "(unit_info['coords']) for every voxel")
+        if voxel_sets and "factortopy" in wanted:
+            for data in voxel_sets:
+                table, ft = factortopy_scores(model, data, image_size=image_size, model_name=name, seed=seed,
+                                              device=device, fit_kwargs=factortopy_kwargs, progress=progress)
+                card.add("factortopy", table, ran_on={name: (
+                    f"FactorTopy on {data.name}: {data.n_stimuli} stimuli x {data.n_units} voxels with cortical "
+                    f"coordinates; layers {', '.join(ft.layers_)}")})
+                card.fits[(name, data.name)] = ft
     return card

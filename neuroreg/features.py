@@ -15,7 +15,6 @@ from typing import Any, Callable, Iterator, Sequence
 import h5py
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -264,7 +263,7 @@ def _intermediate_indices(model: nn.Module, names: Mapping[str, str], time_step)
 # ----------------------------------------------------------------------------- extract
 @torch.no_grad()
 def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str, str], batch_size: int = 64,
-            device: str | torch.device | None = None, transform: Callable[[Tensor], Tensor] | None = None,
+            device: str | torch.device | None = None, transform: Callable[[Tensor], Tensor] | str | None = None,
             time_step: str | int = "last", pool: str | None = None, out: str | Path | None = None, *,
             srp_dim: int = 5920, seed: int = 0, stimulus_ids: Sequence[Any] | None = None,
             num_workers: int = 0, progress: bool | None = None) -> Features:
@@ -279,7 +278,9 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
     layers: module names (``"layer4.1.conv2"``), area aliases (``"V1"``..``"IT"``)
         or a dict output name -> module name.
     transform: applied to each ``(3, H, W)`` image before batching (e.g. resize
-        and normalise); required when images differ in size.
+        and normalise); required when images differ in size. ``"model"``: the
+        model's preprocessing contract (:func:`neuroreg.preprocessing_of`: resize to
+        its input size, normalise with its mean/std), as scoring uses.
     time_step: for modules called several times per forward (recurrent CORnet
         areas): ``"last"``, ``"all"`` (stacked on axis 1) or an index.
     pool: ``None`` (full maps), ``"avg"``/``"max"`` (spatial pooling of ``(C, H, W)`` maps
@@ -313,6 +314,11 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
         raise ValueError(f"time_step must be 'last', 'all' or an int; got {time_step!r}")
     if out is not None:
         out = check_output_target(out, kind="file", name="out")
+    if isinstance(transform, str):
+        if transform != "model":
+            raise ValueError(f"transform must be a callable, None or 'model'; got {transform!r}")
+        from neuroreg.preprocessing import preprocessing_of
+        transform = preprocessing_of(model)
     names = resolve_layers(model, layers)
     dataset, default_ids = _as_dataset(stimuli)
     n = len(dataset)

@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 from neuroreg._io import atomic_path, atomic_write_text  # noqa: E402
 from neuroreg.scoring.results import ScoreTable  # noqa: E402
 
-__all__ = ["save_figure", "markdown_table", "write_table", "plot_layer_profile", "Report"]
+__all__ = ["save_figure", "markdown_table", "write_table", "plot_layer_profile", "round_for_reading", "Report"]
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> Path:
@@ -91,14 +91,44 @@ def plot_layer_profile(table: ScoreTable, *, metric: str | None = None, split: s
     return fig
 
 
-def _img_tag(path: Path) -> str:
+def _img_tag(path: Path, caption: str = "") -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}" style="max-width:100%">'
+    img = f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return f"<figure>{img}{cap}</figure>"
+
+
+def round_for_reading(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Floats rounded to ``digits`` decimals (raw numbers stay in the CSV); empty columns dropped."""
+    df = df[[c for c in df.columns if df[c].notna().any()]].copy()
+    for c in df.columns:
+        if pd.api.types.is_float_dtype(df[c]):
+            values = df[c].dropna()
+            df[c] = df[c].astype("Int64") if len(values) and (values == values.round()).all() and \
+                values.abs().max() < 2 ** 53 and c not in ("score", "ceiling_r", "ceiling_r_lower", "normalized") else df[c].round(digits)
+        elif df[c].dtype == object:
+            df[c] = df[c].map(lambda v: round(v, digits) if isinstance(v, float) else v)
+    return df
+
+
+#: Tables longer than this are folded in the HTML report (``<details>``).
+FOLD_ROWS = 12
+
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+          "table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 7px}"
+          "th{background:#f3f3f3}figure{margin:1em 0}figure img{max-width:100%;height:auto}"
+          "figcaption{font-size:13px;color:#444;margin-top:.3em}details{margin:.5em 0}"
+          "summary{cursor:pointer;color:#145}.ran-on{font-size:13px;color:#555}")
 
 
 @dataclass
 class Report:
-    """Collects sections (text, tables, figures) and writes Markdown + a self-contained HTML file."""
+    """Collects sections (text, tables, figures with a caption) and writes Markdown + self-contained HTML.
+
+    ``figures`` entries are paths or ``(path, caption)`` pairs; tables longer than
+    :data:`FOLD_ROWS` rows are folded (``<details>``) unless ``fold=False``; floats are
+    rounded for reading (3 decimals).
+    """
 
     title: str
     folder: Path
@@ -108,31 +138,40 @@ class Report:
         self.folder = Path(self.folder)
 
     def add(self, heading: str, text: str = "", tables: Iterable[tuple[str, ScoreTable | pd.DataFrame]] = (),
-            figures: Iterable[Path] = ()) -> None:
-        self.sections.append((heading, text, list(tables), [Path(f) for f in figures]))
+            figures: Iterable = (), *, notes: Sequence[str] = (), fold: bool = True) -> None:
+        figs = [(Path(f[0]), str(f[1])) if isinstance(f, (tuple, list)) else (Path(f), "") for f in figures]
+        self.sections.append((heading, text, list(tables), figs, list(notes), fold))
 
     def write(self) -> dict[str, Path]:
         md = [f"# {self.title}", ""]
         body = [f"<h1>{html.escape(self.title)}</h1>"]
-        for heading, text, tables, figures in self.sections:
+        for heading, text, tables, figures, *rest in self.sections:
+            notes = rest[0] if rest else []
+            fold = rest[1] if len(rest) > 1 else True
             md += [f"## {heading}", ""]
             body.append(f"<h2>{html.escape(heading)}</h2>")
             if text:
                 md += [text, ""]
                 body.append(f"<p>{html.escape(text)}</p>")
+            for note in notes:
+                md += [f"*{note}*", ""]
+                body.append(f'<p class="ran-on">{html.escape(note)}</p>')
+            for fig, caption in figures:
+                rel = fig.relative_to(self.folder) if fig.is_relative_to(self.folder) else fig
+                md += [f"![{fig.stem}]({rel})", ""] + ([caption, ""] if caption else [])
+                body.append(_img_tag(fig, caption))
             for name, tab in tables:
                 df = tab.to_pandas() if isinstance(tab, ScoreTable) else tab
+                df = round_for_reading(df)
                 md += [f"**{name}**", "", markdown_table(df), ""]
-                cols = [c for c in df.columns if df[c].notna().any()]
-                body.append(f"<h3>{html.escape(name)}</h3>" + df[cols].to_html(index=False, float_format="%.4g",
-                                                                                 na_rep=""))
-            for fig in figures:
-                rel = fig.relative_to(self.folder) if fig.is_relative_to(self.folder) else fig
-                md += [f"![{fig.stem}]({rel})", ""]
-                body.append(_img_tag(fig))
-        style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
-                 "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}")
-        page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+                table_html = df.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.3f}")
+                if fold and len(df) > FOLD_ROWS:
+                    body.append(f"<details><summary>{html.escape(name)} ({len(df)} rows)</summary>{table_html}"
+                                "</details>")
+                else:
+                    body.append(f"<h3>{html.escape(name)}</h3>{table_html}")
+        page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+                f"<link rel='icon' href='data:,'><title>{html.escape(self.title)}</title>"
+                f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>")
         return {"md": atomic_write_text(self.folder / "report.md", "\n".join(md)),
                 "html": atomic_write_text(self.folder / "report.html", page)}

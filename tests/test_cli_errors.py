@@ -88,7 +88,7 @@ def test_demo_unwritable_out(capsys, blocked):
 
 FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.num_sanity_val_steps", "0", "--data.init_args.n_train", "32", "--data.init_args.n_val", "16",
-        "--data.init_args.neural_batch_size", "8", "--data.init_args.batch_size", "16"]
+        "--data.init_args.neural_batch_size", "8", "--data.init_args.batch_size", "16", "--scorecard.enabled", "false"]
 
 
 @pytest.mark.parametrize("args, status, pattern", [

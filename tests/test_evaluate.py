@@ -10,7 +10,9 @@ from torch import nn
 
 from neuroreg.brain import load_kriegeskorte92
 from neuroreg.errors import UnknownNameError
-from neuroreg.evaluate import Scorecard, accuracy, brain_scores, evaluate, image_transform, summarize_brain
+import neuroreg as nr
+from neuroreg.evaluate import Scorecard, accuracy, brain_scores, evaluate, summarize_brain
+from neuroreg.preprocessing import Preprocessing
 
 
 class TinyNet(nn.Module):
@@ -20,7 +22,8 @@ class TinyNet(nn.Module):
         self.block = nn.Sequential(nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(16, n_classes)
-        self.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "input_size": (3, 32, 32)}
+        self.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "input_size": (3, 32, 32),
+                               "interpolation": "bilinear"}
 
     def forward(self, x):
         return self.fc(self.pool(self.block(self.conv(x))).flatten(1))
@@ -56,9 +59,11 @@ def test_brain_scores_match_scipy_crsa():
     table = brain_scores(model, [data], layers={"conv": "conv", "block": "block"}, image_size=32)
     row = table.filter(layer="block", split="test", rdm_set="monkey_IT")[0]
     # independent reference: scipy distances and Pearson on the odd-index stimuli
-    tf = image_transform(32, (0.5,) * 3, (0.25,) * 3)
+    # independent preprocessing written here: bilinear antialiased resize to 32 px, (x - 0.5) / 0.25
     with torch.no_grad():
-        x = torch.stack([tf(im) for im in data.images_tensor()])
+        x = torch.nn.functional.interpolate(data.images_tensor(), size=(32, 32), mode="bilinear",
+                                            align_corners=False, antialias=True).clamp(0, 1)
+        x = (x - 0.5) / 0.25
         act = model.block(model.conv(x)).flatten(1).numpy().astype(np.float64)
     odd = np.arange(1, 92, 2)
     model_rdm = pdist(act[odd], "correlation")
@@ -82,13 +87,38 @@ def test_evaluate_writes_full_scorecard(task, tmp_path):
                     corruptions=["gaussian_noise"], severities=(1, 5), layers=["conv", "block"],
                     batch_size=20, attack_kwargs={"progress": False, "pgd_steps": 2, "square_queries": 20})
     assert isinstance(card, Scorecard)
-    summary = card.summary()
+    summary = card.summary().iloc[0]
     assert 0 <= summary["clean_top1"] <= 1
-    assert summary["attacked_accuracy_min"] <= summary["clean_top1"] + 1e-9
-    assert any(k.startswith("brain:kriegeskorte92:monkey_IT") for k in summary)
+    assert summary["robust_acc@2/255"] <= summary["clean_top1"] + 1e-9
+    assert "crsa:kriegeskorte92:monkey_IT" in summary.index
     paths = card.save(tmp_path)
     page = paths["html"].read_text()
     assert "Adversarial robustness" in page and "Brain scores" in page and "Corruption robustness" in page
-    assert (tmp_path / "layer_profile_kriegeskorte92.png").is_file()
+    assert (tmp_path / "layer_profile_kriegeskorte92_crsa.png").is_file()
     sections = {r["section"] for r in card.table()}
     assert sections == {"accuracy", "attacks", "corruptions", "brain"}
+    # every section says what it ran on
+    assert set(card.ran_on) == sections and all("TinyNet" in v or v for v in card.ran_on["brain"].values())
+
+
+def test_side_by_side_summary_save_and_load(task, tmp_path):
+    torch.manual_seed(0)
+    a, b = TinyNet().eval(), TinyNet().eval()
+    card = nr.evaluate({"a": a, "b": b}, task, ["kriegeskorte92"], sections=["accuracy", "brain"],
+                       layers=["conv", "block"], batch_size=20)
+    summary = card.summary()
+    assert list(summary["model"]) == ["a", "b"]
+    # one summary row per model; its brain score is the mean over subjects of the train-chosen layer's test score
+    ref = summarize_brain(brain_scores(b, ["kriegeskorte92"], layers=["conv", "block"], model_name="b"))
+    monkey = ref.filter(rdm_set="monkey_IT")[0]["score"]
+    assert summary.set_index("model").loc["b", "crsa:kriegeskorte92:monkey_IT"] == pytest.approx(monkey)
+    paths = card.save(tmp_path / "ab")
+    assert (tmp_path / "ab" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    page = paths["html"].read_text()
+    assert page.index("comparison") < page.index("<h2>Task accuracy") < page.index("<h2>Brain scores")
+    loaded = nr.Scorecard.load(tmp_path / "ab")
+    assert loaded.models == ["a", "b"] and loaded.ran_on == card.ran_on
+    pd_eq = loaded.summary().round(12).equals(summary.round(12))
+    assert pd_eq
+    with pytest.raises(ValueError, match="unknown sections"):
+        nr.evaluate(a, task, sections=["accuracy", "vibes"])

@@ -1,56 +1,124 @@
-"""``neuroreg evaluate``: the full scorecard (accuracy, attacks, corruptions, brain) of one model."""
+"""``neuroreg evaluate``: the scorecard (accuracy, attacks, corruptions, brain, FactorTopy) of one or more models.
+
+    neuroreg evaluate --model cornet_z vone_cornet_s --brain kriegeskorte92
+    neuroreg evaluate --model cornet_s --checkpoint run.ckpt --task-data /data/val --corruptions imagenet-c
+    neuroreg evaluate --config configs/evaluate.yaml
+    neuroreg evaluate --run runs/w0 runs/w1 runs/w2      # training runs side by side: curves and final numbers
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from neuroreg.commands._model_args import add_model_arguments, build_model
+from neuroreg.commands._model_args import add_model_arguments, build_models
+
+SECTION_NAMES = ("accuracy", "attacks", "corruptions", "brain", "factortopy")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser)
+    add_model_arguments(parser, multiple=True, required=False)
+    parser.add_argument("--run", nargs="*", type=Path, default=None,
+                        help="training run folders (neuroreg train/finetune) whose scorecard/ is compared side by "
+                             "side, with their score curves; combine with --model to add models scored now")
     parser.add_argument("--task-data", type=Path, default=None,
                         help="labelled images in ImageFolder layout (<root>/<class>/*.jpg); class order = sorted "
                              "folder names, which must match the model's output order")
-    parser.add_argument("--image-size", type=int, default=None, help="input size (default: the model's)")
-    parser.add_argument("--max-images", type=int, default=None, help="evaluate on the first N task images (seeded pick)")
-    parser.add_argument("--attacks", nargs="*", default=["pgd"], help="attacks (fgsm pgd eotpgd apgd-ce apgd-dlr square autoattack)")
+    parser.add_argument("--sections", nargs="*", default=None,
+                        help=f"sections to run among {' '.join(SECTION_NAMES)} (default: all whose inputs are given)")
+    parser.add_argument("--image-size", type=int, default=None, help="input size (default: each model's own)")
+    parser.add_argument("--max-images", type=int, default=None, help="evaluate on N task images (seeded pick)")
+    parser.add_argument("--attacks", nargs="*", default=["pgd"],
+                        help="attacks (fgsm pgd eotpgd apgd-ce apgd-dlr square autoattack); none: no attacks")
     parser.add_argument("--eps", nargs="*", type=float, default=None, help="budgets (default: the preset grid)")
     parser.add_argument("--norm", default="Linf", choices=["Linf", "L2"])
     parser.add_argument("--corruptions", nargs="*", default=None, help="'imagenet-c' or corruption names")
     parser.add_argument("--severities", nargs="*", type=int, default=[1, 2, 3, 4, 5])
-    parser.add_argument("--brain", nargs="*", default=["kriegeskorte92"], help="bundled neural sets")
+    parser.add_argument("--brain", nargs="*", default=["kriegeskorte92"],
+                        help="bundled sets (kriegeskorte92 algonauts2019_78) and/or voxel data nsd:ROOT, "
+                             "algonauts2023:ROOT")
+    parser.add_argument("--layers", nargs="*", default=["all"],
+                        help="'all' (every block/stage output), 'areas' (V1 V2 V4 IT), or module names")
+    parser.add_argument("--max-layers", type=int, default=None, help="cap the sweep with even spacing")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/evaluate/<model>)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: results/evaluate/<model>[_vs_<model>...])")
 
 
-def _task_dataset(root: Path, image_size: int, max_images: int | None, seed: int):
+def _task_dataset(root: Path, model, image_size: int | None, max_images: int | None, seed: int):
     import torch
-    from torchvision import datasets, transforms
+    from torchvision import datasets
+
+    from neuroreg.preprocessing import preprocessing_of
 
     if not root.is_dir():
         raise FileNotFoundError(f"--task-data folder does not exist: {root}")
-    tf = transforms.Compose([transforms.Resize(image_size), transforms.CenterCrop(image_size), transforms.ToTensor()])
-    ds = datasets.ImageFolder(str(root), transform=tf)
+    ds = datasets.ImageFolder(str(root), transform=preprocessing_of(model, image_size).eval_transform())
     if max_images is not None and max_images < len(ds):
         idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:max_images]
         ds = torch.utils.data.Subset(ds, idx.tolist())
     return ds
 
 
-def run(args: argparse.Namespace) -> int:
-    from neuroreg.evaluate import evaluate, preprocessing_of
+def _layers(values):
+    if not values or values == ["all"]:
+        return "all"
+    if values == ["areas"]:
+        return "areas"
+    return list(values)
 
-    model = build_model(args)
-    size = args.image_size or preprocessing_of(model)["input_size"][-1]
-    task = _task_dataset(args.task_data, size, args.max_images, args.seed) if args.task_data else None
-    card = evaluate(model, task, brain_sets=args.brain, attacks=args.attacks, eps=args.eps, norm=args.norm,
-                    corruptions=args.corruptions, severities=args.severities, model_name=args.model,
-                    device=args.device, batch_size=args.batch_size, seed=args.seed)
-    out = args.out or Path("results") / "evaluate" / args.model
+
+def run(args: argparse.Namespace) -> int:
+    from neuroreg.evaluate import evaluate
+    from neuroreg.scorecard import Scorecard
+
+    runs = list(getattr(args, "run", None) or [])
+    if not args.model and not runs:
+        print("neuroreg evaluate: error: give --model NAME [NAME ...] to score models, or --run DIR [DIR ...] "
+              "to compare training runs", file=sys.stderr)
+        return 2
+    cards = [_load_run(r) for r in runs]
+    if not args.model:
+        return _write(Scorecard.combine(cards), args.out or Path("results") / "evaluate" /
+                      "_vs_".join(Path(r).resolve().name for r in runs), runs)
+    models = build_models(args)
+    attacks = [a for a in (args.attacks or []) if a.lower() != "none"]
+    # one call per model: each model's task images are resized/cropped with its own contract
+    for name, model in models.items():
+        task = _task_dataset(args.task_data, model, args.image_size, args.max_images, args.seed) \
+            if args.task_data else None
+        cards.append(evaluate({name: model}, task, brain_sets=args.brain, sections=args.sections,
+                              attacks=attacks, eps=args.eps, norm=args.norm, corruptions=args.corruptions,
+                              severities=args.severities, layers=_layers(args.layers), max_layers=args.max_layers,
+                              image_size=args.image_size, device=args.device, batch_size=args.batch_size,
+                              seed=args.seed))
+    names = [Path(r).resolve().name for r in runs] + [a.replace("/", "_") for a in args.model]
+    return _write(Scorecard.combine(cards), args.out or Path("results") / "evaluate" / "_vs_".join(names), runs)
+
+
+def _load_run(folder: Path):
+    from neuroreg.scorecard import Scorecard
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"--run folder does not exist: {folder}")
+    card = Scorecard.load(folder)
+    card.figures = [f for f in card.figures if f[2] != "curves"]   # redrawn for all runs together
+    return card
+
+
+def _write(card, out: Path, runs) -> int:
+    from neuroreg.training.scorecard_callback import read_curves
+    curves = [row for r in runs for row in read_curves(r)]
+    if curves:
+        import matplotlib.pyplot as plt
+
+        from neuroreg.training.scorecard_curves import plot_curves
+        out.mkdir(parents=True, exist_ok=True)
+        fig = plot_curves(curves)
+        fig.savefig(out / "curves.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        card.figures.append((str(out / "curves.png"), "Scores along training, one line per run.", "curves"))
     paths = card.save(out)
-    for key, value in card.summary().items():
-        print(f"{key:<60} {value:.4f}")
-    print(f"wrote {paths['html']}")
+    print(card.summary().round(3).to_string(index=False))
+    print(f"wrote {paths['html']} and {paths['summary']}")
     return 0

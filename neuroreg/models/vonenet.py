@@ -112,6 +112,10 @@ class VOneNet(nn.Module):
         nn.init.kaiming_normal_(self.bottleneck.weight, mode="fan_out", nonlinearity="relu")
         self._kind = self._backbone_kind(self.backbone)
         self.areas = self._areas()
+        # the VOneNet input contract (mean = std = 0.5) also when built directly, not through the registry
+        # (the registry attaches the registered cfg afterwards, with the same statistics)
+        base = getattr(backbone, "pretrained_cfg", None) or {}
+        self.pretrained_cfg = {**dict(base), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
         self._feature_names = [self.areas[a] for a in ("V1", "V2", "V4", "IT") if a in self.areas]
         self._feature_info: list[dict] | None = None
 

@@ -24,7 +24,7 @@ from neuroreg.errors import UnknownNameError
 from neuroreg.robustness._data import as_loader, batches
 from neuroreg.robustness._seeding import count_correct, seeded
 from neuroreg.robustness.sanity import SanityResult, run_sanity_checks
-from neuroreg.robustness.wrapper import IMAGENET_MEAN, IMAGENET_STD, RobustClassifier
+from neuroreg.robustness.wrapper import FROM_MODEL, RobustClassifier
 from neuroreg.scoring.results import ScoreTable
 
 __all__ = ["ATTACKS", "NORMS", "EPS_PRESETS", "eps_grid", "make_attack", "attack_suite", "AttackSpec"]
@@ -244,8 +244,8 @@ def _large_eps(norm: str) -> float:
 
 def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("pgd",),
                  eps: Sequence[float] | float | None = None, norm: str = "Linf", *,
-                 preset: str = "imagenet", mean: Sequence[float] | None = IMAGENET_MEAN,
-                 std: Sequence[float] | None = IMAGENET_STD, n_classes: int | None = None,
+                 preset: str = "imagenet", mean: Sequence[float] | str | None = FROM_MODEL,
+                 std: Sequence[float] | str | None = FROM_MODEL, n_classes: int | None = None,
                  stochastic: bool | None = None, pgd_steps: int = 10, apgd_steps: int = 100,
                  eot_iter: int = 10, n_draws: int = 5, square_queries: int = 1000,
                  sanity: bool = True, sanity_tol: float = 0.03, batch_size: int = 128,
@@ -255,8 +255,9 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
 
     Args:
         model: classifier; a :class:`RobustClassifier` is used as is, anything
-            else is wrapped with ``mean``/``std`` (set both to None when the model
-            normalizes [0, 1] inputs itself).
+            else is wrapped with ``mean``/``std`` (default ``"model"``: the model's
+            preprocessing contract; set both to None when the model normalizes
+            [0, 1] inputs itself).
         data: Dataset or DataLoader of (image (C, H, W) in [0, 1], label), or a
             tuple (images (N, C, H, W), labels (N,)).
         attacks: names from :data:`ATTACKS`. For stochastic models "pgd" brings

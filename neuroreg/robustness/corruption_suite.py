@@ -21,7 +21,7 @@ from neuroreg.errors import UnknownNameError
 from neuroreg.robustness._data import as_loader, batches
 from neuroreg.robustness._seeding import count_correct, seeded
 from neuroreg.robustness.corruptions import CORRUPTIONS, corrupt, load_frost_images
-from neuroreg.robustness.wrapper import IMAGENET_MEAN, IMAGENET_STD, RobustClassifier
+from neuroreg.robustness.wrapper import FROM_MODEL, RobustClassifier
 from neuroreg.scoring.results import ScoreTable
 
 __all__ = ["corruption_suite", "corruption_errors", "mean_corruption_error", "ALEXNET_MEAN_ERROR"]
@@ -126,7 +126,7 @@ def mean_corruption_error(errors: Mapping[str, Mapping[int, float]], baseline: A
 
 def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[str] = "imagenet-c",
                      severities: Sequence[int] = (1, 2, 3, 4, 5), *, baseline: Any = None,
-                     mean: Sequence[float] | None = IMAGENET_MEAN, std: Sequence[float] | None = IMAGENET_STD,
+                     mean: Sequence[float] | str | None = FROM_MODEL, std: Sequence[float] | str | None = FROM_MODEL,
                      batch_size: int = 128, max_batches: int | None = None, model_name: str | None = None,
                      seed: int = 0, n_draws: int = 1, frost_images: Any = None,
                      progress: bool = True) -> ScoreTable:

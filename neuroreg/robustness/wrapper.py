@@ -17,11 +17,11 @@ from torch import Tensor, nn
 from neuroreg._checks import check_finite
 from neuroreg.errors import ShapeError
 
-__all__ = ["normalize_images", "check_images", "is_stochastic", "RobustClassifier"]
+__all__ = ["normalize_images", "check_images", "is_stochastic", "RobustClassifier", "resolve_mean_std", "FROM_MODEL"]
 
-#: ImageNet channel statistics, the usual default for torchvision/timm models.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Default of ``mean``/``std``: take them from the model's preprocessing contract
+#: (:func:`neuroreg.preprocessing.preprocessing_of`, i.e. its ``pretrained_cfg``).
+FROM_MODEL = "model"
 
 
 def check_images(name: str, x: Tensor, *, atol: float = 1e-6) -> None:
@@ -70,6 +70,18 @@ def is_stochastic(model: nn.Module, x: Tensor) -> bool:
     return bool(((a - b).abs().max() / scale) > 1e-5)
 
 
+def resolve_mean_std(model: nn.Module, mean, std) -> tuple:
+    """``"model"`` -> the model's preprocessing mean/std; anything else is returned unchanged."""
+    if isinstance(mean, str) or isinstance(std, str):
+        if mean != FROM_MODEL or std != FROM_MODEL:
+            raise ValueError(f"mean and std must both be {FROM_MODEL!r}, sequences or None; got mean={mean!r}, "
+                             f"std={std!r}")
+        from neuroreg.preprocessing import preprocessing_of
+        prep = preprocessing_of(model)
+        return prep.mean, prep.std
+    return mean, std
+
+
 class RobustClassifier(nn.Module):
     """Wrap ``model`` so it takes images in [0, 1] and returns logits.
 
@@ -78,7 +90,8 @@ class RobustClassifier(nn.Module):
             (N, n_classes) logits.
         mean, std: per-channel normalization applied inside ``forward``;
             ``None`` for both means the model normalizes itself already.
-            Defaults to the ImageNet statistics.
+            Default ``"model"``: the model's own preprocessing contract
+            (:func:`neuroreg.preprocessing.preprocessing_of`).
         n_classes: number of logits; inferred by :meth:`infer` when ``None``.
         stochastic: whether the model's output is random in eval mode (VOne
             noise). ``None``: detected by :meth:`infer` from two forward passes.
@@ -87,10 +100,11 @@ class RobustClassifier(nn.Module):
     ``forward`` only normalizes and calls the model; it changes no state.
     """
 
-    def __init__(self, model: nn.Module, mean: Sequence[float] | None = IMAGENET_MEAN,
-                 std: Sequence[float] | None = IMAGENET_STD, *, n_classes: int | None = None,
+    def __init__(self, model: nn.Module, mean: Sequence[float] | str | None = FROM_MODEL,
+                 std: Sequence[float] | str | None = FROM_MODEL, *, n_classes: int | None = None,
                  stochastic: bool | None = None, check_range: bool = True) -> None:
         super().__init__()
+        mean, std = resolve_mean_std(model, mean, std)
         if (mean is None) != (std is None):
             raise ValueError(f"mean and std must both be given or both be None; got mean={mean!r}, std={std!r}")
         if std is not None and any(float(s) <= 0 for s in std):

@@ -50,42 +50,46 @@ def load_dataset(spec: Mapping[str, Any]):
 
 
 def _layers(model: nn.Module, option) -> dict[str, str]:
-    from neuroreg.evaluate import default_layers
+    from neuroreg.layer_sweep import sweep_layers
     if option in (None, "areas"):
-        return default_layers(model)
+        try:
+            return sweep_layers(model, "areas").layers
+        except ValueError:  # no area map known: every block/stage output
+            return sweep_layers(model, "all").layers
+    if option == "all":
+        return sweep_layers(model, "all").layers
     if isinstance(option, str):
         return {option: option}
     return {str(k): str(v) for k, v in option.items()} if isinstance(option, Mapping) else {n: n for n in option}
 
 
-def _task_loader_data(root: str, size: int):
-    from torchvision import datasets, transforms
-    return datasets.ImageFolder(root, transform=transforms.Compose([
-        transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()]))
+def _task_loader_data(root: str, prep):
+    from torchvision import datasets
+    return datasets.ImageFolder(root, transform=prep.eval_transform())
 
 
 def run_job(job: Job, store: SweepStore) -> ScoreTable:
     """Score one job and return its rows (with ``dataset``, ``scorer`` and ``job`` columns)."""
-    from neuroreg.evaluate import image_transform, preprocessing_of
+    from neuroreg.preprocessing import preprocessing_of
     from neuroreg.scoring import FactorTopy, crsa, predictivity, versa
 
     opts = job.options
     seed = int(opts.get("seed", 0))
     label = job.model["label"]
     model = build_model(job.model, seed)
-    prep = preprocessing_of(model)
-    size = int(opts.get("image_size") or prep["input_size"][-1])
+    prep = preprocessing_of(model, opts.get("image_size"))
+    size = prep.image_size
     device = opts.get("device")
     table = ScoreTable()
     if job.scorer in BRAIN_SCORERS:
         data = load_dataset(job.dataset)
         layers = _layers(model, opts.get("layers"))
         images = data.images_tensor() if hasattr(data, "images_tensor") else data.images()
-        key = feature_key(job.model, job.dataset, layers=layers, size=size, mean=prep["mean"], std=prep["std"],
+        key = feature_key(job.model, job.dataset, layers=layers, size=size, mean=prep.mean, std=prep.std,
                           seed=seed)
         feats, _ = cached_extract(store.feature_dir, key, model, images, layers, stimulus_ids=data.stimulus_ids,
                                   batch_size=int(opts.get("batch_size", 32)), device=device,
-                                  transform=image_transform(size, prep["mean"], prep["std"]), seed=seed,
+                                  transform=prep, seed=seed,
                                   progress=False)
         if job.scorer == "crsa":
             part = crsa(feats, data, model=label, seed=seed, progress=False)
@@ -99,8 +103,8 @@ def run_job(job: Job, store: SweepStore) -> ScoreTable:
         for row in part:
             table.append(**{**row, "dataset": data.name})
     else:
-        task = _task_loader_data(job.dataset["root"], size)
-        kwargs = dict(mean=prep["mean"], std=prep["std"], batch_size=int(opts.get("batch_size", 32)), seed=seed,
+        task = _task_loader_data(job.dataset["root"], prep)
+        kwargs = dict(mean=prep.mean, std=prep.std, batch_size=int(opts.get("batch_size", 32)), seed=seed,
                       model_name=label, progress=False)
         if job.scorer == "attacks":
             from neuroreg.robustness import attack_suite

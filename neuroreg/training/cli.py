@@ -31,12 +31,14 @@ from neuroreg._io import PathLock
 from neuroreg.training.checkpointing import LOCK_NAME, AtomicCheckpointIO, ResumableCheckpoint, resolve_resume_path
 from neuroreg.training.data import AlignedDataModule
 from neuroreg.training.module import BrainRegularizedModule
+from neuroreg.training.scorecard_callback import ScorecardCallback
 
 __all__ = ["NeuroregCLI", "cli_main", "build_cli", "fit_cli", "add_arguments", "run"]
 
 
 class NeuroregCLI(LightningCLI):
-    """LightningCLI with a checkpoint callback under the run's root and ``--ckpt_path``."""
+    """LightningCLI with a checkpoint callback under the run's root, ``--ckpt_path`` and the run's scorecard
+    (``--scorecard.*``, :class:`~neuroreg.training.scorecard_callback.ScorecardCallback`)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--ckpt_path", type=Optional[str], default=None,
@@ -48,6 +50,8 @@ class NeuroregCLI(LightningCLI):
         parser.set_defaults({"checkpoint.monitor": "val/acc1", "checkpoint.mode": "max",
                              "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
                              "checkpoint.filename": "best-step{step}", "checkpoint.auto_insert_metric_name": False})
+        # the scorecard of the run (on by default; --scorecard.enabled false switches it off)
+        parser.add_lightning_class_args(ScorecardCallback, "scorecard")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config

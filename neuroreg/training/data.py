@@ -9,14 +9,19 @@ Every module yields training batches as dicts::
 Validation has two loaders: task images, and the held-out neural stimuli
 (``{"neural_image", "neural_index"}``) on which the held-out CKA is measured.
 
-Images are floats in [0, 1]; neuroreg's models normalise inside. Set
-``normalize=True`` for models that expect mean/std-normalised input (plain
-timm models): mean and std then come from the model's ``pretrained_cfg``.
+Task and neural images are normalised with the trained model's preprocessing
+contract (:func:`neuroreg.preprocessing.preprocessing_of`: its ``pretrained_cfg``
+mean/std, e.g. 0.5/0.5 for VOneNets), the same one extraction, scoring and the
+robustness wrapper use. The contract comes from ``model_name``, else from the
+backbone of the LightningModule the data module is trained with (read at
+``setup``), else from :meth:`AlignedDataModule.use_model`. ``normalize=False``
+serves raw [0, 1] pixels, for a model that normalises inside itself.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,14 +29,14 @@ from typing import Any, Callable, Sequence
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from neuroreg._io import reading
 from neuroreg.brain.bundled import NeuralStimulusSet
 from neuroreg.brain.data import BrainData, images_to_tensor
 from neuroreg.errors import DataFormatError, ShapeError, UnknownNameError
+from neuroreg.preprocessing import Preprocessing, preprocessing_of
 from neuroreg.training.sampling import JointSampler, ResumableLoader
 
 __all__ = ["AlignedDataModule", "GratingsDataModule", "ImageFolderDataModule", "ImageNetDataModule",
@@ -195,13 +200,6 @@ def load_neural_stimuli(source: str | BrainData | NeuralStimulusSet | NeuralStim
     return NeuralStimuli(data.images_tensor(), np.asarray(data.stimulus_ids), data.name)
 
 
-def _resize(images: Tensor, size: int) -> Tensor:
-    if images.shape[-2:] == (size, size):
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=True).clamp_(0, 1)
-
-
 # ----------------------------------------------------------------------------- data modules
 def _default_workers() -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -224,17 +222,19 @@ class AlignedDataModule(L.LightningDataModule):
         input size (``model_name``) or 224.
     num_workers: DataLoader workers; None picks ``min(8, cpus - 1)`` for image
         folders and 0 for generated data.
-    normalize: apply the model's ``pretrained_cfg`` mean/std (for models that do
-        not normalise inside).
-    model_name: timm/neuroreg model name whose ``pretrained_cfg`` gives input size,
-        crop fraction, interpolation, mean and std.
+    normalize: apply the model's preprocessing mean/std (default). False only for
+        a model that normalises [0, 1] input itself.
+    model_name: timm/neuroreg model name whose preprocessing contract gives input
+        size, crop fraction, interpolation, mean and std. None: the contract of
+        the trained backbone (``trainer.lightning_module.backbone``) at setup, or
+        the one given to :meth:`use_model`.
     seed: drives the batch order, neural draws, augmentations and splits.
     """
 
     def __init__(self, train_dataset: Dataset | None = None, val_dataset: Dataset | None = None,
                  classes: Sequence[str] | None = None, neural: Any = None, neural_batch_size: int = 32,
                  neural_holdout: float = 0.25, batch_size: int = 64, image_size: int | None = None,
-                 num_workers: int | None = None, normalize: bool = False, model_name: str | None = None,
+                 num_workers: int | None = None, normalize: bool = True, model_name: str | None = None,
                  seed: int = 0) -> None:
         super().__init__()
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
@@ -254,8 +254,10 @@ class AlignedDataModule(L.LightningDataModule):
         self.normalize = normalize
         self.model_name = model_name
         self.seed = seed
-        self._cfg = self._pretrained_cfg(model_name)
-        self.image_size = int(image_size or (self._cfg.get("input_size") or (3, 224, 224))[-1])
+        self._prep: Preprocessing | None = None
+        if model_name is not None:
+            self._prep = preprocessing_of(model_name)
+        self.image_size = int(image_size or (self._prep.image_size if self._prep is not None else 224))
         self.num_workers = num_workers
         self._neural: NeuralStimuli | None = None
         self._neural_images: Tensor | None = None
@@ -279,31 +281,40 @@ class AlignedDataModule(L.LightningDataModule):
     def _workers_default(self) -> int:
         return _default_workers()
 
-    # -- configuration
-    @staticmethod
-    def _pretrained_cfg(model_name: str | None) -> dict:
-        if model_name is None:
-            return {}
-        import timm
-        import neuroreg.models  # noqa: F401  (registers neuroreg's models in timm)
-        if not timm.is_model(model_name):
-            raise UnknownNameError(f"model_name {model_name!r} is not a registered timm/neuroreg model")
-        cfg = timm.models.get_pretrained_cfg(model_name)
-        return cfg.to_dict() if cfg is not None else {}
+    # -- preprocessing contract
+    def use_model(self, model) -> "AlignedDataModule":
+        """Take mean/std (and crop/interpolation) from ``model``'s preprocessing contract. Returns self."""
+        self._prep = preprocessing_of(model)
+        return self
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The contract in use, at this module's ``image_size``.
+
+        From ``model_name`` or :meth:`use_model`; else the trained backbone once a
+        trainer is attached; else timm's ImageNet defaults, with a warning.
+        """
+        if self._prep is None:
+            backbone = getattr(getattr(self.trainer, "lightning_module", None), "backbone", None)
+            if backbone is not None:
+                self._prep = preprocessing_of(backbone)
+            else:
+                warnings.warn(f"{type(self).__name__} does not know the model it feeds (no model_name, no "
+                              "use_model(), no trainer): normalising with timm's ImageNet defaults", stacklevel=2)
+                return preprocessing_of(nn.Identity()).with_size(self.image_size)
+        return self._prep.with_size(self.image_size)
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
         if not self.normalize:
             return None
-        return (tuple(self._cfg.get("mean", (0.485, 0.456, 0.406))), tuple(self._cfg.get("std", (0.229, 0.224, 0.225))))
+        prep = self.preprocessing
+        return prep.mean, prep.std
 
     def _normalize_tensor(self, x: Tensor) -> Tensor:
-        ms = self.mean_std
-        if ms is None:
+        if not self.normalize:
             return x
-        mean = torch.tensor(ms[0]).view(-1, 1, 1)
-        std = torch.tensor(ms[1]).view(-1, 1, 1)
-        return (x - mean) / std
+        return self.preprocessing.normalize(x)
 
     @property
     def num_classes(self) -> int:
@@ -333,7 +344,7 @@ class AlignedDataModule(L.LightningDataModule):
         stim = load_neural_stimuli(self.neural)
         n = len(stim)
         self._neural = stim
-        self._neural_images = self._normalize_tensor(_resize(stim.images, self.image_size))
+        self._neural_images = self._normalize_tensor(self.preprocessing.resize(stim.images))
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + 104_729)
         perm = torch.randperm(n, generator=g)
         n_hold = int(round(self.neural_holdout * n))
@@ -396,7 +407,7 @@ class GratingsDataModule(AlignedDataModule):
 
     def __init__(self, n_classes: int = 4, n_train: int = 256, n_val: int = 64, neural: Any = None,
                  neural_batch_size: int = 32, neural_holdout: float = 0.25, batch_size: int = 64,
-                 image_size: int | None = 32, num_workers: int | None = None, normalize: bool = False,
+                 image_size: int | None = 32, num_workers: int | None = None, normalize: bool = True,
                  model_name: str | None = None, seed: int = 0) -> None:
         super().__init__(neural=neural, neural_batch_size=neural_batch_size, neural_holdout=neural_holdout,
                          batch_size=batch_size, image_size=image_size, num_workers=num_workers,
@@ -428,7 +439,7 @@ class ImageFolderDataModule(AlignedDataModule):
     def __init__(self, root: str | None = None, train_dir: str | None = None, val_dir: str | None = None,
                  val_fraction: float = 0.1, neural: Any = None, neural_batch_size: int = 32,
                  neural_holdout: float = 0.25, batch_size: int = 64, image_size: int | None = None,
-                 num_workers: int | None = None, normalize: bool = False, model_name: str | None = None,
+                 num_workers: int | None = None, normalize: bool = True, model_name: str | None = None,
                  seed: int = 0) -> None:
         super().__init__(neural=neural, neural_batch_size=neural_batch_size, neural_holdout=neural_holdout,
                          batch_size=batch_size, image_size=image_size, num_workers=num_workers,
@@ -442,20 +453,12 @@ class ImageFolderDataModule(AlignedDataModule):
         self.root, self.train_dir, self.val_dir, self.val_fraction = root, train_dir, val_dir, val_fraction
 
     def _transforms(self) -> tuple[Callable, Callable]:
-        from torchvision import transforms as T
-        interp = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
-                  "nearest": T.InterpolationMode.NEAREST}.get(self._cfg.get("interpolation", "bilinear"),
-                                                             T.InterpolationMode.BILINEAR)
-        crop_pct = float(self._cfg.get("crop_pct") or 0.875)
-        tail = [T.ToTensor()]
-        ms = self.mean_std
-        if ms is not None:
-            tail.append(T.Normalize(ms[0], ms[1]))
-        train = T.Compose([T.RandomResizedCrop(self.image_size, interpolation=interp), T.RandomHorizontalFlip(),
-                           *tail])
-        val = T.Compose([T.Resize(int(round(self.image_size / crop_pct)), interpolation=interp),
-                         T.CenterCrop(self.image_size), *tail])
-        return train, val
+        # Geometry from the contract (crop_pct, interpolation); mean/std applied lazily, so the
+        # contract of a backbone known only at setup is the one used.
+        prep = self._prep.with_size(self.image_size) if self._prep is not None else \
+            preprocessing_of(nn.Identity()).with_size(self.image_size)
+        train_tf, val_tf = prep.train_transform(normalize=False), prep.eval_transform(normalize=False)
+        return (lambda img: self._normalize_tensor(train_tf(img))), (lambda img: self._normalize_tensor(val_tf(img)))
 
     @staticmethod
     def _folder(path: Path):
@@ -501,7 +504,7 @@ class ImageNetDataModule(ImageFolderDataModule):
 
     def __init__(self, root: str, neural: Any = None, neural_batch_size: int = 32, neural_holdout: float = 0.25,
                  batch_size: int = 256, image_size: int | None = None, num_workers: int | None = None,
-                 normalize: bool = False, model_name: str | None = None, seed: int = 0) -> None:
+                 normalize: bool = True, model_name: str | None = None, seed: int = 0) -> None:
         for split in ("train", "val"):
             if not (Path(root) / split).is_dir():
                 raise DataFormatError(f"ImageNet layout needs {str(Path(root) / split)!r} with one folder per class")

@@ -11,7 +11,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = str(CONFIGS / "train_tiny_cornet_z.yaml")
 FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.num_sanity_val_steps", "0", "--data.init_args.n_train", "64", "--data.init_args.n_val", "32",
-        "--data.init_args.neural_batch_size", "8", "--data.init_args.batch_size", "16"]
+        "--data.init_args.neural_batch_size", "8", "--data.init_args.batch_size", "16", "--scorecard.enabled", "false"]
 
 
 def test_tiny_config_trains_checkpoints_and_resumes(tmp_path):

@@ -75,7 +75,7 @@ def test_imagefolder_split_and_errors(tmp_path):
 
 def test_neural_batches_and_holdout(brain):
     dm = GratingsDataModule(n_train=32, n_val=8, neural=brain, neural_batch_size=6, neural_holdout=0.25,
-                            batch_size=8, image_size=16, seed=0)
+                            batch_size=8, image_size=16, model_name="vone_cornet_s", seed=0)
     dm.setup("fit")
     held = set(dm.neural_heldout_positions.tolist())
     assert len(held) == 10 and len(dm.neural_train_positions) == 30
@@ -86,7 +86,8 @@ def test_neural_batches_and_holdout(brain):
         assert b["neural_image"].shape == (6, 3, 16, 16)
         idx = b["neural_index"].tolist()
         assert len(set(idx)) == 6 and held.isdisjoint(idx)
-        torch.testing.assert_close(b["neural_image"], brain.images()[b["neural_index"]])
+        # normalised with the VOneNet contract: mean = std = 0.5 (Dapello et al. 2020)
+        torch.testing.assert_close(b["neural_image"], (brain.images()[b["neural_index"]] - 0.5) / 0.5)
     val_task, val_neural = dm.val_dataloader()
     assert sorted(torch.cat([v["neural_index"] for v in val_neural]).tolist()) == sorted(held)
 
@@ -124,3 +125,22 @@ def test_load_neural_stimuli_from_npz(tmp_path):
         load_neural_stimuli(str(tmp_path / "n.npz"))
     with pytest.raises(KeyError, match="not bundled"):
         load_neural_stimuli("nsd")
+
+
+def test_normalizes_with_the_trained_backbone_by_default(brain):
+    """No model_name: the contract is read from the LightningModule's backbone at setup, never assumed."""
+    from types import SimpleNamespace
+
+    import neuroreg as nr
+    from neuroreg.training import BrainRegularizedModule
+
+    module = BrainRegularizedModule(nr.create_model("vone_cornet_s", num_classes=4))
+    dm = GratingsDataModule(n_train=16, n_val=8, neural=brain, neural_batch_size=4, batch_size=8, image_size=16)
+    dm.trainer = SimpleNamespace(lightning_module=module)
+    assert dm.preprocessing.mean == (0.5, 0.5, 0.5) and dm.preprocessing.std == (0.5, 0.5, 0.5)
+    dm.setup("fit")
+    raw = GratingsDataset(16, 4, 16, seed=0)[3][0]
+    torch.testing.assert_close(dm._train[3][0], (raw - 0.5) / 0.5)
+    raw_dm = GratingsDataModule(n_train=16, n_val=8, batch_size=8, image_size=16, normalize=False)
+    raw_dm.setup("fit")
+    torch.testing.assert_close(raw_dm._train[3][0], raw)

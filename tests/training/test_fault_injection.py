@@ -21,7 +21,7 @@ ARGS = ["--config", TINY, "--trainer.max_steps", str(MAX_STEPS), "--checkpoint.e
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.num_sanity_val_steps", "0", "--trainer.logger", "false",
         "--data.init_args.n_train", "64", "--data.init_args.n_val", "16",
-        "--data.init_args.neural_batch_size", "8", "--data.init_args.batch_size", "16"]
+        "--data.init_args.neural_batch_size", "8", "--data.init_args.batch_size", "16", "--scorecard.enabled", "false"]
 
 
 def _env():

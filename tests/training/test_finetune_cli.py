@@ -14,7 +14,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = str(CONFIGS / "finetune_tiny.yaml")
 FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.num_sanity_val_steps", "0", "--data.init_args.n_images", "48", "--data.init_args.image_size", "32",
-        "--data.init_args.batch_size", "8", "--forgetting.probe_sets", "[kriegeskorte92]"]
+        "--data.init_args.batch_size", "8", "--forgetting.probe_sets", "[kriegeskorte92]", "--scorecard.enabled", "false"]
 
 
 @pytest.mark.slow

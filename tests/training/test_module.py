@@ -25,9 +25,12 @@ def _dm(brain, **kw):
 
 
 def _it_cka(model, brain, positions) -> float:
+    from neuroreg.preprocessing import preprocessing_of
+
     model.eval()
     with torch.no_grad(), capture_outputs(model, {"IT": "IT"}) as acts:
-        model(brain.images()[positions])
+        # the data module feeds images normalised with the model's contract; so does the reference
+        model(preprocessing_of(model).normalize(brain.images()[positions]))
     return float(cka(acts["IT"].flatten(1), torch.from_numpy(brain.responses[positions]), debiased=True))
 
 

@@ -1,0 +1,169 @@
+"""One preprocessing contract per model: input size, resizing, crop and mean/std, read from the model itself.
+
+Training data, feature extraction, brain scoring, the robustness wrapper and the
+scorecard all take their preprocessing from :func:`preprocessing_of`, so a
+model sees the same input statistics everywhere. The contract is timm's
+``resolve_model_data_config`` (the model's ``pretrained_cfg``; timm's ImageNet
+defaults when the model carries none), so a VOneNet gets mean = std = 0.5 and a
+timm EfficientNet its own input size and interpolation.
+
+>>> prep = preprocessing_of(model)            # or preprocessing_of("vone_cornet_s")
+>>> x = prep(images)                          # (N, 3, H, W) in [0, 1] -> resized, normalised
+>>> prep.normalize(x01)                       # mean/std only (e.g. inside an attacked classifier)
+>>> prep.eval_transform()                     # PIL -> Resize + CenterCrop + ToTensor (pixels in [0, 1])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["Preprocessing", "preprocessing_of"]
+
+_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images in [0, 1] become a model's input.
+
+    input_size: (C, H, W) the model expects; mean, std: per-channel statistics
+    subtracted and divided after resizing; interpolation: resampling of the
+    resize; crop_pct: centre-crop fraction of the evaluation transform for
+    decoded image files (timm convention: resize to ``size / crop_pct``, crop ``size``).
+    """
+
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+
+    def __post_init__(self) -> None:
+        if len(self.input_size) != 3 or any(int(s) < 1 for s in self.input_size):
+            raise ValueError(f"input_size must be (C, H, W) with positive entries; got {self.input_size}")
+        if len(self.mean) != len(self.std) or len(self.mean) != self.input_size[0]:
+            raise ValueError(f"mean and std need one value per input channel ({self.input_size[0]}); "
+                             f"got mean={self.mean}, std={self.std}")
+        if any(float(s) <= 0 for s in self.std):
+            raise ValueError(f"std must be positive per channel; got {self.std}")
+        if not 0 < float(self.crop_pct) <= 1:
+            raise ValueError(f"crop_pct must be in (0, 1]; got {self.crop_pct}")
+
+    @property
+    def image_size(self) -> int:
+        """Side length in pixels (H of ``input_size``)."""
+        return int(self.input_size[-2])
+
+    def with_size(self, image_size: int | None) -> "Preprocessing":
+        """The same contract at another square ``image_size`` (None keeps it)."""
+        if image_size is None:
+            return self
+        if int(image_size) < 1:
+            raise ValueError(f"image_size must be a positive number of pixels; got {image_size}")
+        return replace(self, input_size=(self.input_size[0], int(image_size), int(image_size)))
+
+    def resize(self, x: Tensor) -> Tensor:
+        """``(..., C, H, W)`` in [0, 1] -> ``(..., C, S, S)`` (antialiased, clamped to [0, 1]); no-op at size."""
+        size = (self.input_size[-2], self.input_size[-1])
+        if tuple(x.shape[-2:]) == size:
+            return x
+        lead = x.shape[:-3]
+        flat = x.reshape(-1, *x.shape[-3:]).float()
+        mode = self.interpolation if self.interpolation in _INTERPOLATIONS else "bilinear"
+        kw = {"align_corners": False, "antialias": True} if mode != "nearest" else {}
+        out = F.interpolate(flat, size=size, mode=mode, **kw).clamp_(0, 1)
+        return out.reshape(*lead, *out.shape[-3:]).to(x.dtype)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """``(x - mean) / std`` over the channel axis (-3) of ``(..., C, H, W)``; differentiable."""
+        if x.shape[-3] != len(self.mean):
+            raise ValueError(f"images have {x.shape[-3]} channels but the model's mean/std have {len(self.mean)}; "
+                             f"got shape {tuple(x.shape)}")
+        m = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        s = torch.as_tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return (x - m) / s
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Resize then normalise ``(C, H, W)`` or ``(N, C, H, W)`` images in [0, 1]."""
+        return self.normalize(self.resize(x))
+
+    def tensor_transform(self, normalize: bool = True) -> Callable[[Tensor], Tensor]:
+        """Per-image callable for :func:`neuroreg.extract` and datasets (resize, then normalise if asked)."""
+        return self if normalize else self.resize
+
+    def _torchvision_interp(self):
+        from torchvision.transforms import InterpolationMode
+        return {"bicubic": InterpolationMode.BICUBIC, "nearest": InterpolationMode.NEAREST}.get(
+            self.interpolation, InterpolationMode.BILINEAR)
+
+    def eval_transform(self, normalize: bool = False):
+        """PIL image -> tensor: Resize(size / crop_pct) + CenterCrop(size) + ToTensor (+ Normalize).
+
+        ``normalize=False`` (default) keeps pixels in [0, 1] for code that normalises
+        inside (accuracy, attacks, corruptions take [0, 1] images).
+        """
+        from torchvision import transforms as T
+        size = self.image_size
+        steps = [T.Resize(int(round(size / float(self.crop_pct))), interpolation=self._torchvision_interp()),
+                 T.CenterCrop(size), T.ToTensor()]
+        if normalize:
+            steps.append(T.Normalize(self.mean, self.std))
+        return T.Compose(steps)
+
+    def train_transform(self, normalize: bool = True):
+        """PIL image -> tensor: RandomResizedCrop(size) + horizontal flip + ToTensor (+ Normalize)."""
+        from torchvision import transforms as T
+        steps = [T.RandomResizedCrop(self.image_size, interpolation=self._torchvision_interp()),
+                 T.RandomHorizontalFlip(), T.ToTensor()]
+        if normalize:
+            steps.append(T.Normalize(self.mean, self.std))
+        return T.Compose(steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std),
+                "interpolation": self.interpolation, "crop_pct": float(self.crop_pct)}
+
+
+def _config_of(model: nn.Module | str) -> dict[str, Any]:
+    import timm
+    from timm.data import resolve_data_config
+    if isinstance(model, str):
+        import neuroreg.models  # noqa: F401  (registers neuroreg's models in timm)
+        from neuroreg.errors import UnknownNameError
+        if not timm.is_model(model):
+            raise UnknownNameError(f"model {model!r} is not a registered timm/neuroreg model")
+        cfg = timm.models.get_pretrained_cfg(model)
+        cfg = cfg.to_dict() if cfg is not None else {}
+    elif isinstance(model, nn.Module):
+        # what timm's resolve_model_data_config reads; it cannot take a model without a cfg
+        cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+        cfg = dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
+    else:
+        raise TypeError(f"model must be an nn.Module or a registered model name; got {type(model).__name__}")
+    # a non-empty dict: timm refuses an empty one, and falls back to its ImageNet defaults per missing key
+    return resolve_data_config(pretrained_cfg=cfg or {"architecture": "unknown"}, use_test_size=True)
+
+
+def preprocessing_of(model: nn.Module | str, image_size: int | None = None, *,
+                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Preprocessing:
+    """The model's :class:`Preprocessing`, from its ``pretrained_cfg`` through timm's data-config resolution.
+
+    model: a module (its ``pretrained_cfg``/``default_cfg``; timm's ImageNet defaults
+        when it has none) or a registered timm/neuroreg model name.
+    image_size: override the square input side (e.g. smaller images for a quick run).
+    mean, std: override the statistics (both or neither).
+    """
+    if (mean is None) != (std is None):
+        raise ValueError(f"give mean and std together or neither; got mean={mean!r}, std={std!r}")
+    cfg = _config_of(model)
+    prep = Preprocessing(input_size=tuple(int(s) for s in cfg["input_size"]),
+                         mean=tuple(float(v) for v in (mean if mean is not None else cfg["mean"])),
+                         std=tuple(float(v) for v in (std if std is not None else cfg["std"])),
+                         interpolation=str(cfg.get("interpolation") or "bilinear"),
+                         crop_pct=float(cfg.get("crop_pct") or 0.875))
+    return prep.with_size(image_size)

@@ -1,0 +1,357 @@
+"""ScorecardCallback: every trained model passes through the scorecard, at the end of fit and along the way.
+
+>>> trainer = L.Trainer(callbacks=[ScorecardCallback(every_n_epochs=1)], default_root_dir="runs/a")
+>>> trainer.fit(module, datamodule=dm)   # runs/a/scorecard/{scorecard.json, report.html, curves.csv, ...}
+
+At the end of ``fit`` the final model gets the full scorecard of
+:func:`neuroreg.evaluate` (accuracy on the validation data, the attack suite with
+its sanity checks, brain scores), written to ``<run>/scorecard/`` with the same
+files as ``neuroreg evaluate``. Every ``every_n_epochs`` epochs (or
+``every_n_steps`` steps) a cheaper configuration runs (brain scores over a few
+layers, a short PGD at one budget on a capped number of validation images) and
+is logged to TensorBoard as scalars::
+
+    brain/<dataset>/<rdm set or region>/<metric>     e.g. brain/kriegeskorte92/monkey_IT/crsa
+    robust/<attack>_eps<eps * 255>                   e.g. robust/pgd_eps4 (L-inf; L2: robust/pgd_l2_0.5)
+    clean/top1
+
+plus a layer-profile figure; the same numbers go to ``<run>/scorecard/curves.csv``
+and into the final scorecard as its ``curves`` section, so
+``Scorecard.load(run)`` and ``neuroreg evaluate --run A B`` compare runs by their
+curves and final numbers.
+
+The evaluation never changes training: torch (CPU and CUDA), numpy and Python
+random states are saved before and restored after, each submodule's train/eval
+mode is restored, and parameters do not collect gradients. Under DDP it runs
+on rank 0 while the other ranks wait at a barrier.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import random
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+from torch.utils.data import Dataset
+
+__all__ = ["ScorecardCallback", "preserve_training_state", "curve_tags"]
+
+_CURVE_FIELDS = ("model", "step", "epoch", "tag", "value")
+
+
+@contextlib.contextmanager
+def preserve_training_state(model: nn.Module) -> Iterator[None]:
+    """Run a block without leaving a trace on training: RNG states (torch CPU/CUDA, numpy, Python),
+    every submodule's train/eval mode and every parameter's ``requires_grad`` are restored on exit."""
+    torch_state = torch.get_rng_state()
+    cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in grads:
+            p.requires_grad_(False)
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+    finally:
+        for p, flag in grads:
+            p.requires_grad_(flag)
+        for m, flag in modes:
+            m.training = flag
+        torch.set_rng_state(torch_state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state_all(cuda_state)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
+class _ZeroOneImages(Dataset):
+    """A validation set seen as ``(image in [0, 1], label)``: undoes the data module's mean/std."""
+
+    def __init__(self, base: Dataset, mean_std, indices: Sequence[int] | None = None) -> None:
+        self.base, self.indices = base, None if indices is None else list(indices)
+        if mean_std is None:
+            self.mean = self.std = None
+        else:
+            self.mean = torch.tensor(mean_std[0], dtype=torch.float32).view(-1, 1, 1)
+            self.std = torch.tensor(mean_std[1], dtype=torch.float32).view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.base) if self.indices is None else len(self.indices)
+
+    def __getitem__(self, i: int):
+        x, y = self.base[i if self.indices is None else self.indices[i]]
+        x = torch.as_tensor(x, dtype=torch.float32)
+        if self.mean is not None:
+            x = x * self.std + self.mean
+        return x.clamp(0.0, 1.0), int(y)
+
+
+def _eps_label(eps: float, norm: str) -> str:
+    return f"eps{eps * 255:.3g}" if norm == "Linf" else f"l2_{eps:.3g}"
+
+
+def curve_tags(card) -> dict[str, float]:
+    """TensorBoard tag -> value of a scorecard: ``clean/top1``, ``robust/<attack>_eps<k>`` (the minimum over
+    attacks' draws at that budget), ``brain/<dataset>/<rdm set or region>/<metric>`` (test half of the
+    train-chosen layer, mean over subjects)."""
+    from neuroreg.evaluate import summarize_brain
+    out: dict[str, float] = {}
+    for r in card.sections.get("accuracy", ()):
+        if r["metric"] in ("top1", "balanced_top1", "top5"):
+            out[f"clean/{r['metric']}"] = float(r["score"])
+    for r in card.sections.get("attacks", ()):
+        if r.get("metric") != "accuracy" or r.get("eps") in (None, 0) or not r.get("attack"):
+            continue
+        norm = str(r.get("norm") or "Linf")
+        tag = f"robust/{r['attack']}_{_eps_label(float(r['eps']), norm)}"
+        out[tag] = min(out.get(tag, float("inf")), float(r["score"]))
+    brain = card.sections.get("brain")
+    if brain is not None and len(brain):
+        for r in summarize_brain(brain):
+            where = r.get("rdm_set") or r.get("region")
+            out[f"brain/{r.get('dataset')}/{where}/{r['metric']}"] = float(r["score"])
+    return out
+
+
+class ScorecardCallback(Callback):
+    """The scorecard of the model being trained: periodic cheap curves and a full final card.
+
+    Parameters
+    ----------
+    enabled: switch the callback off (``--scorecard.enabled false``).
+    every_n_epochs: periodic evaluation after every N training epochs (None or 0: off).
+    every_n_steps: periodic evaluation every N optimizer steps (None or 0: off; with
+        ``every_n_epochs`` both run).
+    final: run the full scorecard at the end of fit.
+    folder: where the final scorecard goes; relative paths are under the trainer's
+        ``default_root_dir`` (the run folder).
+    model_name: the model's name in the scorecard; default the run folder's name,
+        so cards of several runs combine side by side.
+    brain_sets: brain data sets (bundled names, ``nsd:ROOT``, ``algonauts2023:ROOT``).
+    attacks, eps, norm: the final attack suite (``eps`` None: the preset grid).
+    corruptions: final corruption suite (None: skip).
+    layers, max_layers: the final layer sweep for brain scores.
+    max_images: cap on validation images of the final card (None: all).
+    periodic_attack: the periodic attack ("pgd"; None: no attack along the way).
+    periodic_eps: its budget (L-inf 4/255 by default, RobustBench ImageNet scale).
+    periodic_steps: PGD iterations of the periodic attack.
+    periodic_max_images: validation images of the periodic accuracy and attack.
+    periodic_max_layers: layers of the periodic brain sweep (evenly spaced).
+    batch_size, seed: of the evaluation (the seed fixes attack starts and image picks).
+    """
+
+    def __init__(self, enabled: bool = True, every_n_epochs: Optional[int] = 1, every_n_steps: Optional[int] = None,
+                 final: bool = True, folder: str = "scorecard", model_name: Optional[str] = None,
+                 brain_sets: Sequence[str] = ("kriegeskorte92",), attacks: Sequence[str] = ("pgd",),
+                 eps: Optional[list[float]] = None, norm: str = "Linf", corruptions: Optional[list[str]] = None,
+                 layers: Any = "all", max_layers: Optional[int] = None, max_images: Optional[int] = None,
+                 periodic_attack: Optional[str] = "pgd", periodic_eps: float = 4 / 255, periodic_steps: int = 5,
+                 periodic_max_images: Optional[int] = 128, periodic_max_layers: Optional[int] = 4,
+                 batch_size: int = 64, seed: int = 0) -> None:
+        super().__init__()
+        for name, value in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0 or None; got {value}")
+        if norm not in ("Linf", "L2"):
+            raise ValueError(f"norm must be 'Linf' or 'L2'; got {norm!r}")
+        if periodic_steps < 1:
+            raise ValueError(f"periodic_steps must be >= 1; got {periodic_steps}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        self.enabled, self.every_n_epochs, self.every_n_steps, self.final = enabled, every_n_epochs, every_n_steps, final
+        self.folder, self.model_name = folder, model_name
+        self.brain_sets, self.attacks, self.eps, self.norm = list(brain_sets or ()), list(attacks or ()), eps, norm
+        self.corruptions, self.layers, self.max_layers, self.max_images = corruptions, layers, max_layers, max_images
+        self.periodic_attack, self.periodic_eps, self.periodic_steps = periodic_attack, periodic_eps, periodic_steps
+        self.periodic_max_images, self.periodic_max_layers = periodic_max_images, periodic_max_layers
+        self.batch_size, self.seed = batch_size, seed
+        self.curves_: list[dict] = []
+        self._last_step = -1
+
+    # ------------------------------------------------------------------ where and what
+    def run_folder(self, trainer: L.Trainer) -> Path:
+        return Path(trainer.default_root_dir)
+
+    def output_folder(self, trainer: L.Trainer) -> Path:
+        folder = Path(self.folder)
+        return folder if folder.is_absolute() else self.run_folder(trainer) / folder
+
+    def _name(self, trainer: L.Trainer) -> str:
+        return self.model_name or self.run_folder(trainer).resolve().name or "model"
+
+    @staticmethod
+    def _backbone(pl_module: L.LightningModule) -> nn.Module:
+        return getattr(pl_module, "backbone", pl_module)
+
+    def _task_data(self, trainer: L.Trainer, max_images: Optional[int]):
+        dm = getattr(trainer, "datamodule", None)
+        if dm is None:
+            return None
+        base = getattr(dm, "_val", None) or getattr(dm, "val_dataset", None)
+        if base is None:
+            return None
+        mean_std = dm.mean_std() if callable(getattr(dm, "mean_std", None)) else None
+        indices = None
+        if max_images is not None and max_images < len(base):
+            gen = torch.Generator().manual_seed(self.seed)
+            indices = sorted(torch.randperm(len(base), generator=gen)[:max_images].tolist())
+        return _ZeroOneImages(base, mean_std, indices)
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, *, periodic: bool):
+        from neuroreg.evaluate import evaluate
+
+        model = self._backbone(pl_module)
+        task = self._task_data(trainer, self.periodic_max_images if periodic else self.max_images)
+        if periodic:
+            attacks = [self.periodic_attack] if self.periodic_attack else []
+            kw = dict(attacks=attacks, eps=[self.periodic_eps], norm=self.norm, layers="all",
+                      max_layers=self.periodic_max_layers,
+                      attack_kwargs={"pgd_steps": self.periodic_steps, "sanity": False, "progress": False,
+                                     "n_draws": 1, "eot_iter": 2})
+            sections = ["accuracy", "brain", *(["attacks"] if attacks else [])]
+        else:
+            kw = dict(attacks=self.attacks, eps=self.eps, norm=self.norm, corruptions=self.corruptions,
+                      layers=self.layers, max_layers=self.max_layers, attack_kwargs={"progress": False})
+            sections = ["accuracy", "brain", "factortopy", *(["attacks"] if self.attacks else []),
+                        *(["corruptions"] if self.corruptions else [])]
+        if task is None:
+            sections = [s for s in sections if s in ("brain", "factortopy")]
+        with preserve_training_state(model):
+            return evaluate({self._name(trainer): model}, task, brain_sets=self.brain_sets, sections=sections,
+                            batch_size=self.batch_size, seed=self.seed, progress=False, **kw)
+
+    def _log(self, trainer: L.Trainer, card, step: int, epoch: int) -> dict[str, float]:
+        tags = curve_tags(card)
+        name = self._name(trainer)
+        for tag, value in tags.items():
+            self.curves_.append({"model": name, "step": step, "epoch": epoch, "tag": tag, "value": value})
+        writer = _tensorboard_writer(trainer)
+        if writer is not None:
+            for tag, value in tags.items():
+                writer.add_scalar(tag, value, global_step=step)
+            fig = _layer_profile(card)
+            if fig is not None:
+                writer.add_figure("scorecard/layer_profile", fig, global_step=step)
+            writer.flush()
+        self._write_curves(trainer)
+        return tags
+
+    def _write_curves(self, trainer: L.Trainer) -> Path:
+        from neuroreg._io import atomic_write_text
+        import io
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=_CURVE_FIELDS)
+        w.writeheader()
+        w.writerows(self.curves_)
+        folder = self.output_folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        return atomic_write_text(folder / "curves.csv", buf.getvalue())
+
+    def _periodic(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = int(trainer.global_step)
+        if step == self._last_step:  # epoch and step schedules can meet on one step
+            return
+        self._last_step = step
+        if trainer.is_global_zero:
+            card = self._evaluate(trainer, pl_module, periodic=True)
+            self._log(trainer, card, step, int(trainer.current_epoch))
+        trainer.strategy.barrier("scorecard_periodic")
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self.enabled or not self.every_n_steps or trainer.sanity_checking:
+            return
+        if trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0:
+            self._periodic(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not self.enabled or not self.every_n_epochs:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._periodic(trainer, pl_module)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if not self.enabled or not self.final:
+            return
+        if trainer.is_global_zero:
+            card = self._evaluate(trainer, pl_module, periodic=False)
+            step, epoch = int(trainer.global_step), int(trainer.current_epoch)
+            self._log_final(trainer, card, step)
+            if self.curves_:
+                from neuroreg.scoring.results import ScoreTable
+                card.add("curves", ScoreTable({"model": r["model"], "step": r["step"], "epoch": r["epoch"],
+                                               "metric": r["tag"], "score": r["value"]} for r in self.curves_))
+            card.title = f"neuroreg scorecard: {self._name(trainer)} (step {step}, epoch {epoch})"
+            folder = self.output_folder(trainer)
+            if self.curves_:
+                from neuroreg.training.scorecard_curves import plot_curves
+                import matplotlib.pyplot as plt
+                fig = plot_curves(self.curves_)
+                folder.mkdir(parents=True, exist_ok=True)
+                fig.savefig(folder / "curves.png", dpi=110, bbox_inches="tight")
+                plt.close(fig)
+                card.figures.append((str(folder / "curves.png"),
+                                     "Scores along training (periodic scorecard: brain scores over a few layers, "
+                                     "short PGD on a subset of the validation images).", "curves"))
+            card.save(folder, tensorboard=False)
+        trainer.strategy.barrier("scorecard_final")
+
+    def _log_final(self, trainer: L.Trainer, card, step: int) -> None:
+        writer = _tensorboard_writer(trainer)
+        if writer is None:
+            return
+        for tag, value in curve_tags(card).items():
+            writer.add_scalar(f"final/{tag}", value, global_step=step)
+        writer.flush()
+
+    def state_dict(self) -> dict:
+        return {"curves": list(self.curves_), "last_step": self._last_step}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.curves_ = list(state_dict.get("curves", []))
+        self._last_step = int(state_dict.get("last_step", -1))
+
+
+def _tensorboard_writer(trainer: L.Trainer):
+    for logger in trainer.loggers:
+        exp = getattr(logger, "experiment", None)
+        if exp is not None and hasattr(exp, "add_scalar"):
+            return exp
+    return None
+
+
+def _layer_profile(card):
+    brain = card.sections.get("brain")
+    if brain is None or not len(brain):
+        return None
+    from neuroreg.scorecard_report import plot_depth_profile
+    first = brain[0]
+    sub = brain.filter(dataset=first.get("dataset"), metric=first["metric"])
+    try:
+        return plot_depth_profile(sub, title=f"{first['metric']} on {first.get('dataset')}")
+    except ValueError as exc:  # nothing to draw is not worth stopping the run for
+        warnings.warn(f"scorecard layer profile not drawn: {exc}", stacklevel=2)
+        return None
+
+
+def read_curves(folder: str | os.PathLike) -> list[dict]:
+    """Rows of ``curves.csv`` in a run folder or its ``scorecard/`` folder (model, step, epoch, tag, value)."""
+    folder = Path(folder)
+    path = folder / "curves.csv" if (folder / "curves.csv").is_file() else folder / "scorecard" / "curves.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{"model": r["model"], "step": int(r["step"]), "epoch": int(r["epoch"]), "tag": r["tag"],
+                 "value": float(r["value"])} for r in csv.DictReader(f)]

@@ -1,0 +1,136 @@
+import json
+import random
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from neuroreg.scorecard import Scorecard
+from neuroreg.training import BrainRegularizedModule, GratingsDataModule, ScorecardCallback
+from neuroreg.training.scorecard_callback import preserve_training_state, read_curves
+
+from conftest import make_tiny_net
+
+
+def test_preserve_training_state_restores_rng_and_modes():
+    net = make_tiny_net(noise=0.1)
+    net.train()
+    net.V1[1].eval()                         # a mixed state must come back per submodule
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    with preserve_training_state(net):
+        net.eval()
+        torch.rand(100), np.random.rand(100), random.random()
+        assert not any(p.requires_grad for p in net.parameters())
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+    assert net.training and net.IT.training and not net.V1[1].training and net.V1[0].training
+    assert all(p.requires_grad for p in net.parameters())
+
+
+def _fit(tmp_path, with_callback: bool):
+    L.seed_everything(0, verbose=False)
+    net = make_tiny_net(noise=0.2)          # stochastic: draws from the global RNG in train and eval
+    dm = GratingsDataModule(n_classes=4, n_train=48, n_val=16, batch_size=16, image_size=16, normalize=True,
+                            model_name=None, seed=0)
+    dm.use_model(net)
+    cb = ScorecardCallback(every_n_steps=2, every_n_epochs=1, brain_sets=[], attacks=["pgd"],
+                           eps=[4 / 255], periodic_steps=2, periodic_max_images=8, max_images=8, batch_size=8,
+                           model_name="tiny", final=False)   # the final card runs after the last step
+    trainer = L.Trainer(max_steps=6, accelerator="cpu", deterministic=True, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, default_root_dir=str(tmp_path),
+                        callbacks=[cb] if with_callback else [])
+    module = BrainRegularizedModule(net, lr=0.05, scheduler="none")
+    trainer.fit(module, datamodule=dm)
+    return {k: v.clone() for k, v in net.state_dict().items()}, cb
+
+
+def test_callback_does_not_change_training(tmp_path):
+    plain, _ = _fit(tmp_path / "a", with_callback=False)
+    scored, cb = _fit(tmp_path / "b", with_callback=True)
+    steps = sorted({r["step"] for r in cb.curves_})
+    assert steps == [2, 3, 4, 6]            # every 2 steps and after each 3-batch epoch: it really ran
+    assert any(r["tag"] == "robust/pgd_eps4" for r in cb.curves_)
+    assert (tmp_path / "b" / "scorecard" / "curves.csv").is_file()
+    for k in plain:
+        assert torch.equal(plain[k], scored[k]), k
+
+
+def test_rejects_bad_options():
+    with pytest.raises(ValueError, match="every_n_steps must be >= 0"):
+        ScorecardCallback(every_n_steps=-1)
+    with pytest.raises(ValueError, match="norm must be 'Linf' or 'L2'; got 'Linf2'"):
+        ScorecardCallback(norm="Linf2")
+
+
+@pytest.mark.slow
+def test_tiny_cli_run_leaves_scorecard_and_tensorboard_curves(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from neuroreg.cli import main as neuroreg_main
+    from test_cli import TINY
+
+    def train(name):
+        root = tmp_path / name
+        args = ["train", "--config", TINY, "--trainer.max_steps", "4", "--trainer.default_root_dir", str(root),
+                "--trainer.enable_progress_bar", "false", "--trainer.num_sanity_val_steps", "0",
+                "--data.init_args.n_train", "32", "--data.init_args.n_val", "16",
+                "--data.init_args.neural_batch_size", "8", "--data.init_args.batch_size", "16",
+                "--scorecard.every_n_epochs", "0", "--scorecard.every_n_steps", "2",
+                "--scorecard.periodic_max_images", "16", "--scorecard.periodic_steps", "2",
+                "--scorecard.periodic_max_layers", "2", "--scorecard.max_layers", "3", "--scorecard.max_images", "16",
+                "--scorecard.eps", "[0.0156862745]"]
+        assert neuroreg_main(args) == 0
+        return root
+
+    root = train("w1")
+    rows = json.loads((root / "scorecard" / "scorecard.json").read_text())
+    sections = {r["section"] for r in rows}
+    assert {"accuracy", "attacks", "brain", "curves"} <= sections
+    assert any(r["section"] == "brain" and r["metric"] == "crsa" and r.get("rdm_set") == "monkey_IT" for r in rows)
+    events = EventAccumulator(str(next((root / "lightning_logs").glob("version_*"))))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    for tag in ("brain/kriegeskorte92/monkey_IT/crsa", "robust/pgd_eps4", "clean/top1"):
+        assert [e.step for e in events.Scalars(tag)] == [2, 4], tag
+        assert all(np.isfinite(e.value) for e in events.Scalars(tag))
+    assert "final/brain/kriegeskorte92/monkey_IT/crsa" in tags
+    curves = read_curves(root)
+    assert {(r["step"], r["tag"]) for r in curves} >= {(2, "robust/pgd_eps4"), (4, "robust/pgd_eps4")}
+    card = Scorecard.load(root)
+    assert card.models == ["w1"] and len(card.sections["curves"]) == len(curves)
+
+
+def test_evaluate_run_compares_run_folders(tmp_path, capsys):
+    from neuroreg.cli import main as neuroreg_main
+
+    for name, lr in (("w0", 0.05), ("w1", 0.2)):
+        L.seed_everything(0, verbose=False)
+        net = make_tiny_net()
+        dm = GratingsDataModule(n_classes=4, n_train=32, n_val=16, batch_size=16, image_size=16, seed=0).use_model(net)
+        cb = ScorecardCallback(every_n_steps=1, every_n_epochs=0, brain_sets=[], attacks=[], periodic_attack=None,
+                               batch_size=16)
+        L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                  limit_val_batches=0, default_root_dir=str(tmp_path / name), callbacks=[cb]).fit(
+            BrainRegularizedModule(net, lr=lr, scheduler="none"), datamodule=dm)
+    out = tmp_path / "cmp"
+    assert neuroreg_main(["evaluate", "--run", str(tmp_path / "w0"), str(tmp_path / "w1"), "--out", str(out)]) == 0
+    summary = __import__("pandas").read_csv(out / "summary.csv")
+    assert summary["model"].tolist() == ["w0", "w1"]
+    assert (out / "curves.png").is_file()
+    card = Scorecard.load(out)
+    for name in ("w0", "w1"):
+        own = read_curves(tmp_path / name)
+        assert [r["step"] for r in own if r["tag"] == "clean/top1"] == [1, 2]
+        got = card.sections["curves"].filter(model=name)
+        assert sorted((r["step"], r["metric"], r["score"]) for r in got) == \
+            sorted((r["step"], r["tag"], r["value"]) for r in own)
+        final = Scorecard.load(tmp_path / name).sections["accuracy"].filter(metric="top1")[0]["score"]
+        assert summary.set_index("model").loc[name, "clean_top1"] == pytest.approx(final)
+    assert neuroreg_main(["evaluate"]) == 2
+    assert "give --model NAME" in capsys.readouterr().err

@@ -498,8 +498,8 @@ def _recovery_matrix():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="open: layer2 recovered for 0.38 of its voxels (oracle 0.83) on an 80-voxel "
-                   "version of this cell, overall 0.72 (oracle 0.86); see docs/factortopy.md")
+@pytest.mark.xfail(strict=True, reason="open: layer2 recovered for 0.37 of its voxels (oracle 0.83), overall 0.68 "
+                   "(oracle 0.86); see docs/factortopy.md")
 def test_recovers_resnet18_point_readouts_of_an_independent_simulation():
     # the setting where layer2 (128 channels = D) used to lose its voxels (0.53 overall, layer2 12/111):
     # ResNet-18, 96 px, voxels reading one block at a random location by bilinear sampling; defaults only

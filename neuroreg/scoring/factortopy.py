@@ -652,6 +652,9 @@ class FactorTopy:
     level_std_ (per-layer ``(C, K)`` blur-level SDs, ``pooling="gaussian"``), timings_ (seconds
     spent on feature statistics, position initialisation, training epochs and the ridge layer choice),
     init_space_ ``(n_voxels, L, 2)`` correlation peaks (``position_init="correlation"``).
+    window_candidate_ ``(n_voxels, L)`` which window the ridge layer choice kept per voxel and layer
+    (0 learned, 1 learned position with the narrowest window, 2 correlation peak with it) and
+    choice_space_layers_ ``(n_voxels, L, 2)``, choice_scale_layers_ ``(n_voxels, L)`` those windows.
 
     Diagnostics (``layer_choice="ridge_cv"``): cv_r_ per voxel and layer; confidence_ (entropy
     of the layer choice); choice_margin_ ``(n_voxels,)`` best minus second-best cv r; weak_layers_,
@@ -1049,7 +1052,7 @@ class FactorTopy:
 
         Gradient descent leaves the read-outs of layers with ill-conditioned pooled features
         under-fitted, which biases a choice made from them; ridge solves them exactly, at the
-        learned position and scale, with at most ``D`` dimensions per layer. The features are
+        best of a few windows per layer (see below), with at most ``D`` dimensions per layer. The features are
         never stored: each pass over the training stimuli accumulates per-fold sufficient
         statistics (:class:`_RidgeStats`) for as many (layer, voxel block) pairs as fit in
         :data:`RIDGE_MEMORY` bytes.

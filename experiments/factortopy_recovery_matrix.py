@@ -164,7 +164,12 @@ def run_cell(arch: str, size: int, readout: str, n_stimuli: int, n_voxels: int =
     good = truth["snr"] >= 1.0
     true_layer = truth["layer"]
     hit = ft.best_layer_ == true_layer
-    space = ft.space_layers_[np.arange(len(true_layer)), true_layer] if hasattr(ft, "space_layers_") else ft.space_
+    if hasattr(ft, "choice_space_layers_"):  # the windows the layer choice judged
+        space = ft.choice_space_layers_[np.arange(len(true_layer)), true_layer]
+    elif hasattr(ft, "space_layers_"):
+        space = ft.space_layers_[np.arange(len(true_layer)), true_layer]
+    else:
+        space = ft.space_
     pos_err = np.linalg.norm(space - truth["position"], axis=1)
     out = {"arch": arch, "size": size, "readout": readout, "n_stimuli": n_stimuli, "n_voxels": n_voxels,
            "seed": seed, "accuracy": float(hit[good].mean()),

@@ -12,9 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import matplotlib
 
-matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

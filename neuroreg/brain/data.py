@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from neuroreg._checks import check_finite
+from neuroreg._condensed import condense, n_from_condensed, square
 from neuroreg._ids import rows_of
 from neuroreg._images import images_to_tensor
 from neuroreg.errors import ShapeError, StimulusMismatchError
@@ -248,15 +249,9 @@ class RDMSet:
     def from_condensed(cls, vectors, **kw) -> "RDMSet":
         """Build from ``(k, n*(n-1)/2)`` upper triangles in scipy ``squareform`` order."""
         v = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
-        m = v.shape[1]
-        n = int(round((1 + np.sqrt(1 + 8 * m)) / 2))
-        if n * (n - 1) // 2 != m:
-            raise ShapeError(f"condensed RDMs must have n*(n-1)/2 entries; {m} is not such a number")
-        iu = np.triu_indices(n, 1)
-        out = np.zeros((v.shape[0], n, n))
-        out[:, iu[0], iu[1]] = v
-        out += out.transpose(0, 2, 1)
-        return cls(out, **kw)
+        if n_from_condensed(v.shape[1]) is None:
+            raise ShapeError(f"condensed RDMs must have n*(n-1)/2 entries; {v.shape[1]} is not such a number")
+        return cls(square(v), **kw)
 
     @property
     def n_rdms(self) -> int:
@@ -271,8 +266,7 @@ class RDMSet:
 
     def condensed(self) -> np.ndarray:
         """``(k, n*(n-1)/2)`` upper triangles, row-major (scipy ``squareform`` order)."""
-        iu = np.triu_indices(self.n_stimuli, 1)
-        return self.rdms[:, iu[0], iu[1]]
+        return condense(self.rdms)
 
     def __getitem__(self, index) -> "RDMSet":
         idx = np.atleast_1d(np.arange(self.n_rdms)[index])

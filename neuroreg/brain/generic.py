@@ -34,6 +34,7 @@ import h5py
 import numpy as np
 import scipy.io
 
+from neuroreg._condensed import n_from_condensed, square
 from neuroreg._images import list_images
 from neuroreg._io import read_text, reading
 from neuroreg.brain.data import BrainData, RDMSet
@@ -197,14 +198,9 @@ def _square_stack(arr: np.ndarray, where: str) -> np.ndarray:
 
 
 def _condensed_to_square(vec: np.ndarray, where: str) -> np.ndarray:
-    m = vec.size
-    n = int(round((1 + np.sqrt(1 + 8 * m)) / 2))
-    if n * (n - 1) // 2 != m:
-        raise DataFormatError(f"{where}: an RDM vector of length {m} is not n(n-1)/2 for any n")
-    out = np.zeros((n, n))
-    iu = np.triu_indices(n, 1)
-    out[iu] = vec.ravel()
-    return out + out.T
+    if n_from_condensed(vec.size) is None:
+        raise DataFormatError(f"{where}: an RDM vector of length {vec.size} is not n(n-1)/2 for any n")
+    return square(np.asarray(vec, dtype=np.float64).ravel())
 
 
 def _from_mat(path: Path, key: str | None) -> tuple[np.ndarray, list[str] | None]:

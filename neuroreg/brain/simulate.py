@@ -32,6 +32,8 @@ from tqdm.auto import tqdm
 from neuroreg._images import list_images
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import ShapeError, UnknownNameError
+from neuroreg.features import extract
+from neuroreg.models.areas import area_layers
 
 __all__ = ["simulate_voxels", "expected_split_half_ceiling", "gaussian_windows", "DEFAULT_ROIS"]
 
@@ -65,9 +67,8 @@ def expected_split_half_ceiling(snr, repeats: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- arguments
 def _default_layers(model: nn.Module) -> list[str]:
     try:
-        from neuroreg.models import area_layers
         areas = area_layers(model)
-    except (ImportError, KeyError) as err:
+    except KeyError as err:
         raise ValueError(
             f"layers=None but no area map is known for {type(model).__name__} ({err}); pass layers= as "
             "module names of the model, shallow to deep, e.g. ['layer1', 'layer2', 'layer3', 'layer4']") from None
@@ -323,8 +324,6 @@ def simulate_voxels(model: nn.Module, stimuli, rois: Sequence[str] | Mapping[str
     ids = np.asarray(stimulus_ids) if stimulus_ids is not None else (default_ids if default_ids is not None else np.arange(n))
     if len(ids) != n:
         raise ValueError(f"stimulus_ids has {len(ids)} entries but there are {n} stimuli")
-
-    from neuroreg.features import extract  # features sits above brain in the layering; import lazily
 
     transform = _resize_transform(image_size)
     signal = torch.zeros(n, n_vox, dtype=torch.float64)

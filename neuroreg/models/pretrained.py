@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from neuroreg.errors import CheckpointError, NotAvailableError
+from neuroreg.models.vone import OFFICIAL_FLAGS
 
 __all__ = ["OFFICIAL_WEIGHTS", "read_state_dict", "read_checkpoint", "vone_kwargs_from_flags",
            "load_mapped_state_dict", "official_key_map",
@@ -261,7 +262,6 @@ def vone_kwargs_from_flags(flags: Mapping, given: Mapping, *, arch: str) -> dict
     ones the checkpoint's kernels were drawn from); a keyword in ``given`` that
     contradicts a flag raises :class:`CheckpointError` naming both.
     """
-    from neuroreg.models.vone import OFFICIAL_FLAGS
     if "arch" in flags:
         got = str(flags["arch"]).replace("_", "").lower()
         if not any(got.startswith(a) for a in _ARCH_OF[arch]):

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from neuroreg.models._intermediates import check_output_fmt, hooked_intermediates, take_indices
+from neuroreg.models.areas import area_layers
 from neuroreg.models.cornet import CORnetS, CORnetZ
 from neuroreg.models.vone import VOneBlock
 
@@ -131,7 +132,6 @@ class VOneNet(nn.Module):
                          "ResNet/AlexNet layout; wrap it to provide forward_features and forward_head")
 
     def _areas(self) -> dict[str, str]:
-        from neuroreg.models.zoo import area_layers
         try:
             inner = area_layers(self.backbone)
         except KeyError:

@@ -31,7 +31,7 @@ def as_loader(data: Any, batch_size: int) -> DataLoader:
                     f"or a tuple (images, labels); got {type(data).__name__}")
 
 
-def batches(loader: DataLoader, device: torch.device, n_classes: int | None = None,
+def batches(loader: DataLoader, device: torch.device, num_classes: int | None = None,
             max_batches: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield checked (images, labels) batches on ``device``."""
     for i, batch in enumerate(loader):
@@ -48,7 +48,7 @@ def batches(loader: DataLoader, device: torch.device, n_classes: int | None = No
                              f"{tuple(labels.shape)} for images of shape {tuple(images.shape)}")
         if labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise ValueError(f"data labels must be integer class indices; got dtype {labels.dtype}")
-        if n_classes is not None and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
-            raise ValueError(f"data labels must lie in [0, {n_classes - 1}] for a model with {n_classes} "
+        if num_classes is not None and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise ValueError(f"data labels must lie in [0, {num_classes - 1}] for a model with {num_classes} "
                              f"logits; got labels in [{int(labels.min())}, {int(labels.max())}]")
         yield images.to(device), labels.long().to(device)

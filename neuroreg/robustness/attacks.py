@@ -20,6 +20,7 @@ import torchattacks
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from neuroreg._deprecation import renamed_argument
 from neuroreg.errors import UnknownNameError
 from neuroreg.robustness._data import as_loader, batches
 from neuroreg.robustness._seeding import count_correct, seeded
@@ -104,8 +105,9 @@ class _EOTPGDL2(torchattacks.PGDL2):
 
 
 def make_attack(name: str, model: RobustClassifier, eps: float, norm: str = "Linf", *,
-                steps: int | None = None, eot_iter: int = 1, n_classes: int | None = None,
-                n_queries: int = 5000, random_start: bool = True, seed: int = 0) -> torchattacks.attack.Attack:
+                steps: int | None = None, eot_iter: int = 1, num_classes: int | None = None,
+                n_queries: int = 5000, random_start: bool = True, seed: int = 0,
+                n_classes: int | None = None) -> torchattacks.attack.Attack:
     """Build one torchattacks attack on ``model`` (images in [0, 1]).
 
     Args:
@@ -117,7 +119,8 @@ def make_attack(name: str, model: RobustClassifier, eps: float, norm: str = "Lin
         eot_iter: gradient draws per step for "eotpgd" and for APGD on
             stochastic models (1 = plain); AutoAttack with eot_iter > 1 runs its
             "rand" version (APGD-CE + APGD-DLR, 20 draws) for stochastic models.
-        n_classes: logits of the model (APGD-DLR needs >= 3, AutoAttack uses it).
+        num_classes: logits of the model (APGD-DLR needs >= 3, AutoAttack uses it); default the
+            model's. ``n_classes`` is its deprecated name.
         n_queries: Square attack query budget.
         random_start: PGD/EOT-PGD start at a uniform random point of the ball.
         seed: seed torchattacks uses for APGD/Square/AutoAttack starting points.
@@ -132,10 +135,11 @@ def make_attack(name: str, model: RobustClassifier, eps: float, norm: str = "Lin
         raise ValueError(f"steps must be >= 1; got {steps}")
     if int(eot_iter) < 1:
         raise ValueError(f"eot_iter must be >= 1; got {eot_iter}")
-    n_classes = n_classes if n_classes is not None else model.n_classes
-    if name in ("apgd-dlr", "autoattack") and (n_classes is None or n_classes < 3):
+    num_classes = renamed_argument(num_classes, n_classes, new="num_classes", old="n_classes", where="make_attack")
+    num_classes = num_classes if num_classes is not None else model.num_classes
+    if name in ("apgd-dlr", "autoattack") and (num_classes is None or num_classes < 3):
         raise ValueError(f"attack {name!r} uses the DLR loss, which needs >= 3 classes; "
-                         f"got n_classes={n_classes}")
+                         f"got num_classes={num_classes} (formerly n_classes={num_classes})")
     seed = int(seed)
     if name == "fgsm":
         return torchattacks.FGSM(model, eps=eps)
@@ -160,7 +164,7 @@ def make_attack(name: str, model: RobustClassifier, eps: float, norm: str = "Lin
     if name == "autoattack":
         # Stochastic models get AutoAttack's "rand" version: APGD-CE and APGD-DLR with 20 EOT draws.
         return torchattacks.AutoAttack(model, norm=norm, eps=eps, version="rand" if eot_iter > 1 else "standard",
-                                       n_classes=int(n_classes), seed=seed)
+                                       n_classes=int(num_classes), seed=seed)
     return torchattacks.Square(model, norm=norm, eps=eps, n_queries=int(n_queries), n_restarts=1,
                                p_init=0.8, loss="margin", resc_schedule=True, seed=seed)
 
@@ -245,12 +249,12 @@ def _large_eps(norm: str) -> float:
 def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("pgd",),
                  eps: Sequence[float] | float | None = None, norm: str = "Linf", *,
                  preset: str = "imagenet", mean: Sequence[float] | str | None = FROM_MODEL,
-                 std: Sequence[float] | str | None = FROM_MODEL, n_classes: int | None = None,
+                 std: Sequence[float] | str | None = FROM_MODEL, num_classes: int | None = None,
                  stochastic: bool | None = None, pgd_steps: int = 10, apgd_steps: int = 100,
                  eot_iter: int = 10, n_draws: int = 5, square_queries: int = 1000,
                  sanity: bool = True, sanity_tol: float = 0.03, batch_size: int = 128,
                  max_batches: int | None = None, model_name: str | None = None, seed: int = 0,
-                 progress: bool = True) -> ScoreTable:
+                 progress: bool | None = None, n_classes: int | None = None) -> ScoreTable:
     """Accuracy under each attack at each eps, with sanity checks, as a ScoreTable.
 
     Args:
@@ -276,12 +280,17 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
         sanity_tol: accuracy slack of the checks (plus 2 sd for stochastic models).
         max_batches: evaluate only the first batches (quick looks).
         seed: every attack and noise draw is seeded from it.
+        num_classes: logits of the model; inferred from a probe batch when None
+            (``n_classes``: its deprecated name).
+        progress: progress bar; None (default) shows it on a terminal only, as
+            every neuroreg function with a ``progress`` argument.
 
     Returns:
         ScoreTable with one row per (attack, eps): metric="accuracy", score,
         attack, eps, norm, steps, eot_iter, sd, n_draws, n_images, role, split="test".
         The clean row has attack="none", eps=0.
     """
+    num_classes = renamed_argument(num_classes, n_classes, new="num_classes", old="n_classes", where="attack_suite")
     attacks = [attacks] if isinstance(attacks, str) else list(attacks)
     if not attacks:
         raise ValueError("attacks must name at least one attack; got an empty list")
@@ -304,7 +313,7 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
         raise ValueError(f"sanity_tol must be >= 0; got {sanity_tol}")
 
     wrapped = model if isinstance(model, RobustClassifier) else RobustClassifier(
-        model, mean, std, n_classes=n_classes, stochastic=stochastic)
+        model, mean, std, num_classes=num_classes, stochastic=stochastic)
     loader = as_loader(data, batch_size)
     device = wrapped.device
     was_training = wrapped.training
@@ -322,8 +331,9 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
         tallies = {spec.key: _Tally() for spec in specs}
         clean = _Tally()
         n_total = len(loader) if max_batches is None else min(len(loader), max_batches)
-        bar = tqdm(total=n_total * (len(specs) + 1), desc="attack suite", disable=not progress)
-        for b, (x, y) in enumerate(batches(loader, device, wrapped.n_classes, max_batches)):
+        bar = tqdm(total=n_total * (len(specs) + 1), desc="attack suite",
+                   disable=None if progress is None else not progress)
+        for b, (x, y) in enumerate(batches(loader, device, wrapped.num_classes, max_batches)):
             with seeded(seed + 7919 * b, device):
                 clean.add(count_correct(wrapped, x, y, draws), len(y))
             bar.update(1)
@@ -351,7 +361,7 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
                      eot_iter=spec.eot_iter, role=spec.role if not spec.tag else f"sanity:{spec.tag}")
     checks: list[SanityResult] = []
     if sanity:
-        checks = run_sanity_checks(specs, results, (clean_acc, clean_sd), n_classes=wrapped.n_classes,
+        checks = run_sanity_checks(specs, results, (clean_acc, clean_sd), num_classes=wrapped.num_classes,
                                    stochastic=is_stoch, n_draws=draws, tol=sanity_tol)
         for c in checks:
             table.append(model=name, metric=f"sanity:{c.name}", split="test", score=float(c.passed),

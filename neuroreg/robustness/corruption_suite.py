@@ -129,7 +129,7 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
                      mean: Sequence[float] | str | None = FROM_MODEL, std: Sequence[float] | str | None = FROM_MODEL,
                      batch_size: int = 128, max_batches: int | None = None, model_name: str | None = None,
                      seed: int = 0, n_draws: int = 1, frost_images: Any = None,
-                     progress: bool = True) -> ScoreTable:
+                     progress: bool | None = None) -> ScoreTable:
     """Accuracy on every corruption x severity, mean corruption accuracy and mCE.
 
     Args:
@@ -185,9 +185,10 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
                 raise ValueError("data holds no images")
             wrapped.infer(first[0])
             n_total = len(loader) if max_batches is None else min(len(loader), max_batches)
-            bar = tqdm(total=n_total * (1 + len(names) * len(sevs)), desc="corruption suite", disable=not progress)
+            bar = tqdm(total=n_total * (1 + len(names) * len(sevs)), desc="corruption suite",
+                       disable=None if progress is None else not progress)
             with torch.no_grad():
-                for b, (x, y) in enumerate(batches(loader, device, wrapped.n_classes, max_batches)):
+                for b, (x, y) in enumerate(batches(loader, device, wrapped.num_classes, max_batches)):
                     clean_correct += count_correct(wrapped, x, y, int(n_draws)).mean()
                     n_seen += len(y)
                     bar.update(1)

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from neuroreg._deprecation import renamed_argument
+
 __all__ = ["SanityResult", "check_eps_zero", "check_monotone_in_eps", "check_large_eps",
            "check_more_steps", "check_black_box", "check_eot", "report_clean_noise",
            "run_sanity_checks"]
@@ -59,10 +61,10 @@ def check_monotone_in_eps(attack: str, eps: Sequence[float], accuracy: Sequence[
     return SanityResult(f"monotone_eps:{attack}", not rises, detail, attack)
 
 
-def check_large_eps(attack: str, accuracy: float, n_classes: int, *, tol: float = 0.03,
+def check_large_eps(attack: str, accuracy: float, num_classes: int, *, tol: float = 0.03,
                     sd: float = 0.0) -> SanityResult:
-    """An attack allowed to reach any image leaves accuracy at chance (1/n_classes) or below."""
-    chance = 1.0 / n_classes
+    """An attack allowed to reach any image leaves accuracy at chance (1/num_classes) or below."""
+    chance = 1.0 / num_classes
     slack = _slack(tol, sd)
     ok = accuracy <= chance + slack
     return SanityResult("large_eps", ok, f"accuracy {accuracy:.4f} at L-inf eps 1 (any image), chance {chance:.4f} "
@@ -108,13 +110,18 @@ def report_clean_noise(mean: float, sd: float, n_draws: int) -> SanityResult:
 
 
 def run_sanity_checks(specs: Sequence, results: Mapping[tuple, tuple[float, float]],
-                      clean: tuple[float, float], *, n_classes: int, stochastic: bool, n_draws: int,
-                      tol: float) -> list[SanityResult]:
+                      clean: tuple[float, float], *, num_classes: int | None = None, stochastic: bool,
+                      n_draws: int, tol: float, n_classes: int | None = None) -> list[SanityResult]:
     """All checks on the runs of an attack suite.
 
     ``specs``: AttackSpec list; ``results``: spec.key -> (accuracy, sd over draws);
     ``clean``: (accuracy, sd). Deterministic models get an exact eps-0 check.
+    ``num_classes``: logits of the model (``n_classes``: its deprecated name).
     """
+    num_classes = renamed_argument(num_classes, n_classes, new="num_classes", old="n_classes",
+                                   where="run_sanity_checks")
+    if num_classes is None:
+        raise TypeError("run_sanity_checks needs num_classes (the number of logits of the model)")
     out: list[SanityResult] = []
     clean_acc, clean_sd = clean
     main = [s for s in specs if s.role == "main"]
@@ -136,7 +143,7 @@ def run_sanity_checks(specs: Sequence, results: Mapping[tuple, tuple[float, floa
     if "large_eps" in by_tag:
         s = by_tag["large_eps"]
         acc, sd = results[s.key]
-        out.append(check_large_eps(s.attack, acc, n_classes, tol=tol, sd=sd))
+        out.append(check_large_eps(s.attack, acc, num_classes, tol=tol, sd=sd))
     if "steps_1x" in by_tag and "steps_4x" in by_tag:
         s1, s4 = by_tag["steps_1x"], by_tag["steps_4x"]
         (a1, d1), (a4, d4) = results[s1.key], results[s4.key]

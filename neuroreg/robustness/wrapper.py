@@ -9,12 +9,14 @@ whether attacks need Expectation over Transformation (Athalye et al. 2018).
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from neuroreg._checks import check_finite
+from neuroreg._deprecation import renamed_argument
 from neuroreg.errors import ShapeError
 
 __all__ = ["normalize_images", "check_images", "is_stochastic", "RobustClassifier", "resolve_mean_std", "FROM_MODEL"]
@@ -87,12 +89,13 @@ class RobustClassifier(nn.Module):
 
     Args:
         model: a classifier taking normalized (N, C, H, W) images and returning
-            (N, n_classes) logits.
+            (N, num_classes) logits.
         mean, std: per-channel normalization applied inside ``forward``;
             ``None`` for both means the model normalizes itself already.
             Default ``"model"``: the model's own preprocessing contract
             (:func:`neuroreg.preprocessing.preprocessing_of`).
-        n_classes: number of logits; inferred by :meth:`infer` when ``None``.
+        num_classes: number of logits; inferred by :meth:`infer` when ``None``
+            (``n_classes``: the deprecated name of the same argument and attribute).
         stochastic: whether the model's output is random in eval mode (VOne
             noise). ``None``: detected by :meth:`infer` from two forward passes.
         check_range: raise if inputs leave [0, 1] (costs a min/max per call).
@@ -101,9 +104,11 @@ class RobustClassifier(nn.Module):
     """
 
     def __init__(self, model: nn.Module, mean: Sequence[float] | str | None = FROM_MODEL,
-                 std: Sequence[float] | str | None = FROM_MODEL, *, n_classes: int | None = None,
-                 stochastic: bool | None = None, check_range: bool = True) -> None:
+                 std: Sequence[float] | str | None = FROM_MODEL, *, num_classes: int | None = None,
+                 stochastic: bool | None = None, check_range: bool = True, n_classes: int | None = None) -> None:
         super().__init__()
+        num_classes = renamed_argument(num_classes, n_classes, new="num_classes", old="n_classes",
+                                       where="RobustClassifier")
         mean, std = resolve_mean_std(model, mean, std)
         if (mean is None) != (std is None):
             raise ValueError(f"mean and std must both be given or both be None; got mean={mean!r}, std={std!r}")
@@ -111,8 +116,8 @@ class RobustClassifier(nn.Module):
             raise ValueError(f"std must be positive per channel; got {tuple(std)}")
         if mean is not None and len(mean) != len(std):
             raise ValueError(f"mean and std must have one value per channel; got {len(mean)} and {len(std)}")
-        if n_classes is not None and int(n_classes) < 2:
-            raise ValueError(f"n_classes must be >= 2; got {n_classes}")
+        if num_classes is not None and int(num_classes) < 2:
+            raise ValueError(f"num_classes must be >= 2; got {num_classes}")
         self.model = model
         if mean is None:
             self.register_buffer("mean", None)
@@ -120,9 +125,15 @@ class RobustClassifier(nn.Module):
         else:
             self.register_buffer("mean", torch.tensor([float(m) for m in mean]))
             self.register_buffer("std", torch.tensor([float(s) for s in std]))
-        self.n_classes = None if n_classes is None else int(n_classes)
+        self.num_classes = None if num_classes is None else int(num_classes)
         self.stochastic = stochastic
         self.check_range = check_range
+
+    @property
+    def n_classes(self) -> int | None:
+        """Deprecated name of :attr:`num_classes`."""
+        warnings.warn("RobustClassifier.n_classes is deprecated; use num_classes", DeprecationWarning, stacklevel=2)
+        return self.num_classes
 
     @property
     def device(self) -> torch.device:
@@ -143,9 +154,9 @@ class RobustClassifier(nn.Module):
         return self.model(x)
 
     def infer(self, x: Tensor) -> "RobustClassifier":
-        """Fill ``n_classes`` and ``stochastic`` from a probe batch ``x`` (N, C, H, W) in [0, 1].
+        """Fill ``num_classes`` and ``stochastic`` from a probe batch ``x`` (N, C, H, W) in [0, 1].
 
-        Checks the model returns (N, n_classes) logits; raises ShapeError naming
+        Checks the model returns (N, num_classes) logits; raises ShapeError naming
         the shape seen otherwise. Returns self.
         """
         check_images("x", x)
@@ -161,13 +172,13 @@ class RobustClassifier(nn.Module):
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ShapeError(f"the model must return (N, n_classes) logits for N={x.shape[0]} images; "
                              f"got {shape}")
-        if self.n_classes is None:
+        if self.num_classes is None:
             if out.shape[1] < 2:
                 raise ShapeError(f"the model must return at least 2 logits per image; got shape {tuple(out.shape)}")
-            self.n_classes = int(out.shape[1])
-        elif out.shape[1] != self.n_classes:
-            raise ShapeError(f"the model returned {out.shape[1]} logits per image but n_classes="
-                             f"{self.n_classes} was declared; got output shape {tuple(out.shape)}")
+            self.num_classes = int(out.shape[1])
+        elif out.shape[1] != self.num_classes:
+            raise ShapeError(f"the model returned {out.shape[1]} logits per image but num_classes="
+                             f"{self.num_classes} was declared; got output shape {tuple(out.shape)}")
         if self.stochastic is None:
             self.stochastic = is_stochastic(self, x)
         return self

@@ -16,6 +16,7 @@ from scipy.stats import kendalltau, rankdata
 from torch import Tensor
 
 from neuroreg._checks import check_finite
+from neuroreg._condensed import condense, n_from_condensed
 from neuroreg.errors import ShapeError, StimulusMismatchError, UnknownNameError
 from neuroreg.scoring._precision import compute_dtype, rdm_problem, to_float64
 
@@ -54,14 +55,14 @@ def _vectors(name: str, x) -> tuple[np.ndarray | Tensor, bool]:
         if x.shape[0] == x.shape[1]:
             # A square 2-D input is one RDM; reading it as k condensed RDMs would silently pair wrong cells.
             _check_rdm(name, x, tol_dtype)
-            return _upper(x[None]), True
+            return condense(x[None]), True
         _n_from_m(name, x.shape[1])
         return x, False
     if x.ndim == 3:
         if x.shape[1] != x.shape[2]:
             raise ShapeError(f"{name} as a 3-D array must be a stack of square RDMs (k, n, n); got shape {tuple(x.shape)}")
         _check_rdm(name, x, tol_dtype)
-        return _upper(x), False
+        return condense(x), False
     raise ShapeError(f"{name} must be an RDM (n, n) or condensed (m,), or a stack (k, n, n) / (k, m); "
                      f"got shape {tuple(x.shape)}")
 
@@ -76,20 +77,11 @@ def _check_rdm(name: str, x, tol_dtype) -> None:
 
 
 def _n_from_m(name: str, m: int) -> int:
-    n = int(round((1 + np.sqrt(1 + 8 * m)) / 2))
-    if n * (n - 1) // 2 != m or m < 3:
+    n = n_from_condensed(m)
+    if n is None or m < 3:
         raise ShapeError(f"{name} looks condensed but has {m} entries; a condensed RDM of n >= 3 stimuli has "
                          f"n (n - 1) / 2 entries (3, 6, 10, ...), or pass square (n, n) matrices")
     return n
-
-
-def _upper(x):
-    n = x.shape[-1]
-    if isinstance(x, Tensor):
-        iu = torch.triu_indices(n, n, 1, device=x.device)
-        return x[..., iu[0], iu[1]]
-    iu = np.triu_indices(n, 1)
-    return x[..., iu[0], iu[1]]
 
 
 def _normalise_rows(name: str, v, center: bool):

@@ -31,6 +31,7 @@ from neuroreg._checks import check_finite
 from neuroreg.projection import jl_min_dim, sparse_random_projection
 from neuroreg.scoring._inputs import (aligned_brain, feature_ids, layer_matrix, layer_names, random_splits,
                                       resolve_split, unit_groups)
+from neuroreg.scoring.columnwise import pearson_per_column, r2_per_column
 from neuroreg.scoring.compare import _method, compare_rdms
 from neuroreg.scoring.rdm import rdm
 from neuroreg.scoring.results import ScoreTable
@@ -40,20 +41,6 @@ __all__ = ["versa", "predictivity", "pearson_per_column", "CONWELL_ALPHAS", "CON
 
 CONWELL_ALPHAS = np.logspace(-1, 5, 7)
 CONWELL_SRP_DIM = jl_min_dim(1000, 0.1)  # 5,920
-
-
-def pearson_per_column(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r between matching columns of ``a`` and ``b`` ``(n, k)``; 0 where a column is constant."""
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    den = np.sqrt((a ** 2).sum(0) * (b ** 2).sum(0))
-    return np.divide((a * b).sum(0), den, out=np.zeros(a.shape[1]), where=den > 0)
-
-
-def _r2_per_column(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    ss_tot = ((y - y.mean(0)) ** 2).sum(0)
-    ss_res = ((y - pred) ** 2).sum(0)
-    return np.divide(ss_tot - ss_res, ss_tot, out=np.zeros(y.shape[1]), where=ss_tot > 0)
 
 
 def _reduced(features, layer: str, n: int, srp_dim: int | None, seed: int, device) -> torch.Tensor:
@@ -162,7 +149,7 @@ def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWE
                 rows.append(dict(base, metric="versa", split=s, score=score))
             y_test = data.responses[np.ix_(test, units)]
             r = pearson_per_column(pred_test[:, units], y_test)
-            r2 = _r2_per_column(y_test, pred_test[:, units])
+            r2 = r2_per_column(y_test, pred_test[:, units])
             rows.append(dict(base, metric="encoding_r", split="test", score=float(np.median(r)), mean=float(r.mean())))
             rows.append(dict(base, metric="encoding_r2", split="test", score=float(np.median(r2)),
                              mean=float(r2.mean())))

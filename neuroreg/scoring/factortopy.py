@@ -652,6 +652,9 @@ class FactorTopy:
     level_std_ (per-layer ``(C, K)`` blur-level SDs, ``pooling="gaussian"``), timings_ (seconds
     spent on feature statistics, position initialisation, training epochs and the ridge layer choice),
     init_space_ ``(n_voxels, L, 2)`` correlation peaks (``position_init="correlation"``).
+    window_candidate_ ``(n_voxels, L)`` which window the ridge layer choice kept per voxel and layer
+    (0 learned, 1 learned position with the narrowest window, 2 correlation peak with it) and
+    choice_space_layers_ ``(n_voxels, L, 2)``, choice_scale_layers_ ``(n_voxels, L)`` those windows.
 
     Diagnostics (``layer_choice="ridge_cv"``): cv_r_ per voxel and layer; confidence_ (entropy
     of the layer choice); choice_margin_ ``(n_voxels,)`` best minus second-best cv r; weak_layers_,
@@ -1024,7 +1027,10 @@ class FactorTopy:
         self._fixed_probs = None
         if self.layer_choice == "ridge_cv":
             tic = time.perf_counter()
-            self.cv_r_ = self._ridge_layer_scores(net, source, y, enc, train_idx_all, device)
+            # ridge is cross-validated by itself: it uses the validation stimuli too (train, then
+            # validation rows, each in sorted stimulus-id order, so the folds do not depend on row order)
+            choice_idx = np.concatenate([train_idx_all, val_idx])
+            self.cv_r_ = self._ridge_layer_scores(net, source, y, enc, choice_idx, device)
             self.timings_["layer_choice"] = time.perf_counter() - tic
             self._fixed_probs = torch.softmax(torch.as_tensor(self.cv_r_, dtype=torch.float32) / self.choice_temperature,
                                               dim=1).to(device)
@@ -1046,12 +1052,37 @@ class FactorTopy:
 
         Gradient descent leaves the read-outs of layers with ill-conditioned pooled features
         under-fitted, which biases a choice made from them; ridge solves them exactly, at the
-        learned position and scale, with at most ``D`` dimensions per layer. The features are
+        best of a few windows per layer (see below), with at most ``D`` dimensions per layer. The features are
         never stored: each pass over the training stimuli accumulates per-fold sufficient
         statistics (:class:`_RidgeStats`) for as many (layer, voxel block) pairs as fit in
         :data:`RIDGE_MEMORY` bytes.
         """
         _, space, scale = net.selectors(enc, 1.0)
+        # Gradient training settles on a window that is about right but often a pixel off or too
+        # wide for a layer (on a 12 x 12 map a one-pixel blur halves a point read-out's r), which
+        # loses that layer the choice. Ridge also judges each layer at its learned position with
+        # the narrowest window and at its correlation peak with the narrowest window, and each
+        # voxel and layer keeps its best window (``window_candidate_``: 0 learned, 1 learned
+        # position with the narrowest window, 2 correlation peak with the narrowest window).
+        candidates = [(space, scale), (space, torch.zeros_like(scale))]
+        if self.position_init == "correlation" and space.ndim == 3:
+            candidates.append((torch.as_tensor(self.init_space_, dtype=space.dtype, device=space.device),
+                               torch.zeros_like(scale)))
+        per = np.stack([self._ridge_scores_at(net, source, y, train_idx, device, sp, sc) for sp, sc in candidates])
+        best = per.argmax(0)                                    # (n_voxels, L)
+        self.window_candidate_ = best
+        if space.ndim == 3:  # the windows the layer choice judged, per voxel and layer
+            pick = torch.as_tensor(best, device=space.device)
+            spaces = torch.stack([sp for sp, _ in candidates])   # (n_candidates, n, L, 2)
+            scales = torch.stack([sc for _, sc in candidates])   # (n_candidates, n, L)
+            self.choice_space_layers_ = spaces.gather(0, pick[None, :, :, None].expand(1, -1, -1, 2))[0] \
+                .double().cpu().numpy()
+            self.choice_scale_layers_ = scales.gather(0, pick[None])[0].double().cpu().numpy()
+        return per.max(0)
+
+    @torch.no_grad()
+    def _ridge_scores_at(self, net, source, y, train_idx, device, space, scale) -> np.ndarray:
+        """``(n_voxels, L)`` cross-validated ridge r of every layer at the windows ``space``, ``scale``."""
         n_vox, n_layers = y.shape[1], len(self.layers_)
         folds = np.random.default_rng(self.seed + 1).permutation(len(train_idx)) % self.cv_folds
         align = list(net.align)

@@ -9,9 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-import matplotlib
 
-matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import hsv_to_rgb  # noqa: E402

@@ -22,6 +22,7 @@ from scipy.linalg import blas
 from torch import Tensor
 
 from neuroreg._checks import check_finite
+from neuroreg._condensed import condense, square
 from neuroreg.errors import NonFiniteError, ShapeError, UnknownNameError
 from neuroreg.scoring._precision import compute_dtype
 
@@ -225,34 +226,3 @@ def rdm(x, metric: str = "correlation", *, condensed: bool = False, chunk_size: 
         dtype = compute_dtype(x.dtype) if torch.is_floating_point(x) else torch.float64
         return torch.from_numpy(out).to(dtype)
     return out
-
-
-def condense(d):
-    """Upper triangles of square RDMs ``(..., n, n)`` -> ``(..., n (n - 1) / 2)`` in scipy order."""
-    if d.shape[-1] != d.shape[-2]:
-        raise ShapeError(f"d must be square (..., n, n); got shape {tuple(d.shape)}")
-    n = d.shape[-1]
-    if isinstance(d, Tensor):
-        iu = torch.triu_indices(n, n, 1, device=d.device)
-        return d[..., iu[0], iu[1]]
-    iu = np.triu_indices(n, 1)
-    return np.asarray(d)[..., iu[0], iu[1]]
-
-
-def square(v):
-    """Condensed RDMs ``(..., m)`` -> square ``(..., n, n)`` with a zero diagonal (inverse of :func:`condense`)."""
-    m = v.shape[-1]
-    n = int(round((1 + np.sqrt(1 + 8 * m)) / 2))
-    if n * (n - 1) // 2 != m:
-        raise ShapeError(f"a condensed RDM has n (n - 1) / 2 entries; {m} is not such a number")
-    if isinstance(v, Tensor):
-        iu = torch.triu_indices(n, n, 1, device=v.device)
-        flat = v.new_zeros(*v.shape[:-1], n * n).index_copy(-1, iu[0] * n + iu[1], v)
-        out = flat.reshape(*v.shape[:-1], n, n)
-        return out + out.transpose(-1, -2)
-    arr = np.asarray(v)
-    out = np.zeros(arr.shape[:-1] + (n, n), dtype=np.result_type(arr.dtype, np.float64))
-    iu = np.triu_indices(n, 1)
-    out[..., iu[0], iu[1]] = arr
-    return out + np.swapaxes(out, -1, -2)
-

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import pandas as pd
 
 from neuroreg._io import atomic_path, atomic_write_text
+from neuroreg.scoring.selection import best_index
 
 __all__ = ["ScoreTable", "SCORE_COLUMNS"]
 
@@ -118,7 +119,7 @@ class ScoreTable:
             raise ValueError(f"no rows with split={select_split!r} to select the best {over} on; "
                              f"splits present: {sorted(df['split'].dropna().unique().tolist())}")
         for _, grp in sel.groupby(group_cols, dropna=False, sort=False):
-            winner = grp.loc[grp["score"].idxmax()]
+            winner = grp.iloc[best_index(grp["score"].to_numpy(dtype=float))]   # scores are finite
             if select_split is None or report_split is None:
                 out.append(**{k: v for k, v in winner.items() if k in self.columns}, selected_on=select_split)
                 continue

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, RegressorMixin
 from torch import Tensor
 
 from neuroreg._checks import check_finite
@@ -64,8 +65,13 @@ def _neg_loo_mse(b: Tensor, keep: Tensor, inv_den2_n: Tensor, yc: Tensor, proj: 
     return out
 
 
-class RidgeGCV:
+class RidgeGCV(RegressorMixin, BaseEstimator):
     """Ridge regression, alpha chosen per target (or shared) by exact leave-one-out error.
+
+    A scikit-learn estimator: ``sklearn.base.clone``, ``get_params``/``set_params``,
+    pipelines and ``GridSearchCV`` work. ``score`` returns R^2 per target (an array for
+    2-D Y), so a grid search over several targets names a scalar scorer
+    (``scoring="r2"`` averages over targets, as scikit-learn's ``r2_score`` does).
 
     Parameters
     ----------
@@ -76,7 +82,11 @@ class RidgeGCV:
     dtype: torch dtype of the per-alpha products (default float64; float32 is
         about twice as fast on CPU and much faster on GPUs; decompositions always run in float64).
     target_chunk: targets per block (default: about 16 M elements of n x chunk).
-    store_loo: keep the leave-one-out predictions at the chosen alphas (``loo_predictions_``).
+    store_loo: keep the leave-one-out predictions at the chosen alphas (``loo_predictions_``);
+        scikit-learn has no name for this (its ``cv_results_`` hold every alpha).
+    store_cv_results: keep the squared leave-one-out errors of every alpha in ``cv_results_``,
+        as scikit-learn's ``RidgeCV(store_cv_results=True)`` with its default scoring
+        (memory: n_samples x n_targets x n_alphas float64).
 
     Precision: X and Y of any dtype (float16, bfloat16, float32, numpy or torch)
     are converted to float64; decompositions, coefficients and predictions are
@@ -95,11 +105,14 @@ class RidgeGCV:
     best_score_: the score of the chosen alpha per target.
     dual_coef_: ``(n_samples, n_targets)`` in kernel form (p > n), else None.
     loo_predictions_: ``(n_samples, n_targets)`` when ``store_loo``.
+    cv_results_: ``(n_samples, n_targets, n_alphas)`` squared LOO errors (``(n_samples, n_alphas)``
+        for 1-D Y) when ``store_cv_results``.
     """
 
     def __init__(self, alphas=(0.1, 1.0, 10.0), *, alpha_per_target: bool = True, fit_intercept: bool = True,
                  device: str | torch.device | None = None, dtype: torch.dtype = torch.float64,
-                 target_chunk: int | None = None, store_loo: bool = False) -> None:
+                 target_chunk: int | None = None, store_loo: bool = False,
+                 store_cv_results: bool = False) -> None:
         self.alphas = alphas
         self.alpha_per_target = alpha_per_target
         self.fit_intercept = fit_intercept
@@ -107,6 +120,7 @@ class RidgeGCV:
         self.dtype = dtype
         self.target_chunk = target_chunk
         self.store_loo = store_loo
+        self.store_cv_results = store_cv_results
 
     # ------------------------------------------------------------------ fit
     def _check_alphas(self) -> np.ndarray:
@@ -209,6 +223,16 @@ class RidgeGCV:
                 resid = yc - b @ (f[:, sel] * proj[:, s:s + chunk].to(torch.float64))
                 loo[:, s:s + chunk] = y[:, s:s + chunk] - resid / den[:, sel]
             self.loo_predictions_ = (loo[:, 0] if self._y_1d else loo).cpu().numpy()
+        if self.store_cv_results:
+            cv = np.empty((n, v, len(alphas)))
+            for s in range(0, v, chunk):
+                yc = y[:, s:s + chunk] - y_mean[s:s + chunk]
+                pr = b.T @ yc
+                for j in range(len(alphas)):
+                    bj = b * keep[:, j]
+                    resid = bj @ pr if self.kernel_form_ else yc - bj @ pr
+                    cv[:, s:s + chunk, j] = (resid / den[:, j:j + 1]).square().cpu().numpy()
+            self.cv_results_ = cv[:, 0, :] if self._y_1d else cv
         weights = 1.0 / (lam[:, None] + chosen[None, :])                  # (r, v)
         if self.kernel_form_:
             self.dual_coef_t_ = b @ (weights * proj.to(torch.float64))    # (n, v)
@@ -267,12 +291,7 @@ class RidgeGCV:
 
     def score(self, X, Y) -> np.ndarray:
         """Coefficient of determination R^2 per target on ``(X, Y)``."""
+        from sklearn.metrics import r2_score
         pred = to_float64(self.predict(X.detach().cpu() if isinstance(X, Tensor) else X))
-        y = to_float64(Y)
-        ss_res = ((y - pred) ** 2).sum(0)
-        ss_tot = ((y - y.mean(0)) ** 2).sum(0)
-        return 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, np.inf)
-
-    def __repr__(self) -> str:
-        return (f"RidgeGCV(alphas={np.asarray(self.alphas).tolist()}, alpha_per_target={self.alpha_per_target}, "
-                f"fit_intercept={self.fit_intercept}, device={self.device})")
+        return r2_score(to_float64(Y), pred, multioutput="raw_values") if not self._y_1d else \
+            float(r2_score(to_float64(Y), pred))

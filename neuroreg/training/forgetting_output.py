@@ -68,8 +68,6 @@ def _save(fig, path: Path) -> Path:
 
 def plot_cka_drift(table: ScoreTable):
     """Line plot: CKA to the start network per layer (depth order). Returns a matplotlib figure or None."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     df = table.filter(metric="cka_to_start").to_pandas()
     if df.empty:
@@ -86,8 +84,6 @@ def plot_cka_drift(table: ScoreTable):
 
 
 def _paired_bars(df: pd.DataFrame, label_cols: list[str], ylabel: str, title: str):
-    import matplotlib
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     import numpy as np
     df = df[df["stage"].isin(["before", "after"])].copy()

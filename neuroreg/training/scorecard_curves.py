@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-import matplotlib
 
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 __all__ = ["plot_curves"]

@@ -98,3 +98,47 @@ def test_loo_predictions_equal_explicit_refits():
         for t in range(3):
             ref = Ridge(alpha=ours.alpha_[t]).fit(x[keep], y[keep, t]).predict(x[i:i + 1])[0]
             assert ours.loo_predictions_[i, t] == pytest.approx(ref, rel=1e-8)
+
+
+def test_clone_and_params_follow_sklearn():
+    from sklearn.base import clone
+    est = RidgeGCV(ALPHAS, alpha_per_target=False, dtype=torch.float32, target_chunk=5)
+    copy = clone(est)
+    assert copy is not est
+    got, want = copy.get_params(), est.get_params()
+    np.testing.assert_array_equal(got.pop("alphas"), want.pop("alphas"))
+    assert got == want
+    assert copy.set_params(alpha_per_target=True) is copy and copy.alpha_per_target
+    x, y, _ = _data(30, 8, 2, seed=6)
+    fitted = clone(RidgeGCV(ALPHAS)).fit(x, y)
+    assert not hasattr(clone(fitted), "alpha_")                   # clone drops the fitted state
+
+
+def test_grid_search_picks_the_same_setting_as_sklearn_ridge():
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GridSearchCV, KFold
+    x, y, _ = _data(60, 12, 1, seed=7)
+    y1 = y[:, 0]
+    cv = KFold(4, shuffle=True, random_state=0)
+    # a one-alpha grid per candidate turns RidgeGCV into plain ridge: both searches must agree
+    ours = GridSearchCV(RidgeGCV(), {"alphas": [[a] for a in ALPHAS]}, cv=cv).fit(x, y1)
+    ref = GridSearchCV(Ridge(), {"alpha": list(ALPHAS)}, cv=cv).fit(x, y1)
+    assert ours.best_params_["alphas"] == [ref.best_params_["alpha"]]
+    np.testing.assert_allclose(ours.cv_results_["mean_test_score"], ref.cv_results_["mean_test_score"], rtol=1e-8)
+    x, y, _ = _data(60, 12, 3, seed=7)
+    grid = {"fit_intercept": [True, False]}
+    multi = GridSearchCV(RidgeGCV(ALPHAS), grid, cv=cv, scoring="r2").fit(x, y)
+    want = GridSearchCV(RidgeCV(alphas=ALPHAS, alpha_per_target=True), grid, cv=cv, scoring="r2").fit(x, y)
+    np.testing.assert_allclose(multi.cv_results_["mean_test_score"], want.cv_results_["mean_test_score"], rtol=1e-8)
+
+
+@pytest.mark.parametrize("n, p", [(30, 90), (70, 12)], ids=["kernel_p_gt_n", "primal_p_lt_n"])
+def test_cv_results_equal_sklearn(n, p):
+    x, y, _ = _data(n, p, 4, seed=8)
+    ref = RidgeCV(alphas=ALPHAS, alpha_per_target=True, store_cv_results=True).fit(x, y)
+    ours = RidgeGCV(ALPHAS, store_cv_results=True, target_chunk=3).fit(x, y)
+    np.testing.assert_allclose(ours.cv_results_, ref.cv_results_, rtol=1e-7, atol=1e-12)
+    ref1 = RidgeCV(alphas=ALPHAS, store_cv_results=True).fit(x, y[:, 1])
+    ours1 = RidgeGCV(ALPHAS, store_cv_results=True).fit(x, y[:, 1])
+    np.testing.assert_allclose(ours1.cv_results_, ref1.cv_results_, rtol=1e-7, atol=1e-12)
+    assert not hasattr(RidgeGCV(ALPHAS).fit(x, y), "cv_results_")

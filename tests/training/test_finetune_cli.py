@@ -44,7 +44,7 @@ def test_isic_config_rejects_bad_csv_before_training(tmp_path, capsys):
     rc = cli_main(["--config", str(CONFIGS / "finetune_isic.yaml"), "--data.init_args.root", str(info["root"]),
                    "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "1",
                    "--model.start_from", "test_resnet", "--data.init_args.model_name", "test_resnet"])
-    assert rc == 2
+    assert rc == 4  # input error (a file's content), as `neuroreg --help` documents
     assert "missing column(s) ['MEL']" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()
 

@@ -35,7 +35,9 @@ import torch
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import UnknownNameError
 from neuroreg.scoring._inputs import aligned_brain, feature_ids, layer_matrix, layer_names, unit_groups
+from neuroreg.scoring.columnwise import pearson_per_column
 from neuroreg.scoring.results import ScoreTable
+from neuroreg.scoring.selection import best_index
 
 __all__ = ["predictivity_brainscore", "brainscore_ceiling", "brainscore_normalize", "BRAINSCORE_VERSIONS"]
 
@@ -61,14 +63,6 @@ def brainscore_normalize(r, c, version: str = "2026"):
     return r ** 2 / c
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    den = np.sqrt((a ** 2).sum(0) * (b ** 2).sum(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (a * b).sum(0) / den, np.nan)
-
-
 def brainscore_ceiling(trials, *, n_splits: int = 10) -> float:
     """Brain-Score's ``InternalConsistency`` of ``trials (n_repeats, n_stimuli, n_units)``.
 
@@ -84,7 +78,7 @@ def brainscore_ceiling(trials, *, n_splits: int = 10) -> float:
     halves = ShuffleSplit(n_splits=n_splits, train_size=0.5, random_state=_RANDOM_STATE).split(np.zeros(tr.shape[0]))
     per_split = []
     for a, b in halves:
-        r = _pearson(tr[a].mean(0), tr[b].mean(0))
+        r = pearson_per_column(tr[a].mean(0), tr[b].mean(0), constant="nan")
         if np.isnan(r).any():
             raise ValueError(f"{int(np.isnan(r).sum())} unit(s) have constant half-means: no split-half ceiling")
         per_split.append(np.median(2 * r / (1 + r)))
@@ -145,7 +139,7 @@ def _scores(features, brain, labels, *, splits: int, n_components: int, version:
             for train, test in folds:
                 k = min(n_components, train.size, x.shape[1])
                 pred = PLSRegression(n_components=k, scale=False).fit(x[train], y[train]).predict(x[test])
-                per_split.append(np.nanmedian(_pearson(pred, y[test])))
+                per_split.append(np.nanmedian(pearson_per_column(pred, y[test], constant="nan")))
             r = float(np.mean(per_split))
             c = ceilings[(region, subject)]
             rows.append(dict(model=model, layer=layer, region=region, subject=subject, metric="predictivity",
@@ -184,11 +178,13 @@ def predictivity_brainscore(features, brain, *, labels, splits: int = 10, n_comp
         if not (isinstance(select_on, (tuple, list)) and len(select_on) == 3):
             raise ValueError("select_on must be (features, brain, labels) of the layer-selection data set")
         chooser = _scores(*select_on, part="select_on", **kw)
+    by_key: dict[tuple, list[dict]] = {}
+    for r in chooser:
+        by_key.setdefault((r["region"], r["subject"]), []).append(r)
     committed: dict[tuple, tuple[float, str]] = {}
-    for r in chooser:                  # first layer wins ties, as numpy's argmax
-        key = (r["region"], r["subject"])
-        if key not in committed or r["brainscore_ceiled"] > committed[key][0]:
-            committed[key] = (r["brainscore_ceiled"], r["layer"])
+    for key, group in by_key.items():  # first layer wins ties, as numpy's argmax; an all-NaN region keeps its first
+        i = best_index([r["brainscore_ceiled"] for r in group]) or 0
+        committed[key] = (group[i]["brainscore_ceiled"], group[i]["layer"])
     where = "select_on" if select_on is not None else "same data"
     for r in rows + (chooser if select_on is not None else []):
         choice = committed.get((r["region"], r["subject"]))

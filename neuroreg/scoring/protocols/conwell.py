@@ -32,6 +32,7 @@ import torch
 
 from neuroreg.brain.data import BrainData
 from neuroreg.scoring._inputs import aligned_brain, feature_ids, layer_matrix, unit_groups
+from neuroreg.scoring.columnwise import pearson_per_column
 from neuroreg.scoring.rdm import rdm
 from neuroreg.scoring.results import ScoreTable
 
@@ -80,15 +81,6 @@ def crsa_targets(targets: list, brain, *, metric: str, method: str, split) -> li
     return [t for t in targets if (t.region, t.subject) in keep]
 
 
-def _pearson_or_nan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r of matching columns; NaN where a column is constant (as scipy's ``pearsonr``)."""
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    den = np.sqrt((a ** 2).sum(0) * (b ** 2).sum(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (a * b).sum(0) / den, np.nan)
-
-
 def _srp(x: np.ndarray, n_components: int, seed: int) -> np.ndarray:
     from sklearn.exceptions import DataDimensionalityWarning
     from sklearn.random_projection import SparseRandomProjection
@@ -123,7 +115,7 @@ def _ridge_by_loo_r(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
         h_diag = (q ** 2) @ f + 1.0 / n
         resid = yc - q @ (f[:, None] * proj)
         loo = yc - resid / (1.0 - h_diag)[:, None]               # centred: the train mean is not added back
-        r = _pearson_or_nan(loo, y_train)
+        r = pearson_per_column(loo, y_train, constant="nan")
         test = k_test @ (q @ (proj / (lam + a)[:, None])) + y_mean
         if best_r is None:
             best_r, best_loo, best_test = r, loo, test
@@ -211,7 +203,7 @@ def versa_conwell(features, brain, *, alphas: Sequence[float], split="conwell", 
             rows.append(dict(base, metric="versa", split="train", score=_rdm_score(loo[:, c], rdm_train)))
             rows.append(dict(base, metric="versa", split="test", score=_rdm_score(pred_test[:, c], rdm_test)))
             for s, pred, idx in (("train", loo[:, c], train), ("test", pred_test[:, c], test)):
-                r = _pearson_or_nan(pred, y[idx][:, c])
+                r = pearson_per_column(pred, y[idx][:, c], constant="nan")
                 r = np.where(np.isfinite(r), r, 0.0)
                 rows.append(dict(base, metric="encoding_r", split=s, score=float(r.mean()),
                                  median=float(np.median(r))))

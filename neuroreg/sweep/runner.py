@@ -69,6 +69,11 @@ def run_sweep(config: str | Path | Mapping[str, Any], store: str | Path, *, back
     table = st.table([j.key for j in jobs])
     if len(table):
         table.to_csv(st.root / "results.csv")
+        try:  # the side-by-side report of every model swept; the rows above are the result either way
+            st.scorecard([j.key for j in jobs]).save(st.root / "report", tensorboard=False)
+        except Exception as exc:  # noqa: BLE001
+            print(f"sweep: the side-by-side report could not be written: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
     return table
 
 

@@ -30,9 +30,12 @@ from neuroreg._io import atomic_write_text
 from neuroreg.scoring.results import ScoreTable
 from neuroreg.sweep.config import Job
 
-__all__ = ["SweepStore", "STATES"]
+__all__ = ["SweepStore", "STATES", "SECTION_OF_SCORER"]
 
 STATES = ("todo", "running", "done", "failed")
+#: Scorecard section of each scorer's rows.
+SECTION_OF_SCORER = {"crsa": "brain", "versa": "brain", "predictivity": "brain", "factortopy": "factortopy",
+                     "attacks": "attacks", "corruptions": "corruptions"}
 
 
 class SweepStore:
@@ -110,3 +113,16 @@ class SweepStore:
             if self.status(key)["state"] == "done":
                 out.extend(ScoreTable.read_json(self.job_dir(key) / "result.json"))
         return out
+
+    def scorecard(self, keys: Iterable[str] | None = None):
+        """Every done job's rows as one side-by-side :class:`~neuroreg.scorecard.Scorecard` (a section per
+        kind of scorer, a row per model in its summary), e.g. ``store.scorecard().save("zoo_report")``."""
+        from neuroreg.scorecard import Scorecard
+
+        card = Scorecard(title=f"sweep {self.root.name}")
+        by_section: dict[str, ScoreTable] = {}
+        for row in self.table(keys):
+            by_section.setdefault(SECTION_OF_SCORER.get(str(row.get("scorer")), "brain"), ScoreTable()).append(**row)
+        for section, table in by_section.items():
+            card.add(section, table)
+        return card

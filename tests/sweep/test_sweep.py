@@ -120,6 +120,9 @@ def test_status_command_counts_states(tmp_path, capsys):
     assert "1 jobs: 1 done" in capsys.readouterr().out
     rows = (tmp_path / "s" / "results.csv").read_text().splitlines()
     assert len(rows) > 1 and "crsa" in rows[1]
+    card = SweepStore(tmp_path / "s").scorecard()
+    assert card.models == ["cornet_z"] and len(card.sections["brain"]) == len(rows) - 1
+    assert (tmp_path / "s" / "report" / "report.html").is_file()
 
 
 ZOO = _config(models=["cornet_z", {"name": "cornet_z", "kwargs": {"num_classes": 10}, "label": "cornet_z_10"},

@@ -51,14 +51,14 @@ def efficientnet_layers(model) -> dict[str, str]:
 
 def score_model(name: str, model, layers, sets, *, pool, seed: int, image_size: int):
     import neuroreg as nr
-    from neuroreg.evaluate import image_transform, preprocessing_of
+    from neuroreg.preprocessing import preprocessing_of
     from neuroreg.scoring import crsa
 
     prep = preprocessing_of(model)
     rows, rdms = [], {}
     for data in sets:
         feats = nr.extract(model, data.images_tensor(), layers, batch_size=16, pool=pool, seed=seed,
-                           transform=image_transform(image_size, prep["mean"], prep["std"]),
+                           transform=prep.with_size(image_size),
                            stimulus_ids=data.stimulus_ids, progress=False)
         table = crsa(feats, data, model=name, seed=seed, progress=False)
         df = table.to_pandas()

@@ -77,7 +77,7 @@ def main(argv=None) -> None:
 
     import neuroreg as nr
     from neuroreg.brain import load_algonauts2019_78, load_kriegeskorte92
-    from neuroreg.evaluate import image_transform, preprocessing_of
+    from neuroreg.preprocessing import preprocessing_of
     from neuroreg.report import markdown_table
     from neuroreg.scoring import RidgeGCV, compare_rdms, rdm, rdm_noise_ceiling
 
@@ -93,7 +93,7 @@ def main(argv=None) -> None:
     ridge_x = ridge_y = None
     for data in (load_kriegeskorte92(), load_algonauts2019_78()):
         feats = nr.extract(model, data.images_tensor(), ["blocks.3", "blocks.5"], batch_size=16,
-                           transform=image_transform(224, prep["mean"], prep["std"]), progress=False)
+                           transform=prep.with_size(224), progress=False)
         x = feats.flat("blocks.5").double().numpy()
         ours = rdm(x)
         theirs = calc_rdm(Dataset(x), method="correlation").get_matrices()[0]

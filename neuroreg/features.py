@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from neuroreg._modes import restore_modes, train_modes
 from neuroreg._checks import check_finite
 from neuroreg._io import PathLock, atomic_path, check_output_target, ensure_free_space, reading
 from neuroreg._images import IMAGE_EXTENSIONS, images_to_tensor, list_images
@@ -332,7 +333,7 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
     orig_device = params[0].device if params else torch.device("cpu")
     float_dtype = next((p.dtype for p in params if torch.is_floating_point(p)), torch.float32)
     run_device = torch.device(device) if device is not None else orig_device
-    modes = {name: m.training for name, m in model.named_modules()}
+    modes = train_modes(model)
     modules = dict(model.named_modules())
     calls: dict[str, list[Tensor]] = {k: [] for k in names}
     handles = []
@@ -399,8 +400,7 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
             h.remove()
         if run_device != orig_device:
             model.to(orig_device)
-        for name, m in model.named_modules():
-            m.training = modes.get(name, m.training)
+        restore_modes(modes)
     if out is not None:
         return Features(stimulus_ids=ids, path=out, layers=list(names), module_names=names)
     return Features(store, stimulus_ids=ids, module_names=names)

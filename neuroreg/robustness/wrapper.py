@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from neuroreg._checks import check_finite
 from neuroreg._deprecation import renamed_argument
+from neuroreg._modes import restore_modes, train_modes
 from neuroreg.errors import ShapeError
 
 __all__ = ["normalize_images", "check_images", "is_stochastic", "RobustClassifier", "resolve_mean_std", "FROM_MODEL"]
@@ -61,13 +62,13 @@ def is_stochastic(model: nn.Module, x: Tensor) -> bool:
     gives bit-identical outputs on the same input on CPU; on GPU some kernels
     are nondeterministic at the last bit, so a relative tolerance of 1e-5 is used.
     """
-    was_training = model.training
+    modes = train_modes(model)
     model.eval()
     try:
         a = model(x)
         b = model(x)
     finally:
-        model.train(was_training)
+        restore_modes(modes)
     scale = a.abs().max().clamp_min(1e-12)
     return bool(((a - b).abs().max() / scale) > 1e-5)
 
@@ -161,13 +162,13 @@ class RobustClassifier(nn.Module):
         """
         check_images("x", x)
         x = x.to(self.device)
-        was_training = self.training
+        modes = train_modes(self)
         self.eval()
         try:
             with torch.no_grad():
                 out = self(x)
         finally:
-            self.train(was_training)
+            restore_modes(modes)
         if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ShapeError(f"the model must return (N, n_classes) logits for N={x.shape[0]} images; "

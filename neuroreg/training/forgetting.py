@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from neuroreg._modes import restore_modes, train_modes
 from neuroreg.errors import ShapeError
 from neuroreg.scoring.results import ScoreTable
 from neuroreg.training.start_model import classifier_name
@@ -109,7 +110,7 @@ def _embed(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.de
     head = dict(model.named_modules())[classifier_name(model)]
     store: list[Tensor] = []
     handle = head.register_forward_pre_hook(lambda _m, inp: store.append(inp[0].detach().flatten(1).float().cpu()))
-    was_training = model.training
+    modes = train_modes(model)
     feats, logits, labels = [], [], []
     try:
         model.eval()
@@ -122,7 +123,7 @@ def _embed(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.de
                 labels.append(torch.as_tensor(y))
     finally:
         handle.remove()
-        model.train(was_training)
+        restore_modes(modes)
     return torch.cat(feats).numpy(), torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
 

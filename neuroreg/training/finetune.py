@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neuroreg.alignment.base import AlignmentLoss
-from neuroreg.training.module import BrainRegularizedModule, _WarmupCosine, topk_accuracy
+from neuroreg.training.module import BrainRegularizedModule, topk_accuracy
 from neuroreg.training.start_model import classifier_name, load_start_model
 
 __all__ = ["FinetuneModule", "STRATEGIES", "trainable_parameter_names", "balanced_accuracy_from_confusion"]
@@ -280,15 +280,4 @@ class FinetuneModule(BrainRegularizedModule):
         groups = [{"params": decay, "weight_decay": backbone_wd}, {"params": no_decay, "weight_decay": 0.0},
                   {"params": head, "weight_decay": hp.weight_decay, "lr": hp.head_lr or hp.lr}]
         groups = [g for g in groups if g["params"]]
-        if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov and hp.momentum > 0)
-        else:
-            opt = torch.optim.AdamW(groups, lr=hp.lr)
-        if hp.scheduler == "none":
-            return opt
-        if hp.scheduler == "step":
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.step_size, gamma=hp.gamma)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        total = int(self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _WarmupCosine(hp.warmup_steps, total, hp.min_lr_ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return self._optimizer_and_schedule(groups)

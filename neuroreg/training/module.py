@@ -269,6 +269,11 @@ class BrainRegularizedModule(L.LightningModule):
             if p.requires_grad:
                 (no_decay if p.ndim <= 1 else decay).append(p)
         groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return self._optimizer_and_schedule(groups)
+
+    def _optimizer_and_schedule(self, groups: list[dict]):
+        """The configured optimizer over parameter ``groups``, with its learning-rate schedule (Lightning format)."""
+        hp = self.hparams
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov and hp.momentum > 0)
         else:

@@ -36,6 +36,7 @@ from neuroreg.scoring.compare import _method, compare_rdms
 from neuroreg.scoring.rdm import rdm
 from neuroreg.scoring.results import ScoreTable
 from neuroreg.scoring.ridge import RidgeGCV
+from neuroreg.scoring.selection import flag_best_layers
 
 __all__ = ["versa", "predictivity", "pearson_per_column", "CONWELL_ALPHAS", "CONWELL_SRP_DIM"]
 
@@ -153,14 +154,7 @@ def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWE
             rows.append(dict(base, metric="encoding_r", split="test", score=float(np.median(r)), mean=float(r.mean())))
             rows.append(dict(base, metric="encoding_r2", split="test", score=float(np.median(r2)),
                              mean=float(r2.mean())))
-    best = {}
-    for r in rows:
-        if r["metric"] == "versa" and r["split"] == "train":
-            key = (r["region"], r["subject"])
-            if key not in best or r["score"] > best[key][0]:
-                best[key] = (r["score"], r["layer"])
-    for r in rows:
-        r["is_best"] = best[(r["region"], r["subject"])][1] == r["layer"]
+    flag_best_layers(rows, lambda r: (r["region"], r["subject"]), metric="versa")
     return ScoreTable(rows)
 
 

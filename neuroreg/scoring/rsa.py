@@ -24,6 +24,7 @@ from neuroreg.scoring._inputs import (BrainRDM, brain_rdms, feature_ids, layer_m
 from neuroreg.scoring.compare import _method, compare_rdms
 from neuroreg.scoring.rdm import _check_metric, rdm
 from neuroreg.scoring.results import ScoreTable
+from neuroreg.scoring.selection import flag_best_layers
 
 __all__ = ["crsa", "resolve_split"]
 
@@ -155,14 +156,7 @@ def crsa(features, brain, *, metric: str = "correlation", method: str = "pearson
                 rows.append(row)
     select = "train" if "train" in splits else "all"
     # one choice per brain RDM: sessions of one subject are separate RDMs with their own best layer
-    best: dict[tuple, tuple[float, str]] = {}
-    for r in rows:
-        if r["split"] == select:
-            key = _rdm_key(r)
-            if key not in best or r["score"] > best[key][0]:
-                best[key] = (r["score"], r["layer"])
-    for r in rows:
-        r["is_best"] = best[_rdm_key(r)][1] == r["layer"]
+    flag_best_layers(rows, _rdm_key, split=select)
     return ScoreTable(rows)
 
 

@@ -7,11 +7,11 @@ e.g. a constant prediction) never win.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
-__all__ = ["best_index"]
+__all__ = ["best_index", "flag_best_layers"]
 
 
 def best_index(scores: Sequence[float]) -> int | None:
@@ -21,3 +21,18 @@ def best_index(scores: Sequence[float]) -> int | None:
     if not ok.any():
         return None
     return int(np.argmax(np.where(ok, s, -np.inf)))
+
+
+def flag_best_layers(rows: list[dict], key: Callable[[dict], Hashable], *, split: str = "train",
+                     metric: str | None = None) -> None:
+    """Set ``row["is_best"]`` on every row: True for the rows of the layer with the highest score on ``split``
+    (and ``metric``, when given) among the rows that share ``key(row)``; the first such layer wins ties.
+    Scores are finite here (score rows are; a :class:`ScoreTable` refuses anything else)."""
+    best: dict = {}
+    for r in rows:
+        if r["split"] == split and (metric is None or r["metric"] == metric):
+            k = key(r)
+            if k not in best or r["score"] > best[k][0]:
+                best[k] = (r["score"], r["layer"])
+    for r in rows:
+        r["is_best"] = best[key(r)][1] == r["layer"]

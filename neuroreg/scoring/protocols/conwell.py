@@ -35,6 +35,7 @@ from neuroreg.scoring._inputs import aligned_brain, feature_ids, layer_matrix, u
 from neuroreg.scoring.columnwise import pearson_per_column
 from neuroreg.scoring.rdm import rdm
 from neuroreg.scoring.results import ScoreTable
+from neuroreg.scoring.selection import flag_best_layers
 
 __all__ = ["versa_conwell", "crsa_targets", "conwell_projection_dim", "MIN_VOXELS"]
 
@@ -207,12 +208,5 @@ def versa_conwell(features, brain, *, alphas: Sequence[float], split="conwell", 
                 r = np.where(np.isfinite(r), r, 0.0)
                 rows.append(dict(base, metric="encoding_r", split=s, score=float(r.mean()),
                                  median=float(np.median(r))))
-    best: dict[tuple, tuple[float, str]] = {}
-    for r in rows:
-        if r["metric"] == "versa" and r["split"] == "train":
-            key = (r["region"], r["subject"])
-            if key not in best or r["score"] > best[key][0]:
-                best[key] = (r["score"], r["layer"])
-    for r in rows:
-        r["is_best"] = best[(r["region"], r["subject"])][1] == r["layer"]
+    flag_best_layers(rows, lambda r: (r["region"], r["subject"]), metric="versa")
     return ScoreTable(rows)

@@ -18,7 +18,7 @@ from neuroreg.errors import UnknownNameError
 from neuroreg.features import Features
 from neuroreg.scoring import crsa, predictivity, versa
 from neuroreg.scoring.protocols.brainscore import brainscore_ceiling, brainscore_normalize
-from tests.fixtures import protocol_problems as problems
+from fixtures import protocol_problems as problems
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TOL = 1e-3

@@ -115,8 +115,11 @@ def sample_gabor_params(n: int, *, seed: int = 0, sf_corr: float = 0.75, sf_max:
     from the Ringach (2002) histogram conditional on ``nx``'s bin.
 
     rng: ``"default"`` draws with numpy's ``default_rng(seed)`` (PCG64);
-    ``"official"`` reproduces the official vonenet sampler bit for bit
-    (legacy ``np.random.seed(seed)`` stream, the official order of draws).
+    ``"official"`` reproduces the official vonenet sampler draw for draw
+    (legacy ``np.random.seed(seed)`` stream, the official order of draws):
+    angles are identical, ``sf``, ``nx``, ``ny`` equal to float64 rounding
+    (numpy's vectorised ``**``, the copula's SVD and ``norm.cdf`` may round
+    the last bit differently across numpy/scipy builds and CPUs).
     Both follow the same distributions; the numbers differ.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -301,8 +304,8 @@ class VOneBlock(nn.Module):
         k_exc: gain from filter response to firing rate.
         seed: seeds the Gabor parameters and the colour channel of each filter.
         rng: ``"default"`` (numpy ``default_rng(seed)`` for the parameters) or
-            ``"official"``: the official vonenet draw from ``seed``, bit for bit
-            (legacy ``np.random.seed(seed)`` stream; no Nyquist cap, as the
+            ``"official"``: the official vonenet draw from ``seed``, draw for draw
+            (equal to float64 rounding; legacy ``np.random.seed(seed)`` stream; no Nyquist cap, as the
             original). Colours come from a torch generator seeded with ``seed``
             in both cases, drawn as the original does (all q0 colours, then all
             q1 colours), so ``rng="official"`` equals the official untrained

@@ -75,12 +75,16 @@ def test_official_rng_reproduces_the_seeded_small_block():
 
 
 @pytest.mark.parametrize("seed", [0, 3])
-def test_official_rng_reproduces_the_published_bank_bit_for_bit(seed):
+def test_official_rng_reproduces_the_published_bank(seed):
     fx = load(f"vone_bank_seed{seed}")
     block = VOneBlock(seed=seed, rng="official", noise_mode=None)     # 256 + 256 channels, 224 px, 8 deg
     ref = _params(fx)
-    for k in ("sf", "theta", "phase", "nx", "ny"):
+    for k in ("theta", "phase"):                  # plain uniform draws through np.interp: identical
         assert np.array_equal(block._params64[k].numpy(), ref[k]), k
+    # sf, nx, ny pass through numpy's vectorised power, multivariate_normal (an SVD) and norm.cdf, whose
+    # last bit may differ between numpy/scipy builds and CPUs: same draws, equal to float64 rounding
+    for k in ("sf", "nx", "ny"):
+        np.testing.assert_allclose(block._params64[k].numpy(), ref[k], rtol=1e-14, atol=0, err_msg=k)
     assert np.array_equal(block.channel.numpy(), fx["colour_q0"])
     assert np.array_equal(block.channel_q1.numpy(), fx["colour_q1"][256:])
     assert rel_diff(block.weight[:8, 0], fx["kernels_q0_first"]) <= 1e-6

@@ -7,7 +7,8 @@
   names the checkpoint and the space it needs.
 - :class:`ResumableCheckpoint` (a ``ModelCheckpoint``) additionally writes
   ``last.ckpt`` every ``every_n_train_steps`` training steps whether or not the
-  monitored metric exists yet, and always at the end of training.
+  monitored metric exists yet, after each validation, and always at the end of
+  training.
 - :func:`resolve_resume_path` turns ``--ckpt_path`` into a file, refusing a
   missing, truncated or foreign checkpoint and a fresh run into a folder that
   already holds another run's ``last.ckpt``.
@@ -117,6 +118,12 @@ class ResumableCheckpoint(ModelCheckpoint):
         at_end = trainer.max_steps is not None and trainer.max_steps > 0 and step >= trainer.max_steps
         if (every >= 1 and step % every == 0) or at_end:
             self._save_resume_point(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # Lightning saves nothing here once ``every_n_train_steps`` is set (its ``every_n_epochs`` becomes 0),
+        # so a run killed after an epoch-end validation would otherwise fall back to the step-based point.
+        super().on_validation_end(trainer, pl_module)
+        self._save_resume_point(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self._last_global_step_saved != trainer.global_step:

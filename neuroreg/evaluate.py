@@ -17,6 +17,7 @@ normalised inside, brain stimuli resized and normalised the same way.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from neuroreg._modes import eval_mode
 from neuroreg.brain import BrainData, NeuralStimulusSet, bundled_sets, load_bundled
 from neuroreg.errors import UnknownNameError
 from neuroreg.features import extract
@@ -80,14 +82,12 @@ def accuracy(model: nn.Module, data, *, topk: Sequence[int] = (1, 5), mean=None,
     prep = preprocessing_of(model, mean=mean, std=std)
     loader = as_loader(data, batch_size)
     dev = _device_of(model, device)
-    was_training = model.training
-    model.eval()
     correct = {k: 0 for k in topk}
     per_class_hit: dict[int, int] = {}
     per_class_n: dict[int, int] = {}
     n = 0
     n_classes = None
-    try:
+    with eval_mode(model):
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
@@ -105,8 +105,6 @@ def accuracy(model: nn.Module, data, *, topk: Sequence[int] = (1, 5), mean=None,
                 per_class_n[label] = per_class_n.get(label, 0) + 1
                 per_class_hit[label] = per_class_hit.get(label, 0) + int(h)
             n += y.shape[0]
-    finally:
-        model.train(was_training)
     if n == 0:
         raise ValueError("data is empty: no images to evaluate")
     table = ScoreTable()
@@ -210,7 +208,7 @@ def factortopy_scores(model: nn.Module, brain: BrainData, *, layers=None, max_la
     names = list(sweep.layers.values())
     stimuli = prep(_stimulus_images(brain).float())
     ft = FactorTopy(names, seed=seed, device=device, progress=progress, **dict(fit_kwargs or {}))
-    ft.fit(model.eval(), brain, stimuli=stimuli)
+    ft.fit(model, brain, stimuli=stimuli)
     table = ScoreTable()
     for row in ft.summary(model=model_name):
         row["dataset"] = brain.name
@@ -331,53 +329,54 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
         raise ValueError(f"sections {sorted(wanted & {'accuracy', 'attacks', 'corruptions'})} need task_data")
     card = Scorecard(models=list(models))
     resolved = [resolve_brain_set(b) for b in (brain_sets or ())] if wanted & {"brain", "factortopy"} else []
-    for name, model in models.items():
-        model.eval()
-        prep: Preprocessing = preprocessing_of(model, image_size)
-        card.preprocessing[name] = prep.to_dict()
-        if task_data is not None and "accuracy" in wanted:
-            card.add("accuracy", accuracy(model, task_data, batch_size=batch_size, device=device, model_name=name),
-                     ran_on={name: f"{_describe_task(task_data)}; top-1/top-5 and balanced top-1"})
-        if task_data is not None and "attacks" in wanted and attacks:
-            from neuroreg.robustness import attack_suite
-            kw = dict(attack_kwargs or {})
-            table = attack_suite(model, task_data, attacks=list(attacks), eps=eps, norm=norm,
-                                 batch_size=batch_size, seed=seed, model_name=name, **kw)
-            stochastic = any(r.get("attack") == "eotpgd" for r in table)
-            card.add("attacks", table, ran_on={name: (
-                f"{_describe_task(task_data)}; {', '.join(attacks)} ({norm}), eps "
-                f"{', '.join(f'{e * 255:.3g}/255' if norm == 'Linf' else f'{e:.3g}' for e in sorted({r['eps'] for r in table if r.get('eps') is not None}))}"
-                f"{'; stochastic model: EOT-PGD added' if stochastic else ''}; sanity checks run")})
-        if task_data is not None and "corruptions" in wanted and corruptions:
-            from neuroreg.robustness import corruption_suite
-            table = corruption_suite(model, task_data, corruptions=corruptions, severities=severities,
-                                     batch_size=batch_size, seed=seed, model_name=name,
-                                     **dict(corruption_kwargs or {}))
-            names = sorted({r["corruption"] for r in table if r.get("corruption") not in (None, "none")})
-            card.add("corruptions", table, ran_on={name: (
-                f"{_describe_task(task_data)}; {len(names)} corruptions x severities "
-                f"{', '.join(map(str, severities))}")})
-        if resolved and "brain" in wanted:
-            notes: dict[str, str] = {}
-            rdms: dict = {}
-            table = brain_scores(model, resolved, layers=layers, max_layers=max_layers, image_size=image_size,
-                                 batch_size=batch_size, device=device, model_name=name, seed=seed, notes=notes,
-                                 rdms=rdms, progress=progress)
-            card.add("brain", table, ran_on={name: " ".join(notes.values())})
-            for ds, value in rdms.items():
-                card.rdms[(name, ds)] = value
-        voxel_sets = [b for b in resolved if isinstance(b, BrainData) and "coords" in b.unit_info]
-        no_coords = [b.name for b in resolved if isinstance(b, BrainData) and "coords" not in b.unit_info]
-        if no_coords and "factortopy" in wanted:
-            card.ran_on.setdefault("factortopy", {})[name] = (
-                f"not run on {', '.join(no_coords)}: FactorTopy needs cortical coordinates "
-                "(unit_info['coords']) for every voxel")
-        if voxel_sets and "factortopy" in wanted:
-            for data in voxel_sets:
-                table, ft = factortopy_scores(model, data, image_size=image_size, model_name=name, seed=seed,
-                                              device=device, fit_kwargs=factortopy_kwargs, progress=progress)
-                card.add("factortopy", table, ran_on={name: (
-                    f"FactorTopy on {data.name}: {data.n_stimuli} stimuli x {data.n_units} voxels with cortical "
-                    f"coordinates; layers {', '.join(ft.layers_)}")})
-                card.fits[(name, data.name)] = ft
+    with contextlib.ExitStack() as stack:
+        for name, model in models.items():
+            stack.enter_context(eval_mode(model))  # each model back in its own modes at the end
+            prep: Preprocessing = preprocessing_of(model, image_size)
+            card.preprocessing[name] = prep.to_dict()
+            if task_data is not None and "accuracy" in wanted:
+                card.add("accuracy", accuracy(model, task_data, batch_size=batch_size, device=device, model_name=name),
+                         ran_on={name: f"{_describe_task(task_data)}; top-1/top-5 and balanced top-1"})
+            if task_data is not None and "attacks" in wanted and attacks:
+                from neuroreg.robustness import attack_suite
+                kw = dict(attack_kwargs or {})
+                table = attack_suite(model, task_data, attacks=list(attacks), eps=eps, norm=norm,
+                                     batch_size=batch_size, seed=seed, model_name=name, **kw)
+                stochastic = any(r.get("attack") == "eotpgd" for r in table)
+                card.add("attacks", table, ran_on={name: (
+                    f"{_describe_task(task_data)}; {', '.join(attacks)} ({norm}), eps "
+                    f"{', '.join(f'{e * 255:.3g}/255' if norm == 'Linf' else f'{e:.3g}' for e in sorted({r['eps'] for r in table if r.get('eps') is not None}))}"
+                    f"{'; stochastic model: EOT-PGD added' if stochastic else ''}; sanity checks run")})
+            if task_data is not None and "corruptions" in wanted and corruptions:
+                from neuroreg.robustness import corruption_suite
+                table = corruption_suite(model, task_data, corruptions=corruptions, severities=severities,
+                                         batch_size=batch_size, seed=seed, model_name=name,
+                                         **dict(corruption_kwargs or {}))
+                names = sorted({r["corruption"] for r in table if r.get("corruption") not in (None, "none")})
+                card.add("corruptions", table, ran_on={name: (
+                    f"{_describe_task(task_data)}; {len(names)} corruptions x severities "
+                    f"{', '.join(map(str, severities))}")})
+            if resolved and "brain" in wanted:
+                notes: dict[str, str] = {}
+                rdms: dict = {}
+                table = brain_scores(model, resolved, layers=layers, max_layers=max_layers, image_size=image_size,
+                                     batch_size=batch_size, device=device, model_name=name, seed=seed, notes=notes,
+                                     rdms=rdms, progress=progress)
+                card.add("brain", table, ran_on={name: " ".join(notes.values())})
+                for ds, value in rdms.items():
+                    card.rdms[(name, ds)] = value
+            voxel_sets = [b for b in resolved if isinstance(b, BrainData) and "coords" in b.unit_info]
+            no_coords = [b.name for b in resolved if isinstance(b, BrainData) and "coords" not in b.unit_info]
+            if no_coords and "factortopy" in wanted:
+                card.ran_on.setdefault("factortopy", {})[name] = (
+                    f"not run on {', '.join(no_coords)}: FactorTopy needs cortical coordinates "
+                    "(unit_info['coords']) for every voxel")
+            if voxel_sets and "factortopy" in wanted:
+                for data in voxel_sets:
+                    table, ft = factortopy_scores(model, data, image_size=image_size, model_name=name, seed=seed,
+                                                  device=device, fit_kwargs=factortopy_kwargs, progress=progress)
+                    card.add("factortopy", table, ran_on={name: (
+                        f"FactorTopy on {data.name}: {data.n_stimuli} stimuli x {data.n_units} voxels with cortical "
+                        f"coordinates; layers {', '.join(ft.layers_)}")})
+                    card.fits[(name, data.name)] = ft
     return card

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from neuroreg._modes import restore_modes, train_modes
+from neuroreg._capture import capture_outputs
+from neuroreg._modes import eval_mode
 from neuroreg._checks import check_finite
 from neuroreg._io import PathLock, atomic_path, check_output_target, ensure_free_space, reading
 from neuroreg._images import IMAGE_EXTENSIONS, images_to_tensor, list_images
@@ -189,18 +190,6 @@ def resolve_layers(model: nn.Module, layers: str | Sequence[str] | Mapping[str, 
     return resolved
 
 
-def _first_tensor(output) -> Tensor:
-    if isinstance(output, Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
-        return output[0]
-    if isinstance(output, dict):
-        for v in output.values():
-            if isinstance(v, Tensor):
-                return v
-    raise TypeError(f"cannot read a tensor from a module output of type {type(output).__name__}")
-
-
 def _select_time(calls: list[Tensor], time_step, layer: str) -> Tensor:
     if not calls:
         raise RuntimeError(f"layer {layer!r} was not called during the forward pass")
@@ -333,74 +322,54 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
     orig_device = params[0].device if params else torch.device("cpu")
     float_dtype = next((p.dtype for p in params if torch.is_floating_point(p)), torch.float32)
     run_device = torch.device(device) if device is not None else orig_device
-    modes = train_modes(model)
-    modules = dict(model.named_modules())
-    calls: dict[str, list[Tensor]] = {k: [] for k in names}
-    handles = []
-
-    def make_hook(key: str):
-        def hook(_module, _inputs, output):
-            calls[key].append(_first_tensor(output).detach())
-        return hook
 
     srp = SparseRandomProjection(srp_dim, seed=seed) if pool == "srp" else None
     loader = torch.utils.data.DataLoader(
         _Transformed(dataset, transform), batch_size=batch_size, shuffle=False, num_workers=num_workers)
     store: dict[str, Any] = {}
-    h5 = None
     lock = PathLock(out.with_name(out.name + ".lock"), purpose="neuroreg extract") if out is not None else None
     rng_devices = [run_device] if run_device.type == "cuda" else []
-    try:
-        with contextlib.ExitStack() as stack:
-            if lock is not None:
-                stack.enter_context(lock)
-            stack.enter_context(torch.random.fork_rng(devices=rng_devices))
-            torch.manual_seed(seed)
-            h5 = stack.enter_context(_maybe_h5(out))
-            model.eval()
-            if run_device != orig_device:
-                model.to(run_device)
-            # Area maps through forward_intermediates, which stops after the deepest area asked for.
-            feature_index = _intermediate_indices(model, names, time_step)
+    with contextlib.ExitStack() as stack:
+        if lock is not None:
+            stack.enter_context(lock)
+        stack.enter_context(torch.random.fork_rng(devices=rng_devices))
+        torch.manual_seed(seed)
+        h5 = stack.enter_context(_maybe_h5(out))
+        stack.enter_context(eval_mode(model, run_device))
+        # Area maps through forward_intermediates, which stops after the deepest area asked for.
+        feature_index = _intermediate_indices(model, names, time_step)
+        calls = (stack.enter_context(capture_outputs(model, names, detach=True, keep="all"))
+                 if feature_index is None else {k: [] for k in names})
+        start = 0
+        show = None if progress is None else not progress
+        for batch in tqdm(loader, desc="extract", unit="batch", disable=show if show is not None else None,
+                          leave=False):
+            batch = _checked_batch(batch, start, float_dtype).to(run_device, non_blocking=True)
+            for v in calls.values():
+                v.clear()
             if feature_index is None:
-                for key, module_name in names.items():
-                    handles.append(modules[module_name].register_forward_hook(make_hook(key)))
-            start = 0
-            show = None if progress is None else not progress
-            for batch in tqdm(loader, desc="extract", unit="batch", disable=show if show is not None else None,
-                              leave=False):
-                batch = _checked_batch(batch, start, float_dtype).to(run_device, non_blocking=True)
-                for v in calls.values():
-                    v.clear()
-                if feature_index is None:
-                    model(batch)
-                else:
-                    take = sorted(set(feature_index.values()))
-                    maps = dict(zip(take, model.forward_intermediates(batch, indices=take, intermediates_only=True)))
-                    for key, i in feature_index.items():
-                        calls[key].append(maps[i].detach())
-                b = batch.shape[0]
-                for key in names:
-                    act = _pool(_select_time(calls[key], time_step, key), pool, srp,
-                                n_lead=2 if time_step == "all" else 1).float().cpu()
-                    if key not in store:
-                        store[key] = _allocate(h5, key, (n, *act.shape[1:]))
-                    _write(store[key], start, act)
-                if h5 is not None and start == 0:
-                    ensure_free_space(out, sum(4 * int(np.prod(store[k].shape)) for k in names),
-                                      f"{n} stimuli x {len(names)} layers of float32 features")
-                start += b
-            if h5 is not None:
-                h5.attrs["layers"] = list(names)
-                h5.create_dataset("stimulus_ids", data=np.asarray(ids).astype(str).astype("S"))
-                for key, mod in names.items():
-                    h5["features"][key].attrs["module"] = mod
-    finally:
-        for h in handles:
-            h.remove()
-        if run_device != orig_device:
-            model.to(orig_device)
-        restore_modes(modes)
+                model(batch)
+            else:
+                take = sorted(set(feature_index.values()))
+                maps = dict(zip(take, model.forward_intermediates(batch, indices=take, intermediates_only=True)))
+                for key, i in feature_index.items():
+                    calls[key].append(maps[i].detach())
+            b = batch.shape[0]
+            for key in names:
+                act = _pool(_select_time(calls[key], time_step, key), pool, srp,
+                            n_lead=2 if time_step == "all" else 1).float().cpu()
+                if key not in store:
+                    store[key] = _allocate(h5, key, (n, *act.shape[1:]))
+                _write(store[key], start, act)
+            if h5 is not None and start == 0:
+                ensure_free_space(out, sum(4 * int(np.prod(store[k].shape)) for k in names),
+                                  f"{n} stimuli x {len(names)} layers of float32 features")
+            start += b
+        if h5 is not None:
+            h5.attrs["layers"] = list(names)
+            h5.create_dataset("stimulus_ids", data=np.asarray(ids).astype(str).astype("S"))
+            for key, mod in names.items():
+                h5["features"][key].attrs["module"] = mod
     if out is not None:
         return Features(stimulus_ids=ids, path=out, layers=list(names), module_names=names)
     return Features(store, stimulus_ids=ids, module_names=names)

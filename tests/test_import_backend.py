@@ -11,8 +11,6 @@ import neuroreg
 
 ROOT = Path(neuroreg.__file__).resolve().parent.parent
 
-# Files that still call matplotlib.use on import; they are being reworked elsewhere (docs/architecture.md).
-
 _SCRIPT = r"""
 import importlib, json, pkgutil, sys
 import matplotlib

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
+from neuroreg._capture import StopForward, capture_outputs
+
 __all__ = ["take_indices", "check_output_fmt", "hooked_intermediates"]
 
 
@@ -43,10 +45,6 @@ def check_output_fmt(output_fmt: str) -> None:
         raise ValueError(f"output_fmt must be 'NCHW' for these convolutional models; got {output_fmt!r}")
 
 
-class _Reached(Exception):
-    """Raised by a hook once every requested feature map has been seen (stops the forward early)."""
-
-
 def hooked_intermediates(model: nn.Module, forward: Callable[[Tensor], Tensor], x: Tensor, names: Sequence[str],
                          take: Sequence[int], stop_early: bool) -> tuple[Tensor, list[Tensor]]:
     """Run ``forward(x)`` with hooks on ``names``; return (final, outputs of ``names[i]`` for i in ``take``).
@@ -54,24 +52,12 @@ def hooked_intermediates(model: nn.Module, forward: Callable[[Tensor], Tensor], 
     With ``stop_early`` the forward ends as soon as the deepest requested
     module has returned (its output is then the final tensor).
     """
-    modules = dict(model.named_modules())
-    wanted = {names[i] for i in take}
+    wanted = {names[i]: names[i] for i in take}
     last = names[max(take)]
-    seen: dict[str, Tensor] = {}
-
-    def make(name: str):
-        def hook(_m, _i, out):
-            seen[name] = out
-            if stop_early and name == last and wanted.issubset(seen):
-                raise _Reached
-        return hook
-
-    handles = [modules[n].register_forward_hook(make(n)) for n in set(names)]
-    try:
-        final = forward(x)
-    except _Reached:
-        final = seen[last]
-    finally:
-        for h in handles:
-            h.remove()
+    with capture_outputs(model, wanted, stop_after=last if stop_early else None) as seen:
+        try:
+            final = forward(x)
+        except StopForward:
+            final = seen[last]
+    seen.require()
     return final, [seen[names[i]] for i in take]

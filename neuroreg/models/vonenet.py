@@ -23,6 +23,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from neuroreg._modes import eval_mode
 from neuroreg.models._intermediates import check_output_fmt, hooked_intermediates, take_indices
 from neuroreg.models.areas import area_layers
 from neuroreg.models.cornet import CORnetS, CORnetZ
@@ -206,16 +207,10 @@ class VOneNet(nn.Module):
         """``[{"num_chs", "reduction", "module"}]`` for V1 (``vone_block``), V2, V4, IT."""
         if self._feature_info is None:
             size = int(self.vone_block.image_size)
-            modes = [(m, m.training) for m in self.modules()]
             device = self.bottleneck.weight.device
-            try:
-                self.eval()
-                with torch.no_grad():
-                    maps = self.forward_intermediates(torch.zeros(1, self.vone_block.in_channels, size, size,
-                                                                  device=device), intermediates_only=True)
-            finally:
-                for m, mode in modes:
-                    m.training = mode
+            with eval_mode(self), torch.no_grad():
+                maps = self.forward_intermediates(torch.zeros(1, self.vone_block.in_channels, size, size,
+                                                              device=device), intermediates_only=True)
             self._feature_info = [dict(num_chs=int(f.shape[1]), reduction=round(size / f.shape[-1]), module=name)
                                   for f, name in zip(maps, self._feature_names)]
         return self._feature_info

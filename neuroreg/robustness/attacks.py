@@ -26,7 +26,7 @@ from neuroreg.robustness._data import as_loader, batches
 from neuroreg.robustness._seeding import count_correct, seeded
 from neuroreg.robustness.sanity import SanityResult, run_sanity_checks
 from neuroreg.robustness.wrapper import FROM_MODEL, RobustClassifier
-from neuroreg._modes import restore_modes, train_modes
+from neuroreg._modes import eval_mode
 from neuroreg.scoring.results import ScoreTable
 
 __all__ = ["ATTACKS", "NORMS", "EPS_PRESETS", "eps_grid", "make_attack", "attack_suite", "AttackSpec"]
@@ -317,9 +317,7 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
         model, mean, std, num_classes=num_classes, stochastic=stochastic)
     loader = as_loader(data, batch_size)
     device = wrapped.device
-    modes = train_modes(wrapped)
-    wrapped.eval()
-    try:
+    with eval_mode(wrapped):
         first = next(iter(batches(loader, device, None, 1)), None)
         if first is None:
             raise ValueError("data holds no images")
@@ -344,8 +342,6 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
                     tallies[spec.key].add(count_correct(wrapped, adv, y, draws), len(y))
                 bar.update(1)
         bar.close()
-    finally:
-        restore_modes(modes)
 
     name = model_name or type(getattr(wrapped, "model", wrapped)).__name__
     table = ScoreTable()

@@ -22,7 +22,7 @@ from neuroreg.robustness._data import as_loader, batches
 from neuroreg.robustness._seeding import count_correct, seeded
 from neuroreg.robustness.corruptions import CORRUPTIONS, corrupt, load_frost_images
 from neuroreg.robustness.wrapper import FROM_MODEL, RobustClassifier
-from neuroreg._modes import restore_modes, train_modes
+from neuroreg._modes import eval_mode
 from neuroreg.scoring.results import ScoreTable
 
 __all__ = ["corruption_suite", "corruption_errors", "mean_corruption_error", "ALEXNET_MEAN_ERROR"]
@@ -175,11 +175,9 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
     wrapped = model if isinstance(model, RobustClassifier) else RobustClassifier(model, mean, std)
     loader = as_loader(data, batch_size)
     device = wrapped.device
-    modes = train_modes(wrapped)
-    wrapped.eval()
     correct = {(c, s): 0 for c in names for s in sevs}
     clean_correct, n_seen = 0, 0
-    try:
+    with eval_mode(wrapped):
         with seeded(int(seed), device):
             first = next(iter(batches(loader, device, None, 1)), None)
             if first is None:
@@ -199,8 +197,6 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
                             correct[(c, s)] += count_correct(wrapped, xc, y, int(n_draws)).mean()
                             bar.update(1)
             bar.close()
-    finally:
-        restore_modes(modes)
 
     name = model_name or type(getattr(wrapped, "model", wrapped)).__name__
     common = dict(model=name, split="test", n_images=n_seen, n_draws=int(n_draws))

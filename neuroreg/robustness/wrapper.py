@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from neuroreg._checks import check_finite
 from neuroreg._deprecation import renamed_argument
-from neuroreg._modes import restore_modes, train_modes
+from neuroreg._modes import eval_mode
 from neuroreg.errors import ShapeError
 
 __all__ = ["normalize_images", "check_images", "is_stochastic", "RobustClassifier", "resolve_mean_std", "FROM_MODEL"]
@@ -62,13 +62,9 @@ def is_stochastic(model: nn.Module, x: Tensor) -> bool:
     gives bit-identical outputs on the same input on CPU; on GPU some kernels
     are nondeterministic at the last bit, so a relative tolerance of 1e-5 is used.
     """
-    modes = train_modes(model)
-    model.eval()
-    try:
+    with eval_mode(model):
         a = model(x)
         b = model(x)
-    finally:
-        restore_modes(modes)
     scale = a.abs().max().clamp_min(1e-12)
     return bool(((a - b).abs().max() / scale) > 1e-5)
 
@@ -162,13 +158,9 @@ class RobustClassifier(nn.Module):
         """
         check_images("x", x)
         x = x.to(self.device)
-        modes = train_modes(self)
-        self.eval()
-        try:
+        with eval_mode(self):
             with torch.no_grad():
                 out = self(x)
-        finally:
-            restore_modes(modes)
         if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ShapeError(f"the model must return (N, n_classes) logits for N={x.shape[0]} images; "

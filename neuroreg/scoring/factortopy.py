@@ -73,12 +73,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from neuroreg._checks import check_finite
+from neuroreg._modes import eval_mode
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import ShapeError
 from neuroreg.scoring._inputs import sorted_positions
 from neuroreg.scoring.factortopy_diagnostics import choice_margin, weak_layers
 from neuroreg.scoring.factortopy_init import correlation_peaks
-from neuroreg.scoring.factortopy_sources import _DictSource, _ModelSource, _ModelState
+from neuroreg.scoring.factortopy_sources import _DictSource, _ModelSource
 from neuroreg.scoring.results import ScoreTable
 
 __all__ = ["FactorTopy", "FactorTopyNet", "factorized_readout", "pooled_features", "ridge_cv_r", "gaussian_pyramid",
@@ -815,7 +816,7 @@ class FactorTopy:
                                                   dtype=torch.float32), self.n_freqs).to(device)
         neighbours = self._neighbours(coords, device) if self.smooth_weight > 0 else None
 
-        model_ctx = _ModelState(features_or_model, device) if isinstance(features_or_model, nn.Module) else None
+        model_ctx = eval_mode(features_or_model, device) if isinstance(features_or_model, nn.Module) else None
         if model_ctx is not None:
             model_ctx.__enter__()
             if stimuli is None:
@@ -1257,7 +1258,7 @@ class FactorTopy:
         else:
             raise TypeError("features_or_model must be a mapping layer -> tensor or a torch nn.Module; "
                             f"got {type(features_or_model).__name__}")
-        ctx = _ModelState(features_or_model, device) if isinstance(features_or_model, nn.Module) else None
+        ctx = eval_mode(features_or_model, device) if isinstance(features_or_model, nn.Module) else None
         if ctx is not None:
             ctx.__enter__()
         try:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from neuroreg._capture import capture_outputs
 from neuroreg._checks import check_finite
 from neuroreg.brain.data import images_to_tensor
 from neuroreg.errors import ShapeError, UnknownNameError
@@ -91,30 +92,10 @@ class _ModelSource:
         self._shapes: dict[str, tuple[int, int, int]] | None = None
 
     def _run(self, batch: Tensor) -> dict[str, Tensor]:
-        named = dict(self.model.named_modules())
-        out: dict[str, Tensor] = {}
-        handles = []
-
-        def hook_for(key: str):
-            def hook(_module, _inputs, output):
-                t = output[0] if isinstance(output, (tuple, list)) else output
-                out[key] = t.detach()  # recurrent areas: the last call wins
-            return hook
-
-        try:
-            for key, module_name in self.modules.items():
-                handles.append(named[module_name].register_forward_hook(hook_for(key)))
-            with torch.no_grad():
-                self.model(batch)
-        finally:
-            for h in handles:
-                h.remove()
-        maps = {}
-        for key in self.layers:
-            if key not in out:
-                raise RuntimeError(f"layer {key!r} was not called during the forward pass")
-            maps[key] = _as_map(key, out[key].float())
-        return maps
+        with capture_outputs(self.model, self.modules, detach=True) as out, torch.no_grad():
+            self.model(batch)  # recurrent areas: the last call wins
+        out.require()
+        return {key: _as_map(key, out[key].float()) for key in self.layers}
 
     def shapes(self) -> dict[str, tuple[int, int, int]]:
         if self._shapes is None:
@@ -132,25 +113,3 @@ class _ModelSource:
                     raise ValueError(f"the model produced non-finite activations at layer {key!r}")
             yield idx, maps
 
-
-class _ModelState:
-    """Context: eval mode on the chosen device, then the model's device and train flags restored."""
-
-    def __init__(self, model: nn.Module, device: torch.device) -> None:
-        self.model, self.device = model, device
-
-    def __enter__(self):
-        params = list(self.model.parameters()) + list(self.model.buffers())
-        self.orig = params[0].device if params else torch.device("cpu")
-        self.modes = {name: m.training for name, m in self.model.named_modules()}
-        self.model.eval()
-        if self.orig != self.device:
-            self.model.to(self.device)
-        return self.model
-
-    def __exit__(self, *exc):
-        if self.orig != self.device:
-            self.model.to(self.orig)
-        for name, m in self.model.named_modules():
-            m.training = self.modes.get(name, m.training)
-        return False

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from neuroreg._modes import restore_modes, train_modes
+from neuroreg._modes import eval_mode
 from neuroreg.errors import ShapeError
 from neuroreg.scoring.results import ScoreTable
 from neuroreg.training.start_model import classifier_name
@@ -110,11 +110,9 @@ def _embed(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.de
     head = dict(model.named_modules())[classifier_name(model)]
     store: list[Tensor] = []
     handle = head.register_forward_pre_hook(lambda _m, inp: store.append(inp[0].detach().flatten(1).float().cpu()))
-    modes = train_modes(model)
     feats, logits, labels = [], [], []
     try:
-        model.eval()
-        with _seeded(device, seed):
+        with eval_mode(model), _seeded(device, seed):
             for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
                 store.clear()
                 out = model(x.to(device))
@@ -123,7 +121,6 @@ def _embed(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.de
                 labels.append(torch.as_tensor(y))
     finally:
         handle.remove()
-        restore_modes(modes)
     return torch.cat(feats).numpy(), torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
 

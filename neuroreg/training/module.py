@@ -12,48 +12,20 @@ regularizer.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Iterator, Literal, Sequence
+from typing import Literal, Sequence
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuroreg._capture import capture_outputs
 from neuroreg.alignment.base import AlignmentLoss
 from neuroreg.errors import StimulusMismatchError, UnknownNameError
 from neuroreg.features import resolve_layers
 
 __all__ = ["BrainRegularizedModule", "capture_outputs", "topk_accuracy"]
-
-
-@contextlib.contextmanager
-def capture_outputs(model: nn.Module, modules: dict[str, str]) -> Iterator[dict[str, Tensor]]:
-    """Collect the outputs of named modules during a forward pass, with gradients.
-
-    ``modules`` maps a key to a module name. Yields a dict filled by the forward
-    pass: key -> the module's output on its last call (the final time step of a
-    recurrent area). Hooks are removed on exit, even on error.
-    """
-    named = dict(model.named_modules())
-    out: dict[str, Tensor] = {}
-    handles = []
-
-    def hook_for(key: str):
-        def hook(_module, _inputs, output):
-            if isinstance(output, (tuple, list)):
-                output = output[0]
-            out[key] = output
-        return hook
-
-    try:
-        for key, name in modules.items():
-            handles.append(named[name].register_forward_hook(hook_for(key)))
-        yield out
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> Tensor:
@@ -208,6 +180,7 @@ class BrainRegularizedModule(L.LightningModule):
         hooks = {self.alignment[i].area: self.area_modules[self.alignment[i].area] for i in active} if use_neural else {}
         with capture_outputs(self.backbone, hooks) as acts:
             logits = self.backbone(inputs)
+        acts.require()
         task_logits = logits[:b]
         task_loss = self.task_loss(task_logits, y)
         loss = task_loss
@@ -240,10 +213,11 @@ class BrainRegularizedModule(L.LightningModule):
         if not len(self.alignment):
             return
         hooks = {t.area: self.area_modules[t.area] for t in self.alignment}
-        with capture_outputs(self.backbone, hooks) as acts:
+        with capture_outputs(self.backbone, hooks, detach=True) as acts:
             self.backbone(batch["neural_image"])
+        acts.require()
         for area, a in acts.items():
-            self._val_store.setdefault(area, []).append(a.detach().flatten(1).float())
+            self._val_store.setdefault(area, []).append(a.flatten(1).float())
         self._val_store.setdefault("_index", []).append(batch["neural_index"])
 
     def on_validation_epoch_end(self) -> None:

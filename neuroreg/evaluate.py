@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from neuroreg._modes import eval_mode
+from neuroreg.classification_metrics import balanced_accuracy_from_confusion, confusion_matrix, topk_accuracy
 from neuroreg.brain import BrainData, NeuralStimulusSet, bundled_sets, load_bundled
 from neuroreg.errors import UnknownNameError
 from neuroreg.features import extract
@@ -83,8 +84,7 @@ def accuracy(model: nn.Module, data, *, topk: Sequence[int] = (1, 5), mean=None,
     loader = as_loader(data, batch_size)
     dev = _device_of(model, device)
     correct = {k: 0 for k in topk}
-    per_class_hit: dict[int, int] = {}
-    per_class_n: dict[int, int] = {}
+    confusion = None
     n = 0
     n_classes = None
     with eval_mode(model):
@@ -97,13 +97,10 @@ def accuracy(model: nn.Module, data, *, topk: Sequence[int] = (1, 5), mean=None,
             if int(y.max()) >= n_classes or int(y.min()) < 0:
                 raise ValueError(f"labels must be in [0, {n_classes - 1}] for a model with {n_classes} outputs; "
                                  f"got labels in [{int(y.min())}, {int(y.max())}]")
-            top = logits.topk(min(max(topk), n_classes), dim=1).indices
             for k in topk:
-                correct[k] += int((top[:, :k] == y[:, None]).any(1).sum())
-            hit = (top[:, 0] == y).cpu().numpy()
-            for label, h in zip(y.cpu().numpy().tolist(), hit.tolist()):
-                per_class_n[label] = per_class_n.get(label, 0) + 1
-                per_class_hit[label] = per_class_hit.get(label, 0) + int(h)
+                correct[k] += round(float(topk_accuracy(logits, y, k)) * y.shape[0])
+            conf = confusion_matrix(logits, y).cpu()
+            confusion = conf if confusion is None else confusion + conf
             n += y.shape[0]
     if n == 0:
         raise ValueError("data is empty: no images to evaluate")
@@ -112,9 +109,9 @@ def accuracy(model: nn.Module, data, *, topk: Sequence[int] = (1, 5), mean=None,
         if k <= n_classes:
             table.append(model=model_name, metric=f"top{k}", split="test", score=correct[k] / n, n_images=n)
     if balanced:
-        recall = [per_class_hit[c] / per_class_n[c] for c in sorted(per_class_n)]
-        table.append(model=model_name, metric="balanced_top1", split="test", score=float(np.mean(recall)),
-                     n_images=n, n_classes_seen=len(recall))
+        table.append(model=model_name, metric="balanced_top1", split="test",
+                     score=float(balanced_accuracy_from_confusion(confusion)), n_images=n,
+                     n_classes_seen=int((confusion.sum(1) > 0).sum()))
     return table
 
 

@@ -69,6 +69,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -594,7 +595,7 @@ class FactorTopyNet(nn.Module):
 
 
 # ----------------------------------------------------------------------------- estimator
-class FactorTopy:
+class FactorTopy(BaseEstimator):
     """Fit a FactorTopy brain-to-network mapping (Yang, Gee & Shi 2024) for one network and one brain.
 
     Parameters
@@ -637,8 +638,12 @@ class FactorTopy:
         the peak of its channel-summed squared-correlation map (:func:`correlation_peaks`), by
         fitting the space selector to those peaks for ``init_steps`` Adam steps before training;
         ``"centre"`` starts every voxel at the image centre (the paper).
+    random_state: scikit-learn's name for ``seed``; when given it overrides ``seed``.
     device: torch device (default: CUDA when available, else CPU).
     progress: show a progress bar over epochs (default: only on a terminal).
+
+    A scikit-learn ``BaseEstimator``: ``get_params``/``set_params`` and
+    ``sklearn.base.clone`` work (a clone is unfitted, with the same parameters).
 
     Fitted attributes
     -----------------
@@ -674,8 +679,10 @@ class FactorTopy:
                  pooling: str = "gaussian", layer_choice: str = "ridge_cv", cv_folds: int = 5,
                  ridge_alpha: float | Sequence[float] = (2e-3, 2e-2, 2e-1, 2.0), choice_temperature: float = 0.01, per_layer_space: bool = True,
                  position_init: str = "correlation", init_steps: int = 500,
-                 device: str | torch.device | None = None, progress: bool | None = None) -> None:
+                 random_state: int | None = None, device: str | torch.device | None = None,
+                 progress: bool | None = None) -> None:
         self.layers = layers
+        self.random_state = random_state
         self.per_layer_space = per_layer_space
         self.position_init = position_init
         self.init_steps = init_steps
@@ -749,6 +756,10 @@ class FactorTopy:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
         return layers
+
+    @property
+    def _seed(self) -> int:
+        return int(self.seed if self.random_state is None else self.random_state)
 
     def _device(self) -> torch.device:
         if self.device is not None:
@@ -830,7 +841,7 @@ class FactorTopy:
             self.level_std_ = self._level_stats(source, train_idx, device) if self.pooling == "gaussian" else None
             self.timings_ = {"statistics": time.perf_counter() - tic}
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
+                torch.manual_seed(self._seed)
                 net = FactorTopyNet([shapes[k][0] for k in layers], n_vox, enc.shape[1], self.d, self.hidden,
                                    self.pooling, self.per_layer_space)
             net.to(device)
@@ -879,7 +890,7 @@ class FactorTopy:
             is_val[val] = True
         else:
             n_val = int(round(self.val_fraction * n_stim))
-            is_val[rank_order[np.random.default_rng(self.seed).permutation(n_stim)[:n_val]]] = True
+            is_val[rank_order[np.random.default_rng(self._seed).permutation(n_stim)[:n_val]]] = True
         val, train = rank_order[is_val[rank_order]], rank_order[~is_val[rank_order]]
         if val.size < 3 or train.size < 3:
             raise ValueError(f"need at least 3 training and 3 validation stimuli; got {train.size} and "
@@ -962,7 +973,7 @@ class FactorTopy:
                device) -> None:
         n_vox = y.shape[1]
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self._seed)
         train_idx_all = train_idx
         select_idx = None
         if self.expert_weight > 0:
@@ -1085,7 +1096,7 @@ class FactorTopy:
     def _ridge_scores_at(self, net, source, y, train_idx, device, space, scale) -> np.ndarray:
         """``(n_voxels, L)`` cross-validated ridge r of every layer at the windows ``space``, ``scale``."""
         n_vox, n_layers = y.shape[1], len(self.layers_)
-        folds = np.random.default_rng(self.seed + 1).permutation(len(train_idx)) % self.cv_folds
+        folds = np.random.default_rng(self._seed + 1).permutation(len(train_idx)) % self.cv_folds
         align = list(net.align)
         level_std = self._readout_kw["level_std"]
         widths = [min(self.d, self.layer_shapes_[k][0]) for k in self.layers_]

@@ -122,8 +122,9 @@ class ResumableCheckpoint(ModelCheckpoint):
     def on_validation_end(self, trainer, pl_module) -> None:
         # Lightning saves nothing here once ``every_n_train_steps`` is set (its ``every_n_epochs`` becomes 0),
         # so a run killed after an epoch-end validation would otherwise fall back to the step-based point.
-        super().on_validation_end(trainer, pl_module)
+        # The resume point goes first: if the disk is full, the previous last.ckpt is what must survive.
         self._save_resume_point(trainer)
+        super().on_validation_end(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self._last_global_step_saved != trainer.global_step:

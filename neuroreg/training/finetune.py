@@ -33,20 +33,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neuroreg.alignment.base import AlignmentLoss
-from neuroreg.training.module import BrainRegularizedModule, topk_accuracy
+from neuroreg.classification_metrics import balanced_accuracy_from_confusion, confusion_matrix, topk_accuracy
+from neuroreg.training.module import BrainRegularizedModule
 from neuroreg.training.start_model import classifier_name, load_start_model
 
 __all__ = ["FinetuneModule", "STRATEGIES", "trainable_parameter_names", "balanced_accuracy_from_confusion"]
 
 STRATEGIES = ("full", "linear_probe", "last_k", "lp_ft", "l2_sp")
-
-
-def balanced_accuracy_from_confusion(confusion: Tensor) -> Tensor:
-    """Mean recall over the classes that occur (rows = true class, columns = predicted); ISIC's metric."""
-    support = confusion.sum(1)
-    seen = support > 0
-    recall = confusion.diagonal()[seen].double() / support[seen].double()
-    return recall.mean() if seen.any() else torch.tensor(float("nan"), dtype=torch.float64)
 
 
 def trainable_parameter_names(model: nn.Module, strategy: str, *, last_k: int = 1,
@@ -228,8 +221,7 @@ class FinetuneModule(BrainRegularizedModule):
                        f"{prefix}/acc5": topk_accuracy(logits, y, 5)},
                       on_epoch=True, sync_dist=True, batch_size=x.shape[0], add_dataloader_idx=False,
                       prog_bar=prefix == "val")
-        k = logits.shape[1]
-        conf = torch.bincount(y * k + logits.argmax(1), minlength=k * k).view(k, k)
+        conf = confusion_matrix(logits.detach(), y)
         self._confusion[prefix] = self._confusion.get(prefix, 0) + conf
 
     def _log_balanced(self, prefix: str) -> None:

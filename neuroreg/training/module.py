@@ -22,16 +22,11 @@ from torch import Tensor, nn
 
 from neuroreg._capture import capture_outputs
 from neuroreg.alignment.base import AlignmentLoss
+from neuroreg.classification_metrics import topk_accuracy
 from neuroreg.errors import StimulusMismatchError, UnknownNameError
 from neuroreg.features import resolve_layers
 
 __all__ = ["BrainRegularizedModule", "capture_outputs", "topk_accuracy"]
-
-
-def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> Tensor:
-    """Fraction of rows whose label is among the ``k`` largest logits (``k`` capped at the class count)."""
-    k = min(k, logits.shape[1])
-    return (logits.topk(k, dim=1).indices == labels[:, None]).any(1).float().mean()
 
 
 class _WarmupCosine:

@@ -601,3 +601,31 @@ def test_correlation_peak_finds_the_pixel_a_voxel_reads():
     expected = torch.stack([(2 * cols + 1) / 8 - 1, (2 * rows + 1) / 6 - 1], 1).float()
     assert pos.shape == (3, 1, 2) and height.shape == (3, 1)
     torch.testing.assert_close(pos[:, 0], expected, atol=0.5 / 6, rtol=0)  # within half a pixel
+
+
+def test_is_a_sklearn_estimator_clone_and_params():
+    from sklearn.base import BaseEstimator, clone
+
+    est = _quick(ridge_alpha=(0.1, 1.0), temperature=(1.0, 0.5))
+    assert isinstance(est, BaseEstimator)
+    params = est.get_params()
+    assert params["layers"] == ["a", "b"] and params["d"] == 8 and params["ridge_alpha"] == (0.1, 1.0)
+    copy = clone(est)
+    assert copy is not est and copy.get_params() == params
+    feats, brain = _tiny()
+    est.fit(feats, brain)
+    fresh = clone(est)
+    assert not hasattr(fresh, "layer_probs_")  # a clone is unfitted
+    assert est.set_params(d=4) is est and est.d == 4
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        est.set_params(not_a_param=1)
+    assert "FactorTopy(" in repr(est)
+
+
+def test_random_state_is_seed_under_its_sklearn_name():
+    feats, brain = _tiny()
+    by_seed = _quick(seed=3).fit(feats, brain)
+    by_random_state = _quick(seed=0, random_state=3).fit(feats, brain)
+    other = _quick(seed=0).fit(feats, brain)
+    np.testing.assert_array_equal(by_seed.layer_probs_, by_random_state.layer_probs_)
+    assert not np.array_equal(by_seed.val_r_, other.val_r_)

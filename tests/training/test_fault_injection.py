@@ -118,7 +118,7 @@ def test_disk_full_keeps_previous_checkpoint_and_resume_matches(tmp_path, uninte
     root = tmp_path / "run"
     last = root / "checkpoints" / "last.ckpt"
     cmd = _cmd(root)
-    failing = [sys.executable, "-c", _DISK_FULL_AT_SAVE.replace("{n}", "3"), *cmd[3:]]
+    failing = [sys.executable, "-c", _DISK_FULL_AT_SAVE.replace("{n}", "2"), *cmd[3:]]
     proc = subprocess.run(failing, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == EXIT_OUTPUT, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("neuroreg train: error:")]

@@ -58,6 +58,7 @@ about 75 s per epoch, 180 s for the layer choice, peak RSS 4.8 GiB.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -827,12 +828,10 @@ class FactorTopy(BaseEstimator):
                                                   dtype=torch.float32), self.n_freqs).to(device)
         neighbours = self._neighbours(coords, device) if self.smooth_weight > 0 else None
 
-        model_ctx = eval_mode(features_or_model, device) if isinstance(features_or_model, nn.Module) else None
-        if model_ctx is not None:
-            model_ctx.__enter__()
-            if stimuli is None:
-                stimuli = brain.stimuli
-        try:
+        is_model = isinstance(features_or_model, nn.Module)
+        if is_model and stimuli is None:
+            stimuli = brain.stimuli
+        with eval_mode(features_or_model, device) if is_model else contextlib.nullcontext():
             source = self._source(features_or_model, n_stim, stimuli, device)
             shapes = source.shapes()
             self.layer_shapes_ = shapes
@@ -850,9 +849,6 @@ class FactorTopy(BaseEstimator):
                 self._init_positions(net, source, y, enc, train_idx, device)
                 self.timings_["position_init"] = time.perf_counter() - tic
             self._train(net, source, y, enc, train_idx, val_idx, neighbours, device)
-        finally:
-            if model_ctx is not None:
-                model_ctx.__exit__(None, None, None)
         self.roi_ = np.asarray(brain.unit_info["roi"]) if "roi" in brain.unit_info else None
         return self
 
@@ -1269,19 +1265,14 @@ class FactorTopy(BaseEstimator):
         else:
             raise TypeError("features_or_model must be a mapping layer -> tensor or a torch nn.Module; "
                             f"got {type(features_or_model).__name__}")
-        ctx = eval_mode(features_or_model, device) if isinstance(features_or_model, nn.Module) else None
-        if ctx is not None:
-            ctx.__enter__()
-        try:
+        is_model = isinstance(features_or_model, nn.Module)
+        with eval_mode(features_or_model, device) if is_model else contextlib.nullcontext():
             source = self._source(features_or_model, n, stimuli, device)
             shapes = source.shapes()
             bad = {k: (shapes[k], self.layer_shapes_[k]) for k in self.layers_ if shapes[k][0] != self.layer_shapes_[k][0]}
             if bad:
                 raise ShapeError(f"channel counts differ from the fitted features (seen, fitted): {bad}")
             z = self._predict_z(self.net_, source, self.encoding_, np.arange(n), self.temperature_, device)
-        finally:
-            if ctx is not None:
-                ctx.__exit__(None, None, None)
         return z.double().numpy() * self.y_std_ + self.y_mean_
 
     def _roi(self, roi) -> np.ndarray:

@@ -246,7 +246,7 @@ def write_scorecard(card: Scorecard, folder: Path, *, tensorboard: bool = True) 
                       ("every layer", table)]
             text = "The best layer is chosen on the train split and reported on the test split."
         elif section == "factortopy":
-            from neuroreg.scoring.factortopy_plots import plot_layer_map
+            from neuroreg.scoring.factortopy.plots import plot_layer_map
             for (model, ds), ft in card.fits.items():
                 figs.append((_fig(plot_layer_map(ft, title=f"{model} on {ds}"),
                                   folder / f"factortopy_{_slug(model)}_{_slug(ds)}.png"),

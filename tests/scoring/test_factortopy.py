@@ -169,7 +169,7 @@ def test_gaussian_pooling_is_grid_sample_of_the_pyramid_with_gradients(d):
 
 
 def test_ridge_statistics_give_the_cross_validated_r():
-    from neuroreg.scoring.factortopy import _RidgeStats
+    from neuroreg.scoring.factortopy.ridge import _RidgeStats
 
     rng = np.random.default_rng(0)
     x = torch.as_tensor(rng.normal(size=(90, 5, 4)) + 3 * rng.normal(size=(1, 5, 4)))
@@ -342,7 +342,7 @@ def test_summary_and_compare_tables():
 
 
 def test_figures_are_written(tmp_path):
-    from neuroreg.scoring.factortopy_plots import plot_compare, plot_hierarchy, plot_layer_map, plot_roi_histograms
+    from neuroreg.scoring.factortopy.plots import plot_compare, plot_hierarchy, plot_layer_map, plot_roi_histograms
 
     feats, brain = _tiny()
     ft = _quick().fit(feats, brain)
@@ -543,7 +543,7 @@ def test_low_precision_features_fit_like_their_float32_values(dtype):
 
 
 def test_weak_layer_is_flagged_only_when_below_both_neighbours_for_nearly_all_voxels():
-    from neuroreg.scoring.factortopy_diagnostics import choice_margin, weak_layers
+    from neuroreg.scoring.factortopy.diagnostics import choice_margin, weak_layers
 
     rng = np.random.default_rng(0)
     base = rng.uniform(0.5, 0.8, size=(200, 1))
@@ -589,7 +589,7 @@ def test_channel_alignment_starts_well_conditioned_for_every_layer_width():
 
 
 def test_correlation_peak_finds_the_pixel_a_voxel_reads():
-    from neuroreg.scoring.factortopy_init import correlation_peaks
+    from neuroreg.scoring.factortopy.initialization import correlation_peaks
 
     g = torch.Generator().manual_seed(0)
     maps = torch.randn(300, 5, 6, 8, generator=g)

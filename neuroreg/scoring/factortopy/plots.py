@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Mapping
 
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import hsv_to_rgb  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import hsv_to_rgb
+from matplotlib.figure import Figure
 
-from neuroreg._io import atomic_path  # noqa: E402
-from neuroreg.scoring.factortopy import DEFAULT_LEVELS, FactorTopy, hierarchy_fit  # noqa: E402
+from neuroreg._io import atomic_path
+from neuroreg.scoring.factortopy.estimator import FactorTopy
+from neuroreg.scoring.factortopy.summary import DEFAULT_LEVELS, hierarchy_fit
 
 __all__ = ["plot_layer_map", "plot_roi_histograms", "plot_hierarchy", "plot_compare"]
 

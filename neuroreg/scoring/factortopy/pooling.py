@@ -1,0 +1,223 @@
+"""Pooling a feature map at a voxel's position and scale: Gaussian blur pyramid or the paper's token mix.
+
+See ``docs/factortopy.md`` (Cost) for how the gather tables make this fast."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+#: Blur levels of the Gaussian pooling: window SD as a fraction of the map side, half-octave steps.
+SCALE_RANGE: tuple[float, float] = (0.02, 1.0)
+N_LEVELS = 12
+_POOLINGS = ("gaussian", "token")
+
+
+def scale_to_sd(scale: Tensor) -> Tensor:
+    """Gaussian window SD (fraction of the map side) for a selector output ``scale`` in [0, 1].
+
+    Log-linear: ``0 -> SCALE_RANGE[0]`` (0.02), ``1 -> SCALE_RANGE[1]`` (1.0).
+    """
+    lo, hi = SCALE_RANGE
+    return lo * (hi / lo) ** scale
+
+
+def sd_to_scale(sd):
+    """Inverse of :func:`scale_to_sd` (numpy or torch), clipped to [0, 1]."""
+    lo, hi = SCALE_RANGE
+    if isinstance(sd, Tensor):
+        return (torch.log(sd / lo) / math.log(hi / lo)).clamp(0.0, 1.0)
+    return np.clip(np.log(np.asarray(sd, dtype=np.float64) / lo) / math.log(hi / lo), 0.0, 1.0)
+
+
+def _blur_matrices(size: int, dtype, device) -> Tensor:
+    """``(K, size, size)`` row-normalised Gaussian weights between pixel centres, one per blur level.
+
+    Pixel ``j`` has its centre at ``(2j + 1) / size - 1`` (``align_corners=False``); level ``k``
+    has SD ``2 * sd_k`` grid units, ``sd_k`` log-spaced over :data:`SCALE_RANGE`. Rows sum to 1,
+    so a window cut by the map border is renormalised over the pixels inside it.
+    """
+    return _blur_matrices_cached(int(size), dtype, torch.device(device))
+
+
+@functools.lru_cache(maxsize=64)
+def _blur_matrices_cached(size: int, dtype, device: torch.device) -> Tensor:
+    centres = (2 * torch.arange(size, dtype=torch.float64) + 1) / size - 1
+    sds = scale_to_sd(torch.linspace(0.0, 1.0, N_LEVELS, dtype=torch.float64)) * 2.0
+    d2 = (centres[:, None] - centres[None, :]) ** 2
+    return torch.softmax(-d2[None] / (2 * sds[:, None, None] ** 2), dim=-1).to(dtype=dtype, device=device)
+
+
+def gaussian_pyramid(fmap: Tensor) -> Tensor:
+    """``(b, C, H, W)`` -> ``(b, C, K, H, W)``: the map blurred by each of the ``K`` Gaussian levels."""
+    gy = _blur_matrices(fmap.shape[2], fmap.dtype, fmap.device)
+    gx = _blur_matrices(fmap.shape[3], fmap.dtype, fmap.device)
+    rows = torch.einsum("bchw,kvw->bckhv", fmap, gx)
+    return torch.einsum("kuh,bckhv->bckuv", gy, rows)
+
+
+#: Floats per row of a pyramid table (a few images' channels): a layer's table then stays in cache.
+_TABLE_WIDTH = 256
+
+
+class _Tables(NamedTuple):
+    """A layer's blur pyramid laid out for gathering (see :func:`_gaussian_tables`)."""
+
+    rows: list[Tensor]  # (K * H * W, s * channels) per group of s images
+    height: int
+    width: int
+    channels: int
+
+
+def _gaussian_tables(fmap: Tensor, level_std: Tensor | None = None, align: Tensor | None = None) -> _Tables:
+    """Blur pyramid of ``(b, C, H, W)`` maps as gather tables, one per group of a few images.
+
+    Row ``(k H + y) W + x`` of a group's table holds the channels of all its images at pixel
+    ``(y, x)`` of blur level ``k`` (image-major), divided by ``level_std`` ``(C, K)`` and then
+    aligned by ``align`` ``(D, C)`` when given. Pooling a voxel is then a weighted sum of 8
+    rows (:func:`_trilinear_taps`), for every image and channel of the group at once.
+    """
+    b, c, h, w = fmap.shape
+    k = N_LEVELS
+    gy = _blur_matrices(h, fmap.dtype, fmap.device).reshape(k * h, h)  # ((level, y out), y in)
+    gx = _blur_matrices(w, fmap.dtype, fmap.device)[:, None]           # (K, 1, x out, x in)
+    inv = None if level_std is None else level_std.to(fmap.dtype).reciprocal().T    # (K, C)
+    width = c if align is None else align.shape[0]
+    group = max(1, _TABLE_WIDTH // width)
+    rows = []
+    for start in range(0, b, group):
+        x = fmap[start:start + group]
+        m = x.shape[0]
+        x = x.permute(2, 3, 0, 1).reshape(h, w * m * c)                        # (y, (x, image, C))
+        pyr = torch.matmul(gx, (gy @ x).view(k, h, w, m * c))                   # (K, y, x, (image, C))
+        pyr = pyr.view(k, h * w * m, c)
+        if inv is not None:
+            pyr = pyr * inv[:, None, :]
+        if align is not None:
+            pyr = pyr @ align.T
+        rows.append(pyr.reshape(k * h * w, m * width))
+    return _Tables(rows, h, w, width)
+
+
+def _axis_taps(pix: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Linear interpolation along one axis at pixel coordinate ``pix`` (clamped to the border)."""
+    pix = pix.clamp(0.0, size - 1.0)
+    lo = pix.detach().floor().clamp(max=max(size - 2, 0))
+    frac = pix - lo
+    lo = lo.long()
+    return lo, (lo + 1).clamp(max=size - 1), frac
+
+
+def _trilinear_taps(space: Tensor, scale: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """``(n, 8)`` rows of a ``(K, height, width)`` table and their ``(n, 8)`` weights.
+
+    The same trilinear interpolation as ``grid_sample`` (``align_corners=False``, border
+    padding) at ``x, y = space`` and blur level ``scale * (K - 1)``; the weights carry the
+    gradient with respect to position and scale.
+    """
+    x0, x1, fx = _axis_taps(((space[:, 0] + 1) * width - 1) / 2, width)
+    y0, y1, fy = _axis_taps(((space[:, 1] + 1) * height - 1) / 2, height)
+    z0, z1, fz = _axis_taps(scale * (N_LEVELS - 1), N_LEVELS)
+    index, weight = [], []
+    for zi, wz in ((z0, 1 - fz), (z1, fz)):
+        for yi, wy in ((y0, 1 - fy), (y1, fy)):
+            for xi, wx in ((x0, 1 - fx), (x1, fx)):
+                index.append((zi * height + yi) * width + xi)
+                weight.append(wz * wy * wx)
+    return torch.stack(index, 1), torch.stack(weight, 1)
+
+
+def _sample_tables(tables: _Tables, space: Tensor, scale: Tensor, eff: Tensor | None = None) -> Tensor:
+    """Gaussian-window pooling from gather tables: ``(b, n, C')`` features, or ``(b, n)`` features . ``eff``.
+
+    eff: optional ``(n, C')`` voxel weights; contracting them group by group never holds the
+    ``(b, n, C')`` features. Voxels are visited in table-row order, so neighbouring voxels
+    read neighbouring rows (cache-friendly), and put back in their order at the end.
+    """
+    index, weight = _trilinear_taps(space, scale, tables.height, tables.width)
+    order = torch.argsort(index[:, 0])
+    index, weight = index[order], weight[order].to(tables.rows[0].dtype)
+    n, c = index.shape[0], tables.channels
+    if eff is not None:
+        eff = eff[order]
+    parts = []
+    for rows in tables.rows:
+        pooled = F.embedding_bag(index, rows, per_sample_weights=weight, mode="sum").view(n, -1, c)
+        parts.append(pooled if eff is None else torch.linalg.vecdot(pooled, eff[:, None, :]))
+    out = torch.cat(parts, dim=1)  # (n, b[, C']) in row order
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(n, device=order.device)
+    return out[inverse].transpose(0, 1)
+
+
+def _token_pool(fmap: Tensor, space: Tensor, scale: Tensor, eff: Tensor | None = None) -> Tensor:
+    """The paper's pooling, ``(1 - a) v(u) + a mean_p v(p)``: ``(b, n, C)``, or ``(b, n)`` with ``eff``."""
+    grid = space[None, :, None, :].expand(fmap.shape[0], -1, -1, -1)
+    local = F.grid_sample(fmap, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
+    glob = fmap.mean(dim=(2, 3))
+    if eff is None:
+        return (local + scale * (glob[:, :, None] - local)).transpose(1, 2)
+    local_term = torch.einsum("bcn,nc->bn", local, eff)
+    return local_term + scale * (glob @ eff.T - local_term)
+
+
+def _prepare_layers(maps: Sequence[Tensor], align: Sequence[Tensor], pooling: str,
+                    level_std: Sequence[Tensor] | None = None) -> list:
+    """Per layer, what the voxels pool from: gather tables (``"gaussian"``) or the map (``"token"``).
+
+    Layers with more channels than ``D`` (``C_l > D``) are aligned here, so only ``D``
+    channels are pooled; the others are pooled as they are and ``B_l`` is folded into
+    the voxel weights (:func:`_layer_terms`). Shared by all voxels: prepare once per batch.
+    """
+    if pooling not in _POOLINGS:
+        raise ValueError(f"pooling must be one of {_POOLINGS}; got {pooling!r}")
+    out = []
+    for layer, (fmap, mat) in enumerate(zip(maps, align)):
+        aligned = mat.shape[1] > mat.shape[0]
+        if pooling == "gaussian":
+            out.append(_gaussian_tables(fmap, None if level_std is None else level_std[layer],
+                                        mat if aligned else None))
+        else:
+            out.append(torch.einsum("dc,bchw->bdhw", mat, fmap) if aligned else fmap)
+    return out
+
+
+def _layer_args(space: Tensor, scale: Tensor, layer: int) -> tuple[Tensor, Tensor]:
+    """A layer's positions and scales: shared ``(n, 2)``, ``(n,)`` or per layer ``(n, L, 2)``, ``(n, L)``."""
+    return (space[:, layer] if space.ndim == 3 else space), (scale[:, layer] if scale.ndim == 2 else scale)
+
+
+def _pool(prepared, space: Tensor, scale: Tensor, eff: Tensor | None = None) -> Tensor:
+    if isinstance(prepared, _Tables):
+        return _sample_tables(prepared, space, scale, eff)
+    return _token_pool(prepared, space, scale, eff)
+
+
+def _layer_terms(prepared: Sequence, align: Sequence[Tensor], space: Tensor, scale: Tensor,
+                 weights: Tensor) -> list[Tensor]:
+    """Each layer's ``(b, n)`` read-out ``(B_l v_il) . w_il`` (without bias) from :func:`_prepare_layers`."""
+    terms = []
+    for layer, (prep, mat) in enumerate(zip(prepared, align)):
+        # C_l <= D: fold B_l into the voxel weights (w_il B_l); C_l > D: prepared maps are aligned
+        eff = weights[:, layer] @ mat if mat.shape[1] <= mat.shape[0] else weights[:, layer]
+        terms.append(_pool(prep, *_layer_args(space, scale, layer), eff))
+    return terms
+
+
+def pooled_features(maps: Sequence[Tensor], align: Sequence[Tensor], space: Tensor, scale: Tensor, *,
+                    pooling: str = "token", level_std: Sequence[Tensor] | None = None) -> list[Tensor]:
+    """Each layer's pooled feature per voxel, before the voxel weights: ``L`` tensors ``(b, n, K_l)``.
+
+    Same pooling as :func:`factorized_readout`; ``K_l = C_l`` (the layer's own channels)
+    when ``C_l <= D``, else the ``D`` aligned channels ``B_l v``, so no layer has more than
+    ``D`` read-out dimensions. space/scale: shared ``(n, 2)``/``(n,)`` or per layer ``(n, L, 2)``/``(n, L)``.
+    """
+    prepared = _prepare_layers(maps, align, pooling, level_std)
+    return [_pool(prep, *_layer_args(space, scale, layer)) for layer, prep in enumerate(prepared)]

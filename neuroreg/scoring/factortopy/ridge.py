@@ -1,0 +1,118 @@
+"""Closed-form ridge read-outs for the FactorTopy layer choice: cross-validated r per voxel and layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def ridge_cv_r(x: Tensor, y: Tensor, folds: np.ndarray, alpha: float) -> Tensor:
+    """Cross-validated Pearson r of a ridge read-out fitted separately for every voxel.
+
+    x: ``(N, n, K)`` features per stimulus and voxel; y: ``(N, n)`` responses; folds: ``(N,)``
+    fold label per stimulus. Features are standardised on each training fold; ``alpha`` is
+    the ridge penalty per training stimulus (``lambda = alpha * N_train``). Returns ``(n,)``
+    r between held-out predictions (all folds stacked) and ``y``.
+    """
+    x = x.double()
+    y = y.double()
+    pred = torch.zeros_like(y)
+    eye = torch.eye(x.shape[2], dtype=x.dtype, device=x.device)
+    for f in np.unique(folds):
+        te = torch.as_tensor(folds == f, device=x.device)
+        tr = ~te
+        xt = x[tr]
+        mu, sd = xt.mean(0), xt.std(0, unbiased=False).clamp_min(1e-9)
+        xt = (xt - mu) / sd
+        ym = y[tr].mean(0)
+        gram = torch.einsum("bnk,bnj->nkj", xt, xt) + alpha * int(tr.sum()) * eye
+        rhs = torch.einsum("bnk,bn->nk", xt, y[tr] - ym)
+        w = torch.linalg.solve(gram, rhs[..., None])[..., 0]
+        pred[te] = torch.einsum("bnk,nk->bn", (x[te] - mu) / sd, w) + ym
+    pc, yc = pred - pred.mean(0), y - y.mean(0)
+    den = (pc.square().sum(0) * yc.square().sum(0)).sqrt()
+    return torch.where(den > 0, (pc * yc).sum(0) / den.clamp_min(1e-30), torch.zeros_like(den))
+
+
+#: Bytes of ridge sufficient statistics held at once by the layer choice (more voxels -> more passes).
+RIDGE_MEMORY = 2 ** 31
+_RIDGE_BLOCK = 1024  # voxels pooled at once while accumulating them
+
+
+class _RidgeStats:
+    """Per-fold sufficient statistics of a ridge read-out for a block of voxels.
+
+    ``add(fold, x, y)`` accumulates ``X'X``, ``X'1``, ``X'y``, ``y'1``, ``y'y`` and the count of
+    the fold from a batch ``x`` ``(b, n, K)``, ``y`` ``(b, n)``; :meth:`cv_r` then gives the same
+    cross-validated r as :func:`ridge_cv_r` without the features ever being held together.
+    ``X'X`` accumulates in the features' dtype (float32 for float32 features: sums of a few
+    hundred products), everything else and the solve in float64.
+    """
+
+    def __init__(self, n: int, k: int, n_folds: int, device, dtype=torch.float32, gram: Tensor | None = None) -> None:
+        f64 = dict(dtype=torch.float64, device=device)
+        # gram: optional (n_folds, n, k, k) storage to reuse (zeroed here)
+        self.gram = torch.zeros(n_folds, n, k, k, dtype=dtype, device=device) if gram is None else gram.zero_()
+        self.xsum = torch.zeros(n_folds, n, k, **f64)
+        self.xy = torch.zeros(n_folds, n, k, **f64)
+        self.ysum = torch.zeros(n_folds, n, **f64)
+        self.ysq = torch.zeros(n_folds, n, **f64)
+        self.count = [0] * n_folds
+
+    def add(self, fold: int, x: Tensor, y: Tensor, voxels: slice = slice(None)) -> None:
+        """Accumulate a batch ``x`` ``(b, n, K)``, ``y`` ``(b, n)`` of the block's ``voxels``."""
+        xt = x.to(self.gram.dtype).transpose(0, 1)  # (n, b, K)
+        yt = y.to(self.gram.dtype).T                # (n, b)
+        self.gram[fold, voxels].baddbmm_(xt.transpose(1, 2), xt)
+        self.xsum[fold, voxels] += xt.sum(1)
+        self.xy[fold, voxels] += torch.bmm(yt[:, None, :], xt)[:, 0]
+        self.ysum[fold, voxels] += yt.sum(1)
+        self.ysq[fold, voxels] += yt.square().sum(1)
+        if voxels.start in (None, 0):  # a batch added block by block counts once
+            self.count[fold] += x.shape[0]
+
+    def cv_r(self, alpha: float, block: int = 128) -> Tensor:
+        """``(n,)`` r between the stacked held-out predictions of every fold and ``y``."""
+        n_folds, n, k = self.gram.shape[:3]
+        block = min(block, n)
+        # float64 work space, reused block after block (fresh large allocations cost page faults)
+        work = torch.empty(n_folds + 2, block, k, k, dtype=torch.float64, device=self.gram.device)
+        return torch.cat([self._cv_r(alpha, slice(s, min(s + block, n)), work) for s in range(0, n, block)])
+
+    def _cv_r(self, alpha: float, sl: slice, work: Tensor) -> Tensor:
+        n_folds, m = self.gram.shape[0], sl.stop - sl.start
+        gram = work[:n_folds, :m]
+        gram.copy_(self.gram[:, sl])
+        g_all, lhs = work[n_folds, :m], work[n_folds + 1, :m]
+        torch.sum(gram, 0, out=g_all)
+        xsum, xy, ysum, ysq = self.xsum[:, sl], self.xy[:, sl], self.ysum[:, sl], self.ysq[:, sl]
+        total = sum(self.count)
+        s_all, xy_all, y_all = xsum.sum(0), xy.sum(0), ysum.sum(0)
+        ps = torch.zeros_like(y_all)
+        pq = torch.zeros_like(y_all)
+        py = torch.zeros_like(y_all)
+        for f, n_test in enumerate(self.count):
+            if n_test == 0:
+                continue
+            n_train = total - n_test
+            mu = (s_all - xsum[f]) / n_train  # training-fold means
+            ym = (y_all - ysum[f]) / n_train
+            torch.sub(g_all, gram[f], out=lhs)
+            lhs.baddbmm_(mu[:, :, None], mu[:, None, :], alpha=-n_train)  # centred X'X of the training folds
+            diag = lhs.diagonal(dim1=1, dim2=2)
+            var = (diag / n_train).clamp_min(1e-18)  # feature SD >= 1e-9, as in ridge_cv_r
+            # ridge on standardised features, (S^-1 C S^-1 + a n I) w = S^-1 r, solved as (C + a n S^2) u = r
+            # with u = S^-1 w the weights of the raw features: prediction = x . u + c0
+            diag.add_(alpha * n_train * var)
+            u = torch.linalg.solve(lhs, (xy_all - xy[f] - n_train * mu * ym[:, None])[..., None])[..., 0]
+            c0 = ym - (mu * u).sum(-1)
+            su = (xsum[f] * u).sum(-1)
+            gu = torch.bmm(gram[f], u[..., None])[..., 0]
+            ps += su + n_test * c0
+            pq += (gu * u).sum(-1) + 2 * c0 * su + n_test * c0 ** 2
+            py += (xy[f] * u).sum(-1) + c0 * ysum[f]
+        yt, yq = y_all, ysq.sum(0)
+        cov_py = py - ps * yt / total
+        den = ((pq - ps ** 2 / total).clamp_min(0.0) * (yq - yt ** 2 / total).clamp_min(0.0)).sqrt()
+        return torch.where(den > 0, cov_py / den.clamp_min(1e-30), torch.zeros_like(den))

@@ -463,6 +463,10 @@ class FactorTopy(BaseEstimator):
                 if waited > self.patience:
                     break
         bar.close()
+        if best_state is None:
+            raise RuntimeError(f"FactorTopy training gave no finite validation r in {len(history)} epochs (last mean r "
+                               f"{history[-1]['val_r'] if history else 'none'}); check the responses and features "
+                               f"for constant or non-finite columns")
         self.timings_["training"] = sum(h["seconds"] for h in history)
         net.load_state_dict(best_state[0])
         self.temperature_ = best_state[1]
@@ -584,7 +588,9 @@ class FactorTopy(BaseEstimator):
         leaves = [t.detach().requires_grad_(True) for t in (probs, space, scale)]
         align = list(net.align)
         # so do the pyramids shared by all chunks (aligned ones depend on B_l): built once per batch
-        prepared, shared, shared_leaves = [], [], []
+        prepared: list[_Tables | Tensor] = []
+        shared: list[Tensor] = []
+        shared_leaves: list[Tensor] = []
         for prep in self._prepare(maps, align):
             parts = prep.rows if isinstance(prep, _Tables) else [prep]
             if not parts[0].requires_grad:
@@ -637,8 +643,9 @@ class FactorTopy(BaseEstimator):
     @torch.no_grad()
     def _predict_z(self, net, source, enc, index, tau, device) -> Tensor:
         probs, space, scale = net.selectors(enc, tau)
-        if getattr(self, "_fixed_probs", None) is not None:
-            probs = self._fixed_probs.to(probs.device)
+        fixed = getattr(self, "_fixed_probs", None)
+        if fixed is not None:
+            probs = fixed.to(probs.device)
         align = list(net.align)
         chunks = [slice(s, s + self.voxel_batch_size) for s in range(0, probs.shape[0], self.voxel_batch_size)]
         out = []

@@ -41,25 +41,26 @@ def correlation_peaks(batches: Callable[[], Iterable[tuple[np.ndarray, Sequence[
     shapes = [tuple(m.shape[1:]) for m in first]
     width = max(c * h * w for c, h, w in shapes)
     block = max(1, min(n_voxels, PEAK_MEMORY // (8 * width * len(shapes))))
+    f64, dev = torch.float64, y.device
     for start in range(0, n_voxels, block):
         vox = slice(start, min(start + block, n_voxels))
-        cross = [None] * len(shapes)
-        xs = [None] * len(shapes)
-        xq = [None] * len(shapes)
-        ys = yq = 0.0
+        m_vox = vox.stop - vox.start
+        cross = [torch.zeros(m_vox, c * h * w, dtype=f64, device=dev) for c, h, w in shapes]
+        xs = [torch.zeros(c * h * w, dtype=f64, device=dev) for c, h, w in shapes]
+        xq = [torch.zeros(c * h * w, dtype=f64, device=dev) for c, h, w in shapes]
+        ys = torch.zeros(m_vox, dtype=f64, device=dev)
+        yq = torch.zeros(m_vox, dtype=f64, device=dev)
         n = 0
         for rows, maps in batches():
             yb = y[torch.as_tensor(rows, device=y.device), vox].float()
             for k, m in enumerate(maps):
                 x = m.float().reshape(m.shape[0], -1)
-                c = (yb.T @ x).double()  # float32 products of one batch, summed over batches in float64
-                cross[k] = c if cross[k] is None else cross[k] + c
-                xs[k] = x.sum(0, dtype=torch.float64) if xs[k] is None else xs[k] + x.sum(0, dtype=torch.float64)
-                q = x.square().sum(0, dtype=torch.float64)
-                xq[k] = q if xq[k] is None else xq[k] + q
+                cross[k] += (yb.T @ x).double()  # float32 products of one batch, summed over batches in float64
+                xs[k] += x.sum(0, dtype=torch.float64)
+                xq[k] += x.square().sum(0, dtype=torch.float64)
             yb = yb.double()
-            ys = ys + yb.sum(0)
-            yq = yq + yb.square().sum(0)
+            ys += yb.sum(0)
+            yq += yb.square().sum(0)
             n += yb.shape[0]
         y_sd = (yq / n - (ys / n) ** 2).clamp_min(1e-24).sqrt()
         pos_l, height_l = [], []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -66,7 +66,7 @@ def factorized_readout(maps: Sequence[Tensor], align: Sequence[Tensor], layer_pr
 
 def _combine(terms: Sequence[Tensor], layer_probs: Tensor, bias: Tensor, per_layer: bool) -> Tensor:
     if per_layer:
-        return torch.stack(terms, dim=-1) + bias[:, None]
+        return torch.stack(list(terms), dim=-1) + bias[:, None]
     out = bias[None, :]
     for layer, term in enumerate(terms):
         out = out + layer_probs[:, layer] * term
@@ -119,8 +119,9 @@ class FactorTopyNet(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_voxels))
         with torch.no_grad():  # start every voxel at the image centre, half local / half global
             for sel in (self.layer_selector, self.space_selector, self.scale_selector):
-                sel[-1].weight.mul_(0.1)
-                sel[-1].bias.zero_()
+                head = cast(nn.Linear, sel[-1])  # _mlp ends in a Linear
+                head.weight.mul_(0.1)
+                head.bias.zero_()
 
     def selectors(self, encoding: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
         """``(n, L)`` layer probabilities, ``(n, 2)`` positions in [-1, 1], ``(n,)`` scales in [0, 1]

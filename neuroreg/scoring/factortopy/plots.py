@@ -12,6 +12,7 @@ from typing import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
+from numpy.typing import ArrayLike
 from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
 
@@ -37,7 +38,7 @@ def _fitted(ft: FactorTopy) -> FactorTopy:
     return ft
 
 
-def layer_colors(best_layer: np.ndarray, confidence: np.ndarray, n_layers: int) -> np.ndarray:
+def layer_colors(best_layer: ArrayLike, confidence: ArrayLike, n_layers: int) -> np.ndarray:
     """RGB ``(n, 3)``: hue from the selected layer (shallow red -> deep violet), brightness from confidence."""
     hue = 0.8 * np.asarray(best_layer, dtype=np.float64) / max(n_layers - 1, 1)
     value = 0.25 + 0.75 * np.clip(np.asarray(confidence, dtype=np.float64), 0.0, 1.0)

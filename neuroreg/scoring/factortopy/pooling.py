@@ -169,7 +169,7 @@ def _token_pool(fmap: Tensor, space: Tensor, scale: Tensor, eff: Tensor | None =
 
 
 def _prepare_layers(maps: Sequence[Tensor], align: Sequence[Tensor], pooling: str,
-                    level_std: Sequence[Tensor] | None = None) -> list:
+                    level_std: Sequence[Tensor] | None = None) -> list[_Tables | Tensor]:
     """Per layer, what the voxels pool from: gather tables (``"gaussian"``) or the map (``"token"``).
 
     Layers with more channels than ``D`` (``C_l > D``) are aligned here, so only ``D``
@@ -178,7 +178,7 @@ def _prepare_layers(maps: Sequence[Tensor], align: Sequence[Tensor], pooling: st
     """
     if pooling not in _POOLINGS:
         raise ValueError(f"pooling must be one of {_POOLINGS}; got {pooling!r}")
-    out = []
+    out: list[_Tables | Tensor] = []
     for layer, (fmap, mat) in enumerate(zip(maps, align)):
         aligned = mat.shape[1] > mat.shape[0]
         if pooling == "gaussian":

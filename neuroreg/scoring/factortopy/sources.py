@@ -57,7 +57,7 @@ class _DictSource:
         self.n_stimuli = n_stimuli
 
     def shapes(self) -> dict[str, tuple[int, int, int]]:
-        return {name: tuple(x.shape[1:]) for name, x in self.maps.items()}
+        return {name: (x.shape[1], x.shape[2], x.shape[3]) for name, x in self.maps.items()}
 
     def batches(self, index: np.ndarray, batch_size: int, device: torch.device) -> Iterator[tuple[np.ndarray, dict[str, Tensor]]]:
         for start in range(0, len(index), batch_size):
@@ -100,7 +100,7 @@ class _ModelSource:
     def shapes(self) -> dict[str, tuple[int, int, int]]:
         if self._shapes is None:
             maps = self._run(self.images[:1].to(self.device))
-            self._shapes = {k: tuple(v.shape[1:]) for k, v in maps.items()}
+            self._shapes = {k: (v.shape[1], v.shape[2], v.shape[3]) for k, v in maps.items()}
         return self._shapes
 
     def batches(self, index: np.ndarray, batch_size: int, device: torch.device) -> Iterator[tuple[np.ndarray, dict[str, Tensor]]]:

@@ -119,7 +119,7 @@ def _stage_training(out: Path, *, seed: int, quick: bool):
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from neuroreg.alignment import CKALoss
-    from neuroreg.scoring.results import ScoreTable
+    from neuroreg.table import ScoreTable
     from neuroreg.training import BrainRegularizedModule, GratingsDataModule, build_model
 
     steps = _PROFILES[bool(quick)]["train_steps"]
@@ -238,7 +238,7 @@ def _stage_finetune(trained: dict, out: Path, *, quick: bool, seed: int):
     import lightning as L
     import torch
 
-    from neuroreg.scoring.results import ScoreTable
+    from neuroreg.table import ScoreTable
     from neuroreg.training import FinetuneModule, PatternDataModule
     from neuroreg.training.forgetting import forgetting_report
     from neuroreg.training.forgetting_output import write_forgetting

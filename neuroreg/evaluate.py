@@ -33,7 +33,7 @@ from neuroreg.features import extract
 from neuroreg.layer_sweep import LayerSweep, sweep_layers
 from neuroreg.preprocessing import Preprocessing, preprocessing_of
 from neuroreg.scorecard import SECTIONS, Scorecard
-from neuroreg.scoring.results import ScoreTable
+from neuroreg.table import ScoreTable
 
 __all__ = ["Scorecard", "evaluate", "accuracy", "brain_scores", "factortopy_scores", "resolve_brain_set",
            "summarize_brain", "SECTIONS"]

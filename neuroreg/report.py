@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from neuroreg._io import atomic_path, atomic_write_text  # noqa: E402
-from neuroreg.scoring.results import ScoreTable  # noqa: E402
+from neuroreg.table import ScoreTable  # noqa: E402
 
 __all__ = ["save_figure", "markdown_table", "write_table", "plot_layer_profile", "round_for_reading", "Report"]
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from neuroreg._io import atomic_write_text
-from neuroreg.scoring.results import ScoreTable
+from neuroreg.table import ScoreTable
 
 __all__ = ["Scorecard", "SECTIONS", "summary_table"]
 

@@ -21,7 +21,7 @@ from scipy.stats import rankdata  # noqa: E402
 from neuroreg._io import atomic_path, atomic_write_text  # noqa: E402
 from neuroreg.report import Report, save_figure, write_table  # noqa: E402
 from neuroreg.scorecard import SECTIONS, Scorecard  # noqa: E402
-from neuroreg.scoring.results import ScoreTable  # noqa: E402
+from neuroreg.table import ScoreTable  # noqa: E402
 
 __all__ = ["plot_comparison", "plot_depth_profile", "plot_rdm_pair", "write_scorecard"]
 

@@ -27,7 +27,7 @@ from neuroreg.robustness._seeding import count_correct, seeded
 from neuroreg.robustness.sanity import SanityResult, run_sanity_checks
 from neuroreg.robustness.wrapper import FROM_MODEL, RobustClassifier
 from neuroreg._modes import eval_mode
-from neuroreg.scoring.results import ScoreTable
+from neuroreg.table import ScoreTable
 
 __all__ = ["ATTACKS", "NORMS", "EPS_PRESETS", "eps_grid", "make_attack", "attack_suite", "AttackSpec"]
 

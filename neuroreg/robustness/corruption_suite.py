@@ -23,7 +23,7 @@ from neuroreg.robustness._seeding import count_correct, seeded
 from neuroreg.robustness.corruptions import CORRUPTIONS, corrupt, load_frost_images
 from neuroreg.robustness.wrapper import FROM_MODEL, RobustClassifier
 from neuroreg._modes import eval_mode
-from neuroreg.scoring.results import ScoreTable
+from neuroreg.table import ScoreTable
 
 __all__ = ["corruption_suite", "corruption_errors", "mean_corruption_error", "ALEXNET_MEAN_ERROR"]
 

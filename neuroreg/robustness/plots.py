@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from neuroreg._io import atomic_path
-from neuroreg.scoring.results import ScoreTable
+from neuroreg.table import ScoreTable
 
 __all__ = ["plot_accuracy_vs_eps", "plot_corruption_heatmap"]
 

@@ -34,9 +34,9 @@ from neuroreg.scoring._inputs import (aligned_brain, feature_ids, layer_matrix, 
 from neuroreg.scoring.columnwise import pearson_per_column, r2_per_column
 from neuroreg.scoring.compare import _method, compare_rdms
 from neuroreg.scoring.rdm import rdm
-from neuroreg.scoring.results import ScoreTable
+from neuroreg.table import ScoreTable
 from neuroreg.scoring.ridge import RidgeGCV
-from neuroreg.scoring.selection import flag_best_layers
+from neuroreg.selection import flag_best_layers
 
 __all__ = ["versa", "predictivity", "pearson_per_column", "CONWELL_ALPHAS", "CONWELL_SRP_DIM"]
 

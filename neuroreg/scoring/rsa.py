@@ -23,8 +23,8 @@ from neuroreg.scoring._inputs import (BrainRDM, brain_rdms, feature_ids, layer_m
                                       row_ids)
 from neuroreg.scoring.compare import _method, compare_rdms
 from neuroreg.scoring.rdm import _check_metric, rdm
-from neuroreg.scoring.results import ScoreTable
-from neuroreg.scoring.selection import flag_best_layers
+from neuroreg.table import ScoreTable
+from neuroreg.selection import flag_best_layers
 
 __all__ = ["crsa", "resolve_split"]
 

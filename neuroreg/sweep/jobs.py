@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from neuroreg.scoring.results import ScoreTable
+from neuroreg.table import ScoreTable
 from neuroreg.sweep.cache import cached_extract, feature_key
 from neuroreg.sweep.config import BRAIN_SCORERS, Job
 from neuroreg.sweep.store import SweepStore

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from tqdm.auto import tqdm
 
 from neuroreg._io import atomic_write_text
-from neuroreg.scoring.results import ScoreTable
+from neuroreg.table import ScoreTable
 from neuroreg.sweep.backends import BACKENDS, run_local, run_ray
 from neuroreg.sweep.config import expand_jobs, load_sweep_config
 from neuroreg.sweep.store import SweepStore

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from neuroreg._io import atomic_write_text
-from neuroreg.scoring.results import ScoreTable
+from neuroreg.table import ScoreTable
 from neuroreg.sweep.config import Job
 
 __all__ = ["SweepStore", "STATES", "SECTION_OF_SCORER"]

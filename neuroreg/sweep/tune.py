@@ -35,7 +35,7 @@ import yaml
 
 from neuroreg._io import atomic_write_text
 from neuroreg.errors import ConfigError, NotAvailableError
-from neuroreg.scoring.results import ScoreTable
+from neuroreg.table import ScoreTable
 
 __all__ = ["load_tune_config", "set_dotted", "run_tune", "run_trial"]
 

@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from neuroreg._modes import eval_mode
 from neuroreg.errors import ShapeError
-from neuroreg.scoring.results import ScoreTable
+from neuroreg.table import ScoreTable
 from neuroreg.training.start_model import classifier_name
 
 __all__ = ["forgetting_report", "model_preprocess", "with_head_of"]

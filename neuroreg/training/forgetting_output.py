@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from neuroreg._io import atomic_path, atomic_write_text
-from neuroreg.scoring.results import ScoreTable
+from neuroreg.table import ScoreTable
 
 __all__ = ["write_forgetting", "forgetting_markdown", "log_forgetting", "plot_cka_drift", "plot_brain_change",
            "plot_accuracy_change"]

@@ -292,7 +292,7 @@ class ScorecardCallback(Callback):
             step, epoch = int(trainer.global_step), int(trainer.current_epoch)
             self._log_final(trainer, card, step)
             if self.curves_:
-                from neuroreg.scoring.results import ScoreTable
+                from neuroreg.table import ScoreTable
                 card.add("curves", ScoreTable({"model": r["model"], "step": r["step"], "epoch": r["epoch"],
                                                "metric": r["tag"], "score": r["value"]} for r in self.curves_))
             card.title = f"neuroreg scorecard: {self._name(trainer)} (step {step}, epoch {epoch})"

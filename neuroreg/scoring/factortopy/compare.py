@@ -8,7 +8,7 @@ import numpy as np
 
 from neuroreg.errors import ShapeError
 from neuroreg.scoring.factortopy.estimator import FactorTopy
-from neuroreg.scoring.results import ScoreTable
+from neuroreg.table import ScoreTable
 
 
 def compare_factortopy(before: FactorTopy, after: FactorTopy, *, levels: Mapping[str, float] | None = None,

@@ -30,7 +30,7 @@ from neuroreg.scoring.factortopy.pooling import (_POOLINGS, N_LEVELS, _gaussian_
 from neuroreg.scoring.factortopy.ridge import _RIDGE_BLOCK, RIDGE_MEMORY, _RidgeStats
 from neuroreg.scoring.factortopy.sources import _DictSource, _ModelSource
 from neuroreg.scoring.factortopy.summary import expected_depth, hierarchy_fit, layer_confidence
-from neuroreg.scoring.results import ScoreTable
+from neuroreg.table import ScoreTable
 
 
 class FactorTopy(BaseEstimator):

@@ -36,8 +36,8 @@ from neuroreg.brain.data import BrainData
 from neuroreg.errors import UnknownNameError
 from neuroreg.scoring._inputs import aligned_brain, feature_ids, layer_matrix, layer_names, unit_groups
 from neuroreg.scoring.columnwise import pearson_per_column
-from neuroreg.scoring.results import ScoreTable
-from neuroreg.scoring.selection import best_index
+from neuroreg.table import ScoreTable
+from neuroreg.selection import best_index
 
 __all__ = ["predictivity_brainscore", "brainscore_ceiling", "brainscore_normalize", "BRAINSCORE_VERSIONS"]
 

@@ -34,8 +34,8 @@ from neuroreg.brain.data import BrainData
 from neuroreg.scoring._inputs import aligned_brain, feature_ids, layer_matrix, unit_groups
 from neuroreg.scoring.columnwise import pearson_per_column
 from neuroreg.scoring.rdm import rdm
-from neuroreg.scoring.results import ScoreTable
-from neuroreg.scoring.selection import flag_best_layers
+from neuroreg.table import ScoreTable
+from neuroreg.selection import flag_best_layers
 
 __all__ = ["versa_conwell", "crsa_targets", "conwell_projection_dim", "MIN_VOXELS"]
 

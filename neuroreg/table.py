@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import pandas as pd
 
 from neuroreg._io import atomic_path, atomic_write_text
-from neuroreg.scoring.selection import best_index
+from neuroreg.selection import best_index
 
 __all__ = ["ScoreTable", "SCORE_COLUMNS"]
 

@@ -1,7 +1,7 @@
 """Figures of a fitted :class:`~neuroreg.scoring.factortopy.FactorTopy` (Yang et al. 2024, figs. 3, 5, 7).
 
-Every function returns a matplotlib ``Figure`` (Agg backend, no display needed)
-and writes it atomically when ``path`` is given (format from the suffix).
+Every function returns a matplotlib ``Figure`` and writes it atomically when ``path``
+is given (format from the suffix); the matplotlib backend is left as it is.
 """
 
 from __future__ import annotations
@@ -9,25 +9,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-
 import matplotlib.pyplot as plt
 import numpy as np
-from numpy.typing import ArrayLike
 from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
 
-from neuroreg._io import atomic_path
+from neuroreg.figures import save_figure
 from neuroreg.scoring.factortopy.estimator import FactorTopy
 from neuroreg.scoring.factortopy.summary import DEFAULT_LEVELS, hierarchy_fit
 
 __all__ = ["plot_layer_map", "plot_roi_histograms", "plot_hierarchy", "plot_compare"]
 
 
-def _save(fig: Figure, path) -> Figure:
+def _save(fig: Figure, path: str | Path | None) -> Figure:
+    """Write ``fig`` when a path is given; the figure is returned open either way."""
     if path is not None:
-        target = Path(path)
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=target.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
+        save_figure(fig, path, dpi=120, close=False)
     return fig
 
 

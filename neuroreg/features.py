@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sized
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -42,7 +42,8 @@ class Features(Mapping):
     streams it in bounded memory.
     """
 
-    def __init__(self, data: Mapping[str, Tensor] | None = None, *, stimulus_ids: Sequence[Any] | None = None,
+    def __init__(self, data: Mapping[str, Tensor] | None = None, *,
+                 stimulus_ids: Sequence[Any] | np.ndarray | None = None,
                  path: str | Path | None = None, layers: Sequence[str] | None = None,
                  module_names: Mapping[str, str] | None = None) -> None:
         self._data = dict(data or {})
@@ -152,6 +153,13 @@ def _as_dataset(stimuli) -> tuple[Dataset, np.ndarray | None]:
                     f"torch Dataset; got {type(stimuli).__name__}")
 
 
+def _dataset_len(dataset: Dataset) -> int:
+    """``len(dataset)``; a Dataset without ``__len__`` (e.g. an ``IterableDataset``) raises TypeError."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"stimuli datasets must have a length (__len__); got {type(dataset).__name__} without one")
+    return len(dataset)
+
+
 def _image_of(item) -> Tensor:
     """Datasets may return ``image`` or ``(image, label, ...)``."""
     if isinstance(item, (tuple, list)):
@@ -217,6 +225,8 @@ def _pool(x: Tensor, pool: str | None, srp: SparseRandomProjection | None, n_lea
     if pool is None:
         return x
     if pool == "srp":
+        if srp is None:
+            raise ValueError("pool='srp' needs the projection srp (a SparseRandomProjection); got srp=None")
         lead = x.shape[:n_lead]
         return srp(x.reshape(int(np.prod(lead)), -1)).reshape(*lead, -1)
     per_item = x.ndim - n_lead
@@ -244,7 +254,11 @@ def _intermediate_indices(model: nn.Module, names: Mapping[str, str], time_step)
         return None
     if not hasattr(model, "forward_intermediates"):
         return None
-    position = {f["module"]: i for i, f in enumerate(model.feature_info)}
+    info = getattr(model, "feature_info", None)
+    if info is None:
+        raise AttributeError(f"{type(model).__name__} declares intermediates_are_module_outputs and has "
+                             "forward_intermediates but no feature_info")
+    position = {f["module"]: i for i, f in enumerate(info)}
     if not all(m in position for m in names.values()):
         return None
     return {key: position[m] for key, m in names.items()}
@@ -311,7 +325,7 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
         transform = preprocessing_of(model)
     names = resolve_layers(model, layers)
     dataset, default_ids = _as_dataset(stimuli)
-    n = len(dataset)
+    n = _dataset_len(dataset)
     if n == 0:
         raise ValueError("stimuli is empty")
     ids = np.asarray(stimulus_ids) if stimulus_ids is not None else (default_ids if default_ids is not None else np.arange(n))
@@ -351,7 +365,8 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
                 model(batch)
             else:
                 take = sorted(set(feature_index.values()))
-                maps = dict(zip(take, model.forward_intermediates(batch, indices=take, intermediates_only=True)))
+                forward_intermediates = getattr(model, "forward_intermediates")   # checked present above
+                maps = dict(zip(take, forward_intermediates(batch, indices=take, intermediates_only=True)))
                 for key, i in feature_index.items():
                     calls[key].append(maps[i].detach())
             b = batch.shape[0]
@@ -361,7 +376,7 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
                 if key not in store:
                     store[key] = _allocate(h5, key, (n, *act.shape[1:]))
                 _write(store[key], start, act)
-            if h5 is not None and start == 0:
+            if h5 is not None and out is not None and start == 0:      # h5 is open exactly when out is given
                 ensure_free_space(out, sum(4 * int(np.prod(store[k].shape)) for k in names),
                                   f"{n} stimuli x {len(names)} layers of float32 features")
             start += b
@@ -395,7 +410,7 @@ class _Transformed(Dataset):
         self.base, self.transform = base, transform
 
     def __len__(self) -> int:
-        return len(self.base)
+        return _dataset_len(self.base)
 
     def __getitem__(self, i: int) -> Tensor:
         x = _image_of(self.base[i])

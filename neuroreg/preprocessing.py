@@ -137,12 +137,12 @@ def _config_of(model: nn.Module | str) -> dict[str, Any]:
         from neuroreg.errors import UnknownNameError
         if not timm.is_model(model):
             raise UnknownNameError(f"model {model!r} is not a registered timm/neuroreg model")
-        cfg = timm.models.get_pretrained_cfg(model)
-        cfg = cfg.to_dict() if cfg is not None else {}
+        registered = timm.models.get_pretrained_cfg(model)
+        cfg: dict[str, Any] = registered.to_dict() if registered is not None else {}
     elif isinstance(model, nn.Module):
         # what timm's resolve_model_data_config reads; it cannot take a model without a cfg
-        cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-        cfg = dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
+        own = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+        cfg = dict(own.to_dict() if hasattr(own, "to_dict") else own)
     else:
         raise TypeError(f"model must be an nn.Module or a registered model name; got {type(model).__name__}")
     # a non-empty dict: timm refuses an empty one, and falls back to its ImageNet defaults per missing key
@@ -161,7 +161,11 @@ def preprocessing_of(model: nn.Module | str, image_size: int | None = None, *,
     if (mean is None) != (std is None):
         raise ValueError(f"give mean and std together or neither; got mean={mean!r}, std={std!r}")
     cfg = _config_of(model)
-    prep = Preprocessing(input_size=tuple(int(s) for s in cfg["input_size"]),
+    input_size = tuple(int(s) for s in cfg["input_size"])
+    if len(input_size) != 3:
+        raise ValueError(f"input_size must be (C, H, W) with positive entries; the model's config gives "
+                         f"input_size={cfg['input_size']!r}")
+    prep = Preprocessing(input_size=input_size,
                          mean=tuple(float(v) for v in (mean if mean is not None else cfg["mean"])),
                          std=tuple(float(v) for v in (std if std is not None else cfg["std"])),
                          interpolation=str(cfg.get("interpolation") or "bilinear"),

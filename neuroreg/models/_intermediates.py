@@ -12,12 +12,30 @@ on that module sees at its last call).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from torch import Tensor, nn
 
 from neuroreg._capture import StopForward, capture_outputs
 
-__all__ = ["take_indices", "check_output_fmt", "hooked_intermediates"]
+__all__ = ["take_indices", "check_output_fmt", "hooked_intermediates", "TimmModelAPI"]
+
+
+class TimmModelAPI(Protocol):
+    """The head API of timm models (and neuroreg's), for typing modules known to have it (static only).
+
+    ``forward_features(x)`` images ``(B, C, H, W)`` -> last feature map;
+    ``forward_head(x, pre_logits)`` -> logits ``(B, num_classes)`` (pooled features with ``pre_logits``);
+    ``get_classifier()`` / ``reset_classifier(num_classes, global_pool)`` the final layer.
+    """
+
+    def forward_features(self, x: Tensor) -> Tensor: ...
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor: ...
+
+    def get_classifier(self) -> nn.Module: ...
+
+    def reset_classifier(self, num_classes: int, global_pool: str = ...) -> None: ...
 
 
 def take_indices(n: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:

@@ -84,11 +84,12 @@ def area_layers(model: nn.Module, mapping: Mapping[str, str] | None = None) -> d
         if bad_keys:
             raise UnknownNameError(f"mapping keys must be among {list(AREAS)}; got {bad_keys}")
     else:
-        areas = _default_areas(model)
-        if areas is None:
+        found = _default_areas(model)
+        if found is None:
             raise UnknownNameError(
                 f"no V1/V2/V4/IT area map is known for {type(model).__name__}; pass "
                 "area_layers(model, mapping={'V1': <module name>, ...}) or name the layers directly")
+        areas = found
     modules = dict(model.named_modules())
     missing = {a: n for a, n in areas.items() if n not in modules or n == ""}
     if missing:

@@ -107,7 +107,7 @@ class _CORnetBase(nn.Module):
         return take
 
     def get_classifier(self) -> nn.Module:
-        return self.decoder.linear
+        return self.decoder.get_submodule("linear")
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier by a freshly initialised ``Linear(512, num_classes)`` (0: identity)."""
@@ -120,10 +120,11 @@ class _CORnetBase(nn.Module):
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """``(B, 512, h, w)`` -> logits ``(B, num_classes)`` (or pooled ``(B, 512)`` if ``pre_logits``)."""
-        x = self.decoder.flatten(self.decoder.avgpool(x))
+        part = self.decoder.get_submodule
+        x = part("flatten")(part("avgpool")(x))
         if pre_logits:
             return x
-        return self.decoder.output(self.decoder.linear(self.decoder.dropout(x)))
+        return part("output")(part("linear")(part("dropout")(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         """Images ``(B, C, H, W)`` (normalized) -> logits ``(B, num_classes)``."""
@@ -165,6 +166,9 @@ class CORnetZ(_CORnetBase):
 
 # ----------------------------------------------------------------------------- CORnet-R
 def _conv_out(size: int, conv: nn.Conv2d) -> int:
+    """Output height (or width) of ``conv`` for an input of ``size`` pixels (numeric padding only)."""
+    if isinstance(conv.padding, str):
+        raise TypeError(f"_conv_out needs a numeric conv padding; got padding={conv.padding!r}")
     return (size + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
 
 
@@ -189,6 +193,9 @@ class CORblockR(nn.Module):
     def forward(self, inp: Tensor | None, state: Tensor | None = None,
                 empty_shape: tuple[int, int, int] | None = None) -> Tensor:
         if inp is None:
+            if empty_shape is None:
+                raise ValueError("CORblockR.forward: inp=None (no input yet) needs empty_shape=(batch, height, "
+                                 "width) of the zero input; got empty_shape=None")
             batch, height, width = empty_shape
             w = self.conv1.weight
             inp = w.new_zeros(batch, self.out_channels, height, width)
@@ -224,10 +231,12 @@ class CORnetR(_CORnetBase):
         for block in blocks:
             h, w = sizes[-1]
             sizes.append((_conv_out(h, block.conv_input), _conv_out(w, block.conv_input)))
-        outputs: list[Tensor | None] = [None] * n
-        for t in range(self.times):
+        # t = 0: V1 reads the image, the areas above it no input (zeros) and have no state yet
+        outputs: list[Tensor] = [block(x if i == 0 else None, None, empty_shape=(x.shape[0], *sizes[i + 1]))
+                                 for i, block in enumerate(blocks)]
+        for _ in range(1, self.times):
             for i, block in enumerate(blocks):
-                inp = x if i == 0 else (None if t == 0 else outputs[i - 1])
+                inp = x if i == 0 else outputs[i - 1]
                 outputs[i] = block(inp, outputs[i], empty_shape=(x.shape[0], *sizes[i + 1]))
         return outputs
 
@@ -303,10 +312,10 @@ class CORnetS(_CORnetBase):
     def __init__(self, num_classes: int = 1000, times: tuple[int, int, int] = (2, 4, 2), in_chans: int = 3,
                  drop_rate: float = 0.0) -> None:
         super().__init__()
-        times = tuple(times)
-        if len(times) != 3:
-            raise ValueError(f"times must give the recurrent steps of V2, V4 and IT (3 ints); got {times!r}")
-        self.times = times
+        steps = tuple(times)
+        if len(steps) != 3:
+            raise ValueError(f"times must give the recurrent steps of V2, V4 and IT (3 ints); got {steps!r}")
+        self.times = steps
         self.V1 = nn.Sequential(OrderedDict([
             ("conv1", nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)),
             ("norm1", nn.BatchNorm2d(64)),
@@ -317,9 +326,9 @@ class CORnetS(_CORnetBase):
             ("nonlin2", nn.ReLU()),
             ("output", nn.Identity()),
         ]))
-        self.V2 = CORblockS(64, 128, times=times[0])
-        self.V4 = CORblockS(128, 256, times=times[1])
-        self.IT = CORblockS(256, 512, times=times[2])
+        self.V2 = CORblockS(64, 128, times=steps[0])
+        self.V4 = CORblockS(128, 256, times=steps[1])
+        self.IT = CORblockS(256, 512, times=steps[2])
         self._init_head(num_classes, drop_rate)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

@@ -238,6 +238,9 @@ def load_official_weights(model: nn.Module | None, name: str, path: str | os.Pat
             f"pretrained=True for {name!r} needs a local weight file: download it from {where} and pass "
             f"checkpoint_path=<file> (nr.create_model) or pretrained_cfg_overlay={{'file': <file>}} "
             f"(timm.create_model); neuroreg never downloads at run time")
+    if model is None:
+        raise TypeError(f"model must be an nn.Module to load {name!r} weights from {os.fspath(path)!r} into; got "
+                        "None (model=None only asks, with path=None, where the weights are published)")
     mapped = official_key_map(name, **map_kwargs)(read_state_dict(path))
     return load_mapped_state_dict(model, mapped, source=str(path))
 

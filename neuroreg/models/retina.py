@@ -81,7 +81,10 @@ class Retina(nn.Module):
         super().__init__()
         if e2 <= 0:
             raise ValueError(f"e2 must be positive; got {e2}")
-        self.e2, self.fixation, self.radius = float(e2), tuple(fixation), float(radius)
+        fix = tuple(fixation)
+        if len(fix) != 2:
+            raise ShapeError(f"fixation must be one (x, y) point; got {fixation!r}")
+        self.e2, self.fixation, self.radius = float(e2), fix, float(radius)
         self.output_size, self.padding_mode = output_size, padding_mode
 
     def forward(self, x: Tensor) -> Tensor:

@@ -328,6 +328,18 @@ class VOneBlock(nn.Module):
     H/stride, W/stride)`` lists simple then complex channels.
     """
 
+    # buffers registered in __init__ (declared here for static typing)
+    weight: Tensor            # (n + complex, 1, k, k) single-colour kernels, q0 then q1
+    colour: Tensor            # (n + complex,) input channel of each kernel
+    _grouped_weight: Tensor   # colour-grouped, gain-folded bank (see _grouped_layout)
+    _gather: Tensor           # (n + complex,) grouped output -> filter order
+    fixed_noise: Tensor | None   # (B, n, h, w) frozen standard-normal draw, or None
+    sf: Tensor                # (n,) float32 copies of the Gabor parameters
+    theta: Tensor
+    phase: Tensor
+    nx: Tensor
+    ny: Tensor
+
     def __init__(self, image_size: int = 224, visual_degrees: float = 8, simple_channels: int = 256,
                  complex_channels: int = 256, ksize: int = 25, stride: int = 4, noise_mode: str | None = "neuronal",
                  noise_scale: float = 0.35, noise_level: float = 0.07, k_exc: float = 25.0, seed: int = 0, *,
@@ -444,11 +456,9 @@ class VOneBlock(nn.Module):
         of every q0 filter; ``channel_q1``: that of every complex cell's quadrature filter
         (``(complex,)`` or, official layout, ``(n,)``). Other keywords as the constructor."""
         n = int(torch.as_tensor(sf).numel())
-        if simple_channels is None and complex_channels is None:
-            simple_channels, complex_channels = n, 0
-        elif simple_channels is None:
-            simple_channels = n - complex_channels
-        elif complex_channels is None:
+        if simple_channels is None:
+            simple_channels = n if complex_channels is None else n - complex_channels
+        if complex_channels is None:
             complex_channels = n - simple_channels
         if simple_channels + complex_channels != n:
             raise ValueError(f"simple_channels + complex_channels ({simple_channels} + {complex_channels}) must "

@@ -18,13 +18,14 @@ Any other backbone: pass ``stem=[module names]`` and ``backbone_channels``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import timm
 import torch
 from torch import Tensor, nn
 
 from neuroreg._modes import eval_mode
-from neuroreg.models._intermediates import check_output_fmt, hooked_intermediates, take_indices
+from neuroreg.models._intermediates import TimmModelAPI, check_output_fmt, hooked_intermediates, take_indices
 from neuroreg.models.areas import area_layers
 from neuroreg.models.cornet import CORnetS, CORnetZ
 from neuroreg.models.vone import VOneBlock
@@ -38,6 +39,20 @@ def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
+def _int_attr(obj: object, attr: str) -> int:
+    """``obj.<attr>`` checked to be an int (AttributeError when missing, as plain attribute access)."""
+    value = getattr(obj, attr)
+    if not isinstance(value, int):
+        raise TypeError(f"{type(obj).__name__}.{attr} must be an int; got {value!r}")
+    return value
+
+
+def _stem_channels(backbone: nn.Module, name: str) -> int | None:
+    """``out_channels`` of the stem module ``name`` when it is a single conv, else None (layout not known)."""
+    value = getattr(getattr(backbone, name, None), "out_channels", None)
+    return value if isinstance(value, int) else None
+
+
 def _known_stem(backbone: nn.Module) -> tuple[list[str], int] | None:
     from torchvision.models import AlexNet
     if isinstance(backbone, (CORnetS, CORnetZ)):
@@ -47,9 +62,13 @@ def _known_stem(backbone: nn.Module) -> tuple[list[str], int] | None:
         return ["features.0", "features.1", "features.2"], backbone.features[3].in_channels
     if all(hasattr(backbone, a) for a in ("conv1", "bn1", "maxpool", "layer1")):
         act = "act1" if hasattr(backbone, "act1") else "relu"
-        return ["conv1", "bn1", act, "maxpool"], backbone.conv1.out_channels
+        channels = _stem_channels(backbone, "conv1")      # None for deep stems (timm resnet*d: a Sequential)
+        if channels is not None:
+            return ["conv1", "bn1", act, "maxpool"], channels
     if hasattr(backbone, "conv_stem") and hasattr(backbone, "bn1"):
-        return ["conv_stem", "bn1"], backbone.conv_stem.out_channels
+        channels = _stem_channels(backbone, "conv_stem")
+        if channels is not None:
+            return ["conv_stem", "bn1"], channels
     return None
 
 
@@ -97,13 +116,16 @@ class VOneNet(nn.Module):
 
     #: ``forward_intermediates`` returns exactly the area modules' outputs (``extract`` relies on it).
     intermediates_are_module_outputs = True
+    #: The ``flags`` of the official checkpoint loaded by the registry (set only then).
+    official_flags: dict
 
     def __init__(self, backbone: nn.Module | str, *, vone_block: VOneBlock | None = None,
                  stem: Sequence[str] | None = None, backbone_channels: int | None = None,
                  num_classes: int | None = None, **vone_kwargs) -> None:
         super().__init__()
         if isinstance(backbone, str):
-            backbone = timm.create_model(backbone, **({} if num_classes is None else {"num_classes": num_classes}))
+            backbone = (timm.create_model(backbone) if num_classes is None
+                        else timm.create_model(backbone, num_classes=num_classes))
         elif num_classes is not None:
             raise ValueError("num_classes is only used with a backbone name; call reset_classifier on a module")
         if vone_block is not None and vone_kwargs:
@@ -141,11 +163,23 @@ class VOneNet(nn.Module):
         areas.update({a: f"backbone.{name}" for a, name in inner.items() if a != "V1"})
         return areas
 
+    def _timm_backbone(self) -> TimmModelAPI:
+        """The backbone through timm's API (only for ``_kind == "timm"``, which checked that it has it)."""
+        return cast(TimmModelAPI, self.backbone)
+
+    def _classifier_stack(self) -> nn.Sequential:
+        """``backbone.classifier`` of a ``"features_classifier"`` backbone (torchvision AlexNet/VGG layout)."""
+        stack = self.backbone.get_submodule("classifier")
+        if not isinstance(stack, nn.Sequential):
+            raise TypeError(f"{type(self.backbone).__name__}.classifier must be an nn.Sequential ending in the "
+                            f"final layer; got {type(stack).__name__}")
+        return stack
+
     @property
     def num_classes(self) -> int:
         b = self.backbone
         if hasattr(b, "num_classes"):
-            return b.num_classes
+            return _int_attr(b, "num_classes")
         head = self.get_classifier()
         return head.out_features if isinstance(head, nn.Linear) else 0
 
@@ -153,51 +187,58 @@ class VOneNet(nn.Module):
     def num_features(self) -> int:
         b = self.backbone
         if hasattr(b, "num_features"):
-            return b.num_features
+            return _int_attr(b, "num_features")
         head = self.get_classifier()
-        return head.in_features
+        return _int_attr(head, "in_features")
 
     def get_classifier(self) -> nn.Module:
-        b = self.backbone
         if self._kind == "timm":
-            return b.get_classifier()
-        return b.classifier[-1] if self._kind == "features_classifier" else b.fc
+            return self._timm_backbone().get_classifier()
+        if self._kind == "features_classifier":
+            return self._classifier_stack()[-1]
+        return self.backbone.get_submodule("fc")
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """New classifier with ``num_classes`` outputs (0: identity)."""
-        b = self.backbone
         if self._kind == "timm":
+            b = self._timm_backbone()
             if global_pool is None:
                 b.reset_classifier(num_classes)
             else:
                 b.reset_classifier(num_classes, global_pool)
             return
         old = self.get_classifier()
-        new = nn.Linear(old.in_features, num_classes).to(old.weight.device) if num_classes > 0 else nn.Identity()
+        new: nn.Module = nn.Identity()
+        if num_classes > 0:
+            in_features, weight = _int_attr(old, "in_features"), old.weight
+            if not isinstance(weight, Tensor):
+                raise TypeError(f"the classifier's weight ({type(old).__name__}.weight) must be a tensor; "
+                                f"got {type(weight).__name__}")
+            new = nn.Linear(in_features, num_classes).to(weight.device)
         if self._kind == "features_classifier":
-            b.classifier[-1] = new
+            self._classifier_stack()[-1] = new
         else:
-            b.fc = new
+            self.backbone.fc = new
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Images ``(B, 3, H, W)`` -> the backbone's last feature map."""
         x = self.bottleneck(self.vone_block(x))
-        b = self.backbone
         if self._kind == "timm":
-            return b.forward_features(x)
+            return self._timm_backbone().forward_features(x)
+        part = self.backbone.get_submodule
         if self._kind == "features_classifier":
-            return b.features(x)
-        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))          # identities after strip_stem
-        return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+            return part("features")(x)
+        x = part("maxpool")(part("relu")(part("bn1")(part("conv1")(x))))          # identities after strip_stem
+        return part("layer4")(part("layer3")(part("layer2")(part("layer1")(x))))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        b = self.backbone
         if self._kind == "timm":
-            return b.forward_head(x, pre_logits=pre_logits)
-        x = torch.flatten(b.avgpool(x), 1)
+            return self._timm_backbone().forward_head(x, pre_logits=pre_logits)
+        x = torch.flatten(self.backbone.get_submodule("avgpool")(x), 1)
         if self._kind == "features_classifier":
-            return b.classifier[:-1](x) if pre_logits else b.classifier(x)
-        return x if pre_logits else b.fc(x)
+            stack = self._classifier_stack()
+            return stack[:-1](x) if pre_logits else stack(x)
+        return x if pre_logits else self.backbone.get_submodule("fc")(x)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
@@ -209,8 +250,9 @@ class VOneNet(nn.Module):
             size = int(self.vone_block.image_size)
             device = self.bottleneck.weight.device
             with eval_mode(self), torch.no_grad():
-                maps = self.forward_intermediates(torch.zeros(1, self.vone_block.in_channels, size, size,
-                                                              device=device), intermediates_only=True)
+                out = self.forward_intermediates(torch.zeros(1, self.vone_block.in_channels, size, size,
+                                                             device=device), intermediates_only=True)
+            maps = out if isinstance(out, list) else out[1]      # a list with intermediates_only
             self._feature_info = [dict(num_chs=int(f.shape[1]), reduction=round(size / f.shape[-1]), module=name)
                                   for f, name in zip(maps, self._feature_names)]
         return self._feature_info

@@ -22,6 +22,7 @@ import fnmatch
 import os
 import warnings
 from collections.abc import Callable
+from typing import TypeVar, cast
 
 import timm
 import torch
@@ -29,6 +30,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 
 from neuroreg.errors import UnknownNameError
+from neuroreg.models._intermediates import TimmModelAPI
 from neuroreg.models.areas import area_layers
 from neuroreg.models.cornet import CORnetR, CORnetS, CORnetZ
 from neuroreg.models.vonenet import VOneNet
@@ -73,6 +75,8 @@ default_cfgs = generate_default_cfgs({
 #: Names registered in timm by neuroreg.
 NEUROREG_MODELS: list[str] = []
 
+_ModelT = TypeVar("_ModelT", bound=nn.Module)   # the class a registry builder makes
+
 
 def _entrypoint(fn: Callable) -> Callable:
     """``register_model`` plus bookkeeping in :data:`NEUROREG_MODELS`."""
@@ -80,27 +84,30 @@ def _entrypoint(fn: Callable) -> Callable:
     return register_model(fn)
 
 
-def _build(name: str, cls: Callable[..., nn.Module], pretrained: bool, kwargs: dict,
-           loader: Callable[[nn.Module, str | None], None] | None = None,
-           map_kwargs: Callable[[nn.Module], dict] = lambda m: {}) -> nn.Module:
+def _build(name: str, cls: Callable[..., _ModelT], pretrained: bool, kwargs: dict,
+           loader: Callable[[_ModelT, str | None], None] | None = None,
+           map_kwargs: Callable[[_ModelT], dict] = lambda m: {}) -> _ModelT:
     """Build ``cls`` through timm's ``build_model_with_cfg`` (pretrained_cfg, ``features_only`` /
     ``out_indices`` -> a ``FeatureGetterNet`` over the area maps); official weights are read from a
     local file by ``loader`` before any head change or feature wrapping."""
     kwargs.pop("cache_dir", None)
     cfg = resolve_pretrained_cfg(name, pretrained_cfg=kwargs.get("pretrained_cfg"),
                                  pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"))
-    if loader is None:
-        if pretrained and cfg.file is None:
-            load_official_weights(None, name, None)       # raises: says where the weights are published
-        loader = lambda m, path: load_official_weights(m, name, path, **map_kwargs(m))  # noqa: E731
+    if loader is None and pretrained and cfg.file is None:
+        load_official_weights(None, name, None)           # raises: says where the weights are published
 
-    def make(num_classes: int = 1000, **model_kwargs) -> nn.Module:
+    def official(m: _ModelT, path: str | None) -> None:
+        load_official_weights(m, name, path, **map_kwargs(m))
+
+    load = official if loader is None else loader
+
+    def make(num_classes: int = 1000, **model_kwargs) -> _ModelT:
         # Official weights have 1000 classes: build that head, load, then replace it.
         model = cls(num_classes=1000 if pretrained else num_classes, **model_kwargs)
         if pretrained:
-            loader(model, cfg.file)
+            load(model, cfg.file)
             if num_classes != model.num_classes:
-                model.reset_classifier(num_classes)
+                cast(TimmModelAPI, model).reset_classifier(num_classes)   # every registered model has timm's API
         return model
 
     kwargs.setdefault("num_classes", 1000)
@@ -209,8 +216,8 @@ def vone_alexnet(pretrained: bool = False, **kwargs) -> VOneNet:
 
 
 def _load_lite0(model: nn.Module, path: str | None) -> None:
-    path = path or efficientnet_lite0_weights_path()
-    load_mapped_state_dict(model, efficientnet_lite0_key_map(read_state_dict(path)), source=str(path))
+    file = path or efficientnet_lite0_weights_path()
+    load_mapped_state_dict(model, efficientnet_lite0_key_map(read_state_dict(file)), source=str(file))
 
 
 @_entrypoint

@@ -59,6 +59,18 @@ def test_unknown_backbone_needs_an_explicit_stem():
         VOneNet(net, image_size=32, simple_channels=2, complex_channels=2)
 
 
+def test_deep_stem_resnet_takes_an_explicit_stem_and_refuses_a_guess():
+    # timm's resnet*d stem is a Sequential of three convs: its channels cannot be read off conv1
+    deep = timm.create_model("resnet18d", num_classes=3)
+    with pytest.raises(ValueError, match="no stem is known"):
+        VOneNet(deep, image_size=64, simple_channels=8, complex_channels=8)
+    deep = timm.create_model("resnet18d", num_classes=3)
+    net = VOneNet(deep, stem=["conv1", "bn1", "act1", "maxpool"], backbone_channels=64, image_size=64,
+                  simple_channels=8, complex_channels=8)
+    assert isinstance(net.backbone.conv1, torch.nn.Identity)
+    assert net.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 3)
+
+
 def test_checkpoint_flags_fill_in_the_block_and_contradictions_are_refused(tmp_path):
     from neuroreg.errors import CheckpointError
     from neuroreg.models.pretrained import vone_kwargs_from_flags

@@ -54,7 +54,7 @@ def _setup(model_name: str, aligned: bool, neural: BrainData, target, *, size: i
     module = BrainRegularizedModule(build_model(model_name, num_classes=4),
                                     [CKALoss("IT", target, weight=1.0)] if aligned else [], lr=0.01,
                                     scheduler="none")
-    dm = GratingsDataModule(n_classes=4, n_train=batch * n_batches, n_val=batch,
+    dm = GratingsDataModule(num_classes=4, n_train=batch * n_batches, n_val=batch,
                             neural=neural if aligned else None, neural_batch_size=neural_batch, neural_holdout=0.0,
                             batch_size=batch, image_size=size, normalize=True, model_name=model_name, num_workers=0)
     dm.setup("fit")
@@ -105,7 +105,7 @@ def _gpu_throughput(neural: BrainData, target, batch: int, neural_batch: int, st
     L.seed_everything(0, verbose=False)
     module = BrainRegularizedModule(build_model("vone_cornet_s", num_classes=1000),
                                     [CKALoss("IT", target, weight=1.0)], lr=0.01, scheduler="none")
-    dm = GratingsDataModule(n_classes=1000, n_train=batch * (steps + warmup), n_val=batch, neural=neural,
+    dm = GratingsDataModule(num_classes=1000, n_train=batch * (steps + warmup), n_val=batch, neural=neural,
                             neural_batch_size=neural_batch, neural_holdout=0.0, batch_size=batch, image_size=224,
                             normalize=True, model_name="vone_cornet_s", num_workers=4)
     timer = _StepTimer()
@@ -167,7 +167,7 @@ def _scorecard_imagenet(neural: BrainData, target, *, batch: int, val_images: in
     per_image = statistics.median(times) / batch
     epoch_s = per_image * 1_281_167
     cb = ScorecardCallback()
-    dm = GratingsDataModule(n_classes=1000, n_train=val_images, n_val=val_images, batch_size=batch, image_size=224,
+    dm = GratingsDataModule(num_classes=1000, n_train=val_images, n_val=val_images, batch_size=batch, image_size=224,
                             normalize=True, model_name="vone_cornet_s", num_workers=0)
     dm.setup("fit")
     with tempfile.TemporaryDirectory() as tmp:

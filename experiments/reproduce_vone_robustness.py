@@ -51,7 +51,7 @@ def train(model_name: str, *, align: bool, seed: int, steps: int, root: Path):
     alignment = [CKALoss(area="IT", target="kriegeskorte92:monkey_IT", debiased=True, weight=1.0)] if align else []
     module = BrainRegularizedModule(backbone=backbone, alignment=alignment, optimizer="sgd", lr=0.01,
                                     scheduler="none")
-    data = GratingsDataModule(n_classes=4, n_train=512, n_val=128, batch_size=32, image_size=32,
+    data = GratingsDataModule(num_classes=4, n_train=512, n_val=128, batch_size=32, image_size=32,
                               neural="kriegeskorte92" if align else None, neural_batch_size=32, normalize=False,
                               seed=seed)
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,

@@ -17,6 +17,7 @@ from importlib.abc import MetaPathFinder as _MetaPathFinder
 from importlib.metadata import PackageNotFoundError, version as _version
 from importlib.util import find_spec as _find_spec
 from types import ModuleType as _ModuleType
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 try:
     __version__ = _version("neuroreg")
@@ -58,6 +59,15 @@ class _Package(_ModuleType):
 
 
 _sys.modules[__name__].__class__ = _Package
+
+if _TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers (never run)
+    from neuroreg import brain as brain, errors as errors, scoring as scoring
+    from neuroreg.evaluate import evaluate as evaluate
+    from neuroreg.features import Features as Features, extract as extract
+    from neuroreg.layer_sweep import sweep_layers as sweep_layers
+    from neuroreg.models import area_layers as area_layers, create_model as create_model, list_models as list_models
+    from neuroreg.preprocessing import Preprocessing as Preprocessing, preprocessing_of as preprocessing_of
+    from neuroreg.scorecard import Scorecard as Scorecard
 
 __all__ = ["__version__", "create_model", "list_models", "area_layers", "extract", "Features",
            "preprocessing_of", "Preprocessing", "sweep_layers", "evaluate", "Scorecard",

@@ -9,7 +9,7 @@ import numpy as np
 from neuroreg.errors import StimulusMismatchError
 
 
-def rows_of(wanted: Sequence[Any], available: Sequence[Any], *, what: str, where: str,
+def rows_of(wanted: Sequence[Any] | np.ndarray, available: Sequence[Any] | np.ndarray, *, what: str, where: str,
             key: Callable[[Any], Any] | None = None) -> np.ndarray:
     """Row of each id of ``wanted`` in ``available``: ``(len(wanted),)`` int64.
 

@@ -91,14 +91,15 @@ def free_bytes(path: str | os.PathLike) -> int:
 
 def is_disk_full(exc: BaseException) -> bool:
     """Whether an exception (or one it was raised from) is 'no space left' / 'quota exceeded'."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if "No space left on device" in str(exc):  # libraries (HDF5, zip writers) that lose the errno
+        if "No space left on device" in str(cur):  # libraries (HDF5, zip writers) that lose the errno
             return True
-        exc = exc.__cause__ or exc.__context__
+        cur = cur.__cause__ or cur.__context__
     return False
 
 

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     names = available_benchmarks()
-    if experiments_dir() is None:
+    folder = experiments_dir()
+    if folder is None:
         print("neuroreg bench: the experiments/ folder is not available (benchmarks run from a source "
               "checkout installed with `pip install -e .`).", file=sys.stderr)
         return 2
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.name not in names:
         print(f"neuroreg bench: unknown benchmark {args.name!r}; available: {', '.join(names)}", file=sys.stderr)
         return 2
-    script = experiments_dir() / f"bench_{args.name}.py"
+    script = folder / f"bench_{args.name}.py"
     saved = sys.argv
     sys.argv = [str(script), *args.args]
     try:

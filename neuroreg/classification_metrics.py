@@ -7,11 +7,12 @@ scikit-learn's ``balanced_accuracy_score`` (and ISIC's metric).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix
 
-__all__ = ["topk_accuracy", "confusion_matrix", "balanced_accuracy_from_confusion"]
+__all__ = ["topk_accuracy", "confusion_matrix", "balanced_accuracy_from_confusion", "balanced_accuracy"]
 
 
 def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> Tensor:
@@ -40,3 +41,18 @@ def balanced_accuracy_from_confusion(confusion: Tensor) -> Tensor:
     seen = support > 0
     recall = confusion.diagonal()[seen].double() / support[seen].double()
     return recall.mean() if seen.any() else torch.tensor(float("nan"), dtype=torch.float64)
+
+
+def balanced_accuracy(pred, labels) -> float:
+    """Balanced accuracy of predicted labels ``pred`` ``(n,)`` against ``labels`` ``(n,)`` (any hashable labels).
+
+    The mean recall over the classes that occur in ``labels``, as :func:`balanced_accuracy_from_confusion`.
+    """
+    pred, labels = np.asarray(pred).ravel(), np.asarray(labels).ravel()
+    if pred.shape != labels.shape:
+        raise ValueError(f"pred and labels must have one entry per sample; got {pred.shape} and {labels.shape}")
+    _, codes = np.unique(np.concatenate([labels, pred]), return_inverse=True)
+    n_classes = int(codes.max()) + 1 if codes.size else 1
+    true, guess = torch.from_numpy(codes[:labels.size]), torch.from_numpy(codes[labels.size:])
+    confusion = torch.bincount(true * n_classes + guess, minlength=n_classes ** 2).reshape(n_classes, n_classes)
+    return float(balanced_accuracy_from_confusion(confusion))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TypedDict
 
 __all__ = ["add_arguments", "run", "run_demo"]
 
@@ -40,8 +41,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Profile(TypedDict):
+    brain_image_size: int
+    train_steps: int
+    attack_images: int
+    pgd_steps: int
+    eot_iter: int
+    n_draws: int
+    square_queries: int
+    corruptions: tuple[str, ...]
+    severities: tuple[int, ...]
+    n_voxels: int
+    ft_epochs: int
+    max_layers: int | None
+    factortopy_refs_only: bool
+
+
 #: Settings of the full demo and of the quick one (used by the tests).
-_PROFILES = {
+_PROFILES: dict[bool, _Profile] = {
     False: {"brain_image_size": 224, "train_steps": 60, "attack_images": 64, "pgd_steps": 10, "eot_iter": 10,
             "n_draws": 3, "square_queries": 200, "corruptions": ("gaussian_noise", "defocus_blur", "contrast",
                                                                   "jpeg_compression", "fog"),
@@ -95,7 +112,7 @@ def _gratings(n: int, seed: int):
     import torch
 
     from neuroreg.training import GratingsDataset
-    ds = GratingsDataset(n, n_classes=4, image_size=_TRAIN_SIZE, seed=seed)
+    ds = GratingsDataset(n, num_classes=4, image_size=_TRAIN_SIZE, seed=seed)
     return torch.stack([ds[i][0] for i in range(n)]), torch.tensor([ds[i][1] for i in range(n)])
 
 
@@ -138,7 +155,7 @@ def _stage_training(out: Path, *, seed: int, quick: bool):
             module = BrainRegularizedModule(backbone, [CKALoss("IT", _TARGET, debiased=True, weight=weight)],
                                             optimizer="adamw", lr=3e-3, weight_decay=0.0, scheduler="none")
             # no model_name: the data module reads the backbone's preprocessing contract at setup
-            data = GratingsDataModule(n_classes=4, n_train=256, n_val=64, neural="kriegeskorte92",
+            data = GratingsDataModule(num_classes=4, n_train=256, n_val=64, neural="kriegeskorte92",
                                       neural_batch_size=32, neural_holdout=0.25, batch_size=32,
                                       image_size=_TRAIN_SIZE, seed=seed)
             trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, deterministic=True,
@@ -174,7 +191,7 @@ def _reference_models(seed: int) -> dict:
     return models
 
 
-def _simulated_voxels(references: dict, profile: dict, *, seed: int, device: str):
+def _simulated_voxels(references: dict, profile: _Profile, *, seed: int, device: str):
     """Voxels read from the first reference network's area layers on the 170 bundled images: SIMULATED data
     with a known layer per ROI (V1 -> blocks.1, V2V3 -> blocks.2, OPA -> blocks.4, EBA -> blocks.6)."""
     import torch
@@ -193,7 +210,7 @@ def _simulated_voxels(references: dict, profile: dict, *, seed: int, device: str
     return brain
 
 
-def _stage_scorecard(trained: dict, references: dict, simulated, profile: dict, *, seed: int, device: str):
+def _stage_scorecard(trained: dict, references: dict, simulated, profile: _Profile, *, seed: int, device: str):
     import neuroreg as nr
     from neuroreg.scorecard import Scorecard
 

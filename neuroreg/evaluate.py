@@ -18,7 +18,6 @@ normalised inside, brain stimuli resized and normalised the same way.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -27,12 +26,15 @@ from torch import nn
 
 from neuroreg._modes import eval_mode
 from neuroreg.classification_metrics import balanced_accuracy_from_confusion, confusion_matrix, topk_accuracy
-from neuroreg.brain import BrainData, NeuralStimulusSet, bundled_sets, load_bundled
+from neuroreg.brain import BrainData, NeuralStimulusSet, bundled_sets, load_algonauts2023, load_bundled, load_nsd
 from neuroreg.errors import UnknownNameError
 from neuroreg.features import extract
 from neuroreg.layer_sweep import LayerSweep, sweep_layers
 from neuroreg.preprocessing import Preprocessing, preprocessing_of
+from neuroreg.robustness import attack_suite, corruption_suite
+from neuroreg.robustness._data import as_loader
 from neuroreg.scorecard import SECTIONS, Scorecard
+from neuroreg.scoring import FactorTopy, crsa, predictivity, rdm, versa
 from neuroreg.table import ScoreTable
 
 __all__ = ["Scorecard", "evaluate", "accuracy", "brain_scores", "factortopy_scores", "resolve_brain_set",
@@ -45,10 +47,8 @@ def resolve_brain_set(item) -> NeuralStimulusSet | BrainData:
     if isinstance(item, str):
         kind, sep, root = item.partition(":")
         if sep and kind == "nsd":
-            from neuroreg.brain import load_nsd
             return load_nsd(root, load_images=True)
         if sep and kind == "algonauts2023":
-            from neuroreg.brain import load_algonauts2023
             return load_algonauts2023(root, load_images=True)
         if item not in bundled_sets():
             raise UnknownNameError(f"unknown brain set {item!r}; bundled sets: {sorted(bundled_sets())}, or "
@@ -79,14 +79,13 @@ def accuracy(model: nn.Module, data, *, topk: Sequence[int] = (1, 5), mean=None,
     Rows: metric ``top{k}`` for each k not above the number of classes, and
     ``balanced_top1``; split ``"test"``.
     """
-    from neuroreg.robustness._data import as_loader
     prep = preprocessing_of(model, mean=mean, std=std)
     loader = as_loader(data, batch_size)
     dev = _device_of(model, device)
     correct = {k: 0 for k in topk}
-    confusion = None
+    confusion: torch.Tensor | None = None
     n = 0
-    n_classes = None
+    n_classes: int | None = None
     with eval_mode(model):
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
@@ -102,7 +101,7 @@ def accuracy(model: nn.Module, data, *, topk: Sequence[int] = (1, 5), mean=None,
             conf = confusion_matrix(logits, y).cpu()
             confusion = conf if confusion is None else confusion + conf
             n += y.shape[0]
-    if n == 0:
+    if n == 0 or confusion is None or n_classes is None:   # a batch with images sets all three
         raise ValueError("data is empty: no images to evaluate")
     table = ScoreTable()
     for k in topk:
@@ -113,10 +112,6 @@ def accuracy(model: nn.Module, data, *, topk: Sequence[int] = (1, 5), mean=None,
                      score=float(balanced_accuracy_from_confusion(confusion)), n_images=n,
                      n_classes_seen=int((confusion.sum(1) > 0).sum()))
     return table
-
-
-def _stimulus_images(data) -> torch.Tensor:
-    return data.images_tensor() if isinstance(data, NeuralStimulusSet) else data.images()
 
 
 def _with_depth(table: ScoreTable, sweep: LayerSweep, dataset: str) -> ScoreTable:
@@ -146,13 +141,12 @@ def brain_scores(model: nn.Module, brain_sets: Sequence = ("kriegeskorte92",), *
     rdms: optional dict filled with ``dataset -> (layer, model RDM (n, n))`` at the best
         test layer of the first RDM set, for figures.
     """
-    from neuroreg.scoring import crsa, predictivity, rdm, versa
     prep = preprocessing_of(model, image_size, mean=mean, std=std)
     sweep = sweep_layers(model, layers, max_layers=max_layers)
     table = ScoreTable()
     for item in brain_sets:
         data = resolve_brain_set(item)
-        images = _stimulus_images(data)
+        images = data.images_tensor()
         if isinstance(data, NeuralStimulusSet):
             feats = extract(model, images, sweep.layers, batch_size=batch_size, device=device, transform=prep,
                             stimulus_ids=data.stimulus_ids, progress=progress)
@@ -199,11 +193,10 @@ def factortopy_scores(model: nn.Module, brain: BrainData, *, layers=None, max_la
     layers: default the layer sweep capped at ``max_layers`` evenly spaced layers
     (FactorTopy reads spatial maps of every layer, so it takes a handful).
     """
-    from neuroreg.scoring import FactorTopy
     prep = preprocessing_of(model, image_size)
     sweep = sweep_layers(model, layers if layers is not None else "all", max_layers=max_layers)
     names = list(sweep.layers.values())
-    stimuli = prep(_stimulus_images(brain).float())
+    stimuli = prep(brain.images_tensor())
     ft = FactorTopy(names, seed=seed, device=device, progress=progress, **dict(fit_kwargs or {}))
     ft.fit(model, brain, stimuli=stimuli)
     table = ScoreTable()
@@ -284,6 +277,7 @@ def _as_models(model_or_models, model_name) -> dict[str, nn.Module]:
 
 
 def _describe_task(data) -> str:
+    n: int | str
     try:
         n = len(data[0]) if isinstance(data, tuple) else len(data.dataset if hasattr(data, "dataset") else data)
     except TypeError:
@@ -335,17 +329,15 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
                 card.add("accuracy", accuracy(model, task_data, batch_size=batch_size, device=device, model_name=name),
                          ran_on={name: f"{_describe_task(task_data)}; top-1/top-5 and balanced top-1"})
             if task_data is not None and "attacks" in wanted and attacks:
-                from neuroreg.robustness import attack_suite
                 kw = dict(attack_kwargs or {})
-                table = attack_suite(model, task_data, attacks=list(attacks), eps=eps, norm=norm,
-                                     batch_size=batch_size, seed=seed, model_name=name, **kw)
+                table: ScoreTable = attack_suite(model, task_data, attacks=list(attacks), eps=eps, norm=norm,
+                                                 batch_size=batch_size, seed=seed, model_name=name, **kw)
                 stochastic = any(r.get("attack") == "eotpgd" for r in table)
                 card.add("attacks", table, ran_on={name: (
                     f"{_describe_task(task_data)}; {', '.join(attacks)} ({norm}), eps "
                     f"{', '.join(f'{e * 255:.3g}/255' if norm == 'Linf' else f'{e:.3g}' for e in sorted({r['eps'] for r in table if r.get('eps') is not None}))}"
                     f"{'; stochastic model: EOT-PGD added' if stochastic else ''}; sanity checks run")})
             if task_data is not None and "corruptions" in wanted and corruptions:
-                from neuroreg.robustness import corruption_suite
                 table = corruption_suite(model, task_data, corruptions=corruptions, severities=severities,
                                          batch_size=batch_size, seed=seed, model_name=name,
                                          **dict(corruption_kwargs or {}))

@@ -269,7 +269,7 @@ def _intermediate_indices(model: nn.Module, names: Mapping[str, str], time_step)
 def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str, str], batch_size: int = 64,
             device: str | torch.device | None = None, transform: Callable[[Tensor], Tensor] | str | None = None,
             time_step: str | int = "last", pool: str | None = None, out: str | Path | None = None, *,
-            srp_dim: int = 5920, seed: int = 0, stimulus_ids: Sequence[Any] | None = None,
+            srp_dim: int = 5920, seed: int = 0, stimulus_ids: Sequence[Any] | np.ndarray | None = None,
             num_workers: int = 0, progress: bool | None = None) -> Features:
     """Activations of ``layers`` for every stimulus, in stimulus order.
 

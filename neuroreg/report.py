@@ -8,24 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from neuroreg._io import atomic_path, atomic_write_text  # noqa: E402
-from neuroreg.table import ScoreTable  # noqa: E402
+from neuroreg._io import atomic_write_text
+from neuroreg.figures import save_figure
+from neuroreg.table import ScoreTable
 
 __all__ = ["save_figure", "markdown_table", "write_table", "plot_layer_profile", "round_for_reading", "Report"]
-
-
-def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Save ``fig`` as PNG atomically and close it."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def _fmt(value) -> str:
@@ -118,6 +109,11 @@ _STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em aut
           "summary{cursor:pointer;color:#145}.ran-on{font-size:13px;color:#555}")
 
 
+#: One section of a :class:`Report`: (heading, text, tables, figures, notes, fold). A section of
+#: only the first four entries (the older layout) is written with no notes and folding on.
+ReportSection = tuple[str, str, list[tuple[str, ScoreTable | pd.DataFrame]], list[tuple[Path, str]], list[str], bool]
+
+
 @dataclass
 class Report:
     """Collects sections (text, tables, figures with a caption) and writes Markdown + self-contained HTML.
@@ -129,7 +125,7 @@ class Report:
 
     title: str
     folder: Path
-    sections: list[tuple[str, str, list, list]] = field(default_factory=list)
+    sections: list[ReportSection] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
@@ -142,9 +138,10 @@ class Report:
     def write(self) -> dict[str, Path]:
         md = [f"# {self.title}", ""]
         body = [f"<h1>{html.escape(self.title)}</h1>"]
-        for heading, text, tables, figures, *rest in self.sections:
-            notes = rest[0] if rest else []
-            fold = rest[1] if len(rest) > 1 else True
+        for section in self.sections:
+            heading, text, tables, figures = section[:4]
+            notes = section[4] if len(section) > 4 else []
+            fold = section[5] if len(section) > 5 else True
             md += [f"## {heading}", ""]
             body.append(f"<h2>{html.escape(heading)}</h2>")
             if text:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -115,7 +115,7 @@ class Scorecard:
 
     # -- sections
     def add(self, section: str, table: ScoreTable, *, ran_on: Mapping[str, str] | None = None,
-            figures: list[tuple[str | Path, str]] = ()) -> "Scorecard":
+            figures: Sequence[tuple[str | Path, str]] = ()) -> "Scorecard":
         """Append ``table``'s rows to ``section`` (models taken from its ``model`` column). Returns self."""
         if not isinstance(table, ScoreTable):
             raise TypeError(f"table must be a ScoreTable; got {type(table).__name__}")

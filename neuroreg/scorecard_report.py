@@ -12,16 +12,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy.stats import rankdata  # noqa: E402
-
-from neuroreg._io import atomic_path, atomic_write_text  # noqa: E402
-from neuroreg.report import Report, save_figure, write_table  # noqa: E402
-from neuroreg.scorecard import SECTIONS, Scorecard  # noqa: E402
-from neuroreg.table import ScoreTable  # noqa: E402
+from neuroreg._io import atomic_path, atomic_write_text
+from neuroreg.figures import save_figure
+from neuroreg.report import Report, write_table
+from neuroreg.scorecard import SECTIONS, Scorecard
+from neuroreg.table import ScoreTable
 
 __all__ = ["plot_comparison", "plot_depth_profile", "plot_rdm_pair", "write_scorecard"]
 
@@ -29,7 +29,7 @@ _HEADINGS = {"accuracy": "Task accuracy", "attacks": "Adversarial robustness",
              "corruptions": "Corruption robustness", "brain": "Brain scores", "factortopy": "FactorTopy hierarchy"}
 
 
-def _slug(text: str) -> str:
+def _slug(text: object) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_")[:80] or "x"
 
 
@@ -159,10 +159,6 @@ def _tensorboard(card: Scorecard, summary: pd.DataFrame, folder: Path) -> None:
             writer.close()
 
 
-def _fig(fig, path: Path) -> Path:
-    return save_figure(fig, path)
-
-
 def write_scorecard(card: Scorecard, folder: Path, *, tensorboard: bool = True) -> dict[str, Path]:
     """Write every file of ``card`` into ``folder`` (see the module docstring); returns the main paths."""
     from neuroreg.evaluate import summarize_brain
@@ -179,7 +175,7 @@ def write_scorecard(card: Scorecard, folder: Path, *, tensorboard: bool = True) 
     figures = []
     derived: list[tuple[str, str, str]] = []   # figures that cannot be redrawn after load (RDMs, FactorTopy maps)
     try:
-        figures.append((_fig(plot_comparison(summary), folder / "comparison.png"),
+        figures.append((save_figure(plot_comparison(summary), folder / "comparison.png"),
                         f"The {n} model{'s' if n > 1 else ''} side by side: accuracy, robustness and brain scores "
                         "(bars marked * are divided by the noise ceiling)."))
     except ValueError:
@@ -203,7 +199,7 @@ def write_scorecard(card: Scorecard, folder: Path, *, tensorboard: bool = True) 
             from neuroreg.robustness import plot_accuracy_vs_eps
             main = ScoreTable(r for r in table if not str(r.get("metric", "")).startswith("sanity:"))
             try:
-                figs.append((_fig(plot_accuracy_vs_eps(table), folder / "accuracy_vs_eps.png"),
+                figs.append((save_figure(plot_accuracy_vs_eps(table), folder / "accuracy_vs_eps.png"),
                              "Accuracy against the attack budget eps, one line per model and attack; accuracy "
                              "must fall monotonically and reach chance at large eps."))
             except ValueError:
@@ -221,7 +217,7 @@ def write_scorecard(card: Scorecard, folder: Path, *, tensorboard: bool = True) 
                 if not len(sub):
                     continue
                 try:
-                    figs.append((_fig(plot_corruption_heatmap(sub, title=f"{model}: accuracy under corruption"),
+                    figs.append((save_figure(plot_corruption_heatmap(sub, title=f"{model}: accuracy under corruption"),
                                       folder / f"corruptions_{_slug(model)}.png"),
                                  f"{model}: accuracy per corruption (rows) and severity (columns)."))
                 except ValueError:
@@ -232,12 +228,12 @@ def write_scorecard(card: Scorecard, folder: Path, *, tensorboard: bool = True) 
                 sub = table.filter(dataset=ds)
                 for metric in [m for m in dict.fromkeys(r["metric"] for r in sub)
                                if m in ("crsa", "versa", "predictivity")]:
-                    figs.append((_fig(plot_depth_profile(sub.filter(metric=metric), title=f"{metric} on {ds}"),
+                    figs.append((save_figure(plot_depth_profile(sub.filter(metric=metric), title=f"{metric} on {ds}"),
                                       folder / f"layer_profile_{_slug(ds)}_{metric}.png"),
                                  f"{metric} on {ds} layer by layer (held-out split), against relative depth; grey band: "
                                  "noise ceiling (lower to upper bound)."))
             for (model, ds), (layer, model_rdm, brain_rdm, brain_name) in card.rdms.items():
-                figs.append((_fig(plot_rdm_pair(model_rdm, brain_rdm, model_label=f"{model}, {layer}",
+                figs.append((save_figure(plot_rdm_pair(model_rdm, brain_rdm, model_label=f"{model}, {layer}",
                                                 brain_label=f"{ds}: {brain_name} (mean over subjects)"),
                                   folder / f"rdm_{_slug(model)}_{_slug(ds)}.png"),
                              f"RDMs of {model} at its best layer ({layer}) and of the brain ({brain_name}), same "
@@ -248,7 +244,7 @@ def write_scorecard(card: Scorecard, folder: Path, *, tensorboard: bool = True) 
         elif section == "factortopy":
             from neuroreg.scoring.factortopy.plots import plot_layer_map
             for (model, ds), ft in card.fits.items():
-                figs.append((_fig(plot_layer_map(ft, title=f"{model} on {ds}"),
+                figs.append((save_figure(plot_layer_map(ft, title=f"{model} on {ds}"),
                                   folder / f"factortopy_{_slug(model)}_{_slug(ds)}.png"),
                              f"FactorTopy layer map of {model} on {ds}: colour = layer each voxel reads from, "
                              "brightness = confidence."))

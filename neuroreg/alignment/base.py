@@ -51,6 +51,7 @@ class AlignmentLoss(nn.Module):
 
     kind = "align"
     min_stimuli = 3
+    target_data: Tensor   # a non-persistent buffer, registered in __init__
 
     def __init__(self, area: str, target: TargetLike, weight: float = 1.0,
                  schedule: WeightSchedule | Callable[[int], float] | None = None, name: str | None = None) -> None:

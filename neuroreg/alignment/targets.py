@@ -77,7 +77,8 @@ class NeuralTarget:
 
 def _from_rdmset(rdms: RDMSet, name: str) -> NeuralTarget:
     mean = rdms.rdms.mean(0)
-    return NeuralTarget("rdm", torch.from_numpy(mean).float(), rdms.stimulus_ids, name)
+    ids = None if rdms.stimulus_ids is None else np.asarray(rdms.stimulus_ids)   # already an array: not copied
+    return NeuralTarget("rdm", torch.from_numpy(mean).float(), ids, name)
 
 
 def _from_npz(path: Path) -> NeuralTarget:

@@ -4,12 +4,12 @@ from neuroreg.brain.algonauts2023 import (ALGONAUTS2023_ROI_FAMILIES, algonauts2
                                           load_algonauts2023, read_roi_mapping)
 from neuroreg.brain.bundled import (NeuralStimulusSet, bundled_data_dir, bundled_sets,
                                     load_algonauts2019_78, load_bundled, load_kriegeskorte92)
-from neuroreg.brain.data import BrainData, RDMSet, conwell_split, images_to_tensor
+from neuroreg.brain.data import BrainData, RDMSet, StimulusSource, conwell_split, images_to_tensor
 from neuroreg.brain.generic import load_rdms, load_responses, load_stimulus_folder
 from neuroreg.brain.nsd import NSD_TRIALS_PER_SESSION, NSDDesign, NSDImages, load_nsd, read_nsd_design
 from neuroreg.brain.simulate import DEFAULT_ROIS, expected_split_half_ceiling, gaussian_windows, simulate_voxels
 
-__all__ = ["BrainData", "RDMSet", "NeuralStimulusSet", "conwell_split", "images_to_tensor",
+__all__ = ["BrainData", "RDMSet", "NeuralStimulusSet", "StimulusSource", "conwell_split", "images_to_tensor",
            "load_kriegeskorte92", "load_algonauts2019_78", "load_bundled", "bundled_sets", "bundled_data_dir",
            "simulate_voxels", "expected_split_half_ceiling", "gaussian_windows", "DEFAULT_ROIS",
            "load_nsd", "read_nsd_design", "NSDDesign", "NSDImages", "NSD_TRIALS_PER_SESSION",

@@ -30,12 +30,16 @@ def read_volume(path: Path) -> np.ndarray:
     else:
         try:
             import nibabel
+            from nibabel.dataobj_images import DataobjImage
         except ImportError:
             raise NotAvailableError(
                 f"reading {path.name} needs nibabel; install the neuroimaging extra "
                 "(pip install 'neuroreg[neuroimaging]') or provide the volume as .npy") from None
         with reading(path, "the volume"):
-            vol = np.asarray(np.asanyarray(nibabel.load(str(path)).dataobj))
+            img = nibabel.load(str(path))
+            if not isinstance(img, DataobjImage):
+                raise DataFormatError(f"{path} must be an image with voxel data; nibabel read a {type(img).__name__}")
+            vol = np.asarray(np.asanyarray(img.dataobj))
     vol = np.asarray(vol)
     if vol.ndim == 4 and vol.shape[3] == 1:
         vol = vol[..., 0]

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import scipy.io
 import torch
-import torch.nn.functional as F
 
 from neuroreg.brain.data import RDMSet, images_to_tensor
 from neuroreg.errors import DataFormatError, UnknownNameError
@@ -60,10 +59,7 @@ class NeuralStimulusSet:
 
     def images_tensor(self, size: int | None = None) -> torch.Tensor:
         """Images as float32 ``(n, 3, H, W)`` in [0, 1]; ``size`` resizes (bilinear, antialiased) to size x size."""
-        x = images_to_tensor(self.images)
-        if size is not None:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
-        return x
+        return images_to_tensor(self.images, size)
 
     def __repr__(self) -> str:
         rd = ", ".join(f"{k}: {v.n_rdms}" for k, v in self.rdms.items())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from neuroreg._ids import rows_of
 from neuroreg._images import images_to_tensor
 from neuroreg.errors import ShapeError, StimulusMismatchError
 
-__all__ = ["BrainData", "RDMSet", "conwell_split"]
+__all__ = ["BrainData", "RDMSet", "StimulusSource", "conwell_split"]
 
 
 def conwell_split(n_stimuli: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,6 +41,28 @@ def _as_id_array(name: str, ids: Iterable[Any], expected: int) -> np.ndarray:
         dup = uniq[counts > 1][:5].tolist()
         raise ValueError(f"{name} must be unique; duplicated ids: {dup}")
     return arr
+
+
+@runtime_checkable
+class StimulusSource(Protocol):
+    """What every container of stimuli with neural data offers, whatever the data are.
+
+    :class:`BrainData` (responses), :class:`neuroreg.brain.NeuralStimulusSet` (a bundled set:
+    images with several RDM sets) and the training view :class:`neuroreg.training.NeuralStimuli`
+    all have a ``name``, the ``stimulus_ids`` in row order, ``n_stimuli`` and
+    ``images_tensor(size=None)`` (float32 ``(n, 3, H, W)`` in [0, 1]), so callers need no type branches
+    to get images and ids.
+    """
+
+    name: str
+
+    @property
+    def stimulus_ids(self) -> np.ndarray: ...
+
+    @property
+    def n_stimuli(self) -> int: ...
+
+    def images_tensor(self, size: int | None = None) -> torch.Tensor: ...
 
 
 class BrainData:
@@ -96,6 +118,7 @@ class BrainData:
             info[str(key)] = arr
         self.unit_info = info
 
+        self.trials: np.ndarray | None
         if trials is not None:
             tr = trials.detach().cpu().numpy() if isinstance(trials, torch.Tensor) else np.asarray(trials)
             if tr.ndim != 3 or tr.shape[1:] != resp.shape:
@@ -173,7 +196,7 @@ class BrainData:
             trials=None if self.trials is None else self.trials[:, index],
             stimuli=stimuli, name=self.name)
 
-    def align_to(self, stimulus_ids: Sequence[Any]) -> "BrainData":
+    def align_to(self, stimulus_ids: Sequence[Any] | np.ndarray) -> "BrainData":
         """Reorder stimuli to follow ``stimulus_ids``; every id must be present."""
         return self.take_stimuli(rows_of(stimulus_ids, self.stimulus_ids, what="requested stimulus ids",
                                          where=f"BrainData {self.name!r}"))
@@ -183,11 +206,18 @@ class BrainData:
         train, test = conwell_split(self.n_stimuli)
         return self.take_stimuli(train), self.take_stimuli(test)
 
-    def images(self) -> torch.Tensor:
-        """Stimulus images as a float tensor ``(n, 3, H, W)`` in [0, 1]."""
+    def images_tensor(self, size: int | None = None) -> torch.Tensor:
+        """Stimulus images as float32 ``(n, 3, H, W)`` in [0, 1]; ``size`` resizes (bilinear, antialiased).
+
+        The same call as :meth:`neuroreg.brain.NeuralStimulusSet.images_tensor` (see :class:`StimulusSource`).
+        """
         if self.stimuli is None:
-            raise ValueError(f"BrainData {self.name!r} has no stimulus images")
-        return images_to_tensor(self.stimuli)
+            raise ValueError(f"BrainData {self.name!r} has no stimulus images; pass stimuli=images when building it")
+        return images_to_tensor(self.stimuli, size)
+
+    def images(self) -> torch.Tensor:
+        """Stimulus images at their native size: ``images_tensor()``."""
+        return self.images_tensor()
 
 
 @dataclass
@@ -204,7 +234,7 @@ class RDMSet:
     names: Sequence[str] | None = None
     region: Any = None
     subject: Any = None
-    stimulus_ids: Sequence[Any] | None = None
+    stimulus_ids: Sequence[Any] | np.ndarray | None = None   # stored as a 1-D numpy array
     metric: str = "unknown"
     meta: dict = field(default_factory=dict)
 
@@ -270,6 +300,9 @@ class RDMSet:
 
     def __getitem__(self, index) -> "RDMSet":
         idx = np.atleast_1d(np.arange(self.n_rdms)[index])
+        if self.names is None:
+            raise ValueError("RDMSet.names is None: it holds one name per RDM from construction on, "
+                             "so it was overwritten afterwards")
         return RDMSet(self.rdms[idx], [self.names[i] for i in idx], [self.region[i] for i in idx],
                       [self.subject[i] for i in idx], self.stimulus_ids, self.metric, dict(self.meta))
 

@@ -103,6 +103,7 @@ def _from_hdf5(path: Path, units) -> tuple[np.ndarray, Any, np.ndarray | None, d
         ds = f["responses"]
         if ds.ndim != 2:
             raise DataFormatError(f"{path}: 'responses' must be (n_stimuli, n_units); got {ds.shape}")
+        cols: slice | np.ndarray
         if units is None:
             cols = slice(None)
             order = None

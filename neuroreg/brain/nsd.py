@@ -186,7 +186,8 @@ def _label_names(root: Path, subject: int, roi: str) -> dict[int, str]:
 def _roi_voxels(root: Path, subject: int, space: str, rois: list[str], roi_values) -> dict[str, np.ndarray]:
     """Voxel (x, y, z) indices, labels and hemispheres of the requested ROIs, in NIfTI C order."""
     folder = root / "nsddata" / "ppdata" / f"subj{subject:02d}" / space / "roi"
-    masks, shape = [], None
+    masks: list[tuple[str, np.ndarray]] = []
+    shape: tuple[int, ...] | None = None
     for roi in rois:
         path = find_volume(folder, roi)
         if path is None:
@@ -196,6 +197,8 @@ def _roi_voxels(root: Path, subject: int, space: str, rois: list[str], roi_value
             raise ShapeError(f"ROI volumes differ in shape: {rois[0]!r} is {shape}, {roi!r} is {vol.shape}")
         shape = vol.shape
         masks.append((roi, vol))
+    if shape is None:
+        raise ValueError(f"rois must name at least one ROI volume; got {rois!r}")
     label = np.zeros(shape, dtype=np.int64)
     name_id = np.zeros(shape, dtype=np.int32)  # index into label_names; 0 = not selected
     label_names = [""]
@@ -220,9 +223,10 @@ def _roi_voxels(root: Path, subject: int, space: str, rois: list[str], roi_value
     hemi = np.full(len(xyz), "", dtype=object)
     for side in ("lh", "rh"):
         hpaths = [find_volume(folder, f"{side}.{roi}") for roi in rois]
-        if all(p is not None for p in hpaths):
+        found = [p for p in hpaths if p is not None]
+        if len(found) == len(hpaths):
             inside = np.zeros(shape, dtype=bool)
-            for p in hpaths:
+            for p in found:
                 inside |= read_volume(p) > 0
             hemi[inside[tuple(xyz.T)]] = side
     out = {"xyz": xyz, "label": label[tuple(xyz.T)], "roi": np.asarray(label_names)[name_id[tuple(xyz.T)]], "shape": shape}
@@ -371,11 +375,15 @@ def _read_nifti_session(path: Path, vox: dict, wanted: np.ndarray | None, last_n
     """
     try:
         import nibabel
+        from nibabel.dataobj_images import DataobjImage
     except ImportError:
         raise NotAvailableError(
             f"reading {path.name} needs nibabel; install the neuroimaging extra "
             "(pip install 'neuroreg[neuroimaging]') or use the betas_sessionNN.hdf5 files") from None
     img = nibabel.load(str(path), keep_file_open=True) if path.suffix == ".gz" else nibabel.load(str(path))
+    if not isinstance(img, DataobjImage):
+        raise DataFormatError(f"{path.name}: betas must be an image with voxel data; "
+                              f"nibabel read a {type(img).__name__}")
     shape = tuple(int(v) for v in img.shape)
     if len(shape) != 4 or shape[:3] != tuple(int(v) for v in vox["shape"]):
         raise DataFormatError(

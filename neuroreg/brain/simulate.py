@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sized
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -199,6 +200,9 @@ def _stimulus_chunks(stimuli, chunk: int) -> tuple[int, Any, Iterator]:
         ids = np.array([str(p.relative_to(folder)) for p in paths])
         return len(paths), ids, (paths[i:i + chunk] for i in range(0, len(paths), chunk))
     if isinstance(stimuli, Dataset):
+        if not isinstance(stimuli, Sized):
+            raise TypeError(f"stimuli must be a map-style Dataset with a length; got a {type(stimuli).__name__} "
+                            "without __len__")
         n = len(stimuli)
         return n, None, (Subset(stimuli, range(i, min(i + chunk, n))) for i in range(0, n, chunk))
     if isinstance(stimuli, (list, tuple)):
@@ -239,7 +243,7 @@ def simulate_voxels(model: nn.Module, stimuli, rois: Sequence[str] | Mapping[str
                     layers: Sequence[str] | None = None, n_voxels: int | Mapping[str, int] = 400,
                     snr: float | tuple[float, float] = 1.0, repeats: int = 3, seed: int = 0, *,
                     batch_size: int = 64, image_size: int | tuple[int, int] | None = None,
-                    weights: str = "normal", stimulus_ids: Sequence[Any] | None = None,
+                    weights: str = "normal", stimulus_ids: Sequence[Any] | np.ndarray | None = None,
                     device: str | torch.device | None = None, progress: bool | None = None,
                     name: str = "simulated") -> tuple[BrainData, dict[str, Any]]:
     """Simulate fMRI voxels whose layer, position, scale, weights and noise ceiling are known.
@@ -365,9 +369,10 @@ def simulate_voxels(model: nn.Module, stimuli, rois: Sequence[str] | Mapping[str
     mean, sd = sig.mean(0), sig.std(0)
     flat = np.flatnonzero(~(sd > 1e-12 * np.maximum(np.abs(mean), 1.0)))
     if len(flat):
-        v = int(flat[0])
-        raise ValueError(f"{len(flat)} simulated voxels have no signal variance over the stimuli (first: voxel {v}, "
-                         f"layer {layer_names[layer[v]]!r}); the layer's read-out is constant for these stimuli")
+        first = int(flat[0])
+        raise ValueError(f"{len(flat)} simulated voxels have no signal variance over the stimuli "
+                         f"(first: voxel {first}, layer {layer_names[layer[first]]!r}); the layer's read-out is "
+                         "constant for these stimuli")
     sig = (sig - mean) / sd
     noise = noise_rng.standard_normal((repeats, n, n_vox)) / np.sqrt(snr_v)
     trials = sig[None] + noise

@@ -17,6 +17,6 @@ def run(args: argparse.Namespace) -> int:
     from neuroreg.sweep.tune import run_tune
 
     table = run_tune(args.config, args.store, address=args.address, cpus=args.cpus)
-    trials = sorted({r.get("trial") for r in table})
+    trials = {r.get("trial") for r in table}
     print(f"{len(trials)} trials; {len(table)} rows in {args.store / 'results.csv'}")
     return 0

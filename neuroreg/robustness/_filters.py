@@ -53,7 +53,8 @@ def convolve(x: Tensor, kernel: Tensor) -> Tensor:
 def _pixel_grid(h: int, w: int, like: Tensor) -> tuple[Tensor, Tensor]:
     ys = torch.arange(h, dtype=like.dtype, device=like.device)
     xs = torch.arange(w, dtype=like.dtype, device=like.device)
-    return torch.meshgrid(ys, xs, indexing="ij")
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return gy, gx
 
 
 def sample_pixels(x: Tensor, px: Tensor, py: Tensor, *, mode: str = "bilinear",

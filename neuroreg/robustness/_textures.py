@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 from torch import Tensor
 
@@ -64,7 +66,15 @@ def _standardise(t: Tensor) -> Tensor:
 #: (per-photo grey level 0.48 ... 0.81), standard deviation over a crop 0.093, over a 7 x 7
 #: window 0.061, mean absolute difference of neighbouring pixels 0.041. The grey level range
 #: was then trimmed so that blends match imagecorruptions' mean absolute change (docs/robustness.md).
-FROST_CALIBRATION = {"level": (0.44, 0.82), "tint": (0.908, 1.011, 1.082), "cloud_sd": 0.07, "crystal_sd": 0.068}
+class _FrostCalibration(TypedDict):
+    level: tuple[float, float]
+    tint: tuple[float, float, float]
+    cloud_sd: float
+    crystal_sd: float
+
+
+FROST_CALIBRATION: _FrostCalibration = {"level": (0.44, 0.82), "tint": (0.908, 1.011, 1.082), "cloud_sd": 0.07,
+                                        "crystal_sd": 0.068}
 
 
 def frost_texture(n: int, height: int, width: int, generator: torch.Generator, like: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +29,8 @@ from neuroreg.robustness.wrapper import FROM_MODEL, RobustClassifier
 from neuroreg._modes import eval_mode
 from neuroreg.table import ScoreTable
 
-__all__ = ["ATTACKS", "NORMS", "EPS_PRESETS", "eps_grid", "make_attack", "attack_suite", "AttackSpec"]
+__all__ = ["ATTACKS", "NORMS", "EPS_PRESETS", "eps_grid", "make_attack", "attack_suite", "AttackSpec",
+           "AttackTable"]
 
 #: Attack names understood by :func:`make_attack` and :func:`attack_suite`.
 ATTACKS = ("fgsm", "pgd", "eotpgd", "apgd-ce", "apgd-dlr", "autoattack", "square")
@@ -163,11 +164,21 @@ def make_attack(name: str, model: RobustClassifier, eps: float, norm: str = "Lin
         return torchattacks.APGD(model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed,
                                  loss=name.split("-")[1], eot_iter=int(eot_iter), rho=0.75)
     if name == "autoattack":
+        if num_classes is None:   # refused above already: AutoAttack's DLR loss needs the class count
+            raise ValueError(f"attack {name!r} needs num_classes; got None")
         # Stochastic models get AutoAttack's "rand" version: APGD-CE and APGD-DLR with 20 EOT draws.
         return torchattacks.AutoAttack(model, norm=norm, eps=eps, version="rand" if eot_iter > 1 else "standard",
                                        n_classes=int(num_classes), seed=seed)
     return torchattacks.Square(model, norm=norm, eps=eps, n_queries=int(n_queries), n_restarts=1,
                                p_init=0.8, loss="margin", resc_schedule=True, seed=seed)
+
+
+class AttackTable(ScoreTable):
+    """The ScoreTable of :func:`attack_suite`, with its sanity-check verdicts in ``sanity``."""
+
+    def __init__(self, rows: Iterable[Mapping[str, Any]] = ()) -> None:
+        super().__init__(rows)
+        self.sanity: list[SanityResult] = []
 
 
 @dataclass(frozen=True)
@@ -255,8 +266,8 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
                  eot_iter: int = 10, n_draws: int = 5, square_queries: int = 1000,
                  sanity: bool = True, sanity_tol: float = 0.03, batch_size: int = 128,
                  max_batches: int | None = None, model_name: str | None = None, seed: int = 0,
-                 progress: bool | None = None, n_classes: int | None = None) -> ScoreTable:
-    """Accuracy under each attack at each eps, with sanity checks, as a ScoreTable.
+                 progress: bool | None = None, n_classes: int | None = None) -> AttackTable:
+    """Accuracy under each attack at each eps, with sanity checks, as a ScoreTable (an :class:`AttackTable`).
 
     Args:
         model: classifier; a :class:`RobustClassifier` is used as is, anything
@@ -344,7 +355,7 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
         bar.close()
 
     name = model_name or type(getattr(wrapped, "model", wrapped)).__name__
-    table = ScoreTable()
+    table = AttackTable()
     common = dict(model=name, metric="accuracy", split="test", norm=norm, n_images=clean.n, n_draws=draws)
     clean_acc, clean_sd = clean.accuracy()
     table.append(**common, score=clean_acc, sd=clean_sd, attack="none", eps=0.0, steps=None, eot_iter=None,

@@ -11,18 +11,15 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from neuroreg._io import atomic_path
+from neuroreg.figures import save_figure
 from neuroreg.table import ScoreTable
 
 __all__ = ["plot_accuracy_vs_eps", "plot_corruption_heatmap"]
 
 
 def _save(fig: Figure, path: str | Path | None) -> None:
-    if path is None:
-        return
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format=target.suffix.lstrip(".") or "png", dpi=150, bbox_inches="tight")
+    if path is not None:
+        save_figure(fig, path, dpi=150, close=False)
 
 
 def plot_accuracy_vs_eps(table: ScoreTable, *, path: str | Path | None = None, eps_scale: float | None = None,

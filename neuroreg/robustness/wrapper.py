@@ -100,6 +100,9 @@ class RobustClassifier(nn.Module):
     ``forward`` only normalizes and calls the model; it changes no state.
     """
 
+    mean: Tensor | None   # buffers registered in __init__ (None when the model normalizes itself)
+    std: Tensor | None
+
     def __init__(self, model: nn.Module, mean: Sequence[float] | str | None = FROM_MODEL,
                  std: Sequence[float] | str | None = FROM_MODEL, *, num_classes: int | None = None,
                  stochastic: bool | None = None, check_range: bool = True, n_classes: int | None = None) -> None:
@@ -136,14 +139,16 @@ class RobustClassifier(nn.Module):
     def device(self) -> torch.device:
         for t in self.parameters():
             return t.device
-        for t in self.buffers():
-            return t.device
+        for b in self.buffers():
+            return b.device
         return torch.device("cpu")
 
     def forward(self, x: Tensor) -> Tensor:
         if self.check_range:
             check_images("x", x)
         if self.mean is not None:
+            if self.std is None:
+                raise ValueError("RobustClassifier has a mean buffer but std is None; set both or neither")
             if x.shape[1] != self.mean.numel():
                 raise ShapeError(f"x has {x.shape[1]} channels but mean/std have {self.mean.numel()}; "
                                  f"got x of shape {tuple(x.shape)}")

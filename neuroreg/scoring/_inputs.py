@@ -14,7 +14,7 @@ import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -144,6 +144,9 @@ def brain_rdms(brain, feature_stim_ids, metric: str = "correlation") -> list[Bra
         for key, rs in sets:
             idx = _order(rs.stimulus_ids, feature_stim_ids, f"RDMSet {key or ''}".strip())
             mats = rs.rdms if idx is None else rs.rdms[:, idx][:, :, idx]
+            if rs.names is None:
+                raise ValueError(f"RDMSet {key or ''} has names=None: an RDMSet holds one name per RDM "
+                                 f"from construction on, so it was overwritten afterwards")
             for i in range(rs.n_rdms):
                 region = rs.region[i] if rs.region[i] is not None else key
                 out.append(BrainRDM(region, rs.subject[i], key, mats[i], str(rs.names[i])))
@@ -167,7 +170,7 @@ def unit_groups(brain: BrainData) -> Iterator[tuple[Any, Any, np.ndarray]]:
     n = brain.n_units
     roi = brain.unit_info.get("roi", np.full(n, None, dtype=object))
     subj = brain.unit_info.get("subject", np.full(n, None, dtype=object))
-    seen = {}
+    seen: dict[tuple[Any, Any], list[int]] = {}
     for i, key in enumerate(zip(roi.tolist(), subj.tolist())):
         seen.setdefault(key, []).append(i)
     for (r, s), units in seen.items():
@@ -184,7 +187,7 @@ def aligned_brain(brain: BrainData, feature_stim_ids) -> BrainData:
 def row_ids(features, brain, n: int) -> np.ndarray:
     """The stimulus id of each row the scorers compute on (the features' order after alignment):
     the features' ids, else the brain data's, else the row positions 0..n-1."""
-    ids = feature_ids(features)
+    ids: np.ndarray | Sequence[Any] | None = feature_ids(features)
     if ids is None:
         if isinstance(brain, BrainData):
             ids = brain.stimulus_ids

@@ -93,6 +93,7 @@ def _gram(x: Tensor, kernel: str, sigma: float | None, sigma_scale: float) -> Te
         return k
     sq = k.diagonal()
     d2 = (sq[:, None] + sq[None, :] - 2 * k).clamp_min(0)
+    bw2: Tensor | float
     if sigma is None:
         n = x.shape[0]
         off = d2[~torch.eye(n, dtype=torch.bool, device=x.device)]

@@ -167,6 +167,8 @@ def _unit_ceiling_r(data, units) -> float | None:
         per_unit = ncsnr_ceiling(data.unit_info["ncsnr"][units], 3).per_unit
     else:
         return None
+    if per_unit is None:
+        raise ValueError("the unit-wise noise ceiling came back without per-unit values (per_unit is None)")
     # Spearman-Brown reliability and NSD's noise ceiling both bound r^2 (a negative
     # reliability means no reliable signal: bound 0)
     return float(np.median(np.sqrt(np.clip(per_unit, 0.0, None))))

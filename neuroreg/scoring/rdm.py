@@ -61,8 +61,8 @@ def _chunk(n: int, d: int, chunk_size: int | None) -> int:
     return max(256, min(d, _BLOCK_ELEMENTS // max(n, 1)))
 
 
-def _gram_numpy(x: np.ndarray, metric: str, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Symmetric Gram of the centred rows, in float64. Returns (G, offsets, ss)."""
+def _gram_numpy(x: np.ndarray, metric: str, chunk: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Symmetric Gram of the centred rows, in float64. Returns (G, offsets, ss); offsets is None for cosine."""
     n, d = x.shape
     if metric in ("correlation", "cosine") and x.dtype == np.float64 and x.flags.c_contiguous:
         # One rank-k update straight on the input (x.T is Fortran-ordered: no copy); for correlation
@@ -110,13 +110,15 @@ def _gram_torch(x: Tensor, metric: str, chunk: int) -> tuple[Tensor, Tensor | No
         offset = x.mean(0, keepdim=True)
     else:
         offset = None
-    g = None
+    g: Tensor | None = None
     for s in range(0, d, chunk):
         blk = x[:, s:s + chunk]
         if offset is not None:
             blk = blk - (offset if offset.shape[1] == 1 else offset[:, s:s + chunk])
         part = blk @ blk.T
         g = part if g is None else g + part
+    if g is None:
+        raise ShapeError(f"x needs at least 1 feature; got shape {tuple(x.shape)}")
     return g, offset, g.diagonal()
 
 
@@ -215,14 +217,14 @@ def rdm(x, metric: str = "correlation", *, condensed: bool = False, chunk_size: 
         return condense(out) if condensed else out
     # bfloat16 has no numpy twin; float16 blocks are widened to float64 chunk by chunk below
     x_np = (x.detach().float() if x.dtype == torch.bfloat16 else x.detach()).numpy() if is_torch else x
-    g, offset, ss = _gram_numpy(x_np, metric, chunk)
-    if not np.isfinite(ss).all():
-        _raise_nonfinite(x_np, ss)
-    _check_variance(x_np, metric, ss, offset, torch.float64)
-    out = _finish_numpy(g, ss, metric)
+    g_np, offset_np, ss_np = _gram_numpy(x_np, metric, chunk)
+    if not np.isfinite(ss_np).all():
+        _raise_nonfinite(x_np, ss_np)
+    _check_variance(x_np, metric, ss_np, offset_np, torch.float64)
+    out_np = _finish_numpy(g_np, ss_np, metric)
     if condensed:
-        out = out[np.triu_indices(n, 1)]
+        out_np = out_np[np.triu_indices(n, 1)]
     if is_torch:
         dtype = compute_dtype(x.dtype) if torch.is_floating_point(x) else torch.float64
-        return torch.from_numpy(out).to(dtype)
-    return out
+        return torch.from_numpy(out_np).to(dtype)
+    return out_np

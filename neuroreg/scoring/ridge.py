@@ -289,8 +289,8 @@ class RidgeGCV(RegressorMixin, BaseEstimator):
             return out.to(device=X.device, dtype=dtype)
         return out.cpu().numpy()
 
-    def score(self, X, Y) -> np.ndarray:
-        """Coefficient of determination R^2 per target on ``(X, Y)``."""
+    def score(self, X, Y) -> np.ndarray | float:
+        """Coefficient of determination R^2 per target on ``(X, Y)`` (a float for 1-D ``Y``)."""
         from sklearn.metrics import r2_score
         pred = to_float64(self.predict(X.detach().cpu() if isinstance(X, Tensor) else X))
         return r2_score(to_float64(Y), pred, multioutput="raw_values") if not self._y_1d else \

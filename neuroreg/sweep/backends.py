@@ -64,7 +64,7 @@ def run_ray(jobs: Sequence[Job], store_root: str, report: Report, *, address: st
         raise NotAvailableError("the ray backend needs Ray: pip install 'neuroreg[cluster]'") from None
     started = False
     if not ray.is_initialized():
-        kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if address is None and workers:
             kwargs["num_cpus"] = int(workers)
         kwargs.update(init_kwargs or {})

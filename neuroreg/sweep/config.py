@@ -125,10 +125,11 @@ def _model_spec(item: Any, base: Path) -> dict[str, Any]:
     unknown = set(item) - {"name", "pretrained", "checkpoint", "kwargs", "label", "num_classes"}
     if unknown:
         raise ConfigError(f"model {item['name']!r}: unknown keys {sorted(unknown)}")
+    kwargs: dict[str, Any] = dict(item.get("kwargs") or {})
     spec = {"name": str(item["name"]), "pretrained": bool(item.get("pretrained", False)),
-            "kwargs": dict(item.get("kwargs") or {}), "checkpoint": None, "weights": "init"}
+            "kwargs": kwargs, "checkpoint": None, "weights": "init"}
     if item.get("num_classes") is not None:
-        spec["kwargs"]["num_classes"] = int(item["num_classes"])
+        kwargs["num_classes"] = int(item["num_classes"])
     if item.get("checkpoint"):
         path = (base / Path(item["checkpoint"]).expanduser()).resolve()
         if not path.is_file():

@@ -84,7 +84,7 @@ def run_job(job: Job, store: SweepStore) -> ScoreTable:
     if job.scorer in BRAIN_SCORERS:
         data = load_dataset(job.dataset)
         layers = _layers(model, opts.get("layers"))
-        images = data.images_tensor() if hasattr(data, "images_tensor") else data.images()
+        images = data.images_tensor()
         key = feature_key(job.model, job.dataset, layers=layers, size=size, mean=prep.mean, std=prep.std,
                           seed=seed)
         feats, _ = cached_extract(store.feature_dir, key, model, images, layers, stimulus_ids=data.stimulus_ids,

@@ -192,7 +192,8 @@ def run_tune(config: str | Path, store: str | Path, *, address: str | None = Non
     finally:
         if started:
             ray.shutdown()
-    errors = [str(r.error) for r in grid if r.error is not None]
+    results = [grid[i] for i in range(len(grid))]   # ResultGrid is a sequence (__len__, __getitem__)
+    errors = [str(r.error) for r in results if r.error is not None]
     table = ScoreTable()
     for path in sorted((store / "trials").glob("*/scorecard.json")):
         table.extend(ScoreTable.read_json(path))

@@ -37,5 +37,6 @@ def build_model(name: str, num_classes: int, pretrained: bool = False, areas: di
         if unknown:
             raise UnknownNameError(f"areas name modules that {name!r} does not have: {unknown}; top-level modules: "
                                    f"{[n for n in modules if n and '.' not in n]}")
-        model.areas = dict(areas)
+        # read by neuroreg.area_layers; torch types Module.__setattr__ for Tensor/Module values only
+        model.areas = dict(areas)  # type: ignore[assignment]
     return model

@@ -108,8 +108,9 @@ def fit_cli(cli: NeuroregCLI) -> None:
     """
     trainer = cli.trainer
     root = os.path.abspath(str(trainer.default_root_dir))
-    ckpt_dirs = sorted({os.path.abspath(str(cb.dirpath)) for cb in trainer.checkpoint_callbacks
-                        if getattr(cb, "dirpath", None)})
+    # ModelCheckpoint and the like have a dirpath; Lightning's Checkpoint base class declares none
+    dirpaths = [getattr(cb, "dirpath", None) for cb in trainer.checkpoint_callbacks]
+    ckpt_dirs = sorted({os.path.abspath(str(d)) for d in dirpaths if d})
     locks = []
     if _is_main_process():
         # One live run per folder: its logs, config.yaml and last.ckpt belong to it alone.

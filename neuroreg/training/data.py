@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,9 +33,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from neuroreg._deprecation import renamed_argument
 from neuroreg._io import reading
-from neuroreg.brain.bundled import NeuralStimulusSet
-from neuroreg.brain.data import BrainData, images_to_tensor
+from neuroreg.brain.bundled import NeuralStimulusSet, bundled_sets, load_bundled
+from neuroreg.brain.data import BrainData, StimulusSource, images_to_tensor
 from neuroreg.errors import DataFormatError, ShapeError, UnknownNameError
 from neuroreg.preprocessing import Preprocessing, preprocessing_of
 from neuroreg.training.sampling import JointSampler, ResumableLoader
@@ -45,21 +47,41 @@ __all__ = ["AlignedDataModule", "GratingsDataModule", "ImageFolderDataModule", "
 
 
 # ----------------------------------------------------------------------------- task data
+def _dataset_len(dataset: Dataset, what: str) -> int:
+    """``len(dataset)``; a TypeError naming ``what`` when the dataset has no length (torch's Dataset need not)."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"{what} must be a map-style dataset with __len__; got {type(dataset).__name__}")
+    return len(dataset)
+
+
 class GratingsDataset(Dataset):
-    """Procedural oriented gratings: class ``c`` of ``n_classes`` is orientation ``c * 180 / n_classes`` deg.
+    """Procedural oriented gratings: class ``c`` of ``num_classes`` is orientation ``c * 180 / num_classes`` deg.
 
     Each image has a random spatial frequency (2-6 cycles per image), phase,
     contrast, colour tint, orientation jitter (a quarter of the class spacing)
     and pixel noise, drawn from ``(seed, index)``: item ``i`` is the same image
     on every call. Returns ``(image (3, S, S) in [0, 1], label)``.
+
+    ``num_classes``: orientation classes, None for 4 (``n_classes``: its
+    deprecated name, as argument and attribute).
     """
 
-    def __init__(self, n: int, n_classes: int = 4, image_size: int = 32, seed: int = 0) -> None:
-        if n < 1 or n_classes < 2 or image_size < 8:
-            raise ValueError(f"need n >= 1, n_classes >= 2, image_size >= 8; got {n}, {n_classes}, {image_size}")
-        self.n, self.n_classes, self.image_size, self.seed = n, n_classes, image_size, seed
+    def __init__(self, n: int, num_classes: int | None = None, image_size: int = 32, seed: int = 0, *,
+                 n_classes: int | None = None) -> None:
+        given: int | None = renamed_argument(num_classes, n_classes, new="num_classes", old="n_classes",
+                                             where="GratingsDataset")
+        k = 4 if given is None else given
+        if n < 1 or k < 2 or image_size < 8:
+            raise ValueError(f"need n >= 1, num_classes >= 2, image_size >= 8; got {n}, {k}, {image_size}")
+        self.n, self.num_classes, self.image_size, self.seed = n, k, image_size, seed
         ax = torch.linspace(-0.5, 0.5, image_size)
         self._yy, self._xx = torch.meshgrid(ax, ax, indexing="ij")
+
+    @property
+    def n_classes(self) -> int:
+        """Deprecated name of :attr:`num_classes`."""
+        warnings.warn("GratingsDataset.n_classes is deprecated; use num_classes", DeprecationWarning, stacklevel=2)
+        return self.num_classes
 
     def __len__(self) -> int:
         return self.n
@@ -68,9 +90,9 @@ class GratingsDataset(Dataset):
         if not 0 <= i < self.n:
             raise IndexError(f"index {i} out of range for {self.n} gratings")
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-        label = i % self.n_classes
+        label = i % self.num_classes
         u = torch.rand(8, generator=g)
-        spacing = torch.pi / self.n_classes
+        spacing = torch.pi / self.num_classes
         theta = label * spacing + (u[0] - 0.5) * spacing / 2
         sf = 2.0 + 4.0 * u[1]
         phase = 2 * torch.pi * u[2]
@@ -88,7 +110,7 @@ class _Transformed(Dataset):
 
     def __init__(self, base: Dataset, indices: Sequence[int] | None, transform: Callable | None) -> None:
         self.base = base
-        self.indices = list(range(len(base))) if indices is None else list(indices)
+        self.indices = list(range(_dataset_len(base, "base"))) if indices is None else list(indices)
         self.transform = transform
 
     def __len__(self) -> int:
@@ -106,16 +128,20 @@ class _JointDataset(Dataset):
         self.task, self.neural_images = task, neural_images
 
     def __len__(self) -> int:
-        return len(self.task)
+        return _dataset_len(self.task, "task")
 
-    def __getitem__(self, key: tuple[int, int, int]):
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[Tensor, int, Tensor | None, int]:
         t, n, seed = key
         # Augmentations draw from torch's global RNG: seed it per item, and leave it as it was.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             image, label = self.task[t]
-        neural = self.neural_images[n] if n >= 0 else None
-        return image, label, neural, n
+        if n < 0:
+            return image, label, None, n
+        if self.neural_images is None:
+            raise ValueError(f"key {key!r} asks for neural stimulus {n}, but this dataset has no neural images "
+                             "(neural_images=None)")
+        return image, label, self.neural_images[n], n
 
 
 def _collate_joint(items) -> dict[str, Tensor]:
@@ -157,6 +183,14 @@ class NeuralStimuli:
     def __len__(self) -> int:
         return len(self.stimulus_ids)
 
+    @property
+    def n_stimuli(self) -> int:
+        return len(self.stimulus_ids)
+
+    def images_tensor(self, size: int | None = None) -> Tensor:
+        """The images ``(n, 3, H, W)`` in [0, 1]; ``size`` resizes (bilinear, antialiased) to size x size."""
+        return self.images if size is None else images_to_tensor(self.images, size)
+
 
 def load_neural_stimuli(source: str | BrainData | NeuralStimulusSet | NeuralStimuli) -> NeuralStimuli:
     """Images and ids of a neural stimulus set.
@@ -164,18 +198,14 @@ def load_neural_stimuli(source: str | BrainData | NeuralStimulusSet | NeuralStim
     ``source``: ``"kriegeskorte92"``, ``"algonauts2019_78"`` (bundled; an
     ``"<set>:<rdm>"`` target string also works), a ``.npz`` file holding
     ``images`` (uint8 ``n x H x W x 3`` or float ``n x 3 x H x W``) and
-    ``stimulus_ids``, a :class:`BrainData` with ``stimuli``, or a
-    :class:`~neuroreg.brain.NeuralStimulusSet`.
+    ``stimulus_ids``, a :class:`BrainData` with ``stimuli``, a
+    :class:`~neuroreg.brain.NeuralStimulusSet`, or any other
+    :class:`~neuroreg.brain.StimulusSource`.
     """
     if isinstance(source, NeuralStimuli):
         return source
-    if isinstance(source, NeuralStimulusSet):
+    if isinstance(source, StimulusSource):
         return NeuralStimuli(source.images_tensor(), np.asarray(source.stimulus_ids), source.name)
-    if isinstance(source, BrainData):
-        if source.stimuli is None:
-            raise ValueError(f"BrainData {source.name!r} has no stimulus images (stimuli=None); "
-                             "pass stimuli=images when building it")
-        return NeuralStimuli(source.images(), np.asarray(source.stimulus_ids), source.name)
     if not isinstance(source, str):
         raise TypeError(f"neural must be a set name, .npz path, BrainData or NeuralStimulusSet; "
                         f"got {type(source).__name__}")
@@ -192,7 +222,6 @@ def load_neural_stimuli(source: str | BrainData | NeuralStimulusSet | NeuralStim
             raise ShapeError(f"{path}: {len(images)} images but {len(ids)} stimulus_ids")
         return NeuralStimuli(images, ids, path.stem)
     name = source.partition(":")[0]
-    from neuroreg.brain import bundled_sets, load_bundled
     if name not in bundled_sets():
         raise UnknownNameError(f"neural stimulus set {source!r} is not bundled ({tuple(bundled_sets())}) "
                                "and not a .npz file")
@@ -331,20 +360,24 @@ class AlignedDataModule(L.LightningDataModule):
         return self._workers_default() if self.num_workers is None else self.num_workers
 
     # -- setup
-    def _ensure_task(self) -> None:
-        if self._train is None:
-            self._train, self._val, self.classes = self._build_task()
-            if len(self._train) < self.batch_size:
-                raise ValueError(f"the training set has {len(self._train)} images, fewer than batch_size="
+    def _ensure_task(self) -> tuple[Dataset, Dataset]:
+        """Build the task data sets once (see :meth:`_build_task`); returns ``(train, val)``."""
+        if self._train is None or self._val is None:
+            train, val, self.classes = self._build_task()
+            self._train, self._val = train, val
+            n_train = _dataset_len(train, "the training set")
+            if n_train < self.batch_size:
+                raise ValueError(f"the training set has {n_train} images, fewer than batch_size="
                                  f"{self.batch_size}")
+            return train, val
+        return self._train, self._val
 
     def _ensure_neural(self) -> None:
         if self._neural is not None or self.neural is None:
             return
         stim = load_neural_stimuli(self.neural)
         n = len(stim)
-        self._neural = stim
-        self._neural_images = self._normalize_tensor(self.preprocessing.resize(stim.images))
+        images = self._normalize_tensor(self.preprocessing.resize(stim.images))
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + 104_729)
         perm = torch.randperm(n, generator=g)
         n_hold = int(round(self.neural_holdout * n))
@@ -359,6 +392,8 @@ class AlignedDataModule(L.LightningDataModule):
         if self.neural_batch_size > self.batch_size:
             raise ValueError(f"neural_batch_size={self.neural_batch_size} must not exceed batch_size="
                              f"{self.batch_size}")
+        # Set together and last: a failed setup leaves no half-loaded neural set behind.
+        self._neural, self._neural_images = stim, images
 
     def setup(self, stage: str | None = None) -> None:
         self._ensure_task()
@@ -369,7 +404,9 @@ class AlignedDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None:
             return 0, 0
-        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        # Lightning declares ``current`` as a _ReadyCompletedTracker; the batch progress holds a _ProcessedTracker.
+        processed: int = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
+        return trainer.current_epoch, processed
 
     def _loader_kwargs(self) -> dict:
         workers = self.effective_workers
@@ -378,20 +415,22 @@ class AlignedDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
+        train, _ = self._ensure_task()
         with_neural = self._neural is not None and self.neural_batch_size > 0
-        sampler = JointSampler(len(self._train), self.batch_size,
+        sampler = JointSampler(_dataset_len(train, "the training set"), self.batch_size,
                                self.neural_train_positions if with_neural else None,
                                self.neural_batch_size if with_neural else 0, seed=self.seed)
-        return ResumableLoader(_JointDataset(self._train, self._neural_images if with_neural else None),
+        return ResumableLoader(_JointDataset(train, self._neural_images if with_neural else None),
                                batch_size=self.batch_size, sampler=sampler, drop_last=True,
                                collate_fn=_collate_joint, progress=self._progress,
                                generator=torch.Generator().manual_seed(self.seed), **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         self.setup("validate")
-        task = DataLoader(self._val, batch_size=self.batch_size, shuffle=False, collate_fn=_collate_task,
+        _, val = self._ensure_task()
+        task = DataLoader(val, batch_size=self.batch_size, shuffle=False, collate_fn=_collate_task,
                           **self._loader_kwargs())
-        if self._neural is None or len(self.neural_heldout_positions) == 0:
+        if self._neural_images is None or len(self.neural_heldout_positions) == 0:
             return task
         neural = DataLoader(_NeuralItems(self._neural_images, self.neural_heldout_positions),
                             batch_size=max(self.batch_size, 1), shuffle=False, num_workers=0)
@@ -399,30 +438,43 @@ class AlignedDataModule(L.LightningDataModule):
 
 
 class GratingsDataModule(AlignedDataModule):
-    """Offline task data: oriented gratings, ``n_classes`` orientation classes (see :class:`GratingsDataset`).
+    """Offline task data: oriented gratings, ``num_classes`` orientation classes (see :class:`GratingsDataset`).
 
     Generated in memory in milliseconds; used by the tiny configuration, the
     tests and the demo. Train and validation images come from different seeds.
+    ``num_classes``: None for 4 (``n_classes``: its deprecated name, as
+    argument and attribute); :attr:`num_classes` reports the classes served.
     """
 
-    def __init__(self, n_classes: int = 4, n_train: int = 256, n_val: int = 64, neural: Any = None,
+    def __init__(self, num_classes: int | None = None, n_train: int = 256, n_val: int = 64, neural: Any = None,
                  neural_batch_size: int = 32, neural_holdout: float = 0.25, batch_size: int = 64,
                  image_size: int | None = 32, num_workers: int | None = None, normalize: bool = True,
-                 model_name: str | None = None, seed: int = 0) -> None:
+                 model_name: str | None = None, seed: int = 0, *, n_classes: int | None = None) -> None:
+        given: int | None = renamed_argument(num_classes, n_classes, new="num_classes", old="n_classes",
+                                             where="GratingsDataModule")
         super().__init__(neural=neural, neural_batch_size=neural_batch_size, neural_holdout=neural_holdout,
                          batch_size=batch_size, image_size=image_size, num_workers=num_workers,
                          normalize=normalize, model_name=model_name, seed=seed)
-        self.n_classes, self.n_train, self.n_val = n_classes, n_train, n_val
+        # The requested count; the num_classes property (AlignedDataModule) reports the built task's.
+        self._num_classes: int = 4 if given is None else given
+        self.n_train, self.n_val = n_train, n_val
+
+    @property
+    def n_classes(self) -> int:
+        """Deprecated name of :attr:`num_classes` (the requested count, without building the task)."""
+        warnings.warn("GratingsDataModule.n_classes is deprecated; use num_classes", DeprecationWarning,
+                      stacklevel=2)
+        return self._num_classes
 
     def _workers_default(self) -> int:
         return 0
 
     def _build_task(self) -> tuple[Dataset, Dataset, list[str]]:
         norm = self._normalize_tensor if self.normalize else None
-        train = GratingsDataset(self.n_train, self.n_classes, self.image_size, seed=2 * self.seed)
-        val = GratingsDataset(self.n_val, self.n_classes, self.image_size, seed=2 * self.seed + 1)
-        step = 180.0 / self.n_classes
-        classes = [f"{c * step:g}deg" for c in range(self.n_classes)]
+        train = GratingsDataset(self.n_train, self._num_classes, self.image_size, seed=2 * self.seed)
+        val = GratingsDataset(self.n_val, self._num_classes, self.image_size, seed=2 * self.seed + 1)
+        step = 180.0 / self._num_classes
+        classes = [f"{c * step:g}deg" for c in range(self._num_classes)]
         return _Transformed(train, None, norm), _Transformed(val, None, norm), classes
 
 
@@ -473,8 +525,12 @@ class ImageFolderDataModule(AlignedDataModule):
     def _build_task(self) -> tuple[Dataset, Dataset, list[str]]:
         train_tf, val_tf = self._transforms()
         if self.train_dir is not None:
+            if self.val_dir is None:
+                raise ValueError(f"train_dir={self.train_dir!r} needs val_dir; got val_dir=None")
             train_dir, val_dir = Path(self.train_dir), Path(self.val_dir)
         else:
+            if self.root is None:
+                raise ValueError("give either root or train_dir (with val_dir); got root=None and train_dir=None")
             root = Path(self.root)
             train_dir, val_dir = root / "train", root / "val"
             if not (train_dir.is_dir() and val_dir.is_dir()):

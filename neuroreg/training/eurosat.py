@@ -82,7 +82,8 @@ class EuroSATDataModule(SplitImageDataModule):
             classes = list(EUROSAT_CLASSES)
         else:
             classes = found
-        rows, empty = [], []
+        rows: list[tuple[str, int, str]] = []
+        empty: list[str] = []
         for label, cname in enumerate(classes):
             files = sorted(p for p in (folder / cname).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
             if not files:

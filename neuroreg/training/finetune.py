@@ -26,20 +26,32 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Protocol, Sequence, cast
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 
 from neuroreg.alignment.base import AlignmentLoss
 from neuroreg.classification_metrics import balanced_accuracy_from_confusion, confusion_matrix, topk_accuracy
-from neuroreg.training.module import BrainRegularizedModule
+from neuroreg.training.module import BrainRegularizedModule, _Hyperparameters
 from neuroreg.training.start_model import classifier_name, load_start_model
 
 __all__ = ["FinetuneModule", "STRATEGIES", "trainable_parameter_names", "balanced_accuracy_from_confusion"]
 
 STRATEGIES = ("full", "linear_probe", "last_k", "lp_ft", "l2_sp")
+
+
+class _FinetuneHyperparameters(_Hyperparameters, Protocol):
+    """The ``hparams`` that :class:`FinetuneModule` saves and reads (static typing only)."""
+
+    strategy: str
+    last_k: int
+    lp_steps: int
+    l2_sp_weight: float
+    head_lr: float | None
+    areas: dict[str, str] | None
 
 
 def trainable_parameter_names(model: nn.Module, strategy: str, *, last_k: int = 1,
@@ -86,6 +98,8 @@ class FinetuneModule(BrainRegularizedModule):
     ``test/balanced_acc``, ``train/l2_sp``, ``train/trainable_params``.
     """
 
+    _start_model: nn.Module   # set with object.__setattr__ in __init__: kept out of the module tree
+
     def __init__(self, start_from: str, num_classes: int | None = None,
                  strategy: Literal["full", "linear_probe", "last_k", "lp_ft", "l2_sp"] = "full",
                  last_k: int = 1, lp_steps: int = 100, l2_sp_weight: float = 0.01, head_lr: float | None = None,
@@ -129,6 +143,11 @@ class FinetuneModule(BrainRegularizedModule):
         self._start_params: dict[str, Tensor] = {}
         self._set_phase("probe" if strategy == "lp_ft" and lp_steps > 0 else "full")
 
+    @property
+    def _hp(self) -> _FinetuneHyperparameters:
+        """:attr:`hparams` with the types of the ``__init__`` arguments (and ``areas``) it holds."""
+        return cast(_FinetuneHyperparameters, self.hparams)
+
     # ------------------------------------------------------------------ the start network
     def start_model(self) -> nn.Module:
         """The network before fine-tuning, with its original head (a copy; eval mode)."""
@@ -138,7 +157,7 @@ class FinetuneModule(BrainRegularizedModule):
     def _set_phase(self, phase: str) -> None:
         if phase == self._phase:
             return
-        hp = self.hparams
+        hp = self._hp
         trainable = trainable_parameter_names(self.backbone, hp.strategy, last_k=hp.last_k, areas=hp.areas,
                                               phase=phase)
         for name, p in self.backbone.named_parameters():
@@ -157,7 +176,7 @@ class FinetuneModule(BrainRegularizedModule):
         return self
 
     def _phase_at(self, step: int) -> str:
-        hp = self.hparams
+        hp = self._hp
         return "probe" if hp.strategy == "lp_ft" and step < hp.lp_steps else "full"
 
     def on_train_start(self) -> None:
@@ -190,7 +209,7 @@ class FinetuneModule(BrainRegularizedModule):
 
     def task_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         w = None if self._class_weights is None else self._class_weights.to(logits.device, logits.dtype)
-        return F.cross_entropy(logits, labels, weight=w, label_smoothing=self.hparams.label_smoothing)
+        return F.cross_entropy(logits, labels, weight=w, label_smoothing=self._hp.label_smoothing)
 
     def _l2_sp(self) -> Tensor:
         total = None
@@ -207,9 +226,10 @@ class FinetuneModule(BrainRegularizedModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = super().training_step(batch, batch_idx)
-        if self.hparams.strategy == "l2_sp" and self.hparams.l2_sp_weight > 0:
+        hp = self._hp
+        if hp.strategy == "l2_sp" and hp.l2_sp_weight > 0:
             penalty = self._l2_sp()
-            loss = loss + 0.5 * self.hparams.l2_sp_weight * penalty
+            loss = loss + 0.5 * hp.l2_sp_weight * penalty
             self.log("train/l2_sp", penalty.detach(), on_step=True, on_epoch=True, batch_size=batch["image"].shape[0])
         return loss
 
@@ -229,7 +249,7 @@ class FinetuneModule(BrainRegularizedModule):
         if conf is None or (self._trainer is not None and self.trainer.sanity_checking):
             return
         if self.trainer.world_size > 1:
-            conf = self.all_gather(conf).sum(0)
+            conf = self._all_gather_tensor(conf).sum(0)
         self.log(f"{prefix}/balanced_acc", balanced_accuracy_from_confusion(conf).float(), rank_zero_only=False,
                  sync_dist=False)
 
@@ -257,10 +277,12 @@ class FinetuneModule(BrainRegularizedModule):
         self._log_balanced("test")
 
     # ------------------------------------------------------------------ optimisation
-    def configure_optimizers(self):
-        hp = self.hparams
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        hp = self._hp
         ever = trainable_parameter_names(self.backbone, hp.strategy, last_k=hp.last_k, areas=hp.areas, phase="full")
-        head, decay, no_decay = [], [], []
+        head: list[nn.Parameter] = []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.backbone.named_parameters():
             if name not in ever:
                 continue
@@ -269,7 +291,8 @@ class FinetuneModule(BrainRegularizedModule):
             else:
                 (no_decay if p.ndim <= 1 else decay).append(p)
         backbone_wd = 0.0 if hp.strategy == "l2_sp" else hp.weight_decay
-        groups = [{"params": decay, "weight_decay": backbone_wd}, {"params": no_decay, "weight_decay": 0.0},
-                  {"params": head, "weight_decay": hp.weight_decay, "lr": hp.head_lr or hp.lr}]
+        groups: list[dict[str, Any]] = [
+            {"params": decay, "weight_decay": backbone_wd}, {"params": no_decay, "weight_decay": 0.0},
+            {"params": head, "weight_decay": hp.weight_decay, "lr": hp.head_lr or hp.lr}]
         groups = [g for g in groups if g["params"]]
         return self._optimizer_and_schedule(groups)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from lightning.pytorch.cli import LightningArgumentParser
 
@@ -34,6 +34,9 @@ from neuroreg._exit import run_guarded
 from neuroreg.training.cli import NeuroregCLI
 from neuroreg.training.finetune import FinetuneModule
 from neuroreg.training.split_data import SplitImageDataModule
+
+if TYPE_CHECKING:
+    from neuroreg.brain.data import BrainData
 
 __all__ = ["ForgettingOptions", "FinetuneCLI", "cli_main", "add_arguments", "run", "run_forgetting"]
 
@@ -118,10 +121,10 @@ def run_forgetting(module: FinetuneModule, datamodule, options: ForgettingOption
     image_size = int(getattr(datamodule, "image_size", 0) or 0) or None
     original = (_original_dataset(options.original_data, before, image_size or 224)
                 if options.original_data else None)
-    brain = options.brain
-    if brain is not None and brain != "simulate":
+    brain: BrainData | str | None = options.brain
+    if options.brain is not None and options.brain != "simulate":
         from neuroreg.brain import load_responses
-        brain = load_responses(brain, stimuli=options.brain_stimuli)
+        brain = load_responses(options.brain, stimuli=options.brain_stimuli)
     table = forgetting_report(
         before, after, task_data=datamodule if hasattr(datamodule, "eval_dataset") else None,
         original_data=original, probe_sets=options.probe_sets, reference=options.reference, brain=brain,

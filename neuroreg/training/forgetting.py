@@ -44,6 +44,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from neuroreg._modes import eval_mode
 from neuroreg.errors import ShapeError
 from neuroreg.table import ScoreTable
+from neuroreg.brain import StimulusSource, bundled_sets, load_bundled
+from neuroreg.classification_metrics import balanced_accuracy
+from neuroreg.training.data import _dataset_len, load_neural_stimuli
 from neuroreg.training.start_model import classifier_name
 
 __all__ = ["forgetting_report", "model_preprocess", "with_head_of"]
@@ -100,7 +103,7 @@ def _labels_of(dataset: Dataset) -> np.ndarray:
         return np.asarray(dataset.labels)[np.asarray(dataset.rows)]
     if hasattr(dataset, "targets"):
         return np.asarray(dataset.targets)
-    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))])
+    return np.asarray([int(dataset[i][1]) for i in range(_dataset_len(dataset, "dataset"))])
 
 
 @torch.no_grad()
@@ -125,8 +128,7 @@ def _embed(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.de
 
 
 def _accuracies(pred: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    from sklearn.metrics import balanced_accuracy_score
-    return float((pred == labels).mean()), float(balanced_accuracy_score(labels, pred))
+    return float((pred == labels).mean()), balanced_accuracy(pred, labels)
 
 
 def _probe(seed: int):
@@ -154,14 +156,15 @@ class _Images(Dataset):
 
 def _probe_images(probe_sets: Sequence[Any]) -> list[tuple[str, Any, Tensor, np.ndarray]]:
     """(name, set object, images (n, 3, H, W) in [0, 1] at one size, stimulus ids) per probe set."""
-    from neuroreg.brain import bundled_sets, load_bundled
-    out = []
+    out: list[tuple[str, Any, Tensor, np.ndarray]] = []
     for item in probe_sets:
         data = load_bundled(item) if isinstance(item, str) and item in bundled_sets() else item
         if isinstance(item, str) and item not in bundled_sets():
-            from neuroreg.training.data import load_neural_stimuli
             data = load_neural_stimuli(item)
-        images = data.images_tensor() if hasattr(data, "images_tensor") else data.images     # native size
+        if not isinstance(data, StimulusSource):
+            raise TypeError(f"probe sets must be bundled set names, .npz paths or stimulus sets (BrainData, "
+                            f"NeuralStimulusSet, NeuralStimuli); got {type(item).__name__}")
+        images = data.images_tensor()     # native size
         out.append((str(getattr(data, "name", item)), data, images, np.asarray(data.stimulus_ids)))
     return out
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from neuroreg._io import atomic_path, atomic_write_text
+from neuroreg._io import atomic_write_text
+from neuroreg.figures import save_figure
 from neuroreg.table import ScoreTable
 
 __all__ = ["write_forgetting", "forgetting_markdown", "log_forgetting", "plot_cka_drift", "plot_brain_change",
@@ -56,14 +57,6 @@ def forgetting_markdown(table: ScoreTable) -> str:
         lines += [f"| {r.layer} | {_fmt(float(r.score))} |" for r in drift.itertuples()]
         lines.append("")
     return "\n".join(lines)
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def plot_cka_drift(table: ScoreTable):
@@ -130,7 +123,7 @@ def write_forgetting(table: ScoreTable, folder: str | Path, *, figures: bool = T
                           ("accuracy", plot_accuracy_change)):
             fig = plot(table)
             if fig is not None:
-                out[key] = _save(fig, folder / f"forgetting_{key}.png")
+                out[key] = save_figure(fig, folder / f"forgetting_{key}.png")
     return out
 
 

@@ -13,11 +13,12 @@ regularizer.
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from typing import Any, Literal, Protocol, Sequence, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 
 from neuroreg._capture import capture_outputs
@@ -27,6 +28,22 @@ from neuroreg.errors import StimulusMismatchError, UnknownNameError
 from neuroreg.features import resolve_layers
 
 __all__ = ["BrainRegularizedModule", "capture_outputs", "topk_accuracy"]
+
+
+class _Hyperparameters(Protocol):
+    """The ``hparams`` that :class:`BrainRegularizedModule` saves (its ``__init__`` arguments; static typing only)."""
+
+    label_smoothing: float
+    optimizer: str
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    scheduler: str
+    warmup_steps: int
+    min_lr_ratio: float
+    step_size: int
+    gamma: float
 
 
 class _WarmupCosine:
@@ -102,6 +119,23 @@ class BrainRegularizedModule(L.LightningModule):
         self._val_store: dict[str, list[Tensor]] = {}
         self._rng_to_restore: dict | None = None
 
+    @property
+    def _hp(self) -> _Hyperparameters:
+        """:attr:`hparams` with the types of the ``__init__`` arguments it was saved from."""
+        return cast(_Hyperparameters, self.hparams)
+
+    @property
+    def _terms(self) -> list[AlignmentLoss]:
+        """The alignment terms, typed (``__init__`` admits only AlignmentLoss into :attr:`alignment`)."""
+        return cast(list[AlignmentLoss], list(self.alignment))
+
+    def _all_gather_tensor(self, value: Tensor) -> Tensor:
+        """:meth:`all_gather` of one tensor: ``(world_size, *value.shape)``."""
+        gathered = self.all_gather(value)
+        if not isinstance(gathered, Tensor):
+            raise TypeError(f"all_gather of a tensor returned {type(gathered).__name__}")
+        return gathered
+
     # ------------------------------------------------------------------ setup and checks
     @staticmethod
     def _resolve_areas(backbone: nn.Module, terms: list[AlignmentLoss], areas: dict[str, str]) -> dict[str, str]:
@@ -126,19 +160,19 @@ class BrainRegularizedModule(L.LightningModule):
         if dm is None:
             return
         n_out = self._num_outputs()
-        n_classes = getattr(dm, "num_classes", None)
-        if n_out is not None and n_classes is not None and n_out != n_classes:
+        num_classes = getattr(dm, "num_classes", None)
+        if n_out is not None and num_classes is not None and n_out != num_classes:
             raise ValueError(f"class-count mismatch: the model has {n_out} outputs but the data module has "
-                             f"{n_classes} classes; set the model's num_classes to {n_classes}")
+                             f"{num_classes} classes; set the model's num_classes to {num_classes}")
         if not len(self.alignment):
             return
         ids = getattr(dm, "neural_ids", None)
         if ids is None:
-            raise ValueError(f"alignment terms {[t.name for t in self.alignment]} need neural stimuli: set the "
+            raise ValueError(f"alignment terms {[t.name for t in self._terms]} need neural stimuli: set the "
                              "data module's neural=... (e.g. 'kriegeskorte92' or a .npz with images)")
         nb = int(getattr(dm, "neural_batch_size", 0))
         n_held = len(getattr(dm, "neural_heldout_positions", ()))
-        for i, t in enumerate(self.alignment):
+        for i, t in enumerate(self._terms):
             try:
                 self._rows[i] = t.target.rows_for(ids)
             except StimulusMismatchError as exc:
@@ -158,21 +192,22 @@ class BrainRegularizedModule(L.LightningModule):
 
     def task_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         """The task term: cross-entropy with label smoothing (subclasses may weight classes)."""
-        return F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        return F.cross_entropy(logits, labels, label_smoothing=self._hp.label_smoothing)
 
     def _cka_tag(self, t: AlignmentLoss) -> str:
-        same_area = sum(1 for u in self.alignment if u.area == t.area)
+        same_area = sum(1 for u in self._terms if u.area == t.area)
         return f"val/cka_{t.area}" if same_area == 1 else f"val/cka_{t.name}"
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, y = batch["image"], batch["label"]
         b = x.shape[0]
         step = self.global_step
-        weights = [t.weight_at(step) for t in self.alignment]
+        terms = self._terms
+        weights = [t.weight_at(step) for t in terms]
         active = [i for i, w in enumerate(weights) if w > 0]
         use_neural = bool(active) and "neural_image" in batch
         inputs = torch.cat([x, batch["neural_image"].to(x.dtype)]) if use_neural else x
-        hooks = {self.alignment[i].area: self.area_modules[self.alignment[i].area] for i in active} if use_neural else {}
+        hooks = {terms[i].area: self.area_modules[terms[i].area] for i in active} if use_neural else {}
         with capture_outputs(self.backbone, hooks) as acts:
             logits = self.backbone(inputs)
         acts.require()
@@ -180,11 +215,11 @@ class BrainRegularizedModule(L.LightningModule):
         task_loss = self.task_loss(task_logits, y)
         loss = task_loss
         for i in active if use_neural else ():
-            t = self.alignment[i]
+            t = terms[i]
             term = t(acts[t.area][b:], self._rows_for(i, batch["neural_index"]))
             loss = loss + weights[i] * term
             self.log(f"train/{t.name}", term.detach(), on_step=True, on_epoch=True, batch_size=b)
-        for i, t in enumerate(self.alignment):
+        for i, t in enumerate(terms):
             self.log(f"train/{t.name}_weight", weights[i], on_step=True, on_epoch=False, batch_size=b)
         with torch.no_grad():
             self.log_dict({"train/task_loss": task_loss.detach(), "train/loss": loss.detach(),
@@ -207,7 +242,7 @@ class BrainRegularizedModule(L.LightningModule):
             return
         if not len(self.alignment):
             return
-        hooks = {t.area: self.area_modules[t.area] for t in self.alignment}
+        hooks = {t.area: self.area_modules[t.area] for t in self._terms}
         with capture_outputs(self.backbone, hooks, detach=True) as acts:
             self.backbone(batch["neural_image"])
         acts.require()
@@ -223,26 +258,30 @@ class BrainRegularizedModule(L.LightningModule):
         self._val_store = {}
         if self.trainer.world_size > 1:  # every rank saw a (padded) shard: gather, then drop duplicates
             store = {k: v.flatten(0, 1) if v.ndim > 1 and k != "_index" else v.flatten()
-                     for k, v in ((k, self.all_gather(v)) for k, v in store.items())}
+                     for k, v in ((k, self._all_gather_tensor(v)) for k, v in store.items())}
         index = store["_index"]
         uniq, first = _first_occurrence(index)
-        for i, t in enumerate(self.alignment):
+        for i, t in enumerate(self._terms):
             value = t.alignment(store[t.area][first], self._rows_for(i, uniq))
             self.log(self._cka_tag(t), value, on_epoch=True, rank_zero_only=False, sync_dist=False)
 
     # ------------------------------------------------------------------ optimisation
-    def configure_optimizers(self):
-        hp = self.hparams
-        decay, no_decay = [], []
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        hp = self._hp
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for p in self.backbone.parameters():
             if p.requires_grad:
                 (no_decay if p.ndim <= 1 else decay).append(p)
-        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": hp.weight_decay},
+                                        {"params": no_decay, "weight_decay": 0.0}]
         return self._optimizer_and_schedule(groups)
 
-    def _optimizer_and_schedule(self, groups: list[dict]):
+    def _optimizer_and_schedule(self, groups: list[dict[str, Any]]) -> OptimizerLRScheduler:
         """The configured optimizer over parameter ``groups``, with its learning-rate schedule (Lightning format)."""
-        hp = self.hparams
+        hp = self._hp
+        opt: torch.optim.Optimizer
+        sched: torch.optim.lr_scheduler.LRScheduler
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov and hp.momentum > 0)
         else:
@@ -260,7 +299,7 @@ class BrainRegularizedModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Stochastic areas (VOneBlock noise) draw from torch's global RNG: keep it so a resumed run continues
         # the same random stream as an uninterrupted one.
-        rng = {"torch": torch.get_rng_state()}
+        rng: dict[str, Tensor | list[Tensor]] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["neuroreg_rng"] = rng

@@ -10,6 +10,7 @@ network was trained on (a domain shift, as EuroSAT or dermoscopy are).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Literal
 
 import pandas as pd
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from neuroreg._deprecation import renamed_argument
 from neuroreg.training.split_data import SplitImageDataModule
 
 __all__ = ["PATTERN_CLASSES", "pattern_image", "PatternDataModule"]
@@ -68,42 +70,57 @@ def pattern_image(label: int, size: int = 64, *, seed: int = 0, index: int = 0) 
 class PatternDataModule(SplitImageDataModule):
     """Generated pattern images as a fine-tuning domain (offline, no files): ``n_images`` over 6 classes.
 
-    Image ``i`` has class ``i % n_classes`` and name ``pattern_<i>``; the
+    Image ``i`` has class ``i % num_classes`` and name ``pattern_<i>``; the
     split, budget, balancing and ``splits.csv`` work as for the real data
-    sets. ``native_size`` is the generated resolution (64 px, as EuroSAT);
+    sets. ``num_classes``: the first so many of :data:`PATTERN_CLASSES`, None
+    for all 6 (``n_classes``: its deprecated name, as argument and attribute).
+    ``native_size`` is the generated resolution (64 px, as EuroSAT);
     images are resized to ``image_size`` (default: the model's input size).
     """
 
-    def __init__(self, n_images: int = 600, n_classes: int = 6, native_size: int = 64, val_fraction: float = 0.1,
-                 test_fraction: float = 0.2, n_per_class: int | None = None, splits: str | None = None,
-                 balance: Literal["none", "loss", "sampler"] = "none", augment: bool = False, neural: Any = None,
-                 neural_batch_size: int = 32, neural_holdout: float = 0.25, batch_size: int = 32,
-                 image_size: int | None = None, num_workers: int | None = None, normalize: bool = True,
-                 model_name: str | None = None, seed: int = 0) -> None:
+    def __init__(self, n_images: int = 600, num_classes: int | None = None, native_size: int = 64,
+                 val_fraction: float = 0.1, test_fraction: float = 0.2, n_per_class: int | None = None,
+                 splits: str | None = None, balance: Literal["none", "loss", "sampler"] = "none",
+                 augment: bool = False, neural: Any = None, neural_batch_size: int = 32,
+                 neural_holdout: float = 0.25, batch_size: int = 32, image_size: int | None = None,
+                 num_workers: int | None = None, normalize: bool = True, model_name: str | None = None,
+                 seed: int = 0, *, n_classes: int | None = None) -> None:
+        given: int | None = renamed_argument(num_classes, n_classes, new="num_classes", old="n_classes",
+                                             where="PatternDataModule")
+        k = len(PATTERN_CLASSES) if given is None else given
         super().__init__(val_fraction=val_fraction, test_fraction=test_fraction, n_per_class=n_per_class,
                          splits=splits, balance=balance, augment=augment, check_images=False, neural=neural,
                          neural_batch_size=neural_batch_size, neural_holdout=neural_holdout, batch_size=batch_size,
                          image_size=image_size, num_workers=num_workers, normalize=normalize, model_name=model_name,
                          seed=seed)
-        if not 2 <= n_classes <= len(PATTERN_CLASSES):
-            raise ValueError(f"n_classes must be in [2, {len(PATTERN_CLASSES)}]; got {n_classes}")
-        if n_images < n_classes:
-            raise ValueError(f"n_images must be >= n_classes ({n_classes}); got {n_images}")
+        if not 2 <= k <= len(PATTERN_CLASSES):
+            raise ValueError(f"num_classes must be in [2, {len(PATTERN_CLASSES)}]; got {k}")
+        if n_images < k:
+            raise ValueError(f"n_images must be >= num_classes ({k}); got {n_images}")
         if native_size < 8:
             raise ValueError(f"native_size must be >= 8; got {native_size}")
-        self.n_images, self.n_classes, self.native_size = n_images, n_classes, native_size
+        # The requested count; the num_classes property (AlignedDataModule) reports the built task's.
+        self._num_classes: int = k
+        self.n_images, self.native_size = n_images, native_size
+
+    @property
+    def n_classes(self) -> int:
+        """Deprecated name of :attr:`num_classes` (the requested count, without building the task)."""
+        warnings.warn("PatternDataModule.n_classes is deprecated; use num_classes", DeprecationWarning,
+                      stacklevel=2)
+        return self._num_classes
 
     def _workers_default(self) -> int:
         return 0
 
     def _scan(self) -> tuple[pd.DataFrame, list[str]]:
         idx = range(self.n_images)
-        table = pd.DataFrame({"image": [f"pattern_{i:05d}" for i in idx], "label": [i % self.n_classes for i in idx],
-                              "path": ""})
-        return table, list(PATTERN_CLASSES[: self.n_classes])
+        table = pd.DataFrame({"image": [f"pattern_{i:05d}" for i in idx],
+                              "label": [i % self._num_classes for i in idx], "path": ""})
+        return table, list(PATTERN_CLASSES[: self._num_classes])
 
     def _loader(self) -> "_PatternLoader":
-        return _PatternLoader(tuple(int(v) for v in self.table["label"]), self.native_size, self.seed)
+        return _PatternLoader(tuple(int(v) for v in self._built_table()["label"]), self.native_size, self.seed)
 
 
 class _PatternLoader:

@@ -43,6 +43,8 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import Dataset
 
+from neuroreg.training.data import _dataset_len
+
 __all__ = ["ScorecardCallback", "preserve_training_state", "curve_tags"]
 
 _CURVE_FIELDS = ("model", "step", "epoch", "tag", "value")
@@ -87,12 +89,12 @@ class _ZeroOneImages(Dataset):
             self.std = torch.tensor(mean_std[1], dtype=torch.float32).view(-1, 1, 1)
 
     def __len__(self) -> int:
-        return len(self.base) if self.indices is None else len(self.indices)
+        return _dataset_len(self.base, "base") if self.indices is None else len(self.indices)
 
     def __getitem__(self, i: int):
         x, y = self.base[i if self.indices is None else self.indices[i]]
         x = torch.as_tensor(x, dtype=torch.float32)
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:     # both set, or neither
             x = x * self.std + self.mean
         return x.clamp(0.0, 1.0), int(y)
 
@@ -216,23 +218,28 @@ class ScorecardCallback(Callback):
 
         model = self._backbone(pl_module)
         task = self._task_data(trainer, self.periodic_max_images if periodic else self.max_images)
+        attacks: list[str]
+        eps: list[float] | None
+        corruptions: list[str] | None
+        attack_kwargs: dict[str, Any]
         if periodic:
             attacks = [self.periodic_attack] if self.periodic_attack else []
-            kw = dict(attacks=attacks, eps=[self.periodic_eps], norm=self.norm, layers="all",
-                      max_layers=self.periodic_max_layers,
-                      attack_kwargs={"pgd_steps": self.periodic_steps, "sanity": False, "progress": False,
-                                     "n_draws": 1, "eot_iter": 2})
+            eps, corruptions, layers, max_layers = [self.periodic_eps], None, "all", self.periodic_max_layers
+            attack_kwargs = {"pgd_steps": self.periodic_steps, "sanity": False, "progress": False, "n_draws": 1,
+                             "eot_iter": 2}
             sections = ["accuracy", "brain", *(["attacks"] if attacks else [])]
         else:
-            kw = dict(attacks=self.attacks, eps=self.eps, norm=self.norm, corruptions=self.corruptions,
-                      layers=self.layers, max_layers=self.max_layers, attack_kwargs={"progress": False})
+            attacks, eps, corruptions = self.attacks, self.eps, self.corruptions
+            layers, max_layers, attack_kwargs = self.layers, self.max_layers, {"progress": False}
             sections = ["accuracy", "brain", "factortopy", *(["attacks"] if self.attacks else []),
                         *(["corruptions"] if self.corruptions else [])]
         if task is None:
             sections = [s for s in sections if s in ("brain", "factortopy")]
         with preserve_training_state(model):
             return evaluate({self._name(trainer): model}, task, brain_sets=self.brain_sets, sections=sections,
-                            batch_size=self.batch_size, seed=self.seed, progress=False, **kw)
+                            attacks=attacks, eps=eps, norm=self.norm, corruptions=corruptions, layers=layers,
+                            max_layers=max_layers, attack_kwargs=attack_kwargs, batch_size=self.batch_size,
+                            seed=self.seed, progress=False)
 
     def _log(self, trainer: L.Trainer, card, step: int, epoch: int) -> dict[str, float]:
         tags = curve_tags(card)

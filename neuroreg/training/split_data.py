@@ -117,7 +117,13 @@ class SplitImageDataModule(AlignedDataModule):
 
     def _loader(self) -> Callable[[int], Any]:
         """A picklable ``row -> image`` callable for the table (DataLoader workers receive it, not the module)."""
-        return PILLoader(tuple(self.table["path"]))
+        return PILLoader(tuple(self._built_table()["path"]))
+
+    def _built_table(self) -> pd.DataFrame:
+        """:attr:`table`, which :meth:`_build_task` sets (before it calls :meth:`_loader`)."""
+        if self.table is None:
+            raise RuntimeError(f"{type(self).__name__} has no image table yet; call setup() first")
+        return self.table
 
     # -- transforms
     def _transforms(self) -> tuple[Callable, Callable]:
@@ -205,12 +211,13 @@ class SplitImageDataModule(AlignedDataModule):
         self._ensure_task()
         if split not in self._eval_rows:
             raise ValueError(f"split must be one of {tuple(self._eval_rows)}; got {split!r}")
-        return TableImages(self._load_fn, self._eval_rows[split], self.table["label"].to_numpy(), self._val_tf)
+        return TableImages(self._load_fn, self._eval_rows[split], self._built_table()["label"].to_numpy(),
+                           self._val_tf)
 
     def splits_frame(self) -> pd.DataFrame:
         """``image``, ``split``, ``label`` (class name) and the data set's extra columns, one row per image."""
         self._ensure_task()
-        t = self.table
+        t = self._built_table()
         out = pd.DataFrame({"image": t["image"], "split": t["split"],
                             "label": [self.classes[i] for i in t["label"]]})
         for c in self.split_columns:
@@ -223,6 +230,8 @@ class SplitImageDataModule(AlignedDataModule):
 
     def test_dataloader(self) -> DataLoader:
         self.setup("test")
+        if self._test is None:
+            raise RuntimeError(f"{type(self).__name__} has no test split after setup()")
         return DataLoader(self._test, batch_size=self.batch_size, shuffle=False, collate_fn=_collate_task,
                           **self._loader_kwargs())
 

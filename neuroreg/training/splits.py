@@ -88,19 +88,19 @@ def split_table(images: Sequence[str], labels: Sequence[int], *, groups: Sequenc
     Returns an array of split names in the order of ``images``.
     """
     _check_fractions(val_fraction, test_fraction)
-    images = np.asarray(images, dtype=str)
-    labels = np.asarray(labels)
-    if len(np.unique(images)) != len(images):
-        names, counts = np.unique(images, return_counts=True)
+    image_names = np.asarray(images, dtype=str)
+    label_arr = np.asarray(labels)
+    if len(np.unique(image_names)) != len(image_names):
+        names, counts = np.unique(image_names, return_counts=True)
         raise DataFormatError(f"image names must be unique; repeated: {names[counts > 1][:5].tolist()}")
-    order = np.argsort(images, kind="stable")
+    order = np.argsort(image_names, kind="stable")
     fractions = (1.0 - val_fraction - test_fraction, val_fraction, test_fraction)
     rng = np.random.default_rng(seed)
     if groups is None:
-        parts_sorted = _stratified(labels[order], fractions, rng)
+        parts_sorted = _stratified(label_arr[order], fractions, rng)
     else:
-        parts_sorted = _grouped(labels[order], np.asarray(groups, dtype=str)[order], fractions, rng)
-    parts = np.empty(len(images), dtype=np.int64)
+        parts_sorted = _grouped(label_arr[order], np.asarray(groups, dtype=str)[order], fractions, rng)
+    parts = np.empty(len(image_names), dtype=np.int64)
     parts[order] = parts_sorted
     return np.asarray(SPLITS, dtype=object)[parts].astype(str)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 import torch
 import yaml
@@ -32,6 +32,23 @@ class StartModel(dict):
     """``model`` (with its original head), ``arch``, ``num_classes``, ``areas`` and ``source`` of a start."""
 
 
+@runtime_checkable
+class _TimmClassifier(Protocol):
+    """The part of timm's model API that fine-tuning uses: the classification head."""
+
+    def get_classifier(self) -> nn.Module: ...
+
+    def reset_classifier(self, num_classes: int) -> None: ...
+
+
+def _timm_classifier(model: nn.Module, what: str) -> _TimmClassifier:
+    """``model`` as a timm classifier (``get_classifier``/``reset_classifier``); TypeError naming ``what`` if not."""
+    if not isinstance(model, _TimmClassifier):
+        raise TypeError(f"{what} must have timm's get_classifier() and reset_classifier(); got "
+                        f"{type(model).__name__}")
+    return model
+
+
 def classifier_name(model: nn.Module) -> str:
     """Module name of the classification head (timm ``pretrained_cfg["classifier"]``, else ``get_classifier()``)."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
@@ -39,8 +56,9 @@ def classifier_name(model: nn.Module) -> str:
     modules = dict(model.named_modules())
     if isinstance(name, str) and name in modules:
         return name
-    if hasattr(model, "get_classifier"):
-        head = model.get_classifier()
+    get_classifier = getattr(model, "get_classifier", None)
+    if callable(get_classifier):
+        head = get_classifier()
         for n, m in modules.items():
             if m is head and n:
                 return n
@@ -118,10 +136,11 @@ def load_start_model(start_from: str, *, arch: str | None = None, weights: str |
         w = state.get(f"{head}.weight")
         if w is None:
             raise CheckpointError(f"{path}: no weights for the classifier {head!r} of {arch}")
-        model.reset_classifier(int(w.shape[0]))
+        _timm_classifier(model, f"the {arch} network of {path}").reset_classifier(int(w.shape[0]))
         load_mapped_state_dict(model, state, source=str(path))
         if areas:
-            model.areas = dict(areas)
+            # read by neuroreg.area_layers; torch types Module.__setattr__ for Tensor/Module values only
+            model.areas = dict(areas)  # type: ignore[assignment]
         return StartModel(model=model, arch=arch, num_classes=int(w.shape[0]), areas=areas,
                           source=str(path), model_kwargs=kw)
     if arch is not None and arch != start_from:
@@ -141,6 +160,7 @@ def load_start_model(start_from: str, *, arch: str | None = None, weights: str |
         pretrained = start_from == "efficientnet_lite0_imagenet"
         model = build_model(start_from, num_classes=1000 if pretrained else int(kw.pop("num_classes", 1000)),
                             pretrained=pretrained, **kw)
-    n = int(getattr(model, "num_classes", 0) or getattr(model.get_classifier(), "out_features", 0))
+    n = int(getattr(model, "num_classes", 0)
+            or getattr(_timm_classifier(model, f"start_from={start_from!r}").get_classifier(), "out_features", 0))
     return StartModel(model=model, arch=start_from, num_classes=n, areas=None,
                       source=weights or start_from, model_kwargs=kw)

@@ -39,7 +39,7 @@ def tiny_net():
 
 def make_brain(n: int = 40, size: int = 16, n_units: int = 24, seed: int = 7) -> BrainData:
     """Neural responses to procedural images from a fixed random filter bank (a learnable target)."""
-    ds = GratingsDataset(n, n_classes=8, image_size=size, seed=seed)
+    ds = GratingsDataset(n, num_classes=8, image_size=size, seed=seed)
     images = torch.stack([ds[i][0] for i in range(n)])
     g = torch.Generator().manual_seed(seed)
     filters = torch.randn(n_units, 3, 5, 5, generator=g)

@@ -18,7 +18,7 @@ def _orientation(img: torch.Tensor) -> float:
 
 
 def test_gratings_are_seeded_and_oriented_by_class():
-    ds = GratingsDataset(40, n_classes=4, image_size=64, seed=3)
+    ds = GratingsDataset(40, num_classes=4, image_size=64, seed=3)
     a, la = ds[5]
     b, lb = ds[5]
     assert torch.equal(a, b) and la == lb == 1

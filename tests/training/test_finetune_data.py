@@ -9,6 +9,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from neuroreg.errors import DataFormatError
 from neuroreg.training import EUROSAT_CLASSES, EuroSATDataModule, ISIC2019DataModule, PatternDataModule
+from neuroreg.classification_metrics import balanced_accuracy
 from neuroreg.training.finetune import balanced_accuracy_from_confusion
 from neuroreg.training.splits import split_table
 
@@ -138,6 +139,12 @@ def test_balanced_accuracy_matches_scikit_learn():
     pred = np.where(rng.random(200) < 0.6, y, rng.integers(0, 5, 200))
     conf = torch.bincount(torch.as_tensor(y * 5 + pred), minlength=25).view(5, 5)
     assert float(balanced_accuracy_from_confusion(conf)) == pytest.approx(balanced_accuracy_score(y, pred), abs=1e-12)
+    # from predicted labels, whatever they are (strings, a predicted class that is never true)
+    names = np.array(["mel", "nv", "bcc", "ak", "bkl"])
+    assert balanced_accuracy(names[pred], names[y]) == pytest.approx(balanced_accuracy_score(names[y], names[pred]),
+                                                                     abs=1e-12)
+    with pytest.raises(ValueError, match="one entry per sample"):
+        balanced_accuracy(pred[:-1], y)
 
 
 def test_pattern_domain_is_deterministic_and_labelled():

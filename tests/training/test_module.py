@@ -18,7 +18,7 @@ def _trainer(tmp_path, steps, **kw):
 
 
 def _dm(brain, **kw):
-    args = dict(n_classes=4, n_train=64, n_val=16, neural=brain, neural_batch_size=12, neural_holdout=0.25,
+    args = dict(num_classes=4, n_train=64, n_val=16, neural=brain, neural_batch_size=12, neural_holdout=0.25,
                 batch_size=16, image_size=16, seed=0)
     args.update(kw)
     return GratingsDataModule(**args)
@@ -84,7 +84,7 @@ def test_unknown_area_fails_at_construction(brain):
 
 def test_bad_data_fails_before_training(tmp_path, brain):
     with pytest.raises(ValueError, match="class-count mismatch: the model has 4 outputs but the data module has 6"):
-        _trainer(tmp_path, 2).fit(BrainRegularizedModule(make_tiny_net()), _dm(brain, n_classes=6))
+        _trainer(tmp_path, 2).fit(BrainRegularizedModule(make_tiny_net()), _dm(brain, num_classes=6))
     with pytest.raises(ValueError, match="needs at least 4 neural stimuli per batch.*neural_batch_size=3"):
         _trainer(tmp_path, 2).fit(BrainRegularizedModule(make_tiny_net(), [CKALoss("IT", brain)]),
                                   _dm(brain, neural_batch_size=3))

@@ -34,7 +34,7 @@ def test_preserve_training_state_restores_rng_and_modes():
 def _fit(tmp_path, with_callback: bool):
     L.seed_everything(0, verbose=False)
     net = make_tiny_net(noise=0.2)          # stochastic: draws from the global RNG in train and eval
-    dm = GratingsDataModule(n_classes=4, n_train=48, n_val=16, batch_size=16, image_size=16, normalize=True,
+    dm = GratingsDataModule(num_classes=4, n_train=48, n_val=16, batch_size=16, image_size=16, normalize=True,
                             model_name=None, seed=0)
     dm.use_model(net)
     cb = ScorecardCallback(every_n_steps=2, every_n_epochs=1, brain_sets=[], attacks=["pgd"],
@@ -111,7 +111,7 @@ def test_evaluate_run_compares_run_folders(tmp_path, capsys):
     for name, lr in (("w0", 0.05), ("w1", 0.2)):
         L.seed_everything(0, verbose=False)
         net = make_tiny_net()
-        dm = GratingsDataModule(n_classes=4, n_train=32, n_val=16, batch_size=16, image_size=16, seed=0).use_model(net)
+        dm = GratingsDataModule(num_classes=4, n_train=32, n_val=16, batch_size=16, image_size=16, seed=0).use_model(net)
         cb = ScorecardCallback(every_n_steps=1, every_n_epochs=0, brain_sets=[], attacks=[], periodic_attack=None,
                                batch_size=16)
         L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -142,7 +142,7 @@ def test_validation_images_reach_the_scorecard_in_zero_one(tmp_path):
 
     from neuroreg.training import GratingsDataModule, GratingsDataset
 
-    dm = GratingsDataModule(n_classes=4, n_train=8, n_val=8, batch_size=4, image_size=32, model_name="cornet_z",
+    dm = GratingsDataModule(num_classes=4, n_train=8, n_val=8, batch_size=4, image_size=32, model_name="cornet_z",
                             seed=0)
     dm.setup("fit")
     assert dm.mean_std is not None

@@ -26,6 +26,7 @@ given (Brain-Score's public data) and on the scored data set otherwise.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Mapping
 
@@ -171,13 +172,14 @@ def predictivity_brainscore(features, brain, *, labels, splits: int = 10, n_comp
     brainscore_normalize(0.0, 1.0, version)     # checks the version name
     if int(splits) < 1:
         raise ValueError(f"splits must be >= 1; got {splits}")
-    kw = dict(splits=splits, n_components=n_components, version=version, model=model, progress=progress)
-    rows = _scores(features, brain, labels, part="scored", **kw)
+    scores = functools.partial(_scores, splits=splits, n_components=n_components, version=version, model=model,
+                               progress=progress)
+    rows = scores(features, brain, labels, part="scored")
     chooser = rows
     if select_on is not None:
         if not (isinstance(select_on, (tuple, list)) and len(select_on) == 3):
             raise ValueError("select_on must be (features, brain, labels) of the layer-selection data set")
-        chooser = _scores(*select_on, part="select_on", **kw)
+        chooser = scores(*select_on, part="select_on")
     by_key: dict[tuple, list[dict]] = {}
     for r in chooser:
         by_key.setdefault((r["region"], r["subject"]), []).append(r)

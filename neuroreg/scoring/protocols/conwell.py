@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,9 +60,10 @@ def _check_settings(split, **given) -> None:
             raise ValueError(f"protocol='conwell' compares with {key}={expected[key]!r}; got {key}={value!r}")
 
 
-def _scored_groups(brain: BrainData):
+def _scored_groups(brain: BrainData) -> list[tuple[Any, Any, np.ndarray]]:
     """``unit_groups`` of ``brain`` with more than :data:`MIN_VOXELS` units; warns about the others."""
-    kept, dropped = [], []
+    kept: list[tuple[Any, Any, np.ndarray]] = []
+    dropped: list[tuple[Any, Any, np.ndarray]] = []
     for region, subject, units in unit_groups(brain):
         (kept if units.size > MIN_VOXELS else dropped).append((region, subject, units))
     if dropped:
@@ -110,7 +112,10 @@ def _ridge_by_loo_r(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
     y_mean = y_train.mean(0)
     yc = y_train - y_mean
     proj = q.T @ yc                                               # (n, v)
-    best_r = best_loo = best_test = best_alpha = None
+    best_r: np.ndarray | None = None
+    best_loo: np.ndarray | None = None
+    best_test: np.ndarray | None = None
+    best_alpha: np.ndarray | None = None
     for a in alphas:
         f = lam / (lam + a)
         h_diag = (q ** 2) @ f + 1.0 / n
@@ -118,7 +123,7 @@ def _ridge_by_loo_r(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
         loo = yc - resid / (1.0 - h_diag)[:, None]               # centred: the train mean is not added back
         r = pearson_per_column(loo, y_train, constant="nan")
         test = k_test @ (q @ (proj / (lam + a)[:, None])) + y_mean
-        if best_r is None:
+        if best_r is None or best_loo is None or best_test is None or best_alpha is None:
             best_r, best_loo, best_test = r, loo, test
             best_alpha = np.full(y_train.shape[1], float(a))
             continue
@@ -127,6 +132,8 @@ def _ridge_by_loo_r(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
         best_loo[:, better] = loo[:, better]
         best_test[:, better] = test[:, better]
         best_alpha[better] = float(a)
+    if best_loo is None or best_test is None or best_alpha is None:
+        raise ValueError(f"alphas must hold at least one penalty; got an empty grid of shape {np.shape(alphas)}")
     return best_loo, best_test, best_alpha
 
 
@@ -158,9 +165,9 @@ def versa_conwell(features, brain, *, alphas: Sequence[float], split="conwell", 
     from neuroreg.scoring._inputs import layer_names
 
     _check_settings(split, method=method)
-    alphas = np.asarray(alphas, dtype=np.float64)
-    if alphas.ndim != 1 or alphas.size == 0 or not np.isfinite(alphas).all() or (alphas <= 0).any():
-        raise ValueError(f"alphas must be a non-empty 1-D grid of finite values > 0; got {alphas.tolist()}")
+    grid = np.asarray(alphas, dtype=np.float64)
+    if grid.ndim != 1 or grid.size == 0 or not np.isfinite(grid).all() or (grid <= 0).any():
+        raise ValueError(f"alphas must be a non-empty 1-D grid of finite values > 0; got {grid.tolist()}")
     data = aligned_brain(brain, feature_ids(features))
     n = data.n_stimuli
     if n < 6:
@@ -195,7 +202,7 @@ def versa_conwell(features, brain, *, alphas: Sequence[float], split="conwell", 
         sd = x[train].std(0)
         sd[sd == 0] = 1.0                  # as StandardScaler: constant features stay zero
         x = (x - mu) / sd
-        loo, pred_test, _ = _ridge_by_loo_r(x[train], y[train], x[test], alphas * train.size)
+        loo, pred_test, _ = _ridge_by_loo_r(x[train], y[train], x[test], grid * train.size)
         for region, subject, _units in groups:
             c = cols[(region, subject)]
             base = dict(model=model, layer=layer, region=region, subject=subject, n_units=int(c.size),

@@ -12,7 +12,7 @@
    when samples < features (5-fold CV too, so its alphas differ).
 
 Times are the best of ``--repeats`` runs, peers interleaved; peak memory is the
-rise of the peak resident set size during one run in a forked child (Linux:
+rise of the peak resident set size during one run (Linux:
 the peak is reset through ``/proc/self/clear_refs``, so numpy, BLAS and torch
 buffers all count; elsewhere tracemalloc's peak of Python-level allocations).
 With a CUDA device, the neuroreg rows are repeated on it.
@@ -24,8 +24,8 @@ With a CUDA device, the neuroreg rows are repeated on it.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
-import multiprocessing
 import os
 import time
 import tracemalloc
@@ -53,25 +53,29 @@ def _proc_status_mb(key: str) -> float:
     raise KeyError(key)
 
 
-def _peak_child(fn, queue) -> None:
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")                                  # reset the peak RSS to the current RSS
-    base = _proc_status_mb("VmRSS")
-    fn()
-    queue.put(_proc_status_mb("VmHWM") - base)
+def _release_free_heap() -> None:
+    """Give memory freed by earlier runs back to the OS (glibc ``malloc_trim``), so this run's peak counts its own."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):                  # not glibc: the peak may then be understated
+        pass
 
 
 def _peak_mb(fn) -> float:
-    """Extra peak memory (MB) of one call of ``fn``."""
+    """Extra peak memory (MB) of one call of ``fn``.
+
+    Linux: the peak resident set size is reset to the current one through ``/proc/self/clear_refs``
+    and read back after the call, in this process (a forked child can hang on BLAS/OpenMP
+    threads started before the fork), after the heap freed by earlier runs went back to the OS.
+    """
     gc.collect()
     if os.path.exists("/proc/self/clear_refs"):
-        ctx = multiprocessing.get_context("fork")
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_peak_child, args=(fn, queue))
-        proc.start()
-        peak = queue.get()
-        proc.join()
-        return peak
+        _release_free_heap()
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")                                  # reset the peak RSS to the current RSS
+        base = _proc_status_mb("VmRSS")
+        fn()
+        return _proc_status_mb("VmHWM") - base
     tracemalloc.start()
     fn()
     _, peak = tracemalloc.get_traced_memory()

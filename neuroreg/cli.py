@@ -16,16 +16,18 @@ import platform
 import sys
 from typing import Callable, Iterable, Sequence
 
+import neuroreg
 from neuroreg._exit import EXIT_NOT_AVAILABLE, EXIT_STATUSES, EXIT_USAGE, run_guarded
+from neuroreg._io import check_output_target
+from neuroreg.errors import NotAvailableError
 
 __all__ = ["main", "build_parser", "EXIT_NOT_AVAILABLE"]
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    import torch
+    import torch  # local: `neuroreg --version`/`--help` must not load torch
 
-    import neuroreg
-    from neuroreg.brain import bundled_sets
+    from neuroreg.brain import bundled_sets  # local: loads torch, timm and the model zoo
 
     print(f"neuroreg {neuroreg.__version__}")
     print(f"python {platform.python_version()} ({sys.executable})")
@@ -94,8 +96,6 @@ def build_parser(only: Iterable[str] | None = None
     declared (default: all); the others are listed by name and help text only,
     so ``--help`` and ``--version`` stay fast.
     """
-    import neuroreg
-
     wanted = set(_COMMANDS) if only is None else set(only)
     parser = argparse.ArgumentParser(
         prog="neuroreg", description="Brain-constrained vision models: build, train, fine-tune, score.",
@@ -126,9 +126,7 @@ def build_parser(only: Iterable[str] | None = None
 
 
 def _check_device(device: str) -> None:
-    import torch
-
-    from neuroreg.errors import NotAvailableError
+    import torch  # local: `neuroreg --version`/`--help` must not load torch
 
     try:
         dev = torch.device(device)
@@ -148,8 +146,6 @@ def _check_device(device: str) -> None:
 
 def check_common_arguments(args: argparse.Namespace) -> None:
     """Checks every command gets before its work starts: device, positive sizes, writable ``--out``/``--store``."""
-    from neuroreg._io import check_output_target
-
     for name in _POSITIVE_INT_OPTIONS:
         value = getattr(args, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value < 1:
@@ -193,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, handlers = build_parser(only=[command] if command in _COMMANDS else [])
     if command in _CONFIG_COMMANDS:
         # these take --config (jsonargparse); train/finetune have LightningCLI's own
-        from neuroreg.commands._config import parse_command
+        from neuroreg.commands._config import parse_command  # local: loads jsonargparse (~0.3 s)
         rest = argv[argv.index(command) + 1:]
 
         def configured() -> int:

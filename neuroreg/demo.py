@@ -21,11 +21,17 @@ Everything goes to ``--out`` (default ``results/demo``): report.html first.
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from pathlib import Path
 from typing import TypedDict
 
+import neuroreg as nr
+
 __all__ = ["add_arguments", "run", "run_demo"]
+
+# torch, Lightning and the training/scoring stack are imported inside the functions that use them, on purpose:
+# this module is the `neuroreg demo` command, imported for `neuroreg demo --help`, which must stay light (no torch).
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,7 +125,6 @@ def _gratings(n: int, seed: int):
 def _vone_cornet_z(seed: int):
     import torch
 
-    import neuroreg as nr
     from neuroreg.models import VOneNet
     torch.manual_seed(seed)
     backbone = nr.create_model("cornet_z", num_classes=4)
@@ -130,8 +135,6 @@ def _vone_cornet_z(seed: int):
 
 def _stage_training(out: Path, *, seed: int, quick: bool):
     """CORnet-Z (task only, task + IT CKA) and its VOne twin (task + IT CKA) on gratings."""
-    import logging
-
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -179,7 +182,6 @@ def _stage_training(out: Path, *, seed: int, quick: bool):
 def _reference_models(seed: int) -> dict:
     import torch
 
-    import neuroreg as nr
     models = {}
     try:
         models["EfficientNet-Lite0 (ImageNet)"] = nr.create_model("efficientnet_lite0_imagenet",
@@ -211,7 +213,6 @@ def _simulated_voxels(references: dict, profile: _Profile, *, seed: int, device:
 
 
 def _stage_scorecard(trained: dict, references: dict, simulated, profile: _Profile, *, seed: int, device: str):
-    import neuroreg as nr
     from neuroreg.scorecard import Scorecard
 
     task = _gratings(profile["attack_images"], seed=2 * seed + 1)   # the validation seed of the training data
@@ -250,8 +251,6 @@ def _stage_finetune(trained: dict, out: Path, *, quick: bool, seed: int):
 
     Returns ``(ScoreTable, {model: what it ran on}, [(figure path, caption), ...])``.
     """
-    import logging
-
     import lightning as L
     import torch
 

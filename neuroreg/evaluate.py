@@ -7,8 +7,9 @@
 >>> card.save("results/compare")   # report.html, report.md, CSV/JSON, figures, TensorBoard
 
 ``nr.evaluate`` is :func:`evaluate`; the helpers (:func:`accuracy`,
-:func:`brain_scores`, :func:`summarize_brain`) live in this module
-(``from neuroreg.evaluate import brain_scores``).
+:func:`brain_scores`, :func:`summarize_brain`) are importable from this module
+(``from neuroreg.evaluate import brain_scores``); :func:`summarize_brain` is defined in
+:mod:`neuroreg.scorecard`, whose summary row uses it.
 
 Every model sees its own preprocessing contract
 (:func:`neuroreg.preprocessing.preprocessing_of`): task images in [0, 1] are
@@ -33,7 +34,7 @@ from neuroreg.layer_sweep import LayerSweep, sweep_layers
 from neuroreg.preprocessing import Preprocessing, preprocessing_of
 from neuroreg.robustness import attack_suite, corruption_suite
 from neuroreg.robustness._data import as_loader
-from neuroreg.scorecard import SECTIONS, Scorecard
+from neuroreg.scorecard import SECTIONS, Scorecard, summarize_brain
 from neuroreg.scoring import FactorTopy, crsa, predictivity, rdm, versa
 from neuroreg.table import ScoreTable
 
@@ -204,48 +205,6 @@ def factortopy_scores(model: nn.Module, brain: BrainData, *, layers=None, max_la
         row["dataset"] = brain.name
         table.append(**row)
     return table, ft
-
-
-def summarize_brain(table: ScoreTable) -> ScoreTable:
-    """Test score of the train-chosen layer, averaged over subjects, per model x dataset x RDM set x region x metric.
-
-    Metrics without a train split (encoding predictivity, already cross-validated)
-    report the best layer's cross-validated score (split ``"cv"``).
-
-    Columns: score (mean over subjects/RDMs), ``sd`` across them, ``n_subjects``,
-    ``n_rdms``, ``ceiling_r`` (mean where known, Pearson-r scale), ``depth`` (mean relative depth of
-    the chosen layers) and ``layers`` (the chosen layers).
-    """
-    if not len(table):
-        return ScoreTable()
-    table = ScoreTable({"rdm_set": None, "dataset": None, **r} for r in table)   # every row has both keys
-    parts = []
-    for metric in dict.fromkeys(r["metric"] for r in table):
-        sub = table.filter(metric=metric)
-        if any(r["split"] == "train" for r in sub):      # cRSA, veRSA: chosen on train, reported on test
-            parts.append(sub.best(("dataset", "rdm_set", "region")))
-        else:                                            # cross-validated scores (predictivity): best layer's cv score
-            parts.append(sub.best(("dataset", "rdm_set", "region"), select_split=None))
-    best = ScoreTable.concat(parts).to_pandas()
-    out = ScoreTable()
-    if best.empty:
-        return out
-    keys = ["model", "dataset", "rdm_set", "region", "metric"]
-    for key, grp in best.groupby(keys, dropna=False, sort=False):
-        ceiling = _numeric(grp["ceiling_r"]).dropna()
-        depth = _numeric(grp["depth"]).dropna() if "depth" in grp else []
-        out.append(**{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in zip(keys, key)},
-                   split=str(grp["split"].iloc[0]), score=float(grp["score"].mean()),
-                   sd=float(grp["score"].std(ddof=0)), n_subjects=int(grp["subject"].nunique(dropna=False)),
-                   n_rdms=int(len(grp)), ceiling_r=float(ceiling.mean()) if len(ceiling) else None,
-                   depth=float(np.mean(depth)) if len(depth) else None,
-                   layers=",".join(dict.fromkeys(grp["layer"].astype(str))))
-    return out
-
-
-def _numeric(series):
-    import pandas as pd
-    return pd.to_numeric(series, errors="coerce")
 
 
 def _as_models(model_or_models, model_name) -> dict[str, nn.Module]:

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import torch
 from torch import Tensor, nn
+from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -25,6 +26,7 @@ from neuroreg._checks import check_finite
 from neuroreg._io import PathLock, atomic_path, check_output_target, ensure_free_space, reading
 from neuroreg._images import IMAGE_EXTENSIONS, images_to_tensor, list_images
 from neuroreg.errors import NonFiniteError, ShapeError, UnknownNameError
+from neuroreg.preprocessing import preprocessing_of
 from neuroreg.projection import SparseRandomProjection
 
 __all__ = ["extract", "Features", "resolve_layers", "IMAGE_EXTENSIONS"]
@@ -119,7 +121,6 @@ class _PathImages(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> Tensor:
-        from PIL import Image
         with reading(self.paths[i], "the image"), Image.open(self.paths[i]) as img:
             arr = np.asarray(img.convert("RGB"))
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
@@ -187,7 +188,7 @@ def resolve_layers(model: nn.Module, layers: str | Sequence[str] | Mapping[str, 
     for out_name, module_name in pairs.items():
         if module_name not in modules and module_name in _AREA_NAMES:
             if area_map is None:
-                from neuroreg.models.zoo import area_layers
+                from neuroreg.models.zoo import area_layers  # local: loads timm; this module needs torch only
                 area_map = area_layers(model)
             module_name = area_map[module_name]
         if module_name not in modules or module_name == "":
@@ -321,7 +322,6 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
     if isinstance(transform, str):
         if transform != "model":
             raise ValueError(f"transform must be a callable, None or 'model'; got {transform!r}")
-        from neuroreg.preprocessing import preprocessing_of
         transform = preprocessing_of(model)
     names = resolve_layers(model, layers)
     dataset, default_ids = _as_dataset(stimuli)

@@ -29,6 +29,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from torch import nn
 
+from neuroreg.features import resolve_layers
+
 __all__ = ["LayerSweep", "sweep_layers"]
 
 _HEAD_TYPES = (nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
@@ -143,7 +145,7 @@ def sweep_layers(model: nn.Module, layers: str | Sequence[str] | Mapping[str, st
     max_layers: cap for very deep models: that many layers evenly spaced over
         the sweep (first and last always kept); depths stay those of the full sweep.
     """
-    from neuroreg.models import area_layers
+    from neuroreg.models import area_layers  # local: loads timm; this module needs torch only
 
     if max_layers is not None and int(max_layers) < 1:
         raise ValueError(f"max_layers must be a positive integer or None; got {max_layers!r}")
@@ -175,7 +177,6 @@ def sweep_layers(model: nn.Module, layers: str | Sequence[str] | Mapping[str, st
         by_module = {m: a for a, m in areas.items()} if own_areas else {}
         labels = {by_module.get(n, n): n for n in names}
     else:
-        from neuroreg.features import resolve_layers
         labels = resolve_layers(model, layers)
         source = "given"
     ordered = _order(model, list(labels.values()))

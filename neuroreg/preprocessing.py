@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuroreg.errors import UnknownNameError
+
 __all__ = ["Preprocessing", "preprocessing_of"]
 
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
@@ -97,7 +99,7 @@ class Preprocessing:
         return self if normalize else self.resize
 
     def _torchvision_interp(self):
-        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import InterpolationMode  # local: loads torchvision; this module needs torch only
         return {"bicubic": InterpolationMode.BICUBIC, "nearest": InterpolationMode.NEAREST}.get(
             self.interpolation, InterpolationMode.BILINEAR)
 
@@ -107,7 +109,7 @@ class Preprocessing:
         ``normalize=False`` (default) keeps pixels in [0, 1] for code that normalises
         inside (accuracy, attacks, corruptions take [0, 1] images).
         """
-        from torchvision import transforms as T
+        from torchvision import transforms as T  # local: loads torchvision; this module needs torch only
         size = self.image_size
         steps = [T.Resize(int(round(size / float(self.crop_pct))), interpolation=self._torchvision_interp()),
                  T.CenterCrop(size), T.ToTensor()]
@@ -117,7 +119,7 @@ class Preprocessing:
 
     def train_transform(self, normalize: bool = True):
         """PIL image -> tensor: RandomResizedCrop(size) + horizontal flip + ToTensor (+ Normalize)."""
-        from torchvision import transforms as T
+        from torchvision import transforms as T  # local: loads torchvision; this module needs torch only
         steps = [T.RandomResizedCrop(self.image_size, interpolation=self._torchvision_interp()),
                  T.RandomHorizontalFlip(), T.ToTensor()]
         if normalize:
@@ -130,11 +132,10 @@ class Preprocessing:
 
 
 def _config_of(model: nn.Module | str) -> dict[str, Any]:
-    import timm
+    import timm  # local: loads timm (and torchvision); this module needs torch only
     from timm.data import resolve_data_config
     if isinstance(model, str):
-        import neuroreg.models  # noqa: F401  (registers neuroreg's models in timm)
-        from neuroreg.errors import UnknownNameError
+        import neuroreg.models  # noqa: F401  (registers neuroreg's models in timm; local: loads timm)
         if not timm.is_model(model):
             raise UnknownNameError(f"model {model!r} is not a registered timm/neuroreg model")
         registered = timm.models.get_pretrained_cfg(model)

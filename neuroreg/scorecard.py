@@ -22,7 +22,7 @@ import pandas as pd
 from neuroreg._io import atomic_write_text
 from neuroreg.table import ScoreTable
 
-__all__ = ["Scorecard", "SECTIONS", "summary_table"]
+__all__ = ["Scorecard", "SECTIONS", "summary_table", "summarize_brain"]
 
 #: Sections :func:`neuroreg.evaluate` fills, in report order; other sections (e.g. "forgetting",
 #: "training") can be added with :meth:`Scorecard.add` and are reported after these.
@@ -40,10 +40,50 @@ def _region_label(row: Mapping[str, Any]) -> str:
     return ":".join(str(p) for p in parts if p not in (None, "") and not (isinstance(p, float) and np.isnan(p)))
 
 
+def summarize_brain(table: ScoreTable) -> ScoreTable:
+    """Test score of the train-chosen layer, averaged over subjects, per model x dataset x RDM set x region x metric.
+
+    Metrics without a train split (encoding predictivity, already cross-validated)
+    report the best layer's cross-validated score (split ``"cv"``).
+
+    Columns: score (mean over subjects/RDMs), ``sd`` across them, ``n_subjects``,
+    ``n_rdms``, ``ceiling_r`` (mean where known, Pearson-r scale), ``depth`` (mean relative depth of
+    the chosen layers) and ``layers`` (the chosen layers).
+    """
+    if not len(table):
+        return ScoreTable()
+    table = ScoreTable({"rdm_set": None, "dataset": None, **r} for r in table)   # every row has both keys
+    parts = []
+    for metric in dict.fromkeys(r["metric"] for r in table):
+        sub = table.filter(metric=metric)
+        if any(r["split"] == "train" for r in sub):      # cRSA, veRSA: chosen on train, reported on test
+            parts.append(sub.best(("dataset", "rdm_set", "region")))
+        else:                                            # cross-validated scores (predictivity): best layer's cv score
+            parts.append(sub.best(("dataset", "rdm_set", "region"), select_split=None))
+    best = ScoreTable.concat(parts).to_pandas()
+    out = ScoreTable()
+    if best.empty:
+        return out
+    keys = ["model", "dataset", "rdm_set", "region", "metric"]
+    for key, grp in best.groupby(keys, dropna=False, sort=False):
+        ceiling = _numeric(grp["ceiling_r"]).dropna()
+        depth = _numeric(grp["depth"]).dropna() if "depth" in grp else []
+        out.append(**{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in zip(keys, key)},
+                   split=str(grp["split"].iloc[0]), score=float(grp["score"].mean()),
+                   sd=float(grp["score"].std(ddof=0)), n_subjects=int(grp["subject"].nunique(dropna=False)),
+                   n_rdms=int(len(grp)), ceiling_r=float(ceiling.mean()) if len(ceiling) else None,
+                   depth=float(np.mean(depth)) if len(depth) else None,
+                   layers=",".join(dict.fromkeys(grp["layer"].astype(str))))
+    return out
+
+
+def _numeric(series):
+    return pd.to_numeric(series, errors="coerce")
+
+
 def summary_table(card: "Scorecard") -> pd.DataFrame:
     """One row per model: clean top-1, robust accuracy at the standard eps, mean corruption accuracy,
     brain score per data set and region (with ceiling and normalised score), FactorTopy slope."""
-    from neuroreg.evaluate import summarize_brain
     rows = []
     for model in card.models:
         row: dict[str, Any] = {"model": model}
@@ -169,6 +209,7 @@ class Scorecard:
     def save(self, folder: str | Path, *, tensorboard: bool = True) -> dict[str, Path]:
         """Write ``report.html`` (self-contained), ``report.md``, ``scorecard.csv/json``, ``summary.csv``,
         ``scorecard_meta.json``, figures (PNG) and TensorBoard scalars into ``folder``."""
+        # local: neuroreg.scorecard_report imports this module (Scorecard) and loads matplotlib
         from neuroreg.scorecard_report import write_scorecard
         return write_scorecard(self, Path(folder), tensorboard=tensorboard)
 

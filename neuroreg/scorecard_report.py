@@ -20,7 +20,7 @@ from scipy.stats import rankdata
 from neuroreg._io import atomic_path, atomic_write_text
 from neuroreg.figures import save_figure
 from neuroreg.report import Report, write_table
-from neuroreg.scorecard import SECTIONS, Scorecard
+from neuroreg.scorecard import SECTIONS, Scorecard, summarize_brain
 from neuroreg.table import ScoreTable
 
 __all__ = ["plot_comparison", "plot_depth_profile", "plot_rdm_pair", "write_scorecard"]
@@ -146,7 +146,7 @@ def plot_rdm_pair(model_rdm: np.ndarray, brain_rdm: np.ndarray, *, model_label: 
 
 def _tensorboard(card: Scorecard, summary: pd.DataFrame, folder: Path) -> None:
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # local: loads torch; this module is torch-free
     except ImportError:  # tensorboard is optional at run time
         return
     for _, row in summary.iterrows():
@@ -161,8 +161,6 @@ def _tensorboard(card: Scorecard, summary: pd.DataFrame, folder: Path) -> None:
 
 def write_scorecard(card: Scorecard, folder: Path, *, tensorboard: bool = True) -> dict[str, Path]:
     """Write every file of ``card`` into ``folder`` (see the module docstring); returns the main paths."""
-    from neuroreg.evaluate import summarize_brain
-
     folder.mkdir(parents=True, exist_ok=True)
     paths = write_table(card.table(), folder, "scorecard")
     summary = card.summary()
@@ -196,7 +194,7 @@ def write_scorecard(card: Scorecard, folder: Path, *, tensorboard: bool = True) 
         if section == "accuracy":
             tables = [("accuracy", table)]
         elif section == "attacks":
-            from neuroreg.robustness import plot_accuracy_vs_eps
+            from neuroreg.robustness import plot_accuracy_vs_eps  # local: neuroreg.robustness loads torch
             main = ScoreTable(r for r in table if not str(r.get("metric", "")).startswith("sanity:"))
             try:
                 figs.append((save_figure(plot_accuracy_vs_eps(table), folder / "accuracy_vs_eps.png"),
@@ -211,7 +209,7 @@ def write_scorecard(card: Scorecard, folder: Path, *, tensorboard: bool = True) 
             text = (f"{len(sanity)} sanity checks, {n_fail} failed." if len(sanity) else "")
             tables = [("sanity checks", sanity[keep]), ("accuracy under attack", main.filter(metric="accuracy"))]
         elif section == "corruptions":
-            from neuroreg.robustness import plot_corruption_heatmap
+            from neuroreg.robustness import plot_corruption_heatmap  # local: neuroreg.robustness loads torch
             for model in card.models:
                 sub = table.filter(model=model)
                 if not len(sub):
@@ -242,7 +240,7 @@ def write_scorecard(card: Scorecard, folder: Path, *, tensorboard: bool = True) 
                       ("every layer", table)]
             text = "The best layer is chosen on the train split and reported on the test split."
         elif section == "factortopy":
-            from neuroreg.scoring.factortopy.plots import plot_layer_map
+            from neuroreg.scoring.factortopy.plots import plot_layer_map  # local: loads torch (scoring)
             for (model, ds), ft in card.fits.items():
                 figs.append((save_figure(plot_layer_map(ft, title=f"{model} on {ds}"),
                                   folder / f"factortopy_{_slug(model)}_{_slug(ds)}.png"),

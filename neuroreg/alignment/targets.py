@@ -25,6 +25,7 @@ from torch import Tensor
 from neuroreg._checks import check_finite
 from neuroreg._ids import rows_of
 from neuroreg._io import reading
+from neuroreg.brain.bundled import load_bundled
 from neuroreg.brain.data import BrainData, RDMSet
 from neuroreg.errors import DataFormatError, ShapeError, StimulusMismatchError, UnknownNameError
 
@@ -104,7 +105,6 @@ def _from_string(spec: str) -> NeuralTarget:
         return _from_npz(path)
     set_name, _, rdm_name = spec.partition(":")
     if set_name in ("kriegeskorte92", "algonauts2019_78") and rdm_name:
-        from neuroreg.brain import load_bundled
         data = load_bundled(set_name) if set_name == "kriegeskorte92" else load_bundled(set_name, image_size=64)
         if rdm_name not in data.rdms:
             raise UnknownNameError(f"target {spec!r}: the {set_name} set has RDMs {sorted(data.rdms)}, "

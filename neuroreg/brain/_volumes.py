@@ -29,7 +29,7 @@ def read_volume(path: Path) -> np.ndarray:
             vol = np.load(path, allow_pickle=False)
     else:
         try:
-            import nibabel
+            import nibabel  # optional: the neuroimaging extra
             from nibabel.dataobj_images import DataobjImage
         except ImportError:
             raise NotAvailableError(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from PIL import Image
 
 from neuroreg._io import reading
 from neuroreg.brain.data import BrainData
@@ -113,7 +114,7 @@ def algonauts2023_images(root: str | Path, subject: int = 1, split: str = "train
 def _surface_coords(surface, hemi: str) -> np.ndarray:
     if isinstance(surface, str) and surface == "nilearn":
         try:
-            from nilearn import datasets, surface as nl_surface
+            from nilearn import datasets, surface as nl_surface  # optional: not a dependency
         except ImportError:
             raise NotAvailableError("surface='nilearn' needs nilearn (pip install nilearn)") from None
         fs = datasets.fetch_surf_fsaverage("fsaverage")
@@ -123,7 +124,7 @@ def _surface_coords(surface, hemi: str) -> np.ndarray:
     value = surface[hemi]
     if isinstance(value, (str, Path)):
         try:
-            from nibabel.freesurfer import read_geometry
+            from nibabel.freesurfer import read_geometry  # optional: the neuroimaging extra
         except ImportError:
             raise NotAvailableError("reading FreeSurfer surfaces needs nibabel; install the neuroimaging extra "
                                     "(pip install 'neuroreg[neuroimaging]')") from None
@@ -253,7 +254,6 @@ def load_algonauts2023(root: str | Path, subject: int = 1, rois: Sequence[str] |
     responses = np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
     stimuli = None
     if load_images:
-        from PIL import Image
         frames = []
         for p in paths:
             with reading(p, "the image"), Image.open(p) as img:

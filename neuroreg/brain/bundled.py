@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.io
 import torch
+from PIL import Image
 
 from neuroreg.brain.data import RDMSet, images_to_tensor
 from neuroreg.errors import DataFormatError, UnknownNameError
@@ -138,8 +139,6 @@ def load_algonauts2019_78(root: str | Path | None = None, image_size: int = 400)
     RGB (the files are 400 x 400 except 17 that are 399 or 402 wide; those are
     resized bicubically and listed in ``meta["resized"]``).
     """
-    from PIL import Image
-
     folder = Path(root) if root is not None else bundled_data_dir() / "algonauts2019_78"
     image_paths = sorted((folder / "images").glob("image_*.jpg"))
     if not image_paths:

@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import h5py
 import numpy as np
 import scipy.io
+from PIL import Image
 
 from neuroreg._condensed import n_from_condensed, square
 from neuroreg._images import list_images
@@ -59,8 +60,6 @@ def load_stimulus_folder(folder: str | Path, stimulus_ids: Sequence[Any], image_
 
     All images must share one size unless ``image_size`` resizes them (bicubic) to a square.
     """
-    from PIL import Image
-
     folder = Path(folder)
     files = list_images(folder)
     by_key: dict[str, Path] = {}

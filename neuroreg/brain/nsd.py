@@ -374,7 +374,7 @@ def _read_nifti_session(path: Path, vox: dict, wanted: np.ndarray | None, last_n
     file kept open).
     """
     try:
-        import nibabel
+        import nibabel  # optional: the neuroimaging extra
         from nibabel.dataobj_images import DataobjImage
     except ImportError:
         raise NotAvailableError(

@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+from jsonargparse import ActionConfigFile, ArgumentParser
+
 __all__ = ["parse_command", "build_command_parser"]
 
 
 def build_command_parser(name: str, module, description: str = ""):
-    from jsonargparse import ActionConfigFile, ArgumentParser
     parser = ArgumentParser(prog=f"neuroreg {name}", description=description or None, default_env=False)
     parser.add_argument("--config", action=ActionConfigFile,
                         help="YAML file with any of the options below (keys: option names with underscores)")

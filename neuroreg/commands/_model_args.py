@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import neuroreg as nr
 from neuroreg.errors import CheckpointError
 
 
@@ -73,8 +74,6 @@ def load_weights(model: nn.Module, path: Path, name: str) -> nn.Module:
 
 def build_model(args: argparse.Namespace) -> nn.Module:
     """Create the model named in ``args`` and load ``--checkpoint`` strictly, with a clear error."""
-    import neuroreg as nr
-
     kwargs = {}
     if args.num_classes is not None:
         kwargs["num_classes"] = args.num_classes

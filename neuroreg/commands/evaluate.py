@@ -12,7 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from neuroreg.commands._model_args import add_model_arguments, build_models
+from neuroreg.preprocessing import preprocessing_of
 
 SECTION_NAMES = ("accuracy", "attacks", "corruptions", "brain", "factortopy")
 
@@ -47,10 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _task_dataset(root: Path, model, image_size: int | None, max_images: int | None, seed: int):
-    import torch
-    from torchvision import datasets
-
-    from neuroreg.preprocessing import preprocessing_of
+    from torchvision import datasets  # local: loads torchvision; keeps `neuroreg evaluate --help` light
 
     if not root.is_dir():
         raise FileNotFoundError(f"--task-data folder does not exist: {root}")
@@ -70,8 +70,8 @@ def _layers(values):
 
 
 def run(args: argparse.Namespace) -> int:
-    from neuroreg.evaluate import evaluate
-    from neuroreg.scorecard import Scorecard
+    from neuroreg.evaluate import evaluate  # local: the whole scoring stack; keeps `--help` light
+    from neuroreg.scorecard import Scorecard  # local: loads pandas; keeps `--help` light
 
     runs = list(getattr(args, "run", None) or [])
     if not args.model and not runs:
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load_run(folder: Path):
-    from neuroreg.scorecard import Scorecard
+    from neuroreg.scorecard import Scorecard  # local: loads pandas; keeps `--help` light
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"--run folder does not exist: {folder}")
     card = Scorecard.load(folder)
@@ -107,12 +107,12 @@ def _load_run(folder: Path):
 
 
 def _write(card, out: Path, runs) -> int:
-    from neuroreg.training.scorecard_callback import read_curves
+    from neuroreg.training.scorecard_callback import read_curves  # local: loads Lightning
     curves = [row for r in runs for row in read_curves(r)]
     if curves:
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # local: only when there are curves to plot
 
-        from neuroreg.training.scorecard_curves import plot_curves
+        from neuroreg.training.scorecard_curves import plot_curves  # local: loads Lightning and pyplot
         out.mkdir(parents=True, exist_ok=True)
         fig = plot_curves(curves)
         fig.savefig(out / "curves.png", dpi=110, bbox_inches="tight")

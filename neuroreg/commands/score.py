@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from neuroreg.commands._model_args import add_model_arguments, build_model
+from neuroreg.commands.evaluate import _layers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from neuroreg.commands.evaluate import _layers
-    from neuroreg.evaluate import evaluate, summarize_brain
+    from neuroreg.evaluate import evaluate, summarize_brain  # local: the whole scoring stack; keeps `--help` light
 
     model = build_model(args)
     card = evaluate({args.model: model}, None, brain_sets=args.data, sections=["brain", "factortopy"],

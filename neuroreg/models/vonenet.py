@@ -23,6 +23,7 @@ from typing import cast
 import timm
 import torch
 from torch import Tensor, nn
+from torchvision.models import AlexNet
 
 from neuroreg._modes import eval_mode
 from neuroreg.models._intermediates import TimmModelAPI, check_output_fmt, hooked_intermediates, take_indices
@@ -54,7 +55,6 @@ def _stem_channels(backbone: nn.Module, name: str) -> int | None:
 
 
 def _known_stem(backbone: nn.Module) -> tuple[list[str], int] | None:
-    from torchvision.models import AlexNet
     if isinstance(backbone, (CORnetS, CORnetZ)):
         first = backbone.V2.conv_input if isinstance(backbone, CORnetS) else backbone.V2.conv
         return ["V1"], first.in_channels

@@ -28,6 +28,7 @@ import timm
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from torch import nn
+from torchvision.models import alexnet
 
 from neuroreg.errors import UnknownNameError
 from neuroreg.models._intermediates import TimmModelAPI
@@ -198,7 +199,6 @@ def _alexnet_backend(num_classes: int = 1000, **kwargs) -> nn.Module:
     224), both max-pools pad by 1 (7 x 7 final map), a 7 x 7 adaptive average
     pool and ``Linear(256 * 7 * 7 = 12544, 4096)``.
     """
-    from torchvision.models import alexnet
     model = alexnet(weights=None, num_classes=num_classes, **kwargs)
     model.features[3].stride = (2, 2)
     model.features[5].padding = 1

@@ -35,6 +35,7 @@ import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 
 from neuroreg.errors import ShapeError, UnknownNameError
@@ -264,8 +265,6 @@ def load_frost_images(path: str | Path | Sequence[str | Path]) -> list[Tensor]:
     ``imagecorruptions``), only frost1-5 are kept: the original draws its photo
     with ``randint(5)`` and never uses the sixth.
     """
-    from PIL import Image
-
     if isinstance(path, (str, Path)):
         folder = Path(path)
         if not folder.exists():

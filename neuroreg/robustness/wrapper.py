@@ -19,6 +19,7 @@ from neuroreg._checks import check_finite
 from neuroreg._deprecation import renamed_argument
 from neuroreg._modes import eval_mode
 from neuroreg.errors import ShapeError
+from neuroreg.preprocessing import preprocessing_of
 
 __all__ = ["normalize_images", "check_images", "is_stochastic", "RobustClassifier", "resolve_mean_std", "FROM_MODEL"]
 
@@ -75,7 +76,6 @@ def resolve_mean_std(model: nn.Module, mean, std) -> tuple:
         if mean != FROM_MODEL or std != FROM_MODEL:
             raise ValueError(f"mean and std must both be {FROM_MODEL!r}, sequences or None; got mean={mean!r}, "
                              f"std={std!r}")
-        from neuroreg.preprocessing import preprocessing_of
         prep = preprocessing_of(model)
         return prep.mean, prep.std
     return mean, std

@@ -22,6 +22,7 @@ import torch
 from neuroreg._ids import rows_of
 from neuroreg.brain.data import BrainData, RDMSet
 from neuroreg.errors import ShapeError, StimulusMismatchError
+from neuroreg.scoring.rdm import rdm
 
 
 def layer_names(features) -> list[str]:
@@ -133,8 +134,6 @@ def _rdm_sets(brain) -> list[tuple[str | None, RDMSet]]:
 
 def brain_rdms(brain, feature_stim_ids, metric: str = "correlation") -> list[BrainRDM]:
     """Every brain RDM to score against, in the features' stimulus order."""
-    from neuroreg.scoring.rdm import rdm
-
     sets = _rdm_sets(brain)
     out: list[BrainRDM] = []
     if sets:

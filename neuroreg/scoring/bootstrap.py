@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from neuroreg.errors import NeuroregError, ShapeError
+from neuroreg.scoring._inputs import check_unique_ids, sorted_positions
 from neuroreg.scoring._precision import rdm_problem, to_float64
 from neuroreg.scoring.compare import _method, compare_vectors
 
@@ -118,7 +119,6 @@ def bootstrap_rdm_comparison(model_rdm, brain_rdm, method: str = "pearson", *, n
     if n < _MIN_RDM_STIMULI:
         raise ValueError(f"bootstrap over stimuli needs at least {_MIN_RDM_STIMULI} stimuli; got {n}")
     if stimulus_ids is not None:
-        from neuroreg.scoring._inputs import check_unique_ids, sorted_positions
         ids = np.asarray(stimulus_ids)
         if ids.shape != (n,):
             raise ShapeError(f"stimulus_ids must hold one id per row ({n}); got shape {ids.shape}")

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from neuroreg._checks import check_finite
 from neuroreg._condensed import condense, n_from_condensed
+from neuroreg.brain.data import RDMSet
 from neuroreg.errors import ShapeError, StimulusMismatchError, UnknownNameError
 from neuroreg.scoring._precision import compute_dtype, rdm_problem, to_float64
 
@@ -37,8 +38,6 @@ def _method(method: str) -> str:
 
 def _vectors(name: str, x) -> tuple[np.ndarray | Tensor, bool]:
     """Any accepted RDM form -> ``(k, m)`` upper-triangle vectors and whether it was a single RDM."""
-    from neuroreg.brain.data import RDMSet
-
     if isinstance(x, RDMSet):
         return x.condensed(), False
     if not isinstance(x, Tensor):

@@ -25,14 +25,20 @@ import sys
 
 import numpy as np
 import torch
+from sklearn.cross_decomposition import PLSRegression
 from tqdm.auto import tqdm
 
 from neuroreg._checks import check_finite
+from neuroreg.errors import UnknownNameError
 from neuroreg.projection import jl_min_dim, sparse_random_projection
 from neuroreg.scoring._inputs import (aligned_brain, feature_ids, layer_matrix, layer_names, random_splits,
                                       resolve_split, unit_groups)
+from neuroreg.scoring.ceiling import ncsnr_ceiling, split_half_ceiling
 from neuroreg.scoring.columnwise import pearson_per_column, r2_per_column
 from neuroreg.scoring.compare import _method, compare_rdms
+from neuroreg.scoring.protocols import check_protocol
+from neuroreg.scoring.protocols.brainscore import predictivity_brainscore
+from neuroreg.scoring.protocols.conwell import versa_conwell
 from neuroreg.scoring.rdm import rdm
 from neuroreg.table import ScoreTable
 from neuroreg.scoring.ridge import RidgeGCV
@@ -104,9 +110,7 @@ def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWE
     over voxels, ``mean`` column = mean). Columns ``n_units`` and ``is_best``
     (layer with the best train veRSA) are added.
     """
-    from neuroreg.scoring.protocols import check_protocol
     if check_protocol(protocol, "versa") == "conwell":
-        from neuroreg.scoring.protocols.conwell import versa_conwell
         return versa_conwell(features, brain, alphas=alphas, split=split, method=method, model=model, seed=seed,
                              device=device, progress=progress)
     method = _method(method)
@@ -160,7 +164,6 @@ def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWE
 
 def _unit_ceiling_r(data, units) -> float | None:
     """Median over units of the bound on Pearson r: sqrt of a per-unit fraction of variance."""
-    from neuroreg.scoring.ceiling import ncsnr_ceiling, split_half_ceiling
     if data.trials is not None:
         per_unit = split_half_ceiling(data.trials[:, :, units]).per_unit
     elif "ncsnr" in data.unit_info:
@@ -201,16 +204,13 @@ def predictivity(features, brain, *, mapping: str = "ridge", splits: int = 10, t
     labels)`` of the data set the layer is committed on) and ``brainscore_version``
     (``"2018"``, ``"2019"`` or ``"2026"``: which normalisation).
     """
-    from neuroreg.scoring.protocols import check_protocol
     if check_protocol(protocol, "predictivity") == "brainscore":
-        from neuroreg.scoring.protocols.brainscore import predictivity_brainscore
         return predictivity_brainscore(features, brain, labels=labels, splits=splits, n_components=n_components,
                                        select_on=select_on, version=brainscore_version, model=model,
                                        progress=progress)
     if labels is not None or select_on is not None:
         raise ValueError("labels and select_on apply to protocol='brainscore' only")
     if mapping not in ("ridge", "pls"):
-        from neuroreg.errors import UnknownNameError
         raise UnknownNameError(f"mapping must be 'ridge' or 'pls'; got {mapping!r}")
     if int(splits) < 1:
         raise ValueError(f"splits must be >= 1; got {splits}")
@@ -230,7 +230,6 @@ def predictivity(features, brain, *, mapping: str = "ridge", splits: int = 10, t
                 fit = RidgeGCV(alphas, device=x.device).fit(xs[train], data.responses[train])
                 pred = np.asarray(fit.predict(xs[test].cpu()), dtype=np.float64)
             else:
-                from sklearn.cross_decomposition import PLSRegression
                 k = min(n_components, len(train) - 1, xs.shape[1])
                 pls = PLSRegression(n_components=k, scale=False).fit(xs[train].cpu().numpy(), data.responses[train])
                 pred = pls.predict(xs[test].cpu().numpy())

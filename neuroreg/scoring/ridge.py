@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.metrics import r2_score
 from torch import Tensor
 
 from neuroreg._checks import check_finite
@@ -291,7 +292,6 @@ class RidgeGCV(RegressorMixin, BaseEstimator):
 
     def score(self, X, Y) -> np.ndarray | float:
         """Coefficient of determination R^2 per target on ``(X, Y)`` (a float for 1-D ``Y``)."""
-        from sklearn.metrics import r2_score
         pred = to_float64(self.predict(X.detach().cpu() if isinstance(X, Tensor) else X))
         return r2_score(to_float64(Y), pred, multioutput="raw_values") if not self._y_1d else \
             float(r2_score(to_float64(Y), pred))

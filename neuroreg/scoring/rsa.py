@@ -21,7 +21,11 @@ from tqdm.auto import tqdm
 
 from neuroreg.scoring._inputs import (BrainRDM, brain_rdms, feature_ids, layer_matrix, layer_names, resolve_split,
                                       row_ids)
+from neuroreg.scoring.bootstrap import bootstrap_mean, bootstrap_rdm_comparison
+from neuroreg.scoring.ceiling import rdm_noise_ceiling
 from neuroreg.scoring.compare import _method, compare_rdms
+from neuroreg.scoring.protocols import check_protocol
+from neuroreg.scoring.protocols.conwell import crsa_targets
 from neuroreg.scoring.rdm import _check_metric, rdm
 from neuroreg.table import ScoreTable
 from neuroreg.selection import flag_best_layers
@@ -75,17 +79,12 @@ def crsa(features, brain, *, metric: str = "correlation", method: str = "pearson
     chosen on the train split for that RDM). ``table.best()`` gives the test
     score of the train-chosen layer.
     """
-    from neuroreg.scoring.protocols import check_protocol
-    from neuroreg.scoring.bootstrap import bootstrap_mean, bootstrap_rdm_comparison
-    from neuroreg.scoring.ceiling import rdm_noise_ceiling
-
     protocol = check_protocol(protocol, "crsa")
     _check_metric(metric)
     method = _method(method)
     layers = layer_names(features)
     targets = brain_rdms(brain, feature_ids(features), metric)
     if protocol == "conwell":
-        from neuroreg.scoring.protocols.conwell import crsa_targets
         targets = crsa_targets(targets, brain, metric=metric, method=method, split=split)
     n = targets[0].rdm.shape[0]
     for t in targets:

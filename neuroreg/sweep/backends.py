@@ -6,6 +6,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Mapping, Sequence
 
+from neuroreg.errors import NotAvailableError
 from neuroreg.sweep.config import Job
 from neuroreg.sweep.jobs import execute
 
@@ -58,9 +59,8 @@ def run_ray(jobs: Sequence[Job], store_root: str, report: Report, *, address: st
     multi-machine cluster) and have neuroreg installed.
     """
     try:
-        import ray
+        import ray  # optional: the cluster extra
     except ImportError:
-        from neuroreg.errors import NotAvailableError
         raise NotAvailableError("the ray backend needs Ray: pip install 'neuroreg[cluster]'") from None
     started = False
     if not ray.is_initialized():

@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+import h5py
+
 from neuroreg.features import Features, extract
 
 __all__ = ["feature_key", "cached_extract"]
@@ -37,7 +39,6 @@ def cached_extract(folder: str | Path, key: str, model, stimuli, layers, *, stim
     """
     path = Path(folder) / f"{key}.h5"
     if path.is_file():
-        import h5py
         with h5py.File(path, "r") as f:
             names = [str(n) for n in f.attrs["layers"]]
             modules = {n: str(f["features"][n].attrs.get("module", n)) for n in names}

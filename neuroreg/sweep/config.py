@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 import yaml
 
+import neuroreg
 from neuroreg.errors import ConfigError
 
 __all__ = ["BRAIN_SCORERS", "TASK_SCORERS", "Job", "load_sweep_config", "expand_jobs", "weights_hash"]
@@ -169,8 +170,6 @@ def _brain_spec(item: Any, base: Path) -> dict[str, Any]:
 
 def expand_jobs(config: Mapping[str, Any]) -> list[Job]:
     """Every (model, data set, scorer) job of a checked configuration, in listing order."""
-    import neuroreg
-
     jobs = []
     for model in config["models"]:
         for scorer in config["scorers"]:

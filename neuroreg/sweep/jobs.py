@@ -12,6 +12,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+import neuroreg as nr
+from neuroreg._io import atomic_write_text
+from neuroreg.commands._model_args import load_weights
+from neuroreg.layer_sweep import sweep_layers
+from neuroreg.preprocessing import preprocessing_of
 from neuroreg.table import ScoreTable
 from neuroreg.sweep.cache import cached_extract, feature_key
 from neuroreg.sweep.config import BRAIN_SCORERS, Job
@@ -22,9 +27,6 @@ __all__ = ["build_model", "load_dataset", "run_job", "execute"]
 
 def build_model(spec: Mapping[str, Any], seed: int = 0) -> nn.Module:
     """The model of a job spec: registered name, keyword arguments, optional local weights (strict)."""
-    import neuroreg as nr
-    from neuroreg.commands._model_args import load_weights
-
     torch.manual_seed(seed)
     model = nr.create_model(spec["name"], pretrained=spec.get("pretrained", False), **spec.get("kwargs", {}))
     if spec.get("checkpoint"):
@@ -34,7 +36,7 @@ def build_model(spec: Mapping[str, Any], seed: int = 0) -> nn.Module:
 
 def load_dataset(spec: Mapping[str, Any]):
     """The neural data of a job spec (bundled set, NSD, Algonauts 2023 or a responses file) with its images."""
-    from neuroreg import brain
+    from neuroreg import brain  # local: loads timm; the sweep driver (`neuroreg sweep --status`) needs torch only
 
     options = dict(spec.get("options") or {})
     kind = spec["kind"]
@@ -50,7 +52,6 @@ def load_dataset(spec: Mapping[str, Any]):
 
 
 def _layers(model: nn.Module, option) -> dict[str, str]:
-    from neuroreg.layer_sweep import sweep_layers
     if option in (None, "areas"):
         try:
             return sweep_layers(model, "areas").layers
@@ -64,14 +65,13 @@ def _layers(model: nn.Module, option) -> dict[str, str]:
 
 
 def _task_loader_data(root: str, prep):
-    from torchvision import datasets
+    from torchvision import datasets  # local: loads torchvision; the sweep driver needs torch only
     return datasets.ImageFolder(root, transform=prep.eval_transform())
 
 
 def run_job(job: Job, store: SweepStore) -> ScoreTable:
     """Score one job and return its rows (with ``dataset``, ``scorer`` and ``job`` columns)."""
-    from neuroreg.preprocessing import preprocessing_of
-    from neuroreg.scoring import FactorTopy, crsa, predictivity, versa
+    from neuroreg.scoring import FactorTopy, crsa, predictivity, versa  # local: loads timm, sklearn (driver: torch only)
 
     opts = job.options
     seed = int(opts.get("seed", 0))
@@ -107,10 +107,10 @@ def run_job(job: Job, store: SweepStore) -> ScoreTable:
         kwargs = dict(mean=prep.mean, std=prep.std, batch_size=int(opts.get("batch_size", 32)), seed=seed,
                       model_name=label, progress=False)
         if job.scorer == "attacks":
-            from neuroreg.robustness import attack_suite
+            from neuroreg.robustness import attack_suite  # local: loads kornia, torchattacks (driver: torch only)
             part = attack_suite(model, task, **kwargs)
         else:
-            from neuroreg.robustness import corruption_suite
+            from neuroreg.robustness import corruption_suite  # local: loads kornia, torchattacks (driver: torch only)
             part = corruption_suite(model, task, **kwargs)
         for row in part:
             table.append(**{**row, "dataset": job.dataset["label"]})
@@ -147,5 +147,4 @@ def execute(spec: Mapping[str, Any], store_root: str) -> tuple[str, str, float]:
 
 
 def _write_log(store: SweepStore, key: str, text: str) -> None:
-    from neuroreg._io import atomic_write_text
     atomic_write_text(store.job_dir(key) / "log.txt", text)

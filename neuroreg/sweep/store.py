@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from neuroreg._io import atomic_write_text
+from neuroreg.scorecard import Scorecard
 from neuroreg.table import ScoreTable
 from neuroreg.sweep.config import Job
 
@@ -117,8 +118,6 @@ class SweepStore:
     def scorecard(self, keys: Iterable[str] | None = None):
         """Every done job's rows as one side-by-side :class:`~neuroreg.scorecard.Scorecard` (a section per
         kind of scorer, a row per model in its summary), e.g. ``store.scorecard().save("zoo_report")``."""
-        from neuroreg.scorecard import Scorecard
-
         card = Scorecard(title=f"sweep {self.root.name}")
         by_section: dict[str, ScoreTable] = {}
         for row in self.table(keys):

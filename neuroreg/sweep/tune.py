@@ -95,7 +95,7 @@ def set_dotted(tree: dict, key: str, value: Any) -> None:
 
 
 def _search_space(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    from ray import tune
+    from ray import tune  # optional: the cluster extra
     space: dict[str, Any] = {}
     for key, values in (cfg.get("grid") or {}).items():
         if not isinstance(values, list) or not values:
@@ -118,8 +118,9 @@ def _search_space(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def run_trial(params: Mapping[str, Any], *, cfg: Mapping[str, Any], store: str) -> None:
     """One Tune trial: write its train config, fit with Tune reporting, then score the final model."""
-    from ray import tune
+    from ray import tune  # optional: the cluster extra
 
+    # local: the training and scoring stacks (Lightning, timm, sklearn) load in the trial, not in the driver
     from neuroreg.evaluate import brain_scores
     from neuroreg.training.cli import build_cli, fit_cli
 
@@ -164,7 +165,7 @@ def run_tune(config: str | Path, store: str | Path, *, address: str | None = Non
     own state), ``<store>/results.csv``.
     """
     try:
-        import ray
+        import ray  # optional: the cluster extra
         from ray import tune
     except ImportError:
         raise NotAvailableError("neuroreg tune needs Ray Tune: pip install 'neuroreg[cluster]'") from None

@@ -8,6 +8,7 @@ from typing import Any
 import timm
 from torch import nn
 
+import neuroreg.models  # noqa: F401  (registers neuroreg's models in timm)
 from neuroreg.errors import UnknownNameError
 
 __all__ = ["build_model"]
@@ -22,8 +23,6 @@ def build_model(name: str, num_classes: int, pretrained: bool = False, areas: di
     is stored as ``model.areas``, where :func:`neuroreg.area_layers` reads it.
     Unknown names raise :class:`~neuroreg.errors.UnknownNameError` with close matches.
     """
-    import neuroreg.models  # noqa: F401  (registers neuroreg's models in timm)
-
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}")
     if not timm.is_model(name):

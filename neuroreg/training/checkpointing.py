@@ -23,6 +23,7 @@ from typing import Any, Mapping, Optional
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 
 from neuroreg._io import atomic_path, format_bytes, free_bytes, is_disk_full
 from neuroreg.errors import CheckpointError, OutputError, RunLockedError
@@ -103,7 +104,6 @@ class ResumableCheckpoint(ModelCheckpoint):
         if (not self.save_last or self.dirpath is None or trainer.sanity_checking or bool(trainer.fast_dev_run)
                 or self._resume_step_saved == trainer.global_step):
             return
-        from lightning.pytorch.trainer.states import TrainerFn
         if trainer.state.fn != TrainerFn.FITTING:
             return
         path = self._last_path()

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import ImageFolder
 
 from neuroreg._deprecation import renamed_argument
 from neuroreg._io import reading
@@ -514,7 +515,6 @@ class ImageFolderDataModule(AlignedDataModule):
 
     @staticmethod
     def _folder(path: Path):
-        from torchvision.datasets import ImageFolder
         if not path.is_dir():
             raise FileNotFoundError(f"image folder {str(path)!r} does not exist")
         try:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from neuroreg.alignment.base import AlignmentLoss
 from neuroreg.classification_metrics import balanced_accuracy_from_confusion, confusion_matrix, topk_accuracy
+from neuroreg.models import area_layers
 from neuroreg.training.module import BrainRegularizedModule, _Hyperparameters
 from neuroreg.training.start_model import classifier_name, load_start_model
 
@@ -57,8 +58,6 @@ class _FinetuneHyperparameters(_Hyperparameters, Protocol):
 def trainable_parameter_names(model: nn.Module, strategy: str, *, last_k: int = 1,
                               areas: Mapping[str, str] | None = None, phase: str = "full") -> set[str]:
     """Names of the parameters that train under ``strategy`` (``phase`` ``"probe"``/``"full"`` for LP-FT)."""
-    from neuroreg.models import area_layers
-
     head = classifier_name(model)
     names = [n for n, _ in model.named_parameters()]
     head_params = {n for n in names if n == head or n.startswith(head + ".")}

@@ -26,17 +26,22 @@ from __future__ import annotations
 import argparse
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 from lightning.pytorch.cli import LightningArgumentParser
+from torchvision import transforms as T
+from torchvision.datasets import ImageFolder
 
 from neuroreg._exit import run_guarded
+from neuroreg.brain import load_responses
+from neuroreg.brain.data import BrainData
+from neuroreg.errors import DataFormatError
 from neuroreg.training.cli import NeuroregCLI
+from neuroreg.training.eurosat import find_eurosat_folder
 from neuroreg.training.finetune import FinetuneModule
+from neuroreg.training.forgetting import forgetting_report
+from neuroreg.training.forgetting_output import log_forgetting, write_forgetting
 from neuroreg.training.split_data import SplitImageDataModule
-
-if TYPE_CHECKING:
-    from neuroreg.brain.data import BrainData
 
 __all__ = ["ForgettingOptions", "FinetuneCLI", "cli_main", "add_arguments", "run", "run_forgetting"]
 
@@ -83,12 +88,6 @@ class FinetuneCLI(NeuroregCLI):
 
 
 def _original_dataset(folder: str, model, image_size: int):
-    from torchvision import transforms as T
-    from torchvision.datasets import ImageFolder
-
-    from neuroreg.errors import DataFormatError
-    from neuroreg.training.eurosat import find_eurosat_folder
-
     path = Path(folder).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"--forgetting.original_data folder {str(path)!r} does not exist")
@@ -113,9 +112,6 @@ def _original_dataset(folder: str, model, image_size: int):
 def run_forgetting(module: FinetuneModule, datamodule, options: ForgettingOptions, root: str | Path,
                    writer=None, seed: int = 0):
     """The report of a finished run: written under ``root`` and, with ``writer``, to TensorBoard."""
-    from neuroreg.training.forgetting import forgetting_report
-    from neuroreg.training.forgetting_output import log_forgetting, write_forgetting
-
     before = module.start_model()
     after = module.backbone
     image_size = int(getattr(datamodule, "image_size", 0) or 0) or None
@@ -123,7 +119,6 @@ def run_forgetting(module: FinetuneModule, datamodule, options: ForgettingOption
                 if options.original_data else None)
     brain: BrainData | str | None = options.brain
     if options.brain is not None and options.brain != "simulate":
-        from neuroreg.brain import load_responses
         brain = load_responses(options.brain, stimuli=options.brain_stimuli)
     table = forgetting_report(
         before, after, task_data=datamodule if hasattr(datamodule, "eval_dataset") else None,

@@ -31,6 +31,7 @@ Every score reuses the scoring core (:func:`~neuroreg.scoring.cka`,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any, Callable, Mapping, Sequence
 
@@ -39,13 +40,20 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from neuroreg._modes import eval_mode
 from neuroreg.errors import ShapeError
 from neuroreg.table import ScoreTable
-from neuroreg.brain import StimulusSource, bundled_sets, load_bundled
+from neuroreg.brain import StimulusSource, bundled_sets, load_bundled, simulate_voxels
 from neuroreg.classification_metrics import balanced_accuracy
+from neuroreg.features import Features, extract
+from neuroreg.models import area_layers
+from neuroreg.scoring import FactorTopy, cka, compare_factortopy, crsa, versa
 from neuroreg.training.data import _dataset_len, load_neural_stimuli
 from neuroreg.training.start_model import classifier_name
 
@@ -132,9 +140,6 @@ def _accuracies(pred: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 
 
 def _probe(seed: int):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
 
 
@@ -172,8 +177,6 @@ def _probe_images(probe_sets: Sequence[Any]) -> list[tuple[str, Any, Tensor, np.
 def _seeded(device: torch.device, seed: int):
     """Same random stream for both networks: a stochastic front end (VOneBlock noise) draws the same noise for
     before and after, so unchanged weights give identical features; the caller's RNG state is restored."""
-    import contextlib
-
     @contextlib.contextmanager
     def ctx():
         devices = [device] if device.type == "cuda" else []
@@ -187,7 +190,6 @@ def _features(model: nn.Module, images: Tensor, layers: Mapping[str, str], trans
               device: torch.device, seed: int = 0, embedding: list | None = None) -> dict[str, Tensor]:
     """Features of ``layers``; with ``embedding`` (a list), the classifier's input of the same forward passes
     is appended to it as an ``(n, d)`` array (the retention probe reuses them instead of a second pass)."""
-    from neuroreg.features import extract
     store: list[Tensor] = []
     handle = None
     if embedding is not None:
@@ -259,9 +261,6 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
     debiased: CKA estimator for ``cka_to_start`` (both give exactly 1 for identical features).
     model, dataset: written to the ``model`` and ``dataset`` columns.
     """
-    from neuroreg.models import area_layers
-    from neuroreg.scoring import cka, crsa
-
     dev = torch.device(device) if device is not None else next(after.parameters()).device
     before = copy.deepcopy(before).to(dev).eval()
     after = copy.deepcopy(after).to(dev).eval()
@@ -322,7 +321,6 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
     for (name, data, _images, ids), fb, fa in zip(probes, feats["before"], feats["after"]):
         if not getattr(data, "rdms", None):
             continue
-        from neuroreg.features import Features
         best = {stage: _best_layer_scores(crsa(Features(f, stimulus_ids=ids), data, progress=False), "crsa")
                 for stage, f in (("before", fb), ("after", fa))}
         merged = best["before"].merge(best["after"], on=["rdm_set", "region"], suffixes=("_before", "_after"))
@@ -351,9 +349,6 @@ def _retention(before, after, reference: str, tf_b, tf_a, batch_size, dev, seed,
 
     ``cached``: (stimulus ids, stage -> embeddings in that order) from the probe-set pass, if the
     reference set was one of the probe sets."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-
-    from neuroreg.brain import load_bundled
     data = load_bundled(reference)
     labels = getattr(data, "labels", None)
     if labels is None:
@@ -382,10 +377,6 @@ def _retention(before, after, reference: str, tf_b, tf_a, batch_size, dev, seed,
 
 def _brain_rows(before, after, brain, probes, layer_map, tf_b, tf_a, batch_size, dev, factortopy, seed,
                 base) -> ScoreTable:
-    from neuroreg.brain import simulate_voxels
-    from neuroreg.features import Features
-    from neuroreg.scoring import FactorTopy, compare_factortopy, versa
-
     if isinstance(brain, str):
         if brain != "simulate":
             raise ValueError(f"brain must be BrainData, 'simulate' or None; got {brain!r}")

@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from neuroreg._io import atomic_write_text
@@ -61,7 +63,6 @@ def forgetting_markdown(table: ScoreTable) -> str:
 
 def plot_cka_drift(table: ScoreTable):
     """Line plot: CKA to the start network per layer (depth order). Returns a matplotlib figure or None."""
-    import matplotlib.pyplot as plt
     df = table.filter(metric="cka_to_start").to_pandas()
     if df.empty:
         return None
@@ -77,8 +78,6 @@ def plot_cka_drift(table: ScoreTable):
 
 
 def _paired_bars(df: pd.DataFrame, label_cols: list[str], ylabel: str, title: str):
-    import matplotlib.pyplot as plt
-    import numpy as np
     df = df[df["stage"].isin(["before", "after"])].copy()
     df["label"] = df[label_cols].fillna("").astype(str).agg(" ".join, axis=1).str.strip()
     pivot = df.pivot_table(index="label", columns="stage", values="score", aggfunc="first", sort=False)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import os
 import random
 import warnings
@@ -43,6 +44,9 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import Dataset
 
+from neuroreg._io import atomic_write_text
+from neuroreg.scorecard import summarize_brain
+from neuroreg.table import ScoreTable
 from neuroreg.training.data import _dataset_len
 
 __all__ = ["ScorecardCallback", "preserve_training_state", "curve_tags"]
@@ -107,7 +111,6 @@ def curve_tags(card) -> dict[str, float]:
     """TensorBoard tag -> value of a scorecard: ``clean/top1``, ``robust/<attack>_eps<k>`` (the minimum over
     attacks' draws at that budget), ``brain/<dataset>/<rdm set or region>/<metric>`` (test half of the
     train-chosen layer, mean over subjects)."""
-    from neuroreg.evaluate import summarize_brain
     out: dict[str, float] = {}
     for r in card.sections.get("accuracy", ()):
         if r["metric"] in ("top1", "balanced_top1", "top5"):
@@ -214,7 +217,7 @@ class ScorecardCallback(Callback):
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, *, periodic: bool):
-        from neuroreg.evaluate import evaluate
+        from neuroreg.evaluate import evaluate  # local: loads neuroreg.robustness (kornia, torchattacks)
 
         model = self._backbone(pl_module)
         task = self._task_data(trainer, self.periodic_max_images if periodic else self.max_images)
@@ -258,8 +261,6 @@ class ScorecardCallback(Callback):
         return tags
 
     def _write_curves(self, trainer: L.Trainer) -> Path:
-        from neuroreg._io import atomic_write_text
-        import io
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=_CURVE_FIELDS)
         w.writeheader()
@@ -299,14 +300,13 @@ class ScorecardCallback(Callback):
             step, epoch = int(trainer.global_step), int(trainer.current_epoch)
             self._log_final(trainer, card, step)
             if self.curves_:
-                from neuroreg.table import ScoreTable
                 card.add("curves", ScoreTable({"model": r["model"], "step": r["step"], "epoch": r["epoch"],
                                                "metric": r["tag"], "score": r["value"]} for r in self.curves_))
             card.title = f"neuroreg scorecard: {self._name(trainer)} (step {step}, epoch {epoch})"
             folder = self.output_folder(trainer)
             if self.curves_:
-                from neuroreg.training.scorecard_curves import plot_curves
-                import matplotlib.pyplot as plt
+                from neuroreg.training.scorecard_curves import plot_curves  # local: pyplot, rarely needed in training
+                import matplotlib.pyplot as plt  # local: rarely needed in training
                 fig = plot_curves(self.curves_)
                 folder.mkdir(parents=True, exist_ok=True)
                 fig.savefig(folder / "curves.png", dpi=110, bbox_inches="tight")
@@ -345,7 +345,7 @@ def _layer_profile(card):
     brain = card.sections.get("brain")
     if brain is None or not len(brain):
         return None
-    from neuroreg.scorecard_report import plot_depth_profile
+    from neuroreg.scorecard_report import plot_depth_profile  # local: pyplot, rarely needed in training
     first = brain[0]
     sub = brain.filter(dataset=first.get("dataset"), metric=first["metric"])
     try:

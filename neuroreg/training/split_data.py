@@ -17,8 +17,11 @@ from typing import Any, Callable, Literal
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+from torchvision.transforms.functional import to_tensor
 
 from neuroreg.errors import DataFormatError
 from neuroreg.training.data import AlignedDataModule, _collate_task
@@ -29,8 +32,6 @@ __all__ = ["SplitImageDataModule", "TableImages", "PILLoader", "check_readable"]
 
 def check_readable(paths: list[Path], what: str) -> None:
     """Open every image header with PIL; raise naming the first unreadable files (up to 5)."""
-    from PIL import Image, UnidentifiedImageError
-
     bad = []
     for p in paths:
         try:
@@ -51,7 +52,6 @@ class PILLoader:
         self.paths = paths
 
     def __call__(self, row: int):
-        from PIL import Image, UnidentifiedImageError
         path = self.paths[row]
         try:
             with Image.open(path) as im:
@@ -127,8 +127,6 @@ class SplitImageDataModule(AlignedDataModule):
 
     # -- transforms
     def _transforms(self) -> tuple[Callable, Callable]:
-        from torchvision import transforms as T
-
         name = self._prep.interpolation if self._prep is not None else "bilinear"
         interp = {"bicubic": T.InterpolationMode.BICUBIC, "nearest": T.InterpolationMode.NEAREST}.get(
             name, T.InterpolationMode.BILINEAR)
@@ -239,5 +237,4 @@ class SplitImageDataModule(AlignedDataModule):
 def _to_tensor(image) -> Tensor:
     if isinstance(image, Tensor):
         return image.float()
-    from torchvision.transforms.functional import to_tensor
     return to_tensor(image)

@@ -19,11 +19,15 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Protocol, runtime_checkable
 
+import timm
 import torch
 import yaml
 from torch import Tensor, nn
 
 from neuroreg.errors import CheckpointError, UnknownNameError
+from neuroreg.models import create_model
+from neuroreg.models.pretrained import load_mapped_state_dict
+from neuroreg.training.backbone import build_model
 
 __all__ = ["StartModel", "load_start_model", "classifier_name"]
 
@@ -106,12 +110,6 @@ def load_start_model(start_from: str, *, arch: str | None = None, weights: str |
     ``num_classes`` (of the original head), ``areas`` (area map from the
     training config, if any), ``model_kwargs`` and ``source``.
     """
-    import timm
-
-    from neuroreg.models import create_model
-    from neuroreg.models.pretrained import load_mapped_state_dict
-    from neuroreg.training.backbone import build_model
-
     kw = dict(model_kwargs or {})
     if not isinstance(start_from, str) or not start_from:
         raise ValueError(f"start_from must be a model name or a checkpoint path; got {start_from!r}")

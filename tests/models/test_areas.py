@@ -1,13 +1,13 @@
-"""Model inspection lives in neuroreg.models.areas; models and brain need no cycle-dodging local imports."""
+"""Model inspection lives in neuroreg.models.areas.
 
-import ast
-from pathlib import Path
+That models and brain (and the whole package) need no cycle-dodging local imports is checked in
+tests/test_module_imports.py.
+"""
 
 import pytest
 import torch
 from torchvision.models import alexnet, resnet18
 
-import neuroreg
 from neuroreg.errors import UnknownNameError
 from neuroreg.models import area_layers, create_model
 from neuroreg.models import areas as areas_module
@@ -29,16 +29,3 @@ def test_torchvision_defaults_and_vonenet_composition():
 def test_unknown_model_names_the_fix():
     with pytest.raises(UnknownNameError, match="mapping="):
         area_layers(torch.nn.Linear(2, 2))
-
-
-@pytest.mark.parametrize("package", ["models", "brain"])
-def test_no_function_local_neuroreg_imports(package):
-    root = Path(neuroreg.__file__).parent / package
-    found = []
-    for path in sorted(root.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                for inner in ast.walk(node):
-                    if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("neuroreg"):
-                        found.append(f"{path.name}:{inner.lineno} {inner.module}")
-    assert found == []

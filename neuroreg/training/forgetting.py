@@ -47,13 +47,14 @@ from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from neuroreg._modes import eval_mode
-from neuroreg.errors import ShapeError
-from neuroreg.table import ScoreTable
 from neuroreg.brain import StimulusSource, bundled_sets, load_bundled, simulate_voxels
 from neuroreg.classification_metrics import balanced_accuracy
+from neuroreg.errors import ShapeError
 from neuroreg.features import Features, extract
 from neuroreg.models import area_layers
 from neuroreg.scoring import FactorTopy, cka, compare_factortopy, crsa, versa
+from neuroreg.selection import best_index
+from neuroreg.table import ScoreTable
 from neuroreg.training.data import _dataset_len, load_neural_stimuli
 from neuroreg.training.start_model import classifier_name
 
@@ -221,7 +222,10 @@ def _best_layer_scores(table: ScoreTable, metric: str) -> pd.DataFrame:
     rows = []
     for (source, region), grp in mean.groupby(["rdm_set", "region"], sort=True):
         train = grp[grp["split"] == "train"]
-        best = train.loc[train["score"].idxmax(), "layer"]
+        pick = best_index(train["score"].to_numpy(dtype=float))
+        if pick is None:        # no layer has a defined train score: nothing to choose from
+            continue
+        best = train["layer"].iloc[pick]
         test = grp[(grp["split"] == "test") & (grp["layer"] == best)]["score"]
         rows.append({"rdm_set": source, "region": region, "layer": best, "score": float(test.iloc[0])})
     return pd.DataFrame(rows)

@@ -30,8 +30,6 @@ SWEEP_WORKER = ("runs in the sweep job / Tune trial only: the driver (`neuroreg 
 TRAINING_PLOT = "pyplot on the training path: plotting is rare"
 TRAINING_ROBUSTNESS = ("neuroreg.evaluate loads neuroreg.robustness (kornia, torchattacks, ~0.6 s), which "
                        "neuroreg.training does not otherwise need")
-PARALLEL = ("not reviewed yet: neuroreg/scoring/factortopy is being edited separately "
-            "(hoistable: no cycle, already loaded)")
 
 # (module, imported names, reason); a name is what the statement binds, spelled in full:
 # `import a.b` -> "a.b", `from a import b` -> "a.b".
@@ -84,8 +82,6 @@ _KEPT = [
     ("neuroreg.training.scorecard_callback", ["matplotlib.pyplot", "neuroreg.training.scorecard_curves.plot_curves",
                                               "neuroreg.scorecard_report.plot_depth_profile"], TRAINING_PLOT),
 
-    ("neuroreg.scoring.factortopy.sources", ["neuroreg.features.resolve_layers"], PARALLEL),
-    ("neuroreg.scoring.factortopy.estimator", ["scipy.spatial.cKDTree"], PARALLEL),
 ]
 KEPT_LOCAL: dict[tuple[str, str], str] = {(module, name): reason for module, names, reason in _KEPT for name in names}
 

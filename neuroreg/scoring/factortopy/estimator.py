@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.spatial import cKDTree
 from sklearn.base import BaseEstimator
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -97,7 +98,7 @@ class FactorTopy(BaseEstimator):
     spent on feature statistics, position initialisation, training epochs and the ridge layer choice),
     init_space_ ``(n_voxels, L, 2)`` correlation peaks (``position_init="correlation"``).
     window_candidate_ ``(n_voxels, L)`` which window the ridge layer choice kept per voxel and layer
-    (0 learned, 1 learned position with the narrowest window, 2 correlation peak with it) and
+    (0 learned, 1 learned position read as a bilinear point sample, 2 correlation peak read so) and
     choice_space_layers_ ``(n_voxels, L, 2)``, choice_scale_layers_ ``(n_voxels, L)`` those windows.
 
     Diagnostics (``layer_choice="ridge_cv"``): cv_r_ per voxel and layer; confidence_ (entropy
@@ -332,7 +333,6 @@ class FactorTopy(BaseEstimator):
         return train, val
 
     def _neighbours(self, coords: np.ndarray, device: torch.device) -> Tensor:
-        from scipy.spatial import cKDTree
 
         k = min(self.smooth_k, coords.shape[0] - 1)
         if k < 1:
@@ -517,7 +517,11 @@ class FactorTopy(BaseEstimator):
         if self.position_init == "correlation" and space.ndim == 3:
             candidates.append((torch.as_tensor(self.init_space_, dtype=space.dtype, device=space.device),
                                torch.zeros_like(scale)))
-        per = np.stack([self._ridge_scores_at(net, source, y, train_idx, device, sp, sc) for sp, sc in candidates])
+        # the narrowest candidates are read as what they stand for, a bilinear point sample of the
+        # (aligned) map: the narrowest blur level (SD 0.02 of the map side, half a pixel of a 24 x 24
+        # map) mixes in the neighbours and cost layer2 its voxels (docs/factortopy.md, third pass)
+        per = np.stack([self._ridge_scores_at(net, source, y, train_idx, device, sp, sc, point=i > 0)
+                        for i, (sp, sc) in enumerate(candidates)])
         best = per.argmax(0)                                    # (n_voxels, L)
         self.window_candidate_ = best
         if space.ndim == 3:  # the windows the layer choice judged, per voxel and layer
@@ -530,8 +534,12 @@ class FactorTopy(BaseEstimator):
         return per.max(0)
 
     @torch.no_grad()
-    def _ridge_scores_at(self, net, source, y, train_idx, device, space, scale) -> np.ndarray:
-        """``(n_voxels, L)`` cross-validated ridge r of every layer at the windows ``space``, ``scale``."""
+    def _ridge_scores_at(self, net, source, y, train_idx, device, space, scale, point: bool = False) -> np.ndarray:
+        """``(n_voxels, L)`` cross-validated ridge r of every layer at the windows ``space``, ``scale``.
+
+        point: read every layer by bilinear sampling of its normalised (``C_l > D``: aligned) map at
+        ``space`` (``scale`` ignored) instead of from the blur pyramid.
+        """
         n_vox, n_layers = y.shape[1], len(self.layers_)
         folds = np.random.default_rng(self._seed + 1).permutation(len(train_idx)) % self.cv_folds
         align = list(net.align)
@@ -564,15 +572,18 @@ class FactorTopy(BaseEstimator):
             for fold in range(self.cv_folds):
                 for idx, maps in source.batches(train_idx[folds == fold], self.batch_size, device):
                     normed = self._normalise(maps)
-                    prepared = {layer: _prepare_layers([normed[layer]], [align[layer]], self.pooling,
-                                                       None if level_std is None else [level_std[layer]])[0]
+                    prepared = {layer: _prepare_layers([normed[layer]], [align[layer]], "token")[0] if point else
+                                _prepare_layers([normed[layer]], [align[layer]], self.pooling,
+                                                None if level_std is None else [level_std[layer]])[0]
                                 for layer in needed}
                     yb = target[torch.as_tensor(idx)]
                     for st, (layer, sl) in zip(stats, items):
                         # a few voxels at a time: the pooled features stay small (no fresh pages per batch)
                         for start in range(sl.start, sl.stop, _RIDGE_BLOCK):
                             sub = slice(start, min(start + _RIDGE_BLOCK, sl.stop))
-                            x = _pool(prepared[layer], *_layer_args(space[sub], scale[sub], layer))
+                            sp, sc = _layer_args(space[sub], scale[sub], layer)
+                            # the token pooling with scale 0 is the bilinear sample at sp
+                            x = _pool(prepared[layer], sp, torch.zeros_like(sc) if point else sc)
                             st.add(fold, x, yb[:, sub], slice(sub.start - sl.start, sub.stop - sl.start))
             for st, (layer, sl) in zip(stats, items):
                 # the penalty that suits a layer depends on its width and the stimulus count: keep

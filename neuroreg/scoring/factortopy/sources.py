@@ -19,6 +19,7 @@ from neuroreg._capture import capture_outputs
 from neuroreg._checks import check_finite
 from neuroreg.brain.data import images_to_tensor
 from neuroreg.errors import ShapeError, UnknownNameError
+from neuroreg.features import resolve_layers
 
 __all__: list[str] = []
 
@@ -71,7 +72,6 @@ class _ModelSource:
 
     def __init__(self, model: nn.Module, stimuli, layers: Sequence[str], n_stimuli: int,
                  device: torch.device) -> None:
-        from neuroreg.features import resolve_layers
 
         if stimuli is None:
             raise ValueError("a model was given but no stimuli: pass stimuli=... to fit/predict, "

@@ -1,8 +1,8 @@
 """Train/eval modes saved and restored per submodule.
 
-``model.train(was_training)`` after an evaluation sets *every* submodule to the top
-module's mode, which flips a deliberately frozen part (BatchNorm statistics frozen
-for a linear probe, say) back to training. These record each submodule's own mode
+Putting back only the top module's flag after an evaluation (``Module.train`` with it)
+sets *every* submodule to that mode, which flips a deliberately frozen part (BatchNorm
+statistics frozen for a linear probe, say) back to training. These record each submodule's own mode
 and put exactly that back; :func:`eval_mode` is the context manager every
 evaluation path uses.
 """

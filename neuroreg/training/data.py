@@ -438,7 +438,24 @@ class AlignedDataModule(L.LightningDataModule):
         return [task, neural]
 
 
-class GratingsDataModule(AlignedDataModule):
+class _RequestedClassCount:
+    """The deprecated ``n_classes`` attribute of a data module that stores its requested class count.
+
+    The count lives in ``_num_classes``: the ``num_classes`` property of :class:`AlignedDataModule`
+    reports the built task's count, while ``n_classes`` must answer without building anything.
+    """
+
+    _num_classes: int
+
+    @property
+    def n_classes(self) -> int:
+        """Deprecated name of :attr:`num_classes` (the requested count, without building the task)."""
+        warnings.warn(f"{type(self).__name__}.n_classes is deprecated; use num_classes", DeprecationWarning,
+                      stacklevel=2)
+        return self._num_classes
+
+
+class GratingsDataModule(_RequestedClassCount, AlignedDataModule):
     """Offline task data: oriented gratings, ``num_classes`` orientation classes (see :class:`GratingsDataset`).
 
     Generated in memory in milliseconds; used by the tiny configuration, the
@@ -459,13 +476,6 @@ class GratingsDataModule(AlignedDataModule):
         # The requested count; the num_classes property (AlignedDataModule) reports the built task's.
         self._num_classes: int = 4 if given is None else given
         self.n_train, self.n_val = n_train, n_val
-
-    @property
-    def n_classes(self) -> int:
-        """Deprecated name of :attr:`num_classes` (the requested count, without building the task)."""
-        warnings.warn("GratingsDataModule.n_classes is deprecated; use num_classes", DeprecationWarning,
-                      stacklevel=2)
-        return self._num_classes
 
     def _workers_default(self) -> int:
         return 0

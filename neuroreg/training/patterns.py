@@ -10,7 +10,6 @@ network was trained on (a domain shift, as EuroSAT or dermoscopy are).
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, Literal
 
 import pandas as pd
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from neuroreg._deprecation import renamed_argument
+from neuroreg.training.data import _RequestedClassCount
 from neuroreg.training.split_data import SplitImageDataModule
 
 __all__ = ["PATTERN_CLASSES", "pattern_image", "PatternDataModule"]
@@ -67,7 +67,7 @@ def pattern_image(label: int, size: int = 64, *, seed: int = 0, index: int = 0) 
     return img.clamp(0, 1)
 
 
-class PatternDataModule(SplitImageDataModule):
+class PatternDataModule(_RequestedClassCount, SplitImageDataModule):
     """Generated pattern images as a fine-tuning domain (offline, no files): ``n_images`` over 6 classes.
 
     Image ``i`` has class ``i % num_classes`` and name ``pattern_<i>``; the
@@ -102,13 +102,6 @@ class PatternDataModule(SplitImageDataModule):
         # The requested count; the num_classes property (AlignedDataModule) reports the built task's.
         self._num_classes: int = k
         self.n_images, self.native_size = n_images, native_size
-
-    @property
-    def n_classes(self) -> int:
-        """Deprecated name of :attr:`num_classes` (the requested count, without building the task)."""
-        warnings.warn("PatternDataModule.n_classes is deprecated; use num_classes", DeprecationWarning,
-                      stacklevel=2)
-        return self._num_classes
 
     def _workers_default(self) -> int:
         return 0

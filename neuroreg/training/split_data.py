@@ -11,6 +11,7 @@ classes, serves train/val/test loaders and writes ``splits.csv``.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -76,7 +77,7 @@ class TableImages(Dataset):
         return (self.transform(image) if self.transform is not None else image), int(self.labels[r])
 
 
-class SplitImageDataModule(AlignedDataModule):
+class SplitImageDataModule(AlignedDataModule, ABC):
     """An image table split into train/val/test, with budgets, class balancing and ``splits.csv``.
 
     Parameters (besides those of :class:`~neuroreg.training.AlignedDataModule`)
@@ -111,9 +112,9 @@ class SplitImageDataModule(AlignedDataModule):
         self._test: Dataset | None = None
 
     # -- to implement
+    @abstractmethod
     def _scan(self) -> tuple[pd.DataFrame, list[str]]:
         """(table with columns ``image``, ``label`` and ``path`` [+ ``group``], class names)."""
-        raise NotImplementedError
 
     def _loader(self) -> Callable[[int], Any]:
         """A picklable ``row -> image`` callable for the table (DataLoader workers receive it, not the module)."""

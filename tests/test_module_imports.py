@@ -78,7 +78,8 @@ _KEPT = [
     ("neuroreg.sweep.tune", ["neuroreg.evaluate.brain_scores", "neuroreg.training.cli.build_cli",
                              "neuroreg.training.cli.fit_cli"], SWEEP_WORKER),
 
-    ("neuroreg.training.scorecard_callback", ["neuroreg.evaluate.evaluate"], TRAINING_ROBUSTNESS),
+    ("neuroreg.training.scorecard_callback", ["neuroreg.evaluate.evaluate", "neuroreg.evaluate.resolve_brain_set",
+                                              "neuroreg.robustness.wrapper.is_stochastic"], TRAINING_ROBUSTNESS),
     ("neuroreg.training.scorecard_callback", ["matplotlib.pyplot", "neuroreg.training.scorecard_curves.plot_curves",
                                               "neuroreg.scorecard_report.plot_depth_profile"], TRAINING_PLOT),
 

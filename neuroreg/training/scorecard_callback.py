@@ -6,10 +6,15 @@
 At the end of ``fit`` the final model gets the full scorecard of
 :func:`neuroreg.evaluate` (accuracy on the validation data, the attack suite with
 its sanity checks, brain scores), written to ``<run>/scorecard/`` with the same
-files as ``neuroreg evaluate``. Every ``every_n_epochs`` epochs (or
-``every_n_steps`` steps) a cheaper configuration runs (brain scores over a few
-layers, a short PGD at one budget on a capped number of validation images) and
-is logged to TensorBoard as scalars::
+files as ``neuroreg evaluate``. Along the way a cheaper configuration runs
+(brain scores over a few layers, a short PGD at one budget on a capped number of
+validation images): by default every ``k`` epochs, the smallest ``k`` at which
+its estimated cost is at most ``periodic_budget`` (5 %) of the training's
+(:mod:`neuroreg.training.scorecard_cost`: counted in pixel-passes, so the steps
+do not depend on timing), or every ``every_n_epochs`` epochs / ``every_n_steps``
+steps when either is given. What is constant over the run (the brain stimuli at
+the model's input size, the validation images of the periodic evaluation) is
+prepared once. The results are logged to TensorBoard as scalars::
 
     brain/<dataset>/<rdm set or region>/<metric>     e.g. brain/kriegeskorte92/monkey_IT/crsa
     robust/<attack>_eps<eps * 255>                   e.g. robust/pgd_eps4 (L-inf; L2: robust/pgd_l2_0.5)
@@ -29,7 +34,9 @@ on rank 0 while the other ranks wait at a barrier.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
+import dataclasses
 import io
 import os
 import random
@@ -41,13 +48,17 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.utils.data import Dataset
 
 from neuroreg._io import atomic_write_text
+from neuroreg.brain import BrainData, NeuralStimulusSet
+from neuroreg.preprocessing import Preprocessing, preprocessing_of
 from neuroreg.scorecard import summarize_brain
 from neuroreg.table import ScoreTable
 from neuroreg.training.data import _dataset_len
+from neuroreg.training.scorecard_cost import default_interval, periodic_evaluation_cost, training_batch_cost
 
 __all__ = ["ScorecardCallback", "preserve_training_state", "curve_tags"]
 
@@ -135,9 +146,19 @@ class ScorecardCallback(Callback):
     Parameters
     ----------
     enabled: switch the callback off (``--scorecard.enabled false``).
-    every_n_epochs: periodic evaluation after every N training epochs (None or 0: off).
-    every_n_steps: periodic evaluation every N optimizer steps (None or 0: off; with
+    every_n_epochs: periodic evaluation after every N training epochs (0: off).
+    every_n_steps: periodic evaluation every N optimizer steps (0: off; with
         ``every_n_epochs`` both run).
+        When both are None (the default), the interval is derived at the first
+        training batch: every k epochs, the smallest k at which one periodic
+        evaluation's estimated cost is at most ``periodic_budget`` of the training
+        cost of k epochs (:func:`neuroreg.training.scorecard_cost.default_interval`;
+        pixel-passes, not timing, so reruns evaluate at the same steps). Giving
+        either one (a number, or 0/None for off) replaces the rule; both 0: no
+        periodic evaluation.
+    periodic_budget: the fraction of the training cost the derived interval allows
+        the periodic evaluations (0.05: half the 10 % the callback is measured against,
+        a margin for the estimate).
     final: run the full scorecard at the end of fit.
     folder: where the final scorecard goes; relative paths are under the trainer's
         ``default_root_dir`` (the run folder).
@@ -156,8 +177,8 @@ class ScorecardCallback(Callback):
     batch_size, seed: of the evaluation (the seed fixes attack starts and image picks).
     """
 
-    def __init__(self, enabled: bool = True, every_n_epochs: Optional[int] = 1, every_n_steps: Optional[int] = None,
-                 final: bool = True, folder: str = "scorecard", model_name: Optional[str] = None,
+    def __init__(self, enabled: bool = True, every_n_epochs: Optional[int] = None, every_n_steps: Optional[int] = None,
+                 periodic_budget: float = 0.05, final: bool = True, folder: str = "scorecard", model_name: Optional[str] = None,
                  brain_sets: Sequence[str] = ("kriegeskorte92",), attacks: Sequence[str] = ("pgd",),
                  eps: Optional[list[float]] = None, norm: str = "Linf", corruptions: Optional[list[str]] = None,
                  layers: Any = "all", max_layers: Optional[int] = None, max_images: Optional[int] = None,
@@ -168,6 +189,8 @@ class ScorecardCallback(Callback):
         for name, value in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0 or None; got {value}")
+        if not 0 < periodic_budget <= 1:
+            raise ValueError(f"periodic_budget must be a fraction in (0, 1]; got {periodic_budget}")
         if norm not in ("Linf", "L2"):
             raise ValueError(f"norm must be 'Linf' or 'L2'; got {norm!r}")
         if periodic_steps < 1:
@@ -180,9 +203,18 @@ class ScorecardCallback(Callback):
         self.corruptions, self.layers, self.max_layers, self.max_images = corruptions, layers, max_layers, max_images
         self.periodic_attack, self.periodic_eps, self.periodic_steps = periodic_attack, periodic_eps, periodic_steps
         self.periodic_max_images, self.periodic_max_layers = periodic_max_images, periodic_max_layers
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed, self.periodic_budget = batch_size, seed, periodic_budget
         self.curves_: list[dict] = []
         self._last_step = -1
+        # (every_n_epochs, every_n_steps) in force, fixed at the first training batch of a fit
+        self.interval_: Optional[tuple[int, int]] = None
+        self._brain_cache: Optional[list] = None      # brain sets, stimuli at the model's input size
+        self._task_cache: Any = None                  # periodic validation images as (images, labels) tensors
+
+    @property
+    def auto_interval(self) -> bool:
+        """True when the periodic interval is derived from the cost estimate (neither interval given)."""
+        return self.every_n_epochs is None and self.every_n_steps is None
 
     # ------------------------------------------------------------------ where and what
     def run_folder(self, trainer: L.Trainer) -> Path:
@@ -215,12 +247,42 @@ class ScorecardCallback(Callback):
             indices = sorted(torch.randperm(len(base), generator=gen)[:max_images].tolist())
         return _ZeroOneImages(base, mean_std, indices)
 
+    # ------------------------------------------------------------------ inputs prepared once per fit
+    def _brain_sets(self, model: nn.Module) -> list:
+        """The brain sets, loaded once, their stimuli resized once to the model's input size.
+
+        The scoring path resizes each stimulus with the model's contract before it
+        normalises; on a stimulus already at that size the resize is a no-op, so
+        the scores are those of the original images, bit for bit.
+        """
+        from neuroreg.evaluate import resolve_brain_set  # local: loads neuroreg.robustness (kornia, torchattacks)
+
+        if self._brain_cache is None:
+            prep = preprocessing_of(model)
+            self._brain_cache = [_at_input_size(resolve_brain_set(b), prep) for b in self.brain_sets]
+        return self._brain_cache
+
+    def _periodic_task(self, trainer: L.Trainer):
+        """The periodic evaluation's validation images, read once per fit into ``(images, labels)`` tensors
+        (left as a data set above ``_TASK_CACHE_BYTES``)."""
+        if self._task_cache is None:
+            task = self._task_data(trainer, self.periodic_max_images)
+            if task is None:
+                return None
+            n = len(task)
+            first = task[0][0] if n else None
+            if first is None or n * first.numel() * 4 > _TASK_CACHE_BYTES:
+                return task
+            images, labels = zip(*(task[i] for i in range(n)))
+            self._task_cache = (torch.stack(images), torch.as_tensor(labels, dtype=torch.long))
+        return self._task_cache
+
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, *, periodic: bool):
         from neuroreg.evaluate import evaluate  # local: loads neuroreg.robustness (kornia, torchattacks)
 
         model = self._backbone(pl_module)
-        task = self._task_data(trainer, self.periodic_max_images if periodic else self.max_images)
+        task = self._periodic_task(trainer) if periodic else self._task_data(trainer, self.max_images)
         attacks: list[str]
         eps: list[float] | None
         corruptions: list[str] | None
@@ -229,7 +291,7 @@ class ScorecardCallback(Callback):
             attacks = [self.periodic_attack] if self.periodic_attack else []
             eps, corruptions, layers, max_layers = [self.periodic_eps], None, "all", self.periodic_max_layers
             attack_kwargs = {"pgd_steps": self.periodic_steps, "sanity": False, "progress": False, "n_draws": 1,
-                             "eot_iter": 2}
+                             "eot_iter": _PERIODIC_EOT_ITER}
             sections = ["accuracy", "brain", *(["attacks"] if attacks else [])]
         else:
             attacks, eps, corruptions = self.attacks, self.eps, self.corruptions
@@ -239,10 +301,55 @@ class ScorecardCallback(Callback):
         if task is None:
             sections = [s for s in sections if s in ("brain", "factortopy")]
         with preserve_training_state(model):
-            return evaluate({self._name(trainer): model}, task, brain_sets=self.brain_sets, sections=sections,
+            brain_sets = self._brain_sets(model)
+            return evaluate({self._name(trainer): model}, task, brain_sets=brain_sets, sections=sections,
                             attacks=attacks, eps=eps, norm=self.norm, corruptions=corruptions, layers=layers,
                             max_layers=max_layers, attack_kwargs=attack_kwargs, batch_size=self.batch_size,
                             seed=self.seed, progress=False)
+
+    # ------------------------------------------------------------------ when
+    def periodic_cost(self, trainer: L.Trainer, pl_module: L.LightningModule) -> int:
+        """Estimated pixel-passes of one periodic evaluation of this run
+        (:func:`neuroreg.training.scorecard_cost.periodic_evaluation_cost`)."""
+        from neuroreg.robustness.wrapper import is_stochastic  # local: loads neuroreg.robustness, as evaluate does
+
+        model = self._backbone(pl_module)
+        with preserve_training_state(model):
+            prep = preprocessing_of(model)
+            brain = [(int(b.n_stimuli), prep.input_size[-2] * prep.input_size[-1]) for b in self._brain_sets(model)]
+            task = self._task_data(trainer, self.periodic_max_images)
+            n_images = len(task) if task is not None else 0
+            pixels, stochastic = 0, False
+            if n_images:
+                x = torch.stack([task[i][0] for i in range(min(2, n_images))])
+                pixels = int(x.shape[-2]) * int(x.shape[-1])
+                if self.periodic_attack:
+                    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+                    with torch.no_grad():
+                        stochastic = is_stochastic(_Normalized(model, prep), x.to(device))
+        return periodic_evaluation_cost(brain_stimuli=brain, n_images=n_images, image_pixels=pixels,
+                                        attack=self.periodic_attack if n_images else None,
+                                        steps=self.periodic_steps, eot_iter=_PERIODIC_EOT_ITER,
+                                        stochastic=stochastic)
+
+    def _fix_interval(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> tuple[int, int]:
+        if not self.auto_interval:
+            return int(self.every_n_epochs or 0), int(self.every_n_steps or 0)
+        interval: Optional[tuple[int, int]] = None
+        if trainer.is_global_zero:   # rank 0 holds the brain sets; the others take its answer
+            evaluation = self.periodic_cost(trainer, pl_module)
+            per_batch = training_batch_cost(batch)
+            interval = default_interval(evaluation, per_batch, batches_per_epoch=float(trainer.num_training_batches),
+                                        budget=self.periodic_budget,
+                                        accumulate_grad_batches=int(trainer.accumulate_grad_batches))
+            every = f"{interval[0]} epochs" if interval[0] else f"{interval[1]} steps"
+            rank_zero_info(f"scorecard: periodic evaluation every {every} (estimated {evaluation:,} pixel-passes "
+                           f"against {per_batch:,} per training batch, budget {self.periodic_budget:.0%}; "
+                           "set --scorecard.every_n_epochs or every_n_steps to choose)")
+        shared = trainer.strategy.broadcast(interval, src=0)
+        if shared is None:   # rank 0 always sends one
+            raise RuntimeError("scorecard: rank 0 sent no periodic interval")
+        return int(shared[0]), int(shared[1])
 
     def _log(self, trainer: L.Trainer, card, step: int, epoch: int) -> dict[str, float]:
         tags = curve_tags(card)
@@ -280,16 +387,24 @@ class ScorecardCallback(Callback):
         trainer.strategy.barrier("scorecard_periodic")
 
     # ------------------------------------------------------------------ Lightning hooks
+    def on_fit_start(self, trainer, pl_module) -> None:
+        # a new fit may bring another model or data: prepare the inputs and the interval afresh
+        self.interval_, self._brain_cache, self._task_cache = None, None, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.enabled and self.interval_ is None:
+            self.interval_ = self._fix_interval(trainer, pl_module, batch)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not self.enabled or not self.every_n_steps or trainer.sanity_checking:
+        if not self.enabled or self.interval_ is None or not self.interval_[1] or trainer.sanity_checking:
             return
-        if trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0:
+        if trainer.global_step > 0 and trainer.global_step % self.interval_[1] == 0:
             self._periodic(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not self.enabled or not self.every_n_epochs:
+        if not self.enabled or self.interval_ is None or not self.interval_[0]:
             return
-        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+        if (trainer.current_epoch + 1) % self.interval_[0] == 0:
             self._periodic(trainer, pl_module)
 
     def on_fit_end(self, trainer, pl_module) -> None:
@@ -331,6 +446,36 @@ class ScorecardCallback(Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.curves_ = list(state_dict.get("curves", []))
         self._last_step = int(state_dict.get("last_step", -1))
+
+
+#: EOT gradient draws per step of the periodic attack on a stochastic model
+_PERIODIC_EOT_ITER = 2
+#: the periodic validation images are kept as one tensor up to this size (128 images at 224 px: 77 MB)
+_TASK_CACHE_BYTES = 512 * 2 ** 20
+
+
+class _Normalized(nn.Module):
+    """``model(prep.normalize(x))``: the classifier on [0, 1] images, as the attack suite sees it."""
+
+    def __init__(self, model: nn.Module, prep: Preprocessing) -> None:
+        super().__init__()
+        self.model, self.prep = model, prep
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.prep.normalize(x))
+
+
+def _at_input_size(data, prep: Preprocessing):
+    """A copy of a brain set whose stimulus images are float ``(n, 3, S, S)`` at the model's input size,
+    each resized as the scoring path resizes it (:meth:`Preprocessing.resize`, one image at a time)."""
+    if isinstance(data, NeuralStimulusSet):
+        images = data.images_tensor()
+        return dataclasses.replace(data, images=torch.stack([prep.resize(x) for x in images]).numpy())
+    if isinstance(data, BrainData) and data.stimuli is not None:
+        out = copy.copy(data)
+        out.stimuli = torch.stack([prep.resize(x) for x in data.images_tensor()])
+        return out
+    return data
 
 
 def _tensorboard_writer(trainer: L.Trainer):

@@ -153,3 +153,64 @@ def test_validation_images_reach_the_scorecard_in_zero_one(tmp_path):
         ref, ref_y = raw[i]
         assert y == ref_y and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
         torch.testing.assert_close(x, ref.clamp(0, 1), atol=1e-5, rtol=0)
+
+
+def _auto_fit(tmp_path, budget: float, max_steps: int):
+    L.seed_everything(0, verbose=False)
+    net = make_tiny_net()
+    dm = GratingsDataModule(num_classes=4, n_train=48, n_val=16, batch_size=16, image_size=16, normalize=True,
+                            model_name=None, seed=0).use_model(net)
+    cb = ScorecardCallback(brain_sets=[], attacks=[], periodic_max_images=8, periodic_steps=5,
+                           periodic_budget=budget, batch_size=8, final=False)
+    L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+              default_root_dir=str(tmp_path), callbacks=[cb]).fit(BrainRegularizedModule(net, lr=0.05,
+                                                                                        scheduler="none"), dm)
+    return cb
+
+
+@pytest.mark.parametrize("budget, epochs", [(0.5, 2), (0.25, 4)])
+def test_default_interval_from_the_cost_estimate(tmp_path, budget, epochs):
+    # By hand: one periodic evaluation = 8 images x 16 x 16 px x (accuracy + clean + 5-step PGD: 2 + 16 passes)
+    # = 36,864 pixel-passes (no brain set); a training batch = 3 x 16 x 256 = 12,288; 3 batches per epoch.
+    # Budget 0.5: 36,864 / (0.5 x 12,288) = 6 batches = 2 epochs; budget 0.25: 12 batches = 4 epochs.
+    cb = _auto_fit(tmp_path, budget, max_steps=12)
+    assert cb.auto_interval and cb.interval_ == (epochs, 0)
+    assert sorted({r["step"] for r in cb.curves_}) == list(range(3 * epochs, 13, 3 * epochs))
+
+
+def test_explicit_interval_overrides_the_rule():
+    cb = ScorecardCallback(every_n_epochs=0)
+    assert not cb.auto_interval
+    with pytest.raises(ValueError, match=r"periodic_budget must be a fraction in \(0, 1\]; got 1.5"):
+        ScorecardCallback(periodic_budget=1.5)
+
+
+def test_prepared_inputs_give_the_scores_of_the_raw_inputs(tmp_path):
+    # The periodic evaluation reads brain stimuli resized once and validation images read once; its numbers
+    # must be those of neuroreg.evaluate on the bundled set and the validation data set as they are.
+    from types import SimpleNamespace
+
+    from neuroreg.evaluate import evaluate
+    from neuroreg.training.scorecard_callback import _ZeroOneImages
+
+    net = make_tiny_net()
+    net.pretrained_cfg = {"input_size": (3, 64, 64)}    # the 175 px stimuli are resized to the model's 64 px
+    dm = GratingsDataModule(num_classes=4, n_train=8, n_val=12, batch_size=4, image_size=16, seed=0).use_model(net)
+    dm.setup("fit")
+    cb = ScorecardCallback(periodic_max_images=None, periodic_max_layers=2, batch_size=8, model_name="m")
+    trainer = SimpleNamespace(datamodule=dm, default_root_dir=str(tmp_path))
+    module = BrainRegularizedModule(net, lr=0.05, scheduler="none")
+    cards = [cb._evaluate(trainer, module, periodic=True) for _ in range(2)]   # the second reuses the inputs
+    assert isinstance(cb._task_cache, tuple) and cb._brain_cache[0].images.shape == (92, 3, 64, 64)
+    ref = evaluate({"m": net}, _ZeroOneImages(dm._val, dm.mean_std), brain_sets=["kriegeskorte92"],
+                   sections=["accuracy", "brain", "attacks"], attacks=["pgd"], eps=[4 / 255], max_layers=2,
+                   attack_kwargs={"pgd_steps": 5, "sanity": False, "progress": False, "n_draws": 1, "eot_iter": 2},
+                   batch_size=8, seed=0, progress=False)
+    for card in cards:
+        for section in ("accuracy", "brain", "attacks"):
+            got = sorted((r["metric"], str(r.get("layer")), str(r.get("rdm")), r["split"], r["score"])
+                         for r in card.sections[section])
+            want = sorted((r["metric"], str(r.get("layer")), str(r.get("rdm")), r["split"], r["score"])
+                          for r in ref.sections[section])
+            assert got == want, section

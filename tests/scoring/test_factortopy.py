@@ -628,6 +628,73 @@ def test_correlation_peak_finds_the_pixel_a_voxel_reads():
     torch.testing.assert_close(pos[:, 0], expected, atol=0.5 / 6, rtol=0)  # within half a pixel
 
 
+def test_ridge_peak_height_is_the_in_sample_fit_of_a_ridge_on_the_pixels_channels():
+    # r' (R_p + alpha I)^-1 r is y . y_hat / n of a ridge (penalty alpha n) on the pixel's standardised
+    # channels with z-scored y: checked against scikit-learn at every pixel
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    from neuroreg.scoring.factortopy.initialization import correlation_peaks
+
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(200, 1, 4, 5, generator=g)
+    maps = base + 0.5 * torch.randn(200, 6, 4, 5, generator=g)  # correlated channels
+    y = torch.stack([maps[:, :, 2, 3] @ torch.randn(6, generator=g), maps[:, :, 0, 1] @ torch.randn(6, generator=g)], 1)
+    y = y + torch.randn(y.shape, generator=g)
+    alpha = 0.3
+    _, height = correlation_peaks(lambda: ((np.arange(s, s + 40), [maps[s:s + 40]]) for s in range(0, 200, 40)),
+                                  y, 2, alpha=alpha)
+    for v in range(2):
+        yz = (y[:, v] - y[:, v].mean()) / y[:, v].std(unbiased=False)
+        fits = []
+        for r in range(4):
+            for c in range(5):
+                x = StandardScaler().fit_transform(maps[:, :, r, c].double().numpy())
+                pred = Ridge(alpha=alpha * 200).fit(x, yz.double().numpy()).predict(x)
+                fits.append(float((yz.double().numpy() * pred).mean()))
+        assert float(height[v, 0]) == pytest.approx(max(fits), rel=1e-6)
+
+
+def test_ridge_peak_locates_point_readouts_of_a_resnet_block_closer_than_summed_correlations():
+    # the 128 channels of a random ResNet-18's layer2 on natural images are strongly correlated:
+    # treating them as independent (alpha=None) broadens the map and moves its peak about a pixel
+    # off; the per-pixel ridge fit finds the point read (the weak-layer case of docs/factortopy.md)
+    from neuroreg.features import extract
+    from neuroreg.scoring.factortopy.initialization import correlation_peaks
+
+    matrix = _recovery_matrix()
+    model, _ = matrix.make_model("resnet18")
+    maps = extract(model, matrix.make_stimuli(400, 64, seed=0), ["layer2"], progress=False)["layer2"].float()
+    maps = (maps - maps.mean((0, 2, 3), keepdim=True)) / maps.std((0, 2, 3), keepdim=True).clamp_min(1e-6)
+    rng = np.random.default_rng(0)
+    pos = torch.as_tensor(rng.uniform(-0.8, 0.8, size=(40, 2)), dtype=torch.float32)
+    grid = pos[None, :, None, :].expand(len(maps), -1, -1, -1)
+    signal = torch.einsum("bcv,vc->bv", F.grid_sample(maps, grid, align_corners=False)[..., 0],
+                          torch.as_tensor(rng.normal(size=(40, maps.shape[1])), dtype=torch.float32))
+    y = signal / signal.std(0) + 0.5 * torch.as_tensor(rng.normal(size=signal.shape), dtype=torch.float32)
+
+    def batches():
+        return ((np.arange(s, s + 100), [maps[s:s + 100]]) for s in range(0, len(maps), 100))
+
+    err = {}
+    for alpha in (None, 0.1):
+        peaks, _ = correlation_peaks(batches, y, 40, alpha=alpha)
+        err[alpha] = float((peaks[:, 0] - pos).norm(dim=1).median())
+    pixel = 2 / maps.shape[-1]
+    assert err[0.1] < 0.5 * pixel, err
+    assert err[0.1] < 0.5 * err[None], err
+
+
+def test_peak_alpha_is_checked():
+    feats, brain = _tiny()
+    for bad in (0, -1.0, True):
+        with pytest.raises(ValueError, match="peak_alpha"):
+            _quick(peak_alpha=bad).fit(feats, brain)
+    with pytest.raises(ValueError, match="alpha"):
+        from neuroreg.scoring.factortopy.initialization import correlation_peaks
+        correlation_peaks(lambda: iter([(np.arange(3), [torch.zeros(3, 1, 2, 2)])]), torch.zeros(3, 1), 1, alpha=0.0)
+
+
 def test_is_a_sklearn_estimator_clone_and_params():
     from sklearn.base import BaseEstimator, clone
 

@@ -74,9 +74,13 @@ class FactorTopy(BaseEstimator):
         best window; ``space_`` and ``scale_`` report the most probable layer's. False: one
         position and scale per voxel shared by all layers, as in the paper.
     position_init: ``"correlation"`` (default) starts every voxel's position for every layer at
-        the peak of its channel-summed squared-correlation map (:func:`correlation_peaks`), by
-        fitting the space selector to those peaks for ``init_steps`` Adam steps before training;
-        ``"centre"`` starts every voxel at the image centre (the paper).
+        the peak of its per-pixel ridge fit (:func:`correlation_peaks`), by fitting the space
+        selector to those peaks for ``init_steps`` Adam steps before training; the peaks are also
+        a window the ridge layer choice judges. ``"centre"`` starts every voxel at the image
+        centre (the paper).
+    peak_alpha: ridge penalty of those peaks, on each pixel's channel correlation matrix (trace
+        ``C``); ``None``: the channel-summed squared correlation (channels treated as independent,
+        a broader map whose peak is several times further from the truth on deeper layers).
     random_state: scikit-learn's name for ``seed``; when given it overrides ``seed``.
     device: torch device (default: CUDA when available, else CPU).
     progress: show a progress bar over epochs (default: only on a terminal).
@@ -96,9 +100,9 @@ class FactorTopy(BaseEstimator):
     ``(n_voxels, L)`` cross-validated ridge r per layer (``layer_choice="ridge_cv"``),
     level_std_ (per-layer ``(C, K)`` blur-level SDs, ``pooling="gaussian"``), timings_ (seconds
     spent on feature statistics, position initialisation, training epochs and the ridge layer choice),
-    init_space_ ``(n_voxels, L, 2)`` correlation peaks (``position_init="correlation"``).
+    init_space_ ``(n_voxels, L, 2)`` ridge-fit peaks (``position_init="correlation"``).
     window_candidate_ ``(n_voxels, L)`` which window the ridge layer choice kept per voxel and layer
-    (0 learned, 1 learned position read as a bilinear point sample, 2 correlation peak read so) and
+    (0 learned, 1 learned position read as a bilinear point sample, 2 ridge-fit peak (``init_space_``) read so) and
     choice_space_layers_ ``(n_voxels, L, 2)``, choice_scale_layers_ ``(n_voxels, L)`` those windows.
 
     Diagnostics (``layer_choice="ridge_cv"``): cv_r_ per voxel and layer; confidence_ (entropy
@@ -117,7 +121,7 @@ class FactorTopy(BaseEstimator):
                  smooth_k: int = 6, beta: float = 0.1, expert_weight: float = 1.0, select_fraction: float = 0.2,
                  pooling: str = "gaussian", layer_choice: str = "ridge_cv", cv_folds: int = 5,
                  ridge_alpha: float | Sequence[float] = (2e-3, 2e-2, 2e-1, 2.0), choice_temperature: float = 0.01, per_layer_space: bool = True,
-                 position_init: str = "correlation", init_steps: int = 500,
+                 position_init: str = "correlation", init_steps: int = 500, peak_alpha: float | None = 0.1,
                  random_state: int | None = None, device: str | torch.device | None = None,
                  progress: bool | None = None) -> None:
         self.layers = layers
@@ -125,6 +129,7 @@ class FactorTopy(BaseEstimator):
         self.per_layer_space = per_layer_space
         self.position_init = position_init
         self.init_steps = init_steps
+        self.peak_alpha = peak_alpha
         self.d = d
         self.seed = seed
         self.hidden = hidden
@@ -180,6 +185,8 @@ class FactorTopy(BaseEstimator):
             raise ValueError(f"position_init must be 'correlation' or 'centre'; got {self.position_init!r}")
         if isinstance(self.init_steps, bool) or not isinstance(self.init_steps, (int, np.integer)) or self.init_steps < 0:
             raise ValueError(f"init_steps must be an integer >= 0; got {self.init_steps!r}")
+        if self.peak_alpha is not None and (isinstance(self.peak_alpha, bool) or not self.peak_alpha > 0):
+            raise ValueError(f"peak_alpha must be a number > 0 or None; got {self.peak_alpha!r}")
         if not 0.0 < self.select_fraction < 1.0:
             raise ValueError(f"select_fraction must be in (0, 1); got {self.select_fraction}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -291,7 +298,7 @@ class FactorTopy(BaseEstimator):
         return self
 
     def _init_positions(self, net: FactorTopyNet, source, y: Tensor, enc: Tensor, train_idx, device) -> None:
-        """Start the space selector at each voxel's correlation peak (:func:`correlation_peaks`).
+        """Start the space selector at each voxel's ridge-fit peak (:func:`correlation_peaks`).
 
         The selector MLP is fitted to the peaks (pre-tanh values, least squares) before training,
         so the positions stay a smooth function of cortical coordinates wherever the data allow.
@@ -300,7 +307,7 @@ class FactorTopy(BaseEstimator):
         peaks, height = correlation_peaks(
             lambda: ((idx, self._normalise(maps)) for idx, maps in source.batches(train_idx, self.batch_size * 4,
                                                                                   device)),
-            target_y, y.shape[1])
+            target_y, y.shape[1], alpha=self.peak_alpha)
         self.init_space_ = peaks.double().cpu().numpy()
         if not net.per_layer_space:  # one position per voxel: the layer whose peak is highest
             peaks = peaks[torch.arange(len(peaks)), height.argmax(1)]
@@ -510,9 +517,9 @@ class FactorTopy(BaseEstimator):
         # Gradient training settles on a window that is about right but often a pixel off or too
         # wide for a layer (on a 12 x 12 map a one-pixel blur halves a point read-out's r), which
         # loses that layer the choice. Ridge also judges each layer at its learned position with
-        # the narrowest window and at its correlation peak with the narrowest window, and each
+        # the narrowest window and at its ridge-fit peak with the narrowest window, and each
         # voxel and layer keeps its best window (``window_candidate_``: 0 learned, 1 learned
-        # position with the narrowest window, 2 correlation peak with the narrowest window).
+        # position with the narrowest window, 2 ridge-fit peak with the narrowest window).
         candidates = [(space, scale), (space, torch.zeros_like(scale))]
         if self.position_init == "correlation" and space.ndim == 3:
             candidates.append((torch.as_tensor(self.init_space_, dtype=space.dtype, device=space.device),

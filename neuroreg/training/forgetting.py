@@ -40,10 +40,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from neuroreg._modes import eval_mode
@@ -64,19 +66,32 @@ _STAGES = ("before", "after", "change")
 
 
 # ----------------------------------------------------------------------------- building blocks
-def model_preprocess(model: nn.Module, image_size: int | None = None) -> Callable[[Tensor], Tensor]:
-    """``(3, H, W)`` in [0, 1] -> resized to the model's input size and normalised with its ``pretrained_cfg``."""
+def _preprocess_spec(model: nn.Module, image_size: int | None) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """(input size, mean, std) that :func:`model_preprocess` applies for ``model``."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     size = int(image_size or (cfg.get("input_size") or (3, 224, 224))[-1])
-    mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406)), dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225)), dtype=torch.float32).view(-1, 1, 1)
+    mean = tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225)))
+    return size, mean, std
+
+
+def model_preprocess(model: nn.Module, image_size: int | None = None) -> Callable[[Tensor], Tensor]:
+    """``(3, H, W)`` in [0, 1] -> resized to the model's input size and normalised with its ``pretrained_cfg``."""
+    spec = _preprocess_spec(model, image_size)
 
     def transform(x: Tensor) -> Tensor:
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False,
-                              antialias=True)[0].clamp(0, 1)
-        return (x - mean) / std
+        return _model_input(x[None], spec)[0]
     return transform
+
+
+def _model_input(images: Tensor, spec: tuple[int, tuple[float, ...], tuple[float, ...]]) -> Tensor:
+    """:func:`model_preprocess` on a batch ``(n, 3, H, W)`` (one resize call for the whole batch)."""
+    size, mean, std = spec
+    if images.shape[-2:] != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                               antialias=True).clamp(0, 1)
+    return ((images - torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1))
+            / torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
 
 
 def with_head_of(after: nn.Module, before: nn.Module) -> nn.Module:
@@ -119,29 +134,101 @@ def _labels_of(dataset: Dataset) -> np.ndarray:
 def _embed(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device,
            seed: int = 0) -> tuple[np.ndarray, ...]:
     """(penultimate features (n, d), logits (n, k), labels (n,)) in one pass; model state restored."""
-    head = dict(model.named_modules())[classifier_name(model)]
-    store: list[Tensor] = []
-    handle = head.register_forward_pre_hook(lambda _m, inp: store.append(inp[0].detach().flatten(1).float().cpu()))
-    feats, logits, labels = [], [], []
-    try:
-        with eval_mode(model), _seeded(device, seed):
-            for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-                store.clear()
-                out = model(x.to(device))
-                feats.append(store[-1])
-                logits.append(out.float().cpu())
-                labels.append(torch.as_tensor(y))
-    finally:
-        handle.remove()
-    return torch.cat(feats).numpy(), torch.cat(logits).numpy(), torch.cat(labels).numpy()
+    (feats, logits), labels = _embed_models([model], dataset, batch_size, device, seed)
+    return feats[0], logits[0], labels
+
+
+def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+@torch.no_grad()
+def _embed_models(models: Sequence[nn.Module], dataset: Dataset, batch_size: int, device: torch.device,
+                  seed: int = 0) -> tuple[tuple[list[np.ndarray], list[np.ndarray]], np.ndarray]:
+    """Penultimate features and logits of every model on ``dataset``, reading (decoding, resizing) each batch once.
+
+    Returns ``(([features (n, d) per model], [logits (n, k) per model]), labels (n,))``. Each model
+    draws from its own random stream seeded with ``seed``, as in a pass of its own (a stochastic
+    front end gets the same noise in every model); modes and the caller's RNG state are restored.
+    """
+    stores: list[list[Tensor]] = [[] for _ in models]
+    feats: list[list[Tensor]] = [[] for _ in models]
+    logits: list[list[Tensor]] = [[] for _ in models]
+    labels: list[Tensor] = []
+    with contextlib.ExitStack() as stack:
+        for model, store in zip(models, stores):
+            head = dict(model.named_modules())[classifier_name(model)]
+            handle = head.register_forward_pre_hook(
+                lambda _m, inp, store=store: store.append(inp[0].detach().flatten(1).float().cpu()))
+            stack.callback(handle.remove)
+            stack.enter_context(eval_mode(model))
+        stack.enter_context(_seeded(device, seed))
+        states = [_rng_state(device)] * len(models)
+        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            x = x.to(device)
+            for i, model in enumerate(models):
+                _set_rng_state(device, states[i])
+                stores[i].clear()
+                out = model(x)
+                states[i] = _rng_state(device)
+                feats[i].append(stores[i][-1])
+                logits[i].append(out.float().cpu())
+            labels.append(torch.as_tensor(y))
+    return (([torch.cat(f).numpy() for f in feats], [torch.cat(lg).numpy() for lg in logits]),
+            torch.cat(labels).numpy())
 
 
 def _accuracies(pred: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     return float((pred == labels).mean()), balanced_accuracy(pred, labels)
 
 
+class _RowSpan(TransformerMixin, BaseEstimator):
+    """Coordinates of each row in an orthonormal basis of the training rows' span (thin SVD).
+
+    An L2-penalised linear model with an unpenalised intercept (scikit-learn's ``lbfgs``
+    logistic regression) has its optimal weights in the span of the training rows: a part
+    orthogonal to it changes no training loss and only adds to the penalty. Fitting on these
+    ``r <= min(n, d)`` coordinates therefore gives the same decision function as fitting on all
+    ``d`` features, with ``w . x = w' . (V^T x)`` for test rows too, and ``||w'|| = ||w||``;
+    with ``n`` images far fewer than ``d`` features the solver's cost drops accordingly.
+    When ``n >= d`` the features pass unchanged.
+    """
+
+    def fit(self, x: np.ndarray, y: Any = None) -> "_RowSpan":
+        x = np.asarray(x, dtype=np.float64)
+        self.basis_: np.ndarray | None = None
+        if x.shape[0] < x.shape[1]:
+            _, s, vt = np.linalg.svd(x, full_matrices=False)
+            keep = s > (s[0] if len(s) else 0.0) * max(x.shape) * np.finfo(np.float64).eps
+            self.basis_ = vt[keep].T
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return x if self.basis_ is None else x @ self.basis_
+
+
+def _one_blas_thread():
+    """Context for the probes' fits: their problems are small (<= a few thousand rows), where a multithreaded
+    BLAS/LAPACK adds only synchronisation; on cores shared with other work that made a 73 x 1280 SVD take
+    0.6 s instead of 0.03 s, and the retention probes 4-6x longer."""
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _probe(seed: int):
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
+    """Standardised features -> logistic regression (C = 1), solved in the span of the training rows.
+
+    ``tol`` is tighter than scikit-learn's default (1e-4): in the at most ``n``-dimensional span
+    it costs little, and it brings the fit closer to the optimum that the full-dimensional solve
+    only approximates."""
+    return make_pipeline(StandardScaler(), _RowSpan(),
+                         LogisticRegression(max_iter=2000, C=1.0, tol=1e-6, random_state=seed))
 
 
 def _stage_rows(table: ScoreTable, before: float, after: float, **row: Any) -> None:
@@ -149,15 +236,20 @@ def _stage_rows(table: ScoreTable, before: float, after: float, **row: Any) -> N
         table.append(stage=stage, score=value, **row)
 
 
+def _transformed(images: Tensor, transform: Callable[[Tensor], Tensor]) -> Tensor:
+    """``transform`` applied to each ``(3, H, W)`` image of ``images``, stacked."""
+    return torch.stack([transform(im) for im in images]) if len(images) else images
+
+
 class _Images(Dataset):
-    def __init__(self, images: Tensor, transform: Callable[[Tensor], Tensor]) -> None:
+    def __init__(self, images: Tensor, transform: Callable[[Tensor], Tensor] | None) -> None:
         self.images, self.transform = images, transform
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return self.transform(self.images[i]), 0
+        return (self.images[i] if self.transform is None else self.transform(self.images[i])), 0
 
 
 def _probe_images(probe_sets: Sequence[Any]) -> list[tuple[str, Any, Tensor, np.ndarray]]:
@@ -266,8 +358,22 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
     model, dataset: written to the ``model`` and ``dataset`` columns.
     """
     dev = torch.device(device) if device is not None else next(after.parameters()).device
-    before = copy.deepcopy(before).to(dev).eval()
-    after = copy.deepcopy(after).to(dev).eval()
+    # no copies: each pass puts the networks in eval mode on ``dev`` and restores every submodule's mode
+    # and the device afterwards (neuroreg._modes.eval_mode)
+    with eval_mode(before, dev), eval_mode(after, dev):
+        return _report(before, after, dev, task_data=task_data, original_data=original_data,
+                       probe_sets=probe_sets, reference=reference, brain=brain, layers=layers,
+                       factortopy=factortopy, image_size=image_size, transform=transform, batch_size=batch_size,
+                       max_eval_images=max_eval_images, max_probe_train=max_probe_train, debiased=debiased,
+                       seed=seed, model=model, dataset=dataset)
+
+
+def _report(before: nn.Module, after: nn.Module, dev: torch.device, *, task_data: Any, original_data: Any,
+            probe_sets: Sequence[Any], reference: str | None, brain: Any, layers: Any,
+            factortopy: bool | Mapping[str, Any], image_size: int | None,
+            transform: Callable[[Tensor], Tensor] | None, batch_size: int, max_eval_images: int | None,
+            max_probe_train: int | None, debiased: bool, seed: int, model: str | None,
+            dataset: str) -> ScoreTable:
     table = ScoreTable()
     base = {"model": model}
 
@@ -281,10 +387,11 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
         train_idx = _stratified_subset(_labels_of(train_set), max_probe_train, seed + 1)
         test_sub, train_sub = Subset(test_set, test_idx.tolist()), Subset(train_set, train_idx.tolist())
         f_train, _, y_train = _embed(before, train_sub, batch_size, dev, seed)
-        f_test, _, y_test = _embed(before, test_sub, batch_size, dev, seed)
-        probe = _probe(seed).fit(f_train, y_train)
-        acc_b, bal_b = _accuracies(probe.predict(f_test), y_test)
-        _, logits_a, _ = _embed(after, test_sub, batch_size, dev, seed)
+        # both networks on each test batch: the test images are read and resized once
+        ((f_test, _), (_, logits_a)), y_test = _embed_models([before, after], test_sub, batch_size, dev, seed)
+        with _one_blas_thread():
+            pred_b = _probe(seed).fit(f_train, y_train).predict(f_test)
+        acc_b, bal_b = _accuracies(pred_b, y_test)
         acc_a, bal_a = _accuracies(logits_a.argmax(1), y_test)
         common = dict(base, dataset=dataset, split="test", layer="head", n_images=len(test_idx),
                       n_probe_train=len(train_idx))
@@ -295,8 +402,8 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
     if original_data is not None:
         idx = _stratified_subset(_labels_of(original_data), max_eval_images, seed + 2)
         sub = Subset(original_data, idx.tolist())
-        _, logits_b, y = _embed(before, sub, batch_size, dev, seed)
-        _, logits_a, _ = _embed(with_head_of(after, before), sub, batch_size, dev, seed)
+        (_, (logits_b, logits_a)), y = _embed_models([before, with_head_of(after, before)], sub, batch_size, dev,
+                                                     seed)
         acc_b, acc_a = (float((lg.argmax(1) == y).mean()) for lg in (logits_b, logits_a))
         common = dict(base, dataset="original", split="test", layer="head", n_images=len(idx))
         _stage_rows(table, acc_b, acc_a, metric="original_accuracy", **common)
@@ -307,12 +414,28 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
     probes = _probe_images(probe_sets)
     tf_b = transform or model_preprocess(before, image_size)
     tf_a = transform or model_preprocess(after, image_size)
+    same_input = transform is not None or _preprocess_spec(before, image_size) == _preprocess_spec(after, image_size)
     feats: dict[str, list[dict[str, Tensor]]] = {"before": [], "after": []}
     embeddings: dict[str, list[np.ndarray]] = {"before": [], "after": []}
-    for _name, _data, images, _ids in probes:
-        feats["before"].append(_features(before, images, layer_map, tf_b, batch_size, dev, seed,
-                                         embeddings["before"]))
-        feats["after"].append(_features(after, images, layer_map, tf_a, batch_size, dev, seed, embeddings["after"]))
+    # each probe image resized and normalised once (one resize call per set unless the caller gave a transform)
+    if transform is not None:
+        inputs_b = [_transformed(p[2], transform) for p in probes]
+    else:
+        inputs_b = [_model_input(p[2], _preprocess_spec(before, image_size)) for p in probes]
+    inputs_a = inputs_b if same_input else [_model_input(p[2], _preprocess_spec(after, image_size)) for p in probes]
+    for stage, model_, inputs in (("before", before, inputs_b), ("after", after, inputs_a)):
+        if len({tuple(x.shape[1:]) for x in inputs}) == 1:
+            # every probe set at one size: one pass per network over all probe images, every layer and the
+            # classifier's input captured in it, then split per set
+            emb: list[np.ndarray] = []
+            whole = _features(model_, torch.cat(inputs), layer_map, None, batch_size, dev, seed, emb)
+            bounds = np.cumsum([0] + [len(x) for x in inputs])
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                feats[stage].append({k: v[lo:hi] for k, v in whole.items()})
+                embeddings[stage].append(emb[0][lo:hi])
+        else:
+            for x in inputs:
+                feats[stage].append(_features(model_, x, layer_map, None, batch_size, dev, seed, embeddings[stage]))
     if probes:
         names = "+".join(p[0] for p in probes)
         n_total = sum(len(p[3]) for p in probes)
@@ -372,7 +495,8 @@ def _retention(before, after, reference: str, tf_b, tf_a, batch_size, dev, seed,
     for label_name, y in label_sets.items():
         n_splits = int(min(5, np.bincount(y).min()))
         cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        scores = {stage: float(cross_val_score(_probe(seed), x, y, cv=cv).mean()) for stage, x in emb.items()}
+        with _one_blas_thread():
+            scores = {stage: float(cross_val_score(_probe(seed), x, y, cv=cv).mean()) for stage, x in emb.items()}
         _stage_rows(out, scores["before"], scores["after"], metric="retention_accuracy",
                     dataset=f"{reference}:{label_name}", split="cv", layer="head", n_stimuli=len(y),
                     n_folds=n_splits, **base)

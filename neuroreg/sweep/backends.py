@@ -72,11 +72,15 @@ def run_ray(jobs: Sequence[Job], store_root: str, report: Report, *, address: st
         started = True
     try:
         task = ray.remote(execute)
+        # A small local cluster: do not ask for more memory than the machine has. Compared with the
+        # cluster's total, read once: what the jobs already running leave free at the moment a later
+        # job is submitted would drop that job's request and let Ray start it without the memory.
+        local_memory = ray.cluster_resources().get("memory", float("inf")) if address is None else float("inf")
         pending = []
         for job in jobs:
             res = job_resources(job)
-            if address is None and res["memory"] > ray.available_resources().get("memory", float("inf")):
-                res.pop("memory")  # a small local cluster: do not ask for more than the machine has
+            if res["memory"] > local_memory:
+                res.pop("memory")
             pending.append(task.options(**res, max_retries=0).remote(job.spec(), store_root))
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

@@ -14,16 +14,25 @@
 Every model sees its own preprocessing contract
 (:func:`neuroreg.preprocessing.preprocessing_of`): task images in [0, 1] are
 normalised inside, brain stimuli resized and normalised the same way.
+
+Progress: :func:`evaluate` shows one bar over its (model, section) steps when
+``progress`` is true (default: on a terminal only, like every neuroreg function
+with a ``progress`` argument), and logs a line at the start and end of every
+step (model, section, seconds) on the ``neuroreg.evaluate`` logger at INFO level,
+silent unless a handler is configured (``logging.basicConfig(level="INFO")``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Mapping, Sequence
+import logging
+import time
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from neuroreg._modes import eval_mode
 from neuroreg.classification_metrics import balanced_accuracy_from_confusion, confusion_matrix, topk_accuracy
@@ -40,6 +49,8 @@ from neuroreg.table import ScoreTable
 
 __all__ = ["Scorecard", "evaluate", "accuracy", "brain_scores", "factortopy_scores", "resolve_brain_set",
            "summarize_brain", "SECTIONS"]
+
+_log = logging.getLogger(__name__)
 
 
 def resolve_brain_set(item) -> NeuralStimulusSet | BrainData:
@@ -188,18 +199,27 @@ def brain_scores(model: nn.Module, brain_sets: Sequence = ("kriegeskorte92",), *
 
 def factortopy_scores(model: nn.Module, brain: BrainData, *, layers=None, max_layers: int = 6,
                       image_size: int | None = None, model_name: str = "model", seed: int = 0, device=None,
-                      fit_kwargs: Mapping[str, Any] | None = None, progress: bool | None = None):
+                      fit_kwargs: Mapping[str, Any] | None = None, batch_size: int = 32,
+                      progress: bool | None = None):
     """Fit :class:`~neuroreg.scoring.FactorTopy` on voxel data; returns (summary ScoreTable, fitted FactorTopy).
 
     layers: default the layer sweep capped at ``max_layers`` evenly spaced layers
     (FactorTopy reads spatial maps of every layer, so it takes a handful).
+
+    The layers' maps are extracted once (:func:`neuroreg.extract`, ``batch_size`` images
+    at a time, ``seed`` seeding the noise of stochastic models) and the fit reads them
+    from memory, instead of running the network again for every batch of every epoch:
+    the same numbers for a deterministic network at a fraction of the cost. A stochastic
+    network's stimuli keep one noise draw each, the draw its brain-score sweep sees.
     """
     prep = preprocessing_of(model, image_size)
     sweep = sweep_layers(model, layers if layers is not None else "all", max_layers=max_layers)
     names = list(sweep.layers.values())
-    stimuli = prep(brain.images_tensor())
+    feats = extract(model, brain.images_tensor(), names, batch_size=batch_size, device=device, transform=prep,
+                    stimulus_ids=brain.stimulus_ids, seed=seed, progress=progress)
+    maps = {name: feats[name] for name in names}
     ft = FactorTopy(names, seed=seed, device=device, progress=progress, **dict(fit_kwargs or {}))
-    ft.fit(model, brain, stimuli=stimuli)
+    ft.fit(maps, brain)
     table = ScoreTable()
     for row in ft.summary(model=model_name):
         row["dataset"] = brain.name
@@ -251,7 +271,8 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
              layers="all", max_layers: int | None = None, image_size: int | None = None,
              model_name: str | None = None, device=None, batch_size: int = 64, seed: int = 0,
              attack_kwargs: Mapping[str, Any] | None = None, corruption_kwargs: Mapping[str, Any] | None = None,
-             factortopy_kwargs: Mapping[str, Any] | None = None, progress: bool | None = None) -> Scorecard:
+             factortopy_kwargs: Mapping[str, Any] | None = None, factortopy_image_size: int | None = None,
+             progress: bool | None = None) -> Scorecard:
     """Score one model or several side by side: task, attacks, corruptions, brain.
 
     model_or_models: an ``nn.Module``, a list of them, or a dict name -> module.
@@ -264,6 +285,12 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
         given (attacks when ``attacks``, corruptions when ``corruptions``).
     layers, max_layers: the layer sweep for brain scores (see :func:`brain_scores`).
     image_size: run brain stimuli at this size instead of the model's own.
+    factortopy_kwargs: :class:`~neuroreg.scoring.FactorTopy` options (``max_epochs``, ``d``, ...).
+    factortopy_image_size: FactorTopy's stimulus size (default ``image_size``). FactorTopy
+        blurs every layer's full spatial maps in every epoch, so its cost grows with the
+        square of the image side: half the side costs about a sixth (measured in the demo).
+    progress: one bar over the (model, section) steps, and the scorers' own bars
+        (default: on a terminal only); every step is also logged (module docstring).
 
     Returns a :class:`Scorecard` whose tables carry a ``model`` column; each
     section records what it was run on (:attr:`Scorecard.ran_on`).
@@ -279,27 +306,40 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
         raise ValueError(f"sections {sorted(wanted & {'accuracy', 'attacks', 'corruptions'})} need task_data")
     card = Scorecard(models=list(models))
     resolved = [resolve_brain_set(b) for b in (brain_sets or ())] if wanted & {"brain", "factortopy"} else []
+    voxel_sets = [b for b in resolved if isinstance(b, BrainData) and "coords" in b.unit_info]
+    no_coords = [b.name for b in resolved if isinstance(b, BrainData) and "coords" not in b.unit_info]
+    plan = [s for s in ("accuracy", "attacks", "corruptions") if task_data is not None and s in wanted and
+            (s != "attacks" or attacks) and (s != "corruptions" or corruptions)]
+    plan += [f"brain {_set_name(b)}" for b in resolved] if "brain" in wanted else []
+    plan += [f"factortopy {b.name}" for b in voxel_sets] if "factortopy" in wanted else []
+    ft_size = factortopy_image_size if factortopy_image_size is not None else image_size
+    steps = _Steps(len(models) * len(plan), progress)
     with contextlib.ExitStack() as stack:
+        stack.callback(steps.close)
         for name, model in models.items():
             stack.enter_context(eval_mode(model))  # each model back in its own modes at the end
             prep: Preprocessing = preprocessing_of(model, image_size)
             card.preprocessing[name] = prep.to_dict()
-            if task_data is not None and "accuracy" in wanted:
-                card.add("accuracy", accuracy(model, task_data, batch_size=batch_size, device=device, model_name=name),
-                         ran_on={name: f"{_describe_task(task_data)}; top-1/top-5 and balanced top-1"})
-            if task_data is not None and "attacks" in wanted and attacks:
+            if "accuracy" in plan:
+                with steps.step(name, "accuracy"):
+                    card.add("accuracy", accuracy(model, task_data, batch_size=batch_size, device=device,
+                                                  model_name=name),
+                             ran_on={name: f"{_describe_task(task_data)}; top-1/top-5 and balanced top-1"})
+            if "attacks" in plan and attacks:
                 kw = dict(attack_kwargs or {})
-                table: ScoreTable = attack_suite(model, task_data, attacks=list(attacks), eps=eps, norm=norm,
-                                                 batch_size=batch_size, seed=seed, model_name=name, **kw)
+                with steps.step(name, "attacks", ", ".join(attacks)):
+                    table: ScoreTable = attack_suite(model, task_data, attacks=list(attacks), eps=eps, norm=norm,
+                                                     batch_size=batch_size, seed=seed, model_name=name, **kw)
                 stochastic = any(r.get("attack") == "eotpgd" for r in table)
                 card.add("attacks", table, ran_on={name: (
                     f"{_describe_task(task_data)}; {', '.join(attacks)} ({norm}), eps "
                     f"{', '.join(f'{e * 255:.3g}/255' if norm == 'Linf' else f'{e:.3g}' for e in sorted({r['eps'] for r in table if r.get('eps') is not None}))}"
                     f"{'; stochastic model: EOT-PGD added' if stochastic else ''}; sanity checks run")})
-            if task_data is not None and "corruptions" in wanted and corruptions:
-                table = corruption_suite(model, task_data, corruptions=corruptions, severities=severities,
-                                         batch_size=batch_size, seed=seed, model_name=name,
-                                         **dict(corruption_kwargs or {}))
+            if "corruptions" in plan and corruptions:
+                with steps.step(name, "corruptions"):
+                    table = corruption_suite(model, task_data, corruptions=corruptions, severities=severities,
+                                             batch_size=batch_size, seed=seed, model_name=name,
+                                             **dict(corruption_kwargs or {}))
                 names = sorted({r["corruption"] for r in table if r.get("corruption") not in (None, "none")})
                 card.add("corruptions", table, ran_on={name: (
                     f"{_describe_task(task_data)}; {len(names)} corruptions x severities "
@@ -307,24 +347,57 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
             if resolved and "brain" in wanted:
                 notes: dict[str, str] = {}
                 rdms: dict = {}
-                table = brain_scores(model, resolved, layers=layers, max_layers=max_layers, image_size=image_size,
-                                     batch_size=batch_size, device=device, model_name=name, seed=seed, notes=notes,
-                                     rdms=rdms, progress=progress)
+                table = ScoreTable()
+                for data in resolved:
+                    with steps.step(name, f"brain {_set_name(data)}"):
+                        table.extend(brain_scores(model, [data], layers=layers, max_layers=max_layers,
+                                                  image_size=image_size, batch_size=batch_size, device=device,
+                                                  model_name=name, seed=seed, notes=notes, rdms=rdms,
+                                                  progress=progress))
                 card.add("brain", table, ran_on={name: " ".join(notes.values())})
                 for ds, value in rdms.items():
                     card.rdms[(name, ds)] = value
-            voxel_sets = [b for b in resolved if isinstance(b, BrainData) and "coords" in b.unit_info]
-            no_coords = [b.name for b in resolved if isinstance(b, BrainData) and "coords" not in b.unit_info]
             if no_coords and "factortopy" in wanted:
                 card.ran_on.setdefault("factortopy", {})[name] = (
                     f"not run on {', '.join(no_coords)}: FactorTopy needs cortical coordinates "
                     "(unit_info['coords']) for every voxel")
             if voxel_sets and "factortopy" in wanted:
                 for data in voxel_sets:
-                    table, ft = factortopy_scores(model, data, image_size=image_size, model_name=name, seed=seed,
-                                                  device=device, fit_kwargs=factortopy_kwargs, progress=progress)
+                    with steps.step(name, f"factortopy {data.name}"):
+                        table, ft = factortopy_scores(model, data, image_size=ft_size, model_name=name,
+                                                      seed=seed, device=device, fit_kwargs=factortopy_kwargs,
+                                                      batch_size=batch_size, progress=progress)
                     card.add("factortopy", table, ran_on={name: (
                         f"FactorTopy on {data.name}: {data.n_stimuli} stimuli x {data.n_units} voxels with cortical "
-                        f"coordinates; layers {', '.join(ft.layers_)}")})
+                        f"coordinates; layers {', '.join(ft.layers_)} at "
+                        f"{preprocessing_of(model, ft_size).image_size} px; {ft.n_epochs_} epochs "
+                        f"(best {ft.best_epoch_ + 1})")})
                     card.fits[(name, data.name)] = ft
     return card
+
+
+def _set_name(data: NeuralStimulusSet | BrainData) -> str:
+    return str(getattr(data, "name", "") or type(data).__name__)
+
+
+class _Steps:
+    """One bar over :func:`evaluate`'s (model, section) steps, and a log line at the start and end of each."""
+
+    def __init__(self, total: int, progress: bool | None) -> None:
+        self.total, self.done = total, 0
+        self.start = time.perf_counter()
+        self.bar = tqdm(total=total, desc="evaluate", unit="step", disable=None if progress is None else not progress)
+
+    @contextlib.contextmanager
+    def step(self, model: str, section: str, detail: str = "") -> Iterator[None]:
+        self.bar.set_description(f"{model}: {section}")
+        _log.info("[%d/%d] %s: %s%s ...", self.done + 1, self.total, model, section, f" ({detail})" if detail else "")
+        tic = time.perf_counter()
+        yield
+        self.done += 1
+        self.bar.update(1)
+        _log.info("[%d/%d] %s: %s done in %.1f s (%.0f s since the first step)", self.done, self.total, model,
+                  section, time.perf_counter() - tic, time.perf_counter() - self.start)
+
+    def close(self) -> None:
+        self.bar.close()

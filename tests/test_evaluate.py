@@ -1,5 +1,7 @@
 """The scorecard: accuracy vs scikit-learn, brain scores vs a scipy cRSA written here, saved reports."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -8,11 +10,12 @@ from scipy.stats import pearsonr
 from sklearn.metrics import top_k_accuracy_score
 from torch import nn
 
-from neuroreg.brain import load_kriegeskorte92
+from neuroreg.brain import BrainData, load_kriegeskorte92
 from neuroreg.errors import UnknownNameError
 import neuroreg as nr
-from neuroreg.evaluate import Scorecard, accuracy, brain_scores, evaluate, summarize_brain
+from neuroreg.evaluate import Scorecard, accuracy, brain_scores, evaluate, factortopy_scores, summarize_brain
 from neuroreg.preprocessing import Preprocessing
+from neuroreg.scoring import FactorTopy
 
 
 class TinyNet(nn.Module):
@@ -122,3 +125,51 @@ def test_side_by_side_summary_save_and_load(task, tmp_path):
     assert pd_eq
     with pytest.raises(ValueError, match="unknown sections"):
         nr.evaluate(a, task, sections=["accuracy", "vibes"])
+
+
+def _resize_normalize(images, size=32):
+    # independent preprocessing written here (TinyNet's contract): bilinear antialiased resize, (x - 0.5) / 0.25
+    x = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                                        antialias=True).clamp(0, 1)
+    return (x - 0.5) / 0.25
+
+
+def test_factortopy_scores_run_the_network_once_and_match_the_streamed_fit():
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    images = torch.rand(40, 3, 48, 48, generator=torch.Generator().manual_seed(3))
+    rng = np.random.default_rng(0)
+    roi = np.array(["V1", "V2V3", "OPA", "EBA"])[np.arange(24) % 4]
+    brain = BrainData(rng.normal(size=(40, 24)), np.arange(40), {"coords": rng.uniform(-1, 1, (24, 2)), "roi": roi})
+    brain.stimuli = images
+    fit = dict(d=8, hidden=16, batch_size=16, max_epochs=3, warmup_epochs=1, anneal_epochs=1, patience=1)
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        table, ft = factortopy_scores(model, brain, layers=["conv", "block"], image_size=32, fit_kwargs=fit,
+                                      batch_size=64, progress=False)
+    finally:
+        hook.remove()
+    assert len(calls) == 1          # one pass over the 40 stimuli, not one per batch per epoch
+    # reference: FactorTopy streaming the network batch by batch in every epoch, on images prepared here
+    streamed = FactorTopy(["conv", "block"], seed=0, progress=False, **fit).fit(
+        model, brain, stimuli=_resize_normalize(images))
+    np.testing.assert_allclose(ft.layer_probs_, streamed.layer_probs_, atol=1e-5)
+    slope = table.filter(metric="hierarchy_slope")[0]["score"]
+    assert slope == pytest.approx(streamed.summary().filter(metric="hierarchy_slope")[0]["score"], abs=1e-5)
+
+
+def test_evaluate_reports_every_model_and_section_as_it_goes(task, caplog, capsys):
+    torch.manual_seed(0)
+    models = {"a": TinyNet().eval(), "b": TinyNet().eval()}
+    caplog.set_level(logging.INFO, logger="neuroreg.evaluate")
+    evaluate(models, task, ["kriegeskorte92"], sections=["accuracy", "brain"], layers=["conv", "block"],
+             batch_size=20, progress=True)
+    messages = [r.getMessage() for r in caplog.records if r.name == "neuroreg.evaluate"]
+    assert [m for m in messages if m.endswith(" ...")] == [
+        "[1/4] a: accuracy ...", "[2/4] a: brain kriegeskorte92 ...",
+        "[3/4] b: accuracy ...", "[4/4] b: brain kriegeskorte92 ..."]
+    done = [m for m in messages if " done in " in m]
+    assert len(done) == 4 and done[-1].startswith("[4/4] b: brain kriegeskorte92 done in ")
+    bar = capsys.readouterr().err        # progress=True: tqdm's bar on stderr, named after the current step
+    assert "b: brain kriegeskorte92" in bar and "4/4" in bar

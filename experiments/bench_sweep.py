@@ -54,10 +54,10 @@ def _self_cpu() -> float:
     return me.ru_utime + me.ru_stime
 
 
-def _descendant_cpu() -> float:
-    """User + sys seconds of every live descendant of this process (with their waited-for children)."""
+def _descendants() -> dict[int, tuple[str, float]]:
+    """pid -> (name, user + sys seconds with its waited-for children) of every live descendant of this process."""
     parent: dict[int, int] = {}
-    cpu: dict[int, float] = {}
+    cpu: dict[int, tuple[str, float]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -68,15 +68,34 @@ def _descendant_cpu() -> float:
             continue
         fields = stat[stat.rindex(")") + 2:].split()  # after "pid (name) ": state, ppid, ...
         parent[int(entry)] = int(fields[1])
-        cpu[int(entry)] = sum(int(v) for v in fields[11:15]) / _TICK  # utime stime cutime cstime
-    total, frontier = 0.0, [os.getpid()]
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        cpu[int(entry)] = name, sum(int(v) for v in fields[11:15]) / _TICK  # utime stime cutime cstime
+    out: dict[int, tuple[str, float]] = {}
+    frontier = [os.getpid()]
     while frontier:
         pid = frontier.pop()
         for child, pp in parent.items():
             if pp == pid:
-                total += cpu[child]
+                out[child] = cpu[child]
                 frontier.append(child)
-    return total
+    return out
+
+
+def _descendant_cpu() -> float:
+    return sum(cpu for _, cpu in _descendants().values())
+
+
+def _by_process(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds between two snapshots per kind of process: Ray's workers (``ray::IDLE`` or the task's
+    name), its agents (``ray::...Agent``, ``ray::RuntimeEnv...``), ``gcs_server``, ``raylet``, and
+    ``python`` (Ray's log and event monitors)."""
+    out: dict[str, float] = {}
+    for pid, (name, cpu) in after.items():
+        kind = name
+        if name.startswith("ray::") and not any(w in name for w in ("Agent", "Dashboard", "RuntimeEnv")):
+            kind = "workers"
+        out[kind] = out.get(kind, 0.0) + cpu - before.get(pid, ("", 0.0))[1]
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def _cpu() -> float:
@@ -133,14 +152,16 @@ def _ray(cfg: dict[str, Any], cpus: int) -> dict[str, Any]:
         c0, t0 = _cpu(), time.perf_counter()
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         c1, t1, w1 = _cpu(), time.perf_counter(), time.time()
+        p1 = _descendants()
         try:
             run_sweep(cfg, tmp, backend="ray", progress=False)  # uses the session started above
             c2, t2, w2 = _cpu(), time.perf_counter(), time.time()
+            p2 = _descendants()
         finally:
             ray.shutdown()
         t3 = time.perf_counter()
         return {"wall": t2 - t1, "cpu": c2 - c1, "start_wall": t1 - t0, "start_cpu": c1 - c0, "stop_wall": t3 - t2,
-                **_timeline(Path(tmp), w1, w2)}
+                "processes_cpu": _by_process(p1, p2), **_timeline(Path(tmp), w1, w2)}
 
 
 def _import_seconds() -> dict[str, float]:
@@ -278,6 +299,9 @@ def main(argv=None) -> None:
                   f"(direct {sum(d['job_seconds']):.1f}), store bookkeeping {ray_['bookkeeping']:.2f}, "
                   f"between jobs {ray_['between_jobs']:.2f}, after last job {ray_['after_last_job']:.1f}, "
                   f"cluster stop {ray_['stop_wall']:.1f}")
+            procs = ", ".join(f"{k} {v:.1f}" for k, v in ray_["processes_cpu"].items() if v >= 0.05)
+            print(f"    CPU s of Ray's processes during the sweep: {procs}; this process "
+                  f"{ray_['cpu'] - sum(ray_['processes_cpu'].values()):.1f}")
         print(f"  a fresh process importing neuroreg.sweep.jobs and neuroreg.scoring: {imports['wall']:.1f} s "
               f"wall, {imports['cpu']:.1f} s CPU")
     verdict = float(np.mean(summary.get("ray backend, running cluster wall", [float("nan")])))

@@ -308,8 +308,8 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
     resolved = [resolve_brain_set(b) for b in (brain_sets or ())] if wanted & {"brain", "factortopy"} else []
     voxel_sets = [b for b in resolved if isinstance(b, BrainData) and "coords" in b.unit_info]
     no_coords = [b.name for b in resolved if isinstance(b, BrainData) and "coords" not in b.unit_info]
-    plan = [s for s in ("accuracy", "attacks", "corruptions") if task_data is not None and s in wanted and
-            (s != "attacks" or attacks) and (s != "corruptions" or corruptions)]
+    plan: list[str] = [s for s in ("accuracy", "attacks", "corruptions") if task_data is not None and s in wanted
+                       and (s != "attacks" or attacks) and (s != "corruptions" or corruptions)]
     plan += [f"brain {_set_name(b)}" for b in resolved] if "brain" in wanted else []
     plan += [f"factortopy {b.name}" for b in voxel_sets] if "factortopy" in wanted else []
     ft_size = factortopy_image_size if factortopy_image_size is not None else image_size

@@ -18,7 +18,7 @@ Modules: :mod:`.pooling` (feature at a position and scale), :mod:`.ridge` (the
 closed-form layer choice), :mod:`.network` (selectors and read-outs),
 :mod:`.estimator` (:class:`FactorTopy`), :mod:`.summary` (confidence, depth,
 hierarchy), :mod:`.compare` (before/after), :mod:`.sources` (features from a dict
-or a model), :mod:`.initialization` (correlation-peak start), :mod:`.diagnostics`
+or a model), :mod:`.initialization` (ridge-fit peak start), :mod:`.diagnostics`
 (choice margin, weak layers) and :mod:`.plots` (imported on demand; it loads
 matplotlib). How and why the implementation departs from the paper, with the
 measurements behind each choice, is in ``docs/factortopy.md``.

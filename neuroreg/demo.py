@@ -14,6 +14,12 @@
    (made from the ImageNet-trained EfficientNet-Lite0, so the ground truth is
    known; labelled as simulated everywhere). The ImageNet-trained and an
    untrained EfficientNet-Lite0 join the brain sections as references.
+   FactorTopy runs at half the brain image size (112 px in the full demo): it
+   blurs every layer's full maps in every epoch, so at 224 px it would cost about
+   six times as much, more than the rest of the demo together.
+
+The scoring stage prints one line per model and section as it starts and ends
+(with the seconds since the demo began), so no stage runs minutes without output.
 
 Everything goes to ``--out`` (default ``results/demo``): report.html first.
 """
@@ -21,12 +27,19 @@ Everything goes to ``--out`` (default ``results/demo``): report.html first.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import sys
 import time
 from pathlib import Path
-from typing import TypedDict
+from typing import Iterator, TypedDict
 
 import neuroreg as nr
+
+try:
+    import resource   # POSIX only; elsewhere the demo's last line gives the wall clock alone
+except ImportError:   # pragma: no cover - Windows
+    resource = None   # type: ignore[assignment]
 
 __all__ = ["add_arguments", "run", "run_demo"]
 
@@ -61,6 +74,7 @@ class _Profile(TypedDict):
     ft_epochs: int
     max_layers: int | None
     factortopy_refs_only: bool
+    factortopy_image_size: int
 
 
 #: Settings of the full demo and of the quick one (used by the tests).
@@ -68,11 +82,12 @@ _PROFILES: dict[bool, _Profile] = {
     False: {"brain_image_size": 224, "train_steps": 60, "attack_images": 64, "pgd_steps": 10, "eot_iter": 10,
             "n_draws": 3, "square_queries": 200, "corruptions": ("gaussian_noise", "defocus_blur", "contrast",
                                                                   "jpeg_compression", "fog"),
-            "severities": (1, 3, 5), "n_voxels": 400, "ft_epochs": 40, "max_layers": None,
-            "factortopy_refs_only": False},
+            "severities": (1, 3, 5), "n_voxels": 400, "ft_epochs": 24, "max_layers": None,
+            "factortopy_refs_only": False, "factortopy_image_size": 112},
     True: {"brain_image_size": 64, "train_steps": 24, "attack_images": 32, "pgd_steps": 3, "eot_iter": 2,
            "n_draws": 2, "square_queries": 50, "corruptions": ("gaussian_noise", "contrast"),
-           "severities": (1, 5), "n_voxels": 80, "ft_epochs": 4, "max_layers": 6, "factortopy_refs_only": True},
+           "severities": (1, 5), "n_voxels": 80, "ft_epochs": 4, "max_layers": 6, "factortopy_refs_only": True,
+           "factortopy_image_size": 64},
 }
 _DEMO_EPS = (2 / 255, 4 / 255, 8 / 255, 16 / 255)
 _TRAIN_SIZE = 32
@@ -81,6 +96,33 @@ _TARGET = "kriegeskorte92:monkey_IT"
 
 def _say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
+
+
+@contextlib.contextmanager
+def _step_lines(t0: float) -> Iterator[None]:
+    """Print :func:`neuroreg.evaluate`'s step log (model, section, seconds) as demo lines while scoring."""
+    log = logging.getLogger("neuroreg.evaluate")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_Elapsed(t0))
+    level, propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False   # printed once here, not again by a handler the caller put on the root logger
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
+
+
+class _Elapsed(logging.Formatter):
+    def __init__(self, t0: float) -> None:
+        super().__init__()
+        self.t0 = t0
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"[demo {time.perf_counter() - self.t0:4.0f} s] {record.getMessage()}"
 
 
 def run_demo(out: str | Path = Path("results") / "demo", *, device: str | None = None, seed: int = 0,
@@ -97,7 +139,8 @@ def run_demo(out: str | Path = Path("results") / "demo", *, device: str | None =
     references = _reference_models(seed)
     simulated = _simulated_voxels(references, profile, seed=seed, device=device)
     _say(f"simulated voxels ready ({time.perf_counter() - t0:.0f} s)")
-    card = _stage_scorecard(trained, references, simulated, profile, seed=seed, device=device)
+    with _step_lines(t0):
+        card = _stage_scorecard(trained, references, simulated, profile, seed=seed, device=device)
     _say(f"scorecard done ({time.perf_counter() - t0:.0f} s)")
     card.add("training", training, ran_on={m: (
         f"{profile['train_steps']} steps on 4-way oriented gratings ({_TRAIN_SIZE} px); alignment target "
@@ -109,9 +152,19 @@ def run_demo(out: str | Path = Path("results") / "demo", *, device: str | None =
         card.add("forgetting", table, ran_on=ran_on, figures=figures)
     card.title = "neuroreg demo: one scorecard for every model"
     paths = card.save(out)
-    _say(f"report: {paths['html']} ({time.perf_counter() - t0:.0f} s)")
+    _say(f"report: {paths['html']} ({_cost(t0)})")
     return {"card": card, "summary": card.summary(), "training": [dict(r) for r in training], "paths": paths,
             "finetune": finetune is not None}
+
+
+def _cost(t0: float) -> str:
+    """Wall clock since ``t0``, CPU time (user + system, all threads) and peak resident memory of this process."""
+    wall = f"{time.perf_counter() - t0:.0f} s wall"
+    if resource is None:
+        return wall
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak_gb = usage.ru_maxrss / (2 ** 30 if sys.platform == "darwin" else 2 ** 20)   # bytes on macOS, KiB on Linux
+    return f"{wall}, {usage.ru_utime + usage.ru_stime:.0f} s CPU, peak memory {peak_gb:.1f} GB"
 
 
 def _gratings(n: int, seed: int):
@@ -231,11 +284,13 @@ def _stage_scorecard(trained: dict, references: dict, simulated, profile: _Profi
                        attack_kwargs={"pgd_steps": profile["pgd_steps"], "eot_iter": profile["eot_iter"],
                                       "n_draws": profile["n_draws"], "square_queries": profile["square_queries"],
                                       "progress": False},
-                       corruption_kwargs={"n_draws": 1}, progress=False)
-    _say(f"scoring references {', '.join(references)}: brain only")
+                       corruption_kwargs={"n_draws": 1}, factortopy_image_size=profile["factortopy_image_size"],
+                       progress=False)
+    _say(f"scoring references {', '.join(references)}: brain scores and FactorTopy")
     ref = nr.evaluate(references, None, brain_sets, sections=["brain", "factortopy"],
                       image_size=profile["brain_image_size"], max_layers=profile["max_layers"], device=device,
-                      batch_size=32, seed=seed, factortopy_kwargs=ft_kwargs, progress=False)
+                      batch_size=32, seed=seed, factortopy_kwargs=ft_kwargs,
+                      factortopy_image_size=profile["factortopy_image_size"], progress=False)
     card = Scorecard.combine([card, ref])
     for section in ("brain", "factortopy"):
         for model, text in card.ran_on.get(section, {}).items():

@@ -102,7 +102,7 @@ def _cpu() -> float:
     return _self_cpu() + _descendant_cpu()
 
 
-def _timeline(store_root: Path, t_begin: float, t_end: float) -> dict[str, float]:
+def _timeline(store_root: Path, t_begin: float, t_end: float) -> dict[str, Any]:
     """Where a sweep's wall time went, from the status files of its jobs (one job at a time)."""
     from neuroreg.sweep import SweepStore
     st = SweepStore(store_root)

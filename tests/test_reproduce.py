@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 def _script(name: str):
     spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as an import would: dataclasses and pickling (worker processes) look it up
     spec.loader.exec_module(module)
     return module
 
@@ -51,6 +53,9 @@ def test_vone_robustness_quick(tmp_path):
     _script("reproduce_vone_robustness").main(["--quick", "--out", str(tmp_path)])
     summary = _finite_csv(tmp_path / "summary.csv", ["mean"])
     assert summary["model"].nunique() == 3 and (tmp_path / "accuracy_vs_eps.png").is_file()
+    runs = _finite_csv(tmp_path / "runs.csv", ["score"])
+    assert {"pgd", "eotpgd", "strongest", "corruption"} <= set(runs["attack"])  # EOT-PGD for the VOne model
+    assert (tmp_path / "summary.md").is_file() and len(pd.read_csv(tmp_path / "sanity.csv")) > 0
 
 
 @pytest.mark.slow

@@ -24,9 +24,11 @@ EOT-PGD, which averages gradients over the front end's noise, 4 draws in the def
 checks, and run through four corruptions at three severities. Reported: clean and robust accuracy, mean and standard deviation over seeds.
 
     python experiments/reproduce_vone_robustness.py --quick   # 1 seed, 100 steps, small attacks
-    python experiments/reproduce_vone_robustness.py           # 3 seeds, 200 steps: < 10 min on 2 CPU cores
+    python experiments/reproduce_vone_robustness.py           # 3 seeds, 200 steps: 11 CPU minutes
     python experiments/reproduce_vone_robustness.py --full    # CORnet-S pair, 64 px, 3 seeds, 1000 steps
 
+The default mode's 11 CPU minutes (user + sys, 2 worker processes of one thread) are about 6 minutes
+of wall clock on 2 free cores; it took 33 minutes on 2 cores shared with other jobs (load 9-19).
 At full scale the same comparison is ``neuroreg train --config configs/train_vone_cornet_s_imagenet.yaml``
 (and its plain twin) on ImageNet on a GPU, then ``neuroreg evaluate --model ... --checkpoint ...``.
 Writes ``results/reproduce/vone_robustness/``: ``runs.csv`` (every model, seed and measure),

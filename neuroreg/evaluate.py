@@ -200,7 +200,7 @@ def brain_scores(model: nn.Module, brain_sets: Sequence = ("kriegeskorte92",), *
 def factortopy_scores(model: nn.Module, brain: BrainData, *, layers=None, max_layers: int = 6,
                       image_size: int | None = None, model_name: str = "model", seed: int = 0, device=None,
                       fit_kwargs: Mapping[str, Any] | None = None, batch_size: int = 32,
-                      progress: bool | None = None):
+                      maps_memory: int = 2 ** 31, progress: bool | None = None):
     """Fit :class:`~neuroreg.scoring.FactorTopy` on voxel data; returns (summary ScoreTable, fitted FactorTopy).
 
     layers: default the layer sweep capped at ``max_layers`` evenly spaced layers
@@ -211,15 +211,23 @@ def factortopy_scores(model: nn.Module, brain: BrainData, *, layers=None, max_la
     from memory, instead of running the network again for every batch of every epoch:
     the same numbers for a deterministic network at a fraction of the cost. A stochastic
     network's stimuli keep one noise draw each, the draw its brain-score sweep sees.
+    When the maps of all stimuli would take more than ``maps_memory`` bytes (float32; e.g.
+    NSD-sized stimulus sets at full resolution), the fit runs the network batch by batch
+    instead (every epoch), so only the preprocessed images and a batch of maps are held.
     """
     prep = preprocessing_of(model, image_size)
     sweep = sweep_layers(model, layers if layers is not None else "all", max_layers=max_layers)
     names = list(sweep.layers.values())
-    feats = extract(model, brain.images_tensor(), names, batch_size=batch_size, device=device, transform=prep,
-                    stimulus_ids=brain.stimulus_ids, seed=seed, progress=progress)
-    maps = {name: feats[name] for name in names}
+    images = brain.images_tensor()
+    one = extract(model, images[:1], names, batch_size=1, device=device, transform=prep, seed=seed, progress=False)
+    needed = len(images) * sum(int(np.prod(one[name].shape[1:])) for name in names) * 4
     ft = FactorTopy(names, seed=seed, device=device, progress=progress, **dict(fit_kwargs or {}))
-    ft.fit(maps, brain)
+    if needed <= maps_memory:
+        feats = extract(model, images, names, batch_size=batch_size, device=device, transform=prep,
+                        stimulus_ids=brain.stimulus_ids, seed=seed, progress=progress)
+        ft.fit({name: feats[name] for name in names}, brain)
+    else:
+        ft.fit(model, brain, stimuli=prep(images))
     table = ScoreTable()
     for row in ft.summary(model=model_name):
         row["dataset"] = brain.name

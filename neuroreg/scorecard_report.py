@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
@@ -69,13 +71,11 @@ def plot_comparison(summary: pd.DataFrame) -> plt.Figure:
         ax.axhline(0, color="black", lw=0.6)
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    handles, names = [], []
-    for ax in axes[0]:
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            if label not in names:
-                handles.append(h)
-                names.append(label)
-    fig.legend(handles, names, loc="upper center", ncol=min(n_models, 4), fontsize=8, frameon=False,
+    # legend entries built from the models, not read back from the axes: matplotlib drops labels that
+    # start with "_", so a model named that way would vanish from the legend (or leave it empty)
+    names = [str(m) for m in summary["model"]]
+    handles = [Patch(color=colors[i]) for i in range(len(names))]
+    fig.legend(handles, names, loc="upper center", ncol=max(1, min(n_models, 4)), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 1.08))
     fig.tight_layout()
     return fig
@@ -114,13 +114,10 @@ def plot_depth_profile(table: ScoreTable, *, title: str = "") -> plt.Figure:
     for ax in list(axes.flat)[len(targets):]:
         ax.set_visible(False)
     axes[0][0].set_ylabel(f"{df['metric'].iloc[0]} ({split} split)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    for ax in axes.flat:
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            if label not in labels:
-                handles.append(h)
-                labels.append(label)
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=8, frameon=False,
+    # legend entries from the models (matplotlib hides labels starting with "_": see plot_comparison)
+    labels = models
+    handles = [Line2D([], [], marker="o", ms=3, color=colors[m]) for m in models]
+    fig.legend(handles, labels, loc="lower center", ncol=max(1, min(len(labels), 3)), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, -0.02 - 0.04 * (len(labels) > 3)))
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.08 + 0.05 * (len(labels) > 3), 1, 1))

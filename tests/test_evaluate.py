@@ -150,13 +150,24 @@ def test_factortopy_scores_run_the_network_once_and_match_the_streamed_fit():
                                       batch_size=64, progress=False)
     finally:
         hook.remove()
-    assert len(calls) == 1          # one pass over the 40 stimuli, not one per batch per epoch
+    # one image sizing the maps, then one pass over the 40 stimuli, not one per batch per epoch
+    assert len(calls) == 2
     # reference: FactorTopy streaming the network batch by batch in every epoch, on images prepared here
     streamed = FactorTopy(["conv", "block"], seed=0, progress=False, **fit).fit(
         model, brain, stimuli=_resize_normalize(images))
     np.testing.assert_allclose(ft.layer_probs_, streamed.layer_probs_, atol=1e-5)
     slope = table.filter(metric="hierarchy_slope")[0]["score"]
     assert slope == pytest.approx(streamed.summary().filter(metric="hierarchy_slope")[0]["score"], abs=1e-5)
+    # maps over the memory budget: the fit streams the network instead (bounded memory), same numbers
+    calls.clear()
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        _, low = factortopy_scores(model, brain, layers=["conv", "block"], image_size=32, fit_kwargs=fit,
+                                   batch_size=64, maps_memory=1000, progress=False)
+    finally:
+        hook.remove()
+    assert len(calls) > 2
+    np.testing.assert_allclose(low.layer_probs_, streamed.layer_probs_, atol=1e-5)
 
 
 def test_evaluate_reports_every_model_and_section_as_it_goes(task, caplog, capsys):

@@ -64,3 +64,26 @@ def test_scoretable_best_selects_on_train_reports_test():
 def test_scoretable_rejects_nan_scores():
     with pytest.raises(ValueError, match="finite"):
         ScoreTable().append(model="m", score=float("nan"))
+
+
+def test_comparison_figures_name_every_model_in_the_legend_even_with_a_leading_underscore():
+    # matplotlib hides artist labels that start with "_": a legend read back from the axes lost such a
+    # model, and with a single such model it was empty and the figure failed ("number sections ...")
+    import matplotlib.pyplot as plt
+
+    from neuroreg.scorecard_report import plot_comparison, plot_depth_profile
+
+    table = ScoreTable()
+    for model in ("_job0", "plain"):
+        for i in range(3):
+            table.append(model=model, layer=f"l{i}", depth=i / 2, region="EBA", split="test", metric="versa",
+                         score=0.1 * i, dataset="user")
+    for models in (["_job0"], ["_job0", "plain"]):
+        sub = ScoreTable([r for r in table if r["model"] in models])
+        fig = plot_depth_profile(sub)
+        assert [t.get_text() for t in fig.legends[0].get_texts()] == models
+        plt.close(fig)
+        summary = pd.DataFrame({"model": models, "versa:user/EBA": [0.3] * len(models)})
+        fig = plot_comparison(summary)
+        assert [t.get_text() for t in fig.legends[0].get_texts()] == models
+        plt.close(fig)

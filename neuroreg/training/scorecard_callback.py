@@ -157,7 +157,7 @@ class ScorecardCallback(Callback):
         either one (a number, or 0/None for off) replaces the rule; both 0: no
         periodic evaluation.
     periodic_budget: the fraction of the training cost the derived interval allows
-        the periodic evaluations (0.05: half the 10 % the callback is measured against,
+        the periodic evaluations (0.05: half the 10 percent the callback is measured against,
         a margin for the estimate).
     final: run the full scorecard at the end of fit.
     folder: where the final scorecard goes; relative paths are under the trainer's

@@ -49,6 +49,18 @@ def run_local(jobs: Sequence[Job], store_root: str, report: Report, workers: int
             report(*fut.result())
 
 
+def ray_tasks(ray, fn):
+    """``fn`` as two Ray remote functions: for CPU jobs, and for GPU jobs with a fresh worker per call.
+
+    Ray gives a task a new worker process after each call (``max_calls=1``, which releases the
+    GPU's memory and CUDA context) only when the GPU is requested in ``ray.remote(...)`` itself,
+    not through ``.options(num_gpus=...)``, and ``max_calls`` cannot be set in ``.options``; a
+    reused worker would keep its first job's CUDA device. GPU jobs therefore use a function
+    declared with ``max_calls=1``.
+    """
+    return ray.remote(fn), ray.remote(max_calls=1)(fn)
+
+
 def run_ray(jobs: Sequence[Job], store_root: str, report: Report, *, address: str | None = None,
             workers: int | None = None, init_kwargs: Mapping[str, Any] | None = None) -> None:
     """Run jobs as Ray tasks, each with its own resource request (see :func:`job_resources`).
@@ -71,7 +83,7 @@ def run_ray(jobs: Sequence[Job], store_root: str, report: Report, *, address: st
         ray.init(address=address, **kwargs)
         started = True
     try:
-        task = ray.remote(execute)
+        cpu_task, gpu_task = ray_tasks(ray, execute)
         # A small local cluster: do not ask for more memory than the machine has. Compared with the
         # cluster's total, read once: what the jobs already running leave free at the moment a later
         # job is submitted would drop that job's request and let Ray start it without the memory.
@@ -81,6 +93,7 @@ def run_ray(jobs: Sequence[Job], store_root: str, report: Report, *, address: st
             res = job_resources(job)
             if res["memory"] > local_memory:
                 res.pop("memory")
+            task = gpu_task if res["num_gpus"] > 0 else cpu_task
             pending.append(task.options(**res, max_retries=0).remote(job.spec(), store_root))
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

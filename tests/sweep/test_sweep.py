@@ -188,3 +188,25 @@ def test_tune_runs_two_trials_of_the_tiny_training_config(tmp_path):
     weights = {r["param:model.alignment.0.init_args.weight"] for t in trials
                for r in json.loads((t / "scorecard.json").read_text())}
     assert weights == {0.0, 1.0}
+
+
+@pytest.mark.slow
+def test_ray_gpu_jobs_get_a_fresh_worker_each_cpu_jobs_reuse_theirs():
+    # a worker reused across GPU jobs would keep its first job's CUDA device and memory; Ray only
+    # restarts it per call when the function is declared with max_calls=1 (a GPU resource is
+    # declared here without a GPU: Ray schedules by the count alone)
+    ray = pytest.importorskip("ray")
+    from neuroreg.sweep.backends import ray_tasks
+
+    def worker_pid(_: int) -> int:  # defined here: pickled by value, the workers cannot import tests
+        return os.getpid()
+
+    ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        cpu_task, gpu_task = ray_tasks(ray, worker_pid)
+        cpu = [ray.get(cpu_task.options(num_cpus=1).remote(i)) for i in range(3)]
+        gpu = [ray.get(gpu_task.options(num_cpus=1, num_gpus=1).remote(i)) for i in range(3)]
+    finally:
+        ray.shutdown()
+    assert len(set(cpu)) == 1, cpu
+    assert len(set(gpu)) == 3, gpu

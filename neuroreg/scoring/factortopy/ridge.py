@@ -28,7 +28,7 @@ def ridge_cv_r(x: Tensor, y: Tensor, folds: np.ndarray, alpha: float) -> Tensor:
         ym = y[tr].mean(0)
         gram = torch.einsum("bnk,bnj->nkj", xt, xt) + alpha * int(tr.sum()) * eye
         rhs = torch.einsum("bnk,bn->nk", xt, y[tr] - ym)
-        w = torch.linalg.solve(gram, rhs[..., None])[..., 0]
+        w = _spd_solve(gram, rhs[..., None])[..., 0]  # batched LU can fail inside MKL: see _spd_solve
         pred[te] = torch.einsum("bnk,nk->bn", (x[te] - mu) / sd, w) + ym
     pc, yc = pred - pred.mean(0), y - y.mean(0)
     den = (pc.square().sum(0) * yc.square().sum(0)).sqrt()

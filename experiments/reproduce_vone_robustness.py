@@ -27,8 +27,8 @@ checks, and run through four corruptions at three severities. Reported: clean an
     python experiments/reproduce_vone_robustness.py           # 3 seeds, 200 steps: 11 CPU minutes
     python experiments/reproduce_vone_robustness.py --full    # CORnet-S pair, 64 px, 3 seeds, 1000 steps
 
-The default mode's 11 CPU minutes (user + sys, 2 worker processes of one thread) are about 6 minutes
-of wall clock on 2 free cores; it took 33 minutes on 2 cores shared with other jobs (load 9-19).
+The default mode took 5 min 17 s of wall clock and 587 s of CPU time (user + sys, 2 worker processes of
+one thread) on an idle 2-core CPU.
 At full scale the same comparison is ``neuroreg train --config configs/train_vone_cornet_s_imagenet.yaml``
 (and its plain twin) on ImageNet on a GPU, then ``neuroreg evaluate --model ... --checkpoint ...``.
 Writes ``results/reproduce/vone_robustness/``: ``runs.csv`` (every model, seed and measure),

@@ -28,7 +28,7 @@ from neuroreg.scoring.factortopy.initialization import correlation_peaks
 from neuroreg.scoring.factortopy.network import FactorTopyNet, _combine, sinusoidal_encoding
 from neuroreg.scoring.factortopy.pooling import (_POOLINGS, N_LEVELS, _gaussian_tables, _layer_args, _layer_terms,
                                                  _pool, _prepare_layers, _Tables)
-from neuroreg.scoring.factortopy.ridge import _RIDGE_BLOCK, RIDGE_MEMORY, _RidgeStats
+from neuroreg.scoring.factortopy.ridge import _RIDGE_BLOCK, RIDGE_MEMORY, _plan_passes, _RidgeStats
 from neuroreg.scoring.factortopy.sources import _DictSource, _ModelSource
 from neuroreg.scoring.factortopy.summary import expected_depth, hierarchy_fit, layer_confidence
 from neuroreg.table import ScoreTable
@@ -552,19 +552,7 @@ class FactorTopy(BaseEstimator):
         align = list(net.align)
         level_std = self._readout_kw["level_std"]
         widths = [min(self.d, self.layer_shapes_[k][0]) for k in self.layers_]
-        passes: list[list[tuple[int, slice]]] = [[]]
-        used = 0
-        for layer, k in enumerate(widths):
-            per_voxel = self.cv_folds * k * k * 4
-            step = max(1, RIDGE_MEMORY // per_voxel)
-            for start in range(0, n_vox, step):
-                sl = slice(start, min(start + step, n_vox))
-                cost = (sl.stop - sl.start) * per_voxel
-                if passes[-1] and used + cost > RIDGE_MEMORY:
-                    passes.append([])
-                    used = 0
-                passes[-1].append((layer, sl))
-                used += cost
+        passes = _plan_passes([(n_vox, self.cv_folds * k * k * 4) for k in widths], RIDGE_MEMORY)
         target = y.to(device)
         scores = np.zeros((n_vox, n_layers))
         sizes = [[self.cv_folds * (sl.stop - sl.start) * widths[layer] ** 2 for layer, sl in items] for items in passes]

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from neuroreg.scoring.factortopy.ridge import _plan_passes
+
 __all__ = ["correlation_peaks"]
 
 #: Bytes of ``(voxels x C H W)`` cross-products, or of per-pixel ``C x C`` channel statistics, held at once.
@@ -119,19 +121,7 @@ def _pixel_solvers(batches: Callable[[], Iterable[tuple[np.ndarray, Sequence[Ten
     pixel ranges) are grouped into passes over the stimuli so that at most :data:`PEAK_MEMORY` bytes
     of products are held at once.
     """
-    groups: list[list[tuple[int, slice]]] = [[]]
-    used = 0
-    for k, (c, h, w) in enumerate(shapes):
-        per_pixel = 8 * c * c
-        step = max(1, PEAK_MEMORY // per_pixel)
-        for p0 in range(0, h * w, step):
-            part = slice(p0, min(p0 + step, h * w))
-            cost = (part.stop - part.start) * per_pixel
-            if groups[-1] and used + cost > PEAK_MEMORY:
-                groups.append([])
-                used = 0
-            groups[-1].append((k, part))
-            used += cost
+    groups = _plan_passes([(h * w, 8 * c * c) for c, h, w in shapes], PEAK_MEMORY)
     pieces: dict[int, list[Tensor]] = {k: [] for k in range(len(shapes))}
     for group in groups:
         grams = [torch.zeros(p.stop - p.start, shapes[k][0], shapes[k][0], dtype=torch.float64, device=device)

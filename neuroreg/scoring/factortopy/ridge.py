@@ -50,6 +50,28 @@ def _spd_solve(lhs: Tensor, rhs: Tensor) -> Tensor:
     return out
 
 
+def _plan_passes(parts: list[tuple[int, int]], budget: int) -> list[list[tuple[int, slice]]]:
+    """Group ``(layer, index range)`` pieces into passes over the stimuli that each hold at most ``budget`` bytes.
+
+    parts: per layer ``(n_items, bytes per item)`` (voxels or pixels). A layer is cut into ranges of
+    at most ``budget // bytes per item`` items (at least one); ranges fill a pass in order until the
+    next would exceed the budget. Returns the passes, each a list of ``(layer, slice)``.
+    """
+    passes: list[list[tuple[int, slice]]] = [[]]
+    used = 0
+    for layer, (n_items, per_item) in enumerate(parts):
+        step = max(1, budget // per_item)
+        for start in range(0, n_items, step):
+            sl = slice(start, min(start + step, n_items))
+            cost = (sl.stop - sl.start) * per_item
+            if passes[-1] and used + cost > budget:
+                passes.append([])
+                used = 0
+            passes[-1].append((layer, sl))
+            used += cost
+    return passes
+
+
 #: Bytes of ridge sufficient statistics held at once by the layer choice (more voxels -> more passes).
 RIDGE_MEMORY = 2 ** 31
 _RIDGE_BLOCK = 1024  # voxels pooled at once while accumulating them

@@ -7,6 +7,7 @@
     neuroreg finetune --config ... --model.strategy linear_probe   # or full, last_k, lp_ft, l2_sp
     neuroreg finetune --config ... --ckpt_path last                             # resume an interrupted run
     neuroreg finetune --config ... --forgetting.original_data /data/imagenet/val   # + original-task accuracy
+    neuroreg finetune --config ... --forgetting.start_cache runs/start_cache    # runs from one start share its side
 
 The workflow: (1) ``--model.start_from`` picks the starting network (a model
 name such as ``efficientnet_lite0_imagenet``, a name with ``--model.weights
@@ -64,17 +65,21 @@ class ForgettingOptions:
     max_eval_images, max_probe_train: caps on test images and probe-training images.
     batch_size: of the report's forward passes.
     factortopy: fit FactorTopy when the voxel data have ROIs and coordinates.
+    start_cache: folder shared by runs from the same start network: the first report stores the start's
+        side (its probe, Gram matrices, cRSA and retention before fine-tuning), later ones re-use it
+        instead of running the start again (same numbers). None: no cache.
     """
 
     def __init__(self, enabled: bool = True, probe_sets: Sequence[str] = ("kriegeskorte92", "algonauts2019_78"),
                  reference: Optional[str] = "kriegeskorte92", original_data: Optional[str] = None,
                  brain: Optional[str] = None, brain_stimuli: Optional[str] = None,
                  layers: Optional[list[str]] = None, max_eval_images: Optional[int] = 2000,
-                 max_probe_train: Optional[int] = 1000, batch_size: int = 32, factortopy: bool = True) -> None:
+                 max_probe_train: Optional[int] = 1000, batch_size: int = 32, factortopy: bool = True,
+                 start_cache: Optional[str] = None) -> None:
         self.enabled, self.probe_sets, self.reference = enabled, list(probe_sets), reference
         self.original_data, self.brain, self.brain_stimuli, self.layers = original_data, brain, brain_stimuli, layers
         self.max_eval_images, self.max_probe_train = max_eval_images, max_probe_train
-        self.batch_size, self.factortopy = batch_size, factortopy
+        self.batch_size, self.factortopy, self.start_cache = batch_size, factortopy, start_cache
 
 
 class FinetuneCLI(NeuroregCLI):
@@ -126,7 +131,7 @@ def run_forgetting(module: FinetuneModule, datamodule, options: ForgettingOption
         layers=options.layers, factortopy=options.factortopy, image_size=image_size,
         batch_size=options.batch_size, max_eval_images=options.max_eval_images,
         max_probe_train=options.max_probe_train, seed=seed, model=str(module.hparams.get("arch")),
-        dataset=type(datamodule).__name__.replace("DataModule", "").lower())
+        dataset=type(datamodule).__name__.replace("DataModule", "").lower(), start_cache=options.start_cache)
     paths = write_forgetting(table, root)
     if writer is not None:
         log_forgetting(table, writer, step=int(module.global_step))

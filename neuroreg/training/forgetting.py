@@ -33,6 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import logging
+import os
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -51,18 +54,21 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from neuroreg._modes import eval_mode
 from neuroreg.brain import StimulusSource, bundled_sets, load_bundled, simulate_voxels
 from neuroreg.classification_metrics import balanced_accuracy
-from neuroreg.errors import ShapeError
+from neuroreg.errors import DataFormatError, ShapeError
 from neuroreg.features import Features, extract
 from neuroreg.models import area_layers
-from neuroreg.scoring import FactorTopy, cka, compare_factortopy, crsa, versa
+from neuroreg.scoring import FactorTopy, cka_from_grams, compare_factortopy, crsa, gram, versa
 from neuroreg.selection import best_index
 from neuroreg.table import ScoreTable
 from neuroreg.training.data import _dataset_len, load_neural_stimuli
+from neuroreg.training.forgetting_cache import (dataset_fingerprint, load_start_side, save_start_side, stable_repr,
+                                               start_side_key)
 from neuroreg.training.start_model import classifier_name
 
 __all__ = ["forgetting_report", "model_preprocess", "with_head_of"]
 
 _STAGES = ("before", "after", "change")
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -331,7 +337,8 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
                       transform: Callable[[Tensor], Tensor] | None = None, batch_size: int = 32,
                       device: str | torch.device | None = None, max_eval_images: int | None = 2000,
                       max_probe_train: int | None = 1000, debiased: bool = True, seed: int = 0,
-                      model: str | None = None, dataset: str = "task") -> ScoreTable:
+                      model: str | None = None, dataset: str = "task",
+                      start_cache: str | os.PathLike | None = None) -> ScoreTable:
     """Forgetting of ``after`` (fine-tuned) relative to ``before`` (its start), as one long score table.
 
     Parameters
@@ -356,6 +363,11 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
         probe's training images (stratified, seeded) to bound the cost.
     debiased: CKA estimator for ``cka_to_start`` (both give exactly 1 for identical features).
     model, dataset: written to the ``model`` and ``dataset`` columns.
+    start_cache: a folder where the start network's side of the report (task probe, original
+        accuracy, Gram matrices, cRSA and retention before fine-tuning) is stored and re-used by
+        later reports from the same start with the same settings
+        (:mod:`neuroreg.training.forgetting_cache`); the numbers are the same either way.
+        The voxel rows (``brain``) are always computed in full. None: no cache.
     """
     dev = torch.device(device) if device is not None else next(after.parameters()).device
     # no copies: each pass puts the networks in eval mode on ``dev`` and restores every submodule's mode
@@ -365,7 +377,30 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
                        probe_sets=probe_sets, reference=reference, brain=brain, layers=layers,
                        factortopy=factortopy, image_size=image_size, transform=transform, batch_size=batch_size,
                        max_eval_images=max_eval_images, max_probe_train=max_probe_train, debiased=debiased,
-                       seed=seed, model=model, dataset=dataset)
+                       seed=seed, model=model, dataset=dataset, start_cache=start_cache)
+
+
+def _start_key(before: nn.Module, datasets: Mapping[str, Dataset | None], probes, layer_map, transform,
+               **settings: Any) -> str | None:
+    """Cache key of the start side, or None when a data set's identity cannot be established."""
+    prints = {}
+    for what, ds in datasets.items():
+        if ds is None:
+            continue
+        fp = dataset_fingerprint(ds)
+        if fp is None:
+            log.info("forgetting report: the %s data (%s) cannot be fingerprinted; the start side is not cached",
+                     what, type(ds).__name__)
+            return None
+        prints[what] = fp
+    if transform is not None and not stable_repr(transform):
+        log.info("forgetting report: the transform %r has no stable identity; the start side is not cached",
+                 transform)
+        return None
+    probe_prints = [(name, [str(i) for i in ids], hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest())
+                    for name, _data, images, ids in probes]
+    return start_side_key(before, data=prints, probes=probe_prints, layers=repr(layer_map),
+                          transform=repr(transform), **settings)
 
 
 def _report(before: nn.Module, after: nn.Module, dev: torch.device, *, task_data: Any, original_data: Any,
@@ -373,11 +408,13 @@ def _report(before: nn.Module, after: nn.Module, dev: torch.device, *, task_data
             factortopy: bool | Mapping[str, Any], image_size: int | None,
             transform: Callable[[Tensor], Tensor] | None, batch_size: int, max_eval_images: int | None,
             max_probe_train: int | None, debiased: bool, seed: int, model: str | None,
-            dataset: str) -> ScoreTable:
+            dataset: str, start_cache: str | os.PathLike | None) -> ScoreTable:
     table = ScoreTable()
     base = {"model": model}
+    layer_map = dict(area_layers(before)) if layers is None else layers
+    probes = _probe_images(probe_sets)
 
-    # ---- new task
+    test_sub = train_sub = orig_sub = None
     if task_data is not None:
         if hasattr(task_data, "eval_dataset"):
             train_set, test_set = task_data.eval_dataset("train"), task_data.eval_dataset("test")
@@ -386,82 +423,109 @@ def _report(before: nn.Module, after: nn.Module, dev: torch.device, *, task_data
         test_idx = _stratified_subset(_labels_of(test_set), max_eval_images, seed)
         train_idx = _stratified_subset(_labels_of(train_set), max_probe_train, seed + 1)
         test_sub, train_sub = Subset(test_set, test_idx.tolist()), Subset(train_set, train_idx.tolist())
-        f_train, _, y_train = _embed(before, train_sub, batch_size, dev, seed)
-        # both networks on each test batch: the test images are read and resized once
-        ((f_test, _), (_, logits_a)), y_test = _embed_models([before, after], test_sub, batch_size, dev, seed)
-        with _one_blas_thread():
-            pred_b = _probe(seed).fit(f_train, y_train).predict(f_test)
+    if original_data is not None:
+        orig_sub = Subset(original_data, _stratified_subset(_labels_of(original_data), max_eval_images,
+                                                            seed + 2).tolist())
+
+    # ---- the start network's side: stored results (same key) or computed now and stored
+    key = None
+    if start_cache is not None:
+        key = _start_key(before, {"task train": train_sub, "task test": test_sub, "original": orig_sub}, probes,
+                         layer_map, transform, image_size=image_size, preprocess=_preprocess_spec(before, image_size),
+                         reference=reference, batch_size=batch_size, device=dev.type, debiased=debiased, seed=seed)
+    cached = load_start_side(start_cache, key) if key is not None and start_cache is not None else None
+    start: dict[str, Any] = cached if cached is not None else {}
+
+    # ---- new task
+    if task_data is not None:
+        assert test_sub is not None and train_sub is not None
+        if cached is not None:
+            ((_, (logits_a,)), y_test) = _embed_models([after], test_sub, batch_size, dev, seed)
+            _check_cached_labels(start["task"]["labels"], y_test, "new task's test", start_cache)
+            pred_b = start["task"]["pred"].numpy()
+        else:
+            f_train, _, y_train = _embed(before, train_sub, batch_size, dev, seed)
+            # both networks on each test batch: the test images are read and resized once
+            ((f_test, _), (_, logits_a)), y_test = _embed_models([before, after], test_sub, batch_size, dev, seed)
+            with _one_blas_thread():
+                pred_b = _probe(seed).fit(f_train, y_train).predict(f_test)
+            start["task"] = {"pred": torch.as_tensor(pred_b), "labels": torch.as_tensor(y_test)}
         acc_b, bal_b = _accuracies(pred_b, y_test)
         acc_a, bal_a = _accuracies(logits_a.argmax(1), y_test)
-        common = dict(base, dataset=dataset, split="test", layer="head", n_images=len(test_idx),
-                      n_probe_train=len(train_idx))
+        common = dict(base, dataset=dataset, split="test", layer="head", n_images=len(test_sub),
+                      n_probe_train=len(train_sub))
         _stage_rows(table, acc_b, acc_a, metric="task_accuracy", **common)
         _stage_rows(table, bal_b, bal_a, metric="balanced_accuracy", **common)
 
     # ---- original task
-    if original_data is not None:
-        idx = _stratified_subset(_labels_of(original_data), max_eval_images, seed + 2)
-        sub = Subset(original_data, idx.tolist())
-        (_, (logits_b, logits_a)), y = _embed_models([before, with_head_of(after, before)], sub, batch_size, dev,
-                                                     seed)
-        acc_b, acc_a = (float((lg.argmax(1) == y).mean()) for lg in (logits_b, logits_a))
-        common = dict(base, dataset="original", split="test", layer="head", n_images=len(idx))
+    if orig_sub is not None:
+        head_a = with_head_of(after, before)
+        if cached is not None:
+            (_, (logits_a,)), y = _embed_models([head_a], orig_sub, batch_size, dev, seed)
+            _check_cached_labels(start["original"]["labels"], y, "original task's", start_cache)
+            acc_b = float(start["original"]["accuracy"])
+        else:
+            (_, (logits_b, logits_a)), y = _embed_models([before, head_a], orig_sub, batch_size, dev, seed)
+            acc_b = float((logits_b.argmax(1) == y).mean())
+            start["original"] = {"accuracy": acc_b, "labels": torch.as_tensor(y)}
+        acc_a = float((logits_a.argmax(1) == y).mean())
+        common = dict(base, dataset="original", split="test", layer="head", n_images=len(orig_sub))
         _stage_rows(table, acc_b, acc_a, metric="original_accuracy", **common)
         table.append(metric="backward_transfer", stage="after", score=acc_a - acc_b, **common)
 
     # ---- probe images: drift, cRSA, retention
-    layer_map = dict(area_layers(before)) if layers is None else layers
-    probes = _probe_images(probe_sets)
     tf_b = transform or model_preprocess(before, image_size)
     tf_a = transform or model_preprocess(after, image_size)
     same_input = transform is not None or _preprocess_spec(before, image_size) == _preprocess_spec(after, image_size)
-    feats: dict[str, list[dict[str, Tensor]]] = {"before": [], "after": []}
-    embeddings: dict[str, list[np.ndarray]] = {"before": [], "after": []}
     # each probe image resized and normalised once (one resize call per set unless the caller gave a transform)
     if transform is not None:
         inputs_b = [_transformed(p[2], transform) for p in probes]
     else:
         inputs_b = [_model_input(p[2], _preprocess_spec(before, image_size)) for p in probes]
     inputs_a = inputs_b if same_input else [_model_input(p[2], _preprocess_spec(after, image_size)) for p in probes]
-    for stage, model_, inputs in (("before", before, inputs_b), ("after", after, inputs_a)):
-        if len({tuple(x.shape[1:]) for x in inputs}) == 1:
-            # every probe set at one size: one pass per network over all probe images, every layer and the
-            # classifier's input captured in it, then split per set
-            emb: list[np.ndarray] = []
-            whole = _features(model_, torch.cat(inputs), layer_map, None, batch_size, dev, seed, emb)
-            bounds = np.cumsum([0] + [len(x) for x in inputs])
-            for lo, hi in zip(bounds[:-1], bounds[1:]):
-                feats[stage].append({k: v[lo:hi] for k, v in whole.items()})
-                embeddings[stage].append(emb[0][lo:hi])
-        else:
-            for x in inputs:
-                feats[stage].append(_features(model_, x, layer_map, None, batch_size, dev, seed, embeddings[stage]))
+    passes = [("after", after, inputs_a)] if cached is not None else [("before", before, inputs_b),
+                                                                       ("after", after, inputs_a)]
+    feats: dict[str, list[dict[str, Tensor]]] = {"before": [], "after": []}
+    embeddings: dict[str, list[np.ndarray]] = {"before": [], "after": []}
+    for stage, model_, inputs in passes:
+        feats[stage], embeddings[stage] = _probe_features(model_, inputs, layer_map, batch_size, dev, seed)
     if probes:
         names = "+".join(p[0] for p in probes)
         n_total = sum(len(p[3]) for p in probes)
-        for li, layer in enumerate(feats["before"][0]):
-            xb = torch.cat([f[layer].flatten(1) for f in feats["before"]]).double()
+        if cached is None:
+            start["grams"] = {layer: gram(torch.cat([f[layer].flatten(1) for f in feats["before"]]).double())
+                              for layer in feats["before"][0]}
+        for li, layer in enumerate(feats["after"][0]):
             xa = torch.cat([f[layer].flatten(1) for f in feats["after"]]).double()
-            score = float(cka(xb, xa, debiased=debiased))
+            score = float(cka_from_grams(start["grams"][layer], gram(xa), debiased=debiased))
             table.append(metric="cka_to_start", stage="after", score=score, layer=layer, layer_index=li,
                          dataset=names, split="all", n_stimuli=n_total, debiased=debiased, **base)
-    for (name, data, _images, ids), fb, fa in zip(probes, feats["before"], feats["after"]):
+    crsa_before: dict[str, dict[str, list]] = start.setdefault("crsa", {})
+    for i, (name, data, _images, ids) in enumerate(probes):
         if not getattr(data, "rdms", None):
             continue
-        best = {stage: _best_layer_scores(crsa(Features(f, stimulus_ids=ids), data, progress=False), "crsa")
-                for stage, f in (("before", fb), ("after", fa))}
-        merged = best["before"].merge(best["after"], on=["rdm_set", "region"], suffixes=("_before", "_after"))
+        if cached is None:
+            crsa_before[name] = _best_layer_scores(crsa(Features(feats["before"][i], stimulus_ids=ids), data,
+                                                        progress=False), "crsa").to_dict("list")
+        best_b = pd.DataFrame(crsa_before[name])
+        best_a = _best_layer_scores(crsa(Features(feats["after"][i], stimulus_ids=ids), data, progress=False), "crsa")
+        merged = best_b.merge(best_a, on=["rdm_set", "region"], suffixes=("_before", "_after"))
         for r in merged.itertuples():
             common = dict(base, metric="crsa", dataset=f"{name}:{r.rdm_set}", region=r.region, split="test")
             table.append(stage="before", score=r.score_before, layer=r.layer_before, **common)
             table.append(stage="after", score=r.score_after, layer=r.layer_after, **common)
             table.append(stage="change", score=r.score_after - r.score_before, **common)
     if reference is not None:
-        cached = None
+        reused = None
         for i, p in enumerate(probes):
             if p[0] == reference:
-                cached = (p[3], {stage: embeddings[stage][i] for stage in embeddings})
-        table.extend(_retention(before, after, reference, tf_b, tf_a, batch_size, dev, seed, base, cached))
+                reused = (p[3], {stage: e[i] for stage, e in embeddings.items() if e})
+        rows, scores_b = _retention(before, after, reference, tf_b, tf_a, batch_size, dev, seed, base, reused,
+                                    start.get("retention"))
+        start["retention"] = scores_b
+        table.extend(rows)
+    if start_cache is not None and key is not None and cached is None:
+        save_start_side(start_cache, key, start)
 
     # ---- voxel data
     if brain is not None:
@@ -470,12 +534,41 @@ def _report(before: nn.Module, after: nn.Module, dev: torch.device, *, task_data
     return table
 
 
+def _check_cached_labels(cached: Tensor, labels: np.ndarray, what: str, folder) -> None:
+    if not np.array_equal(cached.numpy(), labels):
+        raise DataFormatError(f"the forgetting start cache in {folder} has other labels for the {what} images than "
+                              f"the data now read ({len(cached)} vs {len(labels)} images); delete the folder's "
+                              f"start_*.pt files")
+
+
+def _probe_features(model: nn.Module, inputs: list[Tensor], layer_map, batch_size: int, dev: torch.device,
+                    seed: int) -> tuple[list[dict[str, Tensor]], list[np.ndarray]]:
+    """Per probe set: features at every layer and the classifier's input (the retention probe's embedding)."""
+    feats: list[dict[str, Tensor]] = []
+    embeddings: list[np.ndarray] = []
+    if len({tuple(x.shape[1:]) for x in inputs}) == 1:
+        # every probe set at one size: one pass over all probe images, every layer and the classifier's input
+        # captured in it, then split per set
+        emb: list[np.ndarray] = []
+        whole = _features(model, torch.cat(inputs), layer_map, None, batch_size, dev, seed, emb)
+        bounds = np.cumsum([0] + [len(x) for x in inputs])
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            feats.append({k: v[lo:hi] for k, v in whole.items()})
+            embeddings.append(emb[0][lo:hi])
+    else:
+        for x in inputs:
+            feats.append(_features(model, x, layer_map, None, batch_size, dev, seed, embeddings))
+    return feats, embeddings
+
+
 def _retention(before, after, reference: str, tf_b, tf_a, batch_size, dev, seed, base,
-               cached: tuple[np.ndarray, dict[str, np.ndarray]] | None = None) -> ScoreTable:
+               cached: tuple[np.ndarray, dict[str, np.ndarray]] | None = None,
+               scores_before: Mapping[str, float] | None = None) -> tuple[ScoreTable, dict[str, float]]:
     """Cross-validated logistic probe on the reference set's category labels, before and after.
 
     ``cached``: (stimulus ids, stage -> embeddings in that order) from the probe-set pass, if the
-    reference set was one of the probe sets."""
+    reference set was one of the probe sets. ``scores_before``: the start's scores per label set,
+    stored earlier (the start network is then not run). Returns the rows and the start's scores."""
     data = load_bundled(reference)
     labels = getattr(data, "labels", None)
     if labels is None:
@@ -484,23 +577,29 @@ def _retention(before, after, reference: str, tf_b, tf_a, batch_size, dev, seed,
     order = np.argsort(ids, kind="stable")
     label_sets = {"animate": labels["animate"].to_numpy()[order],
                   "category": pd.factorize(labels["category"].to_numpy()[order], sort=True)[0]}
+    stages = [("after", after, tf_a)] if scores_before is not None else [("before", before, tf_b),
+                                                                          ("after", after, tf_a)]
+    emb: dict[str, np.ndarray] = {}
     if cached is not None and sorted(np.asarray(cached[0]).astype(str)) == sorted(ids):
         rows = np.argsort(np.asarray(cached[0]).astype(str), kind="stable")      # cached rows in sorted-id order
-        emb = {stage: e[rows] for stage, e in cached[1].items()}
+        emb = {stage: cached[1][stage][rows] for stage, _m, _tf in stages}
     else:
         images = data.images_tensor()[torch.as_tensor(order)]
-        emb = {stage: _embed(m, _Images(images, tf), batch_size, dev, seed)[0]
-               for stage, m, tf in (("before", before, tf_b), ("after", after, tf_a))}
+        emb = {stage: _embed(m, _Images(images, tf), batch_size, dev, seed)[0] for stage, m, tf in stages}
     out = ScoreTable()
+    before_out: dict[str, float] = {}
     for label_name, y in label_sets.items():
         n_splits = int(min(5, np.bincount(y).min()))
         cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         with _one_blas_thread():
             scores = {stage: float(cross_val_score(_probe(seed), x, y, cv=cv).mean()) for stage, x in emb.items()}
+        if scores_before is not None:
+            scores["before"] = float(scores_before[label_name])
+        before_out[label_name] = scores["before"]
         _stage_rows(out, scores["before"], scores["after"], metric="retention_accuracy",
                     dataset=f"{reference}:{label_name}", split="cv", layer="head", n_stimuli=len(y),
                     n_folds=n_splits, **base)
-    return out
+    return out, before_out
 
 
 def _brain_rows(before, after, brain, probes, layer_map, tf_b, tf_a, batch_size, dev, factortopy, seed,

@@ -124,3 +124,11 @@ class _PatternLoader:
 
     def __call__(self, row: int) -> Tensor:
         return pattern_image(self.labels[row], self.size, seed=self.seed, index=row)
+
+    def fingerprint(self) -> str:
+        """What the generated images depend on (for caches keyed by the data, e.g. the forgetting report's)."""
+        import hashlib
+        import json
+
+        text = json.dumps({"generator": "pattern_image", "labels": self.labels, "size": self.size, "seed": self.seed})
+        return hashlib.sha256(text.encode()).hexdigest()

@@ -227,6 +227,49 @@ def test_ridge_cv_r_matches_sklearn():
         assert got[v] == pytest.approx(scipy.stats.pearsonr(pred, y[:, v])[0], abs=1e-8)
 
 
+def test_variance_floor_keeps_a_nearly_constant_feature_from_wrecking_the_ridge():
+    # a ReLU channel that fires for one training stimulus (weakly) and one test stimulus (strongly):
+    # plain standardisation scales it by ~1e7 and the held-out prediction explodes
+    from sklearn.linear_model import Ridge
+
+    from neuroreg.scoring.factortopy.ridge import _RidgeStats
+
+    rng = np.random.default_rng(0)
+    n, v, k = 200, 3, 4
+    x = rng.normal(size=(n, v, k))
+    y = np.einsum("bnk,nk->bn", x, rng.normal(size=(v, k))) + 0.5 * rng.normal(size=(n, v))
+    folds = np.arange(n) % 5
+    spike = np.zeros((n, v, 1))
+    spike[0] = 1e-6                      # fold 0
+    spike[1] = 1.0                       # fold 1
+    xs = torch.as_tensor(np.concatenate([x, spike], 2))
+    clean = ridge_cv_r(torch.as_tensor(x), torch.as_tensor(y), folds, 0.02)
+    plain = ridge_cv_r(xs, torch.as_tensor(y), folds, 0.02)
+    floored = ridge_cv_r(xs, torch.as_tensor(y), folds, 0.02, var_floor=1e-2)
+    assert (plain < 0.5).all() and (clean > 0.8).all()
+    torch.testing.assert_close(floored, clean, atol=0.02, rtol=0)
+    # reference: scikit-learn's Ridge on the features standardised with the floored SD per fold
+    for j in range(v):
+        pred = np.zeros(n)
+        for f in range(5):
+            tr, te = folds != f, folds == f
+            xt = xs[tr, j].numpy()
+            var = xt.var(0)
+            sd = np.sqrt(np.maximum(var, 1e-2 * var.mean()))
+            mu = xt.mean(0)
+            model = Ridge(alpha=0.02 * tr.sum()).fit((xt - mu) / sd, y[tr, j])
+            pred[te] = model.predict((xs[te, j].numpy() - mu) / sd)
+        assert float(floored[j]) == pytest.approx(scipy.stats.pearsonr(pred, y[:, j])[0], abs=1e-8)
+    # the streamed statistics of the layer choice apply the same floor
+    stats = _RidgeStats(v, k + 1, 5, "cpu", dtype=torch.float64)
+    for f in range(5):
+        idx = np.flatnonzero(folds == f)
+        stats.add(f, xs[idx], torch.as_tensor(y[idx]))
+    torch.testing.assert_close(stats.cv_r(0.02, var_floor=1e-2), floored, atol=1e-10, rtol=0)
+    with pytest.raises(ValueError, match="var_floor must be >= 0"):
+        ridge_cv_r(xs, torch.as_tensor(y), folds, 0.02, var_floor=-1.0)
+
+
 def test_readout_gradients_reach_every_selector():
     maps, align, weights, bias = _readout_inputs(d=8)
     probs = torch.full((2, 2), 0.5, requires_grad=True)

@@ -7,14 +7,22 @@ import torch
 from torch import Tensor
 
 
-def ridge_cv_r(x: Tensor, y: Tensor, folds: np.ndarray, alpha: float) -> Tensor:
+def ridge_cv_r(x: Tensor, y: Tensor, folds: np.ndarray, alpha: float, var_floor: float = 0.0) -> Tensor:
     """Cross-validated Pearson r of a ridge read-out fitted separately for every voxel.
 
     x: ``(N, n, K)`` features per stimulus and voxel; y: ``(N, n)`` responses; folds: ``(N,)``
     fold label per stimulus. Features are standardised on each training fold; ``alpha`` is
-    the ridge penalty per training stimulus (``lambda = alpha * N_train``). Returns ``(n,)``
+    the ridge penalty per training stimulus (``lambda = alpha * N_train``). ``var_floor``: each
+    feature's training-fold variance is raised to at least this fraction of the voxel's mean
+    feature variance before standardising (0: plain standardisation, SD >= 1e-9). A nearly
+    constant feature (a ReLU channel that fires for a handful of training stimuli at a narrow
+    window) is otherwise scaled up by orders of magnitude, and its test-fold values wreck the
+    prediction: on a random ResNet-18 at 64 px with a window of 0.2 px, a floor of 1e-3 to 1e-1
+    took the true-window ridge's layer choice from 0.56 to 1.00 of the voxels. Returns ``(n,)``
     r between held-out predictions (all folds stacked) and ``y``.
     """
+    if not var_floor >= 0:
+        raise ValueError(f"var_floor must be >= 0; got {var_floor}")
     x = x.double()
     y = y.double()
     pred = torch.zeros_like(y)
@@ -23,7 +31,8 @@ def ridge_cv_r(x: Tensor, y: Tensor, folds: np.ndarray, alpha: float) -> Tensor:
         te = torch.as_tensor(folds == f, device=x.device)
         tr = ~te
         xt = x[tr]
-        mu, sd = xt.mean(0), xt.std(0, unbiased=False).clamp_min(1e-9)
+        mu, var = xt.mean(0), xt.var(0, unbiased=False)
+        sd = torch.maximum(var, var_floor * var.mean(-1, keepdim=True)).sqrt().clamp_min(1e-9)
         xt = (xt - mu) / sd
         ym = y[tr].mean(0)
         gram = torch.einsum("bnk,bnj->nkj", xt, xt) + alpha * int(tr.sum()) * eye
@@ -129,15 +138,17 @@ class _RidgeStats:
         if voxels.start in (None, 0):  # a batch added block by block counts once
             self.count[fold] += x.shape[0]
 
-    def cv_r(self, alpha: float, block: int = 128) -> Tensor:
-        """``(n,)`` r between the stacked held-out predictions of every fold and ``y``."""
+    def cv_r(self, alpha: float, block: int = 128, var_floor: float = 0.0) -> Tensor:
+        """``(n,)`` r between the stacked held-out predictions of every fold and ``y`` (``var_floor``: as in
+        :func:`ridge_cv_r`)."""
         n_folds, n, k = self.gram.shape[:3]
         block = min(block, n)
         # float64 work space, reused block after block (fresh large allocations cost page faults)
         work = torch.empty(n_folds + 2, block, k, k, dtype=torch.float64, device=self.gram.device)
-        return torch.cat([self._cv_r(alpha, slice(s, min(s + block, n)), work) for s in range(0, n, block)])
+        return torch.cat([self._cv_r(alpha, slice(s, min(s + block, n)), work, var_floor)
+                          for s in range(0, n, block)])
 
-    def _cv_r(self, alpha: float, sl: slice, work: Tensor) -> Tensor:
+    def _cv_r(self, alpha: float, sl: slice, work: Tensor, var_floor: float = 0.0) -> Tensor:
         n_folds, m = self.gram.shape[0], sl.stop - sl.start
         gram = work[:n_folds, :m]
         gram.copy_(self.gram[:, sl])
@@ -158,7 +169,8 @@ class _RidgeStats:
             torch.sub(g_all, gram[f], out=lhs)
             lhs.baddbmm_(mu[:, :, None], mu[:, None, :], alpha=-n_train)  # centred X'X of the training folds
             diag = lhs.diagonal(dim1=1, dim2=2)
-            var = (diag / n_train).clamp_min(1e-18)  # feature SD >= 1e-9, as in ridge_cv_r
+            var = diag / n_train
+            var = torch.maximum(var, var_floor * var.mean(-1, keepdim=True)).clamp_min(1e-18)  # as in ridge_cv_r
             # ridge on standardised features, (S^-1 C S^-1 + a n I) w = S^-1 r, solved as (C + a n S^2) u = r
             # with u = S^-1 w the weights of the raw features: prediction = x . u + c0
             diag.add_(alpha * n_train * var)

@@ -737,6 +737,17 @@ def test_peak_alpha_is_checked():
         correlation_peaks(lambda: iter([(np.arange(3), [torch.zeros(3, 1, 2, 2)])]), torch.zeros(3, 1), 1, alpha=0.0)
 
 
+def test_ridge_var_floor_is_checked_and_reaches_the_layer_choice():
+    feats, brain = _tiny()
+    for bad in (-1e-3, "x", None):
+        with pytest.raises(ValueError, match="ridge_var_floor"):
+            _quick(ridge_var_floor=bad).fit(feats, brain)
+    plain = _quick(seed=0).fit(feats, brain)
+    floored = _quick(seed=0, ridge_var_floor=1e9).fit(feats, brain)     # every feature at the mean variance
+    assert plain.cv_r_.shape == floored.cv_r_.shape
+    assert not np.allclose(plain.cv_r_, floored.cv_r_)
+
+
 def test_is_a_sklearn_estimator_clone_and_params():
     from sklearn.base import BaseEstimator, clone
 

@@ -69,6 +69,9 @@ class FactorTopy(BaseEstimator):
         from ``cv_folds``-fold ridge with penalty ``ridge_alpha`` per stimulus (a number, or a
         sequence: each voxel and layer then keeps its best cross-validated r over them), see
         :func:`ridge_cv_r`) or ``"selector"`` (the layer-selector MLP, as in the paper).
+    ridge_var_floor: the ridge layer choice raises each feature's training-fold variance to at
+        least this fraction of the voxel's mean feature variance before standardising
+        (``var_floor`` of :func:`ridge_cv_r`); 0 (default) standardises plainly.
     per_layer_space: give every layer its own position and scale per voxel (the selectors
         output ``(n, L, 2)`` and ``(n, L)``), so each layer's read-out is judged at its own
         best window; ``space_`` and ``scale_`` report the most probable layer's. False: one
@@ -120,7 +123,8 @@ class FactorTopy(BaseEstimator):
                  temperature: tuple[float, float] = (1.0, 0.2), smooth_weight: float = 0.0,
                  smooth_k: int = 6, beta: float = 0.1, expert_weight: float = 1.0, select_fraction: float = 0.2,
                  pooling: str = "gaussian", layer_choice: str = "ridge_cv", cv_folds: int = 5,
-                 ridge_alpha: float | Sequence[float] = (2e-3, 2e-2, 2e-1, 2.0), choice_temperature: float = 0.01, per_layer_space: bool = True,
+                 ridge_alpha: float | Sequence[float] = (2e-3, 2e-2, 2e-1, 2.0), choice_temperature: float = 0.01,
+                 ridge_var_floor: float = 0.0, per_layer_space: bool = True,
                  position_init: str = "correlation", init_steps: int = 500, peak_alpha: float | None = 0.1,
                  random_state: int | None = None, device: str | torch.device | None = None,
                  progress: bool | None = None) -> None:
@@ -155,6 +159,7 @@ class FactorTopy(BaseEstimator):
         self.layer_choice = layer_choice
         self.cv_folds = cv_folds
         self.ridge_alpha = ridge_alpha
+        self.ridge_var_floor = ridge_var_floor
         self.choice_temperature = choice_temperature
         self.device = device
         self.progress = progress
@@ -177,6 +182,8 @@ class FactorTopy(BaseEstimator):
         alphas = np.atleast_1d(np.asarray(self.ridge_alpha, dtype=np.float64))
         if alphas.ndim != 1 or alphas.size == 0 or not (np.isfinite(alphas) & (alphas > 0)).all():
             raise ValueError(f"ridge_alpha must be a positive number or a sequence of them; got {self.ridge_alpha!r}")
+        if not (isinstance(self.ridge_var_floor, (int, float, np.floating)) and self.ridge_var_floor >= 0):
+            raise ValueError(f"ridge_var_floor must be a number >= 0; got {self.ridge_var_floor!r}")
         if not self.choice_temperature > 0:
             raise ValueError(f"choice_temperature must be > 0; got {self.choice_temperature}")
         if self.pooling not in _POOLINGS:
@@ -583,7 +590,8 @@ class FactorTopy(BaseEstimator):
             for st, (layer, sl) in zip(stats, items):
                 # the penalty that suits a layer depends on its width and the stimulus count: keep
                 # each voxel's best over a small grid (the same grid for every layer)
-                scores[sl, layer] = torch.stack([st.cv_r(float(a)) for a in np.atleast_1d(self.ridge_alpha)]) \
+                scores[sl, layer] = torch.stack([st.cv_r(float(a), var_floor=float(self.ridge_var_floor))
+                                                 for a in np.atleast_1d(self.ridge_alpha)]) \
                     .amax(0).cpu().numpy()
         return scores
 

@@ -141,9 +141,10 @@ def oracle_layer(feats: dict, layers: list[str], brain, truth, folds: int = 5,
     """Most probable layer of a ridge read-out at every voxel's true position and scale.
 
     Each voxel and layer keeps its best cross-validated r over ``alphas`` (penalty per training
-    stimulus on standardised features), the same grid as FactorTopy's default layer choice.
+    stimulus on standardised features, variances floored at ``var_floor`` of their mean), the same
+    grid and floor as FactorTopy's default layer choice.
     """
-    from neuroreg.scoring.factortopy import ridge_cv_r
+    from neuroreg.scoring.factortopy.ridge import _RidgeStats
 
     y = torch.as_tensor(brain.responses, dtype=torch.float64)
     fold = np.random.default_rng(1).permutation(len(y)) % folds
@@ -152,8 +153,13 @@ def oracle_layer(feats: dict, layers: list[str], brain, truth, folds: int = 5,
         r = []
         for start in range(0, y.shape[1], 30):  # voxel blocks keep the (n, v, C) features small
             sl = slice(start, start + 30)
-            x = read_out(feats[name].float(), truth["position"][sl], truth["sd"])
-            r.append(torch.stack([ridge_cv_r(x, y[:, sl], fold, a, var_floor) for a in alphas]).amax(0))
+            x = read_out(feats[name].float(), truth["position"][sl], truth["sd"]).double()
+            # float64 sufficient statistics: the same r as ridge_cv_r, with X'X formed once for all penalties
+            stats = _RidgeStats(x.shape[1], x.shape[2], folds, "cpu", dtype=torch.float64)
+            for f in range(folds):
+                idx = torch.as_tensor(np.flatnonzero(fold == f))
+                stats.add(f, x[idx], y[idx, sl])
+            r.append(torch.stack([stats.cv_r(a, var_floor=var_floor) for a in alphas]).amax(0))
         scores.append(torch.cat(r).numpy())
     return np.stack(scores, 1).argmax(1)
 
@@ -185,7 +191,7 @@ def run_cell(arch: str, size: int, readout: str, n_stimuli: int, n_voxels: int =
            "per_layer": [float(hit[good & (true_layer == k)].mean()) for k in range(len(layers))],
            "position_error": float(np.median(pos_err[good])),
            "slope": float(ft.hierarchy_slope()), "fit_seconds": seconds, "fit_cpu_seconds": cpu,
-           "n_epochs": int(ft.n_epochs_),
+           "n_epochs": int(ft.n_epochs_), "ridge_var_floor": float(ft.ridge_var_floor),
            "weak_layers": [w["layer"] for w in getattr(ft, "weak_layers_", [])],
            "map_sizes": [int(feats[k].shape[-1]) for k in layers]}
     if oracle:
@@ -262,7 +268,7 @@ def main(argv=None) -> None:
     parser.add_argument("--voxels", type=int, default=240)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--results", type=Path, default=Path("experiments/results/factortopy_recovery.json"))
+    parser.add_argument("--results", type=Path, default=Path("experiments/factortopy_recovery.json"))
     parser.add_argument("--docs", type=Path, default=None, help="rewrite the recovery table in this page")
     parser.add_argument("--only", default=None, help="comma-separated filter, e.g. resnet18,96,point,600")
     parser.add_argument("--refresh-oracle", action="store_true",

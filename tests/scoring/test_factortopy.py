@@ -343,7 +343,7 @@ def test_layer_choice_keeps_each_layers_best_window_of_the_candidates():
                                  torch.as_tensor(ft.choice_scale_layers_).float(), pooling="gaussian",
                                  level_std=[ft.level_std_[k] for k in ft.layers_])
     for k in range(2):
-        r = torch.stack([ridge_cv_r(pooled[k], y, folds, float(a)) for a in ft.ridge_alpha]).amax(0).numpy()
+        r = torch.stack([ridge_cv_r(pooled[k], y, folds, float(a), ft.ridge_var_floor) for a in ft.ridge_alpha]).amax(0).numpy()
         np.testing.assert_allclose(ft.cv_r_[:, k], r, atol=1e-5)
     # without a correlation start there is no peak candidate
     learned_only = _quick(position_init="centre").fit(feats, brain)

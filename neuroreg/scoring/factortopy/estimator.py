@@ -71,7 +71,9 @@ class FactorTopy(BaseEstimator):
         :func:`ridge_cv_r`) or ``"selector"`` (the layer-selector MLP, as in the paper).
     ridge_var_floor: the ridge layer choice raises each feature's training-fold variance to at
         least this fraction of the voxel's mean feature variance before standardising
-        (``var_floor`` of :func:`ridge_cv_r`); 0 (default) standardises plainly.
+        (``var_floor`` of :func:`ridge_cv_r`): a ReLU channel that is nearly constant at a narrow
+        window would otherwise be scaled up by orders of magnitude and wreck that layer's
+        held-out r. 0 standardises plainly.
     per_layer_space: give every layer its own position and scale per voxel (the selectors
         output ``(n, L, 2)`` and ``(n, L)``), so each layer's read-out is judged at its own
         best window; ``space_`` and ``scale_`` report the most probable layer's. False: one
@@ -124,7 +126,7 @@ class FactorTopy(BaseEstimator):
                  smooth_k: int = 6, beta: float = 0.1, expert_weight: float = 1.0, select_fraction: float = 0.2,
                  pooling: str = "gaussian", layer_choice: str = "ridge_cv", cv_folds: int = 5,
                  ridge_alpha: float | Sequence[float] = (2e-3, 2e-2, 2e-1, 2.0), choice_temperature: float = 0.01,
-                 ridge_var_floor: float = 0.0, per_layer_space: bool = True,
+                 ridge_var_floor: float = 1e-2, per_layer_space: bool = True,
                  position_init: str = "correlation", init_steps: int = 500, peak_alpha: float | None = 0.1,
                  random_state: int | None = None, device: str | torch.device | None = None,
                  progress: bool | None = None) -> None:

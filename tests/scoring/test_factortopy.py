@@ -570,8 +570,9 @@ def test_recovers_resnet18_point_readouts_of_an_independent_simulation():
     # the setting where layer2 (128 channels = D) used to lose its voxels (0.53 overall, layer2 12/111):
     # ResNet-18, 96 px, voxels reading one block at a random location by bilinear sampling; defaults only
     # (SNR 0.5-4 here). The oracle (ridge at the TRUE position and scale, run by the matrix script,
-    # too slow for this test) gets 0.86 overall and 0.78-0.97 per layer on this cell; FactorTopy got
-    # 0.91 (1.00 0.71 0.93 1.00) with the ridge-fit position start (docs/factortopy.md, fourth pass).
+    # too slow for this test) gets 0.99 on this cell; FactorTopy got 0.91 (1.00 0.71 0.93 1.00) with the
+    # ridge-fit position start and 0.96 (1.00 0.93 0.93 1.00) with the ridge's variance floor as well
+    # (docs/factortopy.md, fourth and fifth pass).
     matrix = _recovery_matrix()
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no layer may be flagged as uniformly weak

@@ -24,7 +24,8 @@ the oracle's accuracy, fit seconds.
     python experiments/factortopy_recovery_matrix.py                    # the full matrix
     python experiments/factortopy_recovery_matrix.py --docs docs/factortopy.md
 
-Results are appended to a JSON file (one record per cell, written atomically), so an
+Results are appended to a JSON file (``experiments/factortopy_recovery.json``: the records behind
+the table in ``docs/factortopy.md``; one record per cell, written atomically), so an
 interrupted run resumes where it stopped; ``--docs`` rewrites the table in the docs page;
 ``--refresh-oracle`` recomputes the oracle of records made with another oracle setting.
 """

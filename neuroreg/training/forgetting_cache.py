@@ -35,6 +35,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from neuroreg import __version__
+from neuroreg._io import atomic_path
+
 __all__ = ["model_fingerprint", "dataset_fingerprint", "stable_repr", "start_side_key", "load_start_side",
            "save_start_side"]
 
@@ -117,9 +120,7 @@ def dataset_fingerprint(dataset: Dataset) -> str | None:
 
 def start_side_key(before: nn.Module, **settings: Any) -> str:
     """Key of the start side: the network's fingerprint and every setting that changes its results."""
-    import neuroreg
-
-    return _digest(FORMAT, model_fingerprint(before), neuroreg.__version__, torch.__version__, settings)[:32]
+    return _digest(FORMAT, model_fingerprint(before), __version__, torch.__version__, settings)[:32]
 
 
 def _path(folder: str | os.PathLike, key: str) -> Path:
@@ -144,8 +145,6 @@ def load_start_side(folder: str | os.PathLike, key: str) -> dict | None:
 
 def save_start_side(folder: str | os.PathLike, key: str, payload: dict) -> Path:
     """Write ``payload`` (tensors, numbers, strings, lists and dicts of them) as the start side of ``key``."""
-    from neuroreg._io import atomic_path
-
     path = _path(folder, key)
     with atomic_path(path) as tmp:
         torch.save({**payload, "format": FORMAT, "key": key}, tmp)

@@ -9,6 +9,8 @@ network was trained on (a domain shift, as EuroSAT or dermoscopy are).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from typing import Any, Literal
 
@@ -127,8 +129,5 @@ class _PatternLoader:
 
     def fingerprint(self) -> str:
         """What the generated images depend on (for caches keyed by the data, e.g. the forgetting report's)."""
-        import hashlib
-        import json
-
         text = json.dumps({"generator": "pattern_image", "labels": self.labels, "size": self.size, "seed": self.seed})
         return hashlib.sha256(text.encode()).hexdigest()

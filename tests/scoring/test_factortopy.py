@@ -740,7 +740,7 @@ def test_peak_alpha_is_checked():
 
 def test_ridge_var_floor_is_checked_and_reaches_the_layer_choice():
     feats, brain = _tiny()
-    for bad in (-1e-3, "x", None):
+    for bad in (-1e-3, "x", None, True):
         with pytest.raises(ValueError, match="ridge_var_floor"):
             _quick(ridge_var_floor=bad).fit(feats, brain)
     plain = _quick(seed=0).fit(feats, brain)

@@ -184,7 +184,8 @@ class FactorTopy(BaseEstimator):
         alphas = np.atleast_1d(np.asarray(self.ridge_alpha, dtype=np.float64))
         if alphas.ndim != 1 or alphas.size == 0 or not (np.isfinite(alphas) & (alphas > 0)).all():
             raise ValueError(f"ridge_alpha must be a positive number or a sequence of them; got {self.ridge_alpha!r}")
-        if not (isinstance(self.ridge_var_floor, (int, float, np.floating)) and self.ridge_var_floor >= 0):
+        if isinstance(self.ridge_var_floor, bool) or not (
+                isinstance(self.ridge_var_floor, (int, float, np.floating)) and self.ridge_var_floor >= 0):
             raise ValueError(f"ridge_var_floor must be a number >= 0; got {self.ridge_var_floor!r}")
         if not self.choice_temperature > 0:
             raise ValueError(f"choice_temperature must be > 0; got {self.choice_temperature}")

@@ -31,8 +31,8 @@ def ridge_cv_r(x: Tensor, y: Tensor, folds: np.ndarray, alpha: float, var_floor:
         te = torch.as_tensor(folds == f, device=x.device)
         tr = ~te
         xt = x[tr]
-        mu, var = xt.mean(0), xt.var(0, unbiased=False)
-        sd = torch.maximum(var, var_floor * var.mean(-1, keepdim=True)).sqrt().clamp_min(1e-9)
+        mu = xt.mean(0)
+        sd = _floored_variance(xt.var(0, unbiased=False), var_floor).sqrt().clamp_min(1e-9)
         xt = (xt - mu) / sd
         ym = y[tr].mean(0)
         gram = torch.einsum("bnk,bnj->nkj", xt, xt) + alpha * int(tr.sum()) * eye
@@ -42,6 +42,12 @@ def ridge_cv_r(x: Tensor, y: Tensor, folds: np.ndarray, alpha: float, var_floor:
     pc, yc = pred - pred.mean(0), y - y.mean(0)
     den = (pc.square().sum(0) * yc.square().sum(0)).sqrt()
     return torch.where(den > 0, (pc * yc).sum(0) / den.clamp_min(1e-30), torch.zeros_like(den))
+
+
+def _floored_variance(var: Tensor, var_floor: float) -> Tensor:
+    """Feature variances ``(..., K)`` raised to at least ``var_floor`` times their mean over the last axis
+    (the ridge's standardisation, see :func:`ridge_cv_r`)."""
+    return torch.maximum(var, var_floor * var.mean(-1, keepdim=True))
 
 
 def _spd_solve(lhs: Tensor, rhs: Tensor) -> Tensor:
@@ -169,8 +175,7 @@ class _RidgeStats:
             torch.sub(g_all, gram[f], out=lhs)
             lhs.baddbmm_(mu[:, :, None], mu[:, None, :], alpha=-n_train)  # centred X'X of the training folds
             diag = lhs.diagonal(dim1=1, dim2=2)
-            var = diag / n_train
-            var = torch.maximum(var, var_floor * var.mean(-1, keepdim=True)).clamp_min(1e-18)  # as in ridge_cv_r
+            var = _floored_variance(diag / n_train, var_floor).clamp_min(1e-18)  # feature SD >= 1e-9, as in ridge_cv_r
             # ridge on standardised features, (S^-1 C S^-1 + a n I) w = S^-1 r, solved as (C + a n S^2) u = r
             # with u = S^-1 w the weights of the raw features: prediction = x . u + c0
             diag.add_(alpha * n_train * var)

@@ -130,23 +130,32 @@ def simulate(feats: dict, layers: list[str], readout: str, n_voxels: int = 240, 
     return brain, {"layer": band, "position": position, "snr": snr, "sd": READOUTS[readout]}
 
 
-#: the oracle's floor on each feature's variance (fraction of the voxel's mean feature variance): without it a
-#: ReLU channel that is nearly constant at a narrow window gets scaled up by orders of magnitude and wrecks the
-#: held-out prediction (ResNet-18, 64 px, small window, 2,000 stimuli: oracle 0.56 of voxels without, 1.00 with
-#: any floor from 1e-3 to 1e-1 or a layer-wide scale)
-ORACLE_VAR_FLOOR = 1e-2
+def _choice_defaults() -> tuple[tuple[float, ...], float]:
+    """(penalty grid, variance floor) of FactorTopy's default ridge layer choice, which the oracle uses too.
+
+    The floor matters: without it a ReLU channel that is nearly constant at a narrow window gets scaled
+    up by orders of magnitude and wrecks the held-out prediction (ResNet-18, 64 px, small window, 2,000
+    stimuli: oracle 0.56 of voxels without, 1.00 with any floor from 1e-3 to 1e-1 or a layer-wide scale).
+    """
+    import inspect
+
+    from neuroreg.scoring import FactorTopy
+
+    params = inspect.signature(FactorTopy).parameters
+    return (tuple(float(a) for a in np.atleast_1d(params["ridge_alpha"].default)),
+            float(params["ridge_var_floor"].default))
 
 
-def oracle_layer(feats: dict, layers: list[str], brain, truth, folds: int = 5,
-                 alphas=(2e-3, 2e-2, 2e-1, 2.0), var_floor: float = ORACLE_VAR_FLOOR) -> np.ndarray:
+def oracle_layer(feats: dict, layers: list[str], brain, truth, folds: int = 5) -> np.ndarray:
     """Most probable layer of a ridge read-out at every voxel's true position and scale.
 
-    Each voxel and layer keeps its best cross-validated r over ``alphas`` (penalty per training
-    stimulus on standardised features, variances floored at ``var_floor`` of their mean), the same
-    grid and floor as FactorTopy's default layer choice.
+    Each voxel and layer keeps its best cross-validated r over the penalty grid (per training
+    stimulus, on standardised features with variances floored at a fraction of their mean) of
+    FactorTopy's default layer choice (:func:`_choice_defaults`).
     """
     from neuroreg.scoring.factortopy.ridge import _RidgeStats
 
+    alphas, var_floor = _choice_defaults()
     y = torch.as_tensor(brain.responses, dtype=torch.float64)
     fold = np.random.default_rng(1).permutation(len(y)) % folds
     scores = []
@@ -165,21 +174,34 @@ def oracle_layer(feats: dict, layers: list[str], brain, truth, folds: int = 5,
     return np.stack(scores, 1).argmax(1)
 
 
-def run_cell(arch: str, size: int, readout: str, n_stimuli: int, n_voxels: int = 240, seed: int = 0,
-             oracle: bool = True, **fit_kw) -> dict:
+def _simulation(arch: str, size: int, readout: str, n_stimuli: int, n_voxels: int, seed: int):
+    """(layers, features, BrainData, truth) of one cell: the network's maps and the voxels read from them."""
     from neuroreg.features import extract
-    from neuroreg.scoring import FactorTopy
 
     model, layers = make_model(arch)
     images = make_stimuli(n_stimuli, size, seed)
     feats = {k: v.float() for k, v in extract(model, images, layers, progress=False).items()}
     brain, truth = simulate(feats, layers, readout, n_voxels, seed)
+    return layers, feats, brain, truth
+
+
+def _recovered(best: np.ndarray, truth: dict, n_layers: int) -> tuple[float, list[float]]:
+    """Fraction of voxels with SNR >= 1 whose ``best`` layer is the true one: overall and per true layer."""
+    good, true_layer = truth["snr"] >= 1.0, truth["layer"]
+    hit = best == true_layer
+    return float(hit[good].mean()), [float(hit[good & (true_layer == k)].mean()) for k in range(n_layers)]
+
+
+def run_cell(arch: str, size: int, readout: str, n_stimuli: int, n_voxels: int = 240, seed: int = 0,
+             oracle: bool = True, **fit_kw) -> dict:
+    from neuroreg.scoring import FactorTopy
+
+    layers, feats, brain, truth = _simulation(arch, size, readout, n_stimuli, n_voxels, seed)
     tic, cpu = time.perf_counter(), time.process_time()
     ft = FactorTopy(layers, seed=seed, progress=False, **fit_kw).fit(feats, brain)
     seconds, cpu = time.perf_counter() - tic, time.process_time() - cpu
     good = truth["snr"] >= 1.0
     true_layer = truth["layer"]
-    hit = ft.best_layer_ == true_layer
     if hasattr(ft, "choice_space_layers_"):  # the windows the layer choice judged
         space = ft.choice_space_layers_[np.arange(len(true_layer)), true_layer]
     elif hasattr(ft, "space_layers_"):
@@ -187,9 +209,9 @@ def run_cell(arch: str, size: int, readout: str, n_stimuli: int, n_voxels: int =
     else:
         space = ft.space_
     pos_err = np.linalg.norm(space - truth["position"], axis=1)
+    accuracy, per_layer = _recovered(ft.best_layer_, truth, len(layers))
     out = {"arch": arch, "size": size, "readout": readout, "n_stimuli": n_stimuli, "n_voxels": n_voxels,
-           "seed": seed, "accuracy": float(hit[good].mean()),
-           "per_layer": [float(hit[good & (true_layer == k)].mean()) for k in range(len(layers))],
+           "seed": seed, "accuracy": accuracy, "per_layer": per_layer,
            "position_error": float(np.median(pos_err[good])),
            "slope": float(ft.hierarchy_slope()), "fit_seconds": seconds, "fit_cpu_seconds": cpu,
            "n_epochs": int(ft.n_epochs_), "ridge_var_floor": float(ft.ridge_var_floor),
@@ -201,22 +223,14 @@ def run_cell(arch: str, size: int, readout: str, n_stimuli: int, n_voxels: int =
 
 
 def _oracle_fields(feats: dict, layers: list[str], brain, truth) -> dict:
-    good, true_layer = truth["snr"] >= 1.0, truth["layer"]
-    best = oracle_layer(feats, layers, brain, truth)
-    return {"oracle_accuracy": float((best == true_layer)[good].mean()),
-            "oracle_per_layer": [float((best == true_layer)[good & (true_layer == k)].mean())
-                                 for k in range(len(layers))],
-            "oracle_var_floor": ORACLE_VAR_FLOOR}
+    accuracy, per_layer = _recovered(oracle_layer(feats, layers, brain, truth), truth, len(layers))
+    return {"oracle_accuracy": accuracy, "oracle_per_layer": per_layer, "oracle_var_floor": _choice_defaults()[1]}
 
 
 def refresh_oracle(record: dict) -> dict:
     """``record`` with its oracle recomputed on the same simulation (FactorTopy is not refitted)."""
-    from neuroreg.features import extract
-
-    model, layers = make_model(record["arch"])
-    images = make_stimuli(record["n_stimuli"], record["size"], record["seed"])
-    feats = {k: v.float() for k, v in extract(model, images, layers, progress=False).items()}
-    brain, truth = simulate(feats, layers, record["readout"], record["n_voxels"], record["seed"])
+    layers, feats, brain, truth = _simulation(record["arch"], record["size"], record["readout"],
+                                              record["n_stimuli"], record["n_voxels"], record["seed"])
     return {**record, **_oracle_fields(feats, layers, brain, truth)}
 
 
@@ -279,7 +293,7 @@ def main(argv=None) -> None:
     records = json.loads(args.results.read_text()) if args.results.exists() else []
     if args.refresh_oracle:
         for i, rec in enumerate(records):
-            if rec.get("oracle_var_floor") != ORACLE_VAR_FLOOR:
+            if rec.get("oracle_var_floor") != _choice_defaults()[1]:
                 records[i] = refresh_oracle(rec)
                 print(json.dumps({k: records[i][k] for k in ("arch", "size", "readout", "n_stimuli",
                                                               "oracle_accuracy")}), flush=True)

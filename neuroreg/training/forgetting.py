@@ -579,7 +579,7 @@ def _retention(before, after, reference: str, tf_b, tf_a, batch_size, dev, seed,
                   "category": pd.factorize(labels["category"].to_numpy()[order], sort=True)[0]}
     stages = [("after", after, tf_a)] if scores_before is not None else [("before", before, tf_b),
                                                                           ("after", after, tf_a)]
-    emb: dict[str, np.ndarray] = {}
+    emb: dict[str, np.ndarray]
     if cached is not None and sorted(np.asarray(cached[0]).astype(str)) == sorted(ids):
         rows = np.argsort(np.asarray(cached[0]).astype(str), kind="stable")      # cached rows in sorted-id order
         emb = {stage: cached[1][stage][rows] for stage, _m, _tf in stages}

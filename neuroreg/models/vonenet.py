@@ -249,7 +249,10 @@ class VOneNet(nn.Module):
         if self._feature_info is None:
             size = int(self.vone_block.image_size)
             device = self.bottleneck.weight.device
-            with eval_mode(self), torch.no_grad():
+            # the sizing pass draws VOneBlock noise; forked so it does not shift the caller's random stream
+            # (a seeded extraction would otherwise differ between the first call on a network and later ones)
+            with eval_mode(self), torch.no_grad(), torch.random.fork_rng(
+                    devices=[device] if device.type == "cuda" else []):
                 out = self.forward_intermediates(torch.zeros(1, self.vone_block.in_channels, size, size,
                                                              device=device), intermediates_only=True)
             maps = out if isinstance(out, list) else out[1]      # a list with intermediates_only

@@ -78,3 +78,21 @@ def test_stop_early_never_runs_the_deeper_areas(name, kw):
     assert len(calls) >= 1 and len(full) == 4
     torch.testing.assert_close(early[1], full[1])
     torch.testing.assert_close(final, model.forward_features(x))
+
+
+def test_feature_info_leaves_the_random_stream_alone():
+    """The sizing pass behind feature_info draws VOneBlock noise; a seeded extraction on a fresh network
+    (whose first call computes feature_info) must equal the same extraction on later calls."""
+    kw = {"image_size": 64, "simple_channels": 8, "complex_channels": 8, "times": (1, 1, 1)}
+    images = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    model = nr.create_model("vone_cornet_s", **kw)
+    torch.manual_seed(3)
+    state = torch.get_rng_state()
+    model.feature_info
+    assert torch.equal(torch.get_rng_state(), state)
+    fresh = nr.create_model("vone_cornet_s", **kw)
+    fresh.load_state_dict(model.state_dict())
+    first = nr.extract(fresh, images, ["V1", "IT"], seed=5, progress=False)
+    again = nr.extract(fresh, images, ["V1", "IT"], seed=5, progress=False)
+    for layer in ("V1", "IT"):
+        assert torch.equal(torch.as_tensor(first[layer]), torch.as_tensor(again[layer])), layer

@@ -120,3 +120,25 @@ def test_fingerprint_follows_the_image_files(tmp_path):
     assert dataset_fingerprint(ImageFolder(str(tmp_path))) != before
     assert dataset_fingerprint(torch.utils.data.Subset(ImageFolder(str(tmp_path)), [0, 1])) != \
         dataset_fingerprint(torch.utils.data.Subset(ImageFolder(str(tmp_path)), [0, 2]))
+
+
+def test_a_stochastic_front_end_gives_the_same_rows_cold_warm_and_uncached(tmp_path):
+    """VOneBlock noise is seeded per pass: the first report on fresh networks, a report reading the stored start
+    side and one without a cache draw the same noise, so their rows are equal."""
+    import neuroreg as nr
+
+    kw = {"image_size": 64, "simple_channels": 8, "complex_channels": 8, "times": (1, 1, 1)}
+    start = nr.create_model("vone_cornet_s", **kw)
+    tuned = copy.deepcopy(start)
+    with torch.no_grad():
+        for p in tuned.backbone.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    report = dict(KW, image_size=64, batch_size=40)
+    cold = forgetting_report(start, tuned, start_cache=tmp_path, **report).to_pandas()
+    warm = forgetting_report(start, tuned, start_cache=tmp_path, **report).to_pandas()
+    full = forgetting_report(start, tuned, **report).to_pandas()
+    assert (cold["metric"] == "cka_to_start").sum() == 4
+    v1 = cold[(cold["metric"] == "cka_to_start") & (cold["layer"] == "V1")]["score"]
+    assert v1.tolist() == [1.0]                                 # the V1 bank is fixed: same noise, same maps
+    for other in (warm, full):
+        assert other["score"].tolist() == pytest.approx(cold["score"].tolist(), abs=1e-12, nan_ok=True)

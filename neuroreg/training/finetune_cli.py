@@ -8,6 +8,8 @@
     neuroreg finetune --config ... --ckpt_path last                             # resume an interrupted run
     neuroreg finetune --config ... --forgetting.original_data /data/imagenet/val   # + original-task accuracy
     neuroreg finetune --config ... --forgetting.start_cache runs/start_cache    # runs from one start share its side
+    neuroreg finetune --config configs/finetune_isic.yaml --model.start_from runs/eurosat/checkpoints/last.ckpt
+                                        # a chain: the report adds EuroSAT's accuracy before/after and backward transfer
 
 The workflow: (1) ``--model.start_from`` picks the starting network (a model
 name such as ``efficientnet_lite0_imagenet``, a name with ``--model.weights
@@ -19,6 +21,8 @@ with ``--data.splits PATH``); (3) Lightning fine-tunes with the chosen strategy
 ``<root>/checkpoints`` and logs to TensorBoard; (4) the forgetting report
 compares the start and the fine-tuned network and writes
 ``forgetting.csv/.json/.md`` and figures to the same folder and to TensorBoard.
+A run that starts from another fine-tuning run's checkpoint continues a chain:
+its report also revisits every earlier task's test split (``--forgetting.chain``).
 ``--forgetting.enabled false`` skips step 4; ``--print_config`` shows every option.
 """
 
@@ -43,6 +47,7 @@ from neuroreg.training.finetune import FinetuneModule
 from neuroreg.training.forgetting import forgetting_report
 from neuroreg.training.forgetting_output import log_forgetting, write_forgetting
 from neuroreg.training.split_data import SplitImageDataModule
+from neuroreg.training.task_chain import chain_root, previous_tasks, task_chain
 
 __all__ = ["ForgettingOptions", "FinetuneCLI", "cli_main", "add_arguments", "run", "run_forgetting"]
 
@@ -55,9 +60,14 @@ class ForgettingOptions:
     enabled: run the report after training.
     probe_sets: image sets for drift and cRSA (bundled names or ``.npz`` stimulus files).
     reference: bundled set with category labels for the retention probe (None: skip).
-    original_data: folder of the start network's own task, one sub-folder per class in the
-        order of its outputs (ImageNet ``val/<wnid>/``, or a EuroSAT root when the start was
-        fine-tuned on EuroSAT); gives original-task accuracy and backward transfer.
+    original_data: folder of the original task, one sub-folder per class in the order of the
+        outputs of the network it belongs to (ImageNet ``val/<wnid>/``): the start network, or
+        in a chain of runs the chain's first network; gives original-task accuracy and backward
+        transfer.
+    chain: when the start is the checkpoint of an earlier ``neuroreg finetune`` run, follow the
+        chain back through the run folders (``config.yaml``, ``splits.csv``) and report the
+        accuracy on every earlier task's test split, as it was at the end of that task and now,
+        and the chain's backward transfer (original -> EuroSAT -> ISIC).
     brain: voxel responses (``.npz``/``.h5``/``.csv``, see ``neuroreg.brain.load_responses``) with
         ``brain_stimuli`` (folder of their images), or ``simulate``: veRSA and FactorTopy rows.
     brain_stimuli: image folder matching ``brain``'s stimulus ids.
@@ -75,8 +85,9 @@ class ForgettingOptions:
                  brain: Optional[str] = None, brain_stimuli: Optional[str] = None,
                  layers: Optional[list[str]] = None, max_eval_images: Optional[int] = 2000,
                  max_probe_train: Optional[int] = 1000, batch_size: int = 32, factortopy: bool = True,
-                 start_cache: Optional[str] = None) -> None:
+                 start_cache: Optional[str] = None, chain: bool = True) -> None:
         self.enabled, self.probe_sets, self.reference = enabled, list(probe_sets), reference
+        self.chain = chain
         self.original_data, self.brain, self.brain_stimuli, self.layers = original_data, brain, brain_stimuli, layers
         self.max_eval_images, self.max_probe_train = max_eval_images, max_probe_train
         self.batch_size, self.factortopy, self.start_cache = batch_size, factortopy, start_cache
@@ -120,7 +131,11 @@ def run_forgetting(module: FinetuneModule, datamodule, options: ForgettingOption
     before = module.start_model()
     after = module.backbone
     image_size = int(getattr(datamodule, "image_size", 0) or 0) or None
-    original = (_original_dataset(options.original_data, before, image_size or 224)
+    chain = task_chain(str(module.hparams.get("start_from"))) if options.chain else []
+    earlier = previous_tasks(chain, current_start=before)
+    # the original task belongs to the chain's first network (the start itself without a chain)
+    original_network = chain_root(chain) if chain and options.original_data else before
+    original = (_original_dataset(options.original_data, original_network, image_size or 224)
                 if options.original_data else None)
     brain: BrainData | str | None = options.brain
     if options.brain is not None and options.brain != "simulate":
@@ -131,7 +146,8 @@ def run_forgetting(module: FinetuneModule, datamodule, options: ForgettingOption
         layers=options.layers, factortopy=options.factortopy, image_size=image_size,
         batch_size=options.batch_size, max_eval_images=options.max_eval_images,
         max_probe_train=options.max_probe_train, seed=seed, model=str(module.hparams.get("arch")),
-        dataset=type(datamodule).__name__.replace("DataModule", "").lower(), start_cache=options.start_cache)
+        dataset=type(datamodule).__name__.replace("DataModule", "").lower(), start_cache=options.start_cache,
+        original_network=original_network, previous_tasks=earlier)
     paths = write_forgetting(table, root)
     if writer is not None:
         log_forgetting(table, writer, step=int(module.global_step))

@@ -13,7 +13,12 @@ balanced_accuracy    start's penultimate features (trained on the train split); 
                      fine-tuned network's own predictions. Balanced = mean per-class recall.
 original_accuracy    the start's own task (``original_data``): before = the start network;
                      after = the fine-tuned backbone under the start's original head.
-backward_transfer    original_accuracy after - before (Lopez-Paz & Ranzato 2017, two tasks).
+backward_transfer    dataset ``original``: original_accuracy after - before (Lopez-Paz & Ranzato
+                     2017, two tasks); dataset ``sequence`` (with ``previous_tasks``): the mean
+                     accuracy change over every earlier task of a chain of fine-tuning runs.
+previous_task_       each earlier task of the chain (``previous_tasks``), its test split:
+accuracy, previous_  before = the network at the end of that task; after = the fine-tuned
+task_balanced_acc... backbone under that task's head (``previous_task_balanced_accuracy`` too).
 retention_accuracy   cross-validated probe on a fixed reference set (default: the bundled 92
                      images, animate vs inanimate and the six categories), before and after.
 cka_to_start         CKA between start and fine-tuned features at every layer, on the probe
@@ -36,6 +41,7 @@ import copy
 import hashlib
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -61,14 +67,28 @@ from neuroreg.scoring import FactorTopy, cka_from_grams, compare_factortopy, crs
 from neuroreg.selection import best_index
 from neuroreg.table import ScoreTable
 from neuroreg.training.data import _dataset_len, load_neural_stimuli
-from neuroreg.training.forgetting_cache import (dataset_fingerprint, load_start_side, save_start_side, stable_repr,
-                                               start_side_key)
+from neuroreg.training.forgetting_cache import (dataset_fingerprint, load_start_side, model_fingerprint,
+                                               save_start_side, stable_repr, start_side_key)
 from neuroreg.training.start_model import classifier_name
 
-__all__ = ["forgetting_report", "model_preprocess", "with_head_of"]
+__all__ = ["PreviousTask", "forgetting_report", "model_preprocess", "with_head_of"]
 
 _STAGES = ("before", "after", "change")
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreviousTask:
+    """An earlier task of a chain of fine-tuning runs (original -> EuroSAT -> ISIC).
+
+    name: written to the ``dataset`` column. network: the network as it was at the end of that
+    task, with that task's head. test_data: its test split, ``(image, label)`` items preprocessed
+    for the network, labels in the order of that head's outputs.
+    """
+
+    name: str
+    network: nn.Module
+    test_data: Dataset
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -338,7 +358,8 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
                       device: str | torch.device | None = None, max_eval_images: int | None = 2000,
                       max_probe_train: int | None = 1000, debiased: bool = True, seed: int = 0,
                       model: str | None = None, dataset: str = "task",
-                      start_cache: str | os.PathLike | None = None) -> ScoreTable:
+                      start_cache: str | os.PathLike | None = None, original_network: nn.Module | None = None,
+                      previous_tasks: Sequence[PreviousTask] = ()) -> ScoreTable:
     """Forgetting of ``after`` (fine-tuned) relative to ``before`` (its start), as one long score table.
 
     Parameters
@@ -347,8 +368,14 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
     task_data: the new task: a data module with ``eval_dataset(split)`` (e.g.
         :class:`~neuroreg.training.EuroSATDataModule`) or ``(train, test)`` datasets of
         ``(image, label)`` already preprocessed for the models. None skips the task rows.
-    original_data: a dataset of ``(image, label)`` in the start's own class space
+    original_data: a dataset of ``(image, label)`` in the class space of ``original_network``
         (preprocessed), for ``original_accuracy`` and ``backward_transfer``.
+    original_network: the network whose head and task ``original_data`` belong to (default:
+        ``before``; in a chain of runs, the chain's first network, e.g. the ImageNet one).
+    previous_tasks: earlier tasks of a chain of fine-tuning runs (:class:`PreviousTask`), for
+        ``previous_task_accuracy`` per task and the chain's ``backward_transfer`` (dataset
+        ``sequence``: mean change over the previous tasks and the original task if given).
+        Their rows are always computed in full (not stored in ``start_cache``).
     probe_sets: image sets for drift and cRSA: bundled names, ``.npz`` stimulus files
         or :class:`~neuroreg.brain.NeuralStimulusSet` objects.
     reference: bundled set with category labels for ``retention_accuracy`` (None: skip).
@@ -372,12 +399,22 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
     dev = torch.device(device) if device is not None else next(after.parameters()).device
     # no copies: each pass puts the networks in eval mode on ``dev`` and restores every submodule's mode
     # and the device afterwards (neuroreg._modes.eval_mode)
-    with eval_mode(before, dev), eval_mode(after, dev):
-        return _report(before, after, dev, task_data=task_data, original_data=original_data,
-                       probe_sets=probe_sets, reference=reference, brain=brain, layers=layers,
-                       factortopy=factortopy, image_size=image_size, transform=transform, batch_size=batch_size,
-                       max_eval_images=max_eval_images, max_probe_train=max_probe_train, debiased=debiased,
-                       seed=seed, model=model, dataset=dataset, start_cache=start_cache)
+    for i, task in enumerate(previous_tasks):
+        if not isinstance(task, PreviousTask):
+            raise TypeError(f"previous_tasks[{i}] must be a PreviousTask; got {type(task).__name__}")
+    with contextlib.ExitStack() as stack:
+        for net in {id(m): m for m in (before, after, original_network, *(t.network for t in previous_tasks))
+                    if m is not None}.values():
+            stack.enter_context(eval_mode(net, dev))
+        table = _report(before, after, dev, task_data=task_data, original_data=original_data,
+                        original_network=original_network if original_network is not None else before,
+                        probe_sets=probe_sets, reference=reference, brain=brain, layers=layers,
+                        factortopy=factortopy, image_size=image_size, transform=transform, batch_size=batch_size,
+                        max_eval_images=max_eval_images, max_probe_train=max_probe_train, debiased=debiased,
+                        seed=seed, model=model, dataset=dataset, start_cache=start_cache)
+        table.extend(_sequence_rows(after, previous_tasks, table, batch_size, dev, max_eval_images, seed,
+                                    {"model": model}))
+    return table
 
 
 def _start_key(before: nn.Module, datasets: Mapping[str, Dataset | None], probes, layer_map, transform,
@@ -404,7 +441,7 @@ def _start_key(before: nn.Module, datasets: Mapping[str, Dataset | None], probes
 
 
 def _report(before: nn.Module, after: nn.Module, dev: torch.device, *, task_data: Any, original_data: Any,
-            probe_sets: Sequence[Any], reference: str | None, brain: Any, layers: Any,
+            original_network: nn.Module, probe_sets: Sequence[Any], reference: str | None, brain: Any, layers: Any,
             factortopy: bool | Mapping[str, Any], image_size: int | None,
             transform: Callable[[Tensor], Tensor] | None, batch_size: int, max_eval_images: int | None,
             max_probe_train: int | None, debiased: bool, seed: int, model: str | None,
@@ -432,7 +469,9 @@ def _report(before: nn.Module, after: nn.Module, dev: torch.device, *, task_data
     if start_cache is not None:
         key = _start_key(before, {"task train": train_sub, "task test": test_sub, "original": orig_sub}, probes,
                          layer_map, transform, image_size=image_size, preprocess=_preprocess_spec(before, image_size),
-                         reference=reference, batch_size=batch_size, device=dev.type, debiased=debiased, seed=seed)
+                         reference=reference, batch_size=batch_size, device=dev.type, debiased=debiased, seed=seed,
+                         original_network=(None if original_network is before or orig_sub is None
+                                           else model_fingerprint(original_network)))
     cached = load_start_side(start_cache, key) if key is not None and start_cache is not None else None
     start: dict[str, Any] = cached if cached is not None else {}
 
@@ -459,13 +498,14 @@ def _report(before: nn.Module, after: nn.Module, dev: torch.device, *, task_data
 
     # ---- original task
     if orig_sub is not None:
-        head_a = with_head_of(after, before)
+        head_a = with_head_of(after, original_network)
         if cached is not None:
             (_, (logits_a,)), y = _embed_models([head_a], orig_sub, batch_size, dev, seed)
             _check_cached_labels(start["original"]["labels"], y, "original task's", start_cache)
             acc_b = float(start["original"]["accuracy"])
         else:
-            (_, (logits_b, logits_a)), y = _embed_models([before, head_a], orig_sub, batch_size, dev, seed)
+            (_, (logits_b, logits_a)), y = _embed_models([original_network, head_a], orig_sub, batch_size, dev,
+                                                         seed)
             acc_b = float((logits_b.argmax(1) == y).mean())
             start["original"] = {"accuracy": acc_b, "labels": torch.as_tensor(y)}
         acc_a = float((logits_a.argmax(1) == y).mean())
@@ -532,6 +572,31 @@ def _report(before: nn.Module, after: nn.Module, dev: torch.device, *, task_data
         table.extend(_brain_rows(before, after, brain, probes, layer_map, tf_b, tf_a, batch_size, dev, factortopy,
                                  seed, base))
     return table
+
+
+def _sequence_rows(after: nn.Module, tasks: Sequence[PreviousTask], table: ScoreTable, batch_size: int,
+                   dev: torch.device, max_eval_images: int | None, seed: int, base: Mapping[str, Any]) -> ScoreTable:
+    """Accuracy on each earlier task's test split at the end of that task and now (under its head), and the
+    chain's backward transfer: mean change over those tasks and the original task when ``table`` has it."""
+    out = ScoreTable()
+    changes: list[float] = []
+    for i, task in enumerate(tasks):
+        labels = _labels_of(task.test_data)
+        sub = Subset(task.test_data, _stratified_subset(labels, max_eval_images, seed + 3 + i).tolist())
+        (_, (logits_b, logits_a)), y = _embed_models([task.network, with_head_of(after, task.network)], sub,
+                                                     batch_size, dev, seed)
+        acc_b, bal_b = _accuracies(logits_b.argmax(1), y)
+        acc_a, bal_a = _accuracies(logits_a.argmax(1), y)
+        common = dict(base, dataset=task.name, split="test", layer="head", n_images=len(sub), task_index=i)
+        _stage_rows(out, acc_b, acc_a, metric="previous_task_accuracy", **common)
+        _stage_rows(out, bal_b, bal_a, metric="previous_task_balanced_accuracy", **common)
+        changes.append(acc_a - acc_b)
+    if not changes:
+        return out
+    changes += [float(r["score"]) for r in table.filter(metric="original_accuracy", stage="change")]
+    out.append(metric="backward_transfer", stage="after", score=float(np.mean(changes)), dataset="sequence",
+               split="test", layer="head", n_tasks=len(changes), **base)
+    return out
 
 
 def _check_cached_labels(cached: Tensor, labels: np.ndarray, what: str, folder) -> None:

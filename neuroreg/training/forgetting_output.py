@@ -23,7 +23,8 @@ from neuroreg.table import ScoreTable
 __all__ = ["write_forgetting", "forgetting_markdown", "log_forgetting", "plot_cka_drift", "plot_brain_change",
            "plot_accuracy_change"]
 
-_ACCURACY_METRICS = ("task_accuracy", "balanced_accuracy", "original_accuracy", "retention_accuracy")
+_ACCURACY_METRICS = ("task_accuracy", "balanced_accuracy", "original_accuracy", "previous_task_accuracy",
+                     "retention_accuracy")
 _BRAIN_METRICS = ("crsa", "versa", "hierarchy_slope")
 
 
@@ -42,6 +43,9 @@ def forgetting_markdown(table: ScoreTable) -> str:
                    region=df["region"].fillna(""), layer=df["layer"].fillna(""))
     lines = ["# Forgetting report", "",
              "before = start network, after = fine-tuned network, change = after - before.", ""]
+    if df["metric"].str.startswith("previous_task").any():
+        lines[-1:-1] = ["previous_task_*: earlier tasks of the chain of runs; before = the network at the end of "
+                        "that task, after = the fine-tuned backbone under that task's head."]
     summary = df[df["metric"] != "cka_to_start"]
     if len(summary):
         lines += ["| metric | dataset | region | layer (before / after) | before | after | change |",
@@ -102,7 +106,7 @@ def plot_brain_change(table: ScoreTable):
 
 
 def plot_accuracy_change(table: ScoreTable):
-    """Bars: task, original-task and retention accuracies before and after."""
+    """Bars: task, original-task, earlier-task (chain) and retention accuracies before and after."""
     df = table.filter(metric=list(_ACCURACY_METRICS)).to_pandas()
     if df.empty:
         return None

@@ -29,7 +29,7 @@ from neuroreg.models import create_model
 from neuroreg.models.pretrained import load_mapped_state_dict
 from neuroreg.training.backbone import build_model
 
-__all__ = ["StartModel", "load_start_model", "classifier_name"]
+__all__ = ["StartModel", "load_start_model", "classifier_name", "run_configs"]
 
 
 class StartModel(dict):
@@ -86,14 +86,23 @@ def _read_lightning_state(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]
     return state, hparams
 
 
+def run_configs(run: Path) -> list[dict[str, Any]]:
+    """The LightningCLI configs saved in a run folder (``config.yaml``, ``lightning_logs/*/config.yaml``), newest
+    first (a resumed run saves one per version)."""
+    paths = [p for p in [run / "config.yaml", *run.glob("lightning_logs/*/config.yaml")] if p.is_file()]
+    out = []
+    for cfg_path in sorted(paths, key=lambda p: p.stat().st_mtime, reverse=True):
+        with open(cfg_path, encoding="utf-8") as fh:
+            cfg = yaml.safe_load(fh)
+        if isinstance(cfg, dict):
+            out.append(cfg)
+    return out
+
+
 def _training_config(ckpt: Path) -> dict[str, Any]:
     """``model.backbone.init_args`` of the LightningCLI config saved by the run that wrote ``ckpt``."""
     run = ckpt.resolve().parent.parent
-    configs = sorted(run.glob("config.yaml")) + sorted(run.glob("lightning_logs/*/config.yaml"),
-                                                        key=lambda p: p.stat().st_mtime)
-    for cfg_path in reversed(configs):
-        with open(cfg_path, encoding="utf-8") as fh:
-            cfg = yaml.safe_load(fh) or {}
+    for cfg in run_configs(run):
         backbone = (cfg.get("model") or {}).get("backbone") or {}
         args = backbone.get("init_args") if isinstance(backbone, Mapping) else None
         if isinstance(args, Mapping) and "name" in args:

@@ -1,0 +1,145 @@
+"""Chains of fine-tuning runs (original -> EuroSAT -> ISIC): the earlier tasks a start network went through.
+
+A ``neuroreg finetune`` run that starts from another run's checkpoint
+(``--model.start_from runs/eurosat/checkpoints/last.ckpt``) continues a chain.
+Every run folder keeps what is needed to revisit its task: the LightningCLI
+``config.yaml`` (the data module with its arguments, and the run's own start),
+``splits.csv`` (its exact test split) and its checkpoints.
+
+- :func:`task_chain` follows start checkpoints back through those folders and
+  returns the runs, oldest first; it stops at a start that is not a fine-tuning
+  run's checkpoint (a model name, a ``neuroreg train`` checkpoint): the root.
+- :func:`previous_tasks` rebuilds, per run, the network at the end of that run
+  (with its task's head) and its test split, for
+  :func:`~neuroreg.training.forgetting.forgetting_report`'s ``previous_tasks``.
+- :func:`chain_root` is the chain's first network, the one the original task
+  (``original_data``, e.g. ImageNet) belongs to.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch import nn
+
+from neuroreg.errors import CheckpointError, DataFormatError
+from neuroreg.training.forgetting import PreviousTask
+from neuroreg.training.split_data import SplitImageDataModule
+from neuroreg.training.start_model import load_start_model, run_configs
+
+__all__ = ["ChainRun", "task_chain", "previous_tasks", "chain_root"]
+
+#: longest chain followed (a guard against a config that points back into its own chain)
+MAX_CHAIN = 64
+
+
+@dataclass(frozen=True)
+class ChainRun:
+    """One fine-tuning run of a chain: its folder, the checkpoint of it that the next run started from, and its
+    LightningCLI config."""
+
+    run_dir: Path
+    checkpoint: Path
+    config: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        """``<data set>:<run folder>``, e.g. ``eurosat:eurosat_full``, for the report's ``dataset`` column."""
+        class_path = str((self.config.get("data") or {}).get("class_path", "data"))
+        data = class_path.rpartition(".")[2].replace("DataModule", "").lower() or "data"
+        return f"{data}:{self.run_dir.name}"
+
+
+def _finetune_run(checkpoint: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(run folder, config) when ``checkpoint`` was written by a ``neuroreg finetune`` run, else None."""
+    run = checkpoint.resolve().parent.parent
+    configs = run_configs(run)
+    if not configs or not (run / "splits.csv").is_file():
+        return None
+    cfg = configs[0]
+    model, data = cfg.get("model"), cfg.get("data")
+    if not isinstance(model, Mapping) or "start_from" not in model or not isinstance(data, Mapping):
+        return None
+    return run, cfg
+
+
+def task_chain(start_from: str) -> list[ChainRun]:
+    """The fine-tuning runs behind ``start_from``, oldest first (empty when it is not such a run's checkpoint).
+
+    A start path that no longer exists ends the chain with a warning naming it; relative paths are
+    read from the current folder, as the runs read them.
+    """
+    runs: list[ChainRun] = []
+    current: Any = start_from
+    while isinstance(current, str) and current.endswith(".ckpt"):
+        path = Path(current).expanduser()
+        if not path.is_file():
+            if runs:
+                warnings.warn(f"the chain of fine-tuning runs stops at {runs[-1].run_dir}: the checkpoint it started "
+                              f"from, {current!r}, is not found", stacklevel=2)
+            break
+        found = _finetune_run(path)
+        if found is None:
+            break
+        run, cfg = found
+        if any(r.run_dir == run for r in runs) or len(runs) >= MAX_CHAIN:
+            raise CheckpointError(f"the chain of fine-tuning runs through {run} loops back on itself or is longer "
+                                  f"than {MAX_CHAIN} runs; check model.start_from in its config.yaml")
+        runs.append(ChainRun(run, path, cfg))
+        current = cfg["model"]["start_from"]
+    return runs[::-1]
+
+
+def _test_split(run: ChainRun):
+    """The run's test split, rebuilt from its data config with its own ``splits.csv``."""
+    data = run.config["data"]
+    class_path = str(data.get("class_path", ""))
+    module_name, _, cls_name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise DataFormatError(f"{run.run_dir}: cannot import its data module {class_path!r}: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, SplitImageDataModule)):
+        raise DataFormatError(f"{run.run_dir}: data.class_path {class_path!r} is not a split image data module "
+                              "(EuroSAT, ISIC 2019, image folders, generated patterns)")
+    kwargs = dict(data.get("init_args") or {})
+    kwargs.update(splits=str(run.run_dir / "splits.csv"), neural=None)
+    return cls(**kwargs).eval_dataset("test")
+
+
+def _network(run: ChainRun) -> nn.Module:
+    """The network at the end of ``run`` (the checkpoint the next run started from), with that task's head."""
+    return load_start_model(str(run.checkpoint))["model"].eval()      # architecture from its hyper-parameters
+
+
+def previous_tasks(chain: list[ChainRun], *, current_start: nn.Module | None = None) -> list[PreviousTask]:
+    """One :class:`PreviousTask` per run of ``chain`` (oldest first).
+
+    ``current_start``: the network the current run started from, already built: used for the chain's
+    last run instead of reading its checkpoint again. A run whose data can no longer be read (a moved
+    data root, a changed ``splits.csv``) is left out with a warning that says why.
+    """
+    tasks = []
+    for i, run in enumerate(chain):
+        try:
+            data = _test_split(run)
+        except (DataFormatError, FileNotFoundError, OSError, ValueError) as exc:
+            warnings.warn(f"forgetting report: earlier task {run.name} left out: {exc}", stacklevel=2)
+            continue
+        last = i == len(chain) - 1
+        network = current_start if last and current_start is not None else _network(run)
+        tasks.append(PreviousTask(run.name, network, data))
+    return tasks
+
+
+def chain_root(chain: list[ChainRun]) -> nn.Module:
+    """The chain's first network (the start of its oldest run), with its original head."""
+    if not chain:
+        raise ValueError("chain_root needs a chain of at least one fine-tuning run")
+    model = chain[0].config["model"]
+    return load_start_model(str(model["start_from"]), arch=model.get("arch"), weights=model.get("weights"),
+                            model_kwargs=model.get("model_kwargs"))["model"].eval()

@@ -1,0 +1,157 @@
+"""Chains of fine-tuning runs: accuracy on every earlier task before / after, and the chain's backward transfer."""
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+import yaml
+from sklearn.metrics import balanced_accuracy_score
+
+from neuroreg.errors import CheckpointError
+from neuroreg.training import PatternDataModule
+from neuroreg.training.finetune_cli import cli_main
+from neuroreg.training.forgetting import PreviousTask, forgetting_report
+from neuroreg.training.task_chain import task_chain
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+TINY = str(CONFIGS / "finetune_tiny.yaml")
+FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--trainer.num_sanity_val_steps", "0", "--trainer.max_steps", "2", "--data.init_args.n_images", "48",
+        "--data.init_args.image_size", "32", "--data.init_args.batch_size", "8",
+        "--forgetting.probe_sets", "[]", "--forgetting.reference", "null", "--scorecard.enabled", "false"]
+REPORT = dict(probe_sets=[], reference=None, batch_size=16)
+
+
+def _net(num_classes: int, seed: int):
+    torch.manual_seed(seed)
+    return timm.create_model("test_resnet", num_classes=num_classes).eval()
+
+
+def _test_split(num_classes: int, seed: int):
+    dm = PatternDataModule(n_images=40, num_classes=num_classes, image_size=32, batch_size=8, num_workers=0,
+                           model_name="test_resnet", seed=seed)
+    return dm.eval_dataset("test")
+
+
+def _reference_accuracy(net, data):
+    """Plain loop: accuracy and scikit-learn's balanced accuracy of ``net`` on ``data``."""
+    with torch.no_grad():
+        pred = np.array([int(net(x[None]).argmax(1)) for x, _ in data])
+    y = np.array([int(y) for _, y in data])
+    return float((pred == y).mean()), float(balanced_accuracy_score(y, pred))
+
+
+def _under_head_of(after, task_net):
+    """``after`` with ``task_net``'s classifier put back (built independently of ``with_head_of``)."""
+    net = copy.deepcopy(after)
+    net.reset_classifier(task_net.get_classifier().out_features)
+    net.get_classifier().load_state_dict(task_net.get_classifier().state_dict())
+    return net.eval()
+
+
+def _rows(table, metric, dataset):
+    return {r["stage"]: r["score"] for r in table if r["metric"] == metric and r.get("dataset") == dataset}
+
+
+def test_previous_tasks_match_a_plain_evaluation_and_backward_transfer_is_their_mean_change():
+    task_a, task_b = _net(4, 1), _net(3, 2)
+    data_a, data_b = _test_split(4, 1), _test_split(3, 2)
+    after = _net(6, 3)                                      # the current task's network (another body and head)
+    table = forgetting_report(task_b, after, previous_tasks=[PreviousTask("a", task_a, data_a),
+                                                             PreviousTask("b", task_b, data_b)], **REPORT)
+    changes = []
+    for name, net, data in (("a", task_a, data_a), ("b", task_b, data_b)):
+        acc_b, bal_b = _reference_accuracy(net, data)
+        acc_a, bal_a = _reference_accuracy(_under_head_of(after, net), data)
+        acc = _rows(table, "previous_task_accuracy", name)
+        bal = _rows(table, "previous_task_balanced_accuracy", name)
+        assert acc == pytest.approx({"before": acc_b, "after": acc_a, "change": acc_a - acc_b}, abs=1e-12)
+        assert bal == pytest.approx({"before": bal_b, "after": bal_a, "change": bal_a - bal_b}, abs=1e-12)
+        changes.append(acc_a - acc_b)
+    bwt = [r for r in table if r["metric"] == "backward_transfer" and r["dataset"] == "sequence"]
+    assert len(bwt) == 1 and bwt[0]["n_tasks"] == 2
+    assert bwt[0]["score"] == pytest.approx(np.mean(changes), abs=1e-12)
+
+
+def test_an_unchanged_body_forgets_nothing_and_the_original_task_joins_the_mean():
+    task_a, root = _net(4, 1), _net(5, 4)
+    data_a, data_root = _test_split(4, 1), _test_split(5, 4)
+    after = copy.deepcopy(task_a)
+    after.reset_classifier(6)                               # new head, same body: a linear probe's outcome
+    table = forgetting_report(task_a, after, previous_tasks=[PreviousTask("a", task_a, data_a)],
+                              original_data=data_root, original_network=root, **REPORT)
+    assert _rows(table, "previous_task_accuracy", "a")["change"] == 0.0
+    orig = _rows(table, "original_accuracy", "original")
+    root_acc, _ = _reference_accuracy(root, data_root)
+    assert orig["before"] == pytest.approx(root_acc, abs=1e-12)     # the root's own head, not the start's
+    assert orig["after"] == pytest.approx(_reference_accuracy(_under_head_of(after, root), data_root)[0], abs=1e-12)
+    bwt = {r["dataset"]: r for r in table if r["metric"] == "backward_transfer"}
+    assert bwt["sequence"]["n_tasks"] == 2
+    assert bwt["sequence"]["score"] == pytest.approx(orig["change"] / 2, abs=1e-12)
+    assert bwt["original"]["score"] == pytest.approx(orig["change"], abs=1e-12)
+
+
+def test_without_previous_tasks_no_sequence_rows_and_bad_items_are_refused():
+    net = _net(4, 1)
+    table = forgetting_report(net, copy.deepcopy(net), **REPORT)
+    assert not [r for r in table if r["metric"].startswith("previous_task") or r["metric"] == "backward_transfer"]
+    with pytest.raises(TypeError, match=r"previous_tasks\[0\] must be a PreviousTask"):
+        forgetting_report(net, net, previous_tasks=[(net, _test_split(4, 1))], **REPORT)
+
+
+def _finetune(root: Path, start: str, n_classes: int, seed: int) -> Path:
+    args = ["--config", TINY, "--trainer.default_root_dir", str(root), "--model.start_from", start,
+            "--data.init_args.num_classes", str(n_classes), "--data.init_args.seed", str(seed), *FAST]
+    assert cli_main(args) == 0
+    return root / "checkpoints" / "last.ckpt"
+
+
+def _report(root: Path) -> list[dict]:
+    return json.loads((root / "forgetting.json").read_text())
+
+
+def test_a_chain_of_runs_revisits_every_earlier_task(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                             # relative start paths, as a user types them
+    ckpt_a = _finetune(Path("a"), "cornet_z", 4, 1)
+    ckpt_b = _finetune(Path("b"), str(ckpt_a), 3, 2)
+    ckpt_c = _finetune(Path("c"), str(ckpt_b), 5, 3)
+    assert [r.run_dir.name for r in task_chain(str(ckpt_b))] == ["a", "b"]
+    a, b, c = _report(Path("a")), _report(Path("b")), _report(Path("c"))
+    assert not [r for r in a if r["metric"].startswith("previous_task")]      # the chain's first run
+
+    def after_of(rows, metric="task_accuracy"):
+        return next(r["score"] for r in rows if r["metric"] == metric and r["stage"] == "after")
+
+    # a task's "before" in a later run is that task's own "after": the same network on the same test split
+    assert _rows(b, "previous_task_accuracy", "pattern:a")["before"] == pytest.approx(after_of(a), abs=1e-12)
+    assert _rows(c, "previous_task_accuracy", "pattern:a")["before"] == pytest.approx(after_of(a), abs=1e-12)
+    assert _rows(c, "previous_task_accuracy", "pattern:b")["before"] == pytest.approx(after_of(b), abs=1e-12)
+    assert (_rows(c, "previous_task_balanced_accuracy", "pattern:b")["before"]
+            == pytest.approx(after_of(b, "balanced_accuracy"), abs=1e-12))
+    bwt = [r for r in c if r["metric"] == "backward_transfer" and r["dataset"] == "sequence"]
+    changes = [_rows(c, "previous_task_accuracy", f"pattern:{t}")["change"] for t in "ab"]
+    assert bwt[0]["n_tasks"] == 2 and bwt[0]["score"] == pytest.approx(np.mean(changes), abs=1e-12)
+    assert "previous_task_*" in (Path("c") / "forgetting.md").read_text()
+
+    # a moved checkpoint ends the chain with a warning naming it
+    shutil.move(str(ckpt_a), "moved.ckpt")
+    with pytest.warns(UserWarning, match="chain of fine-tuning runs stops at"):
+        assert [r.run_dir.name for r in task_chain(str(ckpt_c))] == ["b", "c"]
+    assert task_chain("cornet_z") == []
+
+
+def test_a_config_that_points_into_its_own_chain_is_refused(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(b"")
+    (run / "splits.csv").write_text("image,split,label\n")
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"start_from": str(ckpt)},
+                                                     "data": {"class_path": "neuroreg.training.PatternDataModule"}}))
+    with pytest.raises(CheckpointError, match="loops back on itself"):
+        task_chain(str(ckpt))

@@ -64,3 +64,12 @@ def test_finetune_hierarchy_quick(tmp_path):
     hier = _finite_csv(tmp_path / "hierarchy.csv", ["score"])
     assert {"before", "after", "change"} <= set(hier["stage"])
     assert (tmp_path / "forgetting.csv").is_file()
+
+
+@pytest.mark.slow
+def test_finetune_chain_small(tmp_path, capsys):
+    _script("finetune_chain").main(["--out", str(tmp_path), "--n-images", "48", "--image-size", "32",
+                                    "--epochs", "1", "--batch-size", "8"])
+    rows = _finite_csv(tmp_path / "b" / "forgetting.csv", ["score"])
+    assert set(rows.loc[rows["metric"] == "previous_task_accuracy", "dataset"]) == {"pattern:a"}
+    assert "backward_transfer" in capsys.readouterr().out

@@ -155,3 +155,18 @@ def test_a_config_that_points_into_its_own_chain_is_refused(tmp_path):
                                                      "data": {"class_path": "neuroreg.training.PatternDataModule"}}))
     with pytest.raises(CheckpointError, match="loops back on itself"):
         task_chain(str(ckpt))
+
+
+def test_the_start_cache_keeps_original_networks_apart(tmp_path):
+    start, after = _net(4, 1), _net(6, 3)
+    data = _test_split(5, 4)
+    roots = [_net(5, 4), _net(5, 5)]
+    cold = [forgetting_report(start, after, original_data=data, original_network=r, start_cache=tmp_path, **REPORT)
+            for r in roots]
+    assert len(list(tmp_path.glob("start_*.pt"))) == 2
+    for root, first in zip(roots, cold):
+        warm = forgetting_report(start, after, original_data=data, original_network=root, start_cache=tmp_path,
+                                 **REPORT)
+        assert [r["score"] for r in warm] == pytest.approx([r["score"] for r in first], abs=1e-12)
+        assert _rows(warm, "original_accuracy", "original")["before"] == pytest.approx(
+            _reference_accuracy(root, data)[0], abs=1e-12)

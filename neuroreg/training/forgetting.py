@@ -11,8 +11,8 @@ metric               meaning
 task_accuracy        new task, test split: before = logistic-regression probe on the frozen
 balanced_accuracy    start's penultimate features (trained on the train split); after = the
                      fine-tuned network's own predictions. Balanced = mean per-class recall.
-original_accuracy    the start's own task (``original_data``): before = the start network;
-                     after = the fine-tuned backbone under the start's original head.
+original_accuracy    the original task (``original_data``): before = ``original_network`` (the
+                     start by default); after = the fine-tuned backbone under its head.
 backward_transfer    dataset ``original``: original_accuracy after - before (Lopez-Paz & Ranzato
                      2017, two tasks); dataset ``sequence`` (with ``previous_tasks``): the mean
                      accuracy change over every earlier task of a chain of fine-tuning runs.

@@ -38,16 +38,18 @@ from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
 from neuroreg._exit import run_guarded
+from neuroreg._io import atomic_write_text
 from neuroreg.brain import load_responses
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import DataFormatError
+from neuroreg.figures import save_figure
 from neuroreg.training.cli import NeuroregCLI
 from neuroreg.training.eurosat import find_eurosat_folder
 from neuroreg.training.finetune import FinetuneModule
 from neuroreg.training.forgetting import forgetting_report
-from neuroreg.training.forgetting_output import log_forgetting, write_forgetting
+from neuroreg.training.forgetting_output import log_forgetting, plot_accuracy_matrix, write_forgetting
 from neuroreg.training.split_data import SplitImageDataModule
-from neuroreg.training.task_chain import chain_root, previous_tasks, task_chain
+from neuroreg.training.task_chain import accuracy_matrix, chain_root, previous_tasks, task_chain
 
 __all__ = ["ForgettingOptions", "FinetuneCLI", "cli_main", "add_arguments", "run", "run_forgetting"]
 
@@ -137,6 +139,7 @@ def run_forgetting(module: FinetuneModule, datamodule, options: ForgettingOption
     original_network = chain_root(chain) if chain and options.original_data else before
     original = (_original_dataset(options.original_data, original_network, image_size or 224)
                 if options.original_data else None)
+    table_dataset = type(datamodule).__name__.replace("DataModule", "").lower()
     brain: BrainData | str | None = options.brain
     if options.brain is not None and options.brain != "simulate":
         brain = load_responses(options.brain, stimuli=options.brain_stimuli)
@@ -146,9 +149,13 @@ def run_forgetting(module: FinetuneModule, datamodule, options: ForgettingOption
         layers=options.layers, factortopy=options.factortopy, image_size=image_size,
         batch_size=options.batch_size, max_eval_images=options.max_eval_images,
         max_probe_train=options.max_probe_train, seed=seed, model=str(module.hparams.get("arch")),
-        dataset=type(datamodule).__name__.replace("DataModule", "").lower(), start_cache=options.start_cache,
+        dataset=table_dataset, start_cache=options.start_cache,
         original_network=original_network, previous_tasks=earlier)
     paths = write_forgetting(table, root)
+    if chain:
+        matrix = accuracy_matrix(chain, table, f"{table_dataset}:{Path(root).resolve().name}")
+        paths["chain_csv"] = atomic_write_text(Path(root) / "forgetting_chain.csv", matrix.to_csv())
+        paths["chain"] = save_figure(plot_accuracy_matrix(matrix), Path(root) / "forgetting_chain.png")
     if writer is not None:
         log_forgetting(table, writer, step=int(module.global_step))
     return table, paths

@@ -4,6 +4,8 @@
 ``forgetting.md`` and three figures (all atomically): ``forgetting_cka_drift.png``
 (CKA to the start per layer), ``forgetting_brain.png`` (brain score before and
 after per region) and ``forgetting_accuracy.png`` (accuracies before and after).
+For a chain of runs, :func:`plot_accuracy_matrix` draws the accuracy matrix
+(``forgetting_chain.png`` next to ``forgetting_chain.csv``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from neuroreg.figures import save_figure
 from neuroreg.table import ScoreTable
 
 __all__ = ["write_forgetting", "forgetting_markdown", "log_forgetting", "plot_cka_drift", "plot_brain_change",
-           "plot_accuracy_change"]
+           "plot_accuracy_change", "plot_accuracy_matrix"]
 
 _ACCURACY_METRICS = ("task_accuracy", "balanced_accuracy", "original_accuracy", "previous_task_accuracy",
                      "retention_accuracy")
@@ -111,6 +113,27 @@ def plot_accuracy_change(table: ScoreTable):
     if df.empty:
         return None
     return _paired_bars(df, ["metric", "dataset"], "accuracy", "accuracy before / after")
+
+
+def plot_accuracy_matrix(matrix: pd.DataFrame):
+    """Heat map of a chain's accuracy matrix (rows: after each run; columns: tasks), values printed in the cells.
+
+    ``matrix``: :func:`neuroreg.training.task_chain.accuracy_matrix` (its ``forgetting`` row is left out).
+    """
+    r = matrix.drop(index="forgetting", errors="ignore")
+    values = r.to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(1.3 * len(r.columns) + 2.5, 0.9 * len(r) + 1.6))
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0.0, vmax=1.0)
+    for (j, i), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(i, j, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black")
+    ax.set_xticks(range(len(r.columns)), [str(c) for c in r.columns], rotation=30, ha="right")
+    ax.set_yticks(range(len(r)), [str(i) for i in r.index])
+    ax.set_xlabel("task (its test split, its own head)")
+    ax.set_ylabel("after run")
+    ax.set_title("accuracy over the chain of runs")
+    fig.colorbar(image, ax=ax, label="accuracy")
+    return fig
 
 
 def write_forgetting(table: ScoreTable, folder: str | Path, *, figures: bool = True) -> dict[str, Path]:

@@ -14,6 +14,9 @@ Every run folder keeps what is needed to revisit its task: the LightningCLI
   :func:`~neuroreg.training.forgetting.forgetting_report`'s ``previous_tasks``.
 - :func:`chain_root` is the chain's first network, the one the original task
   (``original_data``, e.g. ImageNet) belongs to.
+- :func:`accuracy_matrix` gathers the chain's reports into the continual-learning
+  accuracy matrix ``R[j, i]`` (task ``i``'s test accuracy after run ``j``) with each
+  task's forgetting (Chaudhry et al. 2018: best earlier accuracy minus the last).
 """
 
 from __future__ import annotations
@@ -24,14 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+import pandas as pd
 from torch import nn
 
 from neuroreg.errors import CheckpointError, DataFormatError
+from neuroreg.table import ScoreTable
 from neuroreg.training.forgetting import PreviousTask
 from neuroreg.training.split_data import SplitImageDataModule
 from neuroreg.training.start_model import load_start_model, run_configs
 
-__all__ = ["ChainRun", "task_chain", "previous_tasks", "chain_root"]
+__all__ = ["ChainRun", "task_chain", "previous_tasks", "chain_root", "accuracy_matrix"]
 
 #: longest chain followed (a guard against a config that points back into its own chain)
 MAX_CHAIN = 64
@@ -143,3 +149,40 @@ def chain_root(chain: list[ChainRun]) -> nn.Module:
     model = chain[0].config["model"]
     return load_start_model(str(model["start_from"]), arch=model.get("arch"), weights=model.get("weights"),
                             model_kwargs=model.get("model_kwargs"))["model"].eval()
+
+
+def _accuracies_after(table: ScoreTable, own_name: str) -> dict[str, float]:
+    """Task name -> accuracy after the run of ``table``: its own task (named ``own_name``) and earlier ones."""
+    out = {}
+    for row in table:
+        if row.get("stage") != "after":
+            continue
+        if row["metric"] == "task_accuracy":
+            out[own_name] = float(row["score"])
+        elif row["metric"] == "previous_task_accuracy":
+            out[str(row["dataset"])] = float(row["score"])
+    return out
+
+
+def accuracy_matrix(chain: list[ChainRun], current: ScoreTable, current_name: str) -> pd.DataFrame:
+    """The chain's accuracy matrix: one row per run (after it), one column per task, in chain order.
+
+    ``R[j, i]`` is task ``i``'s test accuracy after run ``j`` (under task ``i``'s head), read from each run's
+    ``forgetting.json`` and, for the last row, from ``current`` (the report of the run named ``current_name``);
+    NaN where a task was not learned yet or a report is missing. The extra row ``forgetting`` holds, per task,
+    the best accuracy it had before the last run minus its accuracy after the last run.
+    """
+    names = [run.name for run in chain] + [current_name]
+    rows = []
+    for run in chain:
+        path = run.run_dir / "forgetting.json"
+        rows.append(_accuracies_after(ScoreTable.read_json(path), run.name) if path.is_file() else {})
+    rows.append(_accuracies_after(current, current_name))
+    matrix = pd.DataFrame([[r.get(n, np.nan) for n in names] for r in rows], index=names, columns=names,
+                          dtype=float)
+    matrix.index.name, matrix.columns.name = "after run", "task"
+    earlier = matrix.iloc[:-1]
+    forgetting = earlier.max(axis=0, skipna=True) - matrix.iloc[-1]
+    forgetting.iloc[-1] = np.nan                       # the last task has no earlier accuracy
+    matrix.loc["forgetting"] = forgetting
+    return matrix

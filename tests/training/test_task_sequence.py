@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import timm
 import torch
@@ -137,6 +138,20 @@ def test_a_chain_of_runs_revisits_every_earlier_task(tmp_path, monkeypatch):
     changes = [_rows(c, "previous_task_accuracy", f"pattern:{t}")["change"] for t in "ab"]
     assert bwt[0]["n_tasks"] == 2 and bwt[0]["score"] == pytest.approx(np.mean(changes), abs=1e-12)
     assert "previous_task_*" in (Path("c") / "forgetting.md").read_text()
+
+    # the accuracy matrix gathers the three reports: R[j, i] = task i after run j, and each task's forgetting
+    matrix = pd.read_csv(Path("c") / "forgetting_chain.csv", index_col=0)
+    tasks = ["pattern:a", "pattern:b", "pattern:c"]
+    assert list(matrix.columns) == tasks and list(matrix.index) == [*tasks, "forgetting"]
+    r_aa, r_bb, r_cc = after_of(a), after_of(b), after_of(c)
+    r_ba = _rows(b, "previous_task_accuracy", "pattern:a")["after"]
+    r_ca = _rows(c, "previous_task_accuracy", "pattern:a")["after"]
+    r_cb = _rows(c, "previous_task_accuracy", "pattern:b")["after"]
+    expected = [[r_aa, np.nan, np.nan], [r_ba, r_bb, np.nan], [r_ca, r_cb, r_cc],
+                [max(r_aa, r_ba) - r_ca, r_bb - r_cb, np.nan]]
+    np.testing.assert_allclose(matrix.to_numpy(), expected, atol=1e-12)
+    assert (Path("c") / "forgetting_chain.png").stat().st_size > 1000
+    assert list(pd.read_csv(Path("b") / "forgetting_chain.csv", index_col=0).columns) == tasks[:2]
 
     # a moved checkpoint ends the chain with a warning naming it
     shutil.move(str(ckpt_a), "moved.ckpt")

@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"task A at the end of run a: accuracy {acc_a:.3f}")
     print("run b (task B, started from run a's checkpoint):")
     print(table.reindex(columns=[c for c in ("before", "after", "change") if c in table]).round(3).to_string())
-    print(f"full reports: {out / 'a' / 'forgetting.md'}, {out / 'b' / 'forgetting.md'}")
+    print(f"full reports: {out / 'a' / 'forgetting.md'}, {out / 'b' / 'forgetting.md'}; accuracy matrix: "
+          f"{out / 'b' / 'forgetting_chain.csv'} and .png")
 
 
 if __name__ == "__main__":

@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 from lightning.pytorch.cli import LightningArgumentParser
-from torchvision import transforms as T
+from timm.data import create_transform, resolve_data_config
+from torch import nn
 from torchvision.datasets import ImageFolder
 
 from neuroreg._exit import run_guarded
@@ -46,12 +48,13 @@ from neuroreg.figures import save_figure
 from neuroreg.training.cli import NeuroregCLI
 from neuroreg.training.eurosat import find_eurosat_folder
 from neuroreg.training.finetune import FinetuneModule
-from neuroreg.training.forgetting import forgetting_report
+from neuroreg.training.forgetting import PreviousTask, forgetting_report
 from neuroreg.training.forgetting_output import log_forgetting, plot_accuracy_matrix, write_forgetting
 from neuroreg.training.split_data import SplitImageDataModule
-from neuroreg.training.task_chain import accuracy_matrix, chain_root, previous_tasks, task_chain
+from neuroreg.training.task_chain import ChainRun, accuracy_matrix, chain_root, previous_tasks, task_chain
 
-__all__ = ["ForgettingOptions", "FinetuneCLI", "cli_main", "add_arguments", "run", "run_forgetting"]
+__all__ = ["ForgettingOptions", "ForgettingInputs", "FinetuneCLI", "cli_main", "add_arguments", "run",
+           "prepare_forgetting", "run_forgetting"]
 
 
 class ForgettingOptions:
@@ -105,7 +108,9 @@ class FinetuneCLI(NeuroregCLI):
         parser.set_defaults({"checkpoint.monitor": "val/balanced_acc"})
 
 
-def _original_dataset(folder: str, model, image_size: int):
+def _original_dataset(folder: str, model: nn.Module) -> ImageFolder:
+    """The original task's images under ``model``'s own evaluation preprocessing (timm's data config: input size,
+    resize and centre crop, interpolation, mean and std), the protocol of its published accuracy."""
     path = Path(folder).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"--forgetting.original_data folder {str(path)!r} does not exist")
@@ -113,47 +118,67 @@ def _original_dataset(folder: str, model, image_size: int):
         path = find_eurosat_folder(path)
     except DataFormatError:
         pass
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    tf = T.Compose([T.Resize(image_size, antialias=True), T.CenterCrop(image_size), T.ToTensor(),
-                    T.Normalize(cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)))])
+    tf = create_transform(**resolve_data_config({}, model=model))
     try:
         data = ImageFolder(str(path), transform=tf)
     except FileNotFoundError as exc:
         raise DataFormatError(f"--forgetting.original_data {path} must hold one folder per class: {exc}") from exc
     n_out = int(getattr(model, "num_classes", 0) or 0)
     if n_out and len(data.classes) > n_out:
-        raise DataFormatError(f"--forgetting.original_data has {len(data.classes)} classes but the start network "
-                              f"has {n_out} outputs")
+        raise DataFormatError(f"--forgetting.original_data has {len(data.classes)} classes but the network of the "
+                              f"original task has {n_out} outputs")
     return data
 
 
-def run_forgetting(module: FinetuneModule, datamodule, options: ForgettingOptions, root: str | Path,
-                   writer=None, seed: int = 0):
-    """The report of a finished run: written under ``root`` and, with ``writer``, to TensorBoard."""
+@dataclass
+class ForgettingInputs:
+    """What the report needs from outside the run, resolved before training so that bad inputs stop the run
+    before its first step: the start network, the chain of earlier runs and their tasks, the original task's
+    network and images, the voxel data."""
+
+    before: nn.Module
+    chain: list[ChainRun]
+    earlier: list[PreviousTask]
+    original_network: nn.Module
+    original: ImageFolder | None
+    brain: BrainData | str | None
+
+
+def prepare_forgetting(module: FinetuneModule, options: ForgettingOptions) -> ForgettingInputs:
+    """Resolve :class:`ForgettingInputs`. The original task belongs to the chain's first network (the start itself
+    without a chain); a chain whose first network was initialised at random has no original task to score."""
     before = module.start_model()
-    after = module.backbone
-    image_size = int(getattr(datamodule, "image_size", 0) or 0) or None
     chain = task_chain(str(module.hparams.get("start_from"))) if options.chain else []
-    earlier = previous_tasks(chain, current_start=before)
-    # the original task belongs to the chain's first network (the start itself without a chain)
-    original_network = chain_root(chain) if chain and options.original_data else before
-    original = (_original_dataset(options.original_data, original_network, image_size or 224)
-                if options.original_data else None)
-    table_dataset = type(datamodule).__name__.replace("DataModule", "").lower()
+    original_network = before
+    if chain and options.original_data:
+        original_network = chain_root(chain)
+    original = _original_dataset(options.original_data, original_network) if options.original_data else None
     brain: BrainData | str | None = options.brain
     if options.brain is not None and options.brain != "simulate":
         brain = load_responses(options.brain, stimuli=options.brain_stimuli)
+    return ForgettingInputs(before, chain, previous_tasks(chain, current_start=before), original_network,
+                            original, brain)
+
+
+def run_forgetting(module: FinetuneModule, datamodule, options: ForgettingOptions, root: str | Path,
+                   writer=None, seed: int = 0, inputs: ForgettingInputs | None = None):
+    """The report of a finished run: written under ``root`` and, with ``writer``, to TensorBoard.
+
+    ``inputs``: from :func:`prepare_forgetting` (called here when None)."""
+    inputs = inputs if inputs is not None else prepare_forgetting(module, options)
+    image_size = int(getattr(datamodule, "image_size", 0) or 0) or None
+    dataset = type(datamodule).__name__.replace("DataModule", "").lower()
     table = forgetting_report(
-        before, after, task_data=datamodule if hasattr(datamodule, "eval_dataset") else None,
-        original_data=original, probe_sets=options.probe_sets, reference=options.reference, brain=brain,
-        layers=options.layers, factortopy=options.factortopy, image_size=image_size,
+        inputs.before, module.backbone, task_data=datamodule if hasattr(datamodule, "eval_dataset") else None,
+        original_data=inputs.original, probe_sets=options.probe_sets, reference=options.reference,
+        brain=inputs.brain, layers=options.layers, factortopy=options.factortopy, image_size=image_size,
         batch_size=options.batch_size, max_eval_images=options.max_eval_images,
         max_probe_train=options.max_probe_train, seed=seed, model=str(module.hparams.get("arch")),
-        dataset=table_dataset, start_cache=options.start_cache,
-        original_network=original_network, previous_tasks=earlier)
+        dataset=dataset, start_cache=options.start_cache, original_network=inputs.original_network,
+        previous_tasks=inputs.earlier)
     paths = write_forgetting(table, root)
-    if chain:
-        matrix = accuracy_matrix(chain, table, f"{table_dataset}:{Path(root).resolve().name}")
+    if inputs.chain:
+        matrix = accuracy_matrix(inputs.chain, table, f"{dataset}:{Path(root).resolve().name}")
         paths["chain_csv"] = atomic_write_text(Path(root) / "forgetting_chain.csv", matrix.to_csv())
         paths["chain"] = save_figure(plot_accuracy_matrix(matrix), Path(root) / "forgetting_chain.png")
     if writer is not None:
@@ -181,14 +206,16 @@ def _fit(argv: Sequence[str] | None) -> int:
                           parser_kwargs={"prog": "neuroreg finetune", "default_env": False, "description": __doc__,
                                          "formatter_class": argparse.RawDescriptionHelpFormatter})
     trainer = cli.trainer
-    trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
     options = cli.config_init.get("forgetting")
-    if options is not None and options.enabled and trainer.is_global_zero:
+    report = options is not None and options.enabled and trainer.is_global_zero
+    inputs = prepare_forgetting(cli.model, options) if report else None     # bad inputs stop the run here
+    trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    if report:
         root = Path(trainer.default_root_dir)
         writer = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
         writer = writer if hasattr(writer, "add_scalar") else None
         table, paths = run_forgetting(cli.model, cli.datamodule, options, root, writer,
-                                      seed=int(cli.config.get("seed_everything") or 0))
+                                      seed=int(cli.config.get("seed_everything") or 0), inputs=inputs)
         print(f"forgetting report: {len(table)} rows -> {paths['md']}")
     return 0
 

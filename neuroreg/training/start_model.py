@@ -29,7 +29,22 @@ from neuroreg.models import create_model
 from neuroreg.models.pretrained import load_mapped_state_dict
 from neuroreg.training.backbone import build_model
 
-__all__ = ["StartModel", "load_start_model", "classifier_name", "run_configs"]
+__all__ = ["StartModel", "load_start_model", "classifier_name", "run_configs", "start_is_random",
+           "PRETRAINED_STARTS"]
+
+
+#: start names whose trained weights load without a weights file
+PRETRAINED_STARTS = frozenset({"efficientnet_lite0_imagenet"})
+
+
+def _is_checkpoint(start_from: str) -> bool:
+    return Path(start_from).suffix == ".ckpt" or (os.sep in start_from and not timm.is_model(start_from))
+
+
+def start_is_random(start_from: str, weights: str | None = None) -> bool:
+    """Whether :func:`load_start_model` initialises this start at random (a model name without weights), so
+    that rebuilding it later gives another network."""
+    return not _is_checkpoint(start_from) and weights is None and start_from not in PRETRAINED_STARTS
 
 
 class StartModel(dict):
@@ -123,7 +138,7 @@ def load_start_model(start_from: str, *, arch: str | None = None, weights: str |
     if not isinstance(start_from, str) or not start_from:
         raise ValueError(f"start_from must be a model name or a checkpoint path; got {start_from!r}")
     path = Path(start_from).expanduser()
-    if path.suffix == ".ckpt" or (os.sep in start_from and not timm.is_model(start_from)):
+    if _is_checkpoint(start_from):
         if not path.is_file():
             raise CheckpointError(f"start_from checkpoint {str(path)!r} does not exist")
         state, hparams = _read_lightning_state(path)
@@ -164,7 +179,7 @@ def load_start_model(start_from: str, *, arch: str | None = None, weights: str |
                 raise CheckpointError(f"weights {weights!r} fit {start_from} neither as its own state dict "
                                       f"({own_error}) nor as an official weight file ({exc})") from exc
     else:
-        pretrained = start_from == "efficientnet_lite0_imagenet"
+        pretrained = start_from in PRETRAINED_STARTS
         model = build_model(start_from, num_classes=1000 if pretrained else int(kw.pop("num_classes", 1000)),
                             pretrained=pretrained, **kw)
     n = int(getattr(model, "num_classes", 0)

@@ -35,7 +35,7 @@ from neuroreg.errors import CheckpointError, DataFormatError
 from neuroreg.table import ScoreTable
 from neuroreg.training.forgetting import PreviousTask
 from neuroreg.training.split_data import SplitImageDataModule
-from neuroreg.training.start_model import load_start_model, run_configs
+from neuroreg.training.start_model import load_start_model, run_configs, start_is_random
 
 __all__ = ["ChainRun", "task_chain", "previous_tasks", "chain_root", "accuracy_matrix"]
 
@@ -147,6 +147,10 @@ def chain_root(chain: list[ChainRun]) -> nn.Module:
     if not chain:
         raise ValueError("chain_root needs a chain of at least one fine-tuning run")
     model = chain[0].config["model"]
+    if start_is_random(str(model["start_from"]), model.get("weights")):
+        raise CheckpointError(f"the chain's first run ({chain[0].run_dir}) started from {model['start_from']!r} "
+                              "initialised at random: that network has no original task and cannot be rebuilt; "
+                              "drop --forgetting.original_data (the earlier fine-tuning tasks are still scored)")
     return load_start_model(str(model["start_from"]), arch=model.get("arch"), weights=model.get("weights"),
                             model_kwargs=model.get("model_kwargs"))["model"].eval()
 

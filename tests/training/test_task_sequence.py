@@ -105,9 +105,9 @@ def test_without_previous_tasks_no_sequence_rows_and_bad_items_are_refused():
         forgetting_report(net, net, previous_tasks=[(net, _test_split(4, 1))], **REPORT)
 
 
-def _finetune(root: Path, start: str, n_classes: int, seed: int) -> Path:
+def _finetune(root: Path, start: str, n_classes: int, seed: int, extra: tuple[str, ...] | list[str] = ()) -> Path:
     args = ["--config", TINY, "--trainer.default_root_dir", str(root), "--model.start_from", start,
-            "--data.init_args.num_classes", str(n_classes), "--data.init_args.seed", str(seed), *FAST]
+            "--data.init_args.num_classes", str(n_classes), "--data.init_args.seed", str(seed), *FAST, *extra]
     assert cli_main(args) == 0
     return root / "checkpoints" / "last.ckpt"
 
@@ -185,3 +185,59 @@ def test_the_start_cache_keeps_original_networks_apart(tmp_path):
         assert [r["score"] for r in warm] == pytest.approx([r["score"] for r in first], abs=1e-12)
         assert _rows(warm, "original_accuracy", "original")["before"] == pytest.approx(
             _reference_accuracy(root, data)[0], abs=1e-12)
+
+
+def _image_folder(root: Path, n_classes: int, per_class: int = 3, size: int = 40) -> Path:
+    """``root/<class>/<i>.png``: pattern images, one class folder per pattern family."""
+    from PIL import Image
+
+    from neuroreg.training.patterns import pattern_image
+
+    for c in range(n_classes):
+        (root / f"class_{c}").mkdir(parents=True)
+        for i in range(per_class):
+            img = (pattern_image(c, size, seed=9, index=i).permute(1, 2, 0).numpy() * 255).astype("uint8")
+            Image.fromarray(img).save(root / f"class_{c}" / f"{i}.png")
+    return root
+
+
+def test_original_data_uses_the_networks_own_evaluation_preprocessing(tmp_path):
+    from neuroreg.errors import DataFormatError
+    from neuroreg.training.finetune_cli import _original_dataset
+
+    net = _net(4, 1)                                        # timm's test_resnet: 160 px, crop 0.95, mean/std 0.5
+    data = _original_dataset(str(_image_folder(tmp_path / "orig", 3)), net)
+    x, y = data[4]
+    assert tuple(x.shape) == (3, 160, 160) and y == 1 and len(data) == 9
+    assert float(x.min()) >= -1.0 - 1e-6 and float(x.max()) <= 1.0 + 1e-6      # normalised with mean = std = 0.5
+    with pytest.raises(DataFormatError, match="5 classes but the network of the original task has 4 outputs"):
+        _original_dataset(str(_image_folder(tmp_path / "five", 5)), net)
+
+
+def test_a_chain_from_a_random_network_refuses_original_data_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    ckpt_a = _finetune(Path("a"), "cornet_z", 4, 1)
+    orig = _image_folder(tmp_path / "orig", 3)
+    args = ["--config", TINY, "--trainer.default_root_dir", "b", "--model.start_from", str(ckpt_a),
+            "--forgetting.original_data", str(orig), *FAST]
+    assert cli_main(args) == 4
+    assert "initialised at random" in capsys.readouterr().err
+    assert not Path("b/checkpoints").exists()               # stopped before the first step
+
+
+@pytest.mark.slow
+def test_the_original_task_is_scored_on_the_chains_first_network(tmp_path, monkeypatch):
+    """Run a from the ImageNet network with original_data, run b from a's checkpoint with the same folder: b
+    rebuilds the chain's first network, so its original accuracy before equals a's (the same network, the same
+    images), and the sequence's backward transfer averages the original task with task a."""
+    monkeypatch.chdir(tmp_path)
+    orig = _image_folder(tmp_path / "orig", 3)
+    extra = ["--forgetting.original_data", str(orig), "--data.init_args.model_name", "efficientnet_lite0_imagenet"]
+    ckpt_a = _finetune(Path("a"), "efficientnet_lite0_imagenet", 4, 1, extra)
+    _finetune(Path("b"), str(ckpt_a), 3, 2, extra)
+    a, b = _report(Path("a")), _report(Path("b"))
+    assert _rows(b, "original_accuracy", "original")["before"] == _rows(a, "original_accuracy", "original")["before"]
+    bwt = next(r for r in b if r["metric"] == "backward_transfer" and r["dataset"] == "sequence")
+    expected = np.mean([_rows(b, "previous_task_accuracy", "pattern:a")["change"],
+                        _rows(b, "original_accuracy", "original")["change"]])
+    assert bwt["n_tasks"] == 2 and bwt["score"] == pytest.approx(expected, abs=1e-12)

@@ -68,7 +68,7 @@ class ForgettingOptions:
     original_data: folder of the original task, one sub-folder per class in the order of the
         outputs of the network it belongs to (ImageNet ``val/<wnid>/``): the start network, or
         in a chain of runs the chain's first network; gives original-task accuracy and backward
-        transfer.
+        transfer. Scored under that network's own evaluation preprocessing (timm's data config).
     chain: when the start is the checkpoint of an earlier ``neuroreg finetune`` run, follow the
         chain back through the run folders (``config.yaml``, ``splits.csv``) and report the
         accuracy on every earlier task's test split, as it was at the end of that task and now,

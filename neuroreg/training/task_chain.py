@@ -64,11 +64,15 @@ def _finetune_run(checkpoint: Path) -> tuple[Path, dict[str, Any]] | None:
     """(run folder, config) when ``checkpoint`` was written by a ``neuroreg finetune`` run, else None."""
     run = checkpoint.resolve().parent.parent
     configs = run_configs(run)
-    if not configs or not (run / "splits.csv").is_file():
+    if not configs:
         return None
     cfg = configs[0]
     model, data = cfg.get("model"), cfg.get("data")
     if not isinstance(model, Mapping) or "start_from" not in model or not isinstance(data, Mapping):
+        return None
+    if not (run / "splits.csv").is_file():
+        warnings.warn(f"the chain of fine-tuning runs stops at {run}: its splits.csv is missing, so its test split "
+                      "cannot be rebuilt", stacklevel=3)
         return None
     return run, cfg
 

@@ -17,7 +17,7 @@ from neuroreg.errors import CheckpointError
 from neuroreg.training import PatternDataModule
 from neuroreg.training.finetune_cli import cli_main
 from neuroreg.training.forgetting import PreviousTask, forgetting_report
-from neuroreg.training.task_chain import task_chain
+from neuroreg.training.task_chain import previous_tasks, task_chain
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = str(CONFIGS / "finetune_tiny.yaml")
@@ -152,6 +152,18 @@ def test_a_chain_of_runs_revisits_every_earlier_task(tmp_path, monkeypatch):
     np.testing.assert_allclose(matrix.to_numpy(), expected, atol=1e-12)
     assert (Path("c") / "forgetting_chain.png").stat().st_size > 1000
     assert list(pd.read_csv(Path("b") / "forgetting_chain.csv", index_col=0).columns) == tasks[:2]
+
+    # an earlier run whose split no longer fits its data is left out with a warning; a missing splits.csv ends
+    # the chain there
+    splits = Path("a") / "splits.csv"
+    text = splits.read_text()
+    splits.write_text("\n".join(text.splitlines()[:-1]) + "\n")
+    with pytest.warns(UserWarning, match="earlier task pattern:a left out"):
+        assert [t.name for t in previous_tasks(task_chain(str(ckpt_c)))] == ["pattern:b", "pattern:c"]
+    splits.unlink()
+    with pytest.warns(UserWarning, match="splits.csv is missing"):
+        assert [r.run_dir.name for r in task_chain(str(ckpt_c))] == ["b", "c"]
+    splits.write_text(text)
 
     # a moved checkpoint ends the chain with a warning naming it
     shutil.move(str(ckpt_a), "moved.ckpt")

@@ -207,10 +207,11 @@ def _fit(argv: Sequence[str] | None) -> int:
                                          "formatter_class": argparse.RawDescriptionHelpFormatter})
     trainer = cli.trainer
     options = cli.config_init.get("forgetting")
-    report = options is not None and options.enabled and trainer.is_global_zero
-    inputs = prepare_forgetting(cli.model, options) if report else None     # bad inputs stop the run here
+    enabled = options is not None and options.enabled
+    # on every process (ranks are known only once fit has started): bad inputs stop all of them, before training
+    inputs = prepare_forgetting(cli.model, options) if enabled else None
     trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
-    if report:
+    if enabled and trainer.is_global_zero:
         root = Path(trainer.default_root_dir)
         writer = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
         writer = writer if hasattr(writer, "add_scalar") else None

@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -103,8 +104,13 @@ def main() -> None:
     table, report_s, report_cpu_s = timed_report()            # first run from this start: computes its side
     warm, warm_s, warm_cpu_s = timed_report()                 # a later run from the same start: reads it
     shutil.rmtree(cache, ignore_errors=True)
-    if not warm.to_pandas()["score"].equals(table.to_pandas()["score"]):
-        raise RuntimeError("the report with the stored start side differs from the full report")
+    cold_scores, warm_scores = table.to_pandas()["score"].to_numpy(), warm.to_pandas()["score"].to_numpy()
+    # exact on CPU; a GPU may pick other kernels between the two runs, so a last-bit tolerance there
+    same = (np.array_equal(cold_scores, warm_scores, equal_nan=True) if args.device == "cpu"
+            else np.allclose(cold_scores, warm_scores, rtol=0.0, atol=1e-5, equal_nan=True))
+    if not same:
+        diff = np.nanmax(np.abs(cold_scores - warm_scores))
+        raise RuntimeError(f"the report with the stored start side differs from the full report (max {diff:.3g})")
     fastest = min(range(len(epoch_s)), key=epoch_s.__getitem__)
     one_epoch, one_epoch_cpu = epoch_s[fastest], epoch_cpu_s[fastest]
     print(f"device {args.device} ({torch.get_num_threads()} threads), image size {args.image_size}, "

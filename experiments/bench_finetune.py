@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-images", type=int, default=1200, help="generated images (70/10/20 train/val/test)")
     ap.add_argument("--image-size", type=int, default=96)
@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="folder for forgetting.csv/.md and figures")
     ap.add_argument("--json", default=None, help="write the measured numbers to this JSON file")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     import lightning as L
 

@@ -4,7 +4,8 @@ A ``neuroreg finetune`` run that starts from another run's checkpoint
 (``--model.start_from runs/eurosat/checkpoints/last.ckpt``) continues a chain.
 Every run folder keeps what is needed to revisit its task: the LightningCLI
 ``config.yaml`` (the data module with its arguments, and the run's own start),
-``splits.csv`` (its exact test split) and its checkpoints.
+``splits.csv`` (its exact test split) and its checkpoints in ``<run>/checkpoints/``
+(the default; a checkpoint kept elsewhere is not traced back to its run).
 
 - :func:`task_chain` follows start checkpoints back through those folders and
   returns the runs, oldest first; it stops at a start that is not a fine-tuning
@@ -37,7 +38,7 @@ from neuroreg.training.forgetting import PreviousTask
 from neuroreg.training.split_data import SplitImageDataModule
 from neuroreg.training.start_model import load_start_model, run_configs, start_is_random
 
-__all__ = ["ChainRun", "task_chain", "previous_tasks", "chain_root", "accuracy_matrix"]
+__all__ = ["ChainRun", "task_chain", "task_names", "previous_tasks", "chain_root", "accuracy_matrix"]
 
 #: longest chain followed (a guard against a config that points back into its own chain)
 MAX_CHAIN = 64
@@ -54,10 +55,21 @@ class ChainRun:
 
     @property
     def name(self) -> str:
-        """``<data set>:<run folder>``, e.g. ``eurosat:eurosat_full``, for the report's ``dataset`` column."""
+        """``<data set>:<run folder>``, e.g. ``eurosat:eurosat_full`` (made unique along a chain by
+        :func:`task_names`), for the report's ``dataset`` column."""
         class_path = str((self.config.get("data") or {}).get("class_path", "data"))
         data = class_path.rpartition(".")[2].replace("DataModule", "").lower() or "data"
         return f"{data}:{self.run_dir.name}"
+
+
+def task_names(bases: list[str]) -> list[str]:
+    """Names of the chain's tasks in order, made unique: a name already taken by an earlier task gets its 1-based
+    position (``eurosat:run#3``). A name depends only on the tasks before it, so every run of a chain names the
+    tasks it shares with the others alike."""
+    out: list[str] = []
+    for i, base in enumerate(bases):
+        out.append(base if base not in out else f"{base}#{i + 1}")
+    return out
 
 
 def _finetune_run(checkpoint: Path) -> tuple[Path, dict[str, Any]] | None:
@@ -134,15 +146,15 @@ def previous_tasks(chain: list[ChainRun], *, current_start: nn.Module | None = N
     data root, a changed ``splits.csv``) is left out with a warning that says why.
     """
     tasks = []
-    for i, run in enumerate(chain):
+    for i, (run, name) in enumerate(zip(chain, task_names([r.name for r in chain]))):
         try:
             data = _test_split(run)
         except (DataFormatError, FileNotFoundError, OSError, ValueError) as exc:
-            warnings.warn(f"forgetting report: earlier task {run.name} left out: {exc}", stacklevel=2)
+            warnings.warn(f"forgetting report: earlier task {name} left out: {exc}", stacklevel=2)
             continue
         last = i == len(chain) - 1
         network = current_start if last and current_start is not None else _network(run)
-        tasks.append(PreviousTask(run.name, network, data))
+        tasks.append(PreviousTask(name, network, data))
     return tasks
 
 
@@ -176,16 +188,17 @@ def accuracy_matrix(chain: list[ChainRun], current: ScoreTable, current_name: st
     """The chain's accuracy matrix: one row per run (after it), one column per task, in chain order.
 
     ``R[j, i]`` is task ``i``'s test accuracy after run ``j`` (under task ``i``'s head), read from each run's
-    ``forgetting.json`` and, for the last row, from ``current`` (the report of the run named ``current_name``);
+    ``forgetting.json`` and, for the last row, from ``current`` (the report of the run named ``current_name``;
+    names as :func:`task_names` makes them);
     NaN where a task was not learned yet or a report is missing. The extra row ``forgetting`` holds, per task,
     the best accuracy it had before the last run minus its accuracy after the last run.
     """
-    names = [run.name for run in chain] + [current_name]
+    names = task_names([run.name for run in chain] + [current_name])
     rows = []
-    for run in chain:
+    for run, name in zip(chain, names):
         path = run.run_dir / "forgetting.json"
-        rows.append(_accuracies_after(ScoreTable.read_json(path), run.name) if path.is_file() else {})
-    rows.append(_accuracies_after(current, current_name))
+        rows.append(_accuracies_after(ScoreTable.read_json(path), name) if path.is_file() else {})
+    rows.append(_accuracies_after(current, names[-1]))
     matrix = pd.DataFrame([[r.get(n, np.nan) for n in names] for r in rows], index=names, columns=names,
                           dtype=float)
     matrix.index.name, matrix.columns.name = "after run", "task"

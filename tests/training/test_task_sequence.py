@@ -253,3 +253,21 @@ def test_the_original_task_is_scored_on_the_chains_first_network(tmp_path, monke
     expected = np.mean([_rows(b, "previous_task_accuracy", "pattern:a")["change"],
                         _rows(b, "original_accuracy", "original")["change"]])
     assert bwt["n_tasks"] == 2 and bwt["score"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_runs_in_folders_of_the_same_name_keep_their_tasks_apart(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ckpt = _finetune(Path("x") / "run", "cornet_z", 4, 1)
+    _finetune(Path("y") / "run", str(ckpt), 3, 2)
+    first, second = _report(Path("x") / "run"), _report(Path("y") / "run")
+    matrix = pd.read_csv(Path("y") / "run" / "forgetting_chain.csv", index_col=0)
+    assert list(matrix.columns) == ["pattern:run", "pattern:run#2"]
+
+    def after(rows, metric, dataset=None):
+        return next(r["score"] for r in rows if r["metric"] == metric and r["stage"] == "after"
+                    and (dataset is None or r["dataset"] == dataset))
+
+    np.testing.assert_allclose(matrix.to_numpy()[:2],
+                               [[after(first, "task_accuracy"), np.nan],
+                                [after(second, "previous_task_accuracy", "pattern:run"),
+                                 after(second, "task_accuracy")]], atol=1e-12)

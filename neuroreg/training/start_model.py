@@ -30,21 +30,22 @@ from neuroreg.models.pretrained import load_mapped_state_dict
 from neuroreg.training.backbone import build_model
 
 __all__ = ["StartModel", "load_start_model", "classifier_name", "run_configs", "start_is_random",
-           "PRETRAINED_STARTS"]
+           "is_checkpoint_path", "PRETRAINED_STARTS"]
 
 
 #: start names whose trained weights load without a weights file
 PRETRAINED_STARTS = frozenset({"efficientnet_lite0_imagenet"})
 
 
-def _is_checkpoint(start_from: str) -> bool:
+def is_checkpoint_path(start_from: str) -> bool:
+    """Whether ``start_from`` names a checkpoint file (``*.ckpt``, or a path that is not a registered model)."""
     return Path(start_from).suffix == ".ckpt" or (os.sep in start_from and not timm.is_model(start_from))
 
 
 def start_is_random(start_from: str, weights: str | None = None) -> bool:
     """Whether :func:`load_start_model` initialises this start at random (a model name without weights), so
     that rebuilding it later gives another network."""
-    return not _is_checkpoint(start_from) and weights is None and start_from not in PRETRAINED_STARTS
+    return not is_checkpoint_path(start_from) and weights is None and start_from not in PRETRAINED_STARTS
 
 
 class StartModel(dict):
@@ -138,7 +139,7 @@ def load_start_model(start_from: str, *, arch: str | None = None, weights: str |
     if not isinstance(start_from, str) or not start_from:
         raise ValueError(f"start_from must be a model name or a checkpoint path; got {start_from!r}")
     path = Path(start_from).expanduser()
-    if _is_checkpoint(start_from):
+    if is_checkpoint_path(start_from):
         if not path.is_file():
             raise CheckpointError(f"start_from checkpoint {str(path)!r} does not exist")
         state, hparams = _read_lightning_state(path)

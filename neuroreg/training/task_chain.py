@@ -36,7 +36,7 @@ from neuroreg.errors import CheckpointError, DataFormatError
 from neuroreg.table import ScoreTable
 from neuroreg.training.forgetting import PreviousTask
 from neuroreg.training.split_data import SplitImageDataModule
-from neuroreg.training.start_model import load_start_model, run_configs, start_is_random
+from neuroreg.training.start_model import is_checkpoint_path, load_start_model, run_configs, start_is_random
 
 __all__ = ["ChainRun", "task_chain", "task_names", "previous_tasks", "chain_root", "accuracy_matrix"]
 
@@ -97,7 +97,7 @@ def task_chain(start_from: str) -> list[ChainRun]:
     """
     runs: list[ChainRun] = []
     current: Any = start_from
-    while isinstance(current, str) and current.endswith(".ckpt"):
+    while isinstance(current, str) and is_checkpoint_path(current):
         path = Path(current).expanduser()
         if not path.is_file():
             if runs:
@@ -127,7 +127,7 @@ def _test_split(run: ChainRun):
         raise DataFormatError(f"{run.run_dir}: cannot import its data module {class_path!r}: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, SplitImageDataModule)):
         raise DataFormatError(f"{run.run_dir}: data.class_path {class_path!r} is not a split image data module "
-                              "(EuroSAT, ISIC 2019, image folders, generated patterns)")
+                              "(EuroSAT, ISIC 2019, generated patterns)")
     kwargs = dict(data.get("init_args") or {})
     kwargs.update(splits=str(run.run_dir / "splits.csv"), neural=None)
     return cls(**kwargs).eval_dataset("test")

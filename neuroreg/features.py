@@ -26,6 +26,7 @@ from neuroreg._checks import check_finite
 from neuroreg._io import PathLock, atomic_path, check_output_target, ensure_free_space, reading
 from neuroreg._images import IMAGE_EXTENSIONS, images_to_tensor, list_images
 from neuroreg.errors import NonFiniteError, ShapeError, UnknownNameError
+from neuroreg.models.stimulus_noise import StimulusNoise
 from neuroreg.preprocessing import preprocessing_of
 from neuroreg.projection import SparseRandomProjection
 
@@ -297,9 +298,11 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
         before any work, the free space is checked against the size estimated from
         the first batch, and ``out.lock`` keeps a second process from writing the
         same file at once (it fails with :class:`~neuroreg.errors.RunLockedError`).
-    seed: seeds the stochastic layers (VOneBlock noise) for this call and the
-        ``"srp"`` projection: the same seed gives the same features. The global
-        RNG state is restored afterwards.
+    seed: seeds the stochastic layers and the ``"srp"`` projection: the same seed
+        gives the same features. VOneBlock noise is drawn per stimulus from
+        ``(seed, stimulus id)`` (:class:`~neuroreg.models.stimulus_noise.StimulusNoise`),
+        so a stochastic network's features do not change with row order, batch
+        size or device. The global RNG state is restored afterwards.
     progress: show a progress bar (default: only on a terminal).
 
     Images of any float dtype (float16, bfloat16, float64) are converted to the
@@ -350,6 +353,7 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
         torch.manual_seed(seed)
         h5 = stack.enter_context(_maybe_h5(out))
         stack.enter_context(eval_mode(model, run_device))
+        noise = stack.enter_context(StimulusNoise(model, seed))
         # Area maps through forward_intermediates, which stops after the deepest area asked for.
         feature_index = _intermediate_indices(model, names, time_step)
         calls = (stack.enter_context(capture_outputs(model, names, detach=True, keep="all"))
@@ -359,6 +363,7 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
         for batch in tqdm(loader, desc="extract", unit="batch", disable=show if show is not None else None,
                           leave=False):
             batch = _checked_batch(batch, start, float_dtype).to(run_device, non_blocking=True)
+            noise.set_batch(ids[start:start + batch.shape[0]].tolist())
             for v in calls.values():
                 v.clear()
             if feature_index is None:

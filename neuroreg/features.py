@@ -30,7 +30,11 @@ from neuroreg.models.stimulus_noise import StimulusNoise
 from neuroreg.preprocessing import preprocessing_of
 from neuroreg.projection import SparseRandomProjection
 
-__all__ = ["extract", "Features", "resolve_layers", "IMAGE_EXTENSIONS"]
+__all__ = ["extract", "Features", "resolve_layers", "IMAGE_EXTENSIONS", "EXTRACT_VERSION"]
+
+#: bumped whenever the same :func:`extract` call gives other features, so stored features are not re-used
+#: across the change (2: VOneBlock noise drawn per stimulus id)
+EXTRACT_VERSION = 2
 
 _AREA_NAMES = ("V1", "V2", "V4", "IT")
 _POOLS = ("avg", "max", "srp")

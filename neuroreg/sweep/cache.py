@@ -2,7 +2,7 @@
 
 Features are keyed by everything that changes them (model name, keyword
 arguments and weights hash, the stimulus set, layers, pooling, image size and
-preprocessing, seed) and stored as ``<store>/features/<key>.h5`` with
+preprocessing, seed, and :data:`~neuroreg.features.EXTRACT_VERSION`) and stored as ``<store>/features/<key>.h5`` with
 :func:`neuroreg.extract` (``out=``), which writes a temporary file and renames
 it: concurrent jobs on a shared file system never see a half-written file; if
 two compute the same features at once, both write the same bytes and the last
@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import h5py
 
-from neuroreg.features import Features, extract
+from neuroreg.features import EXTRACT_VERSION, Features, extract
 
 __all__ = ["feature_key", "cached_extract"]
 
@@ -27,7 +27,8 @@ def feature_key(model_spec: Mapping[str, Any], dataset_spec: Mapping[str, Any], 
     """Hash of what determines a feature file (the model's label is not part of it)."""
     model = {k: v for k, v in model_spec.items() if k not in ("label", "checkpoint")}
     data = {k: v for k, v in dataset_spec.items() if k != "label"}
-    text = json.dumps({"model": model, "data": data, **settings}, sort_keys=True, default=str)
+    text = json.dumps({"model": model, "data": data, "extract_version": EXTRACT_VERSION, **settings}, sort_keys=True,
+                      default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

@@ -14,7 +14,8 @@ The key hashes everything the start side depends on: the start network's class
 and every parameter and buffer, the task data (image files with their sizes and
 modification times, or a generated set's parameters; the rows, labels and
 transform of each split), the probe sets, layers, preprocessing, caps, seed,
-batch size, device type and the neuroreg and torch versions. Data whose
+batch size, device type, the neuroreg and torch versions and
+:data:`~neuroreg.features.EXTRACT_VERSION`. Data whose
 identity cannot be established (a plain dataset without files or a
 ``fingerprint()`` method) are not cached: the report runs in full. Files are
 written atomically and read with ``weights_only=True``; an unreadable or
@@ -37,6 +38,7 @@ from torch.utils.data import Dataset, Subset
 
 from neuroreg import __version__
 from neuroreg._io import atomic_path
+from neuroreg.features import EXTRACT_VERSION
 
 __all__ = ["model_fingerprint", "dataset_fingerprint", "stable_repr", "start_side_key", "load_start_side",
            "save_start_side"]
@@ -120,7 +122,7 @@ def dataset_fingerprint(dataset: Dataset) -> str | None:
 
 def start_side_key(before: nn.Module, **settings: Any) -> str:
     """Key of the start side: the network's fingerprint and every setting that changes its results."""
-    return _digest(FORMAT, model_fingerprint(before), __version__, torch.__version__, settings)[:32]
+    return _digest(FORMAT, model_fingerprint(before), __version__, EXTRACT_VERSION, torch.__version__, settings)[:32]
 
 
 def _path(folder: str | os.PathLike, key: str) -> Path:

@@ -210,3 +210,14 @@ def test_ray_gpu_jobs_get_a_fresh_worker_each_cpu_jobs_reuse_theirs():
         ray.shutdown()
     assert len(set(cpu)) == 1, cpu
     assert len(set(gpu)) == 3, gpu
+
+
+def test_feature_keys_change_with_the_extraction_version(monkeypatch):
+    """Stored features are not re-used once extract gives other features for the same call."""
+    import neuroreg.sweep.cache as cache
+
+    spec, data = {"name": "vone_cornet_s", "label": "a"}, {"name": "kriegeskorte92"}
+    key = cache.feature_key(spec, data, layers=["V1"], seed=0)
+    assert cache.feature_key({**spec, "label": "b"}, data, layers=["V1"], seed=0) == key
+    monkeypatch.setattr(cache, "EXTRACT_VERSION", cache.EXTRACT_VERSION + 1)
+    assert cache.feature_key(spec, data, layers=["V1"], seed=0) != key

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -57,6 +58,7 @@ class StimulusNoise:
                        if isinstance(m, VOneBlock) and m.noise_mode not in (None, "none") and m.fixed_noise is None]
         self._ids: list[str] | None = None
         self._handles: list[RemovableHandle] = []
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def active(self) -> bool:
@@ -73,12 +75,27 @@ class StimulusNoise:
         if len(self._ids) != x.shape[0]:
             raise RuntimeError(f"per-stimulus VOneBlock noise: a batch of {x.shape[0]} images came with "
                                f"{len(self._ids)} stimulus ids; call set_batch(ids) before each forward pass")
+        ids = self._ids
         shape = (block.out_channels, block.output_size(x.shape[-2]), block.output_size(x.shape[-1]))
-        draws = [torch.randn(shape, generator=torch.Generator().manual_seed(stimulus_seed(self.seed, index, i)))
-                 for i in self._ids]
-        return torch.stack(draws)
+        out = torch.empty((len(ids), *shape))
+
+        def draw(k: int) -> None:
+            gen = torch.Generator().manual_seed(stimulus_seed(self.seed, index, ids[k]))
+            torch.randn(shape, generator=gen, out=out[k])
+
+        # one generator per image; the draws are independent, so they are spread over threads (torch releases
+        # the GIL while it fills a tensor): at 224 px a draw is about 1.6 M numbers
+        if self._pool is not None and len(ids) > 1:
+            list(self._pool.map(draw, range(len(ids))))
+        else:
+            for k in range(len(ids)):
+                draw(k)
+        return out
 
     def __enter__(self) -> StimulusNoise:
+        threads = torch.get_num_threads()
+        if self.blocks and threads > 1:
+            self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vone-noise")
         for index, block in enumerate(self.blocks):
             def pre_hook(module: nn.Module, inputs: tuple[Tensor, ...], index: int = index,
                          block: VOneBlock = block) -> None:
@@ -93,3 +110,6 @@ class StimulusNoise:
         for block in self.blocks:
             block.fixed_noise = None
         self._ids = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

@@ -51,7 +51,8 @@ from neuroreg.training.finetune import FinetuneModule
 from neuroreg.training.forgetting import PreviousTask, forgetting_report
 from neuroreg.training.forgetting_output import log_forgetting, plot_accuracy_matrix, write_forgetting
 from neuroreg.training.split_data import SplitImageDataModule
-from neuroreg.training.task_chain import ChainRun, accuracy_matrix, chain_root, previous_tasks, task_chain
+from neuroreg.training.task_chain import (ChainRun, accuracy_matrix, chain_root, data_set_name, previous_tasks,
+                                         task_chain, task_name)
 
 __all__ = ["ForgettingOptions", "ForgettingInputs", "FinetuneCLI", "cli_main", "add_arguments", "run",
            "prepare_forgetting", "run_forgetting"]
@@ -167,7 +168,7 @@ def run_forgetting(module: FinetuneModule, datamodule, options: ForgettingOption
     ``inputs``: from :func:`prepare_forgetting` (called here when None)."""
     inputs = inputs if inputs is not None else prepare_forgetting(module, options)
     image_size = int(getattr(datamodule, "image_size", 0) or 0) or None
-    dataset = type(datamodule).__name__.replace("DataModule", "").lower()
+    dataset = data_set_name(type(datamodule).__name__)
     table = forgetting_report(
         inputs.before, module.backbone, task_data=datamodule if hasattr(datamodule, "eval_dataset") else None,
         original_data=inputs.original, probe_sets=options.probe_sets, reference=options.reference,
@@ -178,7 +179,7 @@ def run_forgetting(module: FinetuneModule, datamodule, options: ForgettingOption
         previous_tasks=inputs.earlier)
     paths = write_forgetting(table, root)
     if inputs.chain:
-        matrix = accuracy_matrix(inputs.chain, table, f"{dataset}:{Path(root).resolve().name}")
+        matrix = accuracy_matrix(inputs.chain, table, task_name(type(datamodule).__name__, root))
         paths["chain_csv"] = atomic_write_text(Path(root) / "forgetting_chain.csv", matrix.to_csv())
         paths["chain"] = save_figure(plot_accuracy_matrix(matrix), Path(root) / "forgetting_chain.png")
     if writer is not None:

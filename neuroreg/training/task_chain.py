@@ -38,7 +38,8 @@ from neuroreg.training.forgetting import PreviousTask
 from neuroreg.training.split_data import SplitImageDataModule
 from neuroreg.training.start_model import is_checkpoint_path, load_start_model, run_configs, start_is_random
 
-__all__ = ["ChainRun", "task_chain", "task_names", "previous_tasks", "chain_root", "accuracy_matrix"]
+__all__ = ["ChainRun", "task_chain", "task_name", "task_names", "data_set_name", "previous_tasks", "chain_root",
+           "accuracy_matrix"]
 
 #: longest chain followed (a guard against a config that points back into its own chain)
 MAX_CHAIN = 64
@@ -55,11 +56,19 @@ class ChainRun:
 
     @property
     def name(self) -> str:
-        """``<data set>:<run folder>``, e.g. ``eurosat:eurosat_full`` (made unique along a chain by
-        :func:`task_names`), for the report's ``dataset`` column."""
-        class_path = str((self.config.get("data") or {}).get("class_path", "data"))
-        data = class_path.rpartition(".")[2].replace("DataModule", "").lower() or "data"
-        return f"{data}:{self.run_dir.name}"
+        """The run's task name (:func:`task_name`), for the report's ``dataset`` column."""
+        return task_name(str((self.config.get("data") or {}).get("class_path", "data")), self.run_dir)
+
+
+def data_set_name(data_class: str) -> str:
+    """``EuroSATDataModule`` or ``neuroreg.training.EuroSATDataModule`` -> ``eurosat``."""
+    return data_class.rpartition(".")[2].replace("DataModule", "").lower() or "data"
+
+
+def task_name(data_class: str, run_dir: str | Path) -> str:
+    """``<data set>:<run folder>``, e.g. ``eurosat:eurosat_full`` (made unique along a chain by
+    :func:`task_names`)."""
+    return f"{data_set_name(data_class)}:{Path(run_dir).resolve().name}"
 
 
 def task_names(bases: list[str]) -> list[str]:

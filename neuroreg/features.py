@@ -367,7 +367,8 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
         for batch in tqdm(loader, desc="extract", unit="batch", disable=show if show is not None else None,
                           leave=False):
             batch = _checked_batch(batch, start, float_dtype).to(run_device, non_blocking=True)
-            noise.set_batch(ids[start:start + batch.shape[0]].tolist())
+            if noise.active:
+                noise.set_batch(ids[start:start + batch.shape[0]].tolist())
             for v in calls.values():
                 v.clear()
             if feature_index is None:

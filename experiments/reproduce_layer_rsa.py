@@ -1,8 +1,8 @@
 """Layer-wise RSA of a trained network, the same network untrained, and a fixed V1 model, on real brain data.
 
-The analysis of Xu & Vaziri-Pashkam (seed 002: layer-wise RSA profiles of CNNs
-against early visual cortex and IT) and the trained-vs-random gap of Conwell et
-al. (seed 000), on the real neural data neuroreg ships:
+The layer-wise RSA profiles of Gupta, Lazarova, Nabeel & Pateria (seed 002: CNN
+layers against early visual cortex and higher regions) and the trained-vs-random
+gap of Conwell et al. (seed 000), on the real neural data neuroreg ships:
 
 - ``algonauts2019_78``: 78 images, EVC and IT fMRI RDMs of 15 subjects;
 - ``kriegeskorte92``: 92 images, monkey IT (1 RDM) and human IT (4 subjects x 2 sessions).
@@ -18,13 +18,17 @@ split in two halves by sorted stimulus id, the best layer chosen per brain RDM
 on the train half and reported on the test half; 95% bootstrap intervals over
 stimuli (per RDM) and over subjects (mean rows); Nili lower/upper noise ceilings
 on the test half; and the trained-minus-random difference at each model's
-chosen layers with a paired bootstrap over test stimuli.
+chosen layers with a hierarchical bootstrap (random seeds, then subjects, then
+test stimuli, each drawn with replacement), so the spread over random
+initialisations enters its interval.
 
     python experiments/reproduce_layer_rsa.py --quick          # smoke run: 1 random seed, 112 px
     python experiments/reproduce_layer_rsa.py                  # 3 random seeds, 1,000 resamples
 
-Writes ``results/reproduce/layer_rsa/``: ``scores.csv`` (every row),
-``best_layers.{csv,md}``, ``difference.{csv,md}`` and one profile figure per data set.
+Writes ``results/reproduce/layer_rsa/`` (``--quick``: ``results/reproduce/layer_rsa/quick/``):
+``scores.csv`` (every row), ``best_layers.{csv,md}``, ``difference.{csv,md}`` and one profile
+figure per data set. Every table has a ``mode`` column (``full`` or ``quick``); quick tables and
+figures say so in their header and title: a smoke run's numbers are not the result.
 """
 
 from __future__ import annotations
@@ -122,45 +126,75 @@ def region_table(best: pd.DataFrame, *, n_boot: int) -> pd.DataFrame:
 
 def paired_difference(trained_feats, random_feats_list, trained_best, random_best_list, data, *, n_boot: int,
                       seed: int) -> dict:
-    """Trained minus random (mean over random seeds) test score, mean over subjects, with a paired bootstrap
-    over test stimuli; each model at its own train-chosen layer per RDM."""
-    from neuroreg.scoring import bootstrap, compare_vectors, rdm
+    """Trained minus random (mean over random seeds) test score, mean over subjects, with a hierarchical
+    bootstrap over what varies in the claim: random seeds, subjects, then test stimuli.
+
+    Each model is scored at its own train-chosen layer per RDM. One resample draws the random seeds with
+    replacement, the subjects with replacement (a subject's sessions averaged first; a region with one RDM
+    has nothing to draw here) and the test stimuli with replacement (pairs of a stimulus with its own copy
+    left out, as :func:`neuroreg.scoring.bootstrap_rdm_comparison` does); the statistic is the mean over the
+    drawn subjects of (trained - mean over the drawn seeds). Seeds and subjects are drawn in sorted order
+    and stimuli by position in sorted-id order, so the interval does not depend on row order.
+    """
+    from neuroreg.scoring import compare_vectors, rdm
     from neuroreg.scoring._inputs import brain_rdms
 
     targets = brain_rdms(data, data.stimulus_ids)
     test = test_positions(data)
+    n = len(test)
+    iu = np.triu_indices(n, 1)
+    n_seeds = len(random_feats_list)
+    rng = np.random.default_rng(seed)
     out = {}
     for source, region in dict.fromkeys((t.source, t.region) for t in targets):
         group = [t for t in targets if (t.source, t.region) == (source, region)]
-        key = lambda t: t.name  # noqa: E731
-        m_tr = [rdm(trained_feats[trained_best[key(t)]][test]) for t in group]
-        m_rd = [[rdm(f[b[key(t)]][test]) for t in group] for f, b in zip(random_feats_list, random_best_list)]
-        brains = [t.rdm[np.ix_(test, test)] for t in group]
-        n = len(test)
-        iu = np.triu_indices(n, 1)
+        subjects = sorted({str(t.subject) for t in group})
+        rows_of = [[k for k, t in enumerate(group) if str(t.subject) == s] for s in subjects]
+        m_tr = np.stack([rdm(trained_feats[trained_best[t.name]][test]) for t in group])
+        m_rd = np.stack([np.stack([rdm(f[b[t.name]][test]) for t in group])
+                         for f, b in zip(random_feats_list, random_best_list)])
+        brains = np.stack([t.rdm[np.ix_(test, test)] for t in group])
 
-        def stat(idx, m_tr=m_tr, m_rd=m_rd, brains=brains):
+        def per_subject(i, j):
+            """(subjects,) trained and (seeds, subjects) random scores on the pairs (i, j)."""
+            tr = np.array([compare_vectors(m_tr[k][i, j][None], brains[k][i, j][None])[0, 0]
+                           for k in range(len(group))])
+            rd = np.array([[compare_vectors(m_rd[s, k][i, j][None], brains[k][i, j][None])[0, 0]
+                            for k in range(len(group))] for s in range(n_seeds)])
+            return (np.array([tr[r].mean() for r in rows_of]),
+                    np.stack([rd[:, r].mean(axis=1) for r in rows_of], axis=1))
+
+        tr0, rd0 = per_subject(*iu)
+        point = float(np.mean(tr0 - rd0.mean(axis=0)))
+        values, degenerate = [], 0
+        for _ in range(int(n_boot)):
+            seeds_b = rng.integers(0, n_seeds, size=n_seeds)
+            subj_b = rng.integers(0, len(subjects), size=len(subjects))
+            idx = rng.integers(0, n, size=n)
             if np.unique(idx).size < 3:
-                raise ValueError("fewer than 3 distinct stimuli")
+                degenerate += 1
+                continue
             i, j = idx[iu[0]], idx[iu[1]]
             keep = i != j
-            i, j = i[keep], j[keep]
-            diffs = []
-            for s, b in enumerate(brains):
-                bv = b[i, j][None]
-                tr = compare_vectors(m_tr[s][i, j][None], bv)[0, 0]
-                rd = np.mean([compare_vectors(m[s][i, j][None], bv)[0, 0] for m in m_rd])
-                diffs.append(tr - rd)
-            return float(np.mean(diffs))
-
-        point = stat(np.arange(n))
-        ci = bootstrap(stat, n, n_boot=n_boot, seed=seed)
-        out[(source, region)] = (point, ci.low, ci.high, len(group))
+            tr, rd = per_subject(i[keep], j[keep])
+            v = float(np.mean(tr[subj_b] - rd[seeds_b][:, subj_b].mean(axis=0)))
+            if np.isfinite(v):
+                values.append(v)
+            else:
+                degenerate += 1
+        lo, hi = np.quantile(values, [0.025, 0.975])
+        seed_spread = rd0.mean(axis=1)  # each random seed's mean over subjects
+        out[(source, region)] = dict(point=point, ci_low=float(lo), ci_high=float(hi), n_rdms=len(group),
+                                     n_subjects=len(subjects), random_seed_min=float(seed_spread.min()),
+                                     random_seed_max=float(seed_spread.max()), n_boot_valid=len(values),
+                                     n_boot_degenerate=degenerate)
     return out
 
 
-def plot_profiles(df: pd.DataFrame, dataset: str, path: Path) -> Path:
+def plot_profiles(df: pd.DataFrame, dataset: str, path: Path, *, mode: str = "full") -> Path:
     from matplotlib.figure import Figure
+
+    from neuroreg.figures import save_figure
 
     sub = df[(df["dataset"] == dataset) & (df["split"] == "test")]
     regions = list(dict.fromkeys(zip(sub["rdm_set"], sub["region"])))
@@ -180,8 +214,9 @@ def plot_profiles(df: pd.DataFrame, dataset: str, path: Path) -> Path:
         ax.set(title=f"{dataset}: {rdm_set} {region}", xlabel="relative layer depth",
                ylabel="cRSA (Pearson r, test half)")
         ax.legend(fontsize=7)
-    fig.savefig(path, dpi=120)
-    return path
+    if mode != "full":
+        fig.suptitle(f"{mode.upper()} smoke run: not the result", color="tab:red")
+    return save_figure(fig, path)
 
 
 def main(argv=None) -> None:
@@ -190,11 +225,17 @@ def main(argv=None) -> None:
                         help="1 random seed, 100 bootstrap resamples, 112 px images (a smoke run, not the result)")
     parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--n-boot", type=int, default=1000)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output folder (default {OUT}, or {OUT}/quick with --quick)")
     args = parser.parse_args(argv)
     seeds = 1 if args.quick else args.random_seeds
     n_boot = 100 if args.quick else args.n_boot
     size = 112 if args.quick else 224
+    mode = "quick" if args.quick else "full"
+    banner = (f"QUICK smoke run ({seeds} random seed, {n_boot} resamples, {size} px): not the result"
+              if args.quick else f"full run ({seeds} random seeds, {n_boot} resamples, {size} px)")
+    if args.out is None:
+        args.out = OUT / "quick" if args.quick else OUT
     import neuroreg as nr
     from neuroreg.brain import load_algonauts2019_78, load_kriegeskorte92
     from neuroreg.models import VOneBlock
@@ -225,13 +266,8 @@ def main(argv=None) -> None:
                                        image_size=size)
     frames.append(df)
     scores = pd.concat(frames, ignore_index=True)
-    scores.to_csv(args.out / "scores.csv", index=False)
-
     best = best_with_intervals(scores, feats, sets, n_boot=n_boot)
-    best.to_csv(args.out / "best_per_rdm.csv", index=False)
     table = region_table(best, n_boot=n_boot)
-    table.to_csv(args.out / "best_layers.csv", index=False)
-    (args.out / "best_layers.md").write_text(markdown_table(table) + "\n")
 
     diffs = []
     for data in sets:
@@ -241,16 +277,29 @@ def main(argv=None) -> None:
         res = paired_difference(feats[trained_name][data.name], [feats[n][data.name] for n in random_names],
                                 chosen(trained_name), [chosen(n) for n in random_names], data, n_boot=n_boot,
                                 seed=0)
-        for (rdm_set, region), (point, lo, hi, k) in res.items():
-            diffs.append(dict(dataset=data.name, rdm_set=rdm_set, region=region, trained_minus_random=point,
-                              ci_low=lo, ci_high=hi, n_rdms=k, n_random_seeds=seeds))
+        for (rdm_set, region), r in res.items():
+            diffs.append(dict(dataset=data.name, rdm_set=rdm_set, region=region, trained_minus_random=r["point"],
+                              ci_low=r["ci_low"], ci_high=r["ci_high"],
+                              ci_over="random seeds, subjects, test stimuli" if r["n_subjects"] > 1
+                              else "random seeds, test stimuli",
+                              n_rdms=r["n_rdms"], n_subjects=r["n_subjects"], n_random_seeds=seeds,
+                              random_seed_min=r["random_seed_min"], random_seed_max=r["random_seed_max"],
+                              n_boot=r["n_boot_valid"]))
     diff = pd.DataFrame(diffs)
+    for frame in (scores, best, table, diff):
+        frame["mode"] = mode
+    scores.to_csv(args.out / "scores.csv", index=False)
+    best.to_csv(args.out / "best_per_rdm.csv", index=False)
+    table.to_csv(args.out / "best_layers.csv", index=False)
+    (args.out / "best_layers.md").write_text(f"{banner}\n\n" + markdown_table(table) + "\n")
     diff.to_csv(args.out / "difference.csv", index=False)
-    (args.out / "difference.md").write_text(markdown_table(diff) + "\n")
-    figs = [plot_profiles(scores, d.name, args.out / f"profile_{d.name.split()[0]}.png") for d in sets]
+    (args.out / "difference.md").write_text(f"{banner}\n\n" + markdown_table(diff) + "\n")
+    figs = [plot_profiles(scores, d.name, args.out / f"profile_{d.name.split()[0]}.png", mode=mode)
+            for d in sets]
+    print(banner)
     print(table.to_string(index=False))
     print(diff.to_string(index=False))
-    print(f"wrote {args.out}/ (scores.csv, best_per_rdm.csv, best_layers.*, difference.*, "
+    print(f"[{mode}] wrote {args.out}/ (scores.csv, best_per_rdm.csv, best_layers.*, difference.*, "
           f"{', '.join(f.name for f in figs)}) in {time.perf_counter() - t0:.0f} s")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,23 @@ def find_volume(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def load_nifti(path: Path, what: str, **kwargs: Any) -> Any:
+    """``nibabel.load(path)``; a file nibabel cannot identify (truncated, not NIfTI) raises ``DataFormatError``.
+
+    nibabel reports a damaged gzip header or a foreign file as ``ImageFileError``,
+    which subclasses no builtin error type; it is turned into the same one-line
+    ``DataFormatError: <path>: cannot read <what>: ...`` as every other loader.
+    """
+    import nibabel  # optional: the neuroimaging extra; callers check it is installed
+
+    with reading(path, what):
+        try:
+            return nibabel.load(str(path), **kwargs)
+        except nibabel.filebasedimages.ImageFileError as exc:
+            raise DataFormatError(f"{path}: cannot read {what}: it is corrupt, truncated or not a NIfTI file "
+                                  f"(nibabel: {' '.join(str(exc).split())[:300]})") from exc
+
+
 def read_volume(path: Path) -> np.ndarray:
     """A 3-D volume in NIfTI voxel order ``(X, Y, Z)``: NIfTI through nibabel, or a plain .npy array."""
     if path.suffix == ".npy":
@@ -35,8 +53,8 @@ def read_volume(path: Path) -> np.ndarray:
             raise NotAvailableError(
                 f"reading {path.name} needs nibabel; install the neuroimaging extra "
                 "(pip install 'neuroreg[neuroimaging]') or provide the volume as .npy") from None
+        img = load_nifti(path, "the volume")
         with reading(path, "the volume"):
-            img = nibabel.load(str(path))
             if not isinstance(img, DataobjImage):
                 raise DataFormatError(f"{path} must be an image with voxel data; nibabel read a {type(img).__name__}")
             vol = np.asarray(np.asanyarray(img.dataobj))

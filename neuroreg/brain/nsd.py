@@ -35,7 +35,9 @@ of ``imgBrick``, the number in Algonauts 2023 file names): 73k id - 1.
 
 from __future__ import annotations
 
+import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,9 +50,9 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from neuroreg._io import reading
-from neuroreg.brain._volumes import find_volume, read_volume
+from neuroreg.brain._volumes import find_volume, load_nifti, read_volume
 from neuroreg.brain.data import BrainData
-from neuroreg.errors import DataFormatError, NotAvailableError, ShapeError, StimulusMismatchError
+from neuroreg.errors import DataFormatError, NotAvailableError, StimulusMismatchError
 
 __all__ = ["load_nsd", "read_nsd_design", "NSDDesign", "NSDImages", "NSD_TRIALS_PER_SESSION"]
 
@@ -188,14 +190,16 @@ def _roi_voxels(root: Path, subject: int, space: str, rois: list[str], roi_value
     folder = root / "nsddata" / "ppdata" / f"subj{subject:02d}" / space / "roi"
     masks: list[tuple[str, np.ndarray]] = []
     shape: tuple[int, ...] | None = None
+    first: Path | None = None
     for roi in rois:
         path = find_volume(folder, roi)
         if path is None:
             raise FileNotFoundError(f"ROI volume {roi!r} not found: tried {folder / roi}.nii.gz/.nii/.npy")
         vol = read_volume(path)
         if shape is not None and vol.shape != shape:
-            raise ShapeError(f"ROI volumes differ in shape: {rois[0]!r} is {shape}, {roi!r} is {vol.shape}")
-        shape = vol.shape
+            raise DataFormatError(f"{path}: the ROI volume has shape {vol.shape}; {first} has {shape} (one of them "
+                                  f"is from another space or subject)")
+        shape, first = vol.shape, first or path
         masks.append((roi, vol))
     if shape is None:
         raise ValueError(f"rois must name at least one ROI volume; got {rois!r}")
@@ -227,7 +231,11 @@ def _roi_voxels(root: Path, subject: int, space: str, rois: list[str], roi_value
         if len(found) == len(hpaths):
             inside = np.zeros(shape, dtype=bool)
             for p in found:
-                inside |= read_volume(p) > 0
+                side_vol = read_volume(p)
+                if side_vol.shape != shape:
+                    raise DataFormatError(f"{p}: the hemisphere volume has shape {side_vol.shape}; {first} has "
+                                          f"{shape} (one of them is from another space or subject)")
+                inside |= side_vol > 0
             hemi[inside[tuple(xyz.T)]] = side
     out = {"xyz": xyz, "label": label[tuple(xyz.T)], "roi": np.asarray(label_names)[name_id[tuple(xyz.T)]], "shape": shape}
     if (hemi != "").all():
@@ -283,16 +291,74 @@ _SESSION_FILE = re.compile(r"betas_session(\d+)\.(hdf5|nii\.gz|nii)")
 _FORMAT_RANK = {"hdf5": 0, "nii.gz": 1, "nii": 2}  # HDF5 first: it can be read by ROI box
 
 
-def _session_files(beta_dir: Path) -> dict[int, Path]:
-    """1-based session -> its beta file: ``betas_sessionNN.hdf5``, else ``.nii.gz``, else ``.nii``."""
+def _session_files(beta_dir: Path) -> tuple[dict[int, Path], dict[int, str]]:
+    """(1-based session -> its readable beta file, session -> why its file cannot be read).
+
+    A session's file is ``betas_sessionNN.hdf5``, else ``.nii.gz``, else ``.nii``,
+    among those that are readable files. A session whose only entries are a
+    symbolic link to a missing file, a folder or a file without read permission
+    is reported in the second mapping, with the reason and the file's path.
+    """
     best: dict[int, tuple[int, Path]] = {}
-    for path in beta_dir.glob("betas_session*"):
+    problems: dict[int, str] = {}
+    for path in sorted(beta_dir.glob("betas_session*")):
         m = _SESSION_FILE.fullmatch(path.name)
-        if m and path.is_file():
-            session, rank = int(m.group(1)), _FORMAT_RANK[m.group(2)]
+        if not m:
+            continue
+        session, rank = int(m.group(1)), _FORMAT_RANK[m.group(2)]
+        if path.is_file() and os.access(path, os.R_OK):
             if session not in best or rank < best[session][0]:
                 best[session] = (rank, path)
-    return {s: p for s, (_, p) in best.items()}
+        elif path.is_symlink() and not path.exists():
+            problems.setdefault(session, f"{path} is a symbolic link to {os.readlink(path)}, which does not exist")
+        elif path.is_dir():
+            problems.setdefault(session, f"{path} is a folder, not a beta file")
+        else:
+            problems.setdefault(session, f"{path} is not readable (no read permission)")
+    files = {s: p for s, (_, p) in best.items()}
+    return files, {s: why for s, why in problems.items() if s not in files}
+
+
+def _sessions_to_read(beta_dir: Path, sessions: Sequence[int] | None,
+                      missing_sessions: str) -> tuple[np.ndarray, dict[int, Path]]:
+    """(1-based sessions to read, session -> beta file): ``sessions``, or every session up to the last on disk.
+
+    A requested session (or, with ``sessions=None``, a session before the last one
+    on disk) without a readable beta file is an error naming the file, unless
+    ``missing_sessions="skip"``: then it is left out with a warning naming it.
+    """
+    if missing_sessions not in ("error", "skip"):
+        raise ValueError(f"missing_sessions must be 'error' or 'skip'; got {missing_sessions!r}")
+    files, problems = _session_files(beta_dir)
+    if sessions is None:
+        on_disk = sorted(set(files) | set(problems))
+        if not on_disk:
+            raise FileNotFoundError(f"no betas_sessionNN.hdf5 or betas_sessionNN.nii.gz files in {beta_dir}")
+        wanted = list(range(1, on_disk[-1] + 1))  # NSD numbers its sessions 1, 2, ... without gaps
+    else:
+        wanted = [int(v) for v in np.asarray(list(sessions), dtype=np.int64).ravel()]
+        if not wanted:
+            raise ValueError("sessions must name at least one 1-based session; got an empty list")
+        if min(wanted) < 1:
+            raise ValueError(f"sessions must be 1-based session numbers (>= 1); got {wanted}")
+    absent = [s for s in wanted if s not in files]
+    if not absent:
+        return np.asarray(wanted, dtype=np.int64), files
+    reasons = [problems.get(s, f"{beta_dir / f'betas_session{s:02d}.hdf5'} (or .nii.gz) does not exist")
+               for s in absent]
+    if missing_sessions == "error":
+        what = ("requested" if sessions is not None else
+                f"of 1..{wanted[-1]} (by default every session up to the last one on disk is read)")
+        exc = PermissionError if all("permission" in r for r in reasons) else FileNotFoundError
+        raise exc(f"{len(absent)} NSD session(s) {what} cannot be read: {'; '.join(reasons[:3])}"
+                  f"{' ...' if len(reasons) > 3 else ''}; pass sessions=[...] with the sessions to read or "
+                  f"missing_sessions='skip' to read only the sessions that can be read")
+    kept = [s for s in wanted if s in files]
+    if not kept:
+        raise FileNotFoundError(f"none of the NSD sessions {wanted} can be read: {'; '.join(reasons[:3])}")
+    warnings.warn(f"NSD sessions {absent} skipped (missing_sessions='skip'): {'; '.join(reasons[:3])}"
+                  f"{' ...' if len(reasons) > 3 else ''}", stacklevel=3)
+    return np.asarray(kept, dtype=np.int64), files
 
 
 def _trial_blocks(wanted: np.ndarray, chunk_len: int, block: int) -> list[tuple[int, int]]:
@@ -380,7 +446,7 @@ def _read_nifti_session(path: Path, vox: dict, wanted: np.ndarray | None, last_n
         raise NotAvailableError(
             f"reading {path.name} needs nibabel; install the neuroimaging extra "
             "(pip install 'neuroreg[neuroimaging]') or use the betas_sessionNN.hdf5 files") from None
-    img = nibabel.load(str(path), keep_file_open=True) if path.suffix == ".gz" else nibabel.load(str(path))
+    img = load_nifti(path, "the NSD betas", keep_file_open=path.suffix == ".gz")
     if not isinstance(img, DataobjImage):
         raise DataFormatError(f"{path.name}: betas must be an image with voxel data; "
                               f"nibabel read a {type(img).__name__}")
@@ -413,8 +479,11 @@ def _read_nifti_session(path: Path, vox: dict, wanted: np.ndarray | None, last_n
 
 
 def _check_trials(path: Path, wanted: np.ndarray | None, last_needed: int, n_trials: int) -> np.ndarray:
-    if last_needed >= n_trials:
-        raise DataFormatError(f"{path.name} has {n_trials} trials; the design needs trial {last_needed + 1}")
+    # The design numbers trials 750 per session, and z-scoring is over the whole session: a file with
+    # other than 750 trials is incomplete or not one NSD session, and its trials cannot be matched.
+    if n_trials != NSD_TRIALS_PER_SESSION:
+        raise DataFormatError(f"{path}: holds {n_trials} trials; an NSD session has {NSD_TRIALS_PER_SESSION}: "
+                              "the file is incomplete or not one NSD session")
     return np.arange(n_trials) if wanted is None else np.asarray(wanted, dtype=np.int64)
 
 
@@ -460,7 +529,8 @@ def load_nsd(root: str | Path, subject: int = 1, roi: str | Sequence[str] = "nsd
              space: str = "func1pt8mm", *, betas: str = "betas_fithrf_GLMdenoise_RR", zscore: bool = True,
              roi_values: int | Sequence[int] | None = None, min_repeats: int = 1,
              keep_trials: bool | str = "auto", ncsnr_threshold: float | None = None,
-             load_images: bool = False, chunk_trials: int = 75, progress: bool | None = None) -> BrainData:
+             load_images: bool = False, chunk_trials: int = 75, progress: bool | None = None,
+             missing_sessions: str = "error") -> BrainData:
     """Single-trial NSD betas of one subject and ROI, z-scored per session and averaged over repeats.
 
     Reads only the sessions that show a requested image (all their trials when
@@ -479,7 +549,8 @@ def load_nsd(root: str | Path, subject: int = 1, roi: str | Sequence[str] = "nsd
     images: ``"shared1000"`` (the 1,000 shared images, ``sharedix`` order),
         ``"all"`` (every image shown in the loaded sessions, ascending id) or
         0-based 73k ids (kept in the given order; each must have been shown).
-    sessions: 1-based sessions to read; default every ``betas_sessionNN.hdf5`` (or ``.nii.gz``) present.
+    sessions: 1-based sessions to read; default sessions 1 to the last ``betas_sessionNN.hdf5``
+        (or ``.nii.gz``) present, so a partial download of the first sessions works.
     space: ``"func1pt8mm"`` or ``"func1mm"``.
     zscore: z-score every voxel within each session over all its trials (NSD's
         recommendation), else keep percent signal change (int16 / 300). A voxel
@@ -493,6 +564,10 @@ def load_nsd(root: str | Path, subject: int = 1, roi: str | Sequence[str] = "nsd
         al. 2024 use 0.2); needs ``ncsnr.nii.gz`` (or ``.npy``).
     load_images: also read the images (uint8 ``(n, 425, 425, 3)``) into ``stimuli``;
         for large sets prefer the lazy :class:`NSDImages`.
+    missing_sessions: ``"error"`` (default): a session to read (see ``sessions``)
+        whose beta file is missing, a dangling symbolic link, a folder or unreadable
+        is an error naming the file; ``"skip"`` leaves such sessions out with a
+        warning naming them.
 
     Returns
     -------
@@ -518,18 +593,7 @@ def load_nsd(root: str | Path, subject: int = 1, roi: str | Sequence[str] = "nsd
 
     design = read_nsd_design(root, subject)
     beta_dir = root / "nsddata_betas" / "ppdata" / f"subj{subject:02d}" / space / betas
-    session_files = _session_files(beta_dir)
-    if sessions is None:
-        if not session_files:
-            raise FileNotFoundError(f"no betas_sessionNN.hdf5 or betas_sessionNN.nii.gz files in {beta_dir}")
-        session_arr = np.asarray(sorted(session_files))
-    else:
-        session_arr = np.asarray(list(sessions), dtype=np.int64)
-        missing = [int(s) for s in session_arr if int(s) not in session_files]
-        if missing:
-            raise FileNotFoundError(
-                f"sessions {missing} have no beta file, e.g. {beta_dir / f'betas_session{missing[0]:02d}.hdf5'} "
-                "(or .nii.gz)")
+    session_arr, session_files = _sessions_to_read(beta_dir, sessions, missing_sessions)
 
     vox = _roi_voxels(root, subject, space, rois, roi_values)
     ncsnr_path = find_volume(beta_dir, "ncsnr")
@@ -537,7 +601,8 @@ def load_nsd(root: str | Path, subject: int = 1, roi: str | Sequence[str] = "nsd
     if ncsnr_path is not None:
         ncsnr_vol = read_volume(ncsnr_path)
         if ncsnr_vol.shape != vox["shape"]:
-            raise ShapeError(f"ncsnr volume has shape {ncsnr_vol.shape}; the ROI volume has {vox['shape']}")
+            raise DataFormatError(f"{ncsnr_path}: the ncsnr volume has shape {ncsnr_vol.shape}; the ROI volume "
+                                  f"has {vox['shape']}")
         ncsnr = ncsnr_vol[tuple(vox["xyz"].T)].astype(np.float64)
     if ncsnr_threshold is not None:
         if ncsnr is None:

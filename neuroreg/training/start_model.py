@@ -143,10 +143,16 @@ def load_start_model(start_from: str, *, arch: str | None = None, weights: str |
         if not path.is_file():
             raise CheckpointError(f"start_from checkpoint {str(path)!r} does not exist")
         state, hparams = _read_lightning_state(path)
+        # a checkpoint's head size is read from its classifier weights and its weights from its state dict: the
+        # run's own start may have needed num_classes (a 4-way start), but its checkpoint holds the run's new head
+        given_classes = kw.pop("num_classes", None)
+        kw.pop("pretrained", None)
         areas = hparams.get("areas") if isinstance(hparams.get("areas"), Mapping) else None
         if arch is None and hparams.get("arch"):
             arch = str(hparams["arch"])
-            kw = {**dict(hparams.get("model_kwargs") or {}), **kw}
+            saved = {k: v for k, v in dict(hparams.get("model_kwargs") or {}).items()
+                     if k not in ("num_classes", "pretrained")}
+            kw = {**saved, **kw}
         elif arch is None:
             cfg = _training_config(path)
             arch = str(cfg.pop("name"))
@@ -159,6 +165,10 @@ def load_start_model(start_from: str, *, arch: str | None = None, weights: str |
         w = state.get(f"{head}.weight")
         if w is None:
             raise CheckpointError(f"{path}: no weights for the classifier {head!r} of {arch}")
+        if given_classes is not None and int(given_classes) != int(w.shape[0]):
+            raise ValueError(f"model_kwargs num_classes={given_classes} does not fit the checkpoint {path}: its "
+                             f"classifier {head!r} has {int(w.shape[0])} outputs (leave num_classes out for a "
+                             "checkpoint start)")
         _timm_classifier(model, f"the {arch} network of {path}").reset_classifier(int(w.shape[0]))
         load_mapped_state_dict(model, state, source=str(path))
         if areas:
@@ -181,8 +191,11 @@ def load_start_model(start_from: str, *, arch: str | None = None, weights: str |
                                       f"({own_error}) nor as an official weight file ({exc})") from exc
     else:
         pretrained = start_from in PRETRAINED_STARTS
-        model = build_model(start_from, num_classes=1000 if pretrained else int(kw.pop("num_classes", 1000)),
-                            pretrained=pretrained, **kw)
+        if pretrained and int(kw.get("num_classes", 1000)) != 1000:
+            raise ValueError(f"start_from={start_from!r} is the network trained on the 1000 ImageNet classes; "
+                             f"model_kwargs num_classes={kw['num_classes']} would replace its trained head (leave "
+                             "num_classes out: fine-tuning gives the network its new head)")
+        model = build_model(start_from, num_classes=int(kw.pop("num_classes", 1000)), pretrained=pretrained, **kw)
     n = int(getattr(model, "num_classes", 0)
             or getattr(_timm_classifier(model, f"start_from={start_from!r}").get_classifier(), "out_features", 0))
     return StartModel(model=model, arch=start_from, num_classes=n, areas=None,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Mapping, Sized
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 import h5py
 import numpy as np
@@ -23,9 +24,9 @@ from tqdm.auto import tqdm
 from neuroreg._capture import capture_outputs
 from neuroreg._modes import eval_mode
 from neuroreg._checks import check_finite
-from neuroreg._io import PathLock, atomic_path, check_output_target, ensure_free_space, reading
+from neuroreg._io import PathLock, atomic_path, check_output_target, ensure_free_space, is_disk_full, reading
 from neuroreg._images import IMAGE_EXTENSIONS, images_to_tensor, list_images
-from neuroreg.errors import NonFiniteError, ShapeError, UnknownNameError
+from neuroreg.errors import NonFiniteError, OutputError, ShapeError, UnknownNameError
 from neuroreg.models.stimulus_noise import StimulusNoise
 from neuroreg.preprocessing import preprocessing_of
 from neuroreg.projection import SparseRandomProjection
@@ -380,15 +381,20 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
                 for key, i in feature_index.items():
                     calls[key].append(maps[i].detach())
             b = batch.shape[0]
-            for key in names:
-                act = _pool(_select_time(calls[key], time_step, key), pool, srp,
-                            n_lead=2 if time_step == "all" else 1).float().cpu()
-                if key not in store:
-                    store[key] = _allocate(h5, key, (n, *act.shape[1:]))
-                _write(store[key], start, act)
-            if h5 is not None and out is not None and start == 0:      # h5 is open exactly when out is given
-                ensure_free_space(out, sum(4 * int(np.prod(store[k].shape)) for k in names),
-                                  f"{n} stimuli x {len(names)} layers of float32 features")
+            acts = {key: _pool(_select_time(calls[key], time_step, key), pool, srp,
+                               n_lead=2 if time_step == "all" else 1).float().cpu() for key in names}
+            if start == 0:
+                if out is not None:   # checked before anything is written: a short disk stops with an empty file
+                    ensure_free_space(out, sum(4 * n * int(np.prod(a.shape[1:])) for a in acts.values()),
+                                      f"{n} stimuli x {len(names)} layers of float32 features")
+                store = {key: _allocate(h5, key, (n, *a.shape[1:])) for key, a in acts.items()}
+            for key, act in acts.items():
+                try:
+                    _write(store[key], start, act)
+                except (OSError, RuntimeError) as exc:   # HDF5 could not write: full disk, size limit, I/O error
+                    if out is None or isinstance(exc, OutputError) or is_disk_full(exc):
+                        raise                            # a full disk is reported by atomic_path, naming out
+                    raise OutputError(f"{out}: cannot write the features file: {_write_failure(exc)}") from exc
             start += b
         if h5 is not None:
             h5.attrs["layers"] = list(names)
@@ -428,7 +434,16 @@ class _Transformed(Dataset):
 
 
 class _maybe_h5:
-    """Context: an HDF5 file in a temp path renamed onto ``out`` on success, or None."""
+    """Context: an HDF5 file in a temp path renamed onto ``out`` on success, or None.
+
+    A file that cannot be completed (an error while writing, or its final flush
+    failing on a full disk) is closed with its unwritten buffers discarded, then
+    removed. HDF5 cannot recover from a failed close: its objects are left half
+    freed and the next release of any of them (the datasets still referenced by
+    the exception's frames) crashes the process (SIGSEGV). So nothing is closed
+    while writes can fail: the file is flushed first, and on any error its
+    descriptor is pointed at the null device before closing.
+    """
 
     def __init__(self, out) -> None:
         self.out = out
@@ -440,23 +455,61 @@ class _maybe_h5:
             return None
         self._ctx = atomic_path(self.out)
         tmp = self._ctx.__enter__()
-        self.file = h5py.File(tmp, "w")
-        self.file.create_group("features")
+        try:
+            self.file = h5py.File(tmp, "w")
+            self.file.create_group("features")
+        except Exception as exc:
+            self._fail(exc)
         return self.file
 
     def __exit__(self, exc_type, exc, tb):
         if self.file is not None:
-            try:
-                self.file.close()
-            except Exception as close_exc:  # a full disk can fail the final flush too
-                if exc_type is None:
-                    exc_type, exc, tb = type(close_exc), close_exc, close_exc.__traceback__
-                    if self._ctx is not None:
-                        self._ctx.__exit__(exc_type, exc, tb)  # removes the temporary file, raises OutputError
-                    raise
+            if exc is None:
+                try:
+                    self.file.flush()          # the last buffered chunks reach the disk (or fail) here ...
+                    self.file.close()          # ... so the close has nothing left to write
+                except Exception as write_exc:
+                    self._fail(write_exc)
+            else:
+                _discard(self.file)
         if self._ctx is not None:
             return self._ctx.__exit__(exc_type, exc, tb)
         return False
+
+    def _fail(self, exc: Exception) -> NoReturn:
+        """Discard the file, remove the temporary path and raise ``OutputError`` naming ``out``."""
+        if self.file is not None:
+            _discard(self.file)
+        error = exc if isinstance(exc, OutputError) or is_disk_full(exc) else OutputError(
+            f"{self.out}: cannot write the features file: {_write_failure(exc)}")
+        if error is not exc:
+            error.__cause__ = exc
+        if self._ctx is not None:
+            ctx, self._ctx = self._ctx, None
+            ctx.__exit__(type(error), error, error.__traceback__)  # removes the temporary file; a full disk
+            # comes back as OutputError naming out
+        raise error
+
+
+def _discard(file: h5py.File) -> None:
+    """Close an HDF5 file that is being thrown away without writing its buffers.
+
+    The file's descriptor is pointed at the null device first, so the flush that
+    closing implies cannot fail (a failed close leaves HDF5's objects half freed,
+    see :class:`_maybe_h5`); the temporary file itself is removed by the caller.
+    """
+    if not file.id.valid:
+        return
+    with contextlib.suppress(Exception):
+        fd = file.id.get_vfd_handle()
+        if isinstance(fd, int) and os.name == "posix":
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
+    with contextlib.suppress(Exception):
+        file.close()
 
 
 def _allocate(h5, key: str, shape: tuple[int, ...]):
@@ -468,10 +521,17 @@ def _allocate(h5, key: str, shape: tuple[int, ...]):
 
 
 def _write(target, start: int, act: Tensor) -> None:
+    if tuple(target.shape[1:]) != tuple(act.shape[1:]):
+        raise ShapeError(f"activation shape changed between batches: {tuple(target.shape[1:])} vs "
+                         f"{tuple(act.shape[1:])}; resize stimuli to one size (transform=...)")
     if isinstance(target, Tensor):
-        if tuple(target.shape[1:]) != tuple(act.shape[1:]):
-            raise ShapeError(f"activation shape changed between batches: {tuple(target.shape[1:])} vs "
-                             f"{tuple(act.shape[1:])}; resize stimuli to one size (transform=...)")
         target[start:start + act.shape[0]] = act
     else:
         target[start:start + act.shape[0]] = act.numpy()
+
+
+def _write_failure(exc: BaseException) -> str:
+    """The reason of an HDF5 write error (``'File too large'``), without HDF5's buffer addresses and temp name."""
+    text = " ".join(str(exc).split())
+    found = re.search(r"error message = '([^']*)'", text)
+    return found.group(1) if found else text[:300]

@@ -31,7 +31,7 @@ from PIL import Image
 
 from neuroreg._io import reading
 from neuroreg.brain.data import BrainData
-from neuroreg.errors import DataFormatError, NotAvailableError, ShapeError, UnknownNameError
+from neuroreg.errors import DataFormatError, NonFiniteError, NotAvailableError, ShapeError, UnknownNameError
 
 __all__ = ["load_algonauts2023", "algonauts2023_images", "read_roi_mapping", "ALGONAUTS2023_ROI_FAMILIES"]
 
@@ -176,6 +176,13 @@ def load_algonauts2023(root: str | Path, subject: int = 1, rois: Sequence[str] |
                 if (roi_dir / f"mapping_{fam}.npy").is_file()}
     wanted = None if rois is None else [str(r) for r in ([rois] if isinstance(rois, str) else rois)]
     if wanted is not None:
+        if not roi_dir.is_dir():
+            raise FileNotFoundError(f"rois={wanted} needs the ROI folder {roi_dir}, which does not exist (it holds "
+                                    "mapping_<family>.npy and <hemi>.<family>_challenge_space.npy); rois=None "
+                                    "reads every vertex without it")
+        if not mappings:
+            raise FileNotFoundError(f"rois={wanted} needs the ROI names in {roi_dir}/mapping_<family>.npy; the "
+                                    f"folder holds none of {[f'mapping_{f}.npy' for f in ALGONAUTS2023_ROI_FAMILIES]}")
         known = set(mappings) | {n for m in mappings.values() for n in m.values()}
         unknown = [r for r in wanted if r not in known]
         if unknown:
@@ -243,7 +250,14 @@ def load_algonauts2023(root: str | Path, subject: int = 1, rois: Sequence[str] |
                 raise ShapeError(f"the {hemi} surface has {coords.shape[0]} vertices; the mask needs "
                                  f"{fs_vertices.max() + 1}")
             part["coords"] = coords[fs_vertices[vertices]]
-        blocks.append(np.asarray(fmri[:, vertices], dtype=np.float64))
+        block = np.asarray(fmri[:, vertices], dtype=np.float64)
+        bad = ~np.isfinite(block)
+        if bad.any():
+            row, col = (int(v) for v in np.argwhere(bad)[0])
+            raise NonFiniteError(f"{fmri_path}: the fMRI array holds {int(bad.sum())} NaN or inf values (first at "
+                                 f"image row {row}, vertex {int(vertices[col])}); the challenge arrays hold "
+                                 "finite values")
+        blocks.append(block)
         info_parts.append(part)
     if sum(b.shape[1] for b in blocks) == 0:
         raise ValueError(f"no vertex of subject {subject} is in the ROIs {wanted}")

@@ -36,6 +36,19 @@ def _as_id_array(name: str, ids: Iterable[Any], expected: int) -> np.ndarray:
     if len(arr) != expected:
         raise StimulusMismatchError(
             f"{name} has {len(arr)} entries but there are {expected} stimuli")
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        i = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise ValueError(f"{name}[{i}] is {arr[i]}: a stimulus id must be a str or a number that can be "
+                         "matched (not NaN or inf)")
+    if arr.dtype.kind == "O":
+        for i, v in enumerate(arr):
+            if v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v)):
+                raise ValueError(f"{name}[{i}] is {v}: every stimulus needs an id (a str or an int); pass "
+                                 f"range({expected}) to use row numbers")
+            if not isinstance(v, (str, bytes, int, float, np.integer, np.floating, np.str_, np.bytes_)):
+                raise TypeError(f"{name}[{i}] is a {type(v).__name__} ({v!r}); stimulus ids must be str or int")
+        if len({isinstance(v, (str, bytes)) for v in arr}) > 1:  # str and int ids mixed cannot be sorted: as text
+            arr = np.asarray([str(v) for v in arr])
     uniq, counts = np.unique(arr, return_counts=True)
     if (counts > 1).any():
         dup = uniq[counts > 1][:5].tolist()

@@ -25,10 +25,11 @@ RDM files
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -39,7 +40,7 @@ from neuroreg._condensed import n_from_condensed, square
 from neuroreg._images import list_images
 from neuroreg._io import read_text, reading
 from neuroreg.brain.data import BrainData, RDMSet
-from neuroreg.errors import DataFormatError, ShapeError, StimulusMismatchError
+from neuroreg.errors import DataFormatError, NeuroregError, ShapeError, StimulusMismatchError
 
 __all__ = ["load_responses", "load_rdms", "load_stimulus_folder"]
 
@@ -52,6 +53,19 @@ def _strings(values) -> np.ndarray:
     if arr.dtype.kind == "O":
         return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in arr.ravel()]).reshape(arr.shape)
     return arr
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Re-raise a container's refusal of what a file holds (NaN, duplicate ids, asymmetric RDMs) naming the file."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        # neuroreg's own types (NonFiniteError, ShapeError, ...) are kept; a plain refusal is a format error
+        kind = type(exc) if isinstance(exc, NeuroregError) else DataFormatError
+        raise kind(f"{path}: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------- stimuli
@@ -137,9 +151,16 @@ def _from_csv(path: Path, id_column: str) -> tuple[np.ndarray, Any, None, dict]:
     k = header.index(id_column)
     unit_names = [h for j, h in enumerate(header) if j != k]
     ids, values = [], []
+    line_of: dict[str, int] = {}
     for line_no, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
             raise DataFormatError(f"{path}: line {line_no} has {len(row)} fields; the header has {len(header)}")
+        if row[k] in line_of:
+            raise DataFormatError(f"{path}: {id_column} {row[k]!r} is on lines {line_of[row[k]]} and {line_no}; "
+                                  "each stimulus must have one row")
+        if not row[k].strip():
+            raise DataFormatError(f"{path}: line {line_no} has an empty {id_column}")
+        line_of[row[k]] = line_no
         ids.append(row[k])
         try:
             values.append([float(v) for j, v in enumerate(row) if j != k])
@@ -184,7 +205,8 @@ def load_responses(path: str | Path, *, stimuli: str | Path | None = None, units
     if ids is None:
         ids = np.arange(responses.shape[0])
     images = load_stimulus_folder(stimuli, ids, image_size) if stimuli is not None else None
-    return BrainData(responses, ids, info, trials=trials, stimuli=images, name=name or path.stem)
+    with _naming(path):
+        return BrainData(responses, ids, info, trials=trials, stimuli=images, name=name or path.stem)
 
 
 # ----------------------------------------------------------------------------- RDMs
@@ -292,7 +314,8 @@ def load_rdms(path: str | Path, *, key: str | None = None, region: Any = None, s
         stack = _square_stack(arr, str(path))
     else:
         raise DataFormatError(f"unknown RDM file type {suffix!r} for {path}; use .mat, .h5/.hdf5, .npz or .npy")
-    return RDMSet(stack, names=names, region=region if region is not None else meta_region,
-                  subject=subject if subject is not None else meta_subject,
-                  stimulus_ids=stimulus_ids if stimulus_ids is not None else meta_ids,
-                  metric=metric or meta_metric, meta={"source": str(path)})
+    with _naming(path):
+        return RDMSet(stack, names=names, region=region if region is not None else meta_region,
+                      subject=subject if subject is not None else meta_subject,
+                      stimulus_ids=stimulus_ids if stimulus_ids is not None else meta_ids,
+                      metric=metric or meta_metric, meta={"source": str(path)})

@@ -251,10 +251,10 @@ def load_algonauts2023(root: str | Path, subject: int = 1, rois: Sequence[str] |
                                  f"{fs_vertices.max() + 1}")
             part["coords"] = coords[fs_vertices[vertices]]
         block = np.asarray(fmri[:, vertices], dtype=np.float64)
-        bad = ~np.isfinite(block)
-        if bad.any():
-            row, col = (int(v) for v in np.argwhere(bad)[0])
-            raise NonFiniteError(f"{fmri_path}: the fMRI array holds {int(bad.sum())} NaN or inf values (first at "
+        non_finite = ~np.isfinite(block)
+        if non_finite.any():
+            row, col = (int(v) for v in np.argwhere(non_finite)[0])
+            raise NonFiniteError(f"{fmri_path}: the fMRI array holds {int(non_finite.sum())} NaN or inf values (first at "
                                  f"image row {row}, vertex {int(vertices[col])}); the challenge arrays hold "
                                  "finite values")
         blocks.append(block)

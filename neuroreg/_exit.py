@@ -19,6 +19,8 @@ keeps its traceback. ``--debug`` keeps the traceback for every error.
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
 from typing import Callable
 
@@ -27,7 +29,7 @@ from neuroreg.errors import (CheckpointError, DataFormatError, NeuroregError, No
                              RunLockedError)
 
 __all__ = ["EXIT_OK", "EXIT_BUG", "EXIT_USAGE", "EXIT_NOT_AVAILABLE", "EXIT_INPUT", "EXIT_OUTPUT", "EXIT_BUSY",
-           "EXIT_INTERRUPTED", "EXIT_STATUSES", "exit_status", "run_guarded"]
+           "EXIT_INTERRUPTED", "EXIT_STATUSES", "exit_status", "run_guarded", "condense"]
 
 EXIT_OK = 0
 EXIT_BUG = 1
@@ -68,7 +70,7 @@ def exit_status(exc: BaseException) -> int | None:
     if isinstance(exc, (CheckpointError, DataFormatError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
                         PermissionError)):
         return EXIT_INPUT
-    if isinstance(exc, (NeuroregError, ValueError)):
+    if isinstance(exc, (NeuroregError, ValueError, argparse.ArgumentError)):
         return EXIT_USAGE
     # Lightning's configuration errors (negative max_steps, unknown accelerator, ...), without importing it.
     if _named(exc, "MisconfigurationException"):
@@ -76,8 +78,44 @@ def exit_status(exc: BaseException) -> int | None:
     return None
 
 
+def _type_name(text: str) -> str:
+    names = [("None" if n == "NoneType" else n.rsplit(".", 1)[-1]) for n in re.findall(r"<class '([\w.]+)'>", text)]
+    return " or ".join(names) if names else text.strip()
+
+
+def _article(name: str) -> str:
+    return "an" if name[:1].lower() in "aeiou" else "a"
+
+
+def condense(message: str, option_of: Callable[[str], str] | None = None) -> str:
+    """One line for a jsonargparse/argparse error ``message``: ``--option: expected <type>, got '<value>'``.
+
+    ``option_of`` maps a parser key (``model.lr``, ``batch_size``) to the option as typed (default ``--key``).
+    """
+    option_of = option_of or (lambda key: f"--{key}")
+    first, _, rest = message.strip().partition("\n")
+    found = re.match(r'Parser key "([^"]+)"(?: element (\d+))?:\s*(.*)', first)
+    if found is None:
+        return " ".join(message.split())
+    key, element, inline = found.groups()
+    option = option_of(key) + (f" (item {element})" if element else "")
+    body = "\n".join(part for part in (inline, rest) if part.strip())
+    given = re.search(r"(?:Given value|Got value): (.*)", body)
+    value = given.group(1).strip() if given else None
+    subtypes = re.search(r"Subtypes: \[(.*)\]", body)
+    if subtypes is not None and value is not None:
+        expected = " or ".join(_type_name(t) if "<class" in t else t.strip()
+                               for t in re.split(r",\s*(?![^\[]*\])", subtypes.group(1)))
+        return f"{option}: expected {expected}, got {value!r}"
+    single = re.match(r"\s*Expected a (<class '[\w.]+'>)\. Got value: (.*)", body)
+    if single is not None:
+        name = _type_name(single.group(1))
+        return f"{option}: expected {_article(name)} {name}, got {single.group(2).strip()!r}"
+    return f"{option}: {' '.join(body.split())}"
+
+
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = condense(str(exc)) if isinstance(exc, argparse.ArgumentError) else " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

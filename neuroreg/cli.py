@@ -77,7 +77,8 @@ _OWN_PARSER = frozenset({"train", "finetune"})
 
 #: Integer options that must be positive, whichever command declares them.
 _POSITIVE_INT_OPTIONS = ("image_size", "batch_size", "max_images", "num_classes")
-#: Options naming an output file or folder, checked to be creatable and writable before the work starts.
+#: Options naming an output folder (every command's --out and --store is one), checked to be creatable and
+#: writable before the work starts: an existing file there is refused.
 _OUTPUT_OPTIONS = ("out", "store")
 #: Commands parsed with jsonargparse so that they accept ``--config FILE.yaml``.
 _CONFIG_COMMANDS = ("demo", "evaluate", "score")
@@ -156,7 +157,7 @@ def check_common_arguments(args: argparse.Namespace) -> None:
     for name in _OUTPUT_OPTIONS:
         target = getattr(args, name, None)
         if isinstance(target, (str, os.PathLike)):
-            check_output_target(target, kind="any", name=f"--{name}")
+            check_output_target(target, kind="dir", name=f"--{name}")
 
 
 def _command_of(argv: Sequence[str]) -> str | None:

@@ -1,5 +1,7 @@
 """Every `neuroreg` command turns a user error into one stderr line and a documented exit status."""
 
+import importlib
+import os
 import re
 import subprocess
 import sys
@@ -157,3 +159,173 @@ def test_exit_statuses_are_documented():
         assert re.search(rf"^\|\s*{code}\s*\|", readme, re.M), code
     out = subprocess.run([sys.executable, "-m", "neuroreg.cli", "--help"], capture_output=True, text=True).stdout
     assert "exit statuses:" in out and "busy" in out
+
+
+# --- configuration and option errors: one line naming the option (or file) and the value, exit status 2
+
+FINETUNE = str(ROOT / "configs" / "finetune_tiny.yaml")
+FT_FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+           "--trainer.num_sanity_val_steps", "0", "--trainer.logger", "false", "--data.init_args.n_images", "48",
+           "--data.init_args.image_size", "32", "--data.init_args.batch_size", "8", "--scorecard.enabled", "false",
+           "--trainer.max_steps", "1"]
+
+
+def _only_error_line(capsys, command):
+    """Stderr is exactly one line, the error."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"neuroreg {command}: error:"), err
+    return lines[0]
+
+
+@pytest.fixture
+def configs(tmp_path):
+    files = {"bad": "trainer: [max_steps\n", "empty": "", "list": "- a\n- b\n", "unknown": "no_such_option: 1\n",
+             "scalar": "just text\n"}
+    for name, text in files.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    (tmp_path / "folder.yaml").mkdir()
+    return tmp_path
+
+
+_CONFIG_CASES = [
+    ("bad", r"--config .*bad\.yaml: not valid YAML.*line \d+"),
+    ("empty", r"--config .*empty\.yaml is empty; expected a mapping of option names to values"),
+    ("list", r"--config .*list\.yaml holds a list; expected a mapping of option names to values"),
+    ("scalar", r"--config .*scalar\.yaml holds a str; expected a mapping of option names to values"),
+    ("missing", r"--config .*missing\.yaml: file not found"),
+    ("folder", r"--config .*folder\.yaml is a folder; expected a YAML file"),
+    ("unknown", r"--config .*unknown\.yaml: unknown option 'no_such_option'"),
+]
+
+
+@pytest.mark.parametrize("command, base", [("train", ["--config", TINY]), ("finetune", ["--config", FINETUNE]),
+                                           ("score", ["--model", "cornet_z"]), ("evaluate", ["--model", "cornet_z"])])
+@pytest.mark.parametrize("case, pattern", _CONFIG_CASES)
+def test_bad_config_files_are_one_line_usage_errors(capsys, configs, command, base, case, pattern):
+    assert main([command, *base, "--config", str(configs / f"{case}.yaml")]) == EXIT_USAGE
+    assert re.search(pattern, _only_error_line(capsys, command))
+
+
+@pytest.mark.parametrize("command, args, pattern", [
+    ("train", ["--config", TINY, "--model.lr", "nan"], r"--model\.lr: expected a float, got 'nan'"),
+    ("train", ["--config", TINY, "--trainer.max_steps", "abc"], r"--trainer\.max_steps: expected an int, got 'abc'"),
+    ("train", ["--config", TINY, "--scorecard.eps", "-1"], r"--scorecard\.eps: expected list\[float\] or None, "
+                                                          r"got '-1'"),
+    ("train", ["--config", TINY, "--no_such_option", "1"], r"unrecognized arguments: --no_such_option 1"),
+    ("finetune", ["--config", FINETUNE, "--model.lr", "nan"], r"--model\.lr: expected a float, got 'nan'"),
+    ("evaluate", ["--model", "cornet_z", "--eps", "nan"], r"--eps.*: expected a float, got 'nan'"),
+    ("evaluate", ["--model", "cornet_z", "--eps", "-1"], r"--eps: budgets must be finite and >= 0; got -1"),
+    ("evaluate", ["--model", "cornet_z", "--batch-size", "x"], r"--batch-size: expected an int, got 'x'"),
+    ("evaluate", ["--model", "cornet_z", "--norm", "L3"], r"--norm: invalid choice: 'L3'"),
+    ("score", ["--model", "cornet_z", "--no-such-option"], r"unrecognized arguments: --no-such-option"),
+])
+def test_bad_option_values_are_one_line_usage_errors(capsys, command, args, pattern):
+    assert main([command, *args]) == EXIT_USAGE
+    assert re.search(pattern, _only_error_line(capsys, command))
+
+
+def test_wrong_type_in_a_config_file_names_the_option_and_value(capsys, tmp_path):
+    cfg = tmp_path / "wrong.yaml"
+    cfg.write_text("batch_size: lots\n")
+    assert main(["score", "--model", "cornet_z", "--config", str(cfg)]) == EXIT_USAGE
+    assert "--batch-size: expected an int, got 'lots'" in _only_error_line(capsys, "score")
+
+
+# --- outputs are checked before the work starts (exit status 5)
+
+@pytest.mark.parametrize("command", ["score", "evaluate"])
+def test_out_that_is_an_existing_file_is_refused_before_scoring(capsys, tmp_path, monkeypatch, command):
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scoring started")
+
+    monkeypatch.setattr(importlib.import_module("neuroreg.evaluate"), "evaluate", no_scoring)
+    out = tmp_path / "results.txt"
+    out.write_text("keep me")
+    assert main([command, "--model", "cornet_z", "--device", "cpu", "--out", str(out)]) == EXIT_OUTPUT
+    assert "is an existing file; give a folder" in _one_error_line(capsys, command)
+    assert out.read_text() == "keep me"
+
+
+def _root_dir_cases(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    return {"below_a_file": blocker / "run", "proc": Path("/proc/neuroreg_run")}
+
+
+@pytest.mark.parametrize("command, config", [("train", TINY), ("finetune", FINETUNE)])
+@pytest.mark.parametrize("case", ["below_a_file", "proc"])
+def test_unwritable_run_folder_is_an_output_error(capsys, tmp_path, command, config, case):
+    root = _root_dir_cases(tmp_path)[case]
+    if case == "proc" and not Path("/proc").is_dir():
+        pytest.skip("no /proc on this system")
+    fast = FAST if command == "train" else FT_FAST
+    assert main([command, "--config", config, "--trainer.default_root_dir", str(root), *fast]) == EXIT_OUTPUT
+    line = _one_error_line(capsys, command)
+    assert "--trainer.default_root_dir" in line and str(root) in line
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+@pytest.mark.parametrize("command, config", [("train", TINY), ("finetune", FINETUNE)])
+def test_run_folder_without_write_permission_is_an_output_error(capsys, tmp_path, command, config):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        fast = FAST if command == "train" else FT_FAST
+        assert main([command, "--config", config, "--trainer.default_root_dir", str(locked / "run"),
+                     *fast]) == EXIT_OUTPUT
+        assert "--trainer.default_root_dir" in _one_error_line(capsys, command)
+    finally:
+        locked.chmod(0o700)
+
+
+# --- finetune: the forgetting report's inputs are checked before the first training step
+
+@pytest.mark.parametrize("args, status, pattern", [
+    (["--forgetting.probe_sets", "[nope]"], EXIT_USAGE, r"--forgetting\.probe_sets: 'nope' is not a bundled set"),
+    (["--forgetting.probe_sets", "[{tmp}/none.npz]"], EXIT_INPUT, r"--forgetting\.probe_sets: .*none\.npz"),
+    (["--forgetting.original_data", "{corrupt}"], EXIT_INPUT,
+     r"--forgetting\.original_data: unreadable .*broken\.jpg"),
+])
+def test_finetune_refuses_bad_report_inputs_before_training(capsys, tmp_path, monkeypatch, args, status, pattern):
+    import lightning.pytorch
+
+    def no_training(*a, **k):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(lightning.pytorch.Trainer, "fit", no_training)
+    corrupt = tmp_path / "original"
+    for name in ("a", "b"):
+        (corrupt / name).mkdir(parents=True)
+        _write_image(corrupt / name / "ok.png")
+    (corrupt / "b" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    args = [a.format(tmp=tmp_path, corrupt=corrupt) for a in args]
+    root = tmp_path / "run"
+    assert main(["finetune", "--config", FINETUNE, "--trainer.default_root_dir", str(root), *FT_FAST,
+                 *args]) == status
+    assert re.search(pattern, _one_error_line(capsys, "finetune"))
+    assert not (root / "checkpoints").exists() and not (root / ".neuroreg-run.lock").exists()
+
+
+def _write_image(path, size=8, value=0):
+    from PIL import Image
+
+    Image.new("RGB", (size, size), (value, value, value)).save(path)
+
+
+# --- evaluate: the task folder's classes must be the model's outputs
+
+def test_evaluate_refuses_a_task_folder_with_other_classes_than_outputs(capsys, tmp_path, monkeypatch):
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scoring started")
+
+    monkeypatch.setattr(importlib.import_module("neuroreg.evaluate"), "evaluate", no_scoring)
+    task = tmp_path / "task"
+    for i, name in enumerate(("cat", "dog", "fox")):
+        (task / name).mkdir(parents=True)
+        _write_image(task / name / "0.png", value=40 * i)
+    assert main(["evaluate", "--model", "cornet_z", "--num-classes", "5", "--device", "cpu",
+                 "--task-data", str(task), "--brain"]) == EXIT_USAGE
+    line = _one_error_line(capsys, "evaluate")
+    assert "3 class folders" in line and "5 outputs" in line and "--num-classes" in line

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from neuroreg.commands._config import parse_command
+from neuroreg.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -30,7 +31,7 @@ def test_unknown_config_key_is_an_error(tmp_path):
     import neuroreg.commands.evaluate as evaluate_cmd
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [cornet_z]\nbrian: [kriegeskorte92]\n")
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match=r"--config .*bad\.yaml: unknown option 'brian'"):
         parse_command("evaluate", evaluate_cmd, ["--config", str(bad)])
 
 

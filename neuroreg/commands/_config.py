@@ -14,11 +14,14 @@ from typing import Sequence
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from neuroreg._usage import check_config_files, usage_error
+
 __all__ = ["parse_command", "build_command_parser"]
 
 
 def build_command_parser(name: str, module, description: str = ""):
-    parser = ArgumentParser(prog=f"neuroreg {name}", description=description or None, default_env=False)
+    parser = ArgumentParser(prog=f"neuroreg {name}", description=description or None, default_env=False,
+                            exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile,
                         help="YAML file with any of the options below (keys: option names with underscores)")
     module.add_arguments(parser)
@@ -26,8 +29,17 @@ def build_command_parser(name: str, module, description: str = ""):
 
 
 def parse_command(name: str, module, argv: Sequence[str], description: str = "") -> argparse.Namespace:
-    """Parse ``argv`` (after the command name) into a plain argparse Namespace, ``--config`` applied."""
+    """Parse ``argv`` (after the command name) into a plain argparse Namespace, ``--config`` applied.
+
+    Raises :class:`~neuroreg.errors.ConfigError` (one line) for a bad ``--config`` file, an unknown option or a
+    value of the wrong type."""
+    argv = list(argv)
+    check_config_files(argv)
     parser = build_command_parser(name, module, description)
-    ns = parser.parse_args(list(argv))
+    options = {a.dest: a.option_strings[-1] for a in parser._actions if a.option_strings}
+    try:
+        ns = parser.parse_args(argv)
+    except argparse.ArgumentError as exc:
+        raise usage_error(exc, argv, lambda key: options.get(key, f"--{key}")) from exc
     values = {k: v for k, v in vars(ns).items() if k != "config" and not k.startswith("__")}
     return argparse.Namespace(**values)

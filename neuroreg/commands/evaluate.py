@@ -9,11 +9,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import torch
 
+from neuroreg._io import check_output_target
 from neuroreg.commands._model_args import add_model_arguments, build_models
 from neuroreg.preprocessing import preprocessing_of
 
@@ -55,6 +57,13 @@ def _task_dataset(root: Path, model, image_size: int | None, max_images: int | N
     if not root.is_dir():
         raise FileNotFoundError(f"--task-data folder does not exist: {root}")
     ds = datasets.ImageFolder(str(root), transform=preprocessing_of(model, image_size).eval_transform())
+    n_outputs = int(getattr(model, "num_classes", 0) or 0)
+    if n_outputs and len(ds.classes) != n_outputs:
+        shown = ", ".join(ds.classes[:5]) + (", ..." if len(ds.classes) > 5 else "")
+        raise ValueError(f"--task-data {root} has {len(ds.classes)} class folders ({shown}) but the model has "
+                         f"{n_outputs} outputs (--num-classes {n_outputs}); class folder i (sorted by name) is "
+                         f"scored as output i, so give a folder with {n_outputs} classes or --num-classes "
+                         f"{len(ds.classes)} with a checkpoint of that many outputs")
     if max_images is not None and max_images < len(ds):
         idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:max_images]
         ds = torch.utils.data.Subset(ds, idx.tolist())
@@ -69,6 +78,13 @@ def _layers(values):
     return list(values)
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """What the parser cannot check, before any model is built: attack budgets."""
+    for eps in args.eps or []:
+        if not math.isfinite(eps) or eps < 0:
+            raise ValueError(f"--eps: budgets must be finite and >= 0; got {eps:g} (e.g. --eps 0.0157 for 4/255)")
+
+
 def run(args: argparse.Namespace) -> int:
     from neuroreg.evaluate import evaluate  # local: the whole scoring stack; keeps `--help` light
     from neuroreg.scorecard import Scorecard  # local: loads pandas; keeps `--help` light
@@ -78,23 +94,26 @@ def run(args: argparse.Namespace) -> int:
         print("neuroreg evaluate: error: give --model NAME [NAME ...] to score models, or --run DIR [DIR ...] "
               "to compare training runs", file=sys.stderr)
         return 2
+    check_arguments(args)
+    names = [Path(r).resolve().name for r in runs] + [a.replace("/", "_") for a in args.model or []]
+    out = check_output_target(args.out or Path("results") / "evaluate" / "_vs_".join(names), kind="dir",
+                              name="--out")
     cards = [_load_run(r) for r in runs]
     if not args.model:
-        return _write(Scorecard.combine(cards), args.out or Path("results") / "evaluate" /
-                      "_vs_".join(Path(r).resolve().name for r in runs), runs)
+        return _write(Scorecard.combine(cards), out, runs)
     models = build_models(args)
     attacks = [a for a in (args.attacks or []) if a.lower() != "none"]
-    # one call per model: each model's task images are resized/cropped with its own contract
+    # each model's task images are resized/cropped with its own contract; all are checked before any scoring
+    tasks = {name: _task_dataset(args.task_data, model, args.image_size, args.max_images, args.seed)
+             if args.task_data else None for name, model in models.items()}
     for name, model in models.items():
-        task = _task_dataset(args.task_data, model, args.image_size, args.max_images, args.seed) \
-            if args.task_data else None
+        task = tasks[name]
         cards.append(evaluate({name: model}, task, brain_sets=args.brain, sections=args.sections,
                               attacks=attacks, eps=args.eps, norm=args.norm, corruptions=args.corruptions,
                               severities=args.severities, layers=_layers(args.layers), max_layers=args.max_layers,
                               image_size=args.image_size, device=args.device, batch_size=args.batch_size,
                               seed=args.seed))
-    names = [Path(r).resolve().name for r in runs] + [a.replace("/", "_") for a in args.model]
-    return _write(Scorecard.combine(cards), args.out or Path("results") / "evaluate" / "_vs_".join(names), runs)
+    return _write(Scorecard.combine(cards), out, runs)
 
 
 def _load_run(folder: Path):

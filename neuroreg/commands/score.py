@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from neuroreg._io import check_output_target
 from neuroreg.commands._model_args import add_model_arguments, build_model
 from neuroreg.commands.evaluate import _layers
 
@@ -28,11 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from neuroreg.evaluate import evaluate, summarize_brain  # local: the whole scoring stack; keeps `--help` light
 
+    out = check_output_target(args.out or Path("results") / "score" / args.model, kind="dir", name="--out")
     model = build_model(args)
     card = evaluate({args.model: model}, None, brain_sets=args.data, sections=["brain", "factortopy"],
                     layers=_layers(args.layers), max_layers=args.max_layers, image_size=args.image_size,
                     batch_size=args.batch_size, device=args.device, seed=args.seed)
-    out = args.out or Path("results") / "score" / args.model
     paths = card.save(out)
     print(f"{'dataset':<17} {'rdm set':<18} {'region':<6} {'metric':<12} {'score':>6} {'ceiling':>7}  layers")
     for r in summarize_brain(card.brain):

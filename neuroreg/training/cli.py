@@ -21,24 +21,41 @@ import argparse
 import os
 import sys
 import warnings
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
+from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from neuroreg._exit import run_guarded
-from neuroreg._io import PathLock
+from neuroreg._io import PathLock, check_output_target
+from neuroreg._usage import check_config_files, usage_error
+from neuroreg.errors import OutputError
 from neuroreg.training.checkpointing import LOCK_NAME, AtomicCheckpointIO, ResumableCheckpoint, resolve_resume_path
 from neuroreg.training.data import AlignedDataModule
 from neuroreg.training.module import BrainRegularizedModule
 from neuroreg.training.scorecard_callback import ScorecardCallback
 
-__all__ = ["NeuroregCLI", "cli_main", "build_cli", "fit_cli", "add_arguments", "run"]
+__all__ = ["NeuroregCLI", "cli_main", "build_cli", "fit_cli", "add_arguments", "run", "lightning_subcommand"]
 
 
 class NeuroregCLI(LightningCLI):
     """LightningCLI with a checkpoint callback under the run's root, ``--ckpt_path`` and the run's scorecard
-    (``--scorecard.*``, :class:`~neuroreg.training.scorecard_callback.ScorecardCallback`)."""
+    (``--scorecard.*``, :class:`~neuroreg.training.scorecard_callback.ScorecardCallback`).
+
+    :func:`fit_cli` runs every command built on it (``train``, ``finetune``) the same way: run folder locked,
+    resume point resolved, :meth:`before_fit`, ``trainer.fit``, :meth:`after_fit`, lock released.
+    """
+
+    #: the ``neuroreg`` command: in messages and in the run folder's lock file
+    command = "train"
+
+    def before_fit(self) -> None:
+        """Called once the run folder is locked and the resume point is known, before the first training step:
+        check and load what the run needs from outside (a bad input stops the run before it starts)."""
+
+    def after_fit(self) -> None:
+        """Called after a successful ``trainer.fit``, with the run folder still locked."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--ckpt_path", type=Optional[str], default=None,
@@ -72,12 +89,11 @@ class NeuroregCLI(LightningCLI):
 def cli_main(argv: Sequence[str] | None = None, *, debug: bool = False) -> int:
     """Parse ``argv`` (everything after ``neuroreg train``), build the parts, and fit.
 
-    A bad configuration (unknown model or area, neural set smaller than the
-    neural batch, class-count mismatch, negative ``max_steps``, unavailable
-    accelerator) exits with status 2, a missing, truncated or foreign
-    ``--ckpt_path`` with 4, a checkpoint that cannot be written with 5, a run
-    folder held by another run with 6 (see ``neuroreg --help``), each with one
-    line on stderr and before any training step where possible.
+    A bad configuration (a bad ``--config`` file, unknown option or value of the wrong type, unknown model or
+    area, neural set smaller than the neural batch, class-count mismatch, negative ``max_steps``, unavailable
+    accelerator) exits with status 2, a missing, truncated or foreign ``--ckpt_path`` with 4, a run folder or
+    checkpoint that cannot be written with 5, a run folder held by another run with 6 (see ``neuroreg --help``),
+    each with one line on stderr and before any training step where possible.
     """
     return run_guarded("train", lambda: _fit(argv), debug=debug)
 
@@ -87,49 +103,83 @@ def _is_main_process() -> bool:
     return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
-def build_cli(argv: Sequence[str] | None) -> NeuroregCLI:
-    """Parse ``argv`` and instantiate the model, data module and trainer, without fitting."""
+def build_cli(argv: Sequence[str] | None, cli_class: type[NeuroregCLI] = NeuroregCLI,
+              model_class: type[LightningModule] = BrainRegularizedModule,
+              datamodule_class: type[LightningDataModule] = AlignedDataModule,
+              description: str | None = None) -> NeuroregCLI:
+    """Parse ``argv`` and instantiate the model, data module and trainer of ``cli_class``, without fitting.
+
+    A bad ``--config`` file, an unknown option or a value of the wrong type raises
+    :class:`~neuroreg.errors.ConfigError` with one line naming the file or option and the value.
+    """
+    args = list(argv) if argv is not None else sys.argv[1:]
+    check_config_files(args)
+    parser_kwargs = {"prog": f"neuroreg {cli_class.command}", "default_env": False, "exit_on_error": False}
+    if description:
+        parser_kwargs.update(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     with warnings.catch_warnings():
         # `neuroreg train ...` passes its own argv; LightningCLI would warn that sys.argv differs.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        return NeuroregCLI(BrainRegularizedModule, AlignedDataModule, subclass_mode_data=True, run=False,
-                           args=list(argv) if argv is not None else None, seed_everything_default=0,
-                           save_config_kwargs={"overwrite": True},
-                           parser_kwargs={"prog": "neuroreg train", "default_env": False})
+        try:
+            return cli_class(model_class, datamodule_class, subclass_mode_data=True, run=False, args=args,
+                             seed_everything_default=0, save_config_kwargs={"overwrite": True},
+                             parser_kwargs=parser_kwargs)
+        except argparse.ArgumentError as exc:
+            raise usage_error(exc, args) from exc
+
+
+def _run_folder(folder: str, option: str) -> None:
+    """Refuse a run folder that cannot be written, before the run starts (exit status 5)."""
+    check_output_target(folder, kind="dir", name=option)
+
+
+def _acquire(lock: PathLock, option: str) -> None:
+    try:
+        lock.acquire()
+    except OSError as exc:  # the folder cannot be created (below a file, in /proc, read-only)
+        raise OutputError(f"{option}={str(lock.path.parent)!r} cannot be created or written: "
+                          f"{exc.strerror or exc}") from exc
 
 
 def fit_cli(cli: NeuroregCLI) -> None:
-    """Fit a built CLI's model: lock the run folder, resolve ``--ckpt_path``/``--resume_if_possible``, fit.
+    """Fit a built CLI's model: lock the run folder, resolve ``--ckpt_path``/``--resume_if_possible``,
+    ``cli.before_fit()``, fit, ``cli.after_fit()``.
 
-    Raises :class:`~neuroreg.errors.RunLockedError` if another live run holds the
-    folder (or a fresh run would overwrite an earlier run's ``last.ckpt``) and
-    :class:`~neuroreg.errors.CheckpointError` for a missing, unreadable or
-    foreign checkpoint, before any training step.
+    Raises :class:`~neuroreg.errors.OutputError` if the run folder cannot be written,
+    :class:`~neuroreg.errors.RunLockedError` if another live run holds the folder (or a
+    fresh run would overwrite an earlier run's ``last.ckpt``) and
+    :class:`~neuroreg.errors.CheckpointError` for a missing, unreadable or foreign
+    checkpoint, before any training step.
     """
     trainer = cli.trainer
     root = os.path.abspath(str(trainer.default_root_dir))
     # ModelCheckpoint and the like have a dirpath; Lightning's Checkpoint base class declares none
     dirpaths = [getattr(cb, "dirpath", None) for cb in trainer.checkpoint_callbacks]
     ckpt_dirs = sorted({os.path.abspath(str(d)) for d in dirpaths if d})
+    options = {root: "--trainer.default_root_dir", **{d: "--checkpoint.dirpath" for d in ckpt_dirs if d != root}}
+    for folder, option in options.items():
+        _run_folder(folder, option)
     locks = []
     if _is_main_process():
         # One live run per folder: its logs, config.yaml and last.ckpt belong to it alone.
         for folder in sorted({root, *ckpt_dirs}):
             if not any(folder.startswith(os.path.join(other, "")) for other in (root, *ckpt_dirs) if other != folder):
-                locks.append(PathLock(os.path.join(folder, LOCK_NAME), purpose="neuroreg train"))
+                locks.append(PathLock(os.path.join(folder, LOCK_NAME), purpose=f"neuroreg {cli.command}"))
     try:
         for lock in locks:
-            lock.acquire()
+            _acquire(lock, options[str(lock.path.parent)])
         ckpt_path, note = resolve_resume_path(cli.config.get("ckpt_path"), ckpt_dirs[0] if ckpt_dirs else None,
                                               cli.model, resume_if_possible=bool(cli.config.get("resume_if_possible")))
         if note and _is_main_process():
-            print(f"neuroreg train: {note}", file=sys.stderr)
+            print(f"neuroreg {cli.command}: {note}", file=sys.stderr)
+        cli.before_fit()
         try:
             trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
         except SystemExit:
             if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1); report it as an interruption (130)
                 raise KeyboardInterrupt from None
             raise
+        cli.after_fit()
     finally:
         for lock in reversed(locks):
             lock.release()
@@ -140,12 +190,19 @@ def _fit(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Subcommand protocol of ``neuroreg``: the arguments are parsed by LightningCLI in :func:`run`."""
-    parser.add_argument("lightning_args", nargs=argparse.REMAINDER,
-                        help="LightningCLI arguments, e.g. --config configs/train_tiny_cornet_z.yaml")
+def lightning_subcommand(cli_main: Callable[..., int], example: str
+                         ) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
+    """The ``add_arguments(parser)`` and ``run(args)`` of the ``neuroreg`` subcommand protocol for a command whose
+    arguments LightningCLI parses (``train``, ``finetune``): everything after the command goes to ``cli_main``."""
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("lightning_args", nargs=argparse.REMAINDER,
+                            help=f"LightningCLI arguments, e.g. --config {example}")
+
+    def run(args: argparse.Namespace) -> int:
+        return cli_main(list(getattr(args, "lightning_args", []) or []))
+
+    return add_arguments, run
 
 
-def run(args: argparse.Namespace) -> int:
-    """Subcommand protocol of ``neuroreg``: hand the remaining arguments to :func:`cli_main`."""
-    return cli_main(list(getattr(args, "lightning_args", []) or []))
+add_arguments, run = lightning_subcommand(cli_main, "configs/train_tiny_cornet_z.yaml")

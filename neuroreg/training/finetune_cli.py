@@ -28,8 +28,6 @@ its report also revisits every earlier task's test split (``--forgetting.chain``
 
 from __future__ import annotations
 
-import argparse
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -41,16 +39,17 @@ from torchvision.datasets import ImageFolder
 
 from neuroreg._exit import run_guarded
 from neuroreg._io import atomic_write_text
-from neuroreg.brain import load_responses
+from neuroreg.brain import bundled_sets, load_responses
 from neuroreg.brain.data import BrainData
-from neuroreg.errors import DataFormatError
+from neuroreg.errors import DataFormatError, ShapeError, UnknownNameError
 from neuroreg.figures import save_figure
-from neuroreg.training.cli import NeuroregCLI
+from neuroreg.training.cli import NeuroregCLI, build_cli, fit_cli, lightning_subcommand
+from neuroreg.training.data import load_neural_stimuli
 from neuroreg.training.eurosat import find_eurosat_folder
 from neuroreg.training.finetune import FinetuneModule
 from neuroreg.training.forgetting import PreviousTask, forgetting_report
 from neuroreg.training.forgetting_output import log_forgetting, plot_accuracy_matrix, write_forgetting
-from neuroreg.training.split_data import SplitImageDataModule
+from neuroreg.training.split_data import SplitImageDataModule, check_readable
 from neuroreg.training.task_chain import (ChainRun, accuracy_matrix, chain_root, data_set_name, previous_tasks,
                                          task_chain, task_name)
 
@@ -100,13 +99,40 @@ class ForgettingOptions:
 
 
 class FinetuneCLI(NeuroregCLI):
-    """LightningCLI of ``neuroreg finetune``: model, data, trainer, checkpoint and forgetting options."""
+    """LightningCLI of ``neuroreg finetune``: model, data, trainer, checkpoint and forgetting options.
+
+    Run by :func:`~neuroreg.training.cli.fit_cli` like ``neuroreg train`` (run-folder lock, resume rules); the
+    forgetting report's outside inputs are resolved before the first step and the report is written after fit.
+    """
+
+    command = "finetune"
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.add_class_arguments(ForgettingOptions, "forgetting")
         parser.set_defaults({"checkpoint.monitor": "val/balanced_acc"})
+
+    def _forgetting_options(self) -> ForgettingOptions | None:
+        options = self.config_init.get("forgetting")
+        return options if options is not None and options.enabled else None
+
+    def before_fit(self) -> None:
+        # on every process (ranks are known only once fit has started): bad inputs stop all of them, before training
+        options = self._forgetting_options()
+        self.forgetting_inputs = prepare_forgetting(self.model, options) if options is not None else None
+
+    def after_fit(self) -> None:
+        options = self._forgetting_options()
+        trainer = self.trainer
+        if options is None or not trainer.is_global_zero:
+            return
+        writer = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
+        writer = writer if hasattr(writer, "add_scalar") else None
+        table, paths = run_forgetting(self.model, self.datamodule, options, Path(trainer.default_root_dir), writer,
+                                      seed=int(self.config.get("seed_everything") or 0),
+                                      inputs=self.forgetting_inputs)
+        print(f"forgetting report: {len(table)} rows -> {paths['md']}")
 
 
 def _original_dataset(folder: str, model: nn.Module) -> ImageFolder:
@@ -145,15 +171,45 @@ class ForgettingInputs:
     brain: BrainData | str | None
 
 
+def _check_probe_sets(probe_sets: Sequence[str]) -> None:
+    """Every probe set loads: a bundled name or a readable ``.npz`` stimulus file."""
+    for item in probe_sets:
+        if not isinstance(item, str):
+            continue
+        if not item.endswith(".npz") and item.partition(":")[0] not in bundled_sets():
+            raise UnknownNameError(f"--forgetting.probe_sets: {item!r} is not a bundled set "
+                                   f"({', '.join(bundled_sets())}) and not a .npz stimulus file")
+        try:
+            load_neural_stimuli(item)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"--forgetting.probe_sets: {exc}") from exc
+        except (DataFormatError, ShapeError) as exc:  # a .npz that is corrupt or holds no images
+            raise DataFormatError(f"--forgetting.probe_sets: {exc}") from exc
+
+
+def _check_original_images(data: ImageFolder) -> None:
+    """Every image of the original task opens (its header parses), named if not: checked before training."""
+    try:
+        check_readable([Path(path) for path, _ in data.samples], "original-task")
+    except DataFormatError as exc:
+        raise DataFormatError(f"--forgetting.original_data: {exc}") from exc
+
+
 def prepare_forgetting(module: FinetuneModule, options: ForgettingOptions) -> ForgettingInputs:
     """Resolve :class:`ForgettingInputs`. The original task belongs to the chain's first network (the start itself
-    without a chain); a chain whose first network was initialised at random has no original task to score."""
+    without a chain); a chain whose first network was initialised at random has no original task to score.
+
+    Checks the probe sets and the original task's images too, so that a bad input stops the run before its first
+    training step rather than after training."""
+    _check_probe_sets(options.probe_sets)
     before = module.start_model()
     chain = task_chain(str(module.hparams.get("start_from"))) if options.chain else []
     original_network = before
     if chain and options.original_data:
         original_network = chain_root(chain)
     original = _original_dataset(options.original_data, original_network) if options.original_data else None
+    if original is not None:
+        _check_original_images(original)
     brain: BrainData | str | None = options.brain
     if options.brain is not None and options.brain != "simulate":
         brain = load_responses(options.brain, stimuli=options.brain_stimuli)
@@ -190,44 +246,18 @@ def run_forgetting(module: FinetuneModule, datamodule, options: ForgettingOption
 def cli_main(argv: Sequence[str] | None = None, *, debug: bool = False) -> int:
     """Parse ``argv`` (everything after ``neuroreg finetune``), fine-tune, then write the forgetting report.
 
-    Bad configurations and data (missing CSV columns, rows not one-hot, missing
-    or unreadable images, empty class folders, a split without a class) are
-    reported in one line on stderr with exit status 2, before any training step;
-    checkpoint and run-folder errors with the statuses of ``neuroreg --help``.
+    The run folder is kept to one run as in ``neuroreg train`` (lock, ``--ckpt_path last``,
+    ``--resume_if_possible``; docs/reliability.md). Bad configurations and data (missing CSV columns, rows not
+    one-hot, missing or unreadable images, empty class folders, a split without a class, unknown probe sets,
+    unreadable original-task images) are reported in one line on stderr with the statuses of
+    ``neuroreg --help``, before any training step.
     """
     return run_guarded("finetune", lambda: _fit(argv), debug=debug)
 
 
 def _fit(argv: Sequence[str] | None) -> int:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = FinetuneCLI(FinetuneModule, SplitImageDataModule, subclass_mode_data=True, run=False,
-                          args=list(argv) if argv is not None else None, seed_everything_default=0,
-                          save_config_kwargs={"overwrite": True},
-                          parser_kwargs={"prog": "neuroreg finetune", "default_env": False, "description": __doc__,
-                                         "formatter_class": argparse.RawDescriptionHelpFormatter})
-    trainer = cli.trainer
-    options = cli.config_init.get("forgetting")
-    enabled = options is not None and options.enabled
-    # on every process (ranks are known only once fit has started): bad inputs stop all of them, before training
-    inputs = prepare_forgetting(cli.model, options) if enabled else None
-    trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
-    if enabled and trainer.is_global_zero:
-        root = Path(trainer.default_root_dir)
-        writer = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
-        writer = writer if hasattr(writer, "add_scalar") else None
-        table, paths = run_forgetting(cli.model, cli.datamodule, options, root, writer,
-                                      seed=int(cli.config.get("seed_everything") or 0), inputs=inputs)
-        print(f"forgetting report: {len(table)} rows -> {paths['md']}")
+    fit_cli(build_cli(argv, FinetuneCLI, FinetuneModule, SplitImageDataModule, description=__doc__))
     return 0
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Subcommand protocol of ``neuroreg``: the arguments are parsed by LightningCLI in :func:`run`."""
-    parser.add_argument("lightning_args", nargs=argparse.REMAINDER,
-                        help="LightningCLI arguments, e.g. --config configs/finetune_tiny.yaml")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Subcommand protocol of ``neuroreg``: hand the remaining arguments to :func:`cli_main`."""
-    return cli_main(list(getattr(args, "lightning_args", []) or []))
+add_arguments, run = lightning_subcommand(cli_main, "configs/finetune_tiny.yaml")

@@ -41,3 +41,21 @@ def check_ndim(name: str, x, ndim: int, what: str) -> None:
     """Raise ShapeError unless ``x`` has ``ndim`` dimensions (``what`` describes them)."""
     if x.ndim != ndim:
         raise ShapeError(f"{name} must be {ndim}-D ({what}); got shape {tuple(x.shape)}")
+
+
+def check_class_weights(name: str, weights) -> torch.Tensor:
+    """Per-class loss weights as a float32 tensor; refuse NaN/inf, negative weights or all zeros, naming ``name``.
+
+    A negative weight turns the cross-entropy of that class into a reward for
+    getting it wrong; all zeros leave no loss to train on.
+    """
+    w = torch.as_tensor(weights, dtype=torch.float64).detach().cpu()
+    if w.ndim != 1 or len(w) == 0:
+        raise ShapeError(f"{name} must be a list of one weight per class; got shape {tuple(w.shape)}")
+    check_finite(name, w)
+    if bool((w < 0).any()):
+        i = int(torch.nonzero(w < 0)[0])
+        raise ValueError(f"{name} must be >= 0 (one weight per class); {name}[{i}] is {float(w[i]):g}")
+    if not bool((w > 0).any()):
+        raise ValueError(f"{name} must have at least one weight > 0; got all zeros ({len(w)} classes)")
+    return w.to(torch.float32)

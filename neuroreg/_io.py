@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import json
@@ -58,8 +59,14 @@ def reading(path: str | os.PathLike, what: str = "file") -> Iterator[None]:
 
 
 def read_text(path: str | os.PathLike) -> str:
-    """A text file's content: UTF-8 (a byte-order mark is dropped), else Latin-1 with a warning naming it."""
+    """A text file's content: UTF-8 (a byte-order mark is dropped), UTF-16 or UTF-32 with a byte-order mark
+    (what spreadsheet programs save as "Unicode text"), else Latin-1 with a warning naming it."""
     data = Path(path).read_bytes()
+    for bom, codec in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                       (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):  # UTF-32-LE's mark starts with UTF-16-LE's: test it first
+            with reading(path, f"the text ({codec.upper()} by its byte-order mark)"):
+                return data.decode(codec)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

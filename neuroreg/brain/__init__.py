@@ -5,7 +5,7 @@ from neuroreg.brain.algonauts2023 import (ALGONAUTS2023_ROI_FAMILIES, algonauts2
 from neuroreg.brain.bundled import (NeuralStimulusSet, bundled_data_dir, bundled_sets,
                                     load_algonauts2019_78, load_bundled, load_kriegeskorte92)
 from neuroreg.brain.data import BrainData, RDMSet, StimulusSource, conwell_split, images_to_tensor
-from neuroreg.brain.generic import load_rdms, load_responses, load_stimulus_folder
+from neuroreg.brain.generic import load_rdms, load_responses, load_stimulus_folder, read_image
 from neuroreg.brain.nsd import NSD_TRIALS_PER_SESSION, NSDDesign, NSDImages, load_nsd, read_nsd_design
 from neuroreg.brain.simulate import DEFAULT_ROIS, expected_split_half_ceiling, gaussian_windows, simulate_voxels
 
@@ -14,4 +14,4 @@ __all__ = ["BrainData", "RDMSet", "NeuralStimulusSet", "StimulusSource", "conwel
            "simulate_voxels", "expected_split_half_ceiling", "gaussian_windows", "DEFAULT_ROIS",
            "load_nsd", "read_nsd_design", "NSDDesign", "NSDImages", "NSD_TRIALS_PER_SESSION",
            "load_algonauts2023", "algonauts2023_images", "read_roi_mapping", "ALGONAUTS2023_ROI_FAMILIES",
-           "load_responses", "load_rdms", "load_stimulus_folder"]
+           "load_responses", "load_rdms", "load_stimulus_folder", "read_image"]

@@ -42,7 +42,7 @@ from neuroreg._io import read_text, reading
 from neuroreg.brain.data import BrainData, RDMSet
 from neuroreg.errors import DataFormatError, NeuroregError, ShapeError, StimulusMismatchError
 
-__all__ = ["load_responses", "load_rdms", "load_stimulus_folder"]
+__all__ = ["load_responses", "load_rdms", "load_stimulus_folder", "read_image"]
 
 
 
@@ -69,6 +69,19 @@ def _naming(path: Path) -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------- stimuli
+def read_image(path: str | Path) -> Image.Image:
+    """The image file at ``path`` as a decoded RGB PIL image.
+
+    A corrupt, truncated or foreign file raises ``DataFormatError: <path>: cannot
+    read the image: ...`` (PIL's own errors name neither the file nor, for a
+    truncated JPEG, the problem); a missing file stays ``FileNotFoundError``.
+    Picklable (a module-level function), so it serves as torchvision's
+    ``ImageFolder(loader=read_image)`` in DataLoader workers.
+    """
+    with reading(path, "the image"), Image.open(path) as img:
+        return img.convert("RGB")
+
+
 def load_stimulus_folder(folder: str | Path, stimulus_ids: Sequence[Any], image_size: int | None = None) -> np.ndarray:
     """uint8 ``(n, H, W, 3)`` images for ``stimulus_ids``, matched to files by stem (``id.jpg``) or relative path.
 
@@ -86,11 +99,10 @@ def load_stimulus_folder(folder: str | Path, stimulus_ids: Sequence[Any], image_
                                     f"or relative path; first: {missing[:5]})")
     frames = []
     for sid in stimulus_ids:
-        with reading(by_key[str(sid)], "the image"), Image.open(by_key[str(sid)]) as img:
-            img = img.convert("RGB")
-            if image_size is not None and img.size != (image_size, image_size):
-                img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
-            frames.append(np.asarray(img))
+        img = read_image(by_key[str(sid)])
+        if image_size is not None and img.size != (image_size, image_size):
+            img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
+        frames.append(np.asarray(img))
     sizes = {f.shape for f in frames}
     if len(sizes) > 1:
         raise ShapeError(f"images in {folder} differ in size {sorted(sizes)[:4]}; pass image_size= to resize them")

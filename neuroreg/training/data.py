@@ -38,6 +38,7 @@ from neuroreg._deprecation import renamed_argument
 from neuroreg._io import reading
 from neuroreg.brain.bundled import NeuralStimulusSet, bundled_sets, load_bundled
 from neuroreg.brain.data import BrainData, StimulusSource, images_to_tensor
+from neuroreg.brain.generic import read_image
 from neuroreg.errors import DataFormatError, ShapeError, UnknownNameError
 from neuroreg.preprocessing import Preprocessing, preprocessing_of
 from neuroreg.training.sampling import JointSampler, ResumableLoader
@@ -364,7 +365,13 @@ class AlignedDataModule(L.LightningDataModule):
     def _ensure_task(self) -> tuple[Dataset, Dataset]:
         """Build the task data sets once (see :meth:`_build_task`); returns ``(train, val)``."""
         if self._train is None or self._val is None:
-            train, val, self.classes = self._build_task()
+            train, val, classes = self._build_task()
+            if len(classes) < 2:
+                source = getattr(self, "root", None) or getattr(self, "train_dir", None)
+                raise DataFormatError(
+                    f"{type(self).__name__}{f' ({source})' if source else ''}: a classifier needs at least 2 "
+                    f"classes; found {len(classes)} ({list(classes)[:5]})")
+            self.classes = classes
             self._train, self._val = train, val
             n_train = _dataset_len(train, "the training set")
             if n_train < self.batch_size:
@@ -528,7 +535,7 @@ class ImageFolderDataModule(AlignedDataModule):
         if not path.is_dir():
             raise FileNotFoundError(f"image folder {str(path)!r} does not exist")
         try:
-            return ImageFolder(str(path))
+            return ImageFolder(str(path), loader=read_image)
         except FileNotFoundError as exc:
             raise DataFormatError(f"{path} must hold one sub-folder of images per class: {exc}") from exc
 

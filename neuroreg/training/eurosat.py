@@ -28,18 +28,44 @@ EUROSAT_CLASSES = ("AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "I
                    "PermanentCrop", "Residential", "River", "SeaLake")
 
 
-def find_eurosat_folder(root: str | Path) -> Path:
-    """The folder holding the class folders: ``root/2750``, ``root/eurosat/2750`` or ``root`` itself."""
+def find_eurosat_folder(root: str | Path, *, any_class_names: bool = False) -> Path:
+    """The folder holding the class folders: ``root/2750``, ``root/eurosat/2750`` or ``root`` itself.
+
+    With ``any_class_names`` (``classes="folders"``) a candidate needs sub-folders
+    with images, whatever their names; otherwise at least one EuroSAT class folder.
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"EuroSAT root {str(root)!r} does not exist")
     for cand in (root / "2750", root / "eurosat" / "2750", root / "EuroSAT" / "2750", root):
-        if cand.is_dir() and any((cand / c).is_dir() for c in EUROSAT_CLASSES):
+        if not cand.is_dir():
+            continue
+        if any_class_names:
+            if any(_has_images(sub) for sub in cand.iterdir() if sub.is_dir()):
+                return cand
+        elif any((cand / c).is_dir() for c in EUROSAT_CLASSES):
             return cand
     subdirs = sorted(p.name for p in root.iterdir() if p.is_dir())[:10]
+    if any_class_names:
+        raise DataFormatError(
+            f"no class folders with images under {root}: expected <root>/2750/<class>/*.jpg, <root>/eurosat/2750/"
+            f"<class>/*.jpg or <root>/<class>/*.jpg ({'/'.join(IMAGE_EXTENSIONS)}); sub-folders found: {subdirs}")
     raise DataFormatError(
         f"no EuroSAT class folders under {root}: expected <root>/2750/<class>/*.jpg, <root>/eurosat/2750/<class>/"
-        f"*.jpg or <root>/<class>/*.jpg with classes {list(EUROSAT_CLASSES)}; sub-folders found: {subdirs}")
+        f"*.jpg or <root>/<class>/*.jpg with classes {list(EUROSAT_CLASSES)}; sub-folders found: {subdirs} (set "
+        "classes='folders' to use folders of other names)")
+
+
+def _has_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
+
+
+def _text_name(name: str) -> str:
+    """A file name as text that can be written to ``splits.csv``: bytes that are not UTF-8 become ``\\xNN``.
+
+    Python keeps such bytes as lone surrogates, which no UTF-8 file can hold.
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class EuroSATDataModule(SplitImageDataModule):
@@ -47,7 +73,8 @@ class EuroSATDataModule(SplitImageDataModule):
 
     ``root``: see the module docstring for the accepted layouts. ``classes``:
     ``"eurosat"`` requires exactly the ten EuroSAT class folders; ``"folders"``
-    takes whatever class folders are there (a subset or a relabelled copy).
+    takes every sub-folder as a class, whatever its name (a subset, a relabelled
+    copy, another data set in the same layout); at least two.
     ``n_per_class=50`` is the budget of Yang et al. ("Brain Decodes Deep Nets").
     Images are resized to ``image_size`` (default: the model's input size).
     All other options: :class:`~neuroreg.training.split_data.SplitImageDataModule`.
@@ -70,7 +97,7 @@ class EuroSATDataModule(SplitImageDataModule):
         self.root, self.class_mode = root, classes
 
     def _scan(self) -> tuple[pd.DataFrame, list[str]]:
-        folder = find_eurosat_folder(self.root)
+        folder = find_eurosat_folder(self.root, any_class_names=self.class_mode == "folders")
         found = sorted(p.name for p in folder.iterdir() if p.is_dir())
         if self.class_mode == "eurosat":
             missing = [c for c in EUROSAT_CLASSES if c not in found]
@@ -88,10 +115,13 @@ class EuroSATDataModule(SplitImageDataModule):
             files = sorted(p for p in (folder / cname).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
             if not files:
                 empty.append(str(folder / cname))
-            rows.extend((f"{cname}/{p.name}", label, str(p)) for p in files)
+            rows.extend((_text_name(f"{cname}/{p.name}"), label, str(p)) for p in files)
         if empty:
             raise DataFormatError(f"empty class folder(s) (no {'/'.join(IMAGE_EXTENSIONS)} files): {empty[:5]}")
-        table = pd.DataFrame(rows, columns=["image", "label", "path"])
+        table = pd.DataFrame({"image": [r[0] for r in rows], "label": [r[1] for r in rows],
+                              # object, not a string dtype: a path may hold bytes that are not UTF-8 (Python's
+                              # surrogates), which Arrow-backed strings refuse; PIL opens the path as it is
+                              "path": pd.Series([r[2] for r in rows], dtype=object)})
         if self.check_images:
             check_readable([Path(p) for p in table["path"]], "EuroSAT")
         return table, classes

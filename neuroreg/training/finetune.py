@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 
+from neuroreg._checks import check_class_weights
 from neuroreg.alignment.base import AlignmentLoss
 from neuroreg.classification_metrics import balanced_accuracy_from_confusion, confusion_matrix, topk_accuracy
 from neuroreg.models import area_layers
@@ -117,6 +118,10 @@ class FinetuneModule(BrainRegularizedModule):
             raise ValueError(f"lp_steps and l2_sp_weight must be >= 0; got {lp_steps}, {l2_sp_weight}")
         if head_lr is not None and not head_lr > 0:
             raise ValueError(f"head_lr must be > 0 or None; got {head_lr}")
+        if class_weights is not None and not isinstance(class_weights, str):
+            check_class_weights("class_weights", list(class_weights))
+        elif isinstance(class_weights, str) and class_weights != "auto":
+            raise ValueError(f"class_weights must be 'auto', None or a list of weights; got {class_weights!r}")
         start = load_start_model(start_from, arch=arch, weights=weights, model_kwargs=model_kwargs)
         before = start["model"].eval()
         areas = areas or start["areas"]
@@ -200,7 +205,7 @@ class FinetuneModule(BrainRegularizedModule):
             dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
             w = dm.loss_weights() if dm is not None and hasattr(dm, "loss_weights") else None
         else:
-            w = None if given is None else torch.as_tensor(list(given), dtype=torch.float32)
+            w = None if given is None else check_class_weights("class_weights", list(given))
         n_out = self._num_outputs()
         if w is not None and n_out is not None and len(w) != n_out:
             raise ValueError(f"class_weights has {len(w)} entries but the model has {n_out} outputs")

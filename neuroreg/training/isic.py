@@ -14,12 +14,14 @@ outputs. The challenge metric is balanced accuracy (mean per-class recall).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from neuroreg._io import read_text, reading
 from neuroreg.errors import DataFormatError
 from neuroreg.training.split_data import SplitImageDataModule, check_readable
 
@@ -48,6 +50,17 @@ def _plain(value):
         return str(value)
 
 
+def _read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
+    """A challenge CSV as a table: UTF-8 (with or without a byte-order mark), UTF-16 or UTF-32 with a byte-order
+    mark, else Latin-1 with a warning naming the file; a file pandas cannot parse raises naming it."""
+    text = read_text(path)
+    with reading(path, "the CSV table"):
+        try:
+            return pd.read_csv(io.StringIO(text), **kwargs)
+        except pd.errors.EmptyDataError:
+            raise DataFormatError(f"{path}: the file is empty (no header line)") from None
+
+
 def _input_folder(root: Path) -> Path:
     folder = root / INPUT
     if (folder / INPUT).is_dir():
@@ -70,11 +83,14 @@ def read_isic2019_table(root: str | Path, *, metadata: bool = True) -> tuple[pd.
     gt_path = root / GROUND_TRUTH
     if not gt_path.is_file():
         raise FileNotFoundError(f"ISIC 2019 ground truth {str(gt_path)!r} does not exist")
-    gt = pd.read_csv(gt_path, dtype={"image": str})
+    gt = _read_csv(gt_path, dtype={"image": str})
     missing = [c for c in ("image", *ISIC2019_CLASSES) if c not in gt.columns]
     if missing:
         raise DataFormatError(f"{gt_path}: missing column(s) {missing}; columns are {list(gt.columns)} "
                               f"(expected image,{','.join(ISIC2019_CLASSES)})")
+    if len(gt) == 0:
+        raise DataFormatError(f"{gt_path}: lists no image (only the header line); the ground truth has one row "
+                              "per training image")
     dup = gt["image"].duplicated().to_numpy()
     if dup.any():
         raise DataFormatError(f"{gt_path}: images listed twice (line, image): {_rows(gt, dup)}")
@@ -104,7 +120,7 @@ def read_isic2019_table(root: str | Path, *, metadata: bool = True) -> tuple[pd.
             raise FileNotFoundError(f"ISIC 2019 metadata {str(meta_path)!r} does not exist (it holds lesion_id, "
                                     "needed to keep images of one lesion in one split; metadata=False splits by "
                                     "image and is not recommended)")
-        meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False)
+        meta = _read_csv(meta_path, dtype=str, keep_default_na=False)
         missing = [c for c in ("image", "lesion_id") if c not in meta.columns]
         if missing:
             raise DataFormatError(f"{meta_path}: missing column(s) {missing}; columns are {list(meta.columns)} "

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from torchvision.transforms.functional import to_tensor
 
+from neuroreg.brain import read_image
 from neuroreg.errors import DataFormatError
 from neuroreg.training.data import AlignedDataModule, _collate_task
 from neuroreg.training.splits import check_split_classes, read_splits, split_table, write_splits
@@ -53,12 +54,7 @@ class PILLoader:
         self.paths = paths
 
     def __call__(self, row: int):
-        path = self.paths[row]
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataFormatError(f"cannot read image {path}: {exc}") from exc
+        return read_image(self.paths[row])
 
 
 class TableImages(Dataset):

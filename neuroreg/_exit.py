@@ -131,9 +131,10 @@ def run_guarded(command: str, fn: Callable[[], int | None], *, debug: bool = Fal
         status = exit_status(exc)
         if debug or status is None:
             raise
+        who = f"neuroreg {command}" if command else "neuroreg"
         if status == EXIT_INTERRUPTED:
-            print(f"neuroreg {command}: interrupted", file=sys.stderr)
+            print(f"{who}: interrupted", file=sys.stderr)
         else:
-            print(f"neuroreg {command}: error: {_one_line(exc)}  (exit status {status}; --debug shows the traceback)",
+            print(f"{who}: error: {_one_line(exc)}  (exit status {status}; --debug shows the traceback)",
                   file=sys.stderr)
         return status

@@ -14,7 +14,7 @@ import inspect
 import os
 import platform
 import sys
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, NoReturn, Sequence
 
 import neuroreg
 from neuroreg._exit import EXIT_NOT_AVAILABLE, EXIT_STATUSES, EXIT_USAGE, run_guarded
@@ -84,6 +84,14 @@ _OUTPUT_OPTIONS = ("out", "store")
 _CONFIG_COMMANDS = ("demo", "evaluate", "score")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that raises its usage error instead of printing the usage block and exiting: the guard prints it
+    as one line with exit status 2 (sub-command parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise argparse.ArgumentError(None, message)
+
+
 def _epilog() -> str:
     rows = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_STATUSES.items())
     return f"exit statuses:\n{rows}\n\n--debug (anywhere on the line) shows the traceback of an error."
@@ -98,7 +106,7 @@ def build_parser(only: Iterable[str] | None = None
     so ``--help`` and ``--version`` stay fast.
     """
     wanted = set(_COMMANDS) if only is None else set(only)
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="neuroreg", description="Brain-constrained vision models: build, train, fine-tune, score.",
         epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"neuroreg {neuroreg.__version__}")
@@ -199,15 +207,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_common_arguments(args)
             return module.run(args)
         return run_guarded(command, configured, debug=debug)
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
 
     def work() -> int:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
         check_common_arguments(args)
         return handlers[args.command](args)
-    return run_guarded(args.command, work, debug=debug)
+    return run_guarded(command if command in _COMMANDS or command == "info" else "", work, debug=debug)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -329,3 +329,18 @@ def test_evaluate_refuses_a_task_folder_with_other_classes_than_outputs(capsys, 
                  "--task-data", str(task), "--brain"]) == EXIT_USAGE
     line = _one_error_line(capsys, "evaluate")
     assert "3 class folders" in line and "5 outputs" in line and "--num-classes" in line
+
+
+@pytest.mark.parametrize("argv, who, pattern", [
+    (["sweep", "--config", "s.yaml", "--store", "st", "--no-such-option"], "sweep",
+     r"unrecognized arguments: --no-such-option"),
+    (["sweep"], "sweep", r"the following arguments are required: --config, --store"),
+    (["no_such_command"], "", r"invalid choice: 'no_such_command'"),
+])
+def test_plain_argparse_errors_are_one_line(capsys, argv, who, pattern):
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    prefix = f"neuroreg {who}: error:" if who else "neuroreg: error:"
+    assert len(lines) == 1 and lines[0].startswith(prefix), err
+    assert re.search(pattern, lines[0])

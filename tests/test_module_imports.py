@@ -44,7 +44,8 @@ _KEPT = [
 
     ("neuroreg.cli", ["torch", "neuroreg.brain.bundled_sets"], CLI),
     ("neuroreg.cli", ["neuroreg.commands._config.parse_command"], JSONARGPARSE),
-    ("neuroreg.commands.evaluate", ["torchvision.datasets", "neuroreg.evaluate.evaluate", "neuroreg.scorecard.Scorecard",
+    ("neuroreg.commands.evaluate", ["torchvision.datasets", "neuroreg.brain.read_image", "neuroreg.evaluate.evaluate",
+                                    "neuroreg.scorecard.Scorecard",
                                     "neuroreg.training.scorecard_callback.read_curves", "matplotlib.pyplot",
                                     "neuroreg.training.scorecard_curves.plot_curves"], CLI),
     ("neuroreg.commands.score", ["neuroreg.evaluate.evaluate", "neuroreg.evaluate.summarize_brain"], CLI),

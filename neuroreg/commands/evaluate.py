@@ -54,9 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _task_dataset(root: Path, model, image_size: int | None, max_images: int | None, seed: int):
     from torchvision import datasets  # local: loads torchvision; keeps `neuroreg evaluate --help` light
 
+    from neuroreg.brain import read_image  # local: loads numpy/h5py/PIL; keeps `--help` light
+
     if not root.is_dir():
         raise FileNotFoundError(f"--task-data folder does not exist: {root}")
-    ds = datasets.ImageFolder(str(root), transform=preprocessing_of(model, image_size).eval_transform())
+    # read_image: a corrupt image stops with DataFormatError naming the file (one line, exit 4), not a PIL traceback
+    ds = datasets.ImageFolder(str(root), transform=preprocessing_of(model, image_size).eval_transform(),
+                              loader=read_image)
     n_outputs = int(getattr(model, "num_classes", 0) or 0)
     if n_outputs and len(ds.classes) != n_outputs:
         shown = ", ".join(ds.classes[:5]) + (", ..." if len(ds.classes) > 5 else "")

@@ -7,11 +7,11 @@ e.g. a constant prediction) never win.
 
 from __future__ import annotations
 
-from typing import Callable, Hashable, Sequence
+from typing import Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["best_index", "flag_best_layers"]
+__all__ = ["best_index", "flag_best_layers", "check_chosen_layers"]
 
 
 def best_index(scores: Sequence[float]) -> int | None:
@@ -36,3 +36,13 @@ def flag_best_layers(rows: list[dict], key: Callable[[dict], Hashable], *, split
                 best[k] = (r["score"], r["layer"])
     for r in rows:
         r["is_best"] = best[key(r)][1] == r["layer"]
+
+
+def check_chosen_layers(chosen: Iterable[str], available: Iterable[str], *, chosen_on: str, scored: str) -> None:
+    """Refuse layers that can be chosen on one data set (``chosen_on``) but that the ``scored`` one does not
+    have: no row could be marked best, and the table would silently carry no chosen layer."""
+    have = list(dict.fromkeys(available))
+    missing = sorted({str(layer) for layer in chosen} - {str(layer) for layer in have})
+    if missing:
+        raise ValueError(f"{chosen_on} can choose layer(s) {missing}, absent from {scored} (which has {have}); "
+                         f"score the same layers on both")

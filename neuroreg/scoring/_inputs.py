@@ -95,6 +95,17 @@ def layer_matrix(features, layer: str, n_expected: int | None = None):
     return x.reshape(x.shape[0], -1)
 
 
+def check_features_vary(layer: str, x, rows: np.ndarray, scorer: str) -> None:
+    """Refuse a layer whose features are all constant over the (train) ``rows``: nothing can be predicted
+    from it, and its predictions would be identical for every stimulus."""
+    part = x[torch.as_tensor(rows, device=x.device)] if isinstance(x, torch.Tensor) else np.asarray(x)[rows]
+    varies = bool((part != part[:1]).any())
+    if not varies:
+        raise ValueError(f"features[{layer!r}] is constant: all {part.shape[1]} features take the same value on "
+                         f"each of the {part.shape[0]} train stimuli, so {scorer} has nothing to fit (is the "
+                         f"layer dead or the wrong one?)")
+
+
 def _order(brain_ids, wanted_ids, what: str) -> np.ndarray | None:
     """Index putting ``brain_ids`` in the order of ``wanted_ids``; None if already equal or unknown."""
     if brain_ids is None or wanted_ids is None:

@@ -80,3 +80,51 @@ def rdm_problem(x, *, zero_diagonal: bool = True, dtype=None) -> str | None:
     if zero_diagonal and diag > tol:
         return f"its diagonal is not zero (max |diagonal| = {diag:.3g}, tolerance {tol:.3g})"
     return None
+
+
+# Magnitudes whose squares, summed over any realistic number of features, stay far from float64's
+# overflow (1.8e308) and underflow (2.2e-308): inside this range data are used as given, outside it
+# they are first scaled by a power of two (exact: only the exponent changes).
+SAFE_EXPONENT = 100   # 2**100 ~ 1.3e30, 2**-100 ~ 7.9e-31
+SAFE_EXPONENT_FLOAT32 = 20   # torch arithmetic in float32 (max 3.4e38, smallest normal 1.2e-38)
+
+
+def max_abs(x) -> float:
+    """Largest magnitude of ``x`` (0.0 when empty; NaN/inf pass through), without an ``abs`` copy."""
+    if isinstance(x, Tensor):
+        if x.numel() == 0:
+            return 0.0
+        lo, hi = torch.aminmax(x.detach())
+        return max(abs(float(lo)), abs(float(hi)))
+    x = np.asarray(x)
+    if x.size == 0:
+        return 0.0
+    return max(abs(float(x.min())), abs(float(x.max())))
+
+
+def pow2_exponent(magnitude: float) -> int:
+    """``e`` with ``magnitude * 2**-e`` in [0.5, 1); 0 for 0 or a non-finite magnitude."""
+    if magnitude == 0 or not np.isfinite(magnitude):
+        return 0
+    return int(np.frexp(magnitude)[1])
+
+
+def unit_exponent(x, *, safe: int | None = None) -> int:
+    """The power of two to divide ``x`` by so that its largest magnitude is about 1, or 0 when that
+    magnitude lies within ``2**-safe .. 2**safe`` (the data are used as given then). Default ``safe``:
+    :data:`SAFE_EXPONENT`, or :data:`SAFE_EXPONENT_FLOAT32` for tensors that compute in float32."""
+    if safe is None:
+        low = isinstance(x, Tensor) and compute_dtype(x.dtype) == torch.float32
+        safe = SAFE_EXPONENT_FLOAT32 if low else SAFE_EXPONENT
+    e = pow2_exponent(max_abs(x))
+    return e if abs(e) > safe else 0
+
+
+def scaled_by_pow2(x, e: int):
+    """``x * 2**-e`` (exact for normal numbers); ``x`` itself when ``e == 0``. numpy or torch alike."""
+    if e == 0:
+        return x
+    if isinstance(x, Tensor):
+        half = -e // 2          # two factors: 2**-e alone can exceed float32's range (subnormal inputs)
+        return (x * (2.0 ** half)) * (2.0 ** (-e - half))
+    return np.ldexp(np.asarray(x, dtype=np.float64), -e)

@@ -23,7 +23,7 @@ from scipy.stats import rankdata
 
 from neuroreg.brain.data import BrainData, RDMSet
 from neuroreg.errors import ShapeError
-from neuroreg.scoring._precision import rdm_problem, to_float64
+from neuroreg.scoring._precision import pow2_exponent, rdm_problem, scaled_by_pow2, to_float64, unit_exponent
 from neuroreg.scoring.compare import _method, _vectors, compare_rdms
 
 __all__ = ["NoiseCeiling", "noise_ceiling", "rdm_noise_ceiling", "split_half_ceiling", "ncsnr_ceiling",
@@ -79,6 +79,9 @@ def rdm_noise_ceiling(rdms, method: str = "pearson", *, groups=None) -> NoiseCei
     method = _method(method)
     v, _ = _vectors("rdms", rdms)
     v = to_float64(v)
+    # every comparison method is blind to an RDM's own scale: bring each to magnitude ~1 (exactly, by a
+    # power of two) so that the pooled RDM's squares neither overflow nor underflow
+    v = np.ldexp(v, -np.array([[pow2_exponent(float(np.abs(row).max()))] for row in v], dtype=np.int64))
     k = v.shape[0]
     labels = np.arange(k) if groups is None else np.asarray([str(g) for g in groups])
     if labels.shape != (k,):
@@ -125,6 +128,7 @@ def split_half_ceiling(trials, *, n_splits: int = 10, seed: int = 0) -> NoiseCei
         raise ShapeError(f"trials needs at least 3 stimuli; got {n}")
     if not np.isfinite(tr).all():
         raise ValueError("trials contains non-finite values (NaN or inf)")
+    tr = scaled_by_pow2(tr, unit_exponent(tr))     # Pearson r is scale free; keeps the squares in range
     rng = np.random.default_rng(seed)
     acc = np.zeros(u)
     for _ in range(n_splits):

@@ -27,6 +27,9 @@ COMPARE_METHODS = ("pearson", "spearman", "kendall_tau_a", "rho_a", "cosine")
 _ALIASES = {"corr": "pearson", "correlation": "pearson", "tau-a": "kendall_tau_a", "tau_a": "kendall_tau_a",
             "rho-a": "rho_a"}
 _TAU_BLOCK = 1 << 23  # sign-matrix elements per block in the tau-a count
+# A vector whose centred values all lie within this many units of rounding (of its largest value)
+# of zero is constant up to rounding: its correlation with anything is undefined.
+_CONSTANT_ULPS = 16
 
 
 def _method(method: str) -> str:
@@ -84,10 +87,29 @@ def _n_from_m(name: str, m: int) -> int:
 
 
 def _normalise_rows(name: str, v, center: bool):
-    if center:
-        v = v - v.mean(-1, keepdims=True) if not isinstance(v, Tensor) else v - v.mean(-1, keepdim=True)
-    norm = np.linalg.norm(v, axis=-1, keepdims=True) if not isinstance(v, Tensor) else v.norm(dim=-1, keepdim=True)
-    bad = (norm <= 0).ravel() if not isinstance(v, Tensor) else (norm <= 0).ravel().cpu().numpy()
+    """Rows of ``v`` (centred first when ``center``) divided by their norms.
+
+    Each row is first divided by its largest magnitude, so that no square overflows (RDMs of
+    1e160) or underflows (RDMs of 1e-170) in the norm. A row whose centred values are all
+    within rounding of zero (relative to the row's own magnitude) is constant: refused."""
+    is_torch = isinstance(v, Tensor)
+    if is_torch:
+        top = v.detach().abs().amax(-1, keepdim=True)
+        if center:
+            v = v - v.mean(-1, keepdim=True)
+        spread = v.detach().abs().amax(-1, keepdim=True)
+        eps = torch.finfo(v.dtype).eps
+        bad = (spread <= _CONSTANT_ULPS * eps * top).ravel().cpu().numpy()
+        v = v / spread.clamp_min(torch.finfo(v.dtype).tiny)
+        norm = v.norm(dim=-1, keepdim=True)
+    else:
+        top = np.abs(v).max(-1, keepdims=True)
+        if center:
+            v = v - v.mean(-1, keepdims=True)
+        spread = np.abs(v).max(-1, keepdims=True)
+        bad = (spread <= _CONSTANT_ULPS * np.finfo(v.dtype).eps * top).ravel()
+        v = v / np.maximum(spread, np.finfo(v.dtype).tiny)
+        norm = np.linalg.norm(v, axis=-1, keepdims=True)
     if bad.any():
         what = "constant (zero variance)" if center else "all zero"
         raise ValueError(f"{name}: RDM {int(np.flatnonzero(bad)[0])} is {what}, so the comparison is undefined")
@@ -181,7 +203,8 @@ def compare_rdms(a, b, method: str = "pearson"):
 def compare_vectors(va, vb, method: str = "pearson"):
     """:func:`compare_rdms` on plain ``(k_a, m)`` and ``(k_b, m)`` vectors of any length ``m`` -> ``(k_a, k_b)``.
 
-    No RDM shape checks: used for subsets of dissimilarities (bootstraps, masks).
+    No RDM shape checks: used for subsets of dissimilarities (bootstraps, masks). Two single
+    ``(m,)`` vectors give a float (a 0-d tensor for torch input).
     """
     method = _method(method)
     use_torch = isinstance(va, Tensor) or isinstance(vb, Tensor)
@@ -196,6 +219,15 @@ def compare_vectors(va, vb, method: str = "pearson"):
     else:
         va = np.asarray(va, dtype=np.float64)
         vb = np.asarray(vb, dtype=np.float64)
+    single = va.ndim == 1 and vb.ndim == 1
+    va = va[None] if va.ndim == 1 else va
+    vb = vb[None] if vb.ndim == 1 else vb
+    if va.ndim != 2 or vb.ndim != 2:
+        raise ShapeError(f"va and vb must be (k, m) stacks of dissimilarity vectors (or single (m,) vectors); "
+                         f"got shapes {tuple(va.shape)} and {tuple(vb.shape)}")
+    if va.shape[-1] != vb.shape[-1]:
+        raise ShapeError(f"va and vb must hold the same dissimilarities: va has {va.shape[-1]} per vector, "
+                         f"vb has {vb.shape[-1]} (shapes {tuple(va.shape)} and {tuple(vb.shape)})")
     if va.shape[-1] < 2:
         raise ValueError(f"cannot compare vectors of fewer than 2 dissimilarities; got {va.shape[-1]}")
     if method in ("pearson", "cosine"):
@@ -217,5 +249,7 @@ def compare_vectors(va, vb, method: str = "pearson"):
         if use_torch:
             out = torch.as_tensor(out, dtype=va.dtype, device=va.device)
     if use_torch:
-        return out.clamp(-1.0, 1.0)
-    return np.clip(out, -1.0, 1.0)
+        out = out.clamp(-1.0, 1.0)
+        return out[0, 0] if single else out
+    out = np.clip(out, -1.0, 1.0)
+    return float(out[0, 0]) if single else out

@@ -31,8 +31,9 @@ from tqdm.auto import tqdm
 from neuroreg._checks import check_finite
 from neuroreg.errors import UnknownNameError
 from neuroreg.projection import jl_min_dim, sparse_random_projection
-from neuroreg.scoring._inputs import (aligned_brain, feature_ids, layer_matrix, layer_names, random_splits,
-                                      resolve_split, unit_groups)
+from neuroreg.scoring._precision import scaled_by_pow2, unit_exponent
+from neuroreg.scoring._inputs import (aligned_brain, check_features_vary, feature_ids, layer_matrix, layer_names,
+                                      random_splits, resolve_split, unit_groups)
 from neuroreg.scoring.ceiling import ncsnr_ceiling, split_half_ceiling
 from neuroreg.scoring.columnwise import pearson_per_column, r2_per_column
 from neuroreg.scoring.compare import _method, compare_rdms
@@ -58,6 +59,8 @@ def _reduced(features, layer: str, n: int, srp_dim: int | None, seed: int, devic
         x = x.to(device)
     x = x.to(torch.float64) if x.device.type == "cpu" else x.float()
     check_finite(f"features[{layer!r}]", x)
+    # far from magnitude 1, scale by a power of two (exact; the standardisation that follows undoes any scale)
+    x = scaled_by_pow2(x, unit_exponent(x))
     if srp_dim is not None and x.shape[1] > srp_dim:
         try:
             x = sparse_random_projection(x, srp_dim, seed=seed)
@@ -123,20 +126,24 @@ def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWE
         raise ValueError("versa needs a train/test split (split='conwell' or (train, test) indices)")
     train, test = splits["train"], splits["test"]
     groups = list(unit_groups(data))
+    # responses far from magnitude 1 are scaled by a power of two (exact): ridge predictions scale with them
+    # and every score below (RDM correlation, r, R^2) is blind to it, while squares stay in range
+    y = scaled_by_pow2(data.responses, unit_exponent(data.responses))
     brain_test_rdms = {}
     brain_train_rdms = {}
     for region, subject, units in groups:
         try:
-            brain_test_rdms[(region, subject)] = rdm(data.responses[np.ix_(test, units)])
-            brain_train_rdms[(region, subject)] = rdm(data.responses[np.ix_(train, units)])
+            brain_test_rdms[(region, subject)] = rdm(y[np.ix_(test, units)])
+            brain_train_rdms[(region, subject)] = rdm(y[np.ix_(train, units)])
         except ValueError as exc:
             raise ValueError(f"brain responses (region={region!r}, subject={subject!r}): {exc}") from exc
 
     rows = []
     for li, layer, x in _layer_matrices(features, n, srp_dim, seed, device, "veRSA layers", progress):
+        check_features_vary(layer, x, train, "versa")
         x = _standardise(x, train)
         ridge = RidgeGCV(alphas, alpha_per_target=True, device=x.device, dtype=dtype, store_loo=True)
-        ridge.fit(x[train], data.responses[train])
+        ridge.fit(x[train], y[train])
         pred_test = np.asarray(ridge.predict(x[test].cpu()), dtype=np.float64)
         loo = ridge.loo_predictions_
         for region, subject, units in groups:
@@ -150,9 +157,13 @@ def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWE
                     # predictions identical for a stimulus across voxels: its pattern carries no information
                     score = 0.0
                 else:
-                    score = compare_rdms(pred_rdm, target, method)
+                    try:
+                        score = compare_rdms(pred_rdm, target, method)
+                    except ValueError as exc:
+                        raise ValueError(f"features[{layer!r}] ({s} split, region={region!r}, "
+                                         f"subject={subject!r}): {exc}") from exc
                 rows.append(dict(base, metric="versa", split=s, score=score))
-            y_test = data.responses[np.ix_(test, units)]
+            y_test = y[np.ix_(test, units)]
             r = pearson_per_column(pred_test[:, units], y_test)
             r2 = r2_per_column(y_test, pred_test[:, units])
             rows.append(dict(base, metric="encoding_r", split="test", score=float(np.median(r)), mean=float(r.mean())))
@@ -220,6 +231,7 @@ def predictivity(features, brain, *, mapping: str = "ridge", splits: int = 10, t
     n = data.n_stimuli
     folds = random_splits(data.stimulus_ids, int(splits), test_fraction, seed)
     groups = list(unit_groups(data))
+    y = scaled_by_pow2(data.responses, unit_exponent(data.responses))   # exact; r does not depend on it
     ceilings = {(r, s): _unit_ceiling_r(data, u) for r, s, u in groups}
     rows = []
     for li, layer, x in _layer_matrices(features, n, srp_dim, seed, device, "predictivity layers", progress):
@@ -227,13 +239,13 @@ def predictivity(features, brain, *, mapping: str = "ridge", splits: int = 10, t
         for train, test in folds:
             xs = _standardise(x, train)
             if mapping == "ridge":
-                fit = RidgeGCV(alphas, device=x.device).fit(xs[train], data.responses[train])
+                fit = RidgeGCV(alphas, device=x.device).fit(xs[train], y[train])
                 pred = np.asarray(fit.predict(xs[test].cpu()), dtype=np.float64)
             else:
                 k = min(n_components, len(train) - 1, xs.shape[1])
-                pls = PLSRegression(n_components=k, scale=False).fit(xs[train].cpu().numpy(), data.responses[train])
+                pls = PLSRegression(n_components=k, scale=False).fit(xs[train].cpu().numpy(), y[train])
                 pred = pls.predict(xs[test].cpu().numpy())
-            r_sum += pearson_per_column(pred, data.responses[test])
+            r_sum += pearson_per_column(pred, y[test])
         r = r_sum / len(folds)
         for region, subject, units in groups:
             rows.append(dict(model=model, layer=layer, region=region, subject=subject, metric="predictivity",

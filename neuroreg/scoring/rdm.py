@@ -24,7 +24,7 @@ from torch import Tensor
 from neuroreg._checks import check_finite
 from neuroreg._condensed import condense, square
 from neuroreg.errors import NonFiniteError, ShapeError, UnknownNameError
-from neuroreg.scoring._precision import compute_dtype
+from neuroreg.scoring._precision import compute_dtype, pow2_exponent, scaled_by_pow2, unit_exponent
 
 __all__ = ["rdm", "RDM_METRICS", "condense", "square"]
 
@@ -47,9 +47,11 @@ def _as_2d(x) -> tuple[np.ndarray | Tensor, bool]:
             raise TypeError(f"x must be numeric; got dtype {x.dtype}")
     if x.ndim < 2:
         raise ShapeError(f"x must be (n_stimuli, n_features) (trailing dims are flattened); got shape {tuple(x.shape)}")
-    x = x.reshape(x.shape[0], -1)
-    if x.shape[0] < 2 or x.shape[1] < 1:
-        raise ShapeError(f"x needs at least 2 stimuli and 1 feature; got shape {tuple(x.shape)}")
+    n_features = int(np.prod(x.shape[1:]))
+    if x.shape[0] < 2 or n_features < 1:
+        raise ShapeError(f"x needs at least 2 stimuli and 1 feature (n_stimuli, n_features); got shape "
+                         f"{tuple(x.shape)} ({x.shape[0]} stimuli x {n_features} features)")
+    x = x.reshape(x.shape[0], n_features)
     return x, is_torch
 
 
@@ -181,6 +183,32 @@ def _finish_torch(g: Tensor, ss: Tensor, metric: str) -> Tensor:
     return out * (1.0 - torch.eye(n, dtype=out.dtype, device=out.device))
 
 
+def _scale_back(out, e: int, metric: str):
+    """Distances of data that were divided by ``2**e`` back in the data's units (euclidean: ``2**e``,
+    sqeuclidean: ``2**(2 e)``); correlation and cosine distances do not depend on the scale. Refuses
+    when a distance is not representable (overflows, or a non-zero one falls below the smallest
+    normal number and loses its digits) rather than returning inf or 0."""
+    if e == 0 or metric in ("correlation", "cosine"):
+        return out
+    k = e if metric == "euclidean" else 2 * e
+    is_torch = isinstance(out, Tensor)
+    vals = out.detach().cpu().numpy() if is_torch else out
+    positive = vals[vals > 0]
+    info = np.finfo(np.float32 if is_torch and out.dtype == torch.float32 else np.float64)
+    if positive.size:
+        hi_exp = pow2_exponent(float(positive.max())) + k      # 2**(hi_exp - 1) <= largest distance < 2**hi_exp
+        lo_exp = pow2_exponent(float(positive.min())) + k
+        if hi_exp > info.maxexp or lo_exp - 1 < info.minexp:
+            raise ValueError(
+                f"x has magnitude about 2^{e} (~{np.ldexp(1.0, e):.0e}): its {metric} distances (about 2^{lo_exp} to 2^{hi_exp}) are not "
+                f"representable in {info.dtype} (2^{info.minexp} to 2^{info.maxexp}); rescale x (e.g. divide it "
+                f"by its largest magnitude) or use metric='correlation' or 'cosine', which do not depend on it")
+    if is_torch:
+        half = k // 2        # two factors: 2**k alone can exceed float32's range
+        return (out * (2.0 ** half)) * (2.0 ** (k - half))
+    return np.ldexp(out, k)
+
+
 def rdm(x, metric: str = "correlation", *, condensed: bool = False, chunk_size: int | None = None):
     """Dissimilarity matrix between the rows (stimuli) of ``x``.
 
@@ -209,19 +237,24 @@ def rdm(x, metric: str = "correlation", *, condensed: bool = False, chunk_size: 
     chunk = _chunk(n, d, chunk_size)
     use_torch = is_torch and (x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()))
     if use_torch:
-        g, offset, ss = _gram_torch(x, metric, chunk)
+        xw = x if torch.is_floating_point(x) and x.dtype not in (torch.float16, torch.bfloat16) else x.float()
+        e = unit_exponent(xw)
+        g, offset, ss = _gram_torch(scaled_by_pow2(xw, e), metric, chunk)
         if not bool(torch.isfinite(ss).all()):
             _raise_nonfinite(x, ss.detach().cpu().numpy())
         _check_variance(x, metric, ss, offset, g.dtype)
-        out = _finish_torch(g, ss, metric)
+        out = _scale_back(_finish_torch(g, ss, metric), e, metric)
         return condense(out) if condensed else out
     # bfloat16 has no numpy twin; float16 blocks are widened to float64 chunk by chunk below
     x_np = (x.detach().float() if x.dtype == torch.bfloat16 else x.detach()).numpy() if is_torch else x
-    g_np, offset_np, ss_np = _gram_numpy(x_np, metric, chunk)
+    # Data far from magnitude 1 (past 2**+-100) are scaled by a power of two first (exact), so that
+    # no square or sum of squares overflows or underflows; euclidean distances are scaled back.
+    e = unit_exponent(x_np)
+    g_np, offset_np, ss_np = _gram_numpy(scaled_by_pow2(x_np, e), metric, chunk)
     if not np.isfinite(ss_np).all():
         _raise_nonfinite(x_np, ss_np)
     _check_variance(x_np, metric, ss_np, offset_np, torch.float64)
-    out_np = _finish_numpy(g_np, ss_np, metric)
+    out_np = _scale_back(_finish_numpy(g_np, ss_np, metric), e, metric)
     if condensed:
         out_np = out_np[np.triu_indices(n, 1)]
     if is_torch:

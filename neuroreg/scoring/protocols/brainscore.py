@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -38,10 +39,12 @@ from tqdm.auto import tqdm
 
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import UnknownNameError
-from neuroreg.scoring._inputs import aligned_brain, feature_ids, layer_matrix, layer_names, unit_groups
+from neuroreg.scoring._precision import scaled_by_pow2, unit_exponent
+from neuroreg.scoring._inputs import (MIN_TEST_PER_FOLD, WARN_TEST_PER_FOLD, aligned_brain, feature_ids,
+                                      layer_matrix, layer_names, unit_groups)
 from neuroreg.scoring.columnwise import pearson_per_column
 from neuroreg.table import ScoreTable
-from neuroreg.selection import best_index
+from neuroreg.selection import best_index, check_chosen_layers
 
 __all__ = ["predictivity_brainscore", "brainscore_ceiling", "brainscore_normalize", "BRAINSCORE_VERSIONS"]
 
@@ -77,6 +80,7 @@ def brainscore_ceiling(trials, *, n_splits: int = 10) -> float:
     tr = np.asarray(trials, dtype=np.float64)
     if tr.ndim != 3 or tr.shape[0] < 2:
         raise ValueError(f"trials must be (n_repeats >= 2, n_stimuli, n_units); got shape {tr.shape}")
+    tr = scaled_by_pow2(tr, unit_exponent(tr))     # exact; the split-half r does not depend on the scale
     halves = ShuffleSplit(n_splits=n_splits, train_size=0.5, random_state=_RANDOM_STATE).split(np.zeros(tr.shape[0]))
     per_split = []
     for a, b in halves:
@@ -96,12 +100,45 @@ def _labels(labels, brain: BrainData) -> np.ndarray:
         missing = [i for i in brain.stimulus_ids.tolist() if i not in labels]
         if missing:
             raise ValueError(f"labels has no entry for {len(missing)} stimulus id(s), e.g. {missing[:3]}")
-        return np.asarray([labels[i] for i in brain.stimulus_ids.tolist()])
-    arr = np.asarray(labels)
-    if arr.shape != (brain.n_stimuli,):
-        raise ValueError(f"labels must have one entry per stimulus of brain ({brain.n_stimuli}), in its row order, "
-                         f"or map stimulus ids to labels; got shape {arr.shape}")
+        arr = np.asarray([labels[i] for i in brain.stimulus_ids.tolist()])
+    else:
+        arr = np.asarray(labels)
+        if arr.shape != (brain.n_stimuli,):
+            raise ValueError(f"labels must have one entry per stimulus of brain ({brain.n_stimuli}), in its row "
+                             f"order, or map stimulus ids to labels; got shape {arr.shape}")
+    missing_rows = [i for i, v in enumerate(arr.tolist()) if v is None or (isinstance(v, float) and v != v)]
+    if missing_rows:
+        ids = brain.stimulus_ids[missing_rows[:3]].tolist()
+        raise ValueError(f"labels must give the object label of every stimulus; {len(missing_rows)} of "
+                         f"{arr.size} are None or NaN (stimulus ids {ids}{' ...' if len(missing_rows) > 3 else ''})")
     return arr
+
+
+def _check_stratification(lab: np.ndarray) -> None:
+    """Refuse labels and sizes that ``StratifiedShuffleSplit(train_size=0.9)`` cannot split, with the reason."""
+    n = lab.size
+    names, counts = np.unique(lab, return_counts=True)
+    single = names[counts < 2]
+    if single.size:
+        hint = (" (every label is unique: pass the object name of each stimulus, not its id)"
+                if single.size == names.size else "")
+        raise ValueError(f"labels: protocol='brainscore' stratifies its splits on the object labels and needs at "
+                         f"least 2 stimuli per label; {single.size} of {names.size} labels have 1 stimulus "
+                         f"(e.g. {single[:3].tolist()}){hint}")
+    n_test = n - int(np.floor(0.9 * n))      # scikit-learn's sizes for train_size=0.9
+    n_train = n - n_test
+    if n_test < MIN_TEST_PER_FOLD:
+        need = next(m for m in range(n, 10 * n + 100) if m - int(np.floor(0.9 * m)) >= MIN_TEST_PER_FOLD)
+        raise ValueError(f"protocol='brainscore' holds out 10% of the stimuli per split: {n} stimuli give {n_test} "
+                         f"test stimulus per split, and a Pearson r needs at least {MIN_TEST_PER_FOLD} (use at "
+                         f"least {need} stimuli)")
+    if n_test < names.size or n_train < names.size:
+        raise ValueError(f"labels: protocol='brainscore' stratifies on the object labels, so each split needs a "
+                         f"test stimulus of every label; {n} stimuli give {n_test} test stimuli per split for "
+                         f"{names.size} labels (use at least 10 stimuli per label)")
+    if n_test < WARN_TEST_PER_FOLD:
+        warnings.warn(f"predictivity (protocol='brainscore'): only {n_test} test stimuli per split (fewer than "
+                      f"{WARN_TEST_PER_FOLD}); the per-split Pearson r is very noisy", UserWarning, stacklevel=4)
 
 
 def _scores(features, brain, labels, *, splits: int, n_components: int, version: str, model, progress,
@@ -117,10 +154,13 @@ def _scores(features, brain, labels, *, splits: int, n_components: int, version:
         raise ValueError("protocol='brainscore' needs brain.trials (n_repeats, n_stimuli, n_units) for its "
                          "split-half ceiling")
     n = data.n_stimuli
+    _check_stratification(lab)
     order = np.argsort(data.stimulus_ids, kind="stable")   # splits from sorted ids, never from row order
     sss = StratifiedShuffleSplit(n_splits=int(splits), train_size=0.9, test_size=None, random_state=_RANDOM_STATE)
     folds = [(order[tr], order[te]) for tr, te in sss.split(np.zeros(n), lab[order])]
     groups = list(unit_groups(data))
+    # far from magnitude 1, scale by a power of two (exact): predictions scale with it, Pearson r does not
+    responses = scaled_by_pow2(data.responses, unit_exponent(data.responses))
     ceilings = {(r, s): brainscore_ceiling(data.trials[:, :, u]) for r, s, u in groups}
     rows = []
     show = sys.stderr.isatty() if progress is None else progress
@@ -131,8 +171,9 @@ def _scores(features, brain, labels, *, splits: int, n_components: int, version:
              else np.asarray(x, dtype=np.float64))
         if not np.isfinite(x).all():
             raise ValueError(f"features[{layer!r}] contains NaN or inf")
+        x = scaled_by_pow2(x, unit_exponent(x))    # exact; PLS predictions do not depend on the features' scale
         for region, subject, units in groups:
-            y = data.responses[:, units]
+            y = responses[:, units]
             per_split = []
             for train, test in folds:
                 k = min(n_components, train.size, x.shape[1])
@@ -171,11 +212,14 @@ def predictivity_brainscore(features, brain, *, labels, splits: int = 10, n_comp
         raise ValueError(f"splits must be >= 1; got {splits}")
     scores = functools.partial(_scores, splits=splits, n_components=n_components, version=version, model=model,
                                progress=progress)
-    rows = scores(features, brain, labels, part="scored")
-    chooser = rows
     if select_on is not None:
         if not (isinstance(select_on, (tuple, list)) and len(select_on) == 3):
             raise ValueError("select_on must be (features, brain, labels) of the layer-selection data set")
+        check_chosen_layers(layer_names(select_on[0]), layer_names(features), chosen_on="select_on's features",
+                            scored="the scored features")
+    rows = scores(features, brain, labels, part="scored")
+    chooser = rows
+    if select_on is not None:
         chooser = scores(*select_on, part="select_on")
     by_key: dict[tuple, list[dict]] = {}
     for r in chooser:

@@ -36,7 +36,9 @@ from sklearn.random_projection import SparseRandomProjection, johnson_lindenstra
 from tqdm.auto import tqdm
 
 from neuroreg.brain.data import BrainData
-from neuroreg.scoring._inputs import aligned_brain, feature_ids, layer_matrix, layer_names, unit_groups
+from neuroreg.scoring._precision import scaled_by_pow2, unit_exponent
+from neuroreg.scoring._inputs import (aligned_brain, check_features_vary, check_split_size, feature_ids, layer_matrix,
+                                      layer_names, unit_groups)
 from neuroreg.scoring.columnwise import pearson_per_column
 from neuroreg.scoring.compare import compare_rdms
 from neuroreg.scoring.rdm import rdm
@@ -165,14 +167,16 @@ def versa_conwell(features, brain, *, alphas: Sequence[float], split="conwell", 
         raise ValueError(f"alphas must be a non-empty 1-D grid of finite values > 0; got {grid.tolist()}")
     data = aligned_brain(brain, feature_ids(features))
     n = data.n_stimuli
-    if n < 6:
-        raise ValueError(f"protocol='conwell' needs at least 6 stimuli (3 per half); got {n}")
     # NSD index order is the sorted order of the ids: halves by parity there, never by row order
     order = np.argsort(data.stimulus_ids, kind="stable")
     train, test = order[0::2], order[1::2]
+    for name, half in (("train", train), ("test", test)):   # as every veRSA: refuse below 4, warn below 10
+        check_split_size("versa (protocol='conwell')", name, half.size)
     groups = _scored_groups(data)
     units_all = np.concatenate([u for _, _, u in groups])
-    y = data.responses[:, units_all]
+    # far from magnitude 1, responses and features are scaled by a power of two (exact): the predictions
+    # scale with the responses, every score is blind to it, and no square overflows or underflows
+    y = scaled_by_pow2(data.responses[:, units_all], unit_exponent(data.responses))
     cols, start = {}, 0
     for region, subject, units in groups:
         cols[(region, subject)] = np.arange(start, start + units.size)
@@ -192,7 +196,8 @@ def versa_conwell(features, brain, *, alphas: Sequence[float], split="conwell", 
              else np.asarray(x, dtype=np.float64))
         if not np.isfinite(x).all():
             raise ValueError(f"features[{layer!r}] contains NaN or inf")
-        x = _srp(x, dim, seed)
+        check_features_vary(layer, x, train, "versa (protocol='conwell')")
+        x = _srp(scaled_by_pow2(x, unit_exponent(x)), dim, seed)
         mu = x[train].mean(0)
         sd = x[train].std(0)
         sd[sd == 0] = 1.0                  # as StandardScaler: constant features stay zero

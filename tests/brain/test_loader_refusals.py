@@ -107,3 +107,14 @@ def test_asymmetric_or_nan_rdm_npy_is_refused_naming_the_file(tmp_path):
     assert load_rdms(path).n_stimuli == 5
     with pytest.raises(StimulusMismatchError, match="stimulus_ids has 4 entries"):   # the caller's own argument
         load_rdms(path, stimulus_ids=["a", "b", "c", "d"])
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_a_response_csv_in_utf16_or_utf32_with_a_byte_order_mark_is_read(tmp_path, encoding):
+    text = "stimulus_id,unit_é\nbild_ü1,1.5\nbild_ü2,-2\n"
+    (tmp_path / "plain.csv").write_text(text, encoding="utf-8")
+    (tmp_path / "wide.csv").write_bytes(text.encode(encoding))   # Python writes the byte-order mark first
+    plain, wide = load_responses(tmp_path / "plain.csv"), load_responses(tmp_path / "wide.csv")
+    assert list(wide.stimulus_ids) == list(plain.stimulus_ids) == ["bild_ü1", "bild_ü2"]
+    np.testing.assert_array_equal(wide.responses, plain.responses)
+    assert list(wide.unit_info["name"]) == ["unit_é"]

@@ -33,7 +33,7 @@ from typing import Iterator, Literal
 from neuroreg.errors import DataFormatError, NeuroregError, OutputError, RunLockedError
 
 __all__ = ["atomic_path", "atomic_write_text", "check_output_target", "free_bytes", "ensure_free_space",
-           "format_bytes", "PathLock", "is_disk_full", "reading", "read_text"]
+           "format_bytes", "PathLock", "holder_gone", "is_disk_full", "reading", "read_text"]
 
 # What numpy, h5py, scipy.io, zipfile and PIL raise on a corrupt, truncated or foreign file.
 _FORMAT_ERRORS = (OSError, ValueError, EOFError, IndexError, KeyError, zipfile.BadZipFile, struct.error)
@@ -189,6 +189,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def holder_gone(info: dict | None) -> bool:
+    """Whether the process a lock or status record names (``{"pid", "host"}``) is known to be gone.
+
+    Only a process on this host can be checked: one on another host counts as alive.
+    """
+    if not info:
+        return False
+    pid = info.get("pid")
+    return (info.get("host") == socket.gethostname() and isinstance(pid, int) and not isinstance(pid, bool)
+            and not _pid_alive(pid))
+
+
 class PathLock:
     """Exclusive lock file ``path`` holding ``{"pid", "host", "started", "purpose"}`` as JSON.
 
@@ -225,9 +237,7 @@ class PathLock:
                 info = self.holder()
                 if info is None:
                     continue  # released between our two calls
-                stale = (info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int)
-                         and not _pid_alive(info["pid"]))
-                if stale:
+                if holder_gone(info):
                     self.path.unlink(missing_ok=True)
                     continue
                 who = (f"process {info.get('pid')} on host {info.get('host')} (since {info.get('started')})"

@@ -19,8 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from neuroreg._exit import EXIT_BUSY
+    from neuroreg._io import check_output_target
     from neuroreg.sweep import SweepStore, expand_jobs, load_sweep_config, run_sweep  # local: loads torch
 
+    check_output_target(args.store, kind="dir", name="--store")
+    if args.address is not None and args.backend != "ray":
+        raise ValueError(f"--address {args.address} joins a Ray cluster: add --backend ray (got --backend "
+                         f"{args.backend})")
     if args.status:
         store = SweepStore(args.store)
         jobs = expand_jobs(load_sweep_config(args.config))
@@ -32,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     table = run_sweep(args.config, args.store, backend=args.backend, workers=args.workers, address=args.address,
                       retry_failed=args.retry_failed)
-    counts = SweepStore(args.store).counts()
+    store = SweepStore(args.store)
+    counts = store.counts()
     print(f"{counts['done']} jobs done, {counts['failed']} failed; {len(table)} rows in {args.store / 'results.csv'}")
-    return 1 if counts["failed"] else 0
+    if counts["failed"]:
+        return 1
+    keys = [j.key for j in expand_jobs(load_sweep_config(args.config))]
+    return EXIT_BUSY if store.counts(keys)["running"] else 0

@@ -6,7 +6,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Mapping, Sequence
 
-from neuroreg.errors import NotAvailableError
+from neuroreg.errors import NeuroregError, NotAvailableError
 from neuroreg.sweep.config import Job
 from neuroreg.sweep.jobs import execute
 
@@ -37,16 +37,24 @@ def job_resources(job: Job) -> dict[str, Any]:
             "memory": int(float(memory) * 2**30)}
 
 
-def run_local(jobs: Sequence[Job], store_root: str, report: Report, workers: int = 1) -> None:
-    """Run jobs one after another here (``workers=1``) or in ``workers`` fresh processes."""
+def run_local(jobs: Sequence[Job], store_root: str, report: Report, workers: int = 1,
+              runnable: Sequence[str] = ("todo",)) -> None:
+    """Run jobs one after another here (``workers=1``) or in ``workers`` fresh processes.
+
+    ``runnable``: the states a job may be in to run (see :func:`~neuroreg.sweep.jobs.execute`). An
+    error :func:`execute` raises (an output error) stops the sweep; jobs not started are dropped.
+    """
     if workers <= 1:
         for job in jobs:
-            report(*execute(job.spec(), store_root))
+            report(*execute(job.spec(), store_root, tuple(runnable)))
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(execute, job.spec(), store_root) for job in jobs]
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = [pool.submit(execute, job.spec(), store_root, tuple(runnable)) for job in jobs]
         for fut in as_completed(futures):
             report(*fut.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def ray_tasks(ray, fn):
@@ -62,7 +70,8 @@ def ray_tasks(ray, fn):
 
 
 def run_ray(jobs: Sequence[Job], store_root: str, report: Report, *, address: str | None = None,
-            workers: int | None = None, init_kwargs: Mapping[str, Any] | None = None) -> None:
+            workers: int | None = None, init_kwargs: Mapping[str, Any] | None = None,
+            runnable: Sequence[str] = ("todo",)) -> None:
     """Run jobs as Ray tasks, each with its own resource request (see :func:`job_resources`).
 
     ``address``: ``"auto"`` or ``"ray://host:10001"`` joins a running cluster; None starts a local
@@ -94,11 +103,20 @@ def run_ray(jobs: Sequence[Job], store_root: str, report: Report, *, address: st
             if res["memory"] > local_memory:
                 res.pop("memory")
             task = gpu_task if res["num_gpus"] > 0 else cpu_task
-            pending.append(task.options(**res, max_retries=0).remote(job.spec(), store_root))
+            pending.append(task.options(**res, max_retries=0).remote(job.spec(), store_root, tuple(runnable)))
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
-                report(*ray.get(ref))
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:   # a task's own error (an output error) stops the sweep, as locally
+                    cause = getattr(exc, "cause", None)
+                    if isinstance(cause, NeuroregError):
+                        for ref_left in pending:
+                            ray.cancel(ref_left)
+                        raise cause from None
+                    raise
+                report(*result)
     finally:
         if started:
             ray.shutdown()

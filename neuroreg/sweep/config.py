@@ -20,8 +20,10 @@ which jobs are already done whatever order they were listed in.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,11 +33,15 @@ import yaml
 import neuroreg
 from neuroreg.errors import ConfigError
 
-__all__ = ["BRAIN_SCORERS", "TASK_SCORERS", "Job", "load_sweep_config", "expand_jobs", "weights_hash"]
+__all__ = ["BRAIN_SCORERS", "TASK_SCORERS", "OPTIONS", "Job", "load_sweep_config", "check_options", "expand_jobs",
+           "weights_hash"]
 
 BRAIN_SCORERS = ("crsa", "versa", "predictivity", "factortopy")
 TASK_SCORERS = ("attacks", "corruptions")
 _DEFAULT_OPTIONS = {"layers": "areas", "batch_size": 32, "seed": 0, "device": None, "image_size": None}
+#: Every option a sweep understands (the last three are Ray resource requests, see ``backends.job_resources``).
+OPTIONS = ("layers", "batch_size", "seed", "device", "image_size", "cpus_per_job", "gpus_per_job",
+           "memory_gb_per_job")
 _BRAIN_PREFIXES = ("nsd", "algonauts2023")
 
 
@@ -113,9 +119,55 @@ def load_sweep_config(config: str | Path | Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"scorers {[s for s in scorers if s in TASK_SCORERS]} need task data (`task:` an "
                               "ImageFolder root)")
         task = str((base / Path(task).expanduser()).resolve())
+    given = raw.get("options") or {}
+    if not isinstance(given, Mapping):
+        raise ConfigError(f"sweep options must be a mapping of {sorted(OPTIONS)}; got {given!r}")
     options = dict(_DEFAULT_OPTIONS)
-    options.update(raw.get("options") or {})
+    options.update(given)
+    check_options(options)
     return {"models": models, "brain": brain, "scorers": scorers, "task": task, "options": options}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Refuse unknown sweep option keys and values of the wrong type or sign, naming the option."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        close = {k: difflib.get_close_matches(k, OPTIONS, n=1) for k in unknown}
+        hint = "".join(f"; did you mean {c[0]!r} for {k!r}?" for k, c in close.items() if c)
+        raise ConfigError(f"unknown sweep options {unknown}; known options: {sorted(OPTIONS)}{hint}")
+    for name in ("batch_size", "image_size"):
+        value = options.get(name)
+        if value is None and name == "image_size":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"options.{name} must be a positive integer{' or null' if name == 'image_size' else ''}; "
+                              f"got {value!r}")
+    if not _is_int(options.get("seed")):
+        raise ConfigError(f"options.seed must be an integer; got {options.get('seed')!r}")
+    device = options.get("device")
+    if device is not None and (not isinstance(device, str) or not device):
+        raise ConfigError(f"options.device must be a device name (cpu, cuda, cuda:1, mps) or null; got {device!r}")
+    for name, least in (("cpus_per_job", 0.0), ("gpus_per_job", 0.0), ("memory_gb_per_job", 0.0)):
+        value = options.get(name)
+        if value is not None and (not _is_number(value) or value < least or (name != "gpus_per_job" and value == 0)):
+            raise ConfigError(f"options.{name} must be a {'non-negative' if name == 'gpus_per_job' else 'positive'} "
+                              f"number; got {value!r}")
+    layers = options.get("layers")
+    ok = (layers is None or (isinstance(layers, str) and layers)
+          or (isinstance(layers, list) and layers and all(isinstance(x, str) and x for x in layers))
+          or (isinstance(layers, Mapping) and layers
+              and all(isinstance(k, str) and isinstance(v, str) and v for k, v in layers.items())))
+    if not ok:
+        raise ConfigError(f"options.layers must be 'areas', 'all', a module name, a list of them or a mapping "
+                          f"name -> module; got {layers!r}")
 
 
 def _model_spec(item: Any, base: Path) -> dict[str, Any]:

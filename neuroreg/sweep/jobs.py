@@ -7,14 +7,15 @@ import io
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 import neuroreg as nr
-from neuroreg._io import atomic_write_text
+from neuroreg._io import atomic_write_text, is_disk_full
 from neuroreg.commands._model_args import load_weights
+from neuroreg.errors import OutputError, RunLockedError
 from neuroreg.layer_sweep import sweep_layers
 from neuroreg.preprocessing import preprocessing_of
 from neuroreg.table import ScoreTable
@@ -22,7 +23,7 @@ from neuroreg.sweep.cache import cached_extract, feature_key
 from neuroreg.sweep.config import BRAIN_SCORERS, Job
 from neuroreg.sweep.store import SweepStore
 
-__all__ = ["build_model", "load_dataset", "run_job", "execute"]
+__all__ = ["build_model", "load_dataset", "layers_of", "run_job", "execute"]
 
 
 def build_model(spec: Mapping[str, Any], seed: int = 0) -> nn.Module:
@@ -51,7 +52,8 @@ def load_dataset(spec: Mapping[str, Any]):
     raise ValueError(f"unknown data set kind {kind!r}")
 
 
-def _layers(model: nn.Module, option) -> dict[str, str]:
+def layers_of(model: nn.Module, option) -> dict[str, str]:
+    """Output name -> module name of the sweep option ``layers`` (``"areas"``, ``"all"``, names, a mapping)."""
     if option in (None, "areas"):
         try:
             return sweep_layers(model, "areas").layers
@@ -83,7 +85,7 @@ def run_job(job: Job, store: SweepStore) -> ScoreTable:
     table = ScoreTable()
     if job.scorer in BRAIN_SCORERS:
         data = load_dataset(job.dataset)
-        layers = _layers(model, opts.get("layers"))
+        layers = layers_of(model, opts.get("layers"))
         images = data.images_tensor()
         key = feature_key(job.model, job.dataset, layers=layers, size=size, mean=prep.mean, std=prep.std,
                           seed=seed)
@@ -120,14 +122,33 @@ def run_job(job: Job, store: SweepStore) -> ScoreTable:
     return out
 
 
-def execute(spec: Mapping[str, Any], store_root: str) -> tuple[str, str, float]:
+def execute(spec: Mapping[str, Any], store_root: str, runnable: Sequence[str] = ("todo",)
+            ) -> tuple[str, str, float]:
     """Run one job from its specification and record it in the store: (key, final state, seconds).
 
-    Never raises for a failing job: the error is recorded and the sweep goes on.
-    What the job prints goes to its ``log.txt``.
+    The job runs only under its lock (:meth:`SweepStore.job_lock`) and only while its state is one of
+    ``runnable`` once the lock is held: the final state is ``"busy"`` when another live process holds
+    the job, ``"skipped"`` when another sweep finished it meanwhile, else ``"done"`` or ``"failed"``.
+    A failing job is recorded with its error and the sweep goes on; an output error (a full disk,
+    an unwritable store) is not the job's fault: the job goes back to ``todo`` and the error is raised,
+    which stops the sweep. What the job prints goes to its ``log.txt``.
     """
     job = Job.from_spec(spec)
     store = SweepStore(store_root)
+    lock = store.job_lock(job.key)
+    try:
+        lock.acquire()
+    except RunLockedError:
+        return job.key, "busy", 0.0
+    try:
+        if store.status(job.key)["state"] not in runnable:
+            return job.key, "skipped", 0.0
+        return _run_recorded(job, store)
+    finally:
+        lock.release()
+
+
+def _run_recorded(job: Job, store: SweepStore) -> tuple[str, str, float]:
     store.mark_running(job.key)
     t0 = time.perf_counter()
     log = io.StringIO()
@@ -137,8 +158,14 @@ def execute(spec: Mapping[str, Any], store_root: str) -> tuple[str, str, float]:
     except Exception as exc:  # recorded per job; the sweep continues
         seconds = time.perf_counter() - t0
         log.write(traceback.format_exc())
+        message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, OutputError) or is_disk_full(exc):
+            with contextlib.suppress(OSError):   # the disk may be too full for the record itself
+                _write_log(store, job.key, log.getvalue())
+                store.mark_todo(job.key, message)
+            raise
         _write_log(store, job.key, log.getvalue())
-        store.mark_failed(job.key, f"{type(exc).__name__}: {exc}", seconds)
+        store.mark_failed(job.key, message, seconds)
         return job.key, "failed", seconds
     seconds = time.perf_counter() - t0
     _write_log(store, job.key, log.getvalue())

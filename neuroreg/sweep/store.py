@@ -9,12 +9,16 @@ Layout::
                                    error, seconds, host, pid, times
       jobs/<key>/result.json       the job's score rows (written before the state turns done)
       jobs/<key>/log.txt           what the job printed
+      jobs/<key>/.lock             while the job runs: the process id and host running it
       features/<hash>.h5           the feature cache (see :mod:`neuroreg.sweep.cache`)
 
 A job is done once ``status.json`` says so; its rows are read back from
-``result.json``. Killing a sweep at any moment leaves every finished job's
-rows intact and unfinished jobs in state ``running``, which a resumed sweep
-runs again (only one sweep drives a store at a time).
+``result.json``. A job runs only while its process holds the job's lock
+(:class:`~neuroreg._io.PathLock`), so two sweeps on one store never run the
+same job: the second leaves the jobs the first holds alone. Killing a sweep at
+any moment leaves every finished job's rows intact; a job whose process is gone
+(same host, process id no longer running) reads as ``todo`` (with
+``interrupted: true``) and the next sweep takes its lock over and runs it again.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from neuroreg._io import atomic_write_text
+from neuroreg._io import PathLock, atomic_write_text, holder_gone
 from neuroreg.scorecard import Scorecard
 from neuroreg.table import ScoreTable
 from neuroreg.sweep.config import Job
@@ -53,15 +57,25 @@ class SweepStore:
     def feature_dir(self) -> Path:
         return self.root / "features"
 
+    def job_lock(self, key: str) -> PathLock:
+        """The lock a process holds while it runs job ``key`` (pid and host, taken over from a dead process)."""
+        return PathLock(self.job_dir(key) / ".lock", purpose=f"sweep job {key}")
+
     # -- status
     def status(self, key: str) -> dict[str, Any]:
+        """The job's status; a ``running`` job whose process is gone (same host) reads as ``todo``, interrupted."""
         path = self.job_dir(key) / "status.json"
         if not path.is_file():
             return {"state": "todo", "attempts": 0, "completions": 0}
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            status = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):  # an unreadable status counts as not done
             return {"state": "todo", "attempts": 0, "completions": 0}
+        if not isinstance(status, dict) or status.get("state") not in STATES:
+            return {"state": "todo", "attempts": 0, "completions": 0}
+        if status["state"] == "running" and holder_gone(status):
+            status.update(state="todo", interrupted=True)
+        return status
 
     def _write_status(self, key: str, status: dict[str, Any]) -> None:
         atomic_write_text(self.job_dir(key) / "status.json", json.dumps(status, indent=1, default=str))
@@ -89,6 +103,12 @@ class SweepStore:
     def mark_failed(self, key: str, error: str, seconds: float) -> None:
         status = self.status(key)
         status.update(state="failed", error=error, seconds=seconds, finished=time.time())
+        self._write_status(key, status)
+
+    def mark_todo(self, key: str, error: str) -> None:
+        """Back to ``todo`` after a stop that is not the job's fault (an output error): the next sweep runs it."""
+        status = self.status(key)
+        status.update(state="todo", error=error, finished=time.time())
         self._write_status(key, status)
 
     # -- queries

@@ -1,16 +1,37 @@
-"""What a network forgot when it was fine-tuned: task accuracy, retention, representation drift, brain alignment.
+"""What fine-tuning gained on the new task and what the network lost on old ones, compared like with like.
 
 ``forgetting_report(before, after, ...)`` compares the starting network with the
 fine-tuned one and returns a :class:`~neuroreg.scoring.ScoreTable` in the
 project's long format, with a ``stage`` column (``before``, ``after``,
-``change`` = after - before), as :func:`~neuroreg.scoring.compare_factortopy`:
+``change`` = after - before), as :func:`~neuroreg.scoring.compare_factortopy`,
+and a ``kind`` column that says what each row measures:
+
+==================  ====================================================================================
+kind                rows
+==================  ====================================================================================
+``new_task``        transfer to the new domain, not forgetting: ``task_accuracy`` and
+                    ``balanced_accuracy`` (the same read-out before and after) and the
+                    fine-tuned network's own head (``finetuned_head_*``, stage ``after`` only)
+``old_task``        the forgetting: ``original_accuracy``, ``backward_transfer``, the earlier
+                    tasks of a chain (``previous_task_*``) and ``retention_accuracy``
+``representation``  ``cka_to_start`` (representation drift)
+``brain``           ``crsa``, ``versa``, ``hierarchy_slope``, ``factortopy_*`` (brain-score change)
+==================  ====================================================================================
 
 ===================  =======================================================================
 metric               meaning
 ===================  =======================================================================
-task_accuracy        new task, test split: before = logistic-regression probe on the frozen
-balanced_accuracy    start's penultimate features (trained on the train split); after = the
-                     fine-tuned network's own predictions. Balanced = mean per-class recall.
+task_accuracy        new task, test split, read-out ``probe``: one recipe (standardised
+balanced_accuracy    features, L2 logistic regression, C = 1, trained on the train split) fitted
+                     on the start's penultimate features (before) and on the fine-tuned
+                     backbone's penultimate features (after). change = what fine-tuning did to
+                     the features for the new task. Balanced = mean per-class recall.
+finetuned_head_      new task, test split, read-out ``head``: the fine-tuned network's own
+accuracy, ..._       predictions (stage ``after`` only; the start has no head for the new task).
+balanced_accuracy    ``chance`` = the best constant answer (most frequent class; 1 / classes for
+                     balanced accuracy). ``warning`` is set when the head ends below the probe on
+                     the start's features, or within ``near_chance_margin`` of chance: fine-tuning
+                     that did not converge (also logged as a warning).
 original_accuracy    the original task (``original_data``): before = ``original_network`` (the
                      start by default); after = the fine-tuned backbone under its head.
 backward_transfer    dataset ``original``: original_accuracy after - before (Lopez-Paz & Ranzato
@@ -28,6 +49,11 @@ crsa                 cRSA per bundled set and region, best layer chosen on the t
 versa, hierarchy_    with voxel data (``brain=``) or ``brain="simulate"``: veRSA per region
 slope, factortopy_*  (best layer) and FactorTopy's hierarchy slope via compare_factortopy.
 ===================  =======================================================================
+
+With a frozen backbone (a linear probe's outcome) every ``change`` of a row that is not
+``new_task`` is exactly 0, and so is the probe rows' change; only the head row shows what
+the new head learned. (``previous_task_*`` compare with the end of each earlier task, so
+in a chain they also hold what the runs in between changed.)
 
 Every score reuses the scoring core (:func:`~neuroreg.scoring.cka`,
 :func:`~neuroreg.scoring.crsa`, :func:`~neuroreg.scoring.versa`,
@@ -71,10 +97,52 @@ from neuroreg.training.forgetting_cache import (dataset_fingerprint, load_start_
                                                save_start_side, stable_repr, start_side_key)
 from neuroreg.training.start_model import classifier_name
 
-__all__ = ["PreviousTask", "forgetting_report", "model_preprocess", "with_head_of"]
+__all__ = ["PreviousTask", "forgetting_report", "model_preprocess", "with_head_of", "metric_kind", "KINDS",
+           "HEAD_METRICS", "NEAR_CHANCE_MARGIN"]
 
 _STAGES = ("before", "after", "change")
 log = logging.getLogger(__name__)
+
+#: what a row of the report measures (its ``kind`` column), in report order
+KINDS = ("new_task", "old_task", "representation", "brain")
+#: the fine-tuned network's own head on the new task (stage ``after`` only)
+HEAD_METRICS = ("finetuned_head_accuracy", "finetuned_head_balanced_accuracy")
+_METRIC_KINDS = {
+    "task_accuracy": "new_task", "balanced_accuracy": "new_task", HEAD_METRICS[0]: "new_task",
+    HEAD_METRICS[1]: "new_task",
+    "original_accuracy": "old_task", "backward_transfer": "old_task", "previous_task_accuracy": "old_task",
+    "previous_task_balanced_accuracy": "old_task", "retention_accuracy": "old_task",
+    "cka_to_start": "representation",
+    "crsa": "brain", "versa": "brain", "hierarchy_slope": "brain", "factortopy_confidence": "brain",
+    "factortopy_r2": "brain", "factortopy_depth": "brain",
+}
+#: a fine-tuned head whose accuracy is at most chance + this margin is flagged as near chance
+NEAR_CHANCE_MARGIN = 0.1
+
+
+def metric_kind(metric: str) -> str:
+    """The ``kind`` of a report metric: ``new_task``, ``old_task``, ``representation`` or ``brain`` (see
+    the module docstring)."""
+    try:
+        return _METRIC_KINDS[metric]
+    except KeyError:
+        raise ValueError(f"unknown forgetting-report metric {metric!r}; known: {sorted(_METRIC_KINDS)}") from None
+
+
+def _head_warning(head: float, probe_before: float, chance: float, margin: float) -> str | None:
+    """Why the fine-tuned head's score on the new task does not show a network that learned it, or None.
+
+    head: the fine-tuned head's (balanced) accuracy; probe_before: the same measure of the probe on the
+    start's features; chance: the best constant answer's score on the same images."""
+    reasons = []
+    if head < probe_before:
+        reasons.append(f"ends below a linear probe on its start's features ({head:.3f} < {probe_before:.3f})")
+    if head <= chance + margin:
+        reasons.append(f"is near chance ({head:.3f}; chance {chance:.3f}, margin {margin:.2f})")
+    if not reasons:
+        return None
+    return ("the fine-tuned head " + " and ".join(reasons) + ": fine-tuning did not converge on the new task "
+            "(more steps or a higher head learning rate)")
 
 
 @dataclass(frozen=True)
@@ -359,15 +427,25 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
                       max_probe_train: int | None = 1000, debiased: bool = True, seed: int = 0,
                       model: str | None = None, dataset: str = "task",
                       start_cache: str | os.PathLike | None = None, original_network: nn.Module | None = None,
-                      previous_tasks: Sequence[PreviousTask] = ()) -> ScoreTable:
-    """Forgetting of ``after`` (fine-tuned) relative to ``before`` (its start), as one long score table.
+                      previous_tasks: Sequence[PreviousTask] = (),
+                      near_chance_margin: float = NEAR_CHANCE_MARGIN) -> ScoreTable:
+    """What ``after`` (fine-tuned) gained on the new task and lost on old ones relative to ``before`` (its start).
+
+    One long score table; every row's ``kind`` says what it measures (module docstring): ``new_task``
+    rows are transfer, compared like with like (the same probe recipe on the start's and on the
+    fine-tuned backbone's features; the fine-tuned head on rows of its own, ``finetuned_head_*``,
+    with a ``warning`` when it ends below the start's probe or near chance); ``old_task`` rows are
+    the forgetting (original task, earlier tasks of a chain, retention probes); ``representation``
+    and ``brain`` rows are the drift and the brain-score change.
 
     Parameters
     ----------
     before, after: the networks (same architecture; heads may differ). Not modified.
     task_data: the new task: a data module with ``eval_dataset(split)`` (e.g.
         :class:`~neuroreg.training.EuroSATDataModule`) or ``(train, test)`` datasets of
-        ``(image, label)`` already preprocessed for the models. None skips the task rows.
+        ``(image, label)`` already preprocessed for the models. The probes train on the train
+        split (at most ``max_probe_train`` images) and are scored on the test split, as the
+        head is. None skips the new-task rows.
     original_data: a dataset of ``(image, label)`` in the class space of ``original_network``
         (preprocessed), for ``original_accuracy`` and ``backward_transfer``.
     original_network: the network whose head and task ``original_data`` belong to (default:
@@ -395,7 +473,11 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
         later reports from the same start with the same settings
         (:mod:`neuroreg.training.forgetting_cache`); the numbers are the same either way.
         The voxel rows (``brain``) are always computed in full. None: no cache.
+    near_chance_margin: the fine-tuned head is flagged (``warning`` column and a logged warning)
+        when its score is at most chance + this margin, or below the probe on the start.
     """
+    if not 0.0 <= near_chance_margin < 1.0:
+        raise ValueError(f"near_chance_margin must be in [0, 1); got {near_chance_margin}")
     dev = torch.device(device) if device is not None else next(after.parameters()).device
     # no copies: each pass puts the networks in eval mode on ``dev`` and restores every submodule's mode
     # and the device afterwards (neuroreg._modes.eval_mode)
@@ -411,10 +493,11 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
                         probe_sets=probe_sets, reference=reference, brain=brain, layers=layers,
                         factortopy=factortopy, image_size=image_size, transform=transform, batch_size=batch_size,
                         max_eval_images=max_eval_images, max_probe_train=max_probe_train, debiased=debiased,
-                        seed=seed, model=model, dataset=dataset, start_cache=start_cache)
+                        seed=seed, model=model, dataset=dataset, start_cache=start_cache,
+                        near_chance_margin=near_chance_margin)
         table.extend(_sequence_rows(after, previous_tasks, table, batch_size, dev, max_eval_images, seed,
                                     {"model": model}))
-    return table
+    return ScoreTable({**row, "kind": metric_kind(row["metric"])} for row in table)
 
 
 def _start_key(before: nn.Module, datasets: Mapping[str, Dataset | None], probes, layer_map, transform,
@@ -445,7 +528,7 @@ def _report(before: nn.Module, after: nn.Module, dev: torch.device, *, task_data
             factortopy: bool | Mapping[str, Any], image_size: int | None,
             transform: Callable[[Tensor], Tensor] | None, batch_size: int, max_eval_images: int | None,
             max_probe_train: int | None, debiased: bool, seed: int, model: str | None,
-            dataset: str, start_cache: str | os.PathLike | None) -> ScoreTable:
+            dataset: str, start_cache: str | os.PathLike | None, near_chance_margin: float) -> ScoreTable:
     table = ScoreTable()
     base = {"model": model}
     layer_map = dict(area_layers(before)) if layers is None else layers
@@ -475,26 +558,42 @@ def _report(before: nn.Module, after: nn.Module, dev: torch.device, *, task_data
     cached = load_start_side(start_cache, key) if key is not None and start_cache is not None else None
     start: dict[str, Any] = cached if cached is not None else {}
 
-    # ---- new task
+    # ---- new task: the same probe on the start's and on the fine-tuned backbone's features (like with like),
+    # and the fine-tuned head on its own rows
     if task_data is not None:
-        assert test_sub is not None and train_sub is not None
+        if test_sub is None or train_sub is None:
+            raise RuntimeError("internal: task_data without its train and test subsets")
         if cached is not None:
-            ((_, (logits_a,)), y_test) = _embed_models([after], test_sub, batch_size, dev, seed)
+            ((f_train_a,), _), y_train = _embed_models([after], train_sub, batch_size, dev, seed)
+            ((f_test_a,), (logits_a,)), y_test = _embed_models([after], test_sub, batch_size, dev, seed)
             _check_cached_labels(start["task"]["labels"], y_test, "new task's test", start_cache)
             pred_b = start["task"]["pred"].numpy()
         else:
-            f_train, _, y_train = _embed(before, train_sub, batch_size, dev, seed)
-            # both networks on each test batch: the test images are read and resized once
-            ((f_test, _), (_, logits_a)), y_test = _embed_models([before, after], test_sub, batch_size, dev, seed)
+            # both networks on each batch: the images are read and resized once
+            ((f_train_b, f_train_a), _), y_train = _embed_models([before, after], train_sub, batch_size, dev, seed)
+            ((f_test_b, f_test_a), (_, logits_a)), y_test = _embed_models([before, after], test_sub, batch_size,
+                                                                          dev, seed)
             with _one_blas_thread():
-                pred_b = _probe(seed).fit(f_train, y_train).predict(f_test)
+                pred_b = _probe(seed).fit(f_train_b, y_train).predict(f_test_b)
             start["task"] = {"pred": torch.as_tensor(pred_b), "labels": torch.as_tensor(y_test)}
+        with _one_blas_thread():
+            pred_a = _probe(seed).fit(f_train_a, y_train).predict(f_test_a)
         acc_b, bal_b = _accuracies(pred_b, y_test)
-        acc_a, bal_a = _accuracies(logits_a.argmax(1), y_test)
-        common = dict(base, dataset=dataset, split="test", layer="head", n_images=len(test_sub),
-                      n_probe_train=len(train_sub))
-        _stage_rows(table, acc_b, acc_a, metric="task_accuracy", **common)
-        _stage_rows(table, bal_b, bal_a, metric="balanced_accuracy", **common)
+        acc_a, bal_a = _accuracies(pred_a, y_test)
+        chance_acc = float(np.bincount(y_test).max() / len(y_test)) if len(y_test) else 0.0
+        chance_bal = 1.0 / max(1, len(np.unique(y_test)))
+        common = dict(base, dataset=dataset, split="test", n_images=len(test_sub))
+        probe = dict(common, layer="penultimate", read_out="probe", n_probe_train=len(train_sub))
+        _stage_rows(table, acc_b, acc_a, metric="task_accuracy", chance=chance_acc, **probe)
+        _stage_rows(table, bal_b, bal_a, metric="balanced_accuracy", chance=chance_bal, **probe)
+        head_acc, head_bal = _accuracies(logits_a.argmax(1), y_test)
+        for metric, value, probe_before, chance in ((HEAD_METRICS[0], head_acc, acc_b, chance_acc),
+                                                     (HEAD_METRICS[1], head_bal, bal_b, chance_bal)):
+            warning = _head_warning(value, probe_before, chance, near_chance_margin)
+            if warning:
+                log.warning("forgetting report (%s, %s): %s %s", model or "model", dataset, metric, warning)
+            table.append(metric=metric, stage="after", score=value, layer="head", read_out="head", chance=chance,
+                         probe_before=probe_before, warning=warning, **common)
 
     # ---- original task
     if orig_sub is not None:

@@ -1,7 +1,8 @@
 """Files, figures and TensorBoard scalars of a forgetting report.
 
 ``write_forgetting(table, folder)`` writes ``forgetting.csv``, ``forgetting.json``,
-``forgetting.md`` and three figures (all atomically): ``forgetting_cka_drift.png``
+``forgetting.md`` (warnings first, then the new task, the old tasks, the drift and the brain scores,
+each under its ``kind``) and three figures (all atomically): ``forgetting_cka_drift.png``
 (CKA to the start per layer), ``forgetting_brain.png`` (brain score before and
 after per region) and ``forgetting_accuracy.png`` (accuracies before and after).
 For a chain of runs, :func:`plot_accuracy_matrix` draws the accuracy matrix
@@ -21,12 +22,13 @@ import pandas as pd
 from neuroreg._io import atomic_write_text
 from neuroreg.figures import save_figure
 from neuroreg.table import ScoreTable
+from neuroreg.training.forgetting import metric_kind
 
-__all__ = ["write_forgetting", "forgetting_markdown", "log_forgetting", "plot_cka_drift", "plot_brain_change",
+__all__ = ["write_forgetting", "forgetting_markdown", "forgetting_warnings", "log_forgetting", "plot_cka_drift", "plot_brain_change",
            "plot_accuracy_change", "plot_accuracy_matrix"]
 
-_ACCURACY_METRICS = ("task_accuracy", "balanced_accuracy", "original_accuracy", "previous_task_accuracy",
-                     "retention_accuracy")
+_ACCURACY_METRICS = ("task_accuracy", "balanced_accuracy", "finetuned_head_accuracy", "original_accuracy",
+                     "previous_task_accuracy", "retention_accuracy")
 _BRAIN_METRICS = ("crsa", "versa", "hierarchy_slope")
 
 
@@ -36,33 +38,89 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+_KIND_HEADINGS = {
+    "new_task": ("New task: transfer, not forgetting",
+                 "task_accuracy / balanced_accuracy: the same read-out before and after, a logistic probe (one "
+                 "recipe) trained on the start's features (before) and on the fine-tuned backbone's features "
+                 "(after); change = what fine-tuning did to the features for the new task. finetuned_head_*: the "
+                 "fine-tuned network's own head (after only; the start has no head for this task); chance = the "
+                 "best constant answer."),
+    "old_task": ("Old tasks: forgetting",
+                 "The original task, the earlier tasks of a chain of runs and the retention probes; change < 0 "
+                 "is what the network lost."),
+    "representation": ("Representation drift", ""),
+    "brain": ("Brain alignment", "Brain-score change (best layer chosen on the train half, test half)."),
+}
+
+
+def _kinds(df: pd.DataFrame) -> pd.Series:
+    """The ``kind`` column; for a report written before it existed (or rows added by hand), the metric's kind."""
+    known = df["metric"].map(_kind_or_other)
+    return df["kind"].fillna(known).astype(str) if "kind" in df else known
+
+
+def _kind_or_other(metric: str) -> str:
+    try:
+        return metric_kind(metric)
+    except ValueError:
+        return "other"
+
+
+def forgetting_warnings(table: ScoreTable) -> list[str]:
+    """The report's warnings (a fine-tuned head below the start's probe or near chance), one line each."""
+    out = []
+    for row in table:
+        if row.get("warning"):
+            out.append(f"{row.get('model') or 'model'}, {row.get('dataset')}: {row['metric']} "
+                       f"{_fmt(row['score'])}: {row['warning']}")
+    return out
+
+
 def forgetting_markdown(table: ScoreTable) -> str:
-    """A Markdown summary: one row per (metric, dataset, region), with before / after / change columns."""
+    """A Markdown summary: warnings first, then one part per ``kind`` (new task, old tasks, drift, brain), one row
+    per (metric, dataset, region) with before / after / change columns."""
     df = table.to_pandas()
     if df.empty:
         return "# Forgetting report\n\n(no rows)\n"
     df = df.assign(dataset=df.get("dataset", pd.Series([None] * len(df))).fillna(""),
                    region=df["region"].fillna(""), layer=df["layer"].fillna(""))
+    df = df.assign(kind=_kinds(df))
     lines = ["# Forgetting report", "",
              "before = start network, after = fine-tuned network, change = after - before.", ""]
     if df["metric"].str.startswith("previous_task").any():
         lines[-1:-1] = ["previous_task_*: earlier tasks of the chain of runs; before = the network at the end of "
                         "that task, after = the fine-tuned backbone under that task's head."]
-    summary = df[df["metric"] != "cka_to_start"]
-    if len(summary):
-        lines += ["| metric | dataset | region | layer (before / after) | before | after | change |",
-                  "|---|---|---|---|---|---|---|"]
-        for (metric, dataset, region), grp in summary.groupby(["metric", "dataset", "region"], sort=False):
+    warnings = forgetting_warnings(table)
+    if warnings:
+        lines += ["## Warnings", ""] + [f"- WARNING: {w}" for w in warnings] + [""]
+    for kind in [*_KIND_HEADINGS, *sorted(set(df["kind"]) - set(_KIND_HEADINGS))]:
+        part = df[df["kind"] == kind]
+        if part.empty:
+            continue
+        heading, note = _KIND_HEADINGS.get(kind, (kind, ""))
+        lines += [f"## {heading}", ""] + ([note, ""] if note else [])
+        if kind == "representation":
+            drift = part[part["metric"] == "cka_to_start"]
+            lines += [f"CKA between start and fine-tuned features ({drift['dataset'].iloc[0]}; 1 = unchanged):", "",
+                      "| layer | CKA |", "|---|---|"]
+            lines += [f"| {r.layer} | {_fmt(float(r.score))} |" for r in drift.itertuples()]
+            lines.append("")
+            continue
+        new_task = kind == "new_task"
+        extra = " chance | warning |" if new_task else ""
+        lines += [f"| metric | dataset | region | layer (before / after) | before | after | change |{extra}",
+                  "|---|---|---|---|---|---|---|" + ("---|---|" if new_task else "")]
+        for (metric, dataset, region), grp in part.groupby(["metric", "dataset", "region"], sort=False):
             by = {r["stage"]: r for _, r in grp.iterrows()}
             layers = " / ".join(str(by[s]["layer"]) for s in ("before", "after") if s in by and by[s]["layer"])
             vals = [_fmt(by[s]["score"]) if s in by else "" for s in ("before", "after", "change")]
-            lines.append(f"| {metric} | {dataset} | {region} | {layers} | {' | '.join(vals)} |")
-        lines.append("")
-    drift = df[df["metric"] == "cka_to_start"]
-    if len(drift):
-        lines += [f"CKA between start and fine-tuned features ({drift['dataset'].iloc[0]}; 1 = unchanged):", "",
-                  "| layer | CKA |", "|---|---|"]
-        lines += [f"| {r.layer} | {_fmt(float(r.score))} |" for r in drift.itertuples()]
+            row = f"| {metric} | {dataset} | {region} | {layers} | {' | '.join(vals)} |"
+            if new_task:
+                first = grp.iloc[0]
+                chance = first.get("chance")
+                warning = first.get("warning")
+                row += f" {_fmt(chance)} | {'WARNING: ' + str(warning) if isinstance(warning, str) and warning else ''} |"
+            lines.append(row)
         lines.append("")
     return "\n".join(lines)
 

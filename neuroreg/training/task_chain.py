@@ -16,7 +16,7 @@ Every run folder keeps what is needed to revisit its task: the LightningCLI
 - :func:`chain_root` is the chain's first network, the one the original task
   (``original_data``, e.g. ImageNet) belongs to.
 - :func:`accuracy_matrix` gathers the chain's reports into the continual-learning
-  accuracy matrix ``R[j, i]`` (task ``i``'s test accuracy after run ``j``) with each
+  accuracy matrix ``R[j, i]`` (task ``i``'s test accuracy after run ``j``, under task ``i``'s head) with each
   task's forgetting (Chaudhry et al. 2018: best earlier accuracy minus the last).
 """
 
@@ -34,7 +34,7 @@ from torch import nn
 
 from neuroreg.errors import CheckpointError, DataFormatError
 from neuroreg.table import ScoreTable
-from neuroreg.training.forgetting import PreviousTask
+from neuroreg.training.forgetting import HEAD_METRICS, PreviousTask
 from neuroreg.training.split_data import SplitImageDataModule
 from neuroreg.training.start_model import is_checkpoint_path, load_start_model, run_configs, start_is_random
 
@@ -181,12 +181,15 @@ def chain_root(chain: list[ChainRun]) -> nn.Module:
 
 
 def _accuracies_after(table: ScoreTable, own_name: str) -> dict[str, float]:
-    """Task name -> accuracy after the run of ``table``: its own task (named ``own_name``) and earlier ones."""
+    """Task name -> accuracy after the run of ``table``: its own task (named ``own_name``) and earlier ones, each
+    under its own head (the same read-out as ``previous_task_accuracy``)."""
+    # reports written before the fine-tuned head had rows of its own held its accuracy in task_accuracy "after"
+    own_metric = HEAD_METRICS[0] if any(r["metric"] == HEAD_METRICS[0] for r in table) else "task_accuracy"
     out = {}
     for row in table:
         if row.get("stage") != "after":
             continue
-        if row["metric"] == "task_accuracy":
+        if row["metric"] == own_metric:
             out[own_name] = float(row["score"])
         elif row["metric"] == "previous_task_accuracy":
             out[str(row["dataset"])] = float(row["score"])

@@ -125,7 +125,7 @@ def test_a_chain_of_runs_revisits_every_earlier_task(tmp_path, monkeypatch):
     a, b, c = _report(Path("a")), _report(Path("b")), _report(Path("c"))
     assert not [r for r in a if r["metric"].startswith("previous_task")]      # the chain's first run
 
-    def after_of(rows, metric="task_accuracy"):
+    def after_of(rows, metric="finetuned_head_accuracy"):
         return next(r["score"] for r in rows if r["metric"] == metric and r["stage"] == "after")
 
     # a task's "before" in a later run is that task's own "after": the same network on the same test split
@@ -133,7 +133,7 @@ def test_a_chain_of_runs_revisits_every_earlier_task(tmp_path, monkeypatch):
     assert _rows(c, "previous_task_accuracy", "pattern:a")["before"] == pytest.approx(after_of(a), abs=1e-12)
     assert _rows(c, "previous_task_accuracy", "pattern:b")["before"] == pytest.approx(after_of(b), abs=1e-12)
     assert (_rows(c, "previous_task_balanced_accuracy", "pattern:b")["before"]
-            == pytest.approx(after_of(b, "balanced_accuracy"), abs=1e-12))
+            == pytest.approx(after_of(b, "finetuned_head_balanced_accuracy"), abs=1e-12))
     bwt = [r for r in c if r["metric"] == "backward_transfer" and r["dataset"] == "sequence"]
     changes = [_rows(c, "previous_task_accuracy", f"pattern:{t}")["change"] for t in "ab"]
     assert bwt[0]["n_tasks"] == 2 and bwt[0]["score"] == pytest.approx(np.mean(changes), abs=1e-12)
@@ -268,6 +268,6 @@ def test_runs_in_folders_of_the_same_name_keep_their_tasks_apart(tmp_path, monke
                     and (dataset is None or r["dataset"] == dataset))
 
     np.testing.assert_allclose(matrix.to_numpy()[:2],
-                               [[after(first, "task_accuracy"), np.nan],
+                               [[after(first, "finetuned_head_accuracy"), np.nan],
                                 [after(second, "previous_task_accuracy", "pattern:run"),
-                                 after(second, "task_accuracy")]], atol=1e-12)
+                                 after(second, "finetuned_head_accuracy")]], atol=1e-12)

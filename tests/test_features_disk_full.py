@@ -10,6 +10,7 @@ writes fail the same way at the same point.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -100,3 +101,40 @@ def test_extract_on_a_full_disk_exits_with_the_error_not_a_signal(small_disk, fr
     else:
         assert message.startswith(f"OutputError: {out}: the disk is full"), message
     assert sorted(p.name for p in folder.iterdir()) == []   # no partial file, no temporary file, no lock
+
+
+# argv: limit, free (as above), config, store
+_SWEEP = """
+import resource, signal, sys
+from collections import namedtuple
+import neuroreg._io
+from neuroreg.cli import main
+
+limit, free, config, store = sys.argv[1:5]
+if limit == "fsize":
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
+usage = namedtuple("usage", "total used free")
+reported = (2 << 20) if free == "short" else (1 << 40)
+neuroreg._io.shutil.disk_usage = lambda p: usage(1 << 41, 1 << 40, reported)
+sys.exit(main(["sweep", "--config", config, "--store", store]))
+"""
+
+
+def test_sweep_on_a_full_disk_exits_with_the_output_status_not_a_signal(small_disk, tmp_path):
+    import yaml
+
+    folder, limit = small_disk
+    config = tmp_path / "sweep.yaml"   # cornet_z's four areas on 92 images at 64 px: about 8 MB of features
+    config.write_text(yaml.safe_dump({"models": ["cornet_z"], "brain": ["kriegeskorte92"], "scorers": ["crsa"],
+                                      "options": {"image_size": 64}}))
+    store = folder / "st"
+    done = _run([sys.executable, "-c", _SWEEP, limit, "short", str(config), str(store)])
+    assert done.returncode == 5, (_signal_name(done.returncode), done.stderr[-2000:])
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("neuroreg sweep: error: OutputError: ") and "not enough free space" in line, line
+    (job,) = (store / "jobs").iterdir()
+    status = json.loads((job / "status.json").read_text())
+    assert status["state"] == "todo" and "OutputError" in status["error"]   # run again once there is room
+    assert not (job / ".lock").exists()
+    assert [p.name for p in (store / "features").iterdir()] == []

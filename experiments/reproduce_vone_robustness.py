@@ -183,7 +183,7 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     return markdown_table(wide) + "\n"
 
 
-def plot(runs: pd.DataFrame, mode: Mode, path: Path) -> None:
+def plot(runs: pd.DataFrame, mode: Mode, path: Path, *, mode_name: str = "default") -> None:
     fig = Figure(figsize=(5.5, 4), layout="constrained")
     ax = fig.subplots()
     curve = runs[runs["attack"].isin(["none", "strongest"])]
@@ -194,6 +194,8 @@ def plot(runs: pd.DataFrame, mode: Mode, path: Path) -> None:
     ax.set(xlabel="L-inf eps (x/255)", ylabel="accuracy (mean ± sd over seeds)", ylim=(0, 1.02),
            title=f"PGD on {mode.image_size} px gratings ({mode.seeds} seed(s), {mode.steps} steps)")
     ax.legend(fontsize=8)
+    if mode_name == "quick":
+        fig.suptitle("QUICK smoke run: not the result", color="tab:red")
     save_figure(fig, path)
 
 
@@ -225,7 +227,8 @@ def main(argv=None) -> None:
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1; got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
-    mode = MODES["quick" if args.quick else "full" if args.full else "default"]
+    mode_name = "quick" if args.quick else "full" if args.full else "default"
+    mode = MODES[mode_name]
     for name in ("seeds", "steps"):
         value = getattr(args, name)
         if value is not None:
@@ -257,12 +260,16 @@ def main(argv=None) -> None:
     runs = pd.concat(frames, ignore_index=True)
     sanity = pd.concat(checks, ignore_index=True)
     summary = summarise(runs)
-    write_csv(runs, args.out / "runs.csv")
-    write_csv(sanity, args.out / "sanity.csv")
-    write_csv(summary, args.out / "summary.csv")
-    atomic_write_text(args.out / "summary.md", summary_markdown(summary))
-    plot(runs, mode, args.out / "accuracy_vs_eps.png")
+    banner = (f"{'QUICK smoke run' if mode_name == 'quick' else mode_name + ' mode'}: {mode.backbone}, "
+              f"{mode.image_size} px, {mode.seeds} seed(s), {mode.steps} steps, {mode.n_test} test images"
+              + (": not the result" if mode_name == "quick" else ""))
+    write_csv(runs.assign(mode=mode_name), args.out / "runs.csv")
+    write_csv(sanity.assign(mode=mode_name), args.out / "sanity.csv")
+    write_csv(summary.assign(mode=mode_name), args.out / "summary.csv")
+    atomic_write_text(args.out / "summary.md", f"{banner}\n\n" + summary_markdown(summary))
+    plot(runs, mode, args.out / "accuracy_vs_eps.png", mode_name=mode_name)
     cpu = _cpu_seconds() - cpu0
+    print(banner)
     print(summary_markdown(summary))
     failed = sanity[~sanity["passed"].astype(bool)]
     print(f"sanity checks: {len(sanity) - len(failed)} of {len(sanity)} passed"

@@ -18,10 +18,12 @@ Checkpoints are written atomically; a run folder is locked while a run uses it
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 import warnings
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -36,7 +38,8 @@ from neuroreg.training.data import AlignedDataModule
 from neuroreg.training.module import BrainRegularizedModule
 from neuroreg.training.scorecard_callback import ScorecardCallback
 
-__all__ = ["NeuroregCLI", "cli_main", "build_cli", "fit_cli", "add_arguments", "run", "lightning_subcommand"]
+__all__ = ["NeuroregCLI", "cli_main", "build_cli", "fit_cli", "add_arguments", "run", "run_cli",
+           "lightning_subcommand"]
 
 
 class NeuroregCLI(LightningCLI):
@@ -141,9 +144,54 @@ def _acquire(lock: PathLock, option: str) -> None:
                           f"{exc.strerror or exc}") from exc
 
 
-def fit_cli(cli: NeuroregCLI) -> None:
+#: Lightning's loggers: their start-up lines (seed, devices, tips) are held back until the run starts.
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+
+
+class _Held(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def held_start_up_lines() -> Iterator[Callable[[], None]]:
+    """Hold Lightning's start-up log lines back; the yielded ``release()`` prints them and lets later lines
+    through. Without ``release()`` (the run stopped before it started) they are dropped, so a configuration
+    error is the only line on stderr."""
+    held = _Held()
+    saved = {}
+    for name in _LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        saved[name] = logger.handlers[:]
+        logger.handlers = [held]
+    released = False
+
+    def restore() -> None:
+        for name, handlers in saved.items():
+            logging.getLogger(name).handlers = handlers
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            restore()
+            for record in held.records:
+                logging.getLogger(record.name).handle(record)
+
+    try:
+        yield release
+    finally:
+        if not released:
+            restore()
+
+
+def fit_cli(cli: NeuroregCLI, *, on_start: Callable[[], None] | None = None) -> None:
     """Fit a built CLI's model: lock the run folder, resolve ``--ckpt_path``/``--resume_if_possible``,
-    ``cli.before_fit()``, fit, ``cli.after_fit()``.
+    ``cli.before_fit()``, ``on_start()``, fit, ``cli.after_fit()``.
 
     Raises :class:`~neuroreg.errors.OutputError` if the run folder cannot be written,
     :class:`~neuroreg.errors.RunLockedError` if another live run holds the folder (or a
@@ -173,6 +221,8 @@ def fit_cli(cli: NeuroregCLI) -> None:
         if note and _is_main_process():
             print(f"neuroreg {cli.command}: {note}", file=sys.stderr)
         cli.before_fit()
+        if on_start is not None:
+            on_start()
         try:
             trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
         except SystemExit:
@@ -185,9 +235,19 @@ def fit_cli(cli: NeuroregCLI) -> None:
             lock.release()
 
 
-def _fit(argv: Sequence[str] | None) -> int:
-    fit_cli(build_cli(argv))
+def run_cli(argv: Sequence[str] | None, cli_class: type[NeuroregCLI] = NeuroregCLI,
+            model_class: type[LightningModule] = BrainRegularizedModule,
+            datamodule_class: type[LightningDataModule] = AlignedDataModule, description: str | None = None) -> int:
+    """Build and fit (:func:`build_cli`, :func:`fit_cli`): the body of ``neuroreg train`` and ``neuroreg finetune``.
+    Lightning's start-up lines appear once every check has passed, so an error before the first step is the only
+    line on stderr."""
+    with held_start_up_lines() as release:
+        fit_cli(build_cli(argv, cli_class, model_class, datamodule_class, description), on_start=release)
     return 0
+
+
+def _fit(argv: Sequence[str] | None) -> int:
+    return run_cli(argv)
 
 
 def lightning_subcommand(cli_main: Callable[..., int], example: str

@@ -43,7 +43,7 @@ from neuroreg.brain import bundled_sets, load_responses
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import DataFormatError, ShapeError, UnknownNameError
 from neuroreg.figures import save_figure
-from neuroreg.training.cli import NeuroregCLI, build_cli, fit_cli, lightning_subcommand
+from neuroreg.training.cli import NeuroregCLI, lightning_subcommand, run_cli
 from neuroreg.training.data import load_neural_stimuli
 from neuroreg.training.eurosat import find_eurosat_folder
 from neuroreg.training.finetune import FinetuneModule
@@ -256,8 +256,7 @@ def cli_main(argv: Sequence[str] | None = None, *, debug: bool = False) -> int:
 
 
 def _fit(argv: Sequence[str] | None) -> int:
-    fit_cli(build_cli(argv, FinetuneCLI, FinetuneModule, SplitImageDataModule, description=__doc__))
-    return 0
+    return run_cli(argv, FinetuneCLI, FinetuneModule, SplitImageDataModule, description=__doc__)
 
 
 add_arguments, run = lightning_subcommand(cli_main, "configs/finetune_tiny.yaml")

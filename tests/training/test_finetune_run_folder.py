@@ -159,3 +159,14 @@ def test_default_root_dir_that_cannot_be_written_is_an_output_error(tmp_path, ca
     blocker.write_text("x")
     assert finetune(blocker / "run", "--trainer.max_steps", "1") == EXIT_OUTPUT
     assert "--trainer.default_root_dir" in one_error_line(capsys)
+
+
+def test_an_error_before_the_first_step_is_the_only_line_on_stderr(tmp_path):
+    """Lightning's start-up lines (seed, devices) are held back until the run starts."""
+    proc = subprocess.run([sys.executable, "-m", "neuroreg.cli", "finetune", "--config", TINY,
+                           "--trainer.default_root_dir", str(tmp_path / "run"), *FAST,
+                           "--forgetting.enabled", "true", "--forgetting.probe_sets", "[nope]"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--forgetting.probe_sets: 'nope' is not a bundled set" in lines[0], proc.stderr

@@ -344,3 +344,12 @@ def test_plain_argparse_errors_are_one_line(capsys, argv, who, pattern):
     prefix = f"neuroreg {who}: error:" if who else "neuroreg: error:"
     assert len(lines) == 1 and lines[0].startswith(prefix), err
     assert re.search(pattern, lines[0])
+
+
+@pytest.mark.parametrize("command", ["sweep", "tune"])
+def test_store_that_is_an_existing_file_is_refused_before_work(capsys, tmp_path, command):
+    store = tmp_path / "store.txt"
+    store.write_text("keep me")
+    assert main([command, "--config", str(tmp_path / "any.yaml"), "--store", str(store)]) == EXIT_OUTPUT
+    assert "--store=" in (line := _one_error_line(capsys, command)) and "is an existing file; give a folder" in line
+    assert store.read_text() == "keep me"

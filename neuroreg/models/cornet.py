@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuroreg.errors import ShapeError
 from neuroreg.models._intermediates import check_output_fmt, take_indices
 
-__all__ = ["CORnetZ", "CORnetR", "CORnetS", "CORblockZ", "CORblockR", "CORblockS"]
+__all__ = ["CORnetZ", "CORnetR", "CORnetS", "CORblockZ", "CORblockR", "CORblockS", "check_image_batch"]
 
 AREAS = ("V1", "V2", "V4", "IT")
 
@@ -43,6 +44,19 @@ def _decoder(num_features: int, num_classes: int, drop_rate: float) -> nn.Sequen
         ("linear", nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()),
         ("output", nn.Identity()),
     ]))
+
+
+def check_image_batch(x, in_channels: int | None, where: str) -> None:
+    """Refuse anything but a batch of images ``(N, in_channels, H, W)`` (any channel count when
+    ``in_channels`` is None), naming the shape seen (kornia style: a 3-D image would otherwise fail
+    deep inside, as a matmul or index error)."""
+    want = f"(N, {'C' if in_channels is None else in_channels}, H, W)"
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{where} expects a tensor of images {want}; got {type(x).__name__}")
+    if x.ndim != 4 or (in_channels is not None and x.shape[1] != in_channels):
+        hint = (" (one unbatched image? add the batch dimension: x.unsqueeze(0))"
+                if x.ndim == 3 and in_channels in (None, x.shape[0]) else "")
+        raise ShapeError(f"{where} expects a batch of images x of shape {want}; got shape {tuple(x.shape)}{hint}")
 
 
 def _check_num_classes(num_classes: int) -> int:
@@ -75,8 +89,15 @@ class _CORnetBase(nn.Module):
             outs.append(x)
         return outs
 
+    def _check_input(self, x: Tensor) -> None:
+        """``x`` must be ``(N, C, H, W)`` with C the input channels of V1's first conv (3 for images; other
+        counts where a front end such as a VOneBlock has replaced part of V1)."""
+        first = next((m for m in self.V1.modules() if isinstance(m, nn.Conv2d)), None)
+        check_image_batch(x, None if first is None else first.in_channels, type(self).__name__)
+
     def forward_features(self, x: Tensor) -> Tensor:
         """Images ``(B, C, H, W)`` -> the IT map ``(B, 512, H/32, W/32)``."""
+        self._check_input(x)
         return self._run_areas(x, self._n_areas)[-1]
 
     def forward_intermediates(self, x: Tensor, indices: int | list[int] | None = None, norm: bool = False,
@@ -88,6 +109,7 @@ class _CORnetBase(nn.Module):
         where ``final`` is the IT map (or the deepest area computed with ``stop_early``).
         """
         check_output_fmt(output_fmt)
+        self._check_input(x)
         take, max_index = take_indices(self._n_areas, indices)
         n = max_index + 1 if (stop_early or intermediates_only) else self._n_areas
         outs = self._run_areas(x, n)

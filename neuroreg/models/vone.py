@@ -530,8 +530,12 @@ class VOneBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Images ``(B, in_channels, H, W)`` -> responses ``(B, simple + complex, H', W')``."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ShapeError(f"VOneBlock input must be (B, {self.in_channels}, H, W); got {tuple(x.shape)}")
+        if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != self.in_channels:
+            seen = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            hint = (" (one unbatched image? add the batch dimension: x.unsqueeze(0))"
+                    if isinstance(x, Tensor) and x.ndim == 3 and x.shape[0] == self.in_channels else "")
+            raise ShapeError(f"VOneBlock expects a batch of images x of shape (N, {self.in_channels}, H, W); "
+                             f"got shape {seen}{hint}")
         q = F.conv2d(x, self._grouped_weight, None, self.stride, self.ksize // 2, 1, self.in_channels)
         r = _cells(q, self._gather, self.simple_channels, self.out_channels)
         return vone_noise(r, self.noise_mode, self.noise_scale, self.noise_level, noise=self.fixed_noise)

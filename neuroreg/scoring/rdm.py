@@ -29,6 +29,7 @@ from neuroreg.scoring._precision import compute_dtype, pow2_exponent, scaled_by_
 __all__ = ["rdm", "RDM_METRICS", "condense", "square"]
 
 RDM_METRICS = ("correlation", "euclidean", "sqeuclidean", "cosine")
+_SS_LIMIT = 2.0 ** 700   # sums of squares beyond 2**+-700 trigger the rescale
 _BLOCK_ELEMENTS = 1 << 22  # n x chunk block size (32 MB in float64)
 # A row whose standard deviation is below this fraction of its mean is constant up to rounding.
 _REL_STD_TOL = {torch.float64: 1e-13, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
@@ -247,10 +248,16 @@ def rdm(x, metric: str = "correlation", *, condensed: bool = False, chunk_size: 
         return condense(out) if condensed else out
     # bfloat16 has no numpy twin; float16 blocks are widened to float64 chunk by chunk below
     x_np = (x.detach().float() if x.dtype == torch.bfloat16 else x.detach()).numpy() if is_torch else x
-    # Data far from magnitude 1 (past 2**+-100) are scaled by a power of two first (exact), so that
-    # no square or sum of squares overflows or underflows; euclidean distances are scaled back.
-    e = unit_exponent(x_np)
-    g_np, offset_np, ss_np = _gram_numpy(scaled_by_pow2(x_np, e), metric, chunk)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        g_np, offset_np, ss_np = _gram_numpy(x_np, metric, chunk)
+    # Sums of squares near float64's limits (data far from magnitude 1): recompute on the data scaled by a
+    # power of two (exact), so that no square overflows or underflows; euclidean distances are scaled back.
+    # Only then is the data's magnitude looked at, so ordinary data pay nothing.
+    e = 0
+    if not np.isfinite(ss_np).all() or ss_np.max() > _SS_LIMIT or ss_np.min() < 1.0 / _SS_LIMIT:
+        e = unit_exponent(x_np)
+        if e:
+            g_np, offset_np, ss_np = _gram_numpy(scaled_by_pow2(x_np, e), metric, chunk)
     if not np.isfinite(ss_np).all():
         _raise_nonfinite(x_np, ss_np)
     _check_variance(x_np, metric, ss_np, offset_np, torch.float64)

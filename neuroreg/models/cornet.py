@@ -92,7 +92,7 @@ class _CORnetBase(nn.Module):
     def _check_input(self, x: Tensor) -> None:
         """``x`` must be ``(N, C, H, W)`` with C the input channels of V1's first conv (3 for images; other
         counts where a front end such as a VOneBlock has replaced part of V1)."""
-        first = next((m for m in self.V1.modules() if isinstance(m, nn.Conv2d)), None)
+        first = next((m for m in self.get_submodule("V1").modules() if isinstance(m, nn.Conv2d)), None)
         check_image_batch(x, None if first is None else first.in_channels, type(self).__name__)
 
     def forward_features(self, x: Tensor) -> Tensor:

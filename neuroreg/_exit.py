@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import textwrap
 from typing import Callable
 
 from neuroreg._io import is_disk_full
@@ -79,12 +80,36 @@ def exit_status(exc: BaseException) -> int | None:
 
 
 def _type_name(text: str) -> str:
+    """``<class 'int'>`` -> ``int``, ``<class 'NoneType'>`` -> ``None``, ``typing.Literal['a', 'b']`` ->
+    ``one of 'a', 'b'``; anything else as written."""
+    text = text.strip()
+    literal = re.fullmatch(r"(?:typing\.)?Literal\[(.*)\]", text)
+    if literal is not None:
+        return f"one of {literal.group(1)}"
     names = [("None" if n == "NoneType" else n.rsplit(".", 1)[-1]) for n in re.findall(r"<class '([\w.]+)'>", text)]
-    return " or ".join(names) if names else text.strip()
+    return " or ".join(names) if names else text
 
 
 def _article(name: str) -> str:
-    return "an" if name[:1].lower() in "aeiou" else "a"
+    if name.startswith("one of") or name == "None":
+        return ""
+    return "an " if name[:1].lower() in "aeiou" else "a "
+
+
+def _class_problem(option: str, body: str) -> str | None:
+    """A subclass option (``--data``) whose class_path or init_args were refused: the inner reason, with the
+    option spelled out down to the key (``--data.init_args.n_images``)."""
+    problem = re.search(r"Problem with given class_path '([^']+)':\n(.*?)(?=\n\s*- |\n\s*Given value|\Z)", body,
+                        re.S)
+    if problem is None:
+        return None
+    class_path, inner = problem.group(1), textwrap.dedent(problem.group(2)).strip()
+    if inner.startswith("Parser key"):
+        return condense(inner, lambda key: f"{option}.init_args.{key}")
+    unknown = re.match(r"Option '([^']+)' is not accepted", inner)
+    if unknown is not None:
+        return f"{option}.init_args: unknown option {unknown.group(1)!r} of {class_path}"
+    return f"{option}.class_path: {class_path!r}: {' '.join(inner.split())}"
 
 
 def condense(message: str, option_of: Callable[[str], str] | None = None) -> str:
@@ -100,17 +125,19 @@ def condense(message: str, option_of: Callable[[str], str] | None = None) -> str
     key, element, inline = found.groups()
     option = option_of(key) + (f" (item {element})" if element else "")
     body = "\n".join(part for part in (inline, rest) if part.strip())
+    nested = _class_problem(option_of(key), body)
+    if nested is not None:
+        return nested
     given = re.search(r"(?:Given value|Got value): (.*)", body)
     value = given.group(1).strip() if given else None
     subtypes = re.search(r"Subtypes: \[(.*)\]", body)
     if subtypes is not None and value is not None:
-        expected = " or ".join(_type_name(t) if "<class" in t else t.strip()
-                               for t in re.split(r",\s*(?![^\[]*\])", subtypes.group(1)))
+        expected = " or ".join(_type_name(t) for t in re.split(r",\s*(?![^\[]*\])", subtypes.group(1)))
         return f"{option}: expected {expected}, got {value!r}"
-    single = re.match(r"\s*Expected a (<class '[\w.]+'>)\. Got value: (.*)", body)
+    single = re.match(r"\s*Expected a (.+?)\. Got value: (.*)", body, re.S)
     if single is not None:
         name = _type_name(single.group(1))
-        return f"{option}: expected {_article(name)} {name}, got {single.group(2).strip()!r}"
+        return f"{option}: expected {_article(name)}{name}, got {single.group(2).strip()!r}"
     return f"{option}: {' '.join(body.split())}"
 
 

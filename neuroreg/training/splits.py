@@ -8,13 +8,14 @@ it so it can be audited and re-used.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from neuroreg._io import atomic_path
+from neuroreg._io import atomic_path, read_text, reading
 from neuroreg.errors import DataFormatError
 
 __all__ = ["SPLITS", "SPLIT_VALUES", "split_table", "check_split_classes", "read_splits", "write_splits"]
@@ -132,7 +133,12 @@ def read_splits(path: str | Path, images: Sequence[str]) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"splits file {str(path)!r} does not exist")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    text = read_text(path)  # UTF-8, UTF-16/32 with a byte-order mark, else Latin-1 with a warning
+    with reading(path, "the splits table"):
+        try:
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError:
+            raise DataFormatError(f"{path}: the file is empty (no header line)") from None
     missing_cols = [c for c in ("image", "split") if c not in df.columns]
     if missing_cols:
         raise DataFormatError(f"{path}: missing column(s) {missing_cols}; columns are {list(df.columns)}")

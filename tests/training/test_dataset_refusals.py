@@ -162,3 +162,15 @@ def test_a_single_class_image_folder_is_refused(tmp_path):
     with pytest.raises(DataFormatError, match=r"ImageFolderDataModule \(.*one\): a classifier needs at least 2 "
                                               r"classes; found 1 \(\['cat'\]\)"):
         ImageFolderDataModule(root=str(root), batch_size=2, image_size=16, num_workers=0).setup("fit")
+
+
+def test_a_splits_file_saved_by_a_spreadsheet_is_read(tmp_path):
+    root = make_eurosat(tmp_path / "e", per_class=10)
+    frame = EuroSATDataModule(str(root), **FAST).splits_frame()
+    path = tmp_path / "splits.csv"
+    path.write_bytes(frame.to_csv(index=False).encode("utf-16"))   # "Unicode text": UTF-16 with a byte-order mark
+    # Before: UnicodeDecodeError naming no file.
+    pd.testing.assert_frame_equal(EuroSATDataModule(str(root), splits=str(path), seed=9, **FAST).splits_frame(), frame)
+    path.write_bytes(b"")
+    with pytest.raises(DataFormatError, match=rf"^{path}: the file is empty"):
+        EuroSATDataModule(str(root), splits=str(path), **FAST).setup()

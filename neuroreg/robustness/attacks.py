@@ -328,7 +328,9 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
         model, mean, std, num_classes=num_classes, stochastic=stochastic)
     loader = as_loader(data, batch_size)
     device = wrapped.device
-    with eval_mode(wrapped):
+    # the whole run (also the DataLoader's draws of worker seeds) on forked generators: the caller's
+    # global RNG state (CPU and the device's) is left as it was, as corruption_suite does
+    with seeded(seed, device), eval_mode(wrapped):
         first = next(iter(batches(loader, device, None, 1)), None)
         if first is None:
             raise ValueError("data holds no images")

@@ -45,3 +45,31 @@ def images_to_tensor(images, size: int | None = None) -> torch.Tensor:
         x = F.interpolate(x, size=(int(size), int(size)), mode="bilinear", align_corners=False,
                           antialias=True).clamp_(0, 1)
     return x
+
+
+#: How far a float image may stray above 1 (rounding) before it is taken for a 0..255 image.
+PIXEL_ATOL = 1e-6
+
+
+def check_pixel_range(name: str, lo: torch.Tensor, hi: torch.Tensor, *, first_index: int = 0,
+                      names=None) -> None:
+    """Refuse float images on the 0..255 scale, naming the first one.
+
+    Images are read in [0, 1]. An image with values above 1 and none below 0 is
+    taken for 0..255 pixels (a forgotten division by 255), which a network would
+    otherwise read silently as a very bright image. Images with negative values are
+    already normalised (e.g. a reference network's own inputs) and pass as they are.
+
+    ``lo``, ``hi``: ``(n,)`` minimum and maximum of each image (NaN passes: finiteness
+    is checked apart). ``first_index``: the stimulus index of ``lo[0]``; ``names``:
+    optional stimulus names indexed like the stimuli.
+    """
+    bad = ((lo >= -PIXEL_ATOL) & (hi > 1 + PIXEL_ATOL)).nonzero().flatten()
+    if not len(bad):
+        return
+    i = int(bad[0])
+    index = first_index + i
+    which = f"stimulus {index}" + (f" ({names[index]!s})" if names is not None else "")
+    raise ValueError(f"{name} must be float images with values in [0, 1]; {which} has values in "
+                     f"[{float(lo[i]):.4g}, {float(hi[i]):.4g}], pixels on the 0..255 scale ({len(bad)} such image(s) "
+                     f"from stimulus {first_index} on): divide them by 255, or pass uint8 arrays (n, H, W, 3)")

@@ -25,7 +25,7 @@ from neuroreg._capture import capture_outputs
 from neuroreg._modes import eval_mode
 from neuroreg._checks import check_finite
 from neuroreg._io import PathLock, atomic_path, check_output_target, ensure_free_space, is_disk_full, reading
-from neuroreg._images import IMAGE_EXTENSIONS, images_to_tensor, list_images
+from neuroreg._images import IMAGE_EXTENSIONS, check_pixel_range, images_to_tensor, list_images
 from neuroreg.errors import NonFiniteError, OutputError, ShapeError, UnknownNameError
 from neuroreg.models.stimulus_noise import StimulusNoise
 from neuroreg.preprocessing import preprocessing_of
@@ -155,6 +155,9 @@ def _as_dataset(stimuli) -> tuple[Dataset, np.ndarray | None]:
         if not torch.is_floating_point(x):
             raise TypeError(f"stimuli tensors must be float (or uint8 images); got dtype {x.dtype}")
         check_finite("stimuli", x)
+        if x.shape[0]:
+            lo, hi = x.detach().flatten(1).aminmax(dim=1)
+            check_pixel_range("stimuli", lo, hi)
         return _TensorImages(x), None
     raise TypeError(f"stimuli must be a tensor, a uint8 array, a list of image paths, a folder or a "
                     f"torch Dataset; got {type(stimuli).__name__}")
@@ -347,7 +350,10 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
 
     srp = SparseRandomProjection(srp_dim, seed=seed) if pool == "srp" else None
     loader = torch.utils.data.DataLoader(
-        _Transformed(dataset, transform), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        _Transformed(dataset, transform, check_range=not isinstance(dataset, _TensorImages)), batch_size=batch_size,
+        shuffle=False, num_workers=num_workers, collate_fn=_collate)
+    first_image: tuple[int, ...] | None = None
+    stimulus_names = ids if default_ids is not None or stimulus_ids is not None else None   # for errors
     store: dict[str, Any] = {}
     lock = PathLock(out.with_name(out.name + ".lock"), purpose="neuroreg extract") if out is not None else None
     rng_devices = [run_device] if run_device.type == "cuda" else []
@@ -367,7 +373,12 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
         show = None if progress is None else not progress
         for batch in tqdm(loader, desc="extract", unit="batch", disable=show if show is not None else None,
                           leave=False):
-            batch = _checked_batch(batch, start, float_dtype).to(run_device, non_blocking=True)
+            images, shapes, lo, hi = batch
+            check_pixel_range("stimuli", lo, hi, first_index=start, names=stimulus_names)
+            if first_image is None:
+                first_image = shapes[0]
+            _check_sizes(shapes, first_image, start, stimulus_names, transform)
+            batch = _checked_batch(images, start, float_dtype).to(run_device, non_blocking=True)
             if noise.active:
                 noise.set_batch(ids[start:start + batch.shape[0]].tolist())
             for v in calls.values():
@@ -422,15 +433,50 @@ def _checked_batch(batch: Tensor, start: int, dtype: torch.dtype) -> Tensor:
 
 
 class _Transformed(Dataset):
-    def __init__(self, base: Dataset, transform) -> None:
-        self.base, self.transform = base, transform
+    """Items ``(image after the transform, min, max of the image before it)``: the range is checked on
+    the images as given, since a normalising transform moves them out of [0, 1]."""
+
+    def __init__(self, base: Dataset, transform, check_range: bool = True) -> None:
+        self.base, self.transform, self.check_range = base, transform, check_range
 
     def __len__(self) -> int:
         return _dataset_len(self.base)
 
-    def __getitem__(self, i: int) -> Tensor:
+    def __getitem__(self, i: int) -> tuple[Tensor, float, float]:
         x = _image_of(self.base[i])
-        return self.transform(x) if self.transform is not None else x
+        lo, hi = 0.0, 1.0
+        if self.check_range and torch.is_floating_point(x) and x.numel():
+            lo_t, hi_t = x.detach().aminmax()
+            lo, hi = float(lo_t), float(hi_t)
+        return (self.transform(x) if self.transform is not None else x), lo, hi
+
+
+def _collate(items: list[tuple[Tensor, float, float]]) -> tuple[Tensor | None, list[tuple[int, ...]], Tensor, Tensor]:
+    """(batch, shape of each image, min and max of each image); the batch is None when the shapes differ."""
+    images = [item[0] for item in items]
+    shapes = [tuple(x.shape) if isinstance(x, Tensor) else () for x in images]
+    lo = torch.tensor([item[1] for item in items], dtype=torch.float64)
+    hi = torch.tensor([item[2] for item in items], dtype=torch.float64)
+    if len(set(shapes)) > 1:
+        return None, shapes, lo, hi
+    return torch.utils.data.default_collate(images), shapes, lo, hi
+
+
+def _check_sizes(shapes: list[tuple[int, ...]], first: tuple[int, ...], start: int, names, transform) -> None:
+    """Refuse images of another size than the first stimulus, naming both and saying what to do."""
+    for i, shape in enumerate(shapes):
+        if shape != first:
+            def name(index: int) -> str:
+                return f"stimulus {index}" + (f" ({names[index]!s})" if names is not None else "")
+            size = " x ".join(str(d) for d in shape)
+            size0 = " x ".join(str(d) for d in first)
+            todo = ("pass transform='model' (the model's preprocessing: resize to its input size and normalise) "
+                    "or a transform that resizes every image to one size") if transform is None else (
+                    "the transform must give every image one size (e.g. resize and crop to a fixed size), or use "
+                    "transform='model'")
+            where = "" if transform is None else " after the transform"
+            raise ShapeError(f"stimuli differ in size{where}: {name(start + i)} is {size} but {name(0)} is {size0}; "
+                             f"{todo}")
 
 
 class _maybe_h5:

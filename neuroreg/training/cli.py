@@ -131,11 +131,6 @@ def build_cli(argv: Sequence[str] | None, cli_class: type[NeuroregCLI] = Neurore
             raise usage_error(exc, args) from exc
 
 
-def _run_folder(folder: str, option: str) -> None:
-    """Refuse a run folder that cannot be written, before the run starts (exit status 5)."""
-    check_output_target(folder, kind="dir", name=option)
-
-
 def _acquire(lock: PathLock, option: str) -> None:
     try:
         lock.acquire()
@@ -205,8 +200,8 @@ def fit_cli(cli: NeuroregCLI, *, on_start: Callable[[], None] | None = None) -> 
     dirpaths = [getattr(cb, "dirpath", None) for cb in trainer.checkpoint_callbacks]
     ckpt_dirs = sorted({os.path.abspath(str(d)) for d in dirpaths if d})
     options = {root: "--trainer.default_root_dir", **{d: "--checkpoint.dirpath" for d in ckpt_dirs if d != root}}
-    for folder, option in options.items():
-        _run_folder(folder, option)
+    for folder, option in options.items():  # an existing file, below a file, no write permission: exit status 5
+        check_output_target(folder, kind="dir", name=option)
     locks = []
     if _is_main_process():
         # One live run per folder: its logs, config.yaml and last.ckpt belong to it alone.

@@ -151,3 +151,44 @@ def test_a_job_finished_by_another_sweep_meanwhile_is_not_run_again(tmp_path):
     assert execute(spec, str(store.root))[1] == "done"
     assert execute(spec, str(store.root)) == (key, "skipped", 0.0)   # it looked to do when this sweep started
     assert store.status(key)["attempts"] == 1
+
+
+def test_a_job_waits_for_features_another_process_is_writing_and_reads_them(tmp_path):
+    import threading
+
+    from torch import nn
+
+    from neuroreg.features import extract
+    from neuroreg.sweep.cache import cached_extract
+
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.calls = nn.Conv2d(3, 2, 3), 0
+
+        def forward(self, x):
+            self.calls += 1
+            return self.conv(x)
+
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    folder = tmp_path / "features"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    record = {"pid": holder.pid, "host": socket.gethostname(), "started": "", "purpose": "neuroreg extract"}
+    (folder / "k.h5.lock").write_text(json.dumps(record))   # another sweep's job is writing k.h5
+
+    def other_writer_finishes():
+        extract(Counting(), x, ["conv"], out=tmp_path / "k.h5", stimulus_ids=list("abcd"))
+        (tmp_path / "k.h5").replace(folder / "k.h5")
+        (folder / "k.h5.lock").unlink()
+
+    finisher = threading.Timer(2.0, other_writer_finishes)
+    finisher.start()
+    try:
+        model = Counting()
+        feats, hit = cached_extract(folder, "k", model, x, ["conv"], stimulus_ids=list("abcd"), poll_seconds=0.1)
+    finally:
+        finisher.join()
+        holder.kill()
+        holder.wait()
+    assert hit and model.calls == 0 and feats["conv"].shape == (4, 2, 6, 6)

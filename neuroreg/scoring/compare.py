@@ -179,7 +179,8 @@ def compare_rdms(a, b, method: str = "pearson"):
 
     Precision: numpy inputs are compared in float64; torch inputs in float64
     when float64, else in float32 (float16/bfloat16 are promoted before any sum),
-    and the result has that dtype.
+    and the result has that dtype. Each RDM is divided by its largest magnitude
+    before any square, so RDMs of 1e-200 or 1e200 compare as the unscaled ones.
 
     A 2-D square input is always read as one RDM and must be symmetric with a
     zero diagonal (within rounding at its dtype: relative 1e-8 for float64,

@@ -106,6 +106,9 @@ def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWE
 
     Row order does not matter (alignment by id, splits from sorted ids); features of
     any dtype (float16, bfloat16) are promoted to float64 before standardisation.
+    Features and responses of any magnitude (1e-200 .. 1e200) give the scores of the
+    unscaled data (each is scaled by a power of two first where far from 1). A layer
+    whose features are all constant on the train stimuli raises ``ValueError`` naming it.
 
     Returns a :class:`ScoreTable` with, per layer x region x subject, rows of
     metric ``"versa"`` (splits ``train`` from leave-one-out predictions and

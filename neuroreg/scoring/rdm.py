@@ -231,6 +231,10 @@ def rdm(x, metric: str = "correlation", *, condensed: bool = False, chunk_size: 
     bfloat16 and float32 input, float64 for float64.
     Row order: ``rdm(x[p])`` is ``rdm(x)[p][:, p]``. Minimum: 2 stimuli.
     Rows with zero variance (correlation) or zero norm (cosine) raise ``ValueError``.
+    Magnitude: data far from 1 (1e-200 or 1e200) are scaled by a power of two before any
+    square (exact), so every metric gives the distances of the unscaled data (euclidean ones
+    scaled back); distances that float64 (float32 for torch results) cannot represent, such
+    as sqeuclidean ones of data of 1e-170, raise ``ValueError`` saying so.
     """
     _check_metric(metric)
     x, is_torch = _as_2d(x)

@@ -170,3 +170,25 @@ def test_an_error_before_the_first_step_is_the_only_line_on_stderr(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "--forgetting.probe_sets: 'nope' is not a bundled set" in lines[0], proc.stderr
+
+
+@pytest.mark.slow
+def test_two_fine_tunes_started_into_one_folder_the_second_is_refused(tmp_path, capsys):
+    """A real concurrent run: the second finds the first's lock and stops before doing anything."""
+    import time
+
+    root = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "neuroreg.cli", "finetune", "--config", TINY,
+                              "--trainer.default_root_dir", str(root), *FAST, "--trainer.max_steps", "100000"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (root / ".neuroreg-run.lock").exists():
+            assert first.poll() is None and time.monotonic() < deadline, "the first run never took the lock"
+            time.sleep(0.5)
+        assert finetune(root, "--trainer.max_steps", "1") == EXIT_BUSY
+        line = one_error_line(capsys)
+        assert f"in use by process {first.pid}" in line and "neuroreg finetune" in line
+    finally:
+        first.kill()
+        first.wait()

@@ -192,3 +192,58 @@ def test_a_job_waits_for_features_another_process_is_writing_and_reads_them(tmp_
         holder.kill()
         holder.wait()
     assert hit and model.calls == 0 and feats["conv"].shape == (4, 2, 6, 6)
+
+
+def _sweep_process(cfg_path: Path, store: Path, **popen) -> subprocess.Popen:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root)] + [p for p in os.environ.get("PYTHONPATH", "")
+                                                                       .split(os.pathsep) if p])}
+    return subprocess.Popen([sys.executable, "-m", "neuroreg.cli", "sweep", "--config", str(cfg_path), "--store",
+                             str(store)], env=env, cwd=root, text=True, **popen)
+
+
+@pytest.mark.slow
+def test_two_sweeps_at_once_run_each_job_once(tmp_path):
+    cfg = _config(models=["cornet_z", {"name": "cornet_z", "kwargs": {"num_classes": 7}, "label": "z7"}],
+                  brain=["kriegeskorte92", "algonauts2019_78"])
+    cfg_path = _write(tmp_path / "s.yaml", cfg)
+    store = tmp_path / "store"
+    procs = [_sweep_process(cfg_path, store, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    errs = "\n".join(err for _, err in outs)
+    assert set(codes) <= {0, 6} and 0 in codes, (codes, errs[-3000:])
+    assert "failed" not in errs.replace("0 failed", "")
+    st = SweepStore(store)
+    for key in (j.key for j in expand_jobs(load_sweep_config(cfg))):
+        status = st.status(key)
+        assert status["state"] == "done" and status["attempts"] == 1 and status["completions"] == 1, (key, status)
+        assert not (st.job_dir(key) / ".lock").exists()
+
+
+@pytest.mark.slow
+def test_sigkilled_sweep_job_reads_as_to_do_and_runs_again(tmp_path, capsys):
+    import signal
+    import time
+
+    cfg = _config(brain=["kriegeskorte92", "algonauts2019_78"])
+    cfg_path = _write(tmp_path / "s.yaml", cfg)
+    store = SweepStore(tmp_path / "store")
+    keys = [j.key for j in expand_jobs(load_sweep_config(cfg))]
+    proc = _sweep_process(cfg_path, store.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not any(
+            (store.job_dir(k) / ".lock").exists() for k in keys):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = [k for k in keys if (store.job_dir(k) / ".lock").exists()]
+    assert len(killed) == 1, "the sweep was not killed while a job ran"
+    main(["sweep", "--config", str(cfg_path), "--store", str(store.root), "--status"])
+    out = capsys.readouterr().out
+    assert "0 running" in out, out
+    assert store.status(killed[0])["state"] == "todo"
+    assert main(["sweep", "--config", str(cfg_path), "--store", str(store.root)]) == 0
+    for key in keys:
+        assert store.status(key)["state"] == "done" and store.status(key)["completions"] == 1
+    assert not any((store.job_dir(k) / ".lock").exists() for k in keys)

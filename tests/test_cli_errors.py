@@ -213,6 +213,8 @@ def test_bad_config_files_are_one_line_usage_errors(capsys, configs, command, ba
     ("train", ["--config", TINY, "--scorecard.eps", "-1"], r"--scorecard\.eps: expected list\[float\] or None, "
                                                           r"got '-1'"),
     ("train", ["--config", TINY, "--no_such_option", "1"], r"unrecognized arguments: --no_such_option 1"),
+    ("train", ["--config", TINY, "--scorecard.eps", "[-1]"], r"scorecard eps \(attack budgets\) must be finite "
+                                                            r"and >= 0; got \[-1\.0\]"),
     ("finetune", ["--config", FINETUNE, "--model.lr", "nan"], r"--model\.lr: expected a float, got 'nan'"),
     ("finetune", ["--config", FINETUNE, "--model.strategy", "nope"],
      r"--model\.strategy: expected one of 'full', 'linear_probe', .*got 'nope'"),

@@ -38,6 +38,7 @@ import copy
 import csv
 import dataclasses
 import io
+import math
 import os
 import random
 import warnings
@@ -195,6 +196,9 @@ class ScorecardCallback(Callback):
             raise ValueError(f"norm must be 'Linf' or 'L2'; got {norm!r}")
         if periodic_steps < 1:
             raise ValueError(f"periodic_steps must be >= 1; got {periodic_steps}")
+        for name, values in (("eps", eps or []), ("periodic_eps", [periodic_eps])):
+            if any(not math.isfinite(v) or v < 0 for v in values):
+                raise ValueError(f"scorecard {name} (attack budgets) must be finite and >= 0; got {values}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         self.enabled, self.every_n_epochs, self.every_n_steps, self.final = enabled, every_n_epochs, every_n_steps, final

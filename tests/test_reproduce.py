@@ -42,6 +42,19 @@ def test_layer_rsa_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_region_depth_quick(tmp_path):
+    _script("reproduce_region_depth").main(["--quick", "--out", str(tmp_path)])
+    summary = _finite_csv(tmp_path / "summary.csv", ["gap", "ci_low", "ci_high"])
+    assert set(summary["measure"]) == {"argmax", "soft"} and (summary["mode"] == "quick").all()
+    assert summary["verdict"].dropna().isin(["reproduced", "not reproduced", "inconclusive"]).all()
+    per_subject = _finite_csv(tmp_path / "per_subject.csv", ["depth_EVC", "depth_IT", "gap"])
+    assert per_subject["subject"].nunique() == 15 and per_subject["seed"].nunique() == 2  # two random seeds
+    depths = per_subject[["depth_EVC", "depth_IT"]].to_numpy()
+    assert ((depths >= 0) & (depths <= 1)).all()
+    assert (tmp_path / "region_depth.png").is_file() and (tmp_path / "summary.md").read_text().startswith("QUICK")
+
+
+@pytest.mark.slow
 def test_reference_agreement(tmp_path):
     _script("reproduce_reference_agreement").main(["--out", str(tmp_path)])
     table = _finite_csv(tmp_path / "agreement.csv", ["max_difference"])

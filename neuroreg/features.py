@@ -315,6 +315,11 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
 
     Images of any float dtype (float16, bfloat16, float64) are converted to the
     model's floating dtype; NaN or inf in any image raises ``NonFiniteError``.
+    Float images are read in [0, 1]: images on the 0..255 scale (values above 1,
+    none below 0) raise ``ValueError`` naming the first one (checked on the images
+    as given, before ``transform``; images with negative values are taken as a
+    network's own normalised inputs and pass). Images of different sizes (after
+    ``transform``) raise ``ShapeError`` naming two of them with their sizes.
 
     Returns a :class:`Features` mapping output name -> ``(n, ...)`` float32 CPU tensor.
     Area maps of models with timm's ``forward_intermediates`` whose

@@ -12,6 +12,7 @@ A configuration (YAML, read with ``yaml.safe_load``, or a dict)::
     scorers: [crsa]               # crsa, versa, predictivity, factortopy (brain); attacks, corruptions (task)
     task: /data/imagenet_val_subset   # ImageFolder root, needed by attacks and corruptions
     options: {layers: areas, batch_size: 32, seed: 0, device: null, image_size: null}
+    # also the Ray requests cpus_per_job, gpus_per_job, memory_gb_per_job; other keys are refused
 
 Every job is keyed by a hash of its full specification (model and a hash of its
 weights, data set, scorer, options, neuroreg version), so a store can tell

@@ -11,8 +11,8 @@ keeps its traceback. ``--debug`` keeps the traceback for every error.
  2     usage error: bad option, value, configuration, model, layer or data shape
  3     not available: a device, optional dependency or command this install lacks
  4     input error: a file or folder is missing, unreadable, corrupt or foreign
- 5     output error: a target is a folder or unwritable, or the disk is full
- 6     busy: the run folder or output file is held by another live process
+ 5     output error: a file or folder is in the target's way, it is unwritable, or the disk is full
+ 6     busy: the run folder or output file is held by another live process, or holds an earlier run
  130   interrupted (Ctrl-C)
 =====  ==========================================================================
 """
@@ -48,8 +48,8 @@ EXIT_STATUSES = {
     EXIT_USAGE: "usage error: bad option, value, configuration, model, layer or data shape",
     EXIT_NOT_AVAILABLE: "not available: a device, optional dependency or command this install lacks",
     EXIT_INPUT: "input error: a file or folder is missing, unreadable, corrupt or foreign",
-    EXIT_OUTPUT: "output error: a target is a folder or unwritable, or the disk is full",
-    EXIT_BUSY: "busy: the run folder or output file is held by another live process",
+    EXIT_OUTPUT: "output error: a file or folder is in the target's way, it is unwritable, or the disk is full",
+    EXIT_BUSY: "busy: the run folder or output file is held by another live process, or holds an earlier run",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from neuroreg._exit import EXIT_BUSY
+from neuroreg._io import check_output_target
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="sweep YAML (models, brain, scorers, options)")
@@ -19,8 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from neuroreg._exit import EXIT_BUSY
-    from neuroreg._io import check_output_target
     from neuroreg.sweep import SweepStore, expand_jobs, load_sweep_config, run_sweep  # local: loads torch
 
     check_output_target(args.store, kind="dir", name="--store")

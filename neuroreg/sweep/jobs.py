@@ -23,7 +23,7 @@ from neuroreg.sweep.cache import cached_extract, feature_key
 from neuroreg.sweep.config import BRAIN_SCORERS, Job
 from neuroreg.sweep.store import SweepStore
 
-__all__ = ["build_model", "load_dataset", "layers_of", "run_job", "execute"]
+__all__ = ["build_model", "load_dataset", "bundled_names", "layers_of", "run_job", "execute"]
 
 
 def build_model(spec: Mapping[str, Any], seed: int = 0) -> nn.Module:
@@ -50,6 +50,13 @@ def load_dataset(spec: Mapping[str, Any]):
     if kind == "responses":
         return brain.load_responses(spec["root"], **options)
     raise ValueError(f"unknown data set kind {kind!r}")
+
+
+def bundled_names() -> list[str]:
+    """Names of the bundled neural data sets."""
+    from neuroreg import brain  # local: loads timm; the sweep driver (`neuroreg sweep --status`) needs torch only
+
+    return sorted(brain.bundled_sets())
 
 
 def layers_of(model: nn.Module, option) -> dict[str, str]:

@@ -18,7 +18,7 @@ import neuroreg as nr
 from neuroreg.errors import ConfigError, NotAvailableError
 from neuroreg.features import resolve_layers
 from neuroreg.preprocessing import preprocessing_of
-from neuroreg.sweep.jobs import layers_of
+from neuroreg.sweep.jobs import bundled_names, layers_of
 
 __all__ = ["check_sweep", "check_device"]
 
@@ -73,8 +73,6 @@ def check_sweep(config: Mapping[str, Any], *, device_here: bool = True) -> None:
     (False when they run on a Ray cluster joined by address, whose workers may have GPUs the
     driver lacks).
     """
-    from neuroreg.brain import bundled_sets  # local: loads the data stack (the driver's --status needs torch only)
-
     options = config["options"]
     if device_here:
         check_device(options.get("device"))
@@ -84,10 +82,10 @@ def check_sweep(config: Mapping[str, Any], *, device_here: bool = True) -> None:
         except (RuntimeError, TypeError) as exc:
             raise ConfigError(f"options.device {options['device']!r} is not a device name (cpu, cuda, cuda:1, mps)"
                               ) from exc
-    known = bundled_sets()
+    known = bundled_names()
     for data in config["brain"]:
         if data.get("kind") == "bundled" and data["name"] not in known:
-            raise ConfigError(f"brain set {data['name']!r} is not a bundled data set; bundled sets: {sorted(known)} "
+            raise ConfigError(f"brain set {data['name']!r} is not a bundled data set; bundled sets: {known} "
                               "(other data: {nsd: ROOT}, {algonauts2023: ROOT} or {responses: FILE, stimuli: FOLDER})")
     for spec in config["models"]:
         _check_model(spec, options)

@@ -17,8 +17,9 @@ A job is done once ``status.json`` says so; its rows are read back from
 (:class:`~neuroreg._io.PathLock`), so two sweeps on one store never run the
 same job: the second leaves the jobs the first holds alone. Killing a sweep at
 any moment leaves every finished job's rows intact; a job whose process is gone
-(same host, process id no longer running) reads as ``todo`` (with
-``interrupted: true``) and the next sweep takes its lock over and runs it again.
+(same host, process id no longer running) or whose lock was removed by hand (a
+process on another host) reads as ``todo`` (with ``interrupted: true``) and the
+next sweep takes its lock over and runs it again.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class SweepStore:
 
     # -- status
     def status(self, key: str) -> dict[str, Any]:
-        """The job's status; a ``running`` job whose process is gone (same host) reads as ``todo``, interrupted."""
+        """The job's status; a ``running`` job whose process is gone (same host) or whose lock was removed
+        reads as ``todo``, with ``interrupted: True``."""
         path = self.job_dir(key) / "status.json"
         if not path.is_file():
             return {"state": "todo", "attempts": 0, "completions": 0}
@@ -73,7 +75,9 @@ class SweepStore:
             return {"state": "todo", "attempts": 0, "completions": 0}
         if not isinstance(status, dict) or status.get("state") not in STATES:
             return {"state": "todo", "attempts": 0, "completions": 0}
-        if status["state"] == "running" and holder_gone(status):
+        # A live job holds its lock from before it is marked running until after its final state is written,
+        # so a running job without a lock file, or whose process is gone, was interrupted.
+        if status["state"] == "running" and (holder_gone(status) or not (self.job_dir(key) / ".lock").exists()):
             status.update(state="todo", interrupted=True)
         return status
 

@@ -142,6 +142,20 @@ def test_job_of_a_killed_sweep_is_not_running_forever_and_is_retried(tmp_path, c
     assert store.status(key)["state"] == "done" and store.status(key)["attempts"] == 2 and len(table)
 
 
+def test_job_held_on_another_host_runs_again_once_its_lock_is_removed(tmp_path):
+    from neuroreg.sweep.jobs import execute
+
+    store, (key,) = _registered(tmp_path, _config())
+    record = {"pid": 1, "host": "another-host.example", "started": "", "purpose": "sweep job"}
+    (store.job_dir(key) / ".lock").write_text(json.dumps(record))
+    (store.job_dir(key) / "status.json").write_text(json.dumps({**record, "state": "running", "attempts": 1}))
+    assert store.status(key)["state"] == "running"       # its process cannot be checked from here
+    spec = json.loads((store.job_dir(key) / "spec.json").read_text())
+    assert execute(spec, str(store.root)) == (key, "busy", 0.0)
+    (store.job_dir(key) / ".lock").unlink()                # removed by hand: that process is gone
+    assert store.status(key)["state"] == "todo" and store.status(key)["interrupted"] is True
+
+
 def test_a_job_finished_by_another_sweep_meanwhile_is_not_run_again(tmp_path):
     from neuroreg.sweep.jobs import execute
 

@@ -297,6 +297,8 @@ def test_run_folder_without_write_permission_is_an_output_error(capsys, tmp_path
     (["--forgetting.probe_sets", "[{tmp}/none.npz]"], EXIT_INPUT, r"--forgetting\.probe_sets: .*none\.npz"),
     (["--forgetting.original_data", "{corrupt}"], EXIT_INPUT,
      r"--forgetting\.original_data: unreadable .*broken\.jpg"),
+    (["--forgetting.start_cache", "{corrupt}/a/ok.png/cache"], EXIT_OUTPUT,
+     r"--forgetting\.start_cache=.*cannot be created: .*ok\.png is a file"),
 ])
 def test_finetune_refuses_bad_report_inputs_before_training(capsys, tmp_path, monkeypatch, args, status, pattern):
     import lightning.pytorch

@@ -38,7 +38,7 @@ from torch import nn
 from torchvision.datasets import ImageFolder
 
 from neuroreg._exit import run_guarded
-from neuroreg._io import atomic_write_text
+from neuroreg._io import atomic_write_text, check_output_target
 from neuroreg.brain import bundled_sets, load_responses
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import DataFormatError, ShapeError, UnknownNameError
@@ -199,9 +199,11 @@ def prepare_forgetting(module: FinetuneModule, options: ForgettingOptions) -> Fo
     """Resolve :class:`ForgettingInputs`. The original task belongs to the chain's first network (the start itself
     without a chain); a chain whose first network was initialised at random has no original task to score.
 
-    Checks the probe sets and the original task's images too, so that a bad input stops the run before its first
-    training step rather than after training."""
+    Checks the probe sets, the original task's images and that ``start_cache`` can be written too, so that a bad
+    input or output stops the run before its first training step rather than after training."""
     _check_probe_sets(options.probe_sets)
+    if options.start_cache is not None:  # written by the report, after training: checked now
+        check_output_target(options.start_cache, kind="dir", name="--forgetting.start_cache")
     before = module.start_model()
     chain = task_chain(str(module.hparams.get("start_from"))) if options.chain else []
     original_network = before

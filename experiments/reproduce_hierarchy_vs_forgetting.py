@@ -41,7 +41,7 @@ import copy
 import importlib
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -60,6 +60,8 @@ VOXEL_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "clock", "
 FORGETTING = {"retention_drop": "retention probe drop (92 images, 6 categories)",
               "cka_drift": "CKA drift (1 - mean debiased CKA to the start)",
               "brain_drop": "brain-score drop (cRSA, monkey IT, best layer)"}
+#: VOneBlock of the VOne-CORnet-Z: 128 + 128 Gabor channels (the published block has 256 + 256), for time
+VONE = dict(simple_channels=128, complex_channels=128)
 #: FactorTopy settings: the defaults but for a cheaper start and ridge layer choice (3 folds, 2 penalties)
 FACTORTOPY = dict(init_steps=100, cv_folds=3, ridge_alpha=(0.02, 0.2))
 STRONG_EFFECT = -0.8           # the rank correlation a "clear" version of the published claim would give
@@ -80,10 +82,10 @@ class Settings:
     n_boot: int
 
 
-FULL = Settings(networks=("lite0_imagenet", "lite1_imagenet", "lite2_imagenet", "lite0_random", "lite1_random",
-                          "lite2_random", "cornet_z_patterns", "vone_cornet_z_patterns"),
-                seeds=(0, 1, 2), n_train=24, max_epochs=8, patience=2, pretrain_images=480, pretrain_epochs=10,
-                n_voxels=100, n_voxel_photos=70, ft_epochs=6, n_boot=2000)
+FULL = Settings(networks=("cornet_z_patterns", "vone_cornet_z_patterns", "lite0_imagenet", "lite1_imagenet",
+                          "lite2_imagenet", "lite0_random", "lite1_random", "lite2_random"),
+                seeds=(0, 1, 2), n_train=16, max_epochs=6, patience=2, pretrain_images=360, pretrain_epochs=6,
+                n_voxels=80, n_voxel_photos=30, ft_epochs=4, n_boot=2000)
 QUICK = Settings(networks=("lite0_imagenet", "cornet_z_patterns"), seeds=(0,), n_train=6, max_epochs=2,
                  patience=1, pretrain_images=60, pretrain_epochs=1, n_voxels=24, n_voxel_photos=0, ft_epochs=2,
                  n_boot=200)
@@ -220,6 +222,18 @@ class Network:
         return (x - torch.tensor(self.mean).view(-1, 1, 1)) / torch.tensor(self.std).view(-1, 1, 1)
 
 
+class Normalized(nn.Module):
+    """``net.model`` behind its input normalisation, for library functions that take images in [0, 1]."""
+
+    def __init__(self, net: Network) -> None:
+        super().__init__()
+        self.model = net.model
+        self._normalize = net.normalize
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(self._normalize(x))
+
+
 def build_network(name: str, seed: int, s: Settings, log: Callable[[str], None]) -> Network | None:
     import timm
 
@@ -246,11 +260,11 @@ def build_network(name: str, seed: int, s: Settings, log: Callable[[str], None])
         torch.manual_seed(seed)
         k = len(PATTERN_CLASSES)
         model = (nr.create_model("cornet_z", num_classes=k) if name == "cornet_z_patterns" else
-                 VOneNet("cornet_z", num_classes=k, image_size=IMAGE_SIZE, seed=seed))
+                 VOneNet("cornet_z", num_classes=k, image_size=IMAGE_SIZE, seed=seed, **VONE))
         prep = preprocessing_of(model)
         net = Network(name, model, list(nr.area_layers(model).values()), prep.mean, prep.std, "trained here",
                       old_task=pattern_task(s.pretrain_images, seed=100 + seed))
-        fit(net, net.old_task, lr=1e-3, max_epochs=s.pretrain_epochs, patience=3, seed=seed)
+        fit(net, net.old_task, lr=2e-3, max_epochs=s.pretrain_epochs, patience=2, seed=seed)
         net.old_task_accuracy = accuracy(net.model, net, *net.old_task["test"])
         log(f"  {name} seed {seed}: trained on patterns, test accuracy {net.old_task_accuracy:.3f}")
         return net
@@ -296,9 +310,9 @@ def fit(net: Network, task: dict[str, tuple[Tensor, Tensor]], *, lr: float, max_
 
 
 # ----------------------------------------------------------------------------- measures
-def features(net: Network, model: nn.Module, images: Tensor, ids: np.ndarray, layers=None):
+def features(net: Network, model: nn.Module, images: Tensor, ids: np.ndarray):
     import neuroreg as nr
-    return nr.extract(model, net.normalize(images), layers or net.layers, batch_size=64, stimulus_ids=ids,
+    return nr.extract(model, images, net.layers, batch_size=64, transform=net.normalize, stimulus_ids=ids,
                       progress=False)
 
 
@@ -353,13 +367,12 @@ def with_old_head(after: nn.Module, before: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def fit_slope(model: nn.Module, layers: list[str], inputs: Tensor, ids: np.ndarray, voxels, s: Settings,
+def fit_slope(net: Network, model: nn.Module, images: Tensor, ids: np.ndarray, voxels, s: Settings,
               seed: int) -> float:
-    """FactorTopy hierarchy slope of ``model`` (inputs already normalised) on the simulated voxels."""
-    import neuroreg as nr
+    """FactorTopy hierarchy slope of ``model`` (``net``'s layers and normalisation) on the simulated voxels."""
     from neuroreg.scoring import FactorTopy
-    feats = nr.extract(model, inputs, layers, batch_size=64, stimulus_ids=ids, progress=False)
-    ft = FactorTopy(layers, seed=seed, progress=False, **FACTORTOPY, max_epochs=s.ft_epochs)
+    feats = features(net, model, images, ids)
+    ft = FactorTopy(net.layers, seed=seed, progress=False, **FACTORTOPY, max_epochs=s.ft_epochs)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)        # batched float64 LU with >= 2 threads fails here for >= ~160 channels
     try:
@@ -426,15 +439,15 @@ def run(s: Settings, out: Path, figure: Path | None, log: Callable[[str], None] 
 
     # the "brain": voxels simulated from a held-out network that is not compared
     torch.manual_seed(HELD_OUT_SEED)
-    held_out = timm.create_model("resnet18").eval()
+    prep = preprocessing_of("resnet18")
+    reference = Network("resnet18_untrained", timm.create_model("resnet18").eval(),
+                        ["layer1", "layer2", "layer3", "layer4"], prep.mean, prep.std, "reference")
     v_images, v_ids = voxel_stimuli(s.n_voxel_photos, seed=HELD_OUT_SEED)
-    prep = preprocessing_of(held_out)
-    v_input = (v_images - torch.tensor(prep.mean).view(-1, 1, 1)) / torch.tensor(prep.std).view(-1, 1, 1)
-    ref_layers = ["layer1", "layer2", "layer3", "layer4"]
-    voxels, _truth = simulate_voxels(held_out, v_input, layers=ref_layers,
+    voxels, _truth = simulate_voxels(Normalized(reference), v_images,
+                                     layers=[f"model.{layer}" for layer in reference.layers],
                                         n_voxels=s.n_voxels, snr=(0.5, 4.0), seed=HELD_OUT_SEED,
                                         stimulus_ids=v_ids, progress=False, name="resnet18_untrained")
-    reference_slope = fit_slope(held_out, ref_layers, v_input, v_ids, voxels, s, seed=0)
+    reference_slope = fit_slope(reference, reference.model, v_images, v_ids, voxels, s, seed=0)
     log(f"voxels: {s.n_voxels} simulated from untrained resnet18 (seed {HELD_OUT_SEED}) on {len(v_ids)} images; "
         f"FactorTopy on that network itself: slope {reference_slope:+.3f}")
 
@@ -453,7 +466,7 @@ def run(s: Settings, out: Path, figure: Path | None, log: Callable[[str], None] 
                 break
             start = copy.deepcopy(net.model).eval()
             # hierarchy of the start
-            slope = fit_slope(start, net.layers, net.normalize(v_images), v_ids, voxels, s, seed=seed)
+            slope = fit_slope(net, start, v_images, v_ids, voxels, s, seed=seed)
             # start-side measures
             f_before = features(net, start, p_images, p_ids)
             crsa_before = brain_score({l: f_before[l][is_k92] for l in net.layers}, monkey_it)
@@ -497,16 +510,27 @@ def run(s: Settings, out: Path, figure: Path | None, log: Callable[[str], None] 
                 f"({row['seconds']:.0f} s)")
     runs = pd.DataFrame(rows)
     runs.to_csv(out / "runs.csv", index=False)
-    nets = summarize_networks(runs, s.n_boot)
+    pd.DataFrame([{"reference": "resnet18_untrained", "seed": HELD_OUT_SEED,
+                   "self_slope": reference_slope}]).to_csv(out / "reference.csv", index=False)
+    res = report(runs, reference_slope, s.n_boot, out, figure, log)
+    log(f"done in {time.perf_counter() - t0:.0f} s")
+    return res
+
+
+def report(runs: pd.DataFrame, reference_slope: float, n_boot: int, out: Path, figure: Path | None,
+           log: Callable[[str], None] = print) -> dict:
+    """Per-network table, correlations with intervals, figure and summary from the per-run rows."""
+    out.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out / "runs.csv", index=False)
+    nets = summarize_networks(runs, n_boot)
     nets.to_csv(out / "networks.csv", index=False)
-    corr = correlations(runs, s.n_boot)
+    corr = correlations(runs, n_boot)
     corr.to_csv(out / "correlation.csv", index=False)
     fig_path = figure if figure is not None else out / "hierarchy_forgetting.png"
     plot(nets, corr, fig_path)
     (out / "summary.md").write_text(summary_markdown(nets, corr) + f"\nReference network (untrained ResNet-18, seed "
                                     f"{HELD_OUT_SEED}) fitted to its own voxels: slope {reference_slope:.3f}\n")
-    log(f"wrote {out}/ (runs.csv, networks.csv, correlation.csv, summary.md) and {fig_path} "
-        f"in {time.perf_counter() - t0:.0f} s")
+    log(f"wrote {out}/ (runs.csv, networks.csv, correlation.csv, summary.md) and {fig_path}")
     return {"runs": runs, "networks": nets, "correlation": corr, "reference_slope": reference_slope}
 
 
@@ -606,13 +630,26 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--figure", type=Path, default=None,
                         help=f"figure path (default {FIGURE}; --quick: under --out)")
+    parser.add_argument("--networks", default=None,
+                        help="comma-separated subset of the networks (e.g. to run them in several processes)")
+    parser.add_argument("--combine", type=Path, nargs="+", default=None,
+                        help="only combine the runs.csv (and reference.csv) of these output folders into --out")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on shared cores 2 threads made a training step 6x slower)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = QUICK if args.quick else FULL
+    if args.networks:
+        settings = replace(settings, networks=tuple(args.networks.split(",")))
     figure = args.figure if args.figure is not None else (None if args.quick else FIGURE)
-    res = run(settings, args.out, figure)
+    if args.combine:
+        runs = pd.concat([pd.read_csv(d / "runs.csv") for d in args.combine], ignore_index=True)
+        slopes = {float(pd.read_csv(d / "reference.csv")["self_slope"].iloc[0]) for d in args.combine}
+        if len(slopes) != 1:
+            raise ValueError(f"the folders were run against different voxel references (self slopes {slopes})")
+        res = report(runs, slopes.pop(), settings.n_boot, args.out, figure)
+    else:
+        res = run(settings, args.out, figure)
     from neuroreg.report import markdown_table
     print(markdown_table(res["correlation"][["forgetting", "n_networks", "spearman", "lo", "hi",
                                              "power_at_rho_minus_0_8", "verdict"]]))

@@ -47,10 +47,10 @@ def _decoder(num_features: int, num_classes: int, drop_rate: float) -> nn.Sequen
 
 
 def check_image_batch(x, in_channels: int | None, where: str) -> None:
-    """Refuse anything but a batch of images ``(N, in_channels, H, W)`` (any channel count when
+    """Refuse anything but a batch of images ``(B, in_channels, H, W)`` (any channel count when
     ``in_channels`` is None), naming the shape seen (kornia style: a 3-D image would otherwise fail
     deep inside, as a matmul or index error)."""
-    want = f"(N, {'C' if in_channels is None else in_channels}, H, W)"
+    want = f"(B, {'C' if in_channels is None else in_channels}, H, W)"
     if not isinstance(x, Tensor):
         raise TypeError(f"{where} expects a tensor of images {want}; got {type(x).__name__}")
     if x.ndim != 4 or (in_channels is not None and x.shape[1] != in_channels):
@@ -90,7 +90,7 @@ class _CORnetBase(nn.Module):
         return outs
 
     def _check_input(self, x: Tensor) -> None:
-        """``x`` must be ``(N, C, H, W)`` with C the input channels of V1's first conv (3 for images; other
+        """``x`` must be ``(B, C, H, W)`` with C the input channels of V1's first conv (3 for images; other
         counts where a front end such as a VOneBlock has replaced part of V1)."""
         first = next((m for m in self.get_submodule("V1").modules() if isinstance(m, nn.Conv2d)), None)
         check_image_batch(x, None if first is None else first.in_channels, type(self).__name__)

@@ -534,7 +534,7 @@ class VOneBlock(nn.Module):
             seen = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             hint = (" (one unbatched image? add the batch dimension: x.unsqueeze(0))"
                     if isinstance(x, Tensor) and x.ndim == 3 and x.shape[0] == self.in_channels else "")
-            raise ShapeError(f"VOneBlock expects a batch of images x of shape (N, {self.in_channels}, H, W); "
+            raise ShapeError(f"VOneBlock expects a batch of images x of shape (B, {self.in_channels}, H, W); "
                              f"got shape {seen}{hint}")
         q = F.conv2d(x, self._grouped_weight, None, self.stride, self.ksize // 2, 1, self.in_channels)
         r = _cells(q, self._gather, self.simple_channels, self.out_channels)

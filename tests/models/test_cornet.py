@@ -76,11 +76,11 @@ def test_rejects_bad_arguments():
 def test_unbatched_or_wrong_channel_input_names_the_expected_shape(name):
     # before: a matmul error (cornet_z), an IndexError (cornet_r), torch's batch-norm message (cornet_s)
     model = timm.create_model(name, num_classes=5).eval()
-    with pytest.raises(ValueError, match=r"expects a batch of images x of shape \(N, 3, H, W\); got shape "
+    with pytest.raises(ValueError, match=r"expects a batch of images x of shape \(B, 3, H, W\); got shape "
                                          r"\(3, 32, 32\) \(one unbatched image\? add the batch dimension"):
         model(torch.rand(3, 32, 32))
-    with pytest.raises(ValueError, match=r"\(N, 3, H, W\); got shape \(2, 1, 32, 32\)"):
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\); got shape \(2, 1, 32, 32\)"):
         model.forward_features(torch.rand(2, 1, 32, 32))
-    with pytest.raises(ValueError, match=r"\(N, 3, H, W\); got shape \(2, 3, 32, 32, 1\)"):
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\); got shape \(2, 3, 32, 32, 1\)"):
         model.forward_intermediates(torch.rand(2, 3, 32, 32, 1), intermediates_only=True)
     assert model(torch.rand(1, 3, 32, 32)).shape == (1, 5)

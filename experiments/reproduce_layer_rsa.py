@@ -261,7 +261,7 @@ def main(argv=None) -> None:
     vone_name = "VOneBlock (untrained, fixed V1)"
     vone = torch.nn.Sequential()
     vone.add_module("vone", VOneBlock(image_size=size, noise_mode=None, seed=0))
-    vone.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "input_size": (3, size, size)}
+    setattr(vone, "pretrained_cfg", {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "input_size": (3, size, size)})
     df, feats[vone_name] = score_model(vone_name, vone.eval(), {"vone": "vone"}, sets, pool="srp", seed=0,
                                        image_size=size)
     frames.append(df)

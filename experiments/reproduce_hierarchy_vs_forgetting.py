@@ -11,8 +11,9 @@ from catastrophic forgetting after fine-tuned". This script compares networks, a
 * hierarchy: FactorTopy (``neuroreg.scoring.FactorTopy``) hierarchy slope of each starting network on
   voxels simulated (``simulate_voxels``) from a held-out network that is not compared: timm's ResNet-18,
   untrained, fixed seed, ROIs V1 -> V2V3 -> OPA -> EBA reading layer1 -> layer4;
-* fine-tuning: the same recipe for every network (all layers, AdamW, new 6-class head), early stopping
-  on a validation split, the best-validation weights kept; new domain: texture crops from six
+* fine-tuning: the same recipe for every network (all layers, AdamW lr 5e-4, weight decay 0.01, batch
+  32, a new 6-class head, at most 6 epochs), early stopping on a validation split (patience 2), the
+  best-validation weights kept; new domain: texture crops from six
   scikit-image photographs (brick, grass, gravel, moon, immunohistochemistry, Hubble deep field, grey),
   train / validation / test crops taken from disjoint vertical strips of each photograph;
 * forgetting (start vs fine-tuned): retention probe drop (cross-validated logistic probe on the six
@@ -26,7 +27,21 @@ from catastrophic forgetting after fine-tuned". This script compares networks, a
   strong effect (rank correlation -0.8) by simulation; a verdict.
 
     python experiments/reproduce_hierarchy_vs_forgetting.py --quick   # 2 networks, 1 seed: a smoke test
-    python experiments/reproduce_hierarchy_vs_forgetting.py           # all networks, 3 seeds
+    python experiments/reproduce_hierarchy_vs_forgetting.py           # all networks, 3 seeds, one process
+
+The full run in several processes (every process builds the same voxels; one torch thread each), then
+one report::
+
+    P=results/reproduce/hierarchy_vs_forgetting/parts
+    python experiments/reproduce_hierarchy_vs_forgetting.py --networks cornet_z_patterns \\
+        --out $P/cornet_z_patterns --figure $P/cornet_z_patterns/fig.png &
+    for n in vone_cornet_z_patterns lite0_imagenet,lite0_random lite1_imagenet,lite1_random \\
+             lite2_imagenet lite2_random; do
+        python experiments/reproduce_hierarchy_vs_forgetting.py --networks $n --out $P/$n \\
+            --figure $P/$n/fig.png --no-reference-fit &
+    done; wait
+    python experiments/reproduce_hierarchy_vs_forgetting.py --combine $P/* \\
+        --out results/reproduce/hierarchy_vs_forgetting
 
 Writes ``runs.csv`` (one row per network and seed), ``networks.csv`` (per network: mean and interval),
 ``correlation.csv``, ``summary.md`` under ``--out`` and the figure
@@ -428,7 +443,8 @@ def verdict(lo: float, hi: float, pw: float) -> str:
 
 
 # ----------------------------------------------------------------------------- main
-def run(s: Settings, out: Path, figure: Path | None, log: Callable[[str], None] = print) -> dict[str, pd.DataFrame]:
+def run(s: Settings, out: Path, figure: Path | None, log: Callable[[str], None] = print,
+        reference_fit: bool = True) -> dict:
     import timm
 
     import neuroreg as nr
@@ -447,9 +463,13 @@ def run(s: Settings, out: Path, figure: Path | None, log: Callable[[str], None] 
                                      layers=[f"model.{layer}" for layer in reference.layers],
                                         n_voxels=s.n_voxels, snr=(0.5, 4.0), seed=HELD_OUT_SEED,
                                         stimulus_ids=v_ids, progress=False, name="resnet18_untrained")
-    reference_slope = fit_slope(reference, reference.model, v_images, v_ids, voxels, s, seed=0)
-    log(f"voxels: {s.n_voxels} simulated from untrained resnet18 (seed {HELD_OUT_SEED}) on {len(v_ids)} images; "
-        f"FactorTopy on that network itself: slope {reference_slope:+.3f}")
+    log(f"voxels: {s.n_voxels} simulated from untrained resnet18 (seed {HELD_OUT_SEED}) on {len(v_ids)} images")
+    reference_slope = float("nan")
+    if reference_fit:
+        reference_slope = fit_slope(reference, reference.model, v_images, v_ids, voxels, s, seed=0)
+        pd.DataFrame([{"reference": "resnet18_untrained", "seed": HELD_OUT_SEED,
+                       "self_slope": reference_slope}]).to_csv(out / "reference.csv", index=False)
+        log(f"FactorTopy on the reference network itself: slope {reference_slope:+.3f}")
 
     p_images, p_ids, categories, k92_ids = probe_images()
     k92 = load_bundled("kriegeskorte92")
@@ -458,12 +478,16 @@ def run(s: Settings, out: Path, figure: Path | None, log: Callable[[str], None] 
     task = texture_task(s.n_train, seed=0)
 
     rows = []
-    for name in s.networks:
-        for seed in s.seeds:
+    skipped: set[str] = set()
+    for seed in s.seeds:                 # seed-major: an interrupted run still covers every network
+        for name in s.networks:
+            if name in skipped:
+                continue
             t1 = time.perf_counter()
             net = build_network(name, seed, s, log)
             if net is None:
-                break
+                skipped.add(name)
+                continue
             start = copy.deepcopy(net.model).eval()
             # hierarchy of the start
             slope = fit_slope(net, start, v_images, v_ids, voxels, s, seed=seed)
@@ -504,14 +528,12 @@ def run(s: Settings, out: Path, figure: Path | None, log: Callable[[str], None] 
                        old_task_before=old_before, old_task_after=old_after,
                        seconds=time.perf_counter() - t1)
             rows.append(row)
+            pd.DataFrame(rows).to_csv(out / "runs.csv", index=False)      # after every run
             log(f"  {name} seed {seed}: slope {slope:+.3f}, new task {probe_start:.2f} (probe) -> {test_acc:.2f} "
                 f"(fine-tuned, epoch {hist['best_epoch']}), retention {ret_before:.2f}->{ret_after:.2f}, "
                 f"CKA drift {row['cka_drift']:.3f}, cRSA {crsa_before:.3f}->{crsa_after:.3f} "
                 f"({row['seconds']:.0f} s)")
     runs = pd.DataFrame(rows)
-    runs.to_csv(out / "runs.csv", index=False)
-    pd.DataFrame([{"reference": "resnet18_untrained", "seed": HELD_OUT_SEED,
-                   "self_slope": reference_slope}]).to_csv(out / "reference.csv", index=False)
     res = report(runs, reference_slope, s.n_boot, out, figure, log)
     log(f"done in {time.perf_counter() - t0:.0f} s")
     return res
@@ -617,7 +639,7 @@ def summary_markdown(nets: pd.DataFrame, corr: pd.DataFrame) -> str:
         "CKA drift": ci(r, "cka_drift"),
         "cRSA IT before": ci(r, "crsa_before"),
         "cRSA drop": ci(r, "brain_drop"),
-        "own old task before -> after": ("-" if not r["old_task"] else
+        "own old task before -> after": ("-" if not isinstance(r["old_task"], str) or not r["old_task"] else
                                          f"{r['old_task']}: {r['old_task_before']:.2f} -> {r['old_task_after']:.2f}"),
     } for _, r in nets.iterrows()])
     c = corr[["description", "n_networks", "spearman", "lo", "hi", "power_at_rho_minus_0_8", "verdict"]].copy()
@@ -634,6 +656,8 @@ def main(argv=None) -> None:
                         help="comma-separated subset of the networks (e.g. to run them in several processes)")
     parser.add_argument("--combine", type=Path, nargs="+", default=None,
                         help="only combine the runs.csv (and reference.csv) of these output folders into --out")
+    parser.add_argument("--no-reference-fit", action="store_true",
+                        help="skip FactorTopy on the voxels' own reference network (a calibration of the slope)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on shared cores 2 threads made a training step 6x slower)")
     args = parser.parse_args(argv)
@@ -644,12 +668,13 @@ def main(argv=None) -> None:
     figure = args.figure if args.figure is not None else (None if args.quick else FIGURE)
     if args.combine:
         runs = pd.concat([pd.read_csv(d / "runs.csv") for d in args.combine], ignore_index=True)
-        slopes = {float(pd.read_csv(d / "reference.csv")["self_slope"].iloc[0]) for d in args.combine}
-        if len(slopes) != 1:
+        slopes = {float(pd.read_csv(d / "reference.csv")["self_slope"].iloc[0]) for d in args.combine
+                  if (d / "reference.csv").is_file()}
+        if len(slopes) > 1:
             raise ValueError(f"the folders were run against different voxel references (self slopes {slopes})")
-        res = report(runs, slopes.pop(), settings.n_boot, args.out, figure)
+        res = report(runs, slopes.pop() if slopes else float("nan"), settings.n_boot, args.out, figure)
     else:
-        res = run(settings, args.out, figure)
+        res = run(settings, args.out, figure, reference_fit=not args.no_reference_fit)
     from neuroreg.report import markdown_table
     print(markdown_table(res["correlation"][["forgetting", "n_networks", "spearman", "lo", "hi",
                                              "power_at_rho_minus_0_8", "verdict"]]))

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from neuroreg.scoring.factortopy.ridge import _plan_passes
+from neuroreg.scoring.factortopy.ridge import _plan_passes, _spd_inverse
 
 __all__ = ["correlation_peaks"]
 
@@ -148,7 +148,7 @@ def _pixel_solvers(batches: Callable[[], Iterable[tuple[np.ndarray, Sequence[Ten
             scale = torch.where(live, sd.clamp_min(1e-9).reciprocal(), torch.zeros_like(sd))
             corr = cov * scale[:, :, None] * scale[:, None, :]        # dead channels: zero rows and columns
             corr.diagonal(dim1=1, dim2=2).add_(alpha)
-            pieces[k].append(torch.linalg.inv(corr))
+            pieces[k].append(_spd_inverse(corr))  # batched LU fails in MKL for wide layers
     return [torch.cat(pieces[k]) for k in range(len(shapes))]
 
 

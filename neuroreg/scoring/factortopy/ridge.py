@@ -65,6 +65,20 @@ def _spd_solve(lhs: Tensor, rhs: Tensor) -> Tensor:
     return out
 
 
+def _spd_inverse(mat: Tensor) -> Tensor:
+    """Inverses of symmetric positive definite matrices ``(..., C, C)`` by Cholesky.
+
+    Batched LU inversion (``torch.linalg.inv``) fails inside MKL from about 160 x 160 float64 on two
+    threads, as in :func:`_spd_solve`; matrices whose Cholesky factorisation fails fall back to LU.
+    """
+    chol, info = torch.linalg.cholesky_ex(mat)
+    out = torch.cholesky_inverse(chol)
+    bad = info != 0
+    if bool(bad.any()):
+        out[bad] = torch.linalg.inv(mat[bad])
+    return out
+
+
 def _plan_passes(parts: list[tuple[int, int]], budget: int) -> list[list[tuple[int, slice]]]:
     """Group ``(layer, index range)`` pieces into passes over the stimuli that each hold at most ``budget`` bytes.
 

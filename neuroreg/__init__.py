@@ -38,6 +38,7 @@ _LAZY = {
     "Preprocessing": ("neuroreg.preprocessing", "Preprocessing"),
     "sweep_layers": ("neuroreg.layer_sweep", "sweep_layers"),
     "Scorecard": ("neuroreg.scorecard", "Scorecard"),
+    "simulate_voxels": ("neuroreg.brain.simulate", "simulate_voxels"),
     # `nr.evaluate` is the function; its helpers stay importable from the module
     # (`from neuroreg.evaluate import brain_scores`, found in sys.modules).
     "evaluate": ("neuroreg.evaluate", "evaluate"),
@@ -68,10 +69,11 @@ if _TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers (n
     from neuroreg.models import area_layers as area_layers, create_model as create_model, list_models as list_models
     from neuroreg.preprocessing import Preprocessing as Preprocessing, preprocessing_of as preprocessing_of
     from neuroreg.scorecard import Scorecard as Scorecard
+    from neuroreg.brain.simulate import simulate_voxels as simulate_voxels
 
 __all__ = ["__version__", "create_model", "list_models", "area_layers", "extract", "Features",
            "preprocessing_of", "Preprocessing", "sweep_layers", "evaluate", "Scorecard",
-           "brain", "scoring", "errors"]
+           "simulate_voxels", "brain", "scoring", "errors"]
 
 
 def __getattr__(name: str):

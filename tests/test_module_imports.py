@@ -137,3 +137,12 @@ def test_function_local_imports_are_the_listed_ones():
 def test_every_kept_import_has_a_reason():
     assert all(reason.strip() for reason in KEPT_LOCAL.values())
     assert len(KEPT_LOCAL) == sum(len(names) for _, names, _ in _KEPT), "an entry is listed twice"
+
+
+def test_every_public_name_of_the_package_resolves():
+    import neuroreg as nr
+    from neuroreg.brain.simulate import simulate_voxels
+
+    for name in nr.__all__:
+        assert getattr(nr, name) is not None, name
+    assert nr.simulate_voxels is simulate_voxels   # DESIGN.md's public API names it at the top level

@@ -32,7 +32,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, TypedDict
+from typing import Iterator, Literal, TypedDict
 
 import neuroreg as nr
 
@@ -75,7 +75,16 @@ class _Profile(TypedDict):
     max_layers: int | None
     factortopy_refs_only: bool
     factortopy_image_size: int
+    finetune_images: int
+    finetune_steps: int
 
+
+#: The fine-tuning stage: generated pattern classes, images and steps per profile (below), learning rate, scheduler.
+#: With these settings the fine-tuned heads end near chance, and the report's warning says so.
+_FT_CLASSES, _FT_LR = 6, 1e-3
+_FT_SCHEDULER: Literal["cosine", "step", "none"] = "none"
+_FT_IMAGES_FULL, _FT_STEPS_FULL = 240, 60
+_FT_IMAGES_QUICK, _FT_STEPS_QUICK = 72, 12
 
 #: Settings of the full demo and of the quick one (used by the tests).
 _PROFILES: dict[bool, _Profile] = {
@@ -83,11 +92,12 @@ _PROFILES: dict[bool, _Profile] = {
             "n_draws": 3, "square_queries": 200, "corruptions": ("gaussian_noise", "defocus_blur", "contrast",
                                                                   "jpeg_compression", "fog"),
             "severities": (1, 3, 5), "n_voxels": 400, "ft_epochs": 24, "max_layers": None,
-            "factortopy_refs_only": False, "factortopy_image_size": 112},
+            "factortopy_refs_only": False, "factortopy_image_size": 112, "finetune_images": _FT_IMAGES_FULL,
+            "finetune_steps": _FT_STEPS_FULL},
     True: {"brain_image_size": 64, "train_steps": 24, "attack_images": 32, "pgd_steps": 3, "eot_iter": 2,
            "n_draws": 2, "square_queries": 50, "corruptions": ("gaussian_noise", "contrast"),
            "severities": (1, 5), "n_voxels": 80, "ft_epochs": 4, "max_layers": 6, "factortopy_refs_only": True,
-           "factortopy_image_size": 64},
+           "factortopy_image_size": 64, "finetune_images": _FT_IMAGES_QUICK, "finetune_steps": _FT_STEPS_QUICK},
 }
 _DEMO_EPS = (2 / 255, 4 / 255, 8 / 255, 16 / 255)
 _TRAIN_SIZE = 32
@@ -302,7 +312,8 @@ def _stage_scorecard(trained: dict, references: dict, simulated, profile: _Profi
 
 def _stage_finetune(trained: dict, out: Path, *, quick: bool, seed: int):
     """Fine-tune each trained CORnet-Z (all layers, AdamW) on a generated second domain (six classes of
-    procedural patterns) and measure what it forgot (:func:`neuroreg.training.forgetting.forgetting_report`).
+    procedural patterns) and measure what it gained on that task and what it forgot
+    (:func:`neuroreg.training.forgetting.forgetting_report`).
 
     Returns ``(ScoreTable, {model: what it ran on}, [(figure path, caption), ...])``.
     """
@@ -314,7 +325,8 @@ def _stage_finetune(trained: dict, out: Path, *, quick: bool, seed: int):
     from neuroreg.training.forgetting import forgetting_report
     from neuroreg.training.forgetting_output import write_forgetting
 
-    steps = _PROFILES[bool(quick)]["train_steps"] // (2 if quick else 1)
+    profile = _PROFILES[bool(quick)]
+    steps, n_images = profile["finetune_steps"], profile["finetune_images"]
     lightning_log = logging.getLogger("lightning.pytorch")
     level = lightning_log.level
     lightning_log.setLevel(logging.WARNING)
@@ -329,10 +341,11 @@ def _stage_finetune(trained: dict, out: Path, *, quick: bool, seed: int):
             weights.parent.mkdir(parents=True, exist_ok=True)
             torch.save(backbone.state_dict(), weights)
             L.seed_everything(seed, verbose=False)
-            data = PatternDataModule(n_images=72 if quick else 240, batch_size=16, image_size=_TRAIN_SIZE,
-                                     model_name="cornet_z", seed=seed)
+            data = PatternDataModule(n_images=n_images, num_classes=_FT_CLASSES, batch_size=16,
+                                     image_size=_TRAIN_SIZE, model_name="cornet_z", seed=seed)
             module = FinetuneModule("cornet_z", num_classes=data.num_classes, weights=str(weights),
-                                    model_kwargs={"num_classes": 4}, strategy="full", lr=1e-3, scheduler="none")
+                                    model_kwargs={"num_classes": 4}, strategy="full", lr=_FT_LR,
+                                    scheduler=_FT_SCHEDULER)
             run_dir = out / "finetune" / slug
             L.Trainer(max_steps=steps, accelerator="cpu", devices=1, deterministic=True, logger=False,
                       default_root_dir=str(run_dir), enable_checkpointing=False, enable_model_summary=False,
@@ -341,9 +354,16 @@ def _stage_finetune(trained: dict, out: Path, *, quick: bool, seed: int):
                                      probe_sets=["kriegeskorte92"], model=label, dataset="patterns", seed=seed)
             paths = write_forgetting(rows, run_dir)
             table.extend(rows)
-            ran_on[label] = (f"fine-tuned {steps} steps (all layers, AdamW lr 1e-3) on six classes of generated "
-                             f"patterns ({_TRAIN_SIZE} px); before = the trained network (task accuracy: a linear "
-                             "probe on its frozen features), after = fine-tuned; CKA drift and cRSA on the 92 images")
+            head = next(r for r in rows if r["metric"] == "finetuned_head_accuracy")
+            probe = {r["stage"]: r["score"] for r in rows if r["metric"] == "task_accuracy"}
+            ran_on[label] = (
+                f"fine-tuned {steps} steps (all layers, AdamW lr {_FT_LR:g}, scheduler {_FT_SCHEDULER}) on "
+                f"{_FT_CLASSES} classes of generated patterns ({n_images} images, {_TRAIN_SIZE} px). New task "
+                f"(kind new_task, transfer, not forgetting): the fine-tuned head {head['score']:.3f} (chance "
+                f"{head['chance']:.3f}); the same linear probe on the start's and the fine-tuned features "
+                f"{probe['before']:.3f} -> {probe['after']:.3f}. Old tasks (kind old_task: retention probes on the 92 "
+                "images) are the forgetting; CKA drift and cRSA on the 92 images"
+                + (f". WARNING: {head['warning']}" if head.get("warning") else ""))
             if "cka_drift" in paths:
                 figures.append((paths["cka_drift"], f"{label}: CKA between the start's and the fine-tuned "
                                                      "network's features per area (1 = unchanged)."))

@@ -82,5 +82,11 @@ def test_fine_tuning_stage_reports_what_each_network_forgot(demo):
     ft = rows[rows["section"] == "forgetting"]
     assert {"CORnet-Z (task)", "CORnet-Z (task + IT CKA)"} <= set(ft["model"])
     assert {"before", "after", "change"} <= set(ft["stage"].dropna())
-    assert {"task_accuracy", "cka_to_start", "crsa"} <= set(ft["metric"])
+    assert {"task_accuracy", "finetuned_head_accuracy", "cka_to_start", "crsa"} <= set(ft["metric"])
+    assert {"new_task", "old_task", "representation", "brain"} <= set(ft["kind"].dropna())
     assert len(list((out / "finetune").glob("*/forgetting.md"))) == 2
+    # the fine-tuned head on rows of its own, with its chance level; a head that did not learn carries a warning
+    head = ft[ft["metric"] == "finetuned_head_accuracy"]
+    assert len(head) == 2 and (head["stage"] == "after").all() and (head["chance"] == 1 / 6).all()
+    near_chance = head["score"] <= head["chance"] + 0.1
+    assert head.loc[near_chance, "warning"].str.contains("near chance").all()

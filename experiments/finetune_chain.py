@@ -59,12 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     finetune(out / "b", str(ckpt_a), 3, 1, args)
     rows = pd.DataFrame(json.loads((out / "b" / "forgetting.json").read_text()))
     a_after = pd.DataFrame(json.loads((out / "a" / "forgetting.json").read_text()))
-    keep = rows["metric"].isin(["task_accuracy", "balanced_accuracy", "previous_task_accuracy",
+    keep = rows["metric"].isin(["task_accuracy", "balanced_accuracy", "finetuned_head_accuracy", "previous_task_accuracy",
                                 "previous_task_balanced_accuracy", "backward_transfer"])
     table = rows[keep].pivot_table(index=["metric", "dataset"], columns="stage", values="score", aggfunc="first",
                                    sort=False)
-    acc_a = a_after[(a_after["metric"] == "task_accuracy") & (a_after["stage"] == "after")]["score"].iloc[0]
-    print(f"task A at the end of run a: accuracy {acc_a:.3f}")
+    acc_a = a_after[(a_after["metric"] == "finetuned_head_accuracy") & (a_after["stage"] == "after")]["score"].iloc[0]
+    print(f"task A at the end of run a: accuracy of the fine-tuned head {acc_a:.3f}")
     print("run b (task B, started from run a's checkpoint):")
     print(table.reindex(columns=[c for c in ("before", "after", "change") if c in table]).round(3).to_string())
     print(f"full reports: {out / 'a' / 'forgetting.md'}, {out / 'b' / 'forgetting.md'}; accuracy matrix: "

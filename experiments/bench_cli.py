@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     py = sys.executable
     sides = {
         "python -c pass": [py, "-c", "pass"],
-        "neuroreg --version": [py, "-m", "neuroreg.cli", "--version"],
-        "neuroreg --help": [py, "-m", "neuroreg.cli", "--help"],
-        "neuroreg score --help": [py, "-m", "neuroreg.cli", "score", "--help"],
+        "neuroreg --version": [py, "-m", "neuroreg.cli.main", "--version"],
+        "neuroreg --help": [py, "-m", "neuroreg.cli.main", "--help"],
+        "neuroreg score --help": [py, "-m", "neuroreg.cli.main", "score", "--help"],
         "python -c 'import torch'": [py, "-c", "import torch"],
         "python -c 'import lightning'": [py, "-c", "import lightning"],
     }

@@ -50,9 +50,10 @@ def main(argv: list[str] | None = None) -> None:
 
     import lightning as L
 
-    from neuroreg.training import FinetuneModule, PatternDataModule
-    from neuroreg.training.forgetting import forgetting_report
-    from neuroreg.training.forgetting_output import forgetting_markdown, write_forgetting
+    from neuroreg.finetune import FinetuneModule
+    from neuroreg.data import PatternDataModule
+    from neuroreg.finetune.forgetting import forgetting_report
+    from neuroreg.finetune.forgetting_output import forgetting_markdown, write_forgetting
 
     L.seed_everything(args.seed, verbose=False)
     name = args.model
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"a later run from the same start (stored start side, same rows): wall {warm_s:.1f} s, CPU {warm_cpu_s:.1f} s"
           f" -> ratio wall {warm_s / one_epoch:.3f}, CPU {warm_cpu_s / one_epoch_cpu:.3f}")
     if args.json:
-        from neuroreg._io import atomic_write_text
+        from neuroreg._utils.io import atomic_write_text
         record = {"device": args.device, "threads": torch.get_num_threads(), "model": name,
                   "image_size": args.image_size, "n_train": n_train, "n_test": n_test,
                   "batch_size": args.batch_size, "strategy": args.strategy, "epoch_wall_s": epoch_s,

@@ -318,7 +318,7 @@ def main(argv=None) -> None:
                   f"{e['wall']:.1f} vs {h['wall']:.1f} s, CPU {e['cpu']:.1f} vs {h['cpu']:.1f} s "
                   f"(x{e['cpu'] / h['cpu']:.2f}); first scorer (cRSA, extracts) {c['first_scorer']['wall']:.1f} s")
     if args.out:
-        from neuroreg._io import atomic_write_text
+        from neuroreg._utils.io import atomic_write_text
         record = {"models": models, "image_size": size, "layers": args.layers, "threads": threads,
                   "jobs": n_jobs, "rounds": rounds, "imports": imports, "cache": cache,
                   "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg()}

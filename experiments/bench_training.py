@@ -55,7 +55,9 @@ from lightning.pytorch.callbacks import Callback
 
 from neuroreg.alignment import CKALoss
 from neuroreg.brain import BrainData, load_kriegeskorte92
-from neuroreg.training import BrainRegularizedModule, GratingsDataModule, build_model
+from neuroreg.training import BrainRegularizedModule
+from neuroreg.data import GratingsDataModule
+from neuroreg.finetune import build_model
 
 
 def _setup(model_name: str, aligned: bool, neural: BrainData, target, *, size: int, batch: int,
@@ -173,7 +175,7 @@ def _scorecard_tiny() -> None:
     import tempfile
     from pathlib import Path
 
-    from neuroreg.training.cli import build_cli
+    from neuroreg.cli.train import build_cli
 
     config = Path(__file__).resolve().parents[1] / "configs" / "train_tiny_cornet_z.yaml"
     spent: dict = {}

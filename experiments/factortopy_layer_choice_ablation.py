@@ -81,7 +81,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     m = _matrix()
-    from neuroreg.features import extract
+    from neuroreg.features.extraction import extract
     from neuroreg.scoring import FactorTopy
     from neuroreg.scoring.factortopy.network import FactorTopyNet
     from neuroreg.scoring.factortopy.pooling import pooled_features, scale_to_sd

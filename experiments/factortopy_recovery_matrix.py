@@ -2,7 +2,7 @@
 
 Every cell: a randomly initialised network (torchvision ResNet-18, or timm's ConvNeXt-atto with
 layer scale 1), an input size, 4 layers, and voxels generated here (not by
-:func:`neuroreg.brain.simulate_voxels`): a voxel reads one layer, chosen by its ROI band on a
+:func:`neuroreg.features.simulate_voxels`): a voxel reads one layer, chosen by its ROI band on a
 2-D cortical sheet, at a location drawn uniformly in [-0.85, 0.85]^2 independently of its
 cortical coordinates, through N(0, 1) channel weights, with one of three read-outs
 
@@ -176,7 +176,7 @@ def oracle_layer(feats: dict, layers: list[str], brain, truth, folds: int = 5) -
 
 def _simulation(arch: str, size: int, readout: str, n_stimuli: int, n_voxels: int, seed: int):
     """(layers, features, BrainData, truth) of one cell: the network's maps and the voxels read from them."""
-    from neuroreg.features import extract
+    from neuroreg.features.extraction import extract
 
     model, layers = make_model(arch)
     images = make_stimuli(n_stimuli, size, seed)

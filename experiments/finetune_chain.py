@@ -27,7 +27,7 @@ MODEL = "efficientnet_lite0_imagenet"
 
 def finetune(root: Path, start: str, num_classes: int, seed: int, args: argparse.Namespace) -> Path:
     """One ``neuroreg finetune`` run on the pattern domain; returns its last checkpoint."""
-    from neuroreg.training.finetune_cli import cli_main
+    from neuroreg.cli.finetune import cli_main
 
     n_train = int(args.n_images * 0.7)
     steps = args.epochs * -(-n_train // args.batch_size)

@@ -32,10 +32,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     import lightning as L
 
-    from neuroreg.report import markdown_table
-    from neuroreg.training import FinetuneModule, PatternDataModule
-    from neuroreg.training.forgetting import forgetting_report
-    from neuroreg.training.forgetting_output import write_forgetting
+    from neuroreg.results.report import markdown_table
+    from neuroreg.finetune import FinetuneModule
+    from neuroreg.data import PatternDataModule
+    from neuroreg.finetune.forgetting import forgetting_report
+    from neuroreg.finetune.forgetting_output import write_forgetting
 
     t0 = time.perf_counter()
     n_images, epochs, size = (300, 1, 64) if args.quick else (900, 3, 64)

@@ -151,7 +151,7 @@ def texture_task(n_train: int, seed: int = 0) -> dict[str, tuple[Tensor, Tensor]
 
 def pattern_task(n_images: int, seed: int = 0) -> dict[str, tuple[Tensor, Tensor]]:
     """Original task of the networks trained here: generated patterns, 60/20/20 % train/val/test."""
-    from neuroreg.training.patterns import PATTERN_CLASSES, pattern_image
+    from neuroreg.data.patterns import PATTERN_CLASSES, pattern_image
     k = len(PATTERN_CLASSES)
     labels = np.arange(n_images) % k
     images = torch.stack([pattern_image(int(c), IMAGE_SIZE, seed=seed, index=i) for i, c in enumerate(labels)])
@@ -253,7 +253,7 @@ def build_network(name: str, seed: int, s: Settings, log: Callable[[str], None])
     import timm
 
     import neuroreg as nr
-    from neuroreg.preprocessing import preprocessing_of
+    from neuroreg.data.preprocessing import preprocessing_of
     if name.startswith("lite"):
         variant, kind = int(name[4]), name.split("_", 1)[1]
         if kind == "imagenet" and not lite_available(variant):
@@ -271,7 +271,7 @@ def build_network(name: str, seed: int, s: Settings, log: Callable[[str], None])
         return Network(name, model.eval(), layers, prep.mean, prep.std, kind)
     if name in ("cornet_z_patterns", "vone_cornet_z_patterns"):
         from neuroreg.models import VOneNet
-        from neuroreg.training.patterns import PATTERN_CLASSES
+        from neuroreg.data.patterns import PATTERN_CLASSES
         torch.manual_seed(seed)
         k = len(PATTERN_CLASSES)
         model = (nr.create_model("cornet_z", num_classes=k) if name == "cornet_z_patterns" else
@@ -448,8 +448,9 @@ def run(s: Settings, out: Path, figure: Path | None, log: Callable[[str], None] 
     import timm
 
     import neuroreg as nr
-    from neuroreg.brain import load_bundled, simulate_voxels
-    from neuroreg.preprocessing import preprocessing_of
+    from neuroreg.brain import load_bundled
+    from neuroreg.features import simulate_voxels
+    from neuroreg.data.preprocessing import preprocessing_of
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -597,7 +598,7 @@ def plot(nets: pd.DataFrame, corr: pd.DataFrame, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from neuroreg.figures import save_figure
+    from neuroreg.results.figures import save_figure
     colours = {"imagenet": "tab:blue", "random": "tab:grey", "trained here": "tab:orange"}
     fig, axes = plt.subplots(1, len(FORGETTING), figsize=(4.2 * len(FORGETTING), 3.8))
     for ax, (m, label) in zip(np.atleast_1d(axes), FORGETTING.items()):
@@ -621,7 +622,7 @@ def plot(nets: pd.DataFrame, corr: pd.DataFrame, path: Path) -> Path:
 
 
 def summary_markdown(nets: pd.DataFrame, corr: pd.DataFrame) -> str:
-    from neuroreg.report import markdown_table
+    from neuroreg.results.report import markdown_table
 
     def ci(r, c, fmt="{:.3f}"):
         v, lo, hi = r[c], r[f"{c}_lo"], r[f"{c}_hi"]
@@ -675,7 +676,7 @@ def main(argv=None) -> None:
         res = report(runs, slopes.pop() if slopes else float("nan"), settings.n_boot, args.out, figure)
     else:
         res = run(settings, args.out, figure, reference_fit=not args.no_reference_fit)
-    from neuroreg.report import markdown_table
+    from neuroreg.results.report import markdown_table
     print(markdown_table(res["correlation"][["forgetting", "n_networks", "spearman", "lo", "hi",
                                              "power_at_rho_minus_0_8", "verdict"]]))
 

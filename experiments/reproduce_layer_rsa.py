@@ -55,7 +55,7 @@ def efficientnet_layers(model) -> dict[str, str]:
 
 def score_model(name: str, model, layers, sets, *, pool, seed: int, image_size: int):
     import neuroreg as nr
-    from neuroreg.preprocessing import preprocessing_of
+    from neuroreg.data.preprocessing import preprocessing_of
     from neuroreg.scoring import crsa
 
     prep = preprocessing_of(model)
@@ -194,7 +194,7 @@ def paired_difference(trained_feats, random_feats_list, trained_best, random_bes
 def plot_profiles(df: pd.DataFrame, dataset: str, path: Path, *, mode: str = "full") -> Path:
     from matplotlib.figure import Figure
 
-    from neuroreg.figures import save_figure
+    from neuroreg.results.figures import save_figure
 
     sub = df[(df["dataset"] == dataset) & (df["split"] == "test")]
     regions = list(dict.fromkeys(zip(sub["rdm_set"], sub["region"])))
@@ -239,7 +239,7 @@ def main(argv=None) -> None:
     import neuroreg as nr
     from neuroreg.brain import load_algonauts2019_78, load_kriegeskorte92
     from neuroreg.models import VOneBlock
-    from neuroreg.report import markdown_table
+    from neuroreg.results.report import markdown_table
 
     t0 = time.perf_counter()
     sets = [load_algonauts2019_78(), load_kriegeskorte92()]

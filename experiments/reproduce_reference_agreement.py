@@ -77,8 +77,8 @@ def main(argv=None) -> None:
 
     import neuroreg as nr
     from neuroreg.brain import load_algonauts2019_78, load_kriegeskorte92
-    from neuroreg.preprocessing import preprocessing_of
-    from neuroreg.report import markdown_table
+    from neuroreg.data.preprocessing import preprocessing_of
+    from neuroreg.results.report import markdown_table
     from neuroreg.scoring import RidgeGCV, compare_rdms, rdm, rdm_noise_ceiling
 
     t0 = time.perf_counter()

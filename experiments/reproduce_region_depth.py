@@ -66,7 +66,7 @@ class Network:
 
 def layer_sweep(model: torch.nn.Module):
     """Stem, every MBConv block (the library's sweep) and head, shallow to deep, with relative depths."""
-    from neuroreg.layer_sweep import sweep_layers
+    from neuroreg.features.layers import sweep_layers
 
     blocks = sweep_layers(model).layers.values()
     return sweep_layers(model, ["conv_stem", *blocks, "conv_head"])
@@ -77,7 +77,7 @@ def network_rdms(model: torch.nn.Module, sweep, data, order: np.ndarray, subject
     """(layers, n, n) float64 RDMs (1 - Pearson r) of every swept layer, rows in sorted-id order, and the
     library's cRSA profile of the same features on all stimuli: (regions, subjects, layers)."""
     import neuroreg as nr
-    from neuroreg.preprocessing import preprocessing_of
+    from neuroreg.data.preprocessing import preprocessing_of
     from neuroreg.scoring import crsa, rdm
 
     feats = nr.extract(model.eval(), data.images_tensor(), sweep.layers, batch_size=16, pool=None, seed=0,
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     import neuroreg as nr
-    from neuroreg.report import markdown_table
+    from neuroreg.results.report import markdown_table
     from neuroreg.scoring import bootstrap_mean
 
     t0 = time.perf_counter()
@@ -316,7 +316,7 @@ def plot(prof: np.ndarray, depth: np.ndarray, per_subject: pd.DataFrame, summary
          nets: list[Network], path: Path, *, mode: str) -> Path:
     from matplotlib.figure import Figure
 
-    from neuroreg.figures import save_figure
+    from neuroreg.results.figures import save_figure
 
     fig = Figure(figsize=(15.5, 4.3), layout="constrained")
     ax_prof, ax_sub, ax_gap = fig.subplots(1, 3)

@@ -52,14 +52,16 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from neuroreg._io import atomic_path, atomic_write_text
+from neuroreg._utils.io import atomic_path, atomic_write_text
 from neuroreg.alignment import CKALoss
-from neuroreg.figures import save_figure
+from neuroreg.results.figures import save_figure
 from neuroreg.models import VOneNet
-from neuroreg.report import markdown_table
+from neuroreg.results.report import markdown_table
 from neuroreg.robustness import attack_suite, corruption_suite
-from neuroreg.training import BrainRegularizedModule, GratingsDataModule, build_model
-from neuroreg.training.data import GratingsDataset
+from neuroreg.training import BrainRegularizedModule
+from neuroreg.data import GratingsDataModule
+from neuroreg.finetune import build_model
+from neuroreg.data.folders import GratingsDataset
 
 OUT = Path("results/reproduce/vone_robustness")
 CORRUPTIONS = ("gaussian_noise", "defocus_blur", "contrast", "jpeg_compression")

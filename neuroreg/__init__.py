@@ -16,7 +16,6 @@ from importlib import import_module as _import_module
 from importlib.abc import MetaPathFinder as _MetaPathFinder
 from importlib.metadata import PackageNotFoundError, version as _version
 from importlib.util import find_spec as _find_spec
-from types import ModuleType as _ModuleType
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 try:
@@ -29,51 +28,33 @@ _LAZY = {
     "brain": ("neuroreg.brain", None),
     "scoring": ("neuroreg.scoring", None),
     "errors": ("neuroreg.errors", None),
-    "Features": ("neuroreg.features", "Features"),
-    "extract": ("neuroreg.features", "extract"),
+    "Features": ("neuroreg.features.extraction", "Features"),
+    "extract": ("neuroreg.features.extraction", "extract"),
     "area_layers": ("neuroreg.models", "area_layers"),
     "create_model": ("neuroreg.models", "create_model"),
     "list_models": ("neuroreg.models", "list_models"),
-    "preprocessing_of": ("neuroreg.preprocessing", "preprocessing_of"),
-    "Preprocessing": ("neuroreg.preprocessing", "Preprocessing"),
-    "sweep_layers": ("neuroreg.layer_sweep", "sweep_layers"),
-    "Scorecard": ("neuroreg.scorecard", "Scorecard"),
-    "simulate_voxels": ("neuroreg.brain.simulate", "simulate_voxels"),
-    # `nr.evaluate` is the function; its helpers stay importable from the module
-    # (`from neuroreg.evaluate import brain_scores`, found in sys.modules).
-    "evaluate": ("neuroreg.evaluate", "evaluate"),
+    "preprocessing_of": ("neuroreg.data.preprocessing", "preprocessing_of"),
+    "Preprocessing": ("neuroreg.data.preprocessing", "Preprocessing"),
+    "sweep_layers": ("neuroreg.features.layers", "sweep_layers"),
+    "simulate_voxels": ("neuroreg.features.simulate", "simulate_voxels"),
+    "Scorecard": ("neuroreg.scorecard.card", "Scorecard"),
+    "evaluate": ("neuroreg.scorecard.evaluation", "evaluate"),
 }
 
 
-class _Package(_ModuleType):
-    """The package module: keeps ``neuroreg.evaluate`` the function although a submodule has that name.
-
-    Importing a submodule binds it on its parent package; for ``evaluate`` that binding is skipped
-    (the module stays reachable as ``sys.modules["neuroreg.evaluate"]``), so ``nr.evaluate(...)``
-    is always the scorecard function, whatever was imported before.
-    """
-
-    def __setattr__(self, name, value):
-        if name == "evaluate" and isinstance(value, _ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-_sys.modules[__name__].__class__ = _Package
-
 if _TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers (never run)
     from neuroreg import brain as brain, errors as errors, scoring as scoring
-    from neuroreg.evaluate import evaluate as evaluate
-    from neuroreg.features import Features as Features, extract as extract
-    from neuroreg.layer_sweep import sweep_layers as sweep_layers
+    from neuroreg.scorecard.evaluation import evaluate as evaluate
+    from neuroreg.features.extraction import Features as Features, extract as extract
+    from neuroreg.features.layers import sweep_layers as sweep_layers
+    from neuroreg.features.simulate import simulate_voxels as simulate_voxels
     from neuroreg.models import area_layers as area_layers, create_model as create_model, list_models as list_models
-    from neuroreg.preprocessing import Preprocessing as Preprocessing, preprocessing_of as preprocessing_of
-    from neuroreg.scorecard import Scorecard as Scorecard
-    from neuroreg.brain.simulate import simulate_voxels as simulate_voxels
+    from neuroreg.data.preprocessing import Preprocessing as Preprocessing, preprocessing_of as preprocessing_of
+    from neuroreg.scorecard.card import Scorecard as Scorecard
 
 __all__ = ["__version__", "create_model", "list_models", "area_layers", "extract", "Features",
-           "preprocessing_of", "Preprocessing", "sweep_layers", "evaluate", "Scorecard",
-           "simulate_voxels", "brain", "scoring", "errors"]
+           "preprocessing_of", "Preprocessing", "sweep_layers", "simulate_voxels", "evaluate", "Scorecard",
+           "brain", "scoring", "errors"]
 
 
 def __getattr__(name: str):

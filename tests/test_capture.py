@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from neuroreg._capture import StopForward, capture_outputs, first_tensor
-from neuroreg._modes import eval_mode
+from neuroreg._utils.capture import StopForward, capture_outputs, first_tensor
+from neuroreg._utils.modes import eval_mode
 
 
 class _Recurrent(nn.Module):

@@ -11,9 +11,9 @@ import lightning  # noqa: F401 - imported before any capsys test, so its log han
 import pytest
 import torch
 
-from neuroreg._exit import (EXIT_BUSY, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_NOT_AVAILABLE, EXIT_OUTPUT, EXIT_STATUSES,
+from neuroreg.cli._exit import (EXIT_BUSY, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_NOT_AVAILABLE, EXIT_OUTPUT, EXIT_STATUSES,
                             EXIT_USAGE, run_guarded)
-from neuroreg.cli import main
+from neuroreg.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "train_tiny_cornet_z.yaml")
@@ -143,7 +143,7 @@ def test_bugs_keep_their_traceback_and_debug_shows_every_traceback(capsys):
 
 
 def test_console_line_and_debug_flag(blocked):
-    cmd = [sys.executable, "-m", "neuroreg.cli", "demo", "--out", str(blocked)]
+    cmd = [sys.executable, "-m", "neuroreg.cli.main", "demo", "--out", str(blocked)]
     plain = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert plain.returncode == EXIT_OUTPUT
     assert plain.stderr.strip().splitlines() == [plain.stderr.strip()] and "Traceback" not in plain.stderr
@@ -157,7 +157,7 @@ def test_exit_statuses_are_documented():
     for code in EXIT_STATUSES:
         assert re.search(rf"^\|\s*{code}\s*\|", docs, re.M), code
         assert re.search(rf"^\|\s*{code}\s*\|", readme, re.M), code
-    out = subprocess.run([sys.executable, "-m", "neuroreg.cli", "--help"], capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "neuroreg.cli.main", "--help"], capture_output=True, text=True).stdout
     assert "exit statuses:" in out and "busy" in out
 
 
@@ -221,7 +221,7 @@ def test_bad_config_files_are_one_line_usage_errors(capsys, configs, command, ba
     ("finetune", ["--config", FINETUNE, "--data.init_args.n_images", "abc"],
      r"--data\.init_args\.n_images: expected an int, got 'abc'"),
     ("finetune", ["--config", FINETUNE, "--data.init_args.no_such_option", "1"],
-     r"--data\.init_args: unknown option 'no_such_option' of neuroreg\.training\.PatternDataModule"),
+     r"--data\.init_args: unknown option 'no_such_option' of neuroreg\.data\.PatternDataModule"),
     ("finetune", ["--config", FINETUNE, "--data.class_path", "nope.Nope"],
      r"--data\.class_path: 'nope\.Nope': No module named 'nope'"),
     ("evaluate", ["--model", "cornet_z", "--eps", "nan"], r"--eps.*: expected a float, got 'nan'"),
@@ -249,7 +249,7 @@ def test_out_that_is_an_existing_file_is_refused_before_scoring(capsys, tmp_path
     def no_scoring(*args, **kwargs):
         raise AssertionError("scoring started")
 
-    monkeypatch.setattr(importlib.import_module("neuroreg.evaluate"), "evaluate", no_scoring)
+    monkeypatch.setattr(importlib.import_module("neuroreg.scorecard.evaluation"), "evaluate", no_scoring)
     out = tmp_path / "results.txt"
     out.write_text("keep me")
     assert main([command, "--model", "cornet_z", "--device", "cpu", "--out", str(out)]) == EXIT_OUTPUT
@@ -332,7 +332,7 @@ def test_evaluate_refuses_a_task_folder_with_other_classes_than_outputs(capsys, 
     def no_scoring(*args, **kwargs):
         raise AssertionError("scoring started")
 
-    monkeypatch.setattr(importlib.import_module("neuroreg.evaluate"), "evaluate", no_scoring)
+    monkeypatch.setattr(importlib.import_module("neuroreg.scorecard.evaluation"), "evaluate", no_scoring)
     task = tmp_path / "task"
     for i, name in enumerate(("cat", "dog", "fox")):
         (task / name).mkdir(parents=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import timm
 
-from neuroreg.commands._model_args import add_model_arguments, build_model
+from neuroreg.cli._model_args import add_model_arguments, build_model
 from neuroreg.errors import CheckpointError
 
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run([sys.executable, "-m", "neuroreg.cli", "demo", "--quick", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "neuroreg.cli.main", "demo", "--quick", "--out", str(out)],
                           capture_output=True, text=True, timeout=1800)   # a hang bound, not a speed check
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc.stdout

@@ -13,8 +13,8 @@ from torch import nn
 from neuroreg.brain import BrainData, load_kriegeskorte92
 from neuroreg.errors import UnknownNameError
 import neuroreg as nr
-from neuroreg.evaluate import Scorecard, accuracy, brain_scores, evaluate, factortopy_scores, summarize_brain
-from neuroreg.preprocessing import Preprocessing
+from neuroreg.scorecard.evaluation import Scorecard, accuracy, brain_scores, evaluate, factortopy_scores, summarize_brain
+from neuroreg.data.preprocessing import Preprocessing
 from neuroreg.scoring import FactorTopy
 
 
@@ -173,10 +173,10 @@ def test_factortopy_scores_run_the_network_once_and_match_the_streamed_fit():
 def test_evaluate_reports_every_model_and_section_as_it_goes(task, caplog, capsys):
     torch.manual_seed(0)
     models = {"a": TinyNet().eval(), "b": TinyNet().eval()}
-    caplog.set_level(logging.INFO, logger="neuroreg.evaluate")
+    caplog.set_level(logging.INFO, logger="neuroreg.scorecard.evaluation")
     evaluate(models, task, ["kriegeskorte92"], sections=["accuracy", "brain"], layers=["conv", "block"],
              batch_size=20, progress=True)
-    messages = [r.getMessage() for r in caplog.records if r.name == "neuroreg.evaluate"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "neuroreg.scorecard.evaluation"]
     assert [m for m in messages if m.endswith(" ...")] == [
         "[1/4] a: accuracy ...", "[2/4] a: brain kriegeskorte92 ...",
         "[3/4] b: accuracy ...", "[4/4] b: brain kriegeskorte92 ..."]

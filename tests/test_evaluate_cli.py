@@ -7,16 +7,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from neuroreg.commands._config import parse_command
+from neuroreg.cli._config import parse_command
 from neuroreg.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_example_configs_parse_and_command_line_overrides_them():
-    import neuroreg.commands.evaluate as evaluate_cmd
-    import neuroreg.commands.score as score_cmd
-    import neuroreg.demo as demo_cmd
+    import neuroreg.cli.evaluate as evaluate_cmd
+    import neuroreg.cli.score as score_cmd
+    import neuroreg.cli.demo as demo_cmd
 
     args = parse_command("evaluate", evaluate_cmd, ["--config", str(CONFIGS / "evaluate.yaml"), "--image-size", "48"])
     assert args.model == ["cornet_z", "vone_cornet_s"] and args.brain == ["kriegeskorte92"]
@@ -28,7 +28,7 @@ def test_example_configs_parse_and_command_line_overrides_them():
 
 
 def test_unknown_config_key_is_an_error(tmp_path):
-    import neuroreg.commands.evaluate as evaluate_cmd
+    import neuroreg.cli.evaluate as evaluate_cmd
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [cornet_z]\nbrian: [kriegeskorte92]\n")
     with pytest.raises(ConfigError, match=r"--config .*bad\.yaml: unknown option 'brian'"):
@@ -38,7 +38,7 @@ def test_unknown_config_key_is_an_error(tmp_path):
 def test_checkpoints_must_match_models():
     import argparse
 
-    from neuroreg.commands._model_args import build_models
+    from neuroreg.cli._model_args import build_models
     args = argparse.Namespace(model=["cornet_z", "cornet_z"], checkpoint=["a.pt"], pretrained=False,
                               num_classes=None, device="cpu", seed=0)
     with pytest.raises(ValueError, match="one entry per --model"):
@@ -48,7 +48,7 @@ def test_checkpoints_must_match_models():
 @pytest.mark.slow
 def test_two_models_one_comparison(tmp_path):
     out = tmp_path / "cmp"
-    proc = subprocess.run([sys.executable, "-m", "neuroreg.cli", "evaluate", "--model", "cornet_z", "vone_cornet_s",
+    proc = subprocess.run([sys.executable, "-m", "neuroreg.cli.main", "evaluate", "--model", "cornet_z", "vone_cornet_s",
                            "--brain", "kriegeskorte92", "--image-size", "64", "--device", "cpu", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -29,7 +29,7 @@ import resource, signal, sys
 from collections import namedtuple
 import torch
 from torch import nn
-import neuroreg._io
+import neuroreg._utils.io
 from neuroreg import extract
 from neuroreg.errors import OutputError
 
@@ -41,7 +41,7 @@ if limit == "fsize":   # no file may grow past 2 MB: HDF5's writes fail with EFB
 # passes, so HDF5's write itself fails
 usage = namedtuple("usage", "total used free")
 reported = (2 << 20) if free == "short" else (1 << 40)
-neuroreg._io.shutil.disk_usage = lambda p: usage(1 << 41, 1 << 40, reported)
+neuroreg._utils.io.shutil.disk_usage = lambda p: usage(1 << 41, 1 << 40, reported)
 torch.manual_seed(0)
 model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1))     # 64 KB of features per image, 6.4 MB in all
 try:
@@ -107,8 +107,8 @@ def test_extract_on_a_full_disk_exits_with_the_error_not_a_signal(small_disk, fr
 _SWEEP = """
 import resource, signal, sys
 from collections import namedtuple
-import neuroreg._io
-from neuroreg.cli import main
+import neuroreg._utils.io
+from neuroreg.cli.main import main
 
 limit, free, config, store = sys.argv[1:5]
 if limit == "fsize":
@@ -116,7 +116,7 @@ if limit == "fsize":
     resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
 usage = namedtuple("usage", "total used free")
 reported = (2 << 20) if free == "short" else (1 << 40)
-neuroreg._io.shutil.disk_usage = lambda p: usage(1 << 41, 1 << 40, reported)
+neuroreg._utils.io.shutil.disk_usage = lambda p: usage(1 << 41, 1 << 40, reported)
 sys.exit(main(["sweep", "--config", config, "--store", store]))
 """
 

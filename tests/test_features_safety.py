@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-import neuroreg._io
-import neuroreg.features
+import neuroreg._utils.io
+import neuroreg.features.extraction
 from neuroreg import extract
 from neuroreg.errors import NonFiniteError, OutputError, RunLockedError
 from neuroreg.models import VOneBlock
@@ -121,7 +121,7 @@ def test_unwritable_out_fails_before_any_work(tmp_path, images):
 
 def test_too_little_free_space_stops_after_the_first_batch(tmp_path, images, monkeypatch):
     usage = namedtuple("usage", "total used free")  # 10 x 4 x 16 x 16 float32 = 40 KB, + 5 % margin
-    monkeypatch.setattr(neuroreg._io.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(neuroreg._utils.io.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
     target = tmp_path / "feats.h5"
     model = _Counting()
     with pytest.raises(OutputError, match="not enough free space for 10 stimuli x 1 layers.*needs about 42.0 KB"):
@@ -131,7 +131,7 @@ def test_too_little_free_space_stops_after_the_first_batch(tmp_path, images, mon
 
 
 def test_disk_full_while_writing_leaves_no_file(tmp_path, images, monkeypatch):
-    real_write, calls = neuroreg.features._write, []
+    real_write, calls = neuroreg.features.extraction._write, []
 
     def failing(target, start, act):
         calls.append(start)
@@ -139,7 +139,7 @@ def test_disk_full_while_writing_leaves_no_file(tmp_path, images, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(target, start, act)
 
-    monkeypatch.setattr(neuroreg.features, "_write", failing)
+    monkeypatch.setattr(neuroreg.features.extraction, "_write", failing)
     target = tmp_path / "feats.h5"
     target.write_bytes(b"previous result")
     with pytest.raises(OutputError, match="feats.h5: the disk is full"):
@@ -152,7 +152,7 @@ def test_second_writer_of_the_same_file_is_refused(tmp_path, images):
     target = tmp_path / "feats.h5"
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        neuroreg._io.PathLock(tmp_path / "feats.h5.lock").acquire()  # written by this process ...
+        neuroreg._utils.io.PathLock(tmp_path / "feats.h5.lock").acquire()  # written by this process ...
         lock = tmp_path / "feats.h5.lock"
         lock.write_text(lock.read_text().replace(f'"pid": {os.getpid()}', f'"pid": {holder.pid}'))  # ... now held
         with pytest.raises(RunLockedError, match=f"in use by process {holder.pid}"):

@@ -67,7 +67,7 @@ def _assert_frozen(model: _Probe) -> None:
 
 
 def test_accuracy_keeps_a_frozen_batchnorm_frozen():
-    from neuroreg.evaluate import accuracy
+    from neuroreg.scorecard.evaluation import accuracy
 
     model = _Probe()
     accuracy(model, _data(), topk=(1,), mean=(0.5,) * 3, std=(0.5,) * 3, batch_size=4)
@@ -75,7 +75,7 @@ def test_accuracy_keeps_a_frozen_batchnorm_frozen():
 
 
 def test_extract_keeps_a_frozen_batchnorm_frozen_and_runs_in_eval_mode():
-    from neuroreg.features import extract
+    from neuroreg.features.extraction import extract
 
     model = _Probe()
     images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(1))
@@ -88,7 +88,7 @@ def test_extract_keeps_a_frozen_batchnorm_frozen_and_runs_in_eval_mode():
 
 
 def test_forgetting_embedding_keeps_a_frozen_batchnorm_frozen():
-    from neuroreg.training.forgetting import _embed
+    from neuroreg.finetune.forgetting import _embed
 
     model = _Probe()
     feats, logits, labels = _embed(model, _data(), batch_size=4, device=torch.device("cpu"))

@@ -7,8 +7,8 @@ from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedRes
 from timm.models.resnet import BasicBlock
 
 import neuroreg as nr
-from neuroreg.evaluate import brain_scores
-from neuroreg.layer_sweep import sweep_layers
+from neuroreg.scorecard.evaluation import brain_scores
+from neuroreg.features.layers import sweep_layers
 
 
 def _stage_outputs(model):

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import neuroreg
-from neuroreg.cli import EXIT_NOT_AVAILABLE, build_parser, main
+from neuroreg.cli.main import EXIT_NOT_AVAILABLE, build_parser, main
 
 
 def test_version_flag(capsys):
@@ -38,7 +38,7 @@ def test_unavailable_commands_fail_loudly(capsys):
 
 
 def test_console_script_runs():
-    proc = subprocess.run([sys.executable, "-m", "neuroreg.cli", "--version"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "neuroreg.cli.main", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and "neuroreg" in proc.stdout
 
 
@@ -48,5 +48,5 @@ def test_import_is_light_and_models_still_register_in_timm():
             "print(type(timm.create_model('cornet_z')).__name__)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "CORnetZ", proc.stderr[-2000:]
-    proc = subprocess.run([sys.executable, "-m", "neuroreg.cli", "--help"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "neuroreg.cli.main", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "exit statuses:" in proc.stdout

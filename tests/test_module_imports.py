@@ -1,8 +1,11 @@
 """Imports sit at module level; a function-local import needs a stated reason, listed in ``KEPT_LOCAL``.
 
+Which package may import which is not checked here: the import-linter contracts in pyproject.toml
+(``lint-imports``, run in .ci/run) hold the layering; this test keeps imports at the top of modules.
+
 No function-local import is there only to dodge an import cycle: a cycle is fixed by
 moving the shared code below both modules (as ``summarize_brain`` moved from
-``neuroreg.evaluate`` to ``neuroreg.scorecard``) or by importing the submodule that
+``neuroreg.scorecard.evaluation`` to ``neuroreg.scorecard.card``) or by importing the submodule that
 defines the name. A new function-local import fails this test until it is moved to
 the top of its module or added below with its reason; an entry whose import is gone
 fails it too, so the list stays exact. The check only parses the sources (fast).
@@ -19,16 +22,16 @@ PACKAGE = Path(neuroreg.__file__).resolve().parent
 
 OPTIONAL = "optional dependency (an extra, or not a dependency at all): imported where needed, with an install hint"
 CLI = ("command module: `neuroreg --version`/`--help` and the command's own --help must not load it "
-       "(neuroreg/__init__.py and neuroreg/cli.py are lazy on purpose)")
+       "(neuroreg/__init__.py and neuroreg/cli/main.py are lazy on purpose)")
 JSONARGPARSE = "loads jsonargparse (~0.3 s), which only the --config commands (demo, evaluate, score) need"
 TORCH_ONLY = "this module needs torch only; the import loads timm/torchvision (and the model zoo) on first use"
 TORCH_FREE = "this module (numpy, pandas, matplotlib) stays torch-free; the import loads torch"
-CYCLE = ("import cycle: neuroreg.scorecard_report imports Scorecard from neuroreg.scorecard; it also loads "
-         "matplotlib, which the pandas-only neuroreg.scorecard does not need")
+CYCLE = ("import cycle: neuroreg.scorecard.report imports Scorecard from neuroreg.scorecard.card; it also loads "
+         "matplotlib, which the pandas-only neuroreg.scorecard.card does not need")
 SWEEP_WORKER = ("runs in the sweep job / Tune trial only: the driver (`neuroreg sweep --status`, `neuroreg tune`) "
                 "stays torch-only, without timm, sklearn, kornia, torchattacks or Lightning")
 TRAINING_PLOT = "pyplot on the training path: plotting is rare"
-TRAINING_ROBUSTNESS = ("neuroreg.evaluate loads neuroreg.robustness (kornia, torchattacks, ~0.6 s), which "
+TRAINING_ROBUSTNESS = ("neuroreg.scorecard.evaluation loads neuroreg.robustness (kornia, torchattacks, ~0.6 s), which "
                        "neuroreg.training does not otherwise need")
 
 # (module, imported names, reason); a name is what the statement binds, spelled in full:
@@ -42,47 +45,47 @@ _KEPT = [
     ("neuroreg.sweep.backends", ["ray"], OPTIONAL),
     ("neuroreg.sweep.tune", ["ray", "ray.tune"], OPTIONAL),
 
-    ("neuroreg.cli", ["torch", "neuroreg.brain.bundled_sets"], CLI),
-    ("neuroreg.cli", ["neuroreg.commands._config.parse_command"], JSONARGPARSE),
-    ("neuroreg.commands.evaluate", ["torchvision.datasets", "neuroreg.brain.read_image", "neuroreg.evaluate.evaluate",
-                                    "neuroreg.scorecard.Scorecard",
+    ("neuroreg.cli.main", ["torch", "neuroreg.brain.bundled_sets"], CLI),
+    ("neuroreg.cli.main", ["neuroreg.cli._config.parse_command"], JSONARGPARSE),
+    ("neuroreg.cli.evaluate", ["torchvision.datasets", "neuroreg.brain.read_image", "neuroreg.scorecard.evaluation.evaluate",
+                                    "neuroreg.scorecard.card.Scorecard",
                                     "neuroreg.training.scorecard_callback.read_curves", "matplotlib.pyplot",
                                     "neuroreg.training.scorecard_curves.plot_curves"], CLI),
-    ("neuroreg.commands.score", ["neuroreg.evaluate.evaluate", "neuroreg.evaluate.summarize_brain"], CLI),
-    ("neuroreg.commands.sweep", ["neuroreg.sweep.SweepStore", "neuroreg.sweep.expand_jobs",
+    ("neuroreg.cli.score", ["neuroreg.scorecard.evaluation.evaluate", "neuroreg.scorecard.evaluation.summarize_brain"], CLI),
+    ("neuroreg.cli.sweep", ["neuroreg.sweep.SweepStore", "neuroreg.sweep.expand_jobs",
                                  "neuroreg.sweep.load_sweep_config", "neuroreg.sweep.run_sweep"], CLI),
-    ("neuroreg.commands.tune", ["neuroreg.sweep.tune.run_tune"], CLI),
-    ("neuroreg.demo", ["torch", "lightning", "lightning.pytorch.loggers.TensorBoardLogger",
+    ("neuroreg.cli.tune", ["neuroreg.sweep.tune.run_tune"], CLI),
+    ("neuroreg.cli.demo", ["torch", "lightning", "lightning.pytorch.loggers.TensorBoardLogger",
                        "neuroreg.alignment.CKALoss", "neuroreg.brain.load_algonauts2019_78",
-                       "neuroreg.brain.load_kriegeskorte92", "neuroreg.brain.simulate_voxels",
-                       "neuroreg.models.VOneNet", "neuroreg.preprocessing.preprocessing_of",
-                       "neuroreg.scorecard.Scorecard", "neuroreg.table.ScoreTable",
-                       "neuroreg.training.BrainRegularizedModule", "neuroreg.training.FinetuneModule",
-                       "neuroreg.training.GratingsDataModule", "neuroreg.training.GratingsDataset",
-                       "neuroreg.training.PatternDataModule", "neuroreg.training.build_model",
-                       "neuroreg.training.forgetting.forgetting_report",
-                       "neuroreg.training.forgetting_output.write_forgetting"], CLI),
+                       "neuroreg.brain.load_kriegeskorte92", "neuroreg.features.simulate_voxels",
+                       "neuroreg.models.VOneNet", "neuroreg.data.preprocessing.preprocessing_of",
+                       "neuroreg.scorecard.card.Scorecard", "neuroreg.results.table.ScoreTable",
+                       "neuroreg.training.BrainRegularizedModule", "neuroreg.finetune.FinetuneModule",
+                       "neuroreg.data.GratingsDataModule", "neuroreg.data.GratingsDataset",
+                       "neuroreg.data.PatternDataModule", "neuroreg.finetune.build_model",
+                       "neuroreg.finetune.forgetting.forgetting_report",
+                       "neuroreg.finetune.forgetting_output.write_forgetting"], CLI),
 
-    ("neuroreg.features", ["neuroreg.models.zoo.area_layers"], TORCH_ONLY),
-    ("neuroreg.layer_sweep", ["neuroreg.models.area_layers"], TORCH_ONLY),
-    ("neuroreg.preprocessing", ["torchvision.transforms", "torchvision.transforms.InterpolationMode", "timm",
+    ("neuroreg.features.extraction", ["neuroreg.models.zoo.area_layers"], TORCH_ONLY),
+    ("neuroreg.features.layers", ["neuroreg.models.area_layers"], TORCH_ONLY),
+    ("neuroreg.data.preprocessing", ["torchvision.transforms", "torchvision.transforms.InterpolationMode", "timm",
                                 "timm.data.resolve_data_config", "neuroreg.models"], TORCH_ONLY),
 
-    ("neuroreg.scorecard", ["neuroreg.scorecard_report.write_scorecard"], CYCLE),
-    ("neuroreg.scorecard_report", ["torch.utils.tensorboard.SummaryWriter", "neuroreg.robustness.plot_accuracy_vs_eps",
+    ("neuroreg.scorecard.card", ["neuroreg.scorecard.report.write_scorecard"], CYCLE),
+    ("neuroreg.scorecard.report", ["torch.utils.tensorboard.SummaryWriter", "neuroreg.robustness.plot_accuracy_vs_eps",
                                    "neuroreg.robustness.plot_corruption_heatmap",
                                    "neuroreg.scoring.factortopy.plots.plot_layer_map"], TORCH_FREE),
 
     ("neuroreg.sweep.jobs", ["neuroreg.brain", "torchvision.datasets", "neuroreg.scoring.FactorTopy",
                              "neuroreg.scoring.crsa", "neuroreg.scoring.predictivity", "neuroreg.scoring.versa",
                              "neuroreg.robustness.attack_suite", "neuroreg.robustness.corruption_suite"], SWEEP_WORKER),
-    ("neuroreg.sweep.tune", ["neuroreg.evaluate.brain_scores", "neuroreg.training.cli.build_cli",
-                             "neuroreg.training.cli.fit_cli"], SWEEP_WORKER),
+    ("neuroreg.sweep.tune", ["neuroreg.scorecard.evaluation.brain_scores", "neuroreg.cli.train.build_cli",
+                             "neuroreg.cli.train.fit_cli"], SWEEP_WORKER),
 
-    ("neuroreg.training.scorecard_callback", ["neuroreg.evaluate.evaluate", "neuroreg.evaluate.resolve_brain_set",
+    ("neuroreg.training.scorecard_callback", ["neuroreg.scorecard.evaluation.evaluate", "neuroreg.scorecard.evaluation.resolve_brain_set",
                                               "neuroreg.robustness.wrapper.is_stochastic"], TRAINING_ROBUSTNESS),
     ("neuroreg.training.scorecard_callback", ["matplotlib.pyplot", "neuroreg.training.scorecard_curves.plot_curves",
-                                              "neuroreg.scorecard_report.plot_depth_profile"], TRAINING_PLOT),
+                                              "neuroreg.scorecard.report.plot_depth_profile"], TRAINING_PLOT),
 
 ]
 KEPT_LOCAL: dict[tuple[str, str], str] = {(module, name): reason for module, names, reason in _KEPT for name in names}
@@ -141,7 +144,7 @@ def test_every_kept_import_has_a_reason():
 
 def test_every_public_name_of_the_package_resolves():
     import neuroreg as nr
-    from neuroreg.brain.simulate import simulate_voxels
+    from neuroreg.features.simulate import simulate_voxels
 
     for name in nr.__all__:
         assert getattr(nr, name) is not None, name

@@ -9,7 +9,7 @@ from torch import nn
 from torchvision.transforms import Normalize
 
 import neuroreg as nr
-from neuroreg.preprocessing import Preprocessing, preprocessing_of
+from neuroreg.data.preprocessing import Preprocessing, preprocessing_of
 from neuroreg.robustness import RobustClassifier
 
 

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from neuroreg.report import Report, markdown_table, plot_layer_profile, save_figure, write_table
+from neuroreg.results.report import Report, markdown_table, plot_layer_profile, save_figure, write_table
 from neuroreg.scoring import ScoreTable
 
 
@@ -71,7 +71,7 @@ def test_comparison_figures_name_every_model_in_the_legend_even_with_a_leading_u
     # model, and with a single such model it was empty and the figure failed ("number sections ...")
     import matplotlib.pyplot as plt
 
-    from neuroreg.scorecard_report import plot_comparison, plot_depth_profile
+    from neuroreg.scorecard.report import plot_comparison, plot_depth_profile
 
     table = ScoreTable()
     for model in ("_job0", "plain"):

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from neuroreg.scoring import ScoreTable
-from neuroreg.selection import best_index
+from neuroreg.results.selection import best_index
 
 
 @pytest.mark.parametrize("scores", [[0.1, 0.5, 0.2], [0.3, 0.3, 0.1], [-2.0, -1.0, -1.0], [7.0]])

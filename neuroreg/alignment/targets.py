@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from neuroreg._checks import check_finite
-from neuroreg._ids import rows_of
-from neuroreg._io import reading
+from neuroreg._utils.checks import check_finite
+from neuroreg._utils.ids import rows_of
+from neuroreg._utils.io import reading
 from neuroreg.brain.bundled import load_bundled
 from neuroreg.brain.data import BrainData, RDMSet
 from neuroreg.errors import DataFormatError, ShapeError, StimulusMismatchError, UnknownNameError

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from neuroreg._io import reading
+from neuroreg._utils.io import reading
 from neuroreg.errors import DataFormatError, NotAvailableError
 
 #: Suffixes tried, in order, for a volume named without suffix.

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from neuroreg._io import reading
+from neuroreg._utils.io import reading
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import DataFormatError, NonFiniteError, NotAvailableError, ShapeError, UnknownNameError
 

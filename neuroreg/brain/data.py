@@ -8,10 +8,10 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 import numpy as np
 import torch
 
-from neuroreg._checks import check_finite
-from neuroreg._condensed import condense, n_from_condensed, square
-from neuroreg._ids import rows_of
-from neuroreg._images import images_to_tensor
+from neuroreg._utils.checks import check_finite
+from neuroreg._utils.condensed import condense, n_from_condensed, square
+from neuroreg._utils.ids import rows_of
+from neuroreg._utils.images import images_to_tensor
 from neuroreg.errors import ShapeError, StimulusMismatchError
 
 __all__ = ["BrainData", "RDMSet", "StimulusSource", "conwell_split"]
@@ -61,7 +61,7 @@ class StimulusSource(Protocol):
     """What every container of stimuli with neural data offers, whatever the data are.
 
     :class:`BrainData` (responses), :class:`neuroreg.brain.NeuralStimulusSet` (a bundled set:
-    images with several RDM sets) and the training view :class:`neuroreg.training.NeuralStimuli`
+    images with several RDM sets) and the training view :class:`neuroreg.data.NeuralStimuli`
     all have a ``name``, the ``stimulus_ids`` in row order, ``n_stimuli`` and
     ``images_tensor(size=None)`` (float32 ``(n, 3, H, W)`` in [0, 1]), so callers need no type branches
     to get images and ids.

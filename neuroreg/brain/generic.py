@@ -36,9 +36,9 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from neuroreg._condensed import n_from_condensed, square
-from neuroreg._images import list_images
-from neuroreg._io import read_text, reading
+from neuroreg._utils.condensed import n_from_condensed, square
+from neuroreg._utils.images import list_images
+from neuroreg._utils.io import read_text, reading
 from neuroreg.brain.data import BrainData, RDMSet
 from neuroreg.errors import DataFormatError, NeuroregError, ShapeError, StimulusMismatchError
 

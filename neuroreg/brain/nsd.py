@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from neuroreg._io import reading
+from neuroreg._utils.io import reading
 from neuroreg.brain._volumes import find_volume, load_nifti, read_volume
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import DataFormatError, NotAvailableError, StimulusMismatchError

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from torch import Tensor, nn
 
-from neuroreg._capture import StopForward, capture_outputs
+from neuroreg._utils.capture import StopForward, capture_outputs
 
 __all__ = ["take_indices", "check_output_fmt", "hooked_intermediates", "TimmModelAPI"]
 

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from neuroreg.errors import CheckpointError, NotAvailableError
 from neuroreg.models.vone import OFFICIAL_FLAGS
 
-__all__ = ["OFFICIAL_WEIGHTS", "read_state_dict", "read_checkpoint", "vone_kwargs_from_flags",
+__all__ = ["load_weights", "OFFICIAL_WEIGHTS", "read_state_dict", "read_checkpoint", "vone_kwargs_from_flags",
            "load_mapped_state_dict", "official_key_map",
            "cornet_key_map", "vonenet_key_map", "efficientnet_lite0_key_map", "efficientnet_lite0_weights_path",
            "load_official_weights"]
@@ -286,3 +286,46 @@ def vone_kwargs_from_flags(flags: Mapping, given: Mapping, *, arch: str) -> dict
                                   "contradicts its gabor_seed flag")
         out["rng"] = "official"
     return out
+
+
+def _state_dict_from(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupted or not a torch file
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} does not hold a state dict (found {type(obj).__name__})")
+    return obj
+
+
+def _strip(state: dict, model: nn.Module) -> dict:
+    """Drop wrapper prefixes (Lightning ``model.``/``backbone.``, DataParallel ``module.``) until keys match."""
+    own = set(model.state_dict())
+    for prefix in ("module.", "model.", "backbone.", "net."):
+        if not (set(state) & own) and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    if not (set(state) & own):
+        for prefix in ("backbone.", "model."):
+            sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if set(sub) & own:
+                return sub
+    return state
+
+
+def load_weights(model: nn.Module, path: Path, name: str) -> nn.Module:
+    """Load a local state dict or Lightning checkpoint into ``model`` strictly, with a clear error."""
+    state = _strip(_state_dict_from(Path(path)), model)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensor shape mismatches
+        raise CheckpointError(f"{path} does not fit {name}: {exc}") from exc
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path} does not match {name}: {len(result.missing_keys)} missing keys "
+            f"(first: {result.missing_keys[:5]}), {len(result.unexpected_keys)} unexpected keys "
+            f"(first: {result.unexpected_keys[:5]})")
+    return model

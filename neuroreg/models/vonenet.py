@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import AlexNet
 
-from neuroreg._modes import eval_mode
+from neuroreg._utils.modes import eval_mode
 from neuroreg.models._intermediates import TimmModelAPI, check_output_fmt, hooked_intermediates, take_indices
 from neuroreg.models.areas import area_layers
 from neuroreg.models.cornet import CORnetS, CORnetZ

@@ -20,14 +20,14 @@ import torchattacks
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from neuroreg._deprecation import renamed_argument
+from neuroreg._utils.deprecation import renamed_argument
 from neuroreg.errors import UnknownNameError
 from neuroreg.robustness._data import as_loader, batches
 from neuroreg.robustness._seeding import count_correct, seeded
 from neuroreg.robustness.sanity import SanityResult, run_sanity_checks
 from neuroreg.robustness.wrapper import FROM_MODEL, RobustClassifier
-from neuroreg._modes import eval_mode
-from neuroreg.table import ScoreTable
+from neuroreg._utils.modes import eval_mode
+from neuroreg.results.table import ScoreTable
 
 __all__ = ["ATTACKS", "NORMS", "EPS_PRESETS", "eps_grid", "make_attack", "attack_suite", "AttackSpec",
            "AttackTable"]

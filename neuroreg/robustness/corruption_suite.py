@@ -22,8 +22,8 @@ from neuroreg.robustness._data import as_loader, batches
 from neuroreg.robustness._seeding import count_correct, seeded
 from neuroreg.robustness.corruptions import CORRUPTIONS, corrupt, load_frost_images
 from neuroreg.robustness.wrapper import FROM_MODEL, RobustClassifier
-from neuroreg._modes import eval_mode
-from neuroreg.table import ScoreTable
+from neuroreg._utils.modes import eval_mode
+from neuroreg.results.table import ScoreTable
 
 __all__ = ["corruption_suite", "corruption_errors", "mean_corruption_error", "ALEXNET_MEAN_ERROR"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from neuroreg.figures import save_figure
-from neuroreg.table import ScoreTable
+from neuroreg.results.figures import save_figure
+from neuroreg.results.table import ScoreTable
 
 __all__ = ["plot_accuracy_vs_eps", "plot_corruption_heatmap"]
 

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from neuroreg._deprecation import renamed_argument
+from neuroreg._utils.deprecation import renamed_argument
 
 __all__ = ["SanityResult", "check_eps_zero", "check_monotone_in_eps", "check_large_eps",
            "check_more_steps", "check_black_box", "check_eot", "report_clean_noise",

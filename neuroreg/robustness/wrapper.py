@@ -15,16 +15,16 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from neuroreg._checks import check_finite
-from neuroreg._deprecation import renamed_argument
-from neuroreg._modes import eval_mode
+from neuroreg._utils.checks import check_finite
+from neuroreg._utils.deprecation import renamed_argument
+from neuroreg._utils.modes import eval_mode
 from neuroreg.errors import ShapeError
-from neuroreg.preprocessing import preprocessing_of
+from neuroreg.data.preprocessing import preprocessing_of
 
 __all__ = ["normalize_images", "check_images", "is_stochastic", "RobustClassifier", "resolve_mean_std", "FROM_MODEL"]
 
 #: Default of ``mean``/``std``: take them from the model's preprocessing contract
-#: (:func:`neuroreg.preprocessing.preprocessing_of`, i.e. its ``pretrained_cfg``).
+#: (:func:`neuroreg.data.preprocessing.preprocessing_of`, i.e. its ``pretrained_cfg``).
 FROM_MODEL = "model"
 
 
@@ -90,7 +90,7 @@ class RobustClassifier(nn.Module):
         mean, std: per-channel normalization applied inside ``forward``;
             ``None`` for both means the model normalizes itself already.
             Default ``"model"``: the model's own preprocessing contract
-            (:func:`neuroreg.preprocessing.preprocessing_of`).
+            (:func:`neuroreg.data.preprocessing.preprocessing_of`).
         num_classes: number of logits; inferred by :meth:`infer` when ``None``
             (``n_classes``: the deprecated name of the same argument and attribute).
         stochastic: whether the model's output is random in eval mode (VOne

@@ -9,7 +9,7 @@ from neuroreg.scoring.encoding import CONWELL_ALPHAS, CONWELL_SRP_DIM, pearson_p
 from neuroreg.scoring.compare import COMPARE_METHODS, compare_rdms, compare_vectors
 from neuroreg.scoring.rdm import RDM_METRICS, condense, rdm, square
 from neuroreg.scoring.ridge import RidgeGCV
-from neuroreg.table import SCORE_COLUMNS, ScoreTable
+from neuroreg.results.table import SCORE_COLUMNS, ScoreTable
 from neuroreg.scoring.rsa import crsa
 
 __all__ = [

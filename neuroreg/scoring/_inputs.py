@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from neuroreg._ids import rows_of
+from neuroreg._utils.ids import rows_of
 from neuroreg.brain.data import BrainData, RDMSet
 from neuroreg.errors import ShapeError, StimulusMismatchError
 from neuroreg.scoring.rdm import rdm

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from neuroreg._checks import check_finite
+from neuroreg._utils.checks import check_finite
 from neuroreg.errors import ShapeError, StimulusMismatchError, UnknownNameError
 from neuroreg.scoring._precision import promote, rdm_problem
 

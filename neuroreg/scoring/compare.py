@@ -15,8 +15,8 @@ import torch
 from scipy.stats import kendalltau, rankdata
 from torch import Tensor
 
-from neuroreg._checks import check_finite
-from neuroreg._condensed import condense, n_from_condensed
+from neuroreg._utils.checks import check_finite
+from neuroreg._utils.condensed import condense, n_from_condensed
 from neuroreg.brain.data import RDMSet
 from neuroreg.errors import ShapeError, StimulusMismatchError, UnknownNameError
 from neuroreg.scoring._precision import compute_dtype, rdm_problem, to_float64

@@ -28,9 +28,9 @@ import torch
 from sklearn.cross_decomposition import PLSRegression
 from tqdm.auto import tqdm
 
-from neuroreg._checks import check_finite
+from neuroreg._utils.checks import check_finite
 from neuroreg.errors import UnknownNameError
-from neuroreg.projection import jl_min_dim, sparse_random_projection
+from neuroreg.features.projection import jl_min_dim, sparse_random_projection
 from neuroreg.scoring._precision import scaled_by_pow2, unit_exponent
 from neuroreg.scoring._inputs import (aligned_brain, check_features_vary, feature_ids, layer_matrix, layer_names,
                                       random_splits, resolve_split, unit_groups)
@@ -41,9 +41,9 @@ from neuroreg.scoring.protocols import check_protocol
 from neuroreg.scoring.protocols.brainscore import predictivity_brainscore
 from neuroreg.scoring.protocols.conwell import versa_conwell
 from neuroreg.scoring.rdm import rdm
-from neuroreg.table import ScoreTable
+from neuroreg.results.table import ScoreTable
 from neuroreg.scoring.ridge import RidgeGCV
-from neuroreg.selection import flag_best_layers
+from neuroreg.results.selection import flag_best_layers
 
 __all__ = ["versa", "predictivity", "pearson_per_column", "CONWELL_ALPHAS", "CONWELL_SRP_DIM"]
 
@@ -92,7 +92,7 @@ def versa(features, brain, *, alphas=CONWELL_ALPHAS, srp_dim: int | None = CONWE
 
     Parameters
     ----------
-    features: :class:`~neuroreg.features.Features` or mapping layer -> ``(n, ...)``.
+    features: :class:`~neuroreg.features.extraction.Features` or mapping layer -> ``(n, ...)``.
     brain: :class:`~neuroreg.brain.BrainData` with ``unit_info`` ``roi``/``subject``
         (missing keys form one group); responses ``(n_stimuli, n_voxels)``.
     srp_dim: projection size for wider layers (None: never project).

@@ -21,8 +21,8 @@ import torch
 from scipy.linalg import blas
 from torch import Tensor
 
-from neuroreg._checks import check_finite
-from neuroreg._condensed import condense, square
+from neuroreg._utils.checks import check_finite
+from neuroreg._utils.condensed import condense, square
 from neuroreg.errors import NonFiniteError, ShapeError, UnknownNameError
 from neuroreg.scoring._precision import compute_dtype, pow2_exponent, scaled_by_pow2, unit_exponent
 

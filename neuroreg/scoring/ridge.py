@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.metrics import r2_score
 from torch import Tensor
 
-from neuroreg._checks import check_finite
+from neuroreg._utils.checks import check_finite
 from neuroreg.errors import ShapeError, StimulusMismatchError
 from neuroreg.scoring._precision import compute_dtype, to_float64
 

@@ -27,8 +27,8 @@ from neuroreg.scoring.compare import _method, compare_rdms
 from neuroreg.scoring.protocols import check_protocol
 from neuroreg.scoring.protocols.conwell import crsa_targets
 from neuroreg.scoring.rdm import _check_metric, rdm
-from neuroreg.table import ScoreTable
-from neuroreg.selection import flag_best_layers
+from neuroreg.results.table import ScoreTable
+from neuroreg.results.selection import flag_best_layers
 
 __all__ = ["crsa", "resolve_split"]
 
@@ -45,7 +45,7 @@ def crsa(features, brain, *, metric: str = "correlation", method: str = "pearson
 
     Parameters
     ----------
-    features: :class:`~neuroreg.features.Features` or mapping layer -> ``(n, ...)``
+    features: :class:`~neuroreg.features.extraction.Features` or mapping layer -> ``(n, ...)``
         array/tensor, the stimuli in the brain data's order (reordered by id when
         both carry stimulus ids).
     brain: BrainData (RDMs computed with ``metric`` per roi x subject of

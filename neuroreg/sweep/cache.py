@@ -2,7 +2,7 @@
 
 Features are keyed by everything that changes them (model name, keyword
 arguments and weights hash, the stimulus set, layers, pooling, image size and
-preprocessing, seed, and :data:`~neuroreg.features.EXTRACT_VERSION`) and stored as ``<store>/features/<key>.h5`` with
+preprocessing, seed, and :data:`~neuroreg.features.extraction.EXTRACT_VERSION`) and stored as ``<store>/features/<key>.h5`` with
 :func:`neuroreg.extract` (``out=``), which writes a temporary file and renames
 it: concurrent jobs on a shared file system never see a half-written file. While
 one process writes a feature file it holds ``<key>.h5.lock``; another job that
@@ -21,9 +21,9 @@ from typing import Any, Mapping
 
 import h5py
 
-from neuroreg._io import PathLock, holder_gone
+from neuroreg._utils.io import PathLock, holder_gone
 from neuroreg.errors import RunLockedError
-from neuroreg.features import EXTRACT_VERSION, Features, extract
+from neuroreg.features.extraction import EXTRACT_VERSION, Features, extract
 
 __all__ = ["feature_key", "cached_extract"]
 

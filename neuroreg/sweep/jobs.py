@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 import neuroreg as nr
-from neuroreg._io import atomic_write_text, is_disk_full
-from neuroreg.commands._model_args import load_weights
+from neuroreg._utils.io import atomic_write_text, is_disk_full
+from neuroreg.models.pretrained import load_weights
 from neuroreg.errors import OutputError, RunLockedError
-from neuroreg.layer_sweep import sweep_layers
-from neuroreg.preprocessing import preprocessing_of
-from neuroreg.table import ScoreTable
+from neuroreg.features.layers import sweep_layers
+from neuroreg.data.preprocessing import preprocessing_of
+from neuroreg.results.table import ScoreTable
 from neuroreg.sweep.cache import cached_extract, feature_key
 from neuroreg.sweep.config import BRAIN_SCORERS, Job
 from neuroreg.sweep.store import SweepStore

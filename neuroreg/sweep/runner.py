@@ -9,8 +9,8 @@ from typing import Any, Mapping
 
 from tqdm.auto import tqdm
 
-from neuroreg._io import atomic_write_text, check_output_target
-from neuroreg.table import ScoreTable
+from neuroreg._utils.io import atomic_write_text, check_output_target
+from neuroreg.results.table import ScoreTable
 from neuroreg.sweep.backends import BACKENDS, run_local, run_ray
 from neuroreg.sweep.config import expand_jobs, load_sweep_config
 from neuroreg.sweep.store import SweepStore

@@ -14,7 +14,7 @@ Layout::
 
 A job is done once ``status.json`` says so; its rows are read back from
 ``result.json``. A job runs only while its process holds the job's lock
-(:class:`~neuroreg._io.PathLock`), so two sweeps on one store never run the
+(:class:`~neuroreg._utils.io.PathLock`), so two sweeps on one store never run the
 same job: the second leaves the jobs the first holds alone. Killing a sweep at
 any moment leaves every finished job's rows intact; a job whose process is gone
 (same host, process id no longer running) or whose lock was removed by hand (a
@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from neuroreg._io import PathLock, atomic_write_text, holder_gone
-from neuroreg.scorecard import Scorecard
-from neuroreg.table import ScoreTable
+from neuroreg._utils.io import PathLock, atomic_write_text, holder_gone
+from neuroreg.scorecard.card import Scorecard
+from neuroreg.results.table import ScoreTable
 from neuroreg.sweep.config import Job
 
 __all__ = ["SweepStore", "STATES", "SECTION_OF_SCORER"]
@@ -140,7 +140,7 @@ class SweepStore:
         return out
 
     def scorecard(self, keys: Iterable[str] | None = None):
-        """Every done job's rows as one side-by-side :class:`~neuroreg.scorecard.Scorecard` (a section per
+        """Every done job's rows as one side-by-side :class:`~neuroreg.scorecard.card.Scorecard` (a section per
         kind of scorer, a row per model in its summary), e.g. ``store.scorecard().save("zoo_report")``."""
         card = Scorecard(title=f"sweep {self.root.name}")
         by_section: dict[str, ScoreTable] = {}

@@ -33,9 +33,9 @@ from typing import Any, Mapping
 
 import yaml
 
-from neuroreg._io import atomic_write_text
+from neuroreg._utils.io import atomic_write_text
 from neuroreg.errors import ConfigError, NotAvailableError
-from neuroreg.table import ScoreTable
+from neuroreg.results.table import ScoreTable
 
 __all__ = ["load_tune_config", "set_dotted", "run_tune", "run_trial"]
 
@@ -121,8 +121,8 @@ def run_trial(params: Mapping[str, Any], *, cfg: Mapping[str, Any], store: str) 
     from ray import tune  # optional: the cluster extra
 
     # local: the training and scoring stacks (Lightning, timm, sklearn) load in the trial, not in the driver
-    from neuroreg.evaluate import brain_scores
-    from neuroreg.training.cli import build_cli, fit_cli
+    from neuroreg.scorecard.evaluation import brain_scores
+    from neuroreg.cli.train import build_cli, fit_cli
 
     context = tune.get_context()
     trial = context.get_trial_name() or "trial"

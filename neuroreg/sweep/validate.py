@@ -16,8 +16,8 @@ import torch
 
 import neuroreg as nr
 from neuroreg.errors import ConfigError, NotAvailableError
-from neuroreg.features import resolve_layers
-from neuroreg.preprocessing import preprocessing_of
+from neuroreg.features.extraction import resolve_layers
+from neuroreg.data.preprocessing import preprocessing_of
 from neuroreg.sweep.jobs import bundled_names, layers_of
 
 __all__ = ["check_sweep", "check_device"]

@@ -25,7 +25,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
-from neuroreg._io import atomic_path, format_bytes, free_bytes, is_disk_full
+from neuroreg._utils.io import atomic_path, format_bytes, free_bytes, is_disk_full
 from neuroreg.errors import CheckpointError, OutputError, RunLockedError
 
 __all__ = ["AtomicCheckpointIO", "ResumableCheckpoint", "checkpoint_nbytes", "resolve_resume_path",

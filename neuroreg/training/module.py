@@ -2,7 +2,7 @@
 
 loss = CE(logits, labels; label_smoothing) + sum_k w_k(step) * L_k(area_k activations on neural stimuli)
 
-Neural stimuli ride along in each training batch (see :mod:`neuroreg.training.data`):
+Neural stimuli ride along in each training batch (see :mod:`neuroreg.data.folders`):
 task and neural images go through the backbone in one forward pass, the task
 part feeds the cross-entropy and the neural part feeds the alignment terms
 through forward hooks on the aligned areas (gradients kept). Recipes:
@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 
-from neuroreg._capture import capture_outputs
+from neuroreg._utils.capture import capture_outputs
 from neuroreg.alignment.base import AlignmentLoss
-from neuroreg.classification_metrics import topk_accuracy
+from neuroreg.scoring.classification import topk_accuracy
 from neuroreg.errors import StimulusMismatchError, UnknownNameError
-from neuroreg.features import resolve_layers
+from neuroreg.features.extraction import resolve_layers
 
 __all__ = ["BrainRegularizedModule", "capture_outputs", "topk_accuracy"]
 

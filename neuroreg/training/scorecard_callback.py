@@ -4,7 +4,7 @@
 >>> trainer.fit(module, datamodule=dm)   # runs/a/scorecard/{scorecard.json, report.html, curves.csv, ...}
 
 At the end of ``fit`` the final model gets the full scorecard of
-:func:`neuroreg.evaluate` (accuracy on the validation data, the attack suite with
+:func:`neuroreg.scorecard.evaluation` (accuracy on the validation data, the attack suite with
 its sanity checks, brain scores), written to ``<run>/scorecard/`` with the same
 files as ``neuroreg evaluate``. Along the way a cheaper configuration runs
 (brain scores over a few layers, a short PGD at one budget on a capped number of
@@ -53,12 +53,12 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.utils.data import Dataset
 
-from neuroreg._io import atomic_write_text
+from neuroreg._utils.io import atomic_write_text
 from neuroreg.brain import BrainData, NeuralStimulusSet
-from neuroreg.preprocessing import Preprocessing, preprocessing_of
-from neuroreg.scorecard import summarize_brain
-from neuroreg.table import ScoreTable
-from neuroreg.training.data import _dataset_len
+from neuroreg.data.preprocessing import Preprocessing, preprocessing_of
+from neuroreg.scorecard.card import summarize_brain
+from neuroreg.results.table import ScoreTable
+from neuroreg.data.folders import _dataset_len
 from neuroreg.training.scorecard_cost import default_interval, periodic_evaluation_cost, training_batch_cost
 
 __all__ = ["ScorecardCallback", "preserve_training_state", "curve_tags"]
@@ -259,7 +259,7 @@ class ScorecardCallback(Callback):
         normalises; on a stimulus already at that size the resize is a no-op, so
         the scores are those of the original images, bit for bit.
         """
-        from neuroreg.evaluate import resolve_brain_set  # local: loads neuroreg.robustness (kornia, torchattacks)
+        from neuroreg.scorecard.evaluation import resolve_brain_set  # local: loads neuroreg.robustness (kornia, torchattacks)
 
         if self._brain_cache is None:
             prep = preprocessing_of(model)
@@ -283,7 +283,7 @@ class ScorecardCallback(Callback):
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, *, periodic: bool):
-        from neuroreg.evaluate import evaluate  # local: loads neuroreg.robustness (kornia, torchattacks)
+        from neuroreg.scorecard.evaluation import evaluate  # local: loads neuroreg.robustness (kornia, torchattacks)
 
         model = self._backbone(pl_module)
         task = self._periodic_task(trainer) if periodic else self._task_data(trainer, self.max_images)
@@ -494,7 +494,7 @@ def _layer_profile(card):
     brain = card.sections.get("brain")
     if brain is None or not len(brain):
         return None
-    from neuroreg.scorecard_report import plot_depth_profile  # local: pyplot, rarely needed in training
+    from neuroreg.scorecard.report import plot_depth_profile  # local: pyplot, rarely needed in training
     first = brain[0]
     sub = brain.filter(dataset=first.get("dataset"), metric=first["metric"])
     try:

@@ -14,7 +14,7 @@ from neuroreg.alignment.targets import as_target
 from neuroreg.brain import load_algonauts2023, load_nsd, load_rdms, load_responses, read_nsd_design
 from neuroreg.brain.generic import load_stimulus_folder
 from neuroreg.errors import DataFormatError
-from neuroreg.training import load_neural_stimuli
+from neuroreg.data import load_neural_stimuli
 
 from fixtures import algonauts2023_format, nsd_format
 

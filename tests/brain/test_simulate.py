@@ -7,9 +7,10 @@ from scipy.stats import pearsonr
 from sklearn.linear_model import RidgeCV
 from torch import nn
 
-from neuroreg.brain import BrainData, simulate_voxels
+from neuroreg.brain import BrainData
+from neuroreg.features import simulate_voxels
 from neuroreg.errors import ShapeError, UnknownNameError
-from neuroreg.features import extract
+from neuroreg.features.extraction import extract
 
 from fixtures import reference as ref
 
@@ -164,7 +165,7 @@ def test_torchvision_resnet18_structure():
 
 # ------------------------------------------------------------------ noise ceiling
 def test_ceiling_formula_matches_analytic_values():
-    from neuroreg.brain import expected_split_half_ceiling
+    from neuroreg.features import expected_split_half_ceiling
     # R snr / (R snr + 1): snr 1 with 3 repeats -> 3/4; snr 0.5 with 2 repeats -> 1/2.
     np.testing.assert_allclose(expected_split_half_ceiling([1.0, 0.5], 3), [0.75, 0.6])
     np.testing.assert_allclose(expected_split_half_ceiling(0.5, 2), 0.5)

@@ -3,7 +3,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from neuroreg.robustness import plot_accuracy_vs_eps, plot_corruption_heatmap
-from neuroreg.table import ScoreTable
+from neuroreg.results.table import ScoreTable
 
 
 def _attack_table():

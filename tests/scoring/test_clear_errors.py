@@ -15,7 +15,7 @@ import pytest
 from neuroreg.brain import BrainData
 from neuroreg.scoring import predictivity, rdm, versa
 from neuroreg.scoring.compare import compare_vectors
-from neuroreg.selection import check_chosen_layers
+from neuroreg.results.selection import check_chosen_layers
 
 
 def test_rdm_of_no_stimuli_names_the_shape():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.spatial.distance import pdist, squareform
 
-from neuroreg._condensed import condense, n_from_condensed, square
+from neuroreg._utils.condensed import condense, n_from_condensed, square
 from neuroreg.errors import ShapeError
 
 

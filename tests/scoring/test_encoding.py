@@ -9,7 +9,7 @@ from sklearn.linear_model import RidgeCV
 
 from neuroreg.brain import BrainData, RDMSet
 from neuroreg.errors import StimulusMismatchError, UnknownNameError
-from neuroreg.projection import sparse_random_projection
+from neuroreg.features.projection import sparse_random_projection
 from neuroreg.scoring import CONWELL_ALPHAS, CONWELL_SRP_DIM, predictivity, versa
 
 

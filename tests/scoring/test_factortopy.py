@@ -126,7 +126,7 @@ def test_scale_maps_log_linearly_to_window_sd():
 
 
 def test_gaussian_pooling_equals_simulator_windows():
-    from neuroreg.brain.simulate import gaussian_windows
+    from neuroreg.features.simulate import gaussian_windows
 
     g = torch.Generator().manual_seed(0)
     fmap = torch.randn(3, 5, 12, 10, generator=g, dtype=torch.float64)
@@ -501,8 +501,8 @@ class _PlainCNN(nn.Module):
 
 
 def _recovery(model, layers, n_images, size, n_voxels, **params):
-    from neuroreg.brain.simulate import simulate_voxels
-    from neuroreg.features import extract
+    from neuroreg.features.simulate import simulate_voxels
+    from neuroreg.features.extraction import extract
 
     images = _natural_crops(n_images, size, seed=0)
     brain, truth = simulate_voxels(model, images, layers=layers, n_voxels=n_voxels, snr=(0.5, 4.0), seed=0,
@@ -702,7 +702,7 @@ def test_ridge_peak_locates_point_readouts_of_a_resnet_block_closer_than_summed_
     # the 128 channels of a random ResNet-18's layer2 on natural images are strongly correlated:
     # treating them as independent (alpha=None) broadens the map and moves its peak about a pixel
     # off; the per-pixel ridge fit finds the point read (the weak-layer case of docs/factortopy.md)
-    from neuroreg.features import extract
+    from neuroreg.features.extraction import extract
     from neuroreg.scoring.factortopy.initialization import correlation_peaks
 
     matrix = _recovery_matrix()

@@ -15,7 +15,7 @@ from sklearn.linear_model import RidgeCV
 
 from neuroreg.brain import BrainData, RDMSet
 from neuroreg.errors import StimulusMismatchError
-from neuroreg.features import Features
+from neuroreg.features.extraction import Features
 from neuroreg.scoring import (CONWELL_ALPHAS, RidgeGCV, bootstrap_mean, bootstrap_rdm_comparison, cka, cka_from_grams,
                               compare_rdms, crsa, gram_from_rdm, noise_ceiling, predictivity, rdm,
                               rdm_noise_ceiling, split_half_ceiling, versa)

@@ -15,7 +15,7 @@ import pytest
 
 from neuroreg.brain import BrainData
 from neuroreg.errors import UnknownNameError
-from neuroreg.features import Features
+from neuroreg.features.extraction import Features
 from neuroreg.scoring import crsa, predictivity, versa
 from neuroreg.scoring.protocols.brainscore import brainscore_ceiling, brainscore_normalize
 from fixtures import protocol_problems as problems

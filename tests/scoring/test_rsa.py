@@ -54,7 +54,7 @@ def test_rdmset_input_spearman_and_no_split():
 
 
 def test_stimulus_ids_reorder_brain_to_features():
-    from neuroreg.features import Features
+    from neuroreg.features.extraction import Features
     feats, brain = _synthetic(seed=2)
     perm = np.random.default_rng(0).permutation(30)
     shuffled = brain.take_stimuli(perm)

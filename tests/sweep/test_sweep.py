@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from neuroreg.brain import load_kriegeskorte92
-from neuroreg.cli import main
+from neuroreg.cli.main import main
 from neuroreg.errors import ConfigError
 from neuroreg.sweep import SweepStore, expand_jobs, load_sweep_config, run_sweep
 
@@ -139,7 +139,7 @@ def test_ray_sweep_killed_after_first_job_resumes_each_job_once_and_matches_loca
     store = tmp_path / "ray_store"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2])]
                                                         + os.environ.get("PYTHONPATH", "").split(os.pathsep))}
-    proc = subprocess.Popen([sys.executable, "-m", "neuroreg.cli", "sweep", "--config", str(cfg_path), "--store",
+    proc = subprocess.Popen([sys.executable, "-m", "neuroreg.cli.main", "sweep", "--config", str(cfg_path), "--store",
                              str(store), "--backend", "ray", "--workers", "1"], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     jobs = expand_jobs(load_sweep_config(ZOO))

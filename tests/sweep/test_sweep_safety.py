@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from neuroreg.cli import main
+from neuroreg.cli.main import main
 from neuroreg.sweep import SweepStore, expand_jobs, load_sweep_config, run_sweep
 
 TINY = {"layers": "areas", "batch_size": 32, "seed": 0, "image_size": 32}
@@ -172,7 +172,7 @@ def test_a_job_waits_for_features_another_process_is_writing_and_reads_them(tmp_
 
     from torch import nn
 
-    from neuroreg.features import extract
+    from neuroreg.features.extraction import extract
     from neuroreg.sweep.cache import cached_extract
 
     class Counting(nn.Module):
@@ -212,7 +212,7 @@ def _sweep_process(cfg_path: Path, store: Path, **popen) -> subprocess.Popen:
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root)] + [p for p in os.environ.get("PYTHONPATH", "")
                                                                        .split(os.pathsep) if p])}
-    return subprocess.Popen([sys.executable, "-m", "neuroreg.cli", "sweep", "--config", str(cfg_path), "--store",
+    return subprocess.Popen([sys.executable, "-m", "neuroreg.cli.main", "sweep", "--config", str(cfg_path), "--store",
                              str(store)], env=env, cwd=root, text=True, **popen)
 
 

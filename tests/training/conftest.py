@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from neuroreg.brain import BrainData
-from neuroreg.training import GratingsDataset
+from neuroreg.data import GratingsDataset
 
 
 class TinyNet(nn.Module):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from neuroreg.training.eurosat import EUROSAT_CLASSES
+from neuroreg.data.eurosat import EUROSAT_CLASSES
 
 ISIC_GT_HEADER = "image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK"
 ISIC_META_HEADER = "image,age_approx,anatom_site_general,lesion_id,sex"

@@ -12,12 +12,13 @@ import lightning as L
 import pytest
 import torch
 
-import neuroreg._io
+import neuroreg._utils.io
 from conftest import make_tiny_net
-from neuroreg._io import PathLock
+from neuroreg._utils.io import PathLock
 from neuroreg.alignment import CKALoss
 from neuroreg.errors import CheckpointError, OutputError, RunLockedError
-from neuroreg.training import BrainRegularizedModule, GratingsDataModule
+from neuroreg.training import BrainRegularizedModule
+from neuroreg.data import GratingsDataModule
 from neuroreg.training.checkpointing import AtomicCheckpointIO, ResumableCheckpoint, resolve_resume_path
 
 
@@ -63,7 +64,7 @@ def test_atomic_write_refuses_when_space_is_short_and_keeps_the_previous_file(tm
     path = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(10)}, path)
     before = path.read_bytes()
-    monkeypatch.setattr(neuroreg._io.shutil, "disk_usage", lambda p: _usage(1000))
+    monkeypatch.setattr(neuroreg._utils.io.shutil, "disk_usage", lambda p: _usage(1000))
     with pytest.raises(OutputError, match=r"last.ckpt: not enough free space: needs about 4\.3 MB, the disk has "
                                           r"1000 B free; the previous last.ckpt is intact"):
         AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(1 << 20)}, path)  # (4 MB + 64 KB) x 1.05

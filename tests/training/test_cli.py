@@ -4,8 +4,8 @@ import pytest
 import torch
 import yaml
 
-from neuroreg.cli import main as neuroreg_main
-from neuroreg.training.cli import cli_main
+from neuroreg.cli.main import main as neuroreg_main
+from neuroreg.cli.train import cli_main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = str(CONFIGS / "train_tiny_cornet_z.yaml")
@@ -65,7 +65,7 @@ def test_configs_parse():
 def test_subcommand_protocol_delegates_to_lightning_cli(capsys):
     import argparse
 
-    from neuroreg.training import cli
+    from neuroreg.cli import train as cli
 
     parser = argparse.ArgumentParser(prog="neuroreg train")
     cli.add_arguments(parser)

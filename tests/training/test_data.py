@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from neuroreg.errors import DataFormatError
-from neuroreg.training import (GratingsDataModule, GratingsDataset, ImageFolderDataModule, ImageNetDataModule,
+from neuroreg.data import (GratingsDataModule, GratingsDataset, ImageFolderDataModule, ImageNetDataModule,
                                JointSampler, load_neural_stimuli)
 
 

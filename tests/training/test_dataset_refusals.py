@@ -12,10 +12,11 @@ from finetune_layouts import make_eurosat, make_isic
 from PIL import Image
 from torchvision.datasets import ImageFolder
 
-from neuroreg._checks import check_class_weights
+from neuroreg._utils.checks import check_class_weights
 from neuroreg.brain import read_image
 from neuroreg.errors import DataFormatError, NonFiniteError
-from neuroreg.training import EuroSATDataModule, FinetuneModule, ImageFolderDataModule, ISIC2019DataModule
+from neuroreg.data import EuroSATDataModule, ImageFolderDataModule, ISIC2019DataModule
+from neuroreg.finetune import FinetuneModule
 
 FAST = dict(batch_size=4, image_size=32, num_workers=0, model_name="cornet_z")
 GT = "ISIC_2019_Training_GroundTruth.csv"

@@ -4,8 +4,9 @@ import torch
 
 from conftest import make_brain, make_tiny_net
 from neuroreg.alignment import CKALoss
-from neuroreg.training import BrainRegularizedModule, GratingsDataModule, JointSampler
-from neuroreg.training import sampling
+from neuroreg.training import BrainRegularizedModule
+from neuroreg.data import GratingsDataModule, JointSampler
+from neuroreg.data import sampling
 
 
 def test_sampler_gives_each_rank_its_own_batches(monkeypatch):

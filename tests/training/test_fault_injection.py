@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuroreg._exit import EXIT_OUTPUT
+from neuroreg.cli._exit import EXIT_OUTPUT
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def _env():
 
 
 def _cmd(root, *extra):
-    return [sys.executable, "-m", "neuroreg.cli", "train", *ARGS, "--trainer.default_root_dir", str(root), *extra]
+    return [sys.executable, "-m", "neuroreg.cli.main", "train", *ARGS, "--trainer.default_root_dir", str(root), *extra]
 
 
 def _step(path):
@@ -109,7 +109,7 @@ def failing_save(obj, f, *a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
     return real_save(obj, f, *a, **k)
 torch.save = failing_save
-from neuroreg.cli import main
+from neuroreg.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -6,9 +6,10 @@ import torch
 from finetune_layouts import make_eurosat, make_isic
 
 from neuroreg.scoring import cka
-from neuroreg.training import EuroSATDataModule, FinetuneModule, ISIC2019DataModule, PatternDataModule
-from neuroreg.training.finetune import trainable_parameter_names
-from neuroreg.training.forgetting import forgetting_report, with_head_of
+from neuroreg.data import EuroSATDataModule, ISIC2019DataModule, PatternDataModule
+from neuroreg.finetune import FinetuneModule
+from neuroreg.finetune.finetune import trainable_parameter_names
+from neuroreg.finetune.forgetting import forgetting_report, with_head_of
 
 DATA = dict(batch_size=4, image_size=32, num_workers=0, model_name="test_resnet")
 
@@ -137,8 +138,8 @@ def test_report_drift_is_scoring_cka_and_original_accuracy_uses_the_start_head()
     drift = table.filter(metric="cka_to_start").to_pandas().set_index("layer")["score"]
     assert drift["V1"] == 1.0 and drift["IT"] < 1.0
     from neuroreg.brain import load_bundled
-    from neuroreg.features import extract
-    from neuroreg.training.forgetting import model_preprocess
+    from neuroreg.features.extraction import extract
+    from neuroreg.finetune.forgetting import model_preprocess
     x = load_bundled("kriegeskorte92").images_tensor()
     tf = model_preprocess(before, 32)
     fb = extract(before, x, {"IT": "layer4"}, transform=tf, progress=False)["IT"].flatten(1).double()
@@ -221,7 +222,7 @@ def test_probe_in_the_row_span_equals_logistic_regression_on_all_features():
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from neuroreg.training.forgetting import _probe
+    from neuroreg.finetune.forgetting import _probe
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 400)) * rng.uniform(0.1, 3.0, size=400)
@@ -238,7 +239,7 @@ def test_one_read_of_the_test_images_gives_each_network_its_own_pass():
     # _embed_models runs both networks on each batch; every network must see exactly what a pass of its own
     # (seeded the same way) gives, noise of a stochastic front end included
     from neuroreg.models import VOneNet
-    from neuroreg.training.forgetting import _embed_models
+    from neuroreg.finetune.forgetting import _embed_models
 
     torch.manual_seed(0)
     first = VOneNet("resnet18", num_classes=5, image_size=32, simple_channels=16, complex_channels=16)

@@ -7,8 +7,8 @@ import torch
 import yaml
 from finetune_layouts import make_isic
 
-from neuroreg.cli import main as neuroreg_main
-from neuroreg.training.finetune_cli import cli_main
+from neuroreg.cli.main import main as neuroreg_main
+from neuroreg.cli.finetune import cli_main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = str(CONFIGS / "finetune_tiny.yaml")

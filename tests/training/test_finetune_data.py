@@ -8,10 +8,10 @@ from finetune_layouts import make_eurosat, make_isic
 from sklearn.metrics import balanced_accuracy_score
 
 from neuroreg.errors import DataFormatError
-from neuroreg.training import EUROSAT_CLASSES, EuroSATDataModule, ISIC2019DataModule, PatternDataModule
-from neuroreg.classification_metrics import balanced_accuracy
-from neuroreg.training.finetune import balanced_accuracy_from_confusion
-from neuroreg.training.splits import split_table
+from neuroreg.data import EUROSAT_CLASSES, EuroSATDataModule, ISIC2019DataModule, PatternDataModule
+from neuroreg.scoring.classification import balanced_accuracy
+from neuroreg.finetune.finetune import balanced_accuracy_from_confusion
+from neuroreg.data.splits import split_table
 
 FAST = dict(batch_size=4, image_size=32, num_workers=0)
 

@@ -15,9 +15,9 @@ import lightning  # noqa: F401 - imported before any capsys test, so its log han
 import pytest
 import torch
 
-from neuroreg._exit import EXIT_BUSY, EXIT_INPUT, EXIT_OK, EXIT_OUTPUT
-from neuroreg._io import PathLock
-from neuroreg.cli import main
+from neuroreg.cli._exit import EXIT_BUSY, EXIT_INPUT, EXIT_OK, EXIT_OUTPUT
+from neuroreg._utils.io import PathLock
+from neuroreg.cli.main import main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = str(CONFIGS / "finetune_tiny.yaml")
@@ -163,7 +163,7 @@ def test_default_root_dir_that_cannot_be_written_is_an_output_error(tmp_path, ca
 
 def test_an_error_before_the_first_step_is_the_only_line_on_stderr(tmp_path):
     """Lightning's start-up lines (seed, devices) are held back until the run starts."""
-    proc = subprocess.run([sys.executable, "-m", "neuroreg.cli", "finetune", "--config", TINY,
+    proc = subprocess.run([sys.executable, "-m", "neuroreg.cli.main", "finetune", "--config", TINY,
                            "--trainer.default_root_dir", str(tmp_path / "run"), *FAST,
                            "--forgetting.enabled", "true", "--forgetting.probe_sets", "[nope]"],
                           capture_output=True, text=True, timeout=600)
@@ -178,7 +178,7 @@ def test_two_fine_tunes_started_into_one_folder_the_second_is_refused(tmp_path, 
     import time
 
     root = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "neuroreg.cli", "finetune", "--config", TINY,
+    first = subprocess.Popen([sys.executable, "-m", "neuroreg.cli.main", "finetune", "--config", TINY,
                               "--trainer.default_root_dir", str(root), *FAST, "--trainer.max_steps", "100000"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

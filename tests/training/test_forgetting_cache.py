@@ -8,9 +8,10 @@ import lightning as L
 import pytest
 import torch
 
-from neuroreg.training import FinetuneModule, PatternDataModule
-from neuroreg.training.forgetting import forgetting_report
-from neuroreg.training.forgetting_cache import dataset_fingerprint, model_fingerprint
+from neuroreg.finetune import FinetuneModule
+from neuroreg.data import PatternDataModule
+from neuroreg.finetune.forgetting import forgetting_report
+from neuroreg.finetune.forgetting_cache import dataset_fingerprint, model_fingerprint
 
 DATA = dict(batch_size=4, image_size=32, num_workers=0, model_name="test_resnet")
 KW = dict(probe_sets=["kriegeskorte92"], reference="kriegeskorte92", image_size=32, batch_size=46)
@@ -87,7 +88,7 @@ def test_unreadable_cache_file_is_recomputed_with_a_warning(patterns, tmp_path, 
     ref = forgetting_report(start, tuned, start_cache=cache, **KW).to_pandas()["score"].tolist()
     (path,) = cache.glob("start_*.pt")
     path.write_bytes(b"not a torch file")
-    with caplog.at_level(logging.WARNING, logger="neuroreg.training.forgetting_cache"):
+    with caplog.at_level(logging.WARNING, logger="neuroreg.finetune.forgetting_cache"):
         again = forgetting_report(start, tuned, start_cache=cache, **KW).to_pandas()["score"].tolist()
     assert "unreadable" in caplog.text and path.name in caplog.text
     assert again == pytest.approx(ref, abs=1e-12)
@@ -99,7 +100,7 @@ def test_data_without_an_identity_is_not_cached(tmp_path, caplog):
     data = torch.utils.data.TensorDataset(torch.rand(12, 3, 32, 32), torch.arange(12) % 6)
     assert dataset_fingerprint(data) is None
     cache = tmp_path / "cache"
-    with caplog.at_level(logging.INFO, logger="neuroreg.training.forgetting"):
+    with caplog.at_level(logging.INFO, logger="neuroreg.finetune.forgetting"):
         forgetting_report(start, copy.deepcopy(start), original_data=data, start_cache=cache,
                           **{**KW, "reference": None})
     assert "cannot be fingerprinted" in caplog.text and not list(cache.glob("start_*.pt"))

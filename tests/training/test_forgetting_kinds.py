@@ -13,9 +13,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from neuroreg.training import FinetuneModule, PatternDataModule
-from neuroreg.training.forgetting import KINDS, PreviousTask, forgetting_report, metric_kind
-from neuroreg.training.forgetting_output import write_forgetting
+from neuroreg.finetune import FinetuneModule
+from neuroreg.data import PatternDataModule
+from neuroreg.finetune.forgetting import KINDS, PreviousTask, forgetting_report, metric_kind
+from neuroreg.finetune.forgetting_output import write_forgetting
 
 DATA = dict(batch_size=4, image_size=32, num_workers=0, model_name="test_resnet")
 KW = dict(probe_sets=["kriegeskorte92"], reference="kriegeskorte92", image_size=32, batch_size=46)
@@ -49,7 +50,7 @@ def test_a_frozen_backbone_with_an_unconverged_head_is_not_reported_as_forgettin
     L.seed_everything(0, verbose=False)
     module = FinetuneModule("test_resnet", num_classes=6, strategy="linear_probe")
     _fit(module, patterns, 8, tmp_path)
-    with caplog.at_level(logging.WARNING, logger="neuroreg.training.forgetting"):
+    with caplog.at_level(logging.WARNING, logger="neuroreg.finetune.forgetting"):
         table = forgetting_report(module.start_model(), module.backbone, task_data=patterns, **KW)
     head = [r for r in table if r["metric"] == "finetuned_head_accuracy"]
     probe = _stages(table, "task_accuracy")

@@ -8,7 +8,8 @@ from conftest import make_tiny_net
 from neuroreg.alignment import CKALoss, RSALoss
 from neuroreg.errors import StimulusMismatchError, UnknownNameError
 from neuroreg.scoring import cka
-from neuroreg.training import BrainRegularizedModule, GratingsDataModule, capture_outputs, topk_accuracy
+from neuroreg.training import BrainRegularizedModule, capture_outputs, topk_accuracy
+from neuroreg.data import GratingsDataModule
 
 
 def _trainer(tmp_path, steps, **kw):
@@ -25,7 +26,7 @@ def _dm(brain, **kw):
 
 
 def _it_cka(model, brain, positions) -> float:
-    from neuroreg.preprocessing import preprocessing_of
+    from neuroreg.data.preprocessing import preprocessing_of
 
     model.eval()
     with torch.no_grad(), capture_outputs(model, {"IT": "IT"}) as acts:
@@ -129,7 +130,7 @@ def test_cosine_schedule_and_optimizers(tmp_path, brain):
 
 @pytest.mark.slow
 def test_trains_stochastic_vone_model(tmp_path, brain):
-    from neuroreg.training import build_model
+    from neuroreg.finetune import build_model
 
     def run():
         L.seed_everything(0)

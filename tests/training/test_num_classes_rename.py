@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from neuroreg.training import GratingsDataModule, GratingsDataset, PatternDataModule
+from neuroreg.data import GratingsDataModule, GratingsDataset, PatternDataModule
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SMALL = dict(n_train=16, n_val=8, batch_size=8, image_size=16)

@@ -5,7 +5,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from conftest import make_tiny_net
 from neuroreg.alignment import CKALoss
-from neuroreg.training import BrainRegularizedModule, GratingsDataModule
+from neuroreg.training import BrainRegularizedModule
+from neuroreg.data import GratingsDataModule
 
 TOTAL, KILL_AT = 11, 3  # 8 batches per epoch: the kill is mid-epoch and the run crosses an epoch boundary
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from neuroreg.scorecard import Scorecard
-from neuroreg.training import BrainRegularizedModule, GratingsDataModule, ScorecardCallback
+from neuroreg.scorecard.card import Scorecard
+from neuroreg.training import BrainRegularizedModule, ScorecardCallback
+from neuroreg.data import GratingsDataModule
 from neuroreg.training.scorecard_callback import preserve_training_state, read_curves
 
 from conftest import make_tiny_net
@@ -71,7 +72,7 @@ def test_rejects_bad_options():
 def test_tiny_cli_run_leaves_scorecard_and_tensorboard_curves(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from neuroreg.cli import main as neuroreg_main
+    from neuroreg.cli.main import main as neuroreg_main
     from test_cli import TINY
 
     def train(name):
@@ -106,7 +107,7 @@ def test_tiny_cli_run_leaves_scorecard_and_tensorboard_curves(tmp_path):
 
 
 def test_evaluate_run_compares_run_folders(tmp_path, capsys):
-    from neuroreg.cli import main as neuroreg_main
+    from neuroreg.cli.main import main as neuroreg_main
 
     for name, lr in (("w0", 0.05), ("w1", 0.2)):
         L.seed_everything(0, verbose=False)
@@ -140,7 +141,7 @@ def test_validation_images_reach_the_scorecard_in_zero_one(tmp_path):
     # the data module normalises with the model's mean/std; the scorecard must see the raw [0, 1] images
     from types import SimpleNamespace
 
-    from neuroreg.training import GratingsDataModule, GratingsDataset
+    from neuroreg.data import GratingsDataModule, GratingsDataset
 
     dm = GratingsDataModule(num_classes=4, n_train=8, n_val=8, batch_size=4, image_size=32, model_name="cornet_z",
                             seed=0)
@@ -188,10 +189,10 @@ def test_explicit_interval_overrides_the_rule():
 
 def test_prepared_inputs_give_the_scores_of_the_raw_inputs(tmp_path):
     # The periodic evaluation reads brain stimuli resized once and validation images read once; its numbers
-    # must be those of neuroreg.evaluate on the bundled set and the validation data set as they are.
+    # must be those of neuroreg.scorecard.evaluation on the bundled set and the validation data set as they are.
     from types import SimpleNamespace
 
-    from neuroreg.evaluate import evaluate
+    from neuroreg.scorecard.evaluation import evaluate
     from neuroreg.training.scorecard_callback import _ZeroOneImages
 
     net = make_tiny_net()

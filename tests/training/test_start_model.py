@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import neuroreg as nr
-from neuroreg.training.finetune_cli import cli_main
-from neuroreg.training.start_model import load_start_model
+from neuroreg.cli.finetune import cli_main
+from neuroreg.finetune.start_model import load_start_model
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CONFIG = ["--config", str(CONFIGS / "finetune_tiny.yaml")]
@@ -46,7 +46,7 @@ def test_a_run_started_with_num_classes_in_model_kwargs_can_start_the_next_run(t
 
 
 def test_a_checkpoint_start_takes_its_head_size_from_the_checkpoint_whatever_model_kwargs_say(tmp_path):
-    from neuroreg.training import FinetuneModule
+    from neuroreg.finetune import FinetuneModule
 
     module = FinetuneModule("cornet_z", num_classes=3)
     ckpt = tmp_path / "run.ckpt"

@@ -14,10 +14,10 @@ import yaml
 from sklearn.metrics import balanced_accuracy_score
 
 from neuroreg.errors import CheckpointError
-from neuroreg.training import PatternDataModule
-from neuroreg.training.finetune_cli import cli_main
-from neuroreg.training.forgetting import PreviousTask, forgetting_report
-from neuroreg.training.task_chain import previous_tasks, task_chain
+from neuroreg.data import PatternDataModule
+from neuroreg.cli.finetune import cli_main
+from neuroreg.finetune.forgetting import PreviousTask, forgetting_report
+from neuroreg.finetune.chain import previous_tasks, task_chain
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = str(CONFIGS / "finetune_tiny.yaml")
@@ -179,7 +179,7 @@ def test_a_config_that_points_into_its_own_chain_is_refused(tmp_path):
     ckpt.write_bytes(b"")
     (run / "splits.csv").write_text("image,split,label\n")
     (run / "config.yaml").write_text(yaml.safe_dump({"model": {"start_from": str(ckpt)},
-                                                     "data": {"class_path": "neuroreg.training.PatternDataModule"}}))
+                                                     "data": {"class_path": "neuroreg.data.PatternDataModule"}}))
     with pytest.raises(CheckpointError, match="loops back on itself"):
         task_chain(str(ckpt))
 
@@ -203,7 +203,7 @@ def _image_folder(root: Path, n_classes: int, per_class: int = 3, size: int = 40
     """``root/<class>/<i>.png``: pattern images, one class folder per pattern family."""
     from PIL import Image
 
-    from neuroreg.training.patterns import pattern_image
+    from neuroreg.data.patterns import pattern_image
 
     for c in range(n_classes):
         (root / f"class_{c}").mkdir(parents=True)
@@ -215,7 +215,7 @@ def _image_folder(root: Path, n_classes: int, per_class: int = 3, size: int = 40
 
 def test_original_data_uses_the_networks_own_evaluation_preprocessing(tmp_path):
     from neuroreg.errors import DataFormatError
-    from neuroreg.training.finetune_cli import _original_dataset
+    from neuroreg.cli.finetune import _original_dataset
 
     net = _net(4, 1)                                        # timm's test_resnet: 160 px, crop 0.95, mean/std 0.5
     data = _original_dataset(str(_image_folder(tmp_path / "orig", 3)), net)

@@ -8,7 +8,7 @@ import numpy as np
 
 from neuroreg.errors import ShapeError
 from neuroreg.scoring.factortopy.estimator import FactorTopy
-from neuroreg.table import ScoreTable
+from neuroreg.results.table import ScoreTable
 
 
 def compare_factortopy(before: FactorTopy, after: FactorTopy, *, levels: Mapping[str, float] | None = None,

@@ -17,8 +17,8 @@ from sklearn.base import BaseEstimator
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from neuroreg._checks import check_finite
-from neuroreg._modes import eval_mode
+from neuroreg._utils.checks import check_finite
+from neuroreg._utils.modes import eval_mode
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import ShapeError
 from neuroreg.scoring._inputs import sorted_positions
@@ -31,7 +31,7 @@ from neuroreg.scoring.factortopy.pooling import (_POOLINGS, N_LEVELS, _gaussian_
 from neuroreg.scoring.factortopy.ridge import _RIDGE_BLOCK, RIDGE_MEMORY, _plan_passes, _RidgeStats
 from neuroreg.scoring.factortopy.sources import _DictSource, _ModelSource
 from neuroreg.scoring.factortopy.summary import expected_depth, hierarchy_fit, layer_confidence
-from neuroreg.table import ScoreTable
+from neuroreg.results.table import ScoreTable
 
 
 class FactorTopy(BaseEstimator):

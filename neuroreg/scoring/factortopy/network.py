@@ -40,7 +40,7 @@ def factorized_readout(maps: Sequence[Tensor], align: Sequence[Tensor], layer_pr
       feature bilinearly sampled at ``u_i`` mixed with the map's global mean by ``a_i = scale``.
     * ``"gaussian"``: the average of the map under a normalised Gaussian window centred at
       ``u_i`` with SD :func:`scale_to_sd` ``(scale)`` as a fraction of the map side, the same
-      receptive-field model as :func:`neuroreg.brain.simulate.gaussian_windows`. It is read
+      receptive-field model as :func:`neuroreg.features.simulate.gaussian_windows`. It is read
       from a pyramid of ``K`` blurred copies of the map, interpolated trilinearly in x, y and
       log-SD (8 rows of a table per voxel, gathered with ``embedding_bag``), so the cost does
       not grow with the window size.

@@ -15,7 +15,7 @@ from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
-from neuroreg.figures import save_figure
+from neuroreg.results.figures import save_figure
 from neuroreg.scoring.factortopy.estimator import FactorTopy
 from neuroreg.scoring.factortopy.summary import DEFAULT_LEVELS, hierarchy_fit
 

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from neuroreg._capture import capture_outputs
-from neuroreg._checks import check_finite
+from neuroreg._utils.capture import capture_outputs
+from neuroreg._utils.checks import check_finite
 from neuroreg.brain.data import images_to_tensor
 from neuroreg.errors import ShapeError, UnknownNameError
-from neuroreg.features import resolve_layers
+from neuroreg.features.extraction import resolve_layers
 
 __all__: list[str] = []
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from neuroreg._checks import check_finite
+from neuroreg._utils.checks import check_finite
 from neuroreg.errors import ShapeError
 
 

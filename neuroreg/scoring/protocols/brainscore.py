@@ -43,8 +43,8 @@ from neuroreg.scoring._precision import scaled_by_pow2, unit_exponent
 from neuroreg.scoring._inputs import (MIN_TEST_PER_FOLD, WARN_TEST_PER_FOLD, aligned_brain, feature_ids,
                                       layer_matrix, layer_names, unit_groups)
 from neuroreg.scoring.columnwise import pearson_per_column
-from neuroreg.table import ScoreTable
-from neuroreg.selection import best_index, check_chosen_layers
+from neuroreg.results.table import ScoreTable
+from neuroreg.results.selection import best_index, check_chosen_layers
 
 __all__ = ["predictivity_brainscore", "brainscore_ceiling", "brainscore_normalize", "BRAINSCORE_VERSIONS"]
 

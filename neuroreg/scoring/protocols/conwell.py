@@ -42,8 +42,8 @@ from neuroreg.scoring._inputs import (aligned_brain, check_features_vary, check_
 from neuroreg.scoring.columnwise import pearson_per_column
 from neuroreg.scoring.compare import compare_rdms
 from neuroreg.scoring.rdm import rdm
-from neuroreg.table import ScoreTable
-from neuroreg.selection import flag_best_layers
+from neuroreg.results.table import ScoreTable
+from neuroreg.results.selection import flag_best_layers
 
 __all__ = ["versa_conwell", "crsa_targets", "conwell_projection_dim", "MIN_VOXELS"]
 

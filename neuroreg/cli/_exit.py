@@ -1,0 +1,167 @@
+"""Exit statuses of the ``neuroreg`` command and the one place that turns exceptions into them.
+
+Every command runs through :func:`run_guarded`: a user error (bad argument,
+unreadable input, unwritable output, busy run folder, missing feature) becomes
+one line on stderr and a documented exit status; anything else is a bug and
+keeps its traceback. ``--debug`` keeps the traceback for every error.
+
+=====  ==========================================================================
+ 0     success
+ 1     internal error (a bug): the traceback is printed
+ 2     usage error: bad option, value, configuration, model, layer or data shape
+ 3     not available: a device, optional dependency or command this install lacks
+ 4     input error: a file or folder is missing, unreadable, corrupt or foreign
+ 5     output error: a file or folder is in the target's way, it is unwritable, or the disk is full
+ 6     busy: the run folder or output file is held by another live process, or holds an earlier run
+ 130   interrupted (Ctrl-C)
+=====  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import textwrap
+from typing import Callable
+
+from neuroreg._utils.io import is_disk_full
+from neuroreg.errors import (CheckpointError, DataFormatError, NeuroregError, NotAvailableError, OutputError,
+                             RunLockedError)
+
+__all__ = ["EXIT_OK", "EXIT_BUG", "EXIT_USAGE", "EXIT_NOT_AVAILABLE", "EXIT_INPUT", "EXIT_OUTPUT", "EXIT_BUSY",
+           "EXIT_INTERRUPTED", "EXIT_STATUSES", "exit_status", "run_guarded", "condense"]
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USAGE = 2
+EXIT_NOT_AVAILABLE = 3
+EXIT_INPUT = 4
+EXIT_OUTPUT = 5
+EXIT_BUSY = 6
+EXIT_INTERRUPTED = 130
+
+#: status -> meaning (the table in docs/reliability.md and the README).
+EXIT_STATUSES = {
+    EXIT_OK: "success",
+    EXIT_BUG: "internal error (a bug): the traceback is printed",
+    EXIT_USAGE: "usage error: bad option, value, configuration, model, layer or data shape",
+    EXIT_NOT_AVAILABLE: "not available: a device, optional dependency or command this install lacks",
+    EXIT_INPUT: "input error: a file or folder is missing, unreadable, corrupt or foreign",
+    EXIT_OUTPUT: "output error: a file or folder is in the target's way, it is unwritable, or the disk is full",
+    EXIT_BUSY: "busy: the run folder or output file is held by another live process, or holds an earlier run",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+def _named(exc: BaseException, *names: str) -> bool:
+    return any(cls.__name__ in names for cls in type(exc).__mro__)
+
+
+def exit_status(exc: BaseException) -> int | None:
+    """The documented exit status of a user error, or None for a bug (which keeps its traceback)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, RunLockedError):
+        return EXIT_BUSY
+    if isinstance(exc, OutputError) or (isinstance(exc, Exception) and is_disk_full(exc)):
+        return EXIT_OUTPUT
+    if isinstance(exc, NotAvailableError):
+        return EXIT_NOT_AVAILABLE
+    if isinstance(exc, (CheckpointError, DataFormatError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                        PermissionError)):
+        return EXIT_INPUT
+    if isinstance(exc, (NeuroregError, ValueError, argparse.ArgumentError)):
+        return EXIT_USAGE
+    # Lightning's configuration errors (negative max_steps, unknown accelerator, ...), without importing it.
+    if _named(exc, "MisconfigurationException"):
+        return EXIT_USAGE
+    return None
+
+
+def _type_name(text: str) -> str:
+    """``<class 'int'>`` -> ``int``, ``<class 'NoneType'>`` -> ``None``, ``typing.Literal['a', 'b']`` ->
+    ``one of 'a', 'b'``; anything else as written."""
+    text = text.strip()
+    literal = re.fullmatch(r"(?:typing\.)?Literal\[(.*)\]", text)
+    if literal is not None:
+        return f"one of {literal.group(1)}"
+    names = [("None" if n == "NoneType" else n.rsplit(".", 1)[-1]) for n in re.findall(r"<class '([\w.]+)'>", text)]
+    return " or ".join(names) if names else text
+
+
+def _article(name: str) -> str:
+    if name.startswith("one of") or name == "None":
+        return ""
+    return "an " if name[:1].lower() in "aeiou" else "a "
+
+
+def _class_problem(option: str, body: str) -> str | None:
+    """A subclass option (``--data``) whose class_path or init_args were refused: the inner reason, with the
+    option spelled out down to the key (``--data.init_args.n_images``)."""
+    problem = re.search(r"Problem with given class_path '([^']+)':\n(.*?)(?=\n\s*- |\n\s*Given value|\Z)", body,
+                        re.S)
+    if problem is None:
+        return None
+    class_path, inner = problem.group(1), textwrap.dedent(problem.group(2)).strip()
+    if inner.startswith("Parser key"):
+        return condense(inner, lambda key: f"{option}.init_args.{key}")
+    unknown = re.match(r"Option '([^']+)' is not accepted", inner)
+    if unknown is not None:
+        return f"{option}.init_args: unknown option {unknown.group(1)!r} of {class_path}"
+    return f"{option}.class_path: {class_path!r}: {' '.join(inner.split())}"
+
+
+def condense(message: str, option_of: Callable[[str], str] | None = None) -> str:
+    """One line for a jsonargparse/argparse error ``message``: ``--option: expected <type>, got '<value>'``.
+
+    ``option_of`` maps a parser key (``model.lr``, ``batch_size``) to the option as typed (default ``--key``).
+    """
+    option_of = option_of or (lambda key: f"--{key}")
+    first, _, rest = message.strip().partition("\n")
+    found = re.match(r'Parser key "([^"]+)"(?: element (\d+))?:\s*(.*)', first)
+    if found is None:
+        return " ".join(message.split())
+    key, element, inline = found.groups()
+    option = option_of(key) + (f" (item {element})" if element else "")
+    body = "\n".join(part for part in (inline, rest) if part.strip())
+    nested = _class_problem(option_of(key), body)
+    if nested is not None:
+        return nested
+    given = re.search(r"(?:Given value|Got value): (.*)", body)
+    value = given.group(1).strip() if given else None
+    subtypes = re.search(r"Subtypes: \[(.*)\]", body)
+    if subtypes is not None and value is not None:
+        expected = " or ".join(_type_name(t) for t in re.split(r",\s*(?![^\[]*\])", subtypes.group(1)))
+        return f"{option}: expected {expected}, got {value!r}"
+    single = re.match(r"\s*Expected a (.+?)\. Got value: (.*)", body, re.S)
+    if single is not None:
+        name = _type_name(single.group(1))
+        return f"{option}: expected {_article(name)}{name}, got {single.group(2).strip()!r}"
+    return f"{option}: {' '.join(body.split())}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = condense(str(exc)) if isinstance(exc, argparse.ArgumentError) else " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def run_guarded(command: str, fn: Callable[[], int | None], *, debug: bool = False) -> int:
+    """Run ``fn``; map a user error to one stderr line and its exit status (see the module table).
+
+    A bug (an exception :func:`exit_status` does not know) is re-raised with its
+    traceback; with ``debug=True`` every error is re-raised.
+    """
+    try:
+        return int(fn() or 0)
+    except (Exception, KeyboardInterrupt) as exc:
+        status = exit_status(exc)
+        if debug or status is None:
+            raise
+        who = f"neuroreg {command}" if command else "neuroreg"
+        if status == EXIT_INTERRUPTED:
+            print(f"{who}: interrupted", file=sys.stderr)
+        else:
+            print(f"{who}: error: {_one_line(exc)}  (exit status {status}; --debug shows the traceback)",
+                  file=sys.stderr)
+        return status

@@ -1,0 +1,411 @@
+"""The scorecard: task accuracy, adversarial and corruption robustness, and brain scores for one or more models.
+
+>>> import neuroreg as nr
+>>> card = nr.evaluate({"cornet_z": m1, "vone_cornet_s": m2}, task_data=val_set,
+...                    brain_sets=["kriegeskorte92"], attacks=["pgd"])
+>>> card.summary()                 # one row per model
+>>> card.save("results/compare")   # report.html, report.md, CSV/JSON, figures, TensorBoard
+
+``nr.evaluate`` is :func:`evaluate`; the helpers (:func:`accuracy`,
+:func:`brain_scores`, :func:`summarize_brain`) are importable from this module
+(``from neuroreg.scorecard.evaluation import brain_scores``); :func:`summarize_brain` is defined in
+:mod:`neuroreg.scorecard.card`, whose summary row uses it.
+
+Every model sees its own preprocessing contract
+(:func:`neuroreg.data.preprocessing.preprocessing_of`): task images in [0, 1] are
+normalised inside, brain stimuli resized and normalised the same way.
+
+Progress: :func:`evaluate` shows one bar over its (model, section) steps when
+``progress`` is true (default: on a terminal only, like every neuroreg function
+with a ``progress`` argument), and logs a line at the start and end of every
+step (model, section, seconds) on the ``neuroreg.scorecard.evaluation`` logger at INFO level,
+silent unless a handler is configured (``logging.basicConfig(level="INFO")``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from neuroreg._utils.modes import eval_mode
+from neuroreg.scoring.classification import balanced_accuracy_from_confusion, confusion_matrix, topk_accuracy
+from neuroreg.brain import BrainData, NeuralStimulusSet, bundled_sets, load_algonauts2023, load_bundled, load_nsd
+from neuroreg.errors import UnknownNameError
+from neuroreg.features.extraction import extract
+from neuroreg.features.layers import LayerSweep, sweep_layers
+from neuroreg.data.preprocessing import Preprocessing, preprocessing_of
+from neuroreg.robustness import attack_suite, corruption_suite
+from neuroreg.robustness._data import as_loader
+from neuroreg.scorecard.card import SECTIONS, Scorecard, summarize_brain
+from neuroreg.scoring import FactorTopy, crsa, predictivity, rdm, versa
+from neuroreg.results.table import ScoreTable
+
+__all__ = ["Scorecard", "evaluate", "accuracy", "brain_scores", "factortopy_scores", "resolve_brain_set",
+           "summarize_brain", "SECTIONS"]
+
+_log = logging.getLogger(__name__)
+
+
+def resolve_brain_set(item) -> NeuralStimulusSet | BrainData:
+    """A bundled set name, ``"nsd:ROOT"`` / ``"algonauts2023:ROOT"`` (subject 1, images loaded),
+    a NeuralStimulusSet or a BrainData with stimulus images."""
+    if isinstance(item, str):
+        kind, sep, root = item.partition(":")
+        if sep and kind == "nsd":
+            return load_nsd(root, load_images=True)
+        if sep and kind == "algonauts2023":
+            return load_algonauts2023(root, load_images=True)
+        if item not in bundled_sets():
+            raise UnknownNameError(f"unknown brain set {item!r}; bundled sets: {sorted(bundled_sets())}, or "
+                                   "nsd:ROOT / algonauts2023:ROOT for voxel data")
+        return load_bundled(item)
+    if isinstance(item, (NeuralStimulusSet, BrainData)):
+        return item
+    raise TypeError(f"brain sets must be names, NeuralStimulusSet or BrainData; got {type(item).__name__}")
+
+
+def _device_of(model: nn.Module, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data, *, topk: Sequence[int] = (1, 5), mean=None, std=None,
+             batch_size: int = 64, device=None, model_name: str = "model", max_batches: int | None = None,
+             balanced: bool = True) -> ScoreTable:
+    """Top-k accuracy (and balanced top-1: mean per-class recall) on ``data``.
+
+    data: Dataset/DataLoader of ``(image (3, H, W) in [0, 1], label)`` or a tuple
+        ``(images, labels)``. Images are normalised inside with the model's
+        contract (``mean``/``std`` override it).
+    Rows: metric ``top{k}`` for each k not above the number of classes, and
+    ``balanced_top1``; split ``"test"``.
+    """
+    prep = preprocessing_of(model, mean=mean, std=std)
+    loader = as_loader(data, batch_size)
+    dev = _device_of(model, device)
+    correct = {k: 0 for k in topk}
+    confusion: torch.Tensor | None = None
+    n = 0
+    n_classes: int | None = None
+    with eval_mode(model):
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, y = x.to(dev), torch.as_tensor(y).to(dev)
+            logits = model(prep.normalize(x))
+            n_classes = logits.shape[1]
+            if int(y.max()) >= n_classes or int(y.min()) < 0:
+                raise ValueError(f"labels must be in [0, {n_classes - 1}] for a model with {n_classes} outputs; "
+                                 f"got labels in [{int(y.min())}, {int(y.max())}]")
+            for k in topk:
+                correct[k] += round(float(topk_accuracy(logits, y, k)) * y.shape[0])
+            conf = confusion_matrix(logits, y).cpu()
+            confusion = conf if confusion is None else confusion + conf
+            n += y.shape[0]
+    if n == 0 or confusion is None or n_classes is None:   # a batch with images sets all three
+        raise ValueError("data is empty: no images to evaluate")
+    table = ScoreTable()
+    for k in topk:
+        if k <= n_classes:
+            table.append(model=model_name, metric=f"top{k}", split="test", score=correct[k] / n, n_images=n)
+    if balanced:
+        table.append(model=model_name, metric="balanced_top1", split="test",
+                     score=float(balanced_accuracy_from_confusion(confusion)), n_images=n,
+                     n_classes_seen=int((confusion.sum(1) > 0).sum()))
+    return table
+
+
+def _with_depth(table: ScoreTable, sweep: LayerSweep, dataset: str) -> ScoreTable:
+    out = ScoreTable()
+    for row in table:
+        row["dataset"] = dataset
+        if row.get("layer") in sweep.depth:
+            row["depth"] = sweep.depth[row["layer"]]
+        out.append(**row)
+    return out
+
+
+def brain_scores(model: nn.Module, brain_sets: Sequence = ("kriegeskorte92",), *,
+                 layers: str | Sequence[str] | Mapping[str, str] | None = "all", max_layers: int | None = None,
+                 image_size: int | None = None, mean=None, std=None, batch_size: int = 32, device=None,
+                 model_name: str = "model", seed: int = 0, metrics: Sequence[str] = ("crsa", "versa", "predictivity"),
+                 notes: dict | None = None, rdms: dict | None = None, progress: bool | None = None) -> ScoreTable:
+    """Brain scores of ``model`` over a layer sweep, best layer picked on the train split, reported on test.
+
+    brain_sets: bundled names, ``nsd:ROOT``/``algonauts2023:ROOT``, NeuralStimulusSets
+        (scored with cRSA against every RDM set they hold) or BrainData with images
+        (voxel data: veRSA and encoding predictivity, whichever ``metrics`` name).
+    layers: ``"all"`` (every block/stage output, :func:`neuroreg.features.layers.sweep_layers`),
+        ``"areas"``, module names, or a dict label -> module. ``max_layers`` caps the
+        sweep with even spacing. Rows carry ``depth``: the layer's relative depth in [0, 1].
+    notes: optional dict filled with one sentence per data set saying what was run.
+    rdms: optional dict filled with ``dataset -> (layer, model RDM (n, n))`` at the best
+        test layer of the first RDM set, for figures.
+    """
+    prep = preprocessing_of(model, image_size, mean=mean, std=std)
+    sweep = sweep_layers(model, layers, max_layers=max_layers)
+    table = ScoreTable()
+    for item in brain_sets:
+        data = resolve_brain_set(item)
+        images = data.images_tensor()
+        if isinstance(data, NeuralStimulusSet):
+            feats = extract(model, images, sweep.layers, batch_size=batch_size, device=device, transform=prep,
+                            stimulus_ids=data.stimulus_ids, progress=progress)
+            part = _with_depth(crsa(feats, data, model=model_name, seed=seed, progress=progress), sweep, data.name)
+            table.extend(part)
+            if notes is not None:
+                notes[data.name] = (f"cRSA on {data.name}: {len(data.stimulus_ids)} stimuli, RDM sets "
+                                    f"{', '.join(data.rdms)}; {len(sweep)} layers ({sweep.source}) at "
+                                    f"{prep.image_size} px; best layer per subject chosen on the train half, "
+                                    "reported on the test half.")
+            if rdms is not None and len(part):
+                best = part.best(("dataset", "rdm_set", "region"))
+                if len(best):
+                    layer = best[0]["layer"]
+                    x = feats[layer].flatten(1).double()
+                    rdms[data.name] = (layer, np.asarray(rdm(x, metric="correlation")),
+                                       next(iter(data.rdms.values())).rdms.mean(0), next(iter(data.rdms)))
+            continue
+        # voxel data: features reduced by a seeded sparse random projection (veRSA's own step), bounded memory
+        feats = extract(model, images, sweep.layers, batch_size=batch_size, device=device, transform=prep,
+                        stimulus_ids=data.stimulus_ids, pool="srp", seed=seed, progress=progress)
+        ran = []
+        if "versa" in metrics:
+            table.extend(_with_depth(versa(feats, data, srp_dim=None, model=model_name, seed=seed,
+                                           progress=progress), sweep, data.name))
+            ran.append("veRSA")
+        if "predictivity" in metrics:
+            table.extend(_with_depth(predictivity(feats, data, srp_dim=None, model=model_name, seed=seed,
+                                                  progress=progress), sweep, data.name))
+            ran.append("encoding predictivity (10 splits, ceiling where repeats exist)")
+        if notes is not None:
+            notes[data.name] = (f"{' and '.join(ran) or 'nothing'} on {data.name}: {data.n_stimuli} stimuli x "
+                                f"{data.n_units} units; {len(sweep)} layers ({sweep.source}) at {prep.image_size} px, "
+                                "sparse random projection to 5,920 dims; veRSA best layer chosen on the train half, "
+                                "reported on the test half.")
+    return table
+
+
+def factortopy_scores(model: nn.Module, brain: BrainData, *, layers=None, max_layers: int = 6,
+                      image_size: int | None = None, model_name: str = "model", seed: int = 0, device=None,
+                      fit_kwargs: Mapping[str, Any] | None = None, batch_size: int = 32,
+                      maps_memory: int = 2 ** 31, progress: bool | None = None):
+    """Fit :class:`~neuroreg.scoring.FactorTopy` on voxel data; returns (summary ScoreTable, fitted FactorTopy).
+
+    layers: default the layer sweep capped at ``max_layers`` evenly spaced layers
+    (FactorTopy reads spatial maps of every layer, so it takes a handful).
+
+    The layers' maps are extracted once (:func:`neuroreg.extract`, ``batch_size`` images
+    at a time, ``seed`` seeding the noise of stochastic models) and the fit reads them
+    from memory, instead of running the network again for every batch of every epoch:
+    the same numbers for a deterministic network at a fraction of the cost. A stochastic
+    network's stimuli keep one noise draw each, the draw its brain-score sweep sees.
+    When the maps of all stimuli would take more than ``maps_memory`` bytes (float32; e.g.
+    NSD-sized stimulus sets at full resolution), the fit runs the network batch by batch
+    instead (every epoch), so only the preprocessed images and a batch of maps are held.
+    """
+    prep = preprocessing_of(model, image_size)
+    sweep = sweep_layers(model, layers if layers is not None else "all", max_layers=max_layers)
+    names = list(sweep.layers.values())
+    images = brain.images_tensor()
+    one = extract(model, images[:1], names, batch_size=1, device=device, transform=prep, seed=seed, progress=False)
+    needed = len(images) * sum(int(np.prod(one[name].shape[1:])) for name in names) * 4
+    ft = FactorTopy(names, seed=seed, device=device, progress=progress, **dict(fit_kwargs or {}))
+    if needed <= maps_memory:
+        feats = extract(model, images, names, batch_size=batch_size, device=device, transform=prep,
+                        stimulus_ids=brain.stimulus_ids, seed=seed, progress=progress)
+        ft.fit({name: feats[name] for name in names}, brain)
+    else:
+        ft.fit(model, brain, stimuli=prep(images))
+    table = ScoreTable()
+    for row in ft.summary(model=model_name):
+        row["dataset"] = brain.name
+        table.append(**row)
+    return table, ft
+
+
+def _as_models(model_or_models, model_name) -> dict[str, nn.Module]:
+    if isinstance(model_or_models, nn.Module):
+        name = model_name or getattr(model_or_models, "pretrained_cfg", {}).get("architecture") \
+            or type(model_or_models).__name__
+        return {str(name): model_or_models}
+    if isinstance(model_or_models, Mapping):
+        models = dict(model_or_models)
+    elif isinstance(model_or_models, (list, tuple)):
+        models = {}
+        for m in model_or_models:
+            if not isinstance(m, nn.Module):
+                raise TypeError(f"models must be nn.Modules; got {type(m).__name__}")
+            base = getattr(m, "pretrained_cfg", {}).get("architecture") or type(m).__name__
+            name, k = str(base), 2
+            while name in models:
+                name, k = f"{base}#{k}", k + 1
+            models[name] = m
+    else:
+        raise TypeError("model_or_models must be an nn.Module, a list of them or a dict name -> module; "
+                        f"got {type(model_or_models).__name__}")
+    if not models:
+        raise ValueError("no models to evaluate")
+    for name, m in models.items():
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"model {name!r} must be an nn.Module; got {type(m).__name__}")
+    return models
+
+
+def _describe_task(data) -> str:
+    n: int | str
+    try:
+        n = len(data[0]) if isinstance(data, tuple) else len(data.dataset if hasattr(data, "dataset") else data)
+    except TypeError:
+        n = "?"
+    return f"{n} labelled images ({type(data).__name__})"
+
+
+def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegeskorte92",), *,
+             sections: Sequence[str] | None = None, attacks: Sequence[str] | None = ("pgd",),
+             eps: Sequence[float] | None = None, norm: str = "Linf",
+             corruptions: str | Sequence[str] | None = None, severities: Sequence[int] = (1, 2, 3, 4, 5),
+             layers="all", max_layers: int | None = None, image_size: int | None = None,
+             model_name: str | None = None, device=None, batch_size: int = 64, seed: int = 0,
+             attack_kwargs: Mapping[str, Any] | None = None, corruption_kwargs: Mapping[str, Any] | None = None,
+             factortopy_kwargs: Mapping[str, Any] | None = None, factortopy_image_size: int | None = None,
+             progress: bool | None = None) -> Scorecard:
+    """Score one model or several side by side: task, attacks, corruptions, brain.
+
+    model_or_models: an ``nn.Module``, a list of them, or a dict name -> module.
+    task_data: Dataset/DataLoader of ``(image in [0, 1], label)`` or ``(images, labels)``;
+        needed for accuracy, attacks and corruptions.
+    brain_sets: bundled names (cRSA), ``nsd:ROOT``/``algonauts2023:ROOT`` or BrainData
+        (veRSA, encoding predictivity, FactorTopy when voxels have cortical coordinates).
+    sections: subset of :data:`neuroreg.scorecard.card.SECTIONS` ("accuracy", "attacks",
+        "corruptions", "brain", "factortopy"); default every section whose inputs are
+        given (attacks when ``attacks``, corruptions when ``corruptions``).
+    layers, max_layers: the layer sweep for brain scores (see :func:`brain_scores`).
+    image_size: run brain stimuli at this size instead of the model's own.
+    factortopy_kwargs: :class:`~neuroreg.scoring.FactorTopy` options (``max_epochs``, ``d``, ...).
+    factortopy_image_size: FactorTopy's stimulus size (default ``image_size``). FactorTopy
+        blurs every layer's full spatial maps in every epoch, so its cost grows with the
+        square of the image side: half the side costs about a sixth (measured in the demo).
+    progress: one bar over the (model, section) steps, and the scorers' own bars
+        (default: on a terminal only); every step is also logged (module docstring).
+
+    Returns a :class:`Scorecard` whose tables carry a ``model`` column; each
+    section records what it was run on (:attr:`Scorecard.ran_on`).
+    """
+    models = _as_models(model_or_models, model_name)
+    wanted = set(sections) if sections is not None else {
+        "accuracy", "brain", "factortopy", *(["attacks"] if attacks else []),
+        *(["corruptions"] if corruptions else [])}
+    unknown = wanted - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown sections {sorted(unknown)}; choose among {list(SECTIONS)}")
+    if task_data is None and wanted & {"accuracy", "attacks", "corruptions"} and sections is not None:
+        raise ValueError(f"sections {sorted(wanted & {'accuracy', 'attacks', 'corruptions'})} need task_data")
+    card = Scorecard(models=list(models))
+    resolved = [resolve_brain_set(b) for b in (brain_sets or ())] if wanted & {"brain", "factortopy"} else []
+    voxel_sets = [b for b in resolved if isinstance(b, BrainData) and "coords" in b.unit_info]
+    no_coords = [b.name for b in resolved if isinstance(b, BrainData) and "coords" not in b.unit_info]
+    plan: list[str] = [s for s in ("accuracy", "attacks", "corruptions") if task_data is not None and s in wanted
+                       and (s != "attacks" or attacks) and (s != "corruptions" or corruptions)]
+    plan += [f"brain {_set_name(b)}" for b in resolved] if "brain" in wanted else []
+    plan += [f"factortopy {b.name}" for b in voxel_sets] if "factortopy" in wanted else []
+    ft_size = factortopy_image_size if factortopy_image_size is not None else image_size
+    steps = _Steps(len(models) * len(plan), progress)
+    with contextlib.ExitStack() as stack:
+        stack.callback(steps.close)
+        for name, model in models.items():
+            stack.enter_context(eval_mode(model))  # each model back in its own modes at the end
+            prep: Preprocessing = preprocessing_of(model, image_size)
+            card.preprocessing[name] = prep.to_dict()
+            if "accuracy" in plan:
+                with steps.step(name, "accuracy"):
+                    card.add("accuracy", accuracy(model, task_data, batch_size=batch_size, device=device,
+                                                  model_name=name),
+                             ran_on={name: f"{_describe_task(task_data)}; top-1/top-5 and balanced top-1"})
+            if "attacks" in plan and attacks:
+                kw = dict(attack_kwargs or {})
+                with steps.step(name, "attacks", ", ".join(attacks)):
+                    table: ScoreTable = attack_suite(model, task_data, attacks=list(attacks), eps=eps, norm=norm,
+                                                     batch_size=batch_size, seed=seed, model_name=name, **kw)
+                stochastic = any(r.get("attack") == "eotpgd" for r in table)
+                card.add("attacks", table, ran_on={name: (
+                    f"{_describe_task(task_data)}; {', '.join(attacks)} ({norm}), eps "
+                    f"{', '.join(f'{e * 255:.3g}/255' if norm == 'Linf' else f'{e:.3g}' for e in sorted({r['eps'] for r in table if r.get('eps') is not None}))}"
+                    f"{'; stochastic model: EOT-PGD added' if stochastic else ''}; sanity checks run")})
+            if "corruptions" in plan and corruptions:
+                with steps.step(name, "corruptions"):
+                    table = corruption_suite(model, task_data, corruptions=corruptions, severities=severities,
+                                             batch_size=batch_size, seed=seed, model_name=name,
+                                             **dict(corruption_kwargs or {}))
+                names = sorted({r["corruption"] for r in table if r.get("corruption") not in (None, "none")})
+                card.add("corruptions", table, ran_on={name: (
+                    f"{_describe_task(task_data)}; {len(names)} corruptions x severities "
+                    f"{', '.join(map(str, severities))}")})
+            if resolved and "brain" in wanted:
+                notes: dict[str, str] = {}
+                rdms: dict = {}
+                table = ScoreTable()
+                for data in resolved:
+                    with steps.step(name, f"brain {_set_name(data)}"):
+                        table.extend(brain_scores(model, [data], layers=layers, max_layers=max_layers,
+                                                  image_size=image_size, batch_size=batch_size, device=device,
+                                                  model_name=name, seed=seed, notes=notes, rdms=rdms,
+                                                  progress=progress))
+                card.add("brain", table, ran_on={name: " ".join(notes.values())})
+                for ds, value in rdms.items():
+                    card.rdms[(name, ds)] = value
+            if no_coords and "factortopy" in wanted:
+                card.ran_on.setdefault("factortopy", {})[name] = (
+                    f"not run on {', '.join(no_coords)}: FactorTopy needs cortical coordinates "
+                    "(unit_info['coords']) for every voxel")
+            if voxel_sets and "factortopy" in wanted:
+                for data in voxel_sets:
+                    with steps.step(name, f"factortopy {data.name}"):
+                        table, ft = factortopy_scores(model, data, image_size=ft_size, model_name=name,
+                                                      seed=seed, device=device, fit_kwargs=factortopy_kwargs,
+                                                      batch_size=batch_size, progress=progress)
+                    card.add("factortopy", table, ran_on={name: (
+                        f"FactorTopy on {data.name}: {data.n_stimuli} stimuli x {data.n_units} voxels with cortical "
+                        f"coordinates; layers {', '.join(ft.layers_)} at "
+                        f"{preprocessing_of(model, ft_size).image_size} px; {ft.n_epochs_} epochs "
+                        f"(best {ft.best_epoch_ + 1})")})
+                    card.fits[(name, data.name)] = ft
+    return card
+
+
+def _set_name(data: NeuralStimulusSet | BrainData) -> str:
+    return str(getattr(data, "name", "") or type(data).__name__)
+
+
+class _Steps:
+    """One bar over :func:`evaluate`'s (model, section) steps, and a log line at the start and end of each."""
+
+    def __init__(self, total: int, progress: bool | None) -> None:
+        self.total, self.done = total, 0
+        self.start = time.perf_counter()
+        self.bar = tqdm(total=total, desc="evaluate", unit="step", disable=None if progress is None else not progress)
+
+    @contextlib.contextmanager
+    def step(self, model: str, section: str, detail: str = "") -> Iterator[None]:
+        self.bar.set_description(f"{model}: {section}")
+        _log.info("[%d/%d] %s: %s%s ...", self.done + 1, self.total, model, section, f" ({detail})" if detail else "")
+        tic = time.perf_counter()
+        yield
+        self.done += 1
+        self.bar.update(1)
+        _log.info("[%d/%d] %s: %s done in %.1f s (%.0f s since the first step)", self.done, self.total, model,
+                  section, time.perf_counter() - tic, time.perf_counter() - self.start)
+
+    def close(self) -> None:
+        self.bar.close()

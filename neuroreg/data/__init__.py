@@ -56,12 +56,5 @@ _EXPORTS = {
     "read_splits": "neuroreg.data.splits",
     "write_splits": "neuroreg.data.splits",
 }
-__all__ = [
-    "Preprocessing", "preprocessing_of", "AlignedDataModule", "GratingsDataModule", "ImageFolderDataModule",
-    "ImageNetDataModule", "GratingsDataset", "NeuralStimuli", "load_neural_stimuli", "EuroSATDataModule",
-    "EUROSAT_CLASSES", "find_eurosat_folder", "ISIC2019DataModule", "ISIC2019_CLASSES", "read_isic2019_table",
-    "PATTERN_CLASSES", "pattern_image", "PatternDataModule", "JointSampler", "ResumableLoader",
-    "SplitImageDataModule", "TableImages", "PILLoader", "check_readable", "SPLITS", "SPLIT_VALUES", "split_table",
-    "check_split_classes", "read_splits", "write_splits",
-]
+__all__ = list(_EXPORTS)
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

@@ -33,9 +33,5 @@ _EXPORTS = {
     "SparseRandomProjection": "neuroreg.features.projection",
     "jl_min_dim": "neuroreg.features.projection",
 }
-__all__ = [
-    "simulate_voxels", "expected_split_half_ceiling", "gaussian_windows", "DEFAULT_ROIS", "extract", "Features",
-    "resolve_layers", "EXTRACT_VERSION", "LayerSweep", "sweep_layers", "srp_matrix", "sparse_random_projection",
-    "SparseRandomProjection", "jl_min_dim",
-]
+__all__ = list(_EXPORTS)
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

@@ -78,14 +78,5 @@ _EXPORTS = {
     "chain_root": "neuroreg.finetune.chain",
     "accuracy_matrix": "neuroreg.finetune.chain",
 }
-__all__ = [
-    "build_model", "FinetuneModule", "STRATEGIES", "trainable_parameter_names", "PreviousTask",
-    "forgetting_report", "model_preprocess", "with_head_of", "metric_kind", "KINDS", "HEAD_METRICS",
-    "NEAR_CHANCE_MARGIN", "model_fingerprint", "dataset_fingerprint", "stable_repr", "start_side_key",
-    "load_start_side", "save_start_side", "write_forgetting", "forgetting_markdown", "forgetting_warnings",
-    "log_forgetting", "plot_cka_drift", "plot_brain_change", "plot_accuracy_change", "plot_accuracy_matrix",
-    "StartModel", "load_start_model", "classifier_name", "run_configs", "start_is_random", "is_checkpoint_path",
-    "PRETRAINED_STARTS", "ChainRun", "task_chain", "task_name", "task_names", "data_set_name", "previous_tasks",
-    "chain_root", "accuracy_matrix",
-]
+__all__ = list(_EXPORTS)
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

@@ -27,8 +27,5 @@ _EXPORTS = {
     "ScoreTable": "neuroreg.results.table",
     "SCORE_COLUMNS": "neuroreg.results.table",
 }
-__all__ = [
-    "save_figure", "markdown_table", "write_table", "plot_layer_profile", "round_for_reading", "Report",
-    "best_index", "flag_best_layers", "check_chosen_layers", "ScoreTable", "SCORE_COLUMNS",
-]
+__all__ = list(_EXPORTS)
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

@@ -29,9 +29,5 @@ _EXPORTS = {
     "plot_rdm_pair": "neuroreg.scorecard.report",
     "write_scorecard": "neuroreg.scorecard.report",
 }
-__all__ = [
-    "Scorecard", "evaluate", "accuracy", "brain_scores", "factortopy_scores", "resolve_brain_set",
-    "summarize_brain", "SECTIONS", "summary_table", "plot_comparison", "plot_depth_profile", "plot_rdm_pair",
-    "write_scorecard",
-]
+__all__ = list(_EXPORTS)
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

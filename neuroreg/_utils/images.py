@@ -13,6 +13,38 @@ from neuroreg.errors import ShapeError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
+#: ImageNet per-channel pixel statistics (RGB, images in [0, 1]): timm's and torchvision's defaults.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+def resize_images(x: torch.Tensor, size: int | tuple[int, int], *, interpolation: str = "bilinear",
+                  clamp: bool = True) -> torch.Tensor:
+    """The one image resize: ``(..., C, H, W)`` -> ``(..., C, S, S)`` (or ``size=(H', W')``), antialiased.
+
+    interpolation: "bilinear", "bicubic" or "nearest" (another name falls back to
+    bilinear, as timm configs may name PIL-only filters); clamp: clip to [0, 1]
+    afterwards (bicubic overshoots). Computed in float32, returned in ``x``'s dtype;
+    a no-op when ``x`` is already at ``size``.
+    """
+    hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if min(hw) < 1:
+        raise ValueError(f"size must be a positive number of pixels; got {size}")
+    if x.ndim < 3:
+        raise ShapeError(f"images must be (..., C, H, W); got shape {tuple(x.shape)}")
+    if tuple(x.shape[-2:]) == hw:
+        return x
+    lead = x.shape[:-3]
+    flat = x.reshape(-1, *x.shape[-3:]).float()
+    mode = interpolation if interpolation in _INTERPOLATIONS else "bilinear"
+    kw = {"align_corners": False, "antialias": True} if mode != "nearest" else {}
+    out = F.interpolate(flat, size=hw, mode=mode, **kw)
+    if clamp:
+        out = out.clamp_(0, 1)
+    return out.reshape(*lead, *out.shape[-3:]).to(x.dtype)
+
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files under ``folder`` (recursive), sorted by path; clear errors for a missing or empty folder."""
@@ -40,10 +72,7 @@ def images_to_tensor(images, size: int | None = None) -> torch.Tensor:
     else:
         x = x.float()
     if size is not None:
-        if int(size) < 1:
-            raise ValueError(f"size must be a positive number of pixels; got {size}")
-        x = F.interpolate(x, size=(int(size), int(size)), mode="bilinear", align_corners=False,
-                          antialias=True).clamp_(0, 1)
+        x = resize_images(x, int(size))
     return x
 
 

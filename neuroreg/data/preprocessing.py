@@ -19,15 +19,12 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuroreg._utils.images import IMAGENET_MEAN, IMAGENET_STD, resize_images
 from neuroreg.errors import UnknownNameError
 
 __all__ = ["Preprocessing", "preprocessing_of"]
-
-_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
-
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -40,8 +37,8 @@ class Preprocessing:
     """
 
     input_size: tuple[int, int, int] = (3, 224, 224)
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
 
@@ -71,15 +68,7 @@ class Preprocessing:
 
     def resize(self, x: Tensor) -> Tensor:
         """``(..., C, H, W)`` in [0, 1] -> ``(..., C, S, S)`` (antialiased, clamped to [0, 1]); no-op at size."""
-        size = (self.input_size[-2], self.input_size[-1])
-        if tuple(x.shape[-2:]) == size:
-            return x
-        lead = x.shape[:-3]
-        flat = x.reshape(-1, *x.shape[-3:]).float()
-        mode = self.interpolation if self.interpolation in _INTERPOLATIONS else "bilinear"
-        kw = {"align_corners": False, "antialias": True} if mode != "nearest" else {}
-        out = F.interpolate(flat, size=size, mode=mode, **kw).clamp_(0, 1)
-        return out.reshape(*lead, *out.shape[-3:]).to(x.dtype)
+        return resize_images(x, (self.input_size[-2], self.input_size[-1]), interpolation=self.interpolation)
 
     def normalize(self, x: Tensor) -> Tensor:
         """``(x - mean) / std`` over the channel axis (-3) of ``(..., C, H, W)``; differentiable."""

@@ -30,6 +30,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 from torchvision.models import alexnet
 
+from neuroreg._utils.images import IMAGENET_MEAN, IMAGENET_STD
 from neuroreg.errors import UnknownNameError
 from neuroreg.models._intermediates import TimmModelAPI
 from neuroreg.models.areas import area_layers
@@ -43,14 +44,12 @@ __all__ = ["create_model", "list_models", "area_layers", "NEUROREG_MODELS", "def
            "cornet_z", "cornet_r", "cornet_s", "vone_resnet50", "vone_cornet_s", "vone_alexnet",
            "efficientnet_lite0_imagenet"]
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 _HALF = (0.5, 0.5, 0.5)   # VOneNet normalization
 
 
 def _cfg(**kwargs) -> dict:
     cfg = dict(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
-               interpolation="bilinear", mean=_IMAGENET_MEAN, std=_IMAGENET_STD)
+               interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
     cfg.update(kwargs)
     return cfg
 

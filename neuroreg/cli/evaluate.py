@@ -130,17 +130,12 @@ def _load_run(folder: Path):
 
 
 def _write(card, out: Path, runs) -> int:
-    from neuroreg.training.scorecard_callback import read_curves  # local: loads Lightning
+    from neuroreg.training.callbacks.curves import read_curves  # local: loads pandas (the scorecard)
     curves = [row for r in runs for row in read_curves(r)]
     if curves:
-        import matplotlib.pyplot as plt  # local: only when there are curves to plot
-
-        from neuroreg.training.scorecard_curves import plot_curves  # local: loads Lightning and pyplot
-        out.mkdir(parents=True, exist_ok=True)
-        fig = plot_curves(curves)
-        fig.savefig(out / "curves.png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        card.figures.append((str(out / "curves.png"), "Scores along training, one line per run.", "curves"))
+        from neuroreg.training.callbacks.curves_figure import write_curves_figure  # local: loads pyplot
+        card.figures.append((str(write_curves_figure(curves, out)), "Scores along training, one line per run.",
+                             "curves"))
     paths = card.save(out)
     print(card.summary().round(3).to_string(index=False))
     print(f"wrote {paths['html']} and {paths['summary']}")

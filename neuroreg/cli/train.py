@@ -36,7 +36,7 @@ from neuroreg.errors import OutputError
 from neuroreg.training.checkpointing import LOCK_NAME, AtomicCheckpointIO, ResumableCheckpoint, resolve_resume_path
 from neuroreg.data.folders import AlignedDataModule
 from neuroreg.training.module import BrainRegularizedModule
-from neuroreg.training.scorecard_callback import ScorecardCallback
+from neuroreg.training.callbacks.scorecard import ScorecardCallback
 
 __all__ = ["NeuroregCLI", "cli_main", "build_cli", "fit_cli", "add_arguments", "run", "run_cli",
            "lightning_subcommand"]
@@ -44,7 +44,7 @@ __all__ = ["NeuroregCLI", "cli_main", "build_cli", "fit_cli", "add_arguments", "
 
 class NeuroregCLI(LightningCLI):
     """LightningCLI with a checkpoint callback under the run's root, ``--ckpt_path`` and the run's scorecard
-    (``--scorecard.*``, :class:`~neuroreg.training.scorecard_callback.ScorecardCallback`).
+    (``--scorecard.*``, :class:`~neuroreg.training.callbacks.ScorecardCallback`).
 
     :func:`fit_cli` runs every command built on it (``train``, ``finetune``) the same way: run folder locked,
     resume point resolved, :meth:`before_fit`, ``trainer.fit``, :meth:`after_fit`, lock released.

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from neuroreg.scorecard.card import Scorecard
 from neuroreg.training import BrainRegularizedModule, ScorecardCallback
 from neuroreg.data import GratingsDataModule
-from neuroreg.training.scorecard_callback import preserve_training_state, read_curves
+from neuroreg.training.callbacks import preserve_training_state, read_curves
 
 from conftest import make_tiny_net
 
@@ -193,7 +193,7 @@ def test_prepared_inputs_give_the_scores_of_the_raw_inputs(tmp_path):
     from types import SimpleNamespace
 
     from neuroreg.scorecard.evaluation import evaluate
-    from neuroreg.training.scorecard_callback import _ZeroOneImages
+    from neuroreg.training.callbacks.scorecard_inputs import ZeroOneImages
 
     net = make_tiny_net()
     net.pretrained_cfg = {"input_size": (3, 64, 64)}    # the 175 px stimuli are resized to the model's 64 px
@@ -204,7 +204,7 @@ def test_prepared_inputs_give_the_scores_of_the_raw_inputs(tmp_path):
     module = BrainRegularizedModule(net, lr=0.05, scheduler="none")
     cards = [cb._evaluate(trainer, module, periodic=True) for _ in range(2)]   # the second reuses the inputs
     assert isinstance(cb._task_cache, tuple) and cb._brain_cache[0].images.shape == (92, 3, 64, 64)
-    ref = evaluate({"m": net}, _ZeroOneImages(dm._val, dm.mean_std), brain_sets=["kriegeskorte92"],
+    ref = evaluate({"m": net}, ZeroOneImages(dm._val, dm.mean_std), brain_sets=["kriegeskorte92"],
                    sections=["accuracy", "brain", "attacks"], attacks=["pgd"], eps=[4 / 255], max_layers=2,
                    attack_kwargs={"pgd_steps": 5, "sanity": False, "progress": False, "n_draws": 1, "eot_iter": 2},
                    batch_size=8, seed=0, progress=False)

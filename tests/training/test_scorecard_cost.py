@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from neuroreg.robustness import attack_suite
-from neuroreg.training.scorecard_cost import (attack_passes, default_interval, periodic_evaluation_cost,
+from neuroreg.training.callbacks.scorecard_cost import (attack_passes, default_interval, periodic_evaluation_cost,
                                               training_batch_cost)
 
 from conftest import make_tiny_net

@@ -1,13 +1,20 @@
-"""Figures of scores along training: one panel per TensorBoard tag, one line per run."""
+"""``curves.png``: scores along training, one panel per TensorBoard tag, one line per run.
+
+The one drawing of the curves, used by the scorecard callback at the end of a run
+and by ``neuroreg evaluate --run A B`` for several runs side by side.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Iterable, Mapping
 
+import matplotlib.pyplot as plt
 
-import matplotlib.pyplot as plt  # noqa: E402
+from neuroreg.results.figures import save_figure
 
-__all__ = ["plot_curves"]
+__all__ = ["plot_curves", "write_curves_figure"]
 
 
 def plot_curves(rows: Iterable[Mapping]) -> plt.Figure:
@@ -37,3 +44,11 @@ def plot_curves(rows: Iterable[Mapping]) -> plt.Figure:
     axes.flat[0].legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
+
+
+def write_curves_figure(rows: Iterable[Mapping], folder: str | os.PathLike) -> Path:
+    """Draw ``rows`` (:func:`plot_curves`) into ``folder/curves.png`` (110 dpi, through
+    :func:`neuroreg.results.figures.save_figure`); returns the path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_figure(plot_curves(rows), folder / "curves.png", dpi=110)

@@ -10,7 +10,7 @@ files as ``neuroreg evaluate``. Along the way a cheaper configuration runs
 (brain scores over a few layers, a short PGD at one budget on a capped number of
 validation images): by default every ``k`` epochs, the smallest ``k`` at which
 its estimated cost is at most ``periodic_budget`` (5 %) of the training's
-(:mod:`neuroreg.training.scorecard_cost`: counted in pixel-passes, so the steps
+(:mod:`neuroreg.training.callbacks.scorecard_cost`: counted in pixel-passes, so the steps
 do not depend on timing), or every ``every_n_epochs`` epochs / ``every_n_steps``
 steps when either is given. What is constant over the run (the brain stimuli at
 the model's input size, the validation images of the periodic evaluation) is
@@ -33,112 +33,26 @@ on rank 0 while the other ranks wait at a barrier.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import csv
-import dataclasses
-import io
 import math
-import os
-import random
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from torch.utils.data import Dataset
 
-from neuroreg._utils.io import atomic_write_text
-from neuroreg.brain import BrainData, NeuralStimulusSet
-from neuroreg.data.preprocessing import Preprocessing, preprocessing_of
-from neuroreg.scorecard.card import summarize_brain
+from neuroreg.data.preprocessing import preprocessing_of
 from neuroreg.results.table import ScoreTable
-from neuroreg.data.folders import _dataset_len
-from neuroreg.training.scorecard_cost import default_interval, periodic_evaluation_cost, training_batch_cost
+from neuroreg.training.callbacks.curves import curve_tags, write_curves
+from neuroreg.training.callbacks.scorecard_cost import (default_interval, periodic_evaluation_cost,
+                                                        training_batch_cost)
+from neuroreg.training.callbacks.scorecard_inputs import Normalized, at_input_size, validation_images
+from neuroreg.training.callbacks.training_state import preserve_training_state
 
-__all__ = ["ScorecardCallback", "preserve_training_state", "curve_tags"]
-
-_CURVE_FIELDS = ("model", "step", "epoch", "tag", "value")
-
-
-@contextlib.contextmanager
-def preserve_training_state(model: nn.Module) -> Iterator[None]:
-    """Run a block without leaving a trace on training: RNG states (torch CPU/CUDA, numpy, Python),
-    every submodule's train/eval mode and every parameter's ``requires_grad`` are restored on exit."""
-    torch_state = torch.get_rng_state()
-    cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    modes = [(m, m.training) for m in model.modules()]
-    grads = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in grads:
-            p.requires_grad_(False)
-        with torch.inference_mode(False), torch.enable_grad():
-            yield
-    finally:
-        for p, flag in grads:
-            p.requires_grad_(flag)
-        for m, flag in modes:
-            m.training = flag
-        torch.set_rng_state(torch_state)
-        if cuda_state is not None:
-            torch.cuda.set_rng_state_all(cuda_state)
-        np.random.set_state(np_state)
-        random.setstate(py_state)
-
-
-class _ZeroOneImages(Dataset):
-    """A validation set seen as ``(image in [0, 1], label)``: undoes the data module's mean/std."""
-
-    def __init__(self, base: Dataset, mean_std, indices: Sequence[int] | None = None) -> None:
-        self.base, self.indices = base, None if indices is None else list(indices)
-        if mean_std is None:
-            self.mean = self.std = None
-        else:
-            self.mean = torch.tensor(mean_std[0], dtype=torch.float32).view(-1, 1, 1)
-            self.std = torch.tensor(mean_std[1], dtype=torch.float32).view(-1, 1, 1)
-
-    def __len__(self) -> int:
-        return _dataset_len(self.base, "base") if self.indices is None else len(self.indices)
-
-    def __getitem__(self, i: int):
-        x, y = self.base[i if self.indices is None else self.indices[i]]
-        x = torch.as_tensor(x, dtype=torch.float32)
-        if self.mean is not None and self.std is not None:     # both set, or neither
-            x = x * self.std + self.mean
-        return x.clamp(0.0, 1.0), int(y)
-
-
-def _eps_label(eps: float, norm: str) -> str:
-    return f"eps{eps * 255:.3g}" if norm == "Linf" else f"l2_{eps:.3g}"
-
-
-def curve_tags(card) -> dict[str, float]:
-    """TensorBoard tag -> value of a scorecard: ``clean/top1``, ``robust/<attack>_eps<k>`` (the minimum over
-    attacks' draws at that budget), ``brain/<dataset>/<rdm set or region>/<metric>`` (test half of the
-    train-chosen layer, mean over subjects)."""
-    out: dict[str, float] = {}
-    for r in card.sections.get("accuracy", ()):
-        if r["metric"] in ("top1", "balanced_top1", "top5"):
-            out[f"clean/{r['metric']}"] = float(r["score"])
-    for r in card.sections.get("attacks", ()):
-        if r.get("metric") != "accuracy" or r.get("eps") in (None, 0) or not r.get("attack"):
-            continue
-        norm = str(r.get("norm") or "Linf")
-        tag = f"robust/{r['attack']}_{_eps_label(float(r['eps']), norm)}"
-        out[tag] = min(out.get(tag, float("inf")), float(r["score"]))
-    brain = card.sections.get("brain")
-    if brain is not None and len(brain):
-        for r in summarize_brain(brain):
-            where = r.get("rdm_set") or r.get("region")
-            out[f"brain/{r.get('dataset')}/{where}/{r['metric']}"] = float(r["score"])
-    return out
+__all__ = ["ScorecardCallback"]
 
 
 class ScorecardCallback(Callback):
@@ -153,7 +67,7 @@ class ScorecardCallback(Callback):
         When both are None (the default), the interval is derived at the first
         training batch: every k epochs, the smallest k at which one periodic
         evaluation's estimated cost is at most ``periodic_budget`` of the training
-        cost of k epochs (:func:`neuroreg.training.scorecard_cost.default_interval`;
+        cost of k epochs (:func:`neuroreg.training.callbacks.scorecard_cost.default_interval`;
         pixel-passes, not timing, so reruns evaluate at the same steps). Giving
         either one (a number, or 0/None for off) replaces the rule; both 0: no
         periodic evaluation.
@@ -236,34 +150,17 @@ class ScorecardCallback(Callback):
         return getattr(pl_module, "backbone", pl_module)
 
     def _task_data(self, trainer: L.Trainer, max_images: Optional[int]):
-        dm = getattr(trainer, "datamodule", None)
-        if dm is None:
-            return None
-        base = getattr(dm, "_val", None) or getattr(dm, "val_dataset", None)
-        if base is None:
-            return None
-        mean_std = getattr(dm, "mean_std", None)  # (mean, std) the module normalised with, or None
-        if callable(mean_std):
-            mean_std = mean_std()
-        indices = None
-        if max_images is not None and max_images < len(base):
-            gen = torch.Generator().manual_seed(self.seed)
-            indices = sorted(torch.randperm(len(base), generator=gen)[:max_images].tolist())
-        return _ZeroOneImages(base, mean_std, indices)
+        return validation_images(getattr(trainer, "datamodule", None), max_images, self.seed)
 
     # ------------------------------------------------------------------ inputs prepared once per fit
     def _brain_sets(self, model: nn.Module) -> list:
-        """The brain sets, loaded once, their stimuli resized once to the model's input size.
-
-        The scoring path resizes each stimulus with the model's contract before it
-        normalises; on a stimulus already at that size the resize is a no-op, so
-        the scores are those of the original images, bit for bit.
-        """
+        """The brain sets, loaded once, their stimuli resized once to the model's input size
+        (:func:`~neuroreg.training.callbacks.scorecard_inputs.at_input_size`)."""
         from neuroreg.scorecard.evaluation import resolve_brain_set  # local: loads neuroreg.robustness (kornia, torchattacks)
 
         if self._brain_cache is None:
             prep = preprocessing_of(model)
-            self._brain_cache = [_at_input_size(resolve_brain_set(b), prep) for b in self.brain_sets]
+            self._brain_cache = [at_input_size(resolve_brain_set(b), prep) for b in self.brain_sets]
         return self._brain_cache
 
     def _periodic_task(self, trainer: L.Trainer):
@@ -314,7 +211,7 @@ class ScorecardCallback(Callback):
     # ------------------------------------------------------------------ when
     def periodic_cost(self, trainer: L.Trainer, pl_module: L.LightningModule) -> int:
         """Estimated pixel-passes of one periodic evaluation of this run
-        (:func:`neuroreg.training.scorecard_cost.periodic_evaluation_cost`)."""
+        (:func:`neuroreg.training.callbacks.scorecard_cost.periodic_evaluation_cost`)."""
         from neuroreg.robustness.wrapper import is_stochastic  # local: loads neuroreg.robustness, as evaluate does
 
         model = self._backbone(pl_module)
@@ -330,7 +227,7 @@ class ScorecardCallback(Callback):
                 if self.periodic_attack:
                     device = next((p.device for p in model.parameters()), torch.device("cpu"))
                     with torch.no_grad():
-                        stochastic = is_stochastic(_Normalized(model, prep), x.to(device))
+                        stochastic = is_stochastic(Normalized(model, prep), x.to(device))
         return periodic_evaluation_cost(brain_stimuli=brain, n_images=n_images, image_pixels=pixels,
                                         attack=self.periodic_attack if n_images else None,
                                         steps=self.periodic_steps, eot_iter=_PERIODIC_EOT_ITER,
@@ -372,13 +269,7 @@ class ScorecardCallback(Callback):
         return tags
 
     def _write_curves(self, trainer: L.Trainer) -> Path:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=_CURVE_FIELDS)
-        w.writeheader()
-        w.writerows(self.curves_)
-        folder = self.output_folder(trainer)
-        folder.mkdir(parents=True, exist_ok=True)
-        return atomic_write_text(folder / "curves.csv", buf.getvalue())
+        return write_curves(self.curves_, self.output_folder(trainer))
 
     def _periodic(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = int(trainer.global_step)
@@ -424,13 +315,9 @@ class ScorecardCallback(Callback):
             card.title = f"neuroreg scorecard: {self._name(trainer)} (step {step}, epoch {epoch})"
             folder = self.output_folder(trainer)
             if self.curves_:
-                from neuroreg.training.scorecard_curves import plot_curves  # local: pyplot, rarely needed in training
-                import matplotlib.pyplot as plt  # local: rarely needed in training
-                fig = plot_curves(self.curves_)
-                folder.mkdir(parents=True, exist_ok=True)
-                fig.savefig(folder / "curves.png", dpi=110, bbox_inches="tight")
-                plt.close(fig)
-                card.figures.append((str(folder / "curves.png"),
+                # local: pyplot, rarely needed in training
+                from neuroreg.training.callbacks.curves_figure import write_curves_figure
+                card.figures.append((str(write_curves_figure(self.curves_, folder)),
                                      "Scores along training (periodic scorecard: brain scores over a few layers, "
                                      "short PGD on a subset of the validation images).", "curves"))
             card.save(folder, tensorboard=False)
@@ -458,30 +345,6 @@ _PERIODIC_EOT_ITER = 2
 _TASK_CACHE_BYTES = 512 * 2 ** 20
 
 
-class _Normalized(nn.Module):
-    """``model(prep.normalize(x))``: the classifier on [0, 1] images, as the attack suite sees it."""
-
-    def __init__(self, model: nn.Module, prep: Preprocessing) -> None:
-        super().__init__()
-        self.model, self.prep = model, prep
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.prep.normalize(x))
-
-
-def _at_input_size(data, prep: Preprocessing):
-    """A copy of a brain set whose stimulus images are float ``(n, 3, S, S)`` at the model's input size,
-    each resized as the scoring path resizes it (:meth:`Preprocessing.resize`, one image at a time)."""
-    if isinstance(data, NeuralStimulusSet):
-        images = data.images_tensor()
-        return dataclasses.replace(data, images=torch.stack([prep.resize(x) for x in images]).numpy())
-    if isinstance(data, BrainData) and data.stimuli is not None:
-        out = copy.copy(data)
-        out.stimuli = torch.stack([prep.resize(x) for x in data.images_tensor()])
-        return out
-    return data
-
-
 def _tensorboard_writer(trainer: L.Trainer):
     for logger in trainer.loggers:
         exp = getattr(logger, "experiment", None)
@@ -502,14 +365,3 @@ def _layer_profile(card):
     except ValueError as exc:  # nothing to draw is not worth stopping the run for
         warnings.warn(f"scorecard layer profile not drawn: {exc}", stacklevel=2)
         return None
-
-
-def read_curves(folder: str | os.PathLike) -> list[dict]:
-    """Rows of ``curves.csv`` in a run folder or its ``scorecard/`` folder (model, step, epoch, tag, value)."""
-    folder = Path(folder)
-    path = folder / "curves.csv" if (folder / "curves.csv").is_file() else folder / "scorecard" / "curves.csv"
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{"model": r["model"], "step": int(r["step"]), "epoch": int(r["epoch"]), "tag": r["tag"],
-                 "value": float(r["value"])} for r in csv.DictReader(f)]

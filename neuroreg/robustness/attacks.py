@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from neuroreg._utils.deprecation import renamed_argument
 from neuroreg.errors import UnknownNameError
 from neuroreg.robustness._data import as_loader, batches
-from neuroreg.robustness._seeding import count_correct, seeded
+from neuroreg._utils.seeding import seeded
+from neuroreg.robustness._evaluation import count_correct
 from neuroreg.robustness.sanity import SanityResult, run_sanity_checks
 from neuroreg.robustness.wrapper import FROM_MODEL, RobustClassifier
 from neuroreg._utils.modes import eval_mode

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from neuroreg.errors import UnknownNameError
 from neuroreg.robustness._data import as_loader, batches
-from neuroreg.robustness._seeding import count_correct, seeded
+from neuroreg._utils.seeding import seeded
+from neuroreg.robustness._evaluation import count_correct
 from neuroreg.robustness.corruptions import CORRUPTIONS, corrupt, load_frost_images
 from neuroreg.robustness.wrapper import FROM_MODEL, RobustClassifier
 from neuroreg._utils.modes import eval_mode

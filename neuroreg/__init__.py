@@ -27,6 +27,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 _LAZY = {
     "brain": ("neuroreg.brain", None),
     "scoring": ("neuroreg.scoring", None),
+    "behaviour": ("neuroreg.behaviour", None),
     "errors": ("neuroreg.errors", None),
     "Features": ("neuroreg.features.extraction", "Features"),
     "extract": ("neuroreg.features.extraction", "extract"),
@@ -43,7 +44,7 @@ _LAZY = {
 
 
 if _TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers (never run)
-    from neuroreg import brain as brain, errors as errors, scoring as scoring
+    from neuroreg import behaviour as behaviour, brain as brain, errors as errors, scoring as scoring
     from neuroreg.scorecard.evaluation import evaluate as evaluate
     from neuroreg.features.extraction import Features as Features, extract as extract
     from neuroreg.features.layers import sweep_layers as sweep_layers
@@ -54,7 +55,7 @@ if _TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers (n
 
 __all__ = ["__version__", "create_model", "list_models", "area_layers", "extract", "Features",
            "preprocessing_of", "Preprocessing", "sweep_layers", "simulate_voxels", "evaluate", "Scorecard",
-           "brain", "scoring", "errors"]
+           "brain", "scoring", "behaviour", "errors"]
 
 
 def __getattr__(name: str):

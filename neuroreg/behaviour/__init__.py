@@ -1,0 +1,34 @@
+"""Behaviour: the read-out of choice probabilities and the behavioural metrics (I1n, I2n, error consistency).
+
+>>> probs = nr.behaviour.choice_probabilities(model, fitting_images, fitting_labels, images, stimulus_ids)
+>>> nr.behaviour.i2n(probs, trials)        # Brain-Score's Rajalingham2018-i2n, per split and averaged
+"""
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+from neuroreg._utils.lazy import lazy_exports as _lazy_exports
+
+if _TYPE_CHECKING:  # what the lazy names resolve to, for type checkers (never run)
+    from neuroreg.behaviour.i1i2 import (BRAINSCORE_I1I2 as BRAINSCORE_I1I2, DPRIME_CAP as DPRIME_CAP,
+                                         behavioural_consistency as behavioural_consistency, i1 as i1, i1n as i1n,
+                                         i2 as i2, i2n as i2n)
+    from neuroreg.behaviour.error_consistency import (cohens_kappa as cohens_kappa,
+                                                      error_consistency as error_consistency,
+                                                      error_consistency_ceiling as error_consistency_ceiling)
+
+# public name -> the module that defines it (imported on first use)
+_EXPORTS = {
+    "i1": "neuroreg.behaviour.i1i2",
+    "i1n": "neuroreg.behaviour.i1i2",
+    "i2": "neuroreg.behaviour.i1i2",
+    "i2n": "neuroreg.behaviour.i1i2",
+    "behavioural_consistency": "neuroreg.behaviour.i1i2",
+    "DPRIME_CAP": "neuroreg.behaviour.i1i2",
+    "BRAINSCORE_I1I2": "neuroreg.behaviour.i1i2",
+    "error_consistency": "neuroreg.behaviour.error_consistency",
+    "error_consistency_ceiling": "neuroreg.behaviour.error_consistency",
+    "cohens_kappa": "neuroreg.behaviour.error_consistency",
+}
+
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

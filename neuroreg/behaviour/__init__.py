@@ -12,7 +12,7 @@ if _TYPE_CHECKING:  # what the lazy names resolve to, for type checkers (never r
     from neuroreg.behaviour.i1i2 import (BRAINSCORE_I1I2 as BRAINSCORE_I1I2, DPRIME_CAP as DPRIME_CAP,
                                          behavioural_consistency as behavioural_consistency, i1 as i1, i1n as i1n,
                                          i2 as i2, i2n as i2n)
-    from neuroreg.behaviour.error_consistency import (cohens_kappa as cohens_kappa,
+    from neuroreg.behaviour.kappa import (cohens_kappa as cohens_kappa,
                                                       error_consistency as error_consistency,
                                                       error_consistency_ceiling as error_consistency_ceiling)
 
@@ -25,9 +25,9 @@ _EXPORTS = {
     "behavioural_consistency": "neuroreg.behaviour.i1i2",
     "DPRIME_CAP": "neuroreg.behaviour.i1i2",
     "BRAINSCORE_I1I2": "neuroreg.behaviour.i1i2",
-    "error_consistency": "neuroreg.behaviour.error_consistency",
-    "error_consistency_ceiling": "neuroreg.behaviour.error_consistency",
-    "cohens_kappa": "neuroreg.behaviour.error_consistency",
+    "error_consistency": "neuroreg.behaviour.kappa",
+    "error_consistency_ceiling": "neuroreg.behaviour.kappa",
+    "cohens_kappa": "neuroreg.behaviour.kappa",
 }
 
 __all__ = list(_EXPORTS)

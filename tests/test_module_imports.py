@@ -4,8 +4,8 @@ Which package may import which is not checked here: the import-linter contracts 
 (``lint-imports``, run in .ci/run) hold the layering; this test keeps imports at the top of modules.
 
 No function-local import is there only to dodge an import cycle: a cycle is fixed by
-moving the shared code below both modules (as ``summarize_brain`` moved from
-``neuroreg.scorecard.evaluation`` to ``neuroreg.scorecard.card``) or by importing the submodule that
+moving the shared code below both modules (as ``summarize_brain`` and ``summary_table`` moved from
+``neuroreg.scorecard.card`` to ``neuroreg.scorecard.summary``) or by importing the submodule that
 defines the name. A new function-local import fails this test until it is moved to
 the top of its module or added below with its reason; an entry whose import is gone
 fails it too, so the list stays exact. The check only parses the sources (fast).
@@ -26,8 +26,6 @@ CLI = ("command module: `neuroreg --version`/`--help` and the command's own --he
 JSONARGPARSE = "loads jsonargparse (~0.3 s), which only the --config commands (demo, evaluate, score) need"
 TORCH_ONLY = "this module needs torch only; the import loads timm/torchvision (and the model zoo) on first use"
 TORCH_FREE = "this module (numpy, pandas, matplotlib) stays torch-free; the import loads torch"
-CYCLE = ("import cycle: neuroreg.scorecard.report imports Scorecard from neuroreg.scorecard.card; it also loads "
-         "matplotlib, which the pandas-only neuroreg.scorecard.card does not need")
 SWEEP_WORKER = ("runs in the sweep job / Tune trial only: the driver (`neuroreg sweep --status`, `neuroreg tune`) "
                 "stays torch-only, without timm, sklearn, kornia, torchattacks or Lightning")
 TRAINING_PLOT = "pyplot on the training path: plotting is rare"
@@ -71,7 +69,6 @@ _KEPT = [
     ("neuroreg.data.preprocessing", ["torchvision.transforms", "torchvision.transforms.InterpolationMode", "timm",
                                 "timm.data.resolve_data_config", "neuroreg.models"], TORCH_ONLY),
 
-    ("neuroreg.scorecard.card", ["neuroreg.scorecard.report.write_scorecard"], CYCLE),
     ("neuroreg.scorecard.report", ["torch.utils.tensorboard.SummaryWriter", "neuroreg.robustness.plot_accuracy_vs_eps",
                                    "neuroreg.robustness.plot_corruption_heatmap",
                                    "neuroreg.scoring.factortopy.plots.plot_layer_map"], TORCH_FREE),

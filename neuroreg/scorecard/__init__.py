@@ -5,8 +5,9 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from neuroreg._utils.lazy import lazy_exports as _lazy_exports
 
 if _TYPE_CHECKING:  # what the lazy names resolve to, for type checkers (never run)
-    from neuroreg.scorecard.card import (Scorecard as Scorecard, summarize_brain as summarize_brain,
-                                         SECTIONS as SECTIONS, summary_table as summary_table)
+    from neuroreg.scorecard.card import Scorecard as Scorecard
+    from neuroreg.scorecard.summary import (summarize_brain as summarize_brain, SECTIONS as SECTIONS,
+                                            summary_table as summary_table)
     from neuroreg.scorecard.evaluation import (evaluate as evaluate, accuracy as accuracy, brain_scores as brain_scores,
                                                factortopy_scores as factortopy_scores,
                                                resolve_brain_set as resolve_brain_set)
@@ -16,9 +17,9 @@ if _TYPE_CHECKING:  # what the lazy names resolve to, for type checkers (never r
 # public name -> the module that defines it (imported on first use)
 _EXPORTS = {
     "Scorecard": "neuroreg.scorecard.card",
-    "summarize_brain": "neuroreg.scorecard.card",
-    "SECTIONS": "neuroreg.scorecard.card",
-    "summary_table": "neuroreg.scorecard.card",
+    "summarize_brain": "neuroreg.scorecard.summary",
+    "SECTIONS": "neuroreg.scorecard.summary",
+    "summary_table": "neuroreg.scorecard.summary",
     "evaluate": "neuroreg.scorecard.evaluation",
     "accuracy": "neuroreg.scorecard.evaluation",
     "brain_scores": "neuroreg.scorecard.evaluation",

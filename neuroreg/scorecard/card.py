@@ -14,122 +14,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from neuroreg._utils.io import atomic_write_text
 from neuroreg.results.table import ScoreTable
+from neuroreg.scorecard.report import write_scorecard
+from neuroreg.scorecard.summary import SECTIONS, summary_table
 
-__all__ = ["Scorecard", "SECTIONS", "summary_table", "summarize_brain"]
-
-#: Sections :func:`neuroreg.scorecard.evaluation` fills, in report order; other sections (e.g. "forgetting",
-#: "training") can be added with :meth:`Scorecard.add` and are reported after these.
-SECTIONS = ("accuracy", "attacks", "corruptions", "brain", "factortopy")
-
-#: RobustBench's standard budgets (ImageNet scale): the summary's robust accuracy is read at the eps
-#: nearest to these.
-_STANDARD_EPS = {"Linf": 4 / 255, "L2": 0.5}
-#: Brain metrics shown in the summary row (the tables keep every metric a scorer returns).
-_SUMMARY_METRICS = ("crsa", "versa", "predictivity")
-
-
-def _region_label(row: Mapping[str, Any]) -> str:
-    parts = [row.get("dataset"), row.get("rdm_set") or row.get("region")]
-    return ":".join(str(p) for p in parts if p not in (None, "") and not (isinstance(p, float) and np.isnan(p)))
-
-
-def summarize_brain(table: ScoreTable) -> ScoreTable:
-    """Test score of the train-chosen layer, averaged over subjects, per model x dataset x RDM set x region x metric.
-
-    Metrics without a train split (encoding predictivity, already cross-validated)
-    report the best layer's cross-validated score (split ``"cv"``).
-
-    Columns: score (mean over subjects/RDMs), ``sd`` across them, ``n_subjects``,
-    ``n_rdms``, ``ceiling_r`` (mean where known, Pearson-r scale), ``depth`` (mean relative depth of
-    the chosen layers) and ``layers`` (the chosen layers).
-    """
-    if not len(table):
-        return ScoreTable()
-    table = ScoreTable({"rdm_set": None, "dataset": None, **r} for r in table)   # every row has both keys
-    parts = []
-    for metric in dict.fromkeys(r["metric"] for r in table):
-        sub = table.filter(metric=metric)
-        if any(r["split"] == "train" for r in sub):      # cRSA, veRSA: chosen on train, reported on test
-            parts.append(sub.best(("dataset", "rdm_set", "region")))
-        else:                                            # cross-validated scores (predictivity): best layer's cv score
-            parts.append(sub.best(("dataset", "rdm_set", "region"), select_split=None))
-    best = ScoreTable.concat(parts).to_pandas()
-    out = ScoreTable()
-    if best.empty:
-        return out
-    keys = ["model", "dataset", "rdm_set", "region", "metric"]
-    for key, grp in best.groupby(keys, dropna=False, sort=False):
-        ceiling = _numeric(grp["ceiling_r"]).dropna()
-        depth = _numeric(grp["depth"]).dropna() if "depth" in grp else []
-        out.append(**{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in zip(keys, key)},
-                   split=str(grp["split"].iloc[0]), score=float(grp["score"].mean()),
-                   sd=float(grp["score"].std(ddof=0)), n_subjects=int(grp["subject"].nunique(dropna=False)),
-                   n_rdms=int(len(grp)), ceiling_r=float(ceiling.mean()) if len(ceiling) else None,
-                   depth=float(np.mean(depth)) if len(depth) else None,
-                   layers=",".join(dict.fromkeys(grp["layer"].astype(str))))
-    return out
-
-
-def _numeric(series):
-    return pd.to_numeric(series, errors="coerce")
-
-
-def summary_table(card: "Scorecard") -> pd.DataFrame:
-    """One row per model: clean top-1, robust accuracy at the standard eps, mean corruption accuracy,
-    brain score per data set and region (with ceiling and normalised score), FactorTopy slope."""
-    rows = []
-    for model in card.models:
-        row: dict[str, Any] = {"model": model}
-        acc = card.sections.get("accuracy", ScoreTable()).filter(model=model)
-        for r in acc:
-            if r["metric"] in ("top1", "balanced_top1"):
-                row[f"clean_{r['metric']}"] = r["score"]
-        att = [r for r in card.sections.get("attacks", ScoreTable()).filter(model=model)
-               if r["metric"] == "accuracy" and (r.get("eps") or 0) > 0]
-        if att:
-            norm = att[0].get("norm") or "Linf"
-            target = _STANDARD_EPS.get(str(norm), 4 / 255)
-            eps_values = sorted({float(r["eps"]) for r in att})
-            eps = min(eps_values, key=lambda e: abs(e - target))
-            at = [r["score"] for r in att if abs(float(r["eps"]) - eps) < 1e-12]
-            label = f"{eps * 255:.3g}/255" if str(norm) == "Linf" else f"{eps:.3g}"
-            row[f"robust_acc@{label}"] = float(min(at))
-        cor = [r for r in card.sections.get("corruptions", ScoreTable()).filter(model=model)
-               if r["metric"] == "mean_corruption_accuracy"]
-        if cor:
-            row["corruption_acc"] = cor[0]["score"]
-        brain = card.sections.get("brain", ScoreTable()).filter(model=model)
-        if len(brain):
-            for r in summarize_brain(brain):
-                if r["metric"] not in _SUMMARY_METRICS:
-                    continue
-                key = f"{r['metric']}:{_region_label(r)}"
-                row[key] = r["score"]
-                if r.get("ceiling_r"):
-                    row[f"{key} ceiling"] = r["ceiling_r"]
-                    row[f"{key} normalized"] = r["score"] / r["ceiling_r"]
-        ft = card.sections.get("factortopy", ScoreTable()).filter(model=model)
-        for r in ft:
-            if r["metric"] == "hierarchy_slope":
-                row[f"factortopy_slope:{r.get('dataset')}"] = r["score"]
-            if r["metric"] == "factortopy_confidence" and r.get("region") == "all":
-                row[f"factortopy_confidence:{r.get('dataset')}"] = r["score"]
-        for section, table in card.sections.items():
-            if section in SECTIONS:
-                continue
-            for r in table.filter(model=model):
-                if r.get("headline"):
-                    row[f"{section}:{r['metric']}"] = r["score"]
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    return df
+__all__ = ["Scorecard"]
 
 
 @dataclass
@@ -209,8 +103,6 @@ class Scorecard:
     def save(self, folder: str | Path, *, tensorboard: bool = True) -> dict[str, Path]:
         """Write ``report.html`` (self-contained), ``report.md``, ``scorecard.csv/json``, ``summary.csv``,
         ``scorecard_meta.json``, figures (PNG) and TensorBoard scalars into ``folder``."""
-        # local: neuroreg.scorecard.report imports this module (Scorecard) and loads matplotlib
-        from neuroreg.scorecard.report import write_scorecard
         return write_scorecard(self, Path(folder), tensorboard=tensorboard)
 
     @classmethod
@@ -249,7 +141,7 @@ class Scorecard:
                 "extra_figures": [{"path": rel(p), "caption": c, "section": s}
                                   for p, c, s in dict.fromkeys([*self.figures, *derived])]}
 
-    def write_meta(self, folder: Path, derived=()) -> Path:
+    def write_meta(self, folder: Path, derived: Sequence[tuple[str, str, str]] = ()) -> Path:
         """Write ``scorecard_meta.json``; ``derived``: (path, caption, section) of figures drawn from
         state that is not saved (RDMs, fitted FactorTopy), listed so :meth:`load` shows them again."""
         meta = self._meta(folder, derived)

@@ -9,7 +9,7 @@
 ``nr.evaluate`` is :func:`evaluate`; the helpers (:func:`accuracy`,
 :func:`brain_scores`, :func:`summarize_brain`) are importable from this module
 (``from neuroreg.scorecard.evaluation import brain_scores``); :func:`summarize_brain` is defined in
-:mod:`neuroreg.scorecard.card`, whose summary row uses it.
+:mod:`neuroreg.scorecard.summary`, whose summary row uses it.
 
 Every model sees its own preprocessing contract
 (:func:`neuroreg.data.preprocessing.preprocessing_of`): task images in [0, 1] are
@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -40,10 +41,11 @@ from neuroreg.brain import BrainData, NeuralStimulusSet, bundled_sets, load_algo
 from neuroreg.errors import UnknownNameError
 from neuroreg.features.extraction import extract
 from neuroreg.features.layers import LayerSweep, sweep_layers
-from neuroreg.data.preprocessing import Preprocessing, preprocessing_of
+from neuroreg.data.preprocessing import preprocessing_of
 from neuroreg.robustness import attack_suite, corruption_suite
 from neuroreg.robustness._data import as_loader
-from neuroreg.scorecard.card import SECTIONS, Scorecard, summarize_brain
+from neuroreg.scorecard.card import Scorecard
+from neuroreg.scorecard.summary import SECTIONS, summarize_brain
 from neuroreg.scoring import FactorTopy, crsa, predictivity, rdm, versa
 from neuroreg.results.table import ScoreTable
 
@@ -304,6 +306,60 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
     section records what it was run on (:attr:`Scorecard.ran_on`).
     """
     models = _as_models(model_or_models, model_name)
+    plan = _plan(task_data, brain_sets, sections, attacks, corruptions)
+    opts = _Options(attacks=list(attacks or []), eps=eps, norm=norm, corruptions=corruptions, severities=severities,
+                    layers=layers, max_layers=max_layers, image_size=image_size, device=device,
+                    batch_size=batch_size, seed=seed, attack_kwargs=dict(attack_kwargs or {}),
+                    corruption_kwargs=dict(corruption_kwargs or {}), factortopy_kwargs=factortopy_kwargs,
+                    factortopy_image_size=factortopy_image_size if factortopy_image_size is not None else image_size,
+                    progress=progress)
+    card = Scorecard(models=list(models))
+    steps = _Steps(len(models) * len(plan.steps), progress)
+    with contextlib.ExitStack() as stack:
+        stack.callback(steps.close)
+        for name, model in models.items():
+            stack.enter_context(eval_mode(model))  # each model back in its own modes at the end
+            card.preprocessing[name] = preprocessing_of(model, image_size).to_dict()
+            _score_task(card, steps, name, model, task_data, plan, opts)
+            _score_brain(card, steps, name, model, plan, opts)
+            _score_factortopy(card, steps, name, model, plan, opts)
+    return card
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What :func:`evaluate` runs: the sections wanted, the brain sets resolved, and the steps in order."""
+
+    wanted: frozenset[str]
+    brain_sets: list            # NeuralStimulusSet or BrainData
+    voxel_sets: list            # BrainData with cortical coordinates: FactorTopy's input
+    no_coords: list[str]        # names of voxel sets without coordinates
+    steps: list[str]
+
+
+@dataclass(frozen=True)
+class _Options:
+    """:func:`evaluate`'s settings, as the section runners read them."""
+
+    attacks: list[str]
+    eps: Sequence[float] | None
+    norm: str
+    corruptions: str | Sequence[str] | None
+    severities: Sequence[int]
+    layers: Any
+    max_layers: int | None
+    image_size: int | None
+    device: Any
+    batch_size: int
+    seed: int
+    attack_kwargs: dict
+    corruption_kwargs: dict
+    factortopy_kwargs: Mapping[str, Any] | None
+    factortopy_image_size: int | None
+    progress: bool | None
+
+
+def _plan(task_data, brain_sets, sections, attacks, corruptions) -> _Plan:
     wanted = set(sections) if sections is not None else {
         "accuracy", "brain", "factortopy", *(["attacks"] if attacks else []),
         *(["corruptions"] if corruptions else [])}
@@ -312,76 +368,87 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
         raise ValueError(f"unknown sections {sorted(unknown)}; choose among {list(SECTIONS)}")
     if task_data is None and wanted & {"accuracy", "attacks", "corruptions"} and sections is not None:
         raise ValueError(f"sections {sorted(wanted & {'accuracy', 'attacks', 'corruptions'})} need task_data")
-    card = Scorecard(models=list(models))
     resolved = [resolve_brain_set(b) for b in (brain_sets or ())] if wanted & {"brain", "factortopy"} else []
     voxel_sets = [b for b in resolved if isinstance(b, BrainData) and "coords" in b.unit_info]
     no_coords = [b.name for b in resolved if isinstance(b, BrainData) and "coords" not in b.unit_info]
-    plan: list[str] = [s for s in ("accuracy", "attacks", "corruptions") if task_data is not None and s in wanted
-                       and (s != "attacks" or attacks) and (s != "corruptions" or corruptions)]
-    plan += [f"brain {_set_name(b)}" for b in resolved] if "brain" in wanted else []
-    plan += [f"factortopy {b.name}" for b in voxel_sets] if "factortopy" in wanted else []
-    ft_size = factortopy_image_size if factortopy_image_size is not None else image_size
-    steps = _Steps(len(models) * len(plan), progress)
-    with contextlib.ExitStack() as stack:
-        stack.callback(steps.close)
-        for name, model in models.items():
-            stack.enter_context(eval_mode(model))  # each model back in its own modes at the end
-            prep: Preprocessing = preprocessing_of(model, image_size)
-            card.preprocessing[name] = prep.to_dict()
-            if "accuracy" in plan:
-                with steps.step(name, "accuracy"):
-                    card.add("accuracy", accuracy(model, task_data, batch_size=batch_size, device=device,
-                                                  model_name=name),
-                             ran_on={name: f"{_describe_task(task_data)}; top-1/top-5 and balanced top-1"})
-            if "attacks" in plan and attacks:
-                kw = dict(attack_kwargs or {})
-                with steps.step(name, "attacks", ", ".join(attacks)):
-                    table: ScoreTable = attack_suite(model, task_data, attacks=list(attacks), eps=eps, norm=norm,
-                                                     batch_size=batch_size, seed=seed, model_name=name, **kw)
-                stochastic = any(r.get("attack") == "eotpgd" for r in table)
-                card.add("attacks", table, ran_on={name: (
-                    f"{_describe_task(task_data)}; {', '.join(attacks)} ({norm}), eps "
-                    f"{', '.join(f'{e * 255:.3g}/255' if norm == 'Linf' else f'{e:.3g}' for e in sorted({r['eps'] for r in table if r.get('eps') is not None}))}"
-                    f"{'; stochastic model: EOT-PGD added' if stochastic else ''}; sanity checks run")})
-            if "corruptions" in plan and corruptions:
-                with steps.step(name, "corruptions"):
-                    table = corruption_suite(model, task_data, corruptions=corruptions, severities=severities,
-                                             batch_size=batch_size, seed=seed, model_name=name,
-                                             **dict(corruption_kwargs or {}))
-                names = sorted({r["corruption"] for r in table if r.get("corruption") not in (None, "none")})
-                card.add("corruptions", table, ran_on={name: (
-                    f"{_describe_task(task_data)}; {len(names)} corruptions x severities "
-                    f"{', '.join(map(str, severities))}")})
-            if resolved and "brain" in wanted:
-                notes: dict[str, str] = {}
-                rdms: dict = {}
-                table = ScoreTable()
-                for data in resolved:
-                    with steps.step(name, f"brain {_set_name(data)}"):
-                        table.extend(brain_scores(model, [data], layers=layers, max_layers=max_layers,
-                                                  image_size=image_size, batch_size=batch_size, device=device,
-                                                  model_name=name, seed=seed, notes=notes, rdms=rdms,
-                                                  progress=progress))
-                card.add("brain", table, ran_on={name: " ".join(notes.values())})
-                for ds, value in rdms.items():
-                    card.rdms[(name, ds)] = value
-            if no_coords and "factortopy" in wanted:
-                card.ran_on.setdefault("factortopy", {})[name] = (
-                    f"not run on {', '.join(no_coords)}: FactorTopy needs cortical coordinates "
-                    "(unit_info['coords']) for every voxel")
-            if voxel_sets and "factortopy" in wanted:
-                for data in voxel_sets:
-                    with steps.step(name, f"factortopy {data.name}"):
-                        table, ft = factortopy_scores(model, data, image_size=ft_size, model_name=name,
-                                                      seed=seed, device=device, fit_kwargs=factortopy_kwargs,
-                                                      batch_size=batch_size, progress=progress)
-                    card.add("factortopy", table, ran_on={name: (
-                        f"FactorTopy on {data.name}: {data.n_stimuli} stimuli x {data.n_units} voxels with cortical "
-                        f"coordinates; layers {', '.join(ft.layers_)} at "
-                        f"{preprocessing_of(model, ft_size).image_size} px; {ft.n_epochs_} epochs "
-                        f"(best {ft.best_epoch_ + 1})")})
-                    card.fits[(name, data.name)] = ft
-    return card
+    steps: list[str] = [s for s in ("accuracy", "attacks", "corruptions") if task_data is not None and s in wanted
+                        and (s != "attacks" or attacks) and (s != "corruptions" or corruptions)]
+    steps += [f"brain {_set_name(b)}" for b in resolved] if "brain" in wanted else []
+    steps += [f"factortopy {b.name}" for b in voxel_sets] if "factortopy" in wanted else []
+    return _Plan(frozenset(wanted), resolved, voxel_sets, no_coords, steps)
+
+
+def _eps_text(table: ScoreTable, norm: str) -> str:
+    budgets = sorted({r["eps"] for r in table if r.get("eps") is not None})
+    return ", ".join(f"{e * 255:.3g}/255" if norm == "Linf" else f"{e:.3g}" for e in budgets)
+
+
+def _score_task(card: Scorecard, steps: "_Steps", name: str, model: nn.Module, task_data, plan: _Plan,
+                opts: _Options) -> None:
+    """Accuracy, attacks and corruptions of one model on the task images, as the plan says."""
+    if "accuracy" in plan.steps:
+        with steps.step(name, "accuracy"):
+            card.add("accuracy", accuracy(model, task_data, batch_size=opts.batch_size, device=opts.device,
+                                          model_name=name),
+                     ran_on={name: f"{_describe_task(task_data)}; top-1/top-5 and balanced top-1"})
+    if "attacks" in plan.steps and opts.attacks:
+        with steps.step(name, "attacks", ", ".join(opts.attacks)):
+            table: ScoreTable = attack_suite(model, task_data, attacks=opts.attacks, eps=opts.eps, norm=opts.norm,
+                                             batch_size=opts.batch_size, seed=opts.seed, model_name=name,
+                                             **opts.attack_kwargs)
+        stochastic = any(r.get("attack") == "eotpgd" for r in table)
+        card.add("attacks", table, ran_on={name: (
+            f"{_describe_task(task_data)}; {', '.join(opts.attacks)} ({opts.norm}), eps {_eps_text(table, opts.norm)}"
+            f"{'; stochastic model: EOT-PGD added' if stochastic else ''}; sanity checks run")})
+    if "corruptions" in plan.steps and opts.corruptions:
+        with steps.step(name, "corruptions"):
+            table = corruption_suite(model, task_data, corruptions=opts.corruptions, severities=opts.severities,
+                                     batch_size=opts.batch_size, seed=opts.seed, model_name=name,
+                                     **opts.corruption_kwargs)
+        names = sorted({r["corruption"] for r in table if r.get("corruption") not in (None, "none")})
+        card.add("corruptions", table, ran_on={name: (
+            f"{_describe_task(task_data)}; {len(names)} corruptions x severities "
+            f"{', '.join(map(str, opts.severities))}")})
+
+
+def _score_brain(card: Scorecard, steps: "_Steps", name: str, model: nn.Module, plan: _Plan, opts: _Options) -> None:
+    """Brain scores of one model on every brain set, with the RDMs of its best layers for the report."""
+    if not plan.brain_sets or "brain" not in plan.wanted:
+        return
+    notes: dict[str, str] = {}
+    rdms: dict = {}
+    table = ScoreTable()
+    for data in plan.brain_sets:
+        with steps.step(name, f"brain {_set_name(data)}"):
+            table.extend(brain_scores(model, [data], layers=opts.layers, max_layers=opts.max_layers,
+                                      image_size=opts.image_size, batch_size=opts.batch_size, device=opts.device,
+                                      model_name=name, seed=opts.seed, notes=notes, rdms=rdms,
+                                      progress=opts.progress))
+    card.add("brain", table, ran_on={name: " ".join(notes.values())})
+    for ds, value in rdms.items():
+        card.rdms[(name, ds)] = value
+
+
+def _score_factortopy(card: Scorecard, steps: "_Steps", name: str, model: nn.Module, plan: _Plan,
+                      opts: _Options) -> None:
+    """FactorTopy of one model on every voxel set with cortical coordinates (and a note for those without)."""
+    if "factortopy" not in plan.wanted:
+        return
+    if plan.no_coords:
+        card.ran_on.setdefault("factortopy", {})[name] = (
+            f"not run on {', '.join(plan.no_coords)}: FactorTopy needs cortical coordinates "
+            "(unit_info['coords']) for every voxel")
+    size = opts.factortopy_image_size
+    for data in plan.voxel_sets:
+        with steps.step(name, f"factortopy {data.name}"):
+            table, ft = factortopy_scores(model, data, image_size=size, model_name=name, seed=opts.seed,
+                                          device=opts.device, fit_kwargs=opts.factortopy_kwargs,
+                                          batch_size=opts.batch_size, progress=opts.progress)
+        card.add("factortopy", table, ran_on={name: (
+            f"FactorTopy on {data.name}: {data.n_stimuli} stimuli x {data.n_units} voxels with cortical "
+            f"coordinates; layers {', '.join(ft.layers_)} at {preprocessing_of(model, size).image_size} px; "
+            f"{ft.n_epochs_} epochs (best {ft.best_epoch_ + 1})")})
+        card.fits[(name, data.name)] = ft
 
 
 def _set_name(data: NeuralStimulusSet | BrainData) -> str:

@@ -1,4 +1,5 @@
-"""Figures and files of a :class:`~neuroreg.scorecard.card.Scorecard`: summary first, then one part per section.
+"""Figures and files of a :class:`~neuroreg.scorecard.card.Scorecard` (its ``save``): summary first, then one part
+per section.
 
 Written into one folder: ``report.html`` (self-contained: figures inlined),
 ``report.md``, ``summary.csv``/``summary.json`` (one row per model, raw numbers),
@@ -22,7 +23,7 @@ from scipy.stats import rankdata
 from neuroreg._utils.io import atomic_path, atomic_write_text
 from neuroreg.results.figures import save_figure
 from neuroreg.results.report import Report, write_table
-from neuroreg.scorecard.card import SECTIONS, Scorecard, summarize_brain
+from neuroreg.scorecard.summary import SECTIONS, ScorecardLike, summarize_brain
 from neuroreg.results.table import ScoreTable
 
 __all__ = ["plot_comparison", "plot_depth_profile", "plot_rdm_pair", "write_scorecard"]
@@ -141,7 +142,7 @@ def plot_rdm_pair(model_rdm: np.ndarray, brain_rdm: np.ndarray, *, model_label: 
     return fig
 
 
-def _tensorboard(card: Scorecard, summary: pd.DataFrame, folder: Path) -> None:
+def _tensorboard(card: ScorecardLike, summary: pd.DataFrame, folder: Path) -> None:
     try:
         from torch.utils.tensorboard import SummaryWriter  # local: loads torch; this module is torch-free
     except ImportError:  # tensorboard is optional at run time
@@ -156,8 +157,82 @@ def _tensorboard(card: Scorecard, summary: pd.DataFrame, folder: Path) -> None:
             writer.close()
 
 
-def write_scorecard(card: Scorecard, folder: Path, *, tensorboard: bool = True) -> dict[str, Path]:
-    """Write every file of ``card`` into ``folder`` (see the module docstring); returns the main paths."""
+#: What one section of the report shows: (text, tables, figures as (path, caption)).
+_Part = tuple[str, list, list[tuple[Path, str]]]
+
+
+def _attacks_part(card: ScorecardLike, table: ScoreTable, folder: Path) -> _Part:
+    from neuroreg.robustness import plot_accuracy_vs_eps  # local: neuroreg.robustness loads torch
+    figs: list[tuple[Path, str]] = []
+    main = ScoreTable(r for r in table if not str(r.get("metric", "")).startswith("sanity:"))
+    try:
+        figs.append((save_figure(plot_accuracy_vs_eps(table), folder / "accuracy_vs_eps.png"),
+                     "Accuracy against the attack budget eps, one line per model and attack; accuracy "
+                     "must fall monotonically and reach chance at large eps."))
+    except ValueError:
+        pass
+    df = table.to_pandas()
+    sanity = df[df["metric"].astype(str).str.startswith("sanity:")]
+    keep = [c for c in ("model", "metric", "attack", "passed", "detail") if c in sanity.columns]
+    n_fail = int((~sanity["passed"].astype(bool)).sum()) if "passed" in sanity.columns else 0
+    text = (f"{len(sanity)} sanity checks, {n_fail} failed." if len(sanity) else "")
+    return text, [("sanity checks", sanity[keep]), ("accuracy under attack", main.filter(metric="accuracy"))], figs
+
+
+def _corruptions_part(card: ScorecardLike, table: ScoreTable, folder: Path) -> _Part:
+    from neuroreg.robustness import plot_corruption_heatmap  # local: neuroreg.robustness loads torch
+    figs: list[tuple[Path, str]] = []
+    for model in card.models:
+        sub = table.filter(model=model)
+        if not len(sub):
+            continue
+        try:
+            figs.append((save_figure(plot_corruption_heatmap(sub, title=f"{model}: accuracy under corruption"),
+                                     folder / f"corruptions_{_slug(model)}.png"),
+                         f"{model}: accuracy per corruption (rows) and severity (columns)."))
+        except ValueError:
+            pass
+    return "", [("corruption accuracy", table)], figs
+
+
+def _brain_part(card: ScorecardLike, table: ScoreTable, folder: Path) -> _Part:
+    figs: list[tuple[Path, str]] = []
+    for ds in dict.fromkeys(r.get("dataset") for r in table):
+        sub = table.filter(dataset=ds)
+        for metric in [m for m in dict.fromkeys(r["metric"] for r in sub) if m in ("crsa", "versa", "predictivity")]:
+            figs.append((save_figure(plot_depth_profile(sub.filter(metric=metric), title=f"{metric} on {ds}"),
+                                     folder / f"layer_profile_{_slug(ds)}_{metric}.png"),
+                         f"{metric} on {ds} layer by layer (held-out split), against relative depth; grey band: "
+                         "noise ceiling (lower to upper bound)."))
+    for (model, ds), (layer, model_rdm, brain_rdm, brain_name) in card.rdms.items():
+        figs.append((save_figure(plot_rdm_pair(model_rdm, brain_rdm, model_label=f"{model}, {layer}",
+                                               brain_label=f"{ds}: {brain_name} (mean over subjects)"),
+                                 folder / f"rdm_{_slug(model)}_{_slug(ds)}.png"),
+                     f"RDMs of {model} at its best layer ({layer}) and of the brain ({brain_name}), same "
+                     "stimulus order, as percentile ranks."))
+    tables = [("best layer per region (test split, mean over subjects)", summarize_brain(table)),
+              ("every layer", table)]
+    return "The best layer is chosen on the train split and reported on the test split.", tables, figs
+
+
+def _factortopy_part(card: ScorecardLike, table: ScoreTable, folder: Path) -> _Part:
+    from neuroreg.scoring.factortopy.plots import plot_layer_map  # local: loads torch (scoring)
+    figs: list[tuple[Path, str]] = []
+    for (model, ds), ft in card.fits.items():
+        figs.append((save_figure(plot_layer_map(ft, title=f"{model} on {ds}"),
+                                 folder / f"factortopy_{_slug(model)}_{_slug(ds)}.png"),
+                     f"FactorTopy layer map of {model} on {ds}: colour = layer each voxel reads from, "
+                     "brightness = confidence."))
+    return "", [("FactorTopy summary", table)], figs
+
+
+_PARTS = {"attacks": _attacks_part, "corruptions": _corruptions_part, "brain": _brain_part,
+          "factortopy": _factortopy_part}
+
+
+def _write_tables(card: ScorecardLike, folder: Path) -> tuple[dict[str, Path], pd.DataFrame]:
+    """``scorecard.csv/json`` (every row) and ``summary.csv/json`` (one row per model); returns the paths and
+    the summary."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = write_table(card.table(), folder, "scorecard")
     summary = card.summary()
@@ -165,94 +240,54 @@ def write_scorecard(card: Scorecard, folder: Path, *, tensorboard: bool = True) 
         summary.to_csv(tmp, index=False)
     atomic_write_text(folder / "summary.json", summary.to_json(orient="records", indent=2))
     paths["summary"] = folder / "summary.csv"
+    return paths, summary
+
+
+def _add_summary(report: Report, card: ScorecardLike, summary: pd.DataFrame, folder: Path) -> Path:
+    """The report's first part: the models side by side (``comparison.png``) and the summary table."""
     n = len(card.models)
-    report = Report(card.title, folder)
     figures = []
-    derived: list[tuple[str, str, str]] = []   # figures that cannot be redrawn after load (RDMs, FactorTopy maps)
     try:
         figures.append((save_figure(plot_comparison(summary), folder / "comparison.png"),
                         f"The {n} model{'s' if n > 1 else ''} side by side: accuracy, robustness and brain scores "
                         "(bars marked * are divided by the noise ceiling)."))
     except ValueError:
         pass
-    paths["comparison"] = folder / "comparison.png"
     shown = summary.set_index("model").T.reset_index().rename(columns={"index": "measure"})
     report.add("Summary", f"{n} model{'s' if n > 1 else ''}: {', '.join(card.models)}. Brain scores are test-split "
                "scores of the layer chosen on the train split, averaged over subjects; 'normalized' = score / noise "
                "ceiling. summary.csv holds the same numbers unrounded, one row per model.",
                tables=[("summary (one column per model)", shown)], figures=figures, fold=False)
+    return folder / "comparison.png"
+
+
+def _add_section(report: Report, card: ScorecardLike, section: str, folder: Path) -> list[tuple[str, str, str]]:
+    """One section's part of the report; returns the figures drawn from state that is not saved (RDMs,
+    FactorTopy maps) as (path, caption, section), so a loaded card lists them again."""
+    table = card.sections[section]
+    if section in _PARTS:
+        text, tables, figs = _PARTS[section](card, table, folder)
+    else:   # accuracy, and sections added with Scorecard.add: their table as it is
+        text, tables, figs = "", [(section, table)], []
+    derived = [(str(p), c, section) for p, c in figs if Path(p).name.startswith(("rdm_", "factortopy_"))]
+    for path, caption, sec in card.figures:
+        if sec == section and not any(Path(path) == Path(f) for f, _ in figs):
+            figs.append((Path(path), caption))
+    notes = [f"{m}: {t}" for m, t in card.ran_on.get(section, {}).items()]
+    report.add(_HEADINGS.get(section, section.replace("_", " ").capitalize()), text, tables=tables,
+               figures=figs, notes=notes)
+    return derived
+
+
+def write_scorecard(card: ScorecardLike, folder: Path, *, tensorboard: bool = True) -> dict[str, Path]:
+    """Write every file of ``card`` into ``folder`` (see the module docstring); returns the main paths."""
+    paths, summary = _write_tables(card, folder)
+    report = Report(card.title, folder)
+    paths["comparison"] = _add_summary(report, card, summary, folder)
     order = [s for s in SECTIONS if s in card.sections] + [s for s in card.sections if s not in SECTIONS]
+    derived: list[tuple[str, str, str]] = []   # figures that cannot be redrawn after load (RDMs, FactorTopy maps)
     for section in order:
-        table = card.sections[section]
-        notes = [f"{m}: {t}" for m, t in card.ran_on.get(section, {}).items()]
-        figs: list[tuple[Path, str]] = []
-        tables: list = []
-        text = ""
-        if section == "accuracy":
-            tables = [("accuracy", table)]
-        elif section == "attacks":
-            from neuroreg.robustness import plot_accuracy_vs_eps  # local: neuroreg.robustness loads torch
-            main = ScoreTable(r for r in table if not str(r.get("metric", "")).startswith("sanity:"))
-            try:
-                figs.append((save_figure(plot_accuracy_vs_eps(table), folder / "accuracy_vs_eps.png"),
-                             "Accuracy against the attack budget eps, one line per model and attack; accuracy "
-                             "must fall monotonically and reach chance at large eps."))
-            except ValueError:
-                pass
-            df = table.to_pandas()
-            sanity = df[df["metric"].astype(str).str.startswith("sanity:")]
-            keep = [c for c in ("model", "metric", "attack", "passed", "detail") if c in sanity.columns]
-            n_fail = int((~sanity["passed"].astype(bool)).sum()) if "passed" in sanity.columns else 0
-            text = (f"{len(sanity)} sanity checks, {n_fail} failed." if len(sanity) else "")
-            tables = [("sanity checks", sanity[keep]), ("accuracy under attack", main.filter(metric="accuracy"))]
-        elif section == "corruptions":
-            from neuroreg.robustness import plot_corruption_heatmap  # local: neuroreg.robustness loads torch
-            for model in card.models:
-                sub = table.filter(model=model)
-                if not len(sub):
-                    continue
-                try:
-                    figs.append((save_figure(plot_corruption_heatmap(sub, title=f"{model}: accuracy under corruption"),
-                                      folder / f"corruptions_{_slug(model)}.png"),
-                                 f"{model}: accuracy per corruption (rows) and severity (columns)."))
-                except ValueError:
-                    pass
-            tables = [("corruption accuracy", table)]
-        elif section == "brain":
-            for ds in dict.fromkeys(r.get("dataset") for r in table):
-                sub = table.filter(dataset=ds)
-                for metric in [m for m in dict.fromkeys(r["metric"] for r in sub)
-                               if m in ("crsa", "versa", "predictivity")]:
-                    figs.append((save_figure(plot_depth_profile(sub.filter(metric=metric), title=f"{metric} on {ds}"),
-                                      folder / f"layer_profile_{_slug(ds)}_{metric}.png"),
-                                 f"{metric} on {ds} layer by layer (held-out split), against relative depth; grey band: "
-                                 "noise ceiling (lower to upper bound)."))
-            for (model, ds), (layer, model_rdm, brain_rdm, brain_name) in card.rdms.items():
-                figs.append((save_figure(plot_rdm_pair(model_rdm, brain_rdm, model_label=f"{model}, {layer}",
-                                                brain_label=f"{ds}: {brain_name} (mean over subjects)"),
-                                  folder / f"rdm_{_slug(model)}_{_slug(ds)}.png"),
-                             f"RDMs of {model} at its best layer ({layer}) and of the brain ({brain_name}), same "
-                             "stimulus order, as percentile ranks."))
-            tables = [("best layer per region (test split, mean over subjects)", summarize_brain(table)),
-                      ("every layer", table)]
-            text = "The best layer is chosen on the train split and reported on the test split."
-        elif section == "factortopy":
-            from neuroreg.scoring.factortopy.plots import plot_layer_map  # local: loads torch (scoring)
-            for (model, ds), ft in card.fits.items():
-                figs.append((save_figure(plot_layer_map(ft, title=f"{model} on {ds}"),
-                                  folder / f"factortopy_{_slug(model)}_{_slug(ds)}.png"),
-                             f"FactorTopy layer map of {model} on {ds}: colour = layer each voxel reads from, "
-                             "brightness = confidence."))
-            tables = [("FactorTopy summary", table)]
-        else:
-            tables = [(section, table)]
-        derived.extend((str(p), c, section) for p, c in figs
-                       if Path(p).name.startswith(("rdm_", "factortopy_")))
-        for path, caption, sec in card.figures:
-            if sec == section and not any(Path(path) == Path(f) for f, _ in figs):
-                figs.append((Path(path), caption))
-        report.add(_HEADINGS.get(section, section.replace("_", " ").capitalize()), text, tables=tables,
-                   figures=figs, notes=notes)
+        derived.extend(_add_section(report, card, section, folder))
     paths.update(report.write())
     paths["meta"] = card.write_meta(folder, derived)
     if tensorboard:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from neuroreg._utils.io import atomic_write_text
-from neuroreg.scorecard.card import Scorecard, summarize_brain
+from neuroreg.scorecard.summary import ScorecardLike, summarize_brain
 
 __all__ = ["CURVE_FIELDS", "curve_tags", "read_curves", "write_curves"]
 
@@ -26,7 +26,7 @@ def _eps_label(eps: float, norm: str) -> str:
     return f"eps{eps * 255:.3g}" if norm == "Linf" else f"l2_{eps:.3g}"
 
 
-def curve_tags(card: Scorecard) -> dict[str, float]:
+def curve_tags(card: ScorecardLike) -> dict[str, float]:
     """TensorBoard tag -> value of a scorecard: ``clean/top1``, ``robust/<attack>_eps<k>`` (the minimum over
     attacks' draws at that budget), ``brain/<dataset>/<rdm set or region>/<metric>`` (test half of the
     train-chosen layer, mean over subjects)."""

@@ -76,29 +76,47 @@ def images_to_tensor(images, size: int | None = None) -> torch.Tensor:
     return x
 
 
-#: How far a float image may stray above 1 (rounding) before it is taken for a 0..255 image.
+#: How far a float image may stray outside [0, 1] (rounding) before it counts as out of range.
 PIXEL_ATOL = 1e-6
 
+#: The rules of :func:`check_pixel_range`. ``"unit"``: every value in [0, 1] (attacks clip
+#: adversarial images to that box, so the model must see raw pixels). ``"unit_or_normalized"``:
+#: [0, 1], or already normalised images (any negative value); only the 0..255 scale is refused
+#: (feature extraction, where a reference network's own inputs may be normalised already).
+PIXEL_RULES = ("unit", "unit_or_normalized")
 
-def check_pixel_range(name: str, lo: torch.Tensor, hi: torch.Tensor, *, first_index: int = 0,
-                      names=None) -> None:
-    """Refuse float images on the 0..255 scale, naming the first one.
 
-    Images are read in [0, 1]. An image with values above 1 and none below 0 is
-    taken for 0..255 pixels (a forgotten division by 255), which a network would
-    otherwise read silently as a very bright image. Images with negative values are
-    already normalised (e.g. a reference network's own inputs) and pass as they are.
+def check_pixel_range(name: str, lo: torch.Tensor, hi: torch.Tensor, *, rule: str = "unit_or_normalized",
+                      first_index: int = 0, names=None, item: str = "stimulus", atol: float = PIXEL_ATOL) -> None:
+    """Refuse images whose pixel range breaks ``rule`` (see :data:`PIXEL_RULES`), naming the first one.
 
-    ``lo``, ``hi``: ``(n,)`` minimum and maximum of each image (NaN passes: finiteness
-    is checked apart). ``first_index``: the stimulus index of ``lo[0]``; ``names``:
-    optional stimulus names indexed like the stimuli.
+    An image with values above 1 and none below 0 is taken for 0..255 pixels (a
+    forgotten division by 255), which a network would otherwise read silently as a
+    very bright image; both rules refuse it. ``"unit"`` also refuses values below 0.
+
+    ``name``: the argument the images came in, for the message. ``lo``, ``hi``:
+    ``(n,)`` minimum and maximum of each image (NaN passes: finiteness is checked
+    apart). ``first_index``: the index of ``lo[0]`` among all images; ``names``:
+    optional image names indexed like the images; ``item``: what one image is called
+    in the message ("stimulus", "image"); ``atol``: rounding slack outside [0, 1].
     """
-    bad = ((lo >= -PIXEL_ATOL) & (hi > 1 + PIXEL_ATOL)).nonzero().flatten()
+    if rule not in PIXEL_RULES:
+        raise ValueError(f"rule must be one of {PIXEL_RULES}; got {rule!r}")
+    if lo.shape != hi.shape or lo.ndim != 1:
+        raise ShapeError(f"lo and hi must be (n,) per-image minima and maxima; got shapes "
+                         f"{tuple(lo.shape)} and {tuple(hi.shape)}")
+    above, below = hi > 1 + atol, lo < -atol
+    bad = ((above | below) if rule == "unit" else (above & ~below)).nonzero().flatten()
     if not len(bad):
         return
     i = int(bad[0])
     index = first_index + i
-    which = f"stimulus {index}" + (f" ({names[index]!s})" if names is not None else "")
-    raise ValueError(f"{name} must be float images with values in [0, 1]; {which} has values in "
-                     f"[{float(lo[i]):.4g}, {float(hi[i]):.4g}], pixels on the 0..255 scale ({len(bad)} such image(s) "
-                     f"from stimulus {first_index} on): divide them by 255, or pass uint8 arrays (n, H, W, 3)")
+    which = f"{item} {index}" + (f" ({names[index]!s})" if names is not None else "")
+    seen = f"{which} has values in [{float(lo[i]):.4g}, {float(hi[i]):.4g}]"
+    count = f"{len(bad)} such image(s) from {item} {first_index} on"
+    if rule == "unit":
+        fix = ("values below 0: already normalised? pass raw pixels in [0, 1]" if bool(below[i])
+               else "values above 1: pixels on the 0..255 scale? divide them by 255")
+        raise ValueError(f"{name} must be float images with values in [0, 1]; {seen} ({count}); {fix}")
+    raise ValueError(f"{name} must be float images with values in [0, 1]; {seen}, pixels on the 0..255 scale "
+                     f"({count}): divide them by 255, or pass uint8 arrays (n, H, W, 3)")

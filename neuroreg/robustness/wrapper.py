@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from neuroreg._utils.checks import check_finite
+from neuroreg._utils.images import PIXEL_ATOL, check_pixel_range
 from neuroreg._utils.deprecation import renamed_argument
 from neuroreg._utils.modes import eval_mode
 from neuroreg.errors import ShapeError
@@ -28,8 +29,12 @@ __all__ = ["normalize_images", "check_images", "is_stochastic", "RobustClassifie
 FROM_MODEL = "model"
 
 
-def check_images(name: str, x: Tensor, *, atol: float = 1e-6) -> None:
-    """Raise unless ``x`` is a finite NCHW float batch with values in [0, 1]."""
+def check_images(name: str, x: Tensor, *, atol: float = PIXEL_ATOL) -> None:
+    """Raise unless ``x`` is a finite (N, C, H, W) float batch with every value in [0, 1].
+
+    The range rule is :func:`neuroreg._utils.images.check_pixel_range`'s ``"unit"``:
+    attacks clip adversarial images to [0, 1], so normalization happens inside the model.
+    """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, C, H, W); got {type(x).__name__}")
     if x.ndim != 4:
@@ -39,10 +44,8 @@ def check_images(name: str, x: Tensor, *, atol: float = 1e-6) -> None:
                          "(divide uint8 images by 255)")
     check_finite(name, x)
     if x.numel():
-        lo, hi = float(x.detach().min()), float(x.detach().max())
-        if lo < -atol or hi > 1 + atol:
-            raise ValueError(f"{name} must hold pixel values in [0, 1] (normalization happens inside "
-                             f"the model); got values in [{lo:.4g}, {hi:.4g}]")
+        lo, hi = x.detach().flatten(1).aminmax(dim=1)
+        check_pixel_range(name, lo, hi, rule="unit", item="image", atol=atol)
 
 
 def normalize_images(x: Tensor, mean: Tensor | Sequence[float], std: Tensor | Sequence[float]) -> Tensor:

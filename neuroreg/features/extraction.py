@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Mapping, Sized
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -24,11 +23,12 @@ from tqdm.auto import tqdm
 from neuroreg._utils.capture import capture_outputs
 from neuroreg._utils.modes import eval_mode
 from neuroreg._utils.checks import check_finite
-from neuroreg._utils.io import PathLock, atomic_path, check_output_target, ensure_free_space, is_disk_full, reading
+from neuroreg._utils.io import PathLock, check_output_target, ensure_free_space, is_disk_full, reading
 from neuroreg._utils.images import IMAGE_EXTENSIONS, check_pixel_range, images_to_tensor, list_images
 from neuroreg.errors import NonFiniteError, OutputError, ShapeError, UnknownNameError
 from neuroreg.models.stimulus_noise import StimulusNoise
 from neuroreg.data.preprocessing import preprocessing_of
+from neuroreg.features._h5_file import FeaturesFile, write_failure
 from neuroreg.features.projection import SparseRandomProjection
 
 __all__ = ["extract", "Features", "resolve_layers", "IMAGE_EXTENSIONS", "EXTRACT_VERSION"]
@@ -328,47 +328,28 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
     way, and the forward stops after the deepest area asked for; other layers
     are read by forward hooks, removed even if the forward pass raises.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    if pool is not None and pool not in _POOLS:
-        raise ValueError(f"pool must be None or one of {_POOLS}; got {pool!r}")
-    if not (time_step in ("last", "all") or isinstance(time_step, int)):
-        raise ValueError(f"time_step must be 'last', 'all' or an int; got {time_step!r}")
+    _check_extract_arguments(batch_size, pool, time_step)
     if out is not None:
         out = check_output_target(out, kind="file", name="out")
-    if isinstance(transform, str):
-        if transform != "model":
-            raise ValueError(f"transform must be a callable, None or 'model'; got {transform!r}")
-        transform = preprocessing_of(model)
+    transform = _resolve_transform(model, transform)
     names = resolve_layers(model, layers)
-    dataset, default_ids = _as_dataset(stimuli)
-    n = _dataset_len(dataset)
-    if n == 0:
-        raise ValueError("stimuli is empty")
-    ids = np.asarray(stimulus_ids) if stimulus_ids is not None else (default_ids if default_ids is not None else np.arange(n))
-    if len(ids) != n:
-        raise ValueError(f"stimulus_ids has {len(ids)} entries but there are {n} stimuli")
-
+    dataset, ids, stimulus_names = _stimuli_with_ids(stimuli, stimulus_ids)
+    n = len(ids)
     params = list(model.parameters()) + list(model.buffers())
-    orig_device = params[0].device if params else torch.device("cpu")
     float_dtype = next((p.dtype for p in params if torch.is_floating_point(p)), torch.float32)
-    run_device = torch.device(device) if device is not None else orig_device
-
+    run_device = torch.device(device) if device is not None else (params[0].device if params else torch.device("cpu"))
     srp = SparseRandomProjection(srp_dim, seed=seed) if pool == "srp" else None
     loader = torch.utils.data.DataLoader(
         _Transformed(dataset, transform, check_range=not isinstance(dataset, _TensorImages)), batch_size=batch_size,
         shuffle=False, num_workers=num_workers, collate_fn=_collate)
     first_image: tuple[int, ...] | None = None
-    stimulus_names = ids if default_ids is not None or stimulus_ids is not None else None   # for errors
     store: dict[str, Any] = {}
-    lock = PathLock(out.with_name(out.name + ".lock"), purpose="neuroreg extract") if out is not None else None
-    rng_devices = [run_device] if run_device.type == "cuda" else []
     with contextlib.ExitStack() as stack:
-        if lock is not None:
-            stack.enter_context(lock)
-        stack.enter_context(torch.random.fork_rng(devices=rng_devices))
+        if out is not None:
+            stack.enter_context(PathLock(out.with_name(out.name + ".lock"), purpose="neuroreg extract"))
+        stack.enter_context(torch.random.fork_rng(devices=[run_device] if run_device.type == "cuda" else []))
         torch.manual_seed(seed)
-        h5 = stack.enter_context(_maybe_h5(out))
+        h5 = stack.enter_context(FeaturesFile(out))
         stack.enter_context(eval_mode(model, run_device))
         noise = stack.enter_context(StimulusNoise(model, seed))
         # Area maps through forward_intermediates, which stops after the deepest area asked for.
@@ -376,51 +357,107 @@ def extract(model: nn.Module, stimuli, layers: str | Sequence[str] | Mapping[str
         calls = (stack.enter_context(capture_outputs(model, names, detach=True, keep="all"))
                  if feature_index is None else {k: [] for k in names})
         start = 0
-        show = None if progress is None else not progress
-        for batch in tqdm(loader, desc="extract", unit="batch", disable=show if show is not None else None,
+        for batch in tqdm(loader, desc="extract", unit="batch", disable=None if progress is None else not progress,
                           leave=False):
             images, shapes, lo, hi = batch
             check_pixel_range("stimuli", lo, hi, first_index=start, names=stimulus_names)
-            if first_image is None:
-                first_image = shapes[0]
+            first_image = shapes[0] if first_image is None else first_image
             _check_sizes(shapes, first_image, start, stimulus_names, transform)
             batch = _checked_batch(images, start, float_dtype).to(run_device, non_blocking=True)
             if noise.active:
                 noise.set_batch(ids[start:start + batch.shape[0]].tolist())
-            for v in calls.values():
-                v.clear()
-            if feature_index is None:
-                model(batch)
-            else:
-                take = sorted(set(feature_index.values()))
-                forward_intermediates = getattr(model, "forward_intermediates")   # checked present above
-                maps = dict(zip(take, forward_intermediates(batch, indices=take, intermediates_only=True)))
-                for key, i in feature_index.items():
-                    calls[key].append(maps[i].detach())
-            b = batch.shape[0]
-            acts = {key: _pool(_select_time(calls[key], time_step, key), pool, srp,
-                               n_lead=2 if time_step == "all" else 1).float().cpu() for key in names}
+            acts = _batch_activations(model, batch, names, calls, feature_index, time_step, pool, srp)
             if start == 0:
-                if out is not None:   # checked before anything is written: a short disk stops with an empty file
-                    ensure_free_space(out, sum(4 * n * int(np.prod(a.shape[1:])) for a in acts.values()),
-                                      f"{n} stimuli x {len(names)} layers of float32 features")
-                store = {key: _allocate(h5, key, (n, *a.shape[1:])) for key, a in acts.items()}
-            for key, act in acts.items():
-                try:
-                    _write(store[key], start, act)
-                except (OSError, RuntimeError) as exc:   # HDF5 could not write: full disk, size limit, I/O error
-                    if out is None or isinstance(exc, OutputError) or is_disk_full(exc):
-                        raise                            # a full disk is reported by atomic_path, naming out
-                    raise OutputError(f"{out}: cannot write the features file: {_write_failure(exc)}") from exc
-            start += b
-        if h5 is not None:
-            h5.attrs["layers"] = list(names)
-            h5.create_dataset("stimulus_ids", data=np.asarray(ids).astype(str).astype("S"))
-            for key, mod in names.items():
-                h5["features"][key].attrs["module"] = mod
+                store = _allocate_store(h5, out, acts, n)
+            _store_batch(store, start, acts, out)
+            start += batch.shape[0]
+        _describe_file(h5, names, ids)
     if out is not None:
         return Features(stimulus_ids=ids, path=out, layers=list(names), module_names=names)
     return Features(store, stimulus_ids=ids, module_names=names)
+
+
+def _resolve_transform(model: nn.Module, transform: Callable[[Tensor], Tensor] | str | None):
+    """The per-image transform: ``transform`` itself, or for ``"model"`` the model's preprocessing contract."""
+    if not isinstance(transform, str):
+        return transform
+    if transform != "model":
+        raise ValueError(f"transform must be a callable, None or 'model'; got {transform!r}")
+    return preprocessing_of(model)
+
+
+def _stimuli_with_ids(stimuli, stimulus_ids) -> tuple[Dataset, np.ndarray, np.ndarray | None]:
+    """(the stimuli as a Dataset, ``(n,)`` stimulus ids, the ids to name stimuli by in errors or None).
+
+    The ids are ``stimulus_ids``, else those the stimuli carry (file names), else ``0..n-1``.
+    """
+    dataset, default_ids = _as_dataset(stimuli)
+    n = _dataset_len(dataset)
+    if n == 0:
+        raise ValueError("stimuli is empty")
+    ids = np.asarray(stimulus_ids) if stimulus_ids is not None else (default_ids if default_ids is not None else np.arange(n))
+    if len(ids) != n:
+        raise ValueError(f"stimulus_ids has {len(ids)} entries but there are {n} stimuli")
+    return dataset, ids, (ids if default_ids is not None or stimulus_ids is not None else None)
+
+
+def _check_extract_arguments(batch_size: int, pool: str | None, time_step: str | int) -> None:
+    """Refuse a bad ``batch_size``, ``pool`` or ``time_step`` of :func:`extract` before any work."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if pool is not None and pool not in _POOLS:
+        raise ValueError(f"pool must be None or one of {_POOLS}; got {pool!r}")
+    if not (time_step in ("last", "all") or isinstance(time_step, int)):
+        raise ValueError(f"time_step must be 'last', 'all' or an int; got {time_step!r}")
+
+
+def _batch_activations(model: nn.Module, batch: Tensor, names: Mapping[str, str], calls: dict[str, list[Tensor]],
+                       feature_index: dict[str, int] | None, time_step: str | int, pool: str | None,
+                       srp: SparseRandomProjection | None) -> dict[str, Tensor]:
+    """One forward pass of ``batch``: output name -> float32 CPU ``(b, ...)`` activations, time step chosen, pooled.
+
+    With ``feature_index`` (see :func:`_intermediate_indices`) the maps come from
+    ``forward_intermediates``; without it, from the hooks that fill ``calls``.
+    """
+    _run_forward(model, batch, calls, feature_index)
+    return {key: _pool(_select_time(calls[key], time_step, key), pool, srp,
+                       n_lead=2 if time_step == "all" else 1).float().cpu() for key in names}
+
+
+def _run_forward(model: nn.Module, batch: Tensor, calls: dict[str, list[Tensor]],
+                 feature_index: dict[str, int] | None) -> None:
+    """One forward pass of ``batch``; ``calls[key]`` holds the outputs of each requested module afterwards."""
+    for v in calls.values():
+        v.clear()
+    if feature_index is None:
+        model(batch)
+        return
+    take = sorted(set(feature_index.values()))
+    forward_intermediates = getattr(model, "forward_intermediates")   # checked present by _intermediate_indices
+    maps = dict(zip(take, forward_intermediates(batch, indices=take, intermediates_only=True)))
+    for key, i in feature_index.items():
+        calls[key].append(maps[i].detach())
+
+
+def _store_batch(store: dict[str, Any], start: int, acts: dict[str, Tensor], out: Path | None) -> None:
+    """Write one batch of activations at row ``start``; an HDF5 write failure becomes ``OutputError`` naming ``out``."""
+    for key, act in acts.items():
+        try:
+            _write(store[key], start, act)
+        except (OSError, RuntimeError) as exc:   # HDF5 could not write: full disk, size limit, I/O error
+            if out is None or isinstance(exc, OutputError) or is_disk_full(exc):
+                raise                            # a full disk is reported by atomic_path, naming out
+            raise OutputError(f"{out}: cannot write the features file: {write_failure(exc)}") from exc
+
+
+def _describe_file(h5: h5py.File | None, names: Mapping[str, str], ids: np.ndarray) -> None:
+    """The layer names, stimulus ids and module of each layer, stored beside the features (when streamed)."""
+    if h5 is None:
+        return
+    h5.attrs["layers"] = list(names)
+    h5.create_dataset("stimulus_ids", data=np.asarray(ids).astype(str).astype("S"))
+    for key, mod in names.items():
+        h5["features"][key].attrs["module"] = mod
 
 
 def _checked_batch(batch: Tensor, start: int, dtype: torch.dtype) -> Tensor:
@@ -485,83 +522,15 @@ def _check_sizes(shapes: list[tuple[int, ...]], first: tuple[int, ...], start: i
                              f"{todo}")
 
 
-class _maybe_h5:
-    """Context: an HDF5 file in a temp path renamed onto ``out`` on success, or None.
+def _allocate_store(h5: h5py.File | None, out: Path | None, acts: dict[str, Tensor], n: int) -> dict[str, Any]:
+    """layer -> an ``(n, ...)`` float32 target shaped like the first batch's ``acts``: a tensor, or an HDF5 dataset.
 
-    A file that cannot be completed (an error while writing, or its final flush
-    failing on a full disk) is closed with its unwritten buffers discarded, then
-    removed. HDF5 cannot recover from a failed close: its objects are left half
-    freed and the next release of any of them (the datasets still referenced by
-    the exception's frames) crashes the process (SIGSEGV). So nothing is closed
-    while writes can fail: the file is flushed first, and on any error its
-    descriptor is pointed at the null device before closing.
+    The free space for the whole file is checked first, so a short disk stops before anything is written.
     """
-
-    def __init__(self, out) -> None:
-        self.out = out
-        self._ctx = None
-        self.file = None
-
-    def __enter__(self):
-        if self.out is None:
-            return None
-        self._ctx = atomic_path(self.out)
-        tmp = self._ctx.__enter__()
-        try:
-            self.file = h5py.File(tmp, "w")
-            self.file.create_group("features")
-        except Exception as exc:
-            self._fail(exc)
-        return self.file
-
-    def __exit__(self, exc_type, exc, tb):
-        if self.file is not None:
-            if exc is None:
-                try:
-                    self.file.flush()          # the last buffered chunks reach the disk (or fail) here ...
-                    self.file.close()          # ... so the close has nothing left to write
-                except Exception as write_exc:
-                    self._fail(write_exc)
-            else:
-                _discard(self.file)
-        if self._ctx is not None:
-            return self._ctx.__exit__(exc_type, exc, tb)
-        return False
-
-    def _fail(self, exc: Exception) -> NoReturn:
-        """Discard the file, remove the temporary path and raise ``OutputError`` naming ``out``."""
-        if self.file is not None:
-            _discard(self.file)
-        error = exc if isinstance(exc, OutputError) or is_disk_full(exc) else OutputError(
-            f"{self.out}: cannot write the features file: {_write_failure(exc)}")
-        if error is not exc:
-            error.__cause__ = exc
-        if self._ctx is not None:
-            ctx, self._ctx = self._ctx, None
-            ctx.__exit__(type(error), error, error.__traceback__)  # removes the temporary file; a full disk
-            # comes back as OutputError naming out
-        raise error
-
-
-def _discard(file: h5py.File) -> None:
-    """Close an HDF5 file that is being thrown away without writing its buffers.
-
-    The file's descriptor is pointed at the null device first, so the flush that
-    closing implies cannot fail (a failed close leaves HDF5's objects half freed,
-    see :class:`_maybe_h5`); the temporary file itself is removed by the caller.
-    """
-    if not file.id.valid:
-        return
-    with contextlib.suppress(Exception):
-        fd = file.id.get_vfd_handle()
-        if isinstance(fd, int) and os.name == "posix":
-            null = os.open(os.devnull, os.O_RDWR)
-            try:
-                os.dup2(null, fd)
-            finally:
-                os.close(null)
-    with contextlib.suppress(Exception):
-        file.close()
+    if out is not None:
+        ensure_free_space(out, sum(4 * n * int(np.prod(a.shape[1:])) for a in acts.values()),
+                          f"{n} stimuli x {len(acts)} layers of float32 features")
+    return {key: _allocate(h5, key, (n, *a.shape[1:])) for key, a in acts.items()}
 
 
 def _allocate(h5, key: str, shape: tuple[int, ...]):
@@ -582,8 +551,3 @@ def _write(target, start: int, act: Tensor) -> None:
         target[start:start + act.shape[0]] = act.numpy()
 
 
-def _write_failure(exc: BaseException) -> str:
-    """The reason of an HDF5 write error (``'File too large'``), without HDF5's buffer addresses and temp name."""
-    text = " ".join(str(exc).split())
-    found = re.search(r"error message = '([^']*)'", text)
-    return found.group(1) if found else text[:300]

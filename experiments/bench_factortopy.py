@@ -72,7 +72,7 @@ def run(device: str, args) -> dict:
     feats, brain = _data(args.images, args.voxels, args.layers, args.seed)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    ft = FactorTopy(list(feats), seed=args.seed, max_epochs=args.epochs, warmup_epochs=0, anneal_epochs=0,
+    ft = FactorTopy(list(feats), random_state=args.seed, max_epochs=args.epochs, warmup_epochs=0, anneal_epochs=0,
                     batch_size=args.batch_size, voxel_batch_size=args.voxel_batch_size, device=dev,
                     progress=args.progress)
     tic = time.perf_counter()

@@ -97,7 +97,7 @@ def main(argv=None) -> None:
             ft, fit_s = pickle.load(f)
     else:
         tic = time.process_time()
-        ft = FactorTopy(layers, seed=args.seed, progress=False).fit(feats, brain)
+        ft = FactorTopy(layers, random_state=args.seed, progress=False).fit(feats, brain)
         fit_s = time.process_time() - tic
         cache.parent.mkdir(parents=True, exist_ok=True)
         with open(cache, "wb") as f:
@@ -107,7 +107,7 @@ def main(argv=None) -> None:
 
     n_vox, n_layers, d = args.voxels, len(layers), ft.d
     rows = np.concatenate([ft.train_index_, ft.val_index_])
-    folds = np.random.default_rng(ft._seed + 1).permutation(len(rows)) % ft.cv_folds
+    folds = np.random.default_rng(ft.random_state + 1).permutation(len(rows)) % ft.cv_folds
     y = torch.as_tensor((brain.responses - ft.y_mean_) / ft.y_std_, dtype=torch.float32)[rows]
     normed = ft._normalise({k: feats[k][rows] for k in layers})
     raw = [feats[k][rows] for k in layers]
@@ -115,7 +115,7 @@ def main(argv=None) -> None:
     level_std = [ft.level_std_[k] for k in layers]
     trained = [a.detach() for a in ft.net_.align]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(ft._seed)
+        torch.manual_seed(ft.random_state)
         init = FactorTopyNet(widths, n_vox, ft.encoding_.shape[1], d, ft.hidden, ft.pooling, ft.per_layer_space)
     untrained = [a.detach() for a in init.align]
     eye = [torch.eye(c) for c in widths]
@@ -192,11 +192,12 @@ def main(argv=None) -> None:
             o[sl, layer] = _cv_scores(x, y[:, sl], folds, ft.cv_folds, ft.ridge_alpha)
     results["oracle"] = ("oracle: raw map at the true window", o.argmax(1), 0.0, o)
     # the package's layer choice as it is now, on the same fit
+    from neuroreg.scoring.factortopy.layer_choice import ridge_layer_choice
     from neuroreg.scoring.factortopy.sources import _DictSource
 
     y_all = torch.as_tensor((brain.responses - ft.y_mean_) / ft.y_std_, dtype=torch.float32)
-    now = ft._ridge_layer_scores(ft.net_, _DictSource(feats, layers, args.stimuli), y_all, ft.encoding_, rows,
-                                 torch.device("cpu"))
+    now = ridge_layer_choice(ft, ft.net_, _DictSource(feats, layers, args.stimuli), y_all, ft.encoding_, rows,
+                             torch.device("cpu")).cv_r
     results["package"] = ("the package's layer choice now (same fit)", now.argmax(1), 0.0, now)
 
     def row(label, pick):

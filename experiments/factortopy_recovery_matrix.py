@@ -198,7 +198,7 @@ def run_cell(arch: str, size: int, readout: str, n_stimuli: int, n_voxels: int =
 
     layers, feats, brain, truth = _simulation(arch, size, readout, n_stimuli, n_voxels, seed)
     tic, cpu = time.perf_counter(), time.process_time()
-    ft = FactorTopy(layers, seed=seed, progress=False, **fit_kw).fit(feats, brain)
+    ft = FactorTopy(layers, random_state=seed, progress=False, **fit_kw).fit(feats, brain)
     seconds, cpu = time.perf_counter() - tic, time.process_time() - cpu
     good = truth["snr"] >= 1.0
     true_layer = truth["layer"]

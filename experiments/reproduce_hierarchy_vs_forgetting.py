@@ -387,7 +387,7 @@ def fit_slope(net: Network, model: nn.Module, images: Tensor, ids: np.ndarray, v
     """FactorTopy hierarchy slope of ``model`` (``net``'s layers and normalisation) on the simulated voxels."""
     from neuroreg.scoring import FactorTopy
     feats = features(net, model, images, ids)
-    ft = FactorTopy(net.layers, seed=seed, progress=False, **FACTORTOPY, max_epochs=s.ft_epochs)
+    ft = FactorTopy(net.layers, random_state=seed, progress=False, **FACTORTOPY, max_epochs=s.ft_epochs)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)        # batched float64 LU with >= 2 threads fails here for >= ~160 channels
     try:

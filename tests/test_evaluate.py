@@ -153,7 +153,7 @@ def test_factortopy_scores_run_the_network_once_and_match_the_streamed_fit():
     # one image sizing the maps, then one pass over the 40 stimuli, not one per batch per epoch
     assert len(calls) == 2
     # reference: FactorTopy streaming the network batch by batch in every epoch, on images prepared here
-    streamed = FactorTopy(["conv", "block"], seed=0, progress=False, **fit).fit(
+    streamed = FactorTopy(["conv", "block"], random_state=0, progress=False, **fit).fit(
         model, brain, stimuli=_resize_normalize(images))
     np.testing.assert_allclose(ft.layer_probs_, streamed.layer_probs_, atol=1e-5)
     slope = table.filter(metric="hierarchy_slope")[0]["score"]

@@ -223,7 +223,7 @@ def factortopy_scores(model: nn.Module, brain: BrainData, *, layers=None, max_la
     images = brain.images_tensor()
     one = extract(model, images[:1], names, batch_size=1, device=device, transform=prep, seed=seed, progress=False)
     needed = len(images) * sum(int(np.prod(one[name].shape[1:])) for name in names) * 4
-    ft = FactorTopy(names, seed=seed, device=device, progress=progress, **dict(fit_kwargs or {}))
+    ft = FactorTopy(names, random_state=seed, device=device, progress=progress, **dict(fit_kwargs or {}))
     if needed <= maps_memory:
         feats = extract(model, images, names, batch_size=batch_size, device=device, transform=prep,
                         stimulus_ids=brain.stimulus_ids, seed=seed, progress=progress)

@@ -107,7 +107,7 @@ def run_job(job: Job, store: SweepStore) -> ScoreTable:
         elif job.scorer == "predictivity":
             part = predictivity(feats, data, model=label, seed=seed, progress=False)
         else:
-            ft = FactorTopy(layers=list(feats), seed=seed).fit({k: feats[k] for k in feats}, data)
+            ft = FactorTopy(layers=list(feats), random_state=seed).fit({k: feats[k] for k in feats}, data)
             part = ft.summary(model=label)
         for row in part:
             table.append(**{**row, "dataset": data.name})

@@ -12,6 +12,7 @@ import scipy.stats
 import torch
 import torch.nn.functional as F
 import torchvision
+from sklearn.exceptions import NotFittedError
 from torch import nn
 
 from neuroreg.brain import BrainData
@@ -335,7 +336,7 @@ def test_layer_choice_keeps_each_layers_best_window_of_the_candidates():
     from neuroreg.scoring.factortopy import pooled_features, ridge_cv_r
 
     rows = np.concatenate([ft.train_index_, ft.val_index_])
-    folds = np.random.default_rng(ft.seed + 1).permutation(len(rows)) % ft.cv_folds
+    folds = np.random.default_rng(ft.random_state + 1).permutation(len(rows)) % ft.cv_folds
     y = torch.as_tensor((brain.responses - ft.y_mean_) / ft.y_std_)[rows]
     normed = ft._normalise({k: torch.as_tensor(feats[k])[rows].float() for k in ft.layers_})
     with torch.no_grad():
@@ -352,9 +353,9 @@ def test_layer_choice_keeps_each_layers_best_window_of_the_candidates():
 
 def test_same_seed_same_numbers_other_seed_differs():
     feats, brain = _tiny()
-    a = _quick(seed=3).fit(feats, brain)
-    b = _quick(seed=3).fit(feats, brain)
-    c = _quick(seed=4).fit(feats, brain)
+    a = _quick(random_state=3).fit(feats, brain)
+    b = _quick(random_state=3).fit(feats, brain)
+    c = _quick(random_state=4).fit(feats, brain)
     np.testing.assert_array_equal(a.layer_probs_, b.layer_probs_)
     np.testing.assert_array_equal(a.predict(feats), b.predict(feats))
     assert not np.allclose(a.layer_probs_, c.layer_probs_)
@@ -403,7 +404,7 @@ def test_summary_and_compare_tables():
     assert set(df["region"]) == {"all", "V1", "V2V3", "OPA", "EBA", "hierarchy"}
     slope_row = df[df["metric"] == "hierarchy_slope"]
     assert slope_row["score"].iloc[0] == pytest.approx(ft.hierarchy_slope())
-    other = _quick(seed=1).fit(feats, brain)
+    other = _quick(random_state=1).fit(feats, brain)
     cmp = compare_factortopy(ft, other).to_pandas()
     change = cmp[(cmp["metric"] == "hierarchy_slope") & (cmp["stage"] == "change")]["score"].iloc[0]
     assert change == pytest.approx(other.hierarchy_slope() - ft.hierarchy_slope())
@@ -455,8 +456,8 @@ def test_rejects_mismatched_stimuli_and_bad_params():
         FactorTopy(["a", "b"], cv_folds=1).fit(feats, brain)
     with pytest.raises(ValueError, match="val_fraction"):
         FactorTopy(["a", "b"], val_fraction=1.5).fit(feats, brain)
-    with pytest.raises(RuntimeError, match="not fitted"):
-        FactorTopy(["a", "b"]).hierarchy_slope()
+    with pytest.raises(ValueError, match="random_state must be an integer >= 0.*'3'"):
+        FactorTopy(["a", "b"], random_state="3").fit(feats, brain)
 
 
 # ----------------------------------------------------------------------------- recovery of simulated voxels
@@ -508,7 +509,7 @@ def _recovery(model, layers, n_images, size, n_voxels, **params):
     brain, truth = simulate_voxels(model, images, layers=layers, n_voxels=n_voxels, snr=(0.5, 4.0), seed=0,
                                    progress=False)
     feats = dict(extract(model, images, layers, progress=False))
-    ft = FactorTopy(layers, seed=0, progress=False, **params).fit(feats, brain)
+    ft = FactorTopy(layers, random_state=0, progress=False, **params).fit(feats, brain)
     return ft, brain, truth
 
 
@@ -587,8 +588,8 @@ def test_same_data_in_another_row_order_gives_the_same_maps():
     feats, brain = _tiny(n_stim=48)
     perm = np.random.default_rng(5).permutation(brain.n_stimuli)
     shuffled_brain = BrainData(brain.responses[perm], brain.stimulus_ids[perm], brain.unit_info)
-    a = _quick(seed=2).fit(feats, brain)
-    b = _quick(seed=2).fit({k: v[perm] for k, v in feats.items()}, shuffled_brain)
+    a = _quick(random_state=2).fit(feats, brain)
+    b = _quick(random_state=2).fit({k: v[perm] for k, v in feats.items()}, shuffled_brain)
     # the same stimuli (by id) are held out, whatever their rows
     np.testing.assert_array_equal(np.sort(brain.stimulus_ids[a.val_index_]),
                                   np.sort(shuffled_brain.stimulus_ids[b.val_index_]))
@@ -743,8 +744,8 @@ def test_ridge_var_floor_is_checked_and_reaches_the_layer_choice():
     for bad in (-1e-3, "x", None, True):
         with pytest.raises(ValueError, match="ridge_var_floor"):
             _quick(ridge_var_floor=bad).fit(feats, brain)
-    plain = _quick(seed=0).fit(feats, brain)
-    floored = _quick(seed=0, ridge_var_floor=1e9).fit(feats, brain)     # every feature at the mean variance
+    plain = _quick(random_state=0).fit(feats, brain)
+    floored = _quick(random_state=0, ridge_var_floor=1e9).fit(feats, brain)     # every feature at the mean variance
     assert plain.cv_r_.shape == floored.cv_r_.shape
     assert not np.allclose(plain.cv_r_, floored.cv_r_)
 
@@ -768,10 +769,23 @@ def test_is_a_sklearn_estimator_clone_and_params():
     assert "FactorTopy(" in repr(est)
 
 
-def test_random_state_is_seed_under_its_sklearn_name():
+def test_random_state_seeds_the_fit_and_seed_is_not_a_parameter():
     feats, brain = _tiny()
-    by_seed = _quick(seed=3).fit(feats, brain)
-    by_random_state = _quick(seed=0, random_state=3).fit(feats, brain)
-    other = _quick(seed=0).fit(feats, brain)
-    np.testing.assert_array_equal(by_seed.layer_probs_, by_random_state.layer_probs_)
-    assert not np.array_equal(by_seed.val_r_, other.val_r_)
+    a = _quick(random_state=3).fit(feats, brain)
+    b = _quick(random_state=3).fit(feats, brain)
+    other = _quick(random_state=0).fit(feats, brain)
+    np.testing.assert_array_equal(a.layer_probs_, b.layer_probs_)
+    assert not np.array_equal(a.val_r_, other.val_r_)
+    assert "seed" not in FactorTopy(["a", "b"]).get_params()
+    with pytest.raises(TypeError, match="seed"):
+        FactorTopy(["a", "b"], seed=3)
+
+
+def test_use_before_fit_raises_not_fitted_error():
+    feats, _ = _tiny()
+    ft = FactorTopy(["a", "b"])
+    for use in (lambda: ft.predict(feats), lambda: ft.best_layer_, ft.hierarchy_slope, ft.summary):
+        with pytest.raises(NotFittedError, match="FactorTopy"):
+            use()
+    with pytest.raises(NotFittedError):
+        compare_factortopy(ft, ft)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
 from neuroreg.errors import ShapeError
 from neuroreg.scoring.factortopy.estimator import FactorTopy
@@ -21,7 +22,7 @@ def compare_factortopy(before: FactorTopy, after: FactorTopy, *, levels: Mapping
     for name, ft in (("before", before), ("after", after)):
         if not isinstance(ft, FactorTopy):
             raise TypeError(f"{name} must be a fitted FactorTopy; got {type(ft).__name__}")
-        ft._check_fitted()
+        check_is_fitted(ft)
     if before.layer_.shape != after.layer_.shape:
         raise ShapeError(f"before and after were fitted on different voxels: {before.layer_.shape[0]} vs "
                          f"{after.layer_.shape[0]}")

@@ -1,37 +1,39 @@
-"""The FactorTopy estimator: fit, predict, summaries and score tables."""
+"""The FactorTopy estimator: fit, predict, summaries and score tables.
+
+The training loop is in :mod:`.training`, the ridge layer choice in :mod:`.layer_choice`, the feature
+statistics in :mod:`.statistics` and the parameter checks in :mod:`.params`.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import time
-import warnings
 from collections.abc import Mapping
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.spatial import cKDTree
 from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from neuroreg._utils.checks import check_finite
 from neuroreg._utils.modes import eval_mode
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import ShapeError
-from neuroreg.scoring._inputs import sorted_positions
-from neuroreg.scoring.columnwise import pearson_per_column
-from neuroreg.scoring.factortopy.diagnostics import choice_margin, weak_layers
-from neuroreg.scoring.factortopy.initialization import correlation_peaks
-from neuroreg.scoring.factortopy.network import FactorTopyNet, _combine, sinusoidal_encoding
-from neuroreg.scoring.factortopy.pooling import (_POOLINGS, N_LEVELS, _gaussian_tables, _layer_args, _layer_terms,
-                                                 _pool, _prepare_layers, _Tables)
-from neuroreg.scoring.factortopy.ridge import _RIDGE_BLOCK, RIDGE_MEMORY, _plan_passes, _RidgeStats
-from neuroreg.scoring.factortopy.sources import _DictSource, _ModelSource
-from neuroreg.scoring.factortopy.summary import expected_depth, hierarchy_fit, layer_confidence
 from neuroreg.results.table import ScoreTable
+from neuroreg.scoring._inputs import sorted_positions
+from neuroreg.scoring.columnwise import pearson_per_column, r2_per_column
+from neuroreg.scoring.factortopy.diagnostics import choice_margin, weak_layers
+from neuroreg.scoring.factortopy.layer_choice import ridge_layer_choice, warn_weak_layers
+from neuroreg.scoring.factortopy.network import FactorTopyNet, _combine, sinusoidal_encoding
+from neuroreg.scoring.factortopy.params import check_params
+from neuroreg.scoring.factortopy.pooling import _layer_terms, _prepare_layers
+from neuroreg.scoring.factortopy.sources import _DictSource, _ModelSource
+from neuroreg.scoring.factortopy.statistics import feature_stats, level_stats
+from neuroreg.scoring.factortopy.summary import expected_depth, hierarchy_fit, layer_confidence
+from neuroreg.scoring.factortopy.training import init_positions, train
 
 
 class FactorTopy(BaseEstimator):
@@ -41,7 +43,6 @@ class FactorTopy(BaseEstimator):
     ----------
     layers: layer (module) names, shallow -> deep; at least two.
     d: shared channel dimension after alignment (paper: 128).
-    seed: seeds the initialisation, the validation split and the batch order.
     hidden, n_freqs: selector MLP width and number of sinusoidal frequencies.
     lr, weight_decay: AdamW (paper: lr 1e-3).
     batch_size: stimuli per step; voxel_batch_size: voxels per forward chunk (bounds memory;
@@ -86,12 +87,14 @@ class FactorTopy(BaseEstimator):
     peak_alpha: ridge penalty of those peaks, on each pixel's channel correlation matrix (trace
         ``C``); ``None``: the channel-summed squared correlation (channels treated as independent,
         a broader map whose peak is several times further from the truth on deeper layers).
-    random_state: scikit-learn's name for ``seed``; when given it overrides ``seed``.
+    random_state: an integer >= 0 that seeds the initialisation, the validation split, the batch order
+        and the ridge folds (scikit-learn's name; a fit is deterministic for a given value).
     device: torch device (default: CUDA when available, else CPU).
     progress: show a progress bar over epochs (default: only on a terminal).
 
     A scikit-learn ``BaseEstimator``: ``get_params``/``set_params`` and
-    ``sklearn.base.clone`` work (a clone is unfitted, with the same parameters).
+    ``sklearn.base.clone`` work (a clone is unfitted, with the same parameters); ``predict`` and the
+    summaries before ``fit`` raise ``sklearn.exceptions.NotFittedError``.
 
     Fitted attributes
     -----------------
@@ -117,7 +120,7 @@ class FactorTopy(BaseEstimator):
     ``RuntimeWarning``: such a layer usually points at its read-out, not at the brain.
     """
 
-    def __init__(self, layers: Sequence[str], d: int = 128, seed: int = 0, *, hidden: int = 128,
+    def __init__(self, layers: Sequence[str], d: int = 128, *, hidden: int = 128,
                  n_freqs: int = 6, lr: float = 1e-3, weight_decay: float = 0.01, batch_size: int = 32,
                  voxel_batch_size: int = 4096, max_epochs: int = 30, patience: int = 3,
                  val_fraction: float = 0.1, warmup_epochs: int = 2, anneal_epochs: int = 6,
@@ -128,7 +131,7 @@ class FactorTopy(BaseEstimator):
                  ridge_alpha: float | Sequence[float] = (2e-3, 2e-2, 2e-1, 2.0), choice_temperature: float = 0.01,
                  ridge_var_floor: float = 1e-2, per_layer_space: bool = True,
                  position_init: str = "correlation", init_steps: int = 500, peak_alpha: float | None = 0.1,
-                 random_state: int | None = None, device: str | torch.device | None = None,
+                 random_state: int = 0, device: str | torch.device | None = None,
                  progress: bool | None = None) -> None:
         self.layers = layers
         self.random_state = random_state
@@ -137,7 +140,6 @@ class FactorTopy(BaseEstimator):
         self.init_steps = init_steps
         self.peak_alpha = peak_alpha
         self.d = d
-        self.seed = seed
         self.hidden = hidden
         self.n_freqs = n_freqs
         self.lr = lr
@@ -166,57 +168,11 @@ class FactorTopy(BaseEstimator):
         self.device = device
         self.progress = progress
 
+    def __sklearn_is_fitted__(self) -> bool:
+        # net_ is set last by fit: a fit that raised half-way leaves the estimator unfitted
+        return hasattr(self, "net_")
+
     # ------------------------------------------------------------------ checks
-    def _check_params(self) -> list[str]:
-        layers = [self.layers] if isinstance(self.layers, str) else list(self.layers)
-        if len(layers) < 2:
-            raise ValueError(f"layers must name at least 2 layers (shallow -> deep); got {layers}")
-        if len(set(layers)) != len(layers):
-            raise ValueError(f"layers must be unique; got {layers}")
-        for name in ("d", "hidden", "batch_size", "voxel_batch_size", "max_epochs", "smooth_k"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
-        if self.layer_choice not in ("ridge_cv", "selector"):
-            raise ValueError(f"layer_choice must be 'ridge_cv' or 'selector'; got {self.layer_choice!r}")
-        if isinstance(self.cv_folds, bool) or not isinstance(self.cv_folds, (int, np.integer)) or self.cv_folds < 2:
-            raise ValueError(f"cv_folds must be an integer >= 2; got {self.cv_folds!r}")
-        alphas = np.atleast_1d(np.asarray(self.ridge_alpha, dtype=np.float64))
-        if alphas.ndim != 1 or alphas.size == 0 or not (np.isfinite(alphas) & (alphas > 0)).all():
-            raise ValueError(f"ridge_alpha must be a positive number or a sequence of them; got {self.ridge_alpha!r}")
-        if isinstance(self.ridge_var_floor, bool) or not (
-                isinstance(self.ridge_var_floor, (int, float, np.floating)) and self.ridge_var_floor >= 0):
-            raise ValueError(f"ridge_var_floor must be a number >= 0; got {self.ridge_var_floor!r}")
-        if not self.choice_temperature > 0:
-            raise ValueError(f"choice_temperature must be > 0; got {self.choice_temperature}")
-        if self.pooling not in _POOLINGS:
-            raise ValueError(f"pooling must be one of {_POOLINGS}; got {self.pooling!r}")
-        if self.position_init not in ("correlation", "centre"):
-            raise ValueError(f"position_init must be 'correlation' or 'centre'; got {self.position_init!r}")
-        if isinstance(self.init_steps, bool) or not isinstance(self.init_steps, (int, np.integer)) or self.init_steps < 0:
-            raise ValueError(f"init_steps must be an integer >= 0; got {self.init_steps!r}")
-        if self.peak_alpha is not None and (isinstance(self.peak_alpha, bool) or not self.peak_alpha > 0):
-            raise ValueError(f"peak_alpha must be a number > 0 or None; got {self.peak_alpha!r}")
-        if not 0.0 < self.select_fraction < 1.0:
-            raise ValueError(f"select_fraction must be in (0, 1); got {self.select_fraction}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1); got {self.val_fraction}")
-        t0, t1 = self.temperature
-        if not (t0 > 0 and t1 > 0):
-            raise ValueError(f"temperature must be two positive numbers (start, end); got {self.temperature}")
-        for name in ("lr", "beta"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
-        for name in ("entropy_weight", "smooth_weight", "expert_weight", "weight_decay", "warmup_epochs", "anneal_epochs",
-                     "patience"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
-        return layers
-
-    @property
-    def _seed(self) -> int:
-        return int(self.seed if self.random_state is None else self.random_state)
-
     def _device(self) -> torch.device:
         if self.device is not None:
             return torch.device(self.device)
@@ -245,7 +201,7 @@ class FactorTopy(BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def fit(self, features_or_model, brain: BrainData, *, stimuli=None, val_index=None) -> "FactorTopy":
-        """Fit the selectors and read-outs.
+        """Fit the selectors and read-outs; returns self.
 
         features_or_model: mapping layer -> ``(n_stimuli, C, H, W)`` (or ``(n_stimuli, C)``)
             tensors in ``brain``'s stimulus order, or a frozen ``nn.Module`` run on
@@ -254,82 +210,94 @@ class FactorTopy(BaseEstimator):
         val_index: optional stimulus indices for validation (default: a seeded
             ``val_fraction`` of the stimuli).
         """
-        layers = self._check_params()
+        layers = check_params(self.get_params())
         coords = self._coords(brain)
+        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
+            delattr(self, name)  # a refit starts from nothing a previous fit left
         self.layers_ = layers
         device = self._device()
-        n_stim, n_vox = brain.responses.shape
+        n_stim = brain.responses.shape[0]
         # every random choice over stimuli (validation split, read-out/selection split, batch
         # order, ridge folds) is made on ranks in sorted stimulus-id order, so the same data in
         # another row order gives the same fit
-        rank_order = sorted_positions(brain.stimulus_ids)
-        train_idx, val_idx = self._split(n_stim, val_index, rank_order)
-
-        y_all = brain.responses
-        mean = y_all[train_idx].mean(0)
-        std = y_all[train_idx].std(0)
-        flat = np.flatnonzero(std <= 1e-12 * np.maximum(1.0, np.abs(mean)))
-        if flat.size:
-            raise ValueError(f"{flat.size} voxels have constant responses over the training stimuli "
-                             f"(first: {flat[:5].tolist()}); remove them before fitting")
-        self.y_mean_, self.y_std_ = mean, std
-        y = torch.as_tensor((y_all - mean) / std, dtype=torch.float32)
-
-        lo, hi = coords.min(0), coords.max(0)
-        span = np.where(hi - lo > 0, hi - lo, 1.0)
-        self.coords_ = coords
-        self.coords_center_, self.coords_scale_ = (hi + lo) / 2, span / 2
-        enc = sinusoidal_encoding(torch.as_tensor((coords - self.coords_center_) / self.coords_scale_,
-                                                  dtype=torch.float32), self.n_freqs).to(device)
+        train_idx, val_idx = self._split(n_stim, val_index, sorted_positions(brain.stimulus_ids))
+        y = self._standardise(brain.responses, train_idx)
+        enc = self._encode(coords, device)
         neighbours = self._neighbours(coords, device) if self.smooth_weight > 0 else None
-
         is_model = isinstance(features_or_model, nn.Module)
         if is_model and stimuli is None:
             stimuli = brain.stimuli
         with eval_mode(features_or_model, device) if is_model else contextlib.nullcontext():
             source = self._source(features_or_model, n_stim, stimuli, device)
-            shapes = source.shapes()
-            self.layer_shapes_ = shapes
-            tic = time.perf_counter()
-            self.feature_mean_, self.feature_std_ = self._feature_stats(source, train_idx, device)
-            self.level_std_ = self._level_stats(source, train_idx, device) if self.pooling == "gaussian" else None
-            self.timings_ = {"statistics": time.perf_counter() - tic}
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._seed)
-                net = FactorTopyNet([shapes[k][0] for k in layers], n_vox, enc.shape[1], self.d, self.hidden,
-                                   self.pooling, self.per_layer_space)
-            net.to(device)
-            if self.position_init == "correlation":
-                tic = time.perf_counter()
-                self._init_positions(net, source, y, enc, train_idx, device)
-                self.timings_["position_init"] = time.perf_counter() - tic
-            self._train(net, source, y, enc, train_idx, val_idx, neighbours, device)
+            net = self._fit_source(source, y, enc, train_idx, val_idx, neighbours, device)
         self.roi_ = np.asarray(brain.unit_info["roi"]) if "roi" in brain.unit_info else None
+        self.net_ = net
         return self
 
-    def _init_positions(self, net: FactorTopyNet, source, y: Tensor, enc: Tensor, train_idx, device) -> None:
-        """Start the space selector at each voxel's ridge-fit peak (:func:`correlation_peaks`).
+    def _standardise(self, responses: np.ndarray, train_idx: np.ndarray) -> Tensor:
+        """Responses ``(n_stimuli, n_voxels)`` z-scored with the training stimuli's mean and SD (float32)."""
+        mean = responses[train_idx].mean(0)
+        std = responses[train_idx].std(0)
+        flat = np.flatnonzero(std <= 1e-12 * np.maximum(1.0, np.abs(mean)))
+        if flat.size:
+            raise ValueError(f"{flat.size} voxels have constant responses over the training stimuli "
+                             f"(first: {flat[:5].tolist()}); remove them before fitting")
+        self.y_mean_, self.y_std_ = mean, std
+        return torch.as_tensor((responses - mean) / std, dtype=torch.float32)
 
-        The selector MLP is fitted to the peaks (pre-tanh values, least squares) before training,
-        so the positions stay a smooth function of cortical coordinates wherever the data allow.
-        """
-        target_y = y.to(device)
-        peaks, height = correlation_peaks(
-            lambda: ((idx, self._normalise(maps)) for idx, maps in source.batches(train_idx, self.batch_size * 4,
-                                                                                  device)),
-            target_y, y.shape[1], alpha=self.peak_alpha)
-        self.init_space_ = peaks.double().cpu().numpy()
-        if not net.per_layer_space:  # one position per voxel: the layer whose peak is highest
-            peaks = peaks[torch.arange(len(peaks)), height.argmax(1)]
-        goal = torch.atanh(peaks.clamp(-0.95, 0.95)).reshape(len(peaks), -1).to(device)
-        sel = net.space_selector
-        opt = torch.optim.Adam(sel.parameters(), lr=3e-3)
-        for _ in range(self.init_steps):
-            opt.zero_grad(set_to_none=True)
-            loss = (sel(enc) - goal).square().mean()
-            loss.backward()
-            opt.step()
-        self.init_loss_ = float(loss.detach())
+    def _encode(self, coords: np.ndarray, device: torch.device) -> Tensor:
+        """Sinusoidal encoding ``(n_voxels, n_coord)`` of the coordinates scaled to [-1, 1] per axis."""
+        lo, hi = coords.min(0), coords.max(0)
+        span = np.where(hi - lo > 0, hi - lo, 1.0)
+        self.coords_ = coords
+        self.coords_center_, self.coords_scale_ = (hi + lo) / 2, span / 2
+        return sinusoidal_encoding(torch.as_tensor((coords - self.coords_center_) / self.coords_scale_,
+                                                   dtype=torch.float32), self.n_freqs).to(device)
+
+    def _fit_source(self, source, y: Tensor, enc: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
+                    neighbours: Tensor | None, device: torch.device) -> FactorTopyNet:
+        """Feature statistics, position start, training and layer choice on one feature source."""
+        shapes = self.layer_shapes_ = source.shapes()
+        tic = time.perf_counter()
+        self.feature_mean_, self.feature_std_ = feature_stats(source, train_idx, self.batch_size * 4, device)
+        self.level_std_ = level_stats(source, train_idx, self.batch_size, device, self.layers_, shapes,
+                                      self._normalise) if self.pooling == "gaussian" else None
+        self.timings_ = {"statistics": time.perf_counter() - tic}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.random_state)
+            net = FactorTopyNet([shapes[k][0] for k in self.layers_], y.shape[1], enc.shape[1], self.d, self.hidden,
+                                self.pooling, self.per_layer_space)
+        net.to(device)
+        if self.position_init == "correlation":
+            tic = time.perf_counter()
+            self.init_space_, self.init_loss_ = init_positions(self, net, source, y, enc, train_idx, device)
+            self.timings_["position_init"] = time.perf_counter() - tic
+        result = train(self, net, source, y, enc, train_idx, val_idx, neighbours, device)
+        self.timings_["training"] = sum(h["seconds"] for h in result.history)
+        self.temperature_ = result.temperature
+        self.history_, self.best_epoch_, self.n_epochs_ = result.history, result.best_epoch, len(result.history)
+        probs = None
+        if self.layer_choice == "ridge_cv":
+            # ridge is cross-validated by itself: it uses the validation stimuli too (train, then
+            # validation rows, each in sorted stimulus-id order, so the folds do not depend on row order)
+            probs = self._choose_layers(net, source, y, enc, np.concatenate([train_idx, val_idx]), device)
+        self._set_fitted(net, enc, source, y, val_idx, device, probs)
+        return net
+
+    def _choose_layers(self, net: FactorTopyNet, source, y: Tensor, enc: Tensor, index: np.ndarray,
+                       device: torch.device) -> Tensor:
+        """The ridge layer choice; returns the layer probabilities ``(n_voxels, L)`` it fixes."""
+        tic = time.perf_counter()
+        choice = ridge_layer_choice(self, net, source, y, enc, index, device)
+        self.timings_["layer_choice"] = time.perf_counter() - tic
+        self.cv_r_, self.window_candidate_ = choice.cv_r, choice.window_candidate
+        if choice.space_layers is not None:
+            self.choice_space_layers_, self.choice_scale_layers_ = choice.space_layers, choice.scale_layers
+        self.choice_margin_ = choice_margin(self.cv_r_)
+        self.weak_layers_ = weak_layers(self.cv_r_, self.layers_)
+        warn_weak_layers(self.weak_layers_, stacklevel=4)  # points at the caller of fit
+        return torch.softmax(torch.as_tensor(self.cv_r_, dtype=torch.float32) / self.choice_temperature,
+                             dim=1).to(device)
 
     def _split(self, n_stim: int, val_index, rank_order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Training and validation rows, each listed in sorted stimulus-id order."""
@@ -341,7 +309,7 @@ class FactorTopy(BaseEstimator):
             is_val[val] = True
         else:
             n_val = int(round(self.val_fraction * n_stim))
-            is_val[rank_order[np.random.default_rng(self._seed).permutation(n_stim)[:n_val]]] = True
+            is_val[rank_order[np.random.default_rng(self.random_state).permutation(n_stim)[:n_val]]] = True
         val, train = rank_order[is_val[rank_order]], rank_order[~is_val[rank_order]]
         if val.size < 3 or train.size < 3:
             raise ValueError(f"need at least 3 training and 3 validation stimuli; got {train.size} and "
@@ -350,55 +318,11 @@ class FactorTopy(BaseEstimator):
         return train, val
 
     def _neighbours(self, coords: np.ndarray, device: torch.device) -> Tensor:
-
         k = min(self.smooth_k, coords.shape[0] - 1)
         if k < 1:
             raise ValueError("the smoothness penalty needs at least 2 voxels")
         _, idx = cKDTree(coords).query(coords, k=k + 1)
         return torch.as_tensor(idx[:, 1:], dtype=torch.long, device=device)
-
-    def _feature_stats(self, source, train_idx, device) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Per-channel mean and std of each layer over training stimuli and positions."""
-        sums: dict[str, Tensor] = {}
-        sq: dict[str, Tensor] = {}
-        count: dict[str, int] = {}
-        for _, maps in source.batches(train_idx, self.batch_size * 4, device):
-            for name, x in maps.items():
-                x64 = x.double()
-                sums[name] = sums.get(name, 0) + x64.sum(dim=(0, 2, 3))
-                sq[name] = sq.get(name, 0) + (x64 ** 2).sum(dim=(0, 2, 3))
-                count[name] = count.get(name, 0) + x.shape[0] * x.shape[2] * x.shape[3]
-        means, stds = {}, {}
-        for name in sums:
-            m = sums[name] / count[name]
-            var = (sq[name] / count[name] - m ** 2).clamp_min(0.0)
-            s = var.sqrt()
-            # dead channels (constant everywhere) become zeros instead of dividing by 0
-            s = torch.where(s > 1e-6 * s.max().clamp_min(1e-12), s, torch.full_like(s, float("inf")))
-            means[name], stds[name] = m.float(), s.float()
-        return means, stds
-
-    def _level_stats(self, source, train_idx, device) -> dict[str, Tensor]:
-        """``(C_l, K)`` SD of every normalised channel at every blur level, over training stimuli and positions."""
-        sums: dict[str, Tensor] = {}
-        sq: dict[str, Tensor] = {}
-        count = 0
-        for _, maps in source.batches(train_idx, self.batch_size, device):
-            for name, x in zip(self.layers_, self._normalise(maps)):
-                for rows in _gaussian_tables(x).rows:
-                    pyr = rows.view(N_LEVELS, -1, x.shape[1])  # (K, positions x images, C)
-                    sums[name] = sums.get(name, 0) + pyr.sum(dim=1, dtype=torch.float64).T
-                    sq[name] = sq.get(name, 0) + pyr.square().sum(dim=1, dtype=torch.float64).T
-            count += len(_)
-        out = {}
-        for name in self.layers_:
-            h, w = self.layer_shapes_[name][1:]
-            n = count * h * w
-            var = (sq[name] / n - (sums[name] / n) ** 2).clamp_min(0.0)
-            s = var.sqrt()
-            # dead channels (normalised to zeros) stay zero: divide by 1
-            out[name] = torch.where(s > 1e-6, s, torch.ones_like(s)).float()
-        return out
 
     @property
     def _readout_kw(self) -> dict[str, Any]:
@@ -411,258 +335,18 @@ class FactorTopy(BaseEstimator):
         return _prepare_layers(normed, align, **self._readout_kw)
 
     def _normalise(self, maps: Mapping[str, Tensor]) -> list[Tensor]:
+        """The maps ``{layer: (b, C_l, H_l, W_l)}`` minus the training mean over the training SD per
+        channel, in ``layers_`` order."""
         return [(maps[k] - self.feature_mean_[k][:, None, None]) / self.feature_std_[k][:, None, None]
                 for k in self.layers_]
 
-    def _temperature(self, epoch: int) -> float:
-        t0, t1 = self.temperature
-        frac = 1.0 if self.anneal_epochs == 0 else min(epoch / self.anneal_epochs, 1.0)
-        return float(t0 * (t1 / t0) ** frac)
-
-    def _train(self, net: FactorTopyNet, source, y: Tensor, enc: Tensor, train_idx, val_idx, neighbours,
-               device) -> None:
-        n_vox = y.shape[1]
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        rng = np.random.default_rng(self._seed)
-        train_idx_all = train_idx
-        select_idx = None
-        if self.expert_weight > 0:
-            # stimuli the read-outs never train on: the layer choice is made on out-of-sample fit,
-            # otherwise the layer with the most read-out capacity wins
-            n_sel = max(1, int(round(self.select_fraction * len(train_idx))))
-            is_sel = np.zeros(len(train_idx), dtype=bool)
-            is_sel[rng.permutation(len(train_idx))[:n_sel]] = True  # positions in sorted-id order
-            select_idx, train_idx = train_idx[is_sel], train_idx[~is_sel]
-        chunks = [slice(s, min(s + self.voxel_batch_size, n_vox)) for s in range(0, n_vox, self.voxel_batch_size)]
-        start_checking = self.warmup_epochs + self.anneal_epochs
-        best_r, best_state, best_epoch, waited = -np.inf, None, -1, 0
-        history: list[dict[str, float]] = []
-        bar = tqdm(range(self.max_epochs), desc="FactorTopy", unit="epoch", leave=False,
-                   disable=None if self.progress is None else not self.progress)
-        for epoch in bar:
-            tic = time.perf_counter()
-            tau = self._temperature(epoch)
-            ent_w = 0.0 if epoch < self.warmup_epochs else \
-                self.entropy_weight * self.entropy_decay ** (epoch - self.warmup_epochs)
-            net.train()
-            order = rng.permutation(train_idx)
-            total, steps = 0.0, 0
-            sel_batches = None
-            if select_idx is not None:
-                n_steps = -(-len(order) // self.batch_size)
-                sel_size = max(1, -(-len(select_idx) // n_steps))
-                sel_batches = source.batches(rng.permutation(select_idx), sel_size, device)
-            for idx, maps in source.batches(order, self.batch_size, device):
-                opt.zero_grad(set_to_none=True)
-                target = y[torch.as_tensor(idx)].to(device)
-                select = None
-                if sel_batches is not None:
-                    sel = next(sel_batches, None)
-                    if sel is not None:
-                        select = (self._normalise(sel[1]), y[torch.as_tensor(sel[0])].to(device))
-                total += self._step(net, self._normalise(maps), target, enc, tau, ent_w, neighbours, chunks,
-                                    select)
-                opt.step()
-                steps += 1
-            val_r = self._val_r(net, source, y, enc, val_idx, tau, device)
-            mean_r = float(np.mean(val_r))
-            history.append({"epoch": epoch, "loss": total / max(steps, 1), "val_r": mean_r,
-                            "temperature": tau, "entropy_weight": ent_w,
-                            "seconds": time.perf_counter() - tic})
-            bar.set_postfix(loss=f"{total / max(steps, 1):.4f}", val_r=f"{mean_r:.3f}")
-            if epoch + 1 < start_checking and epoch + 1 < self.max_epochs:
-                continue
-            if mean_r > best_r:
-                best_r, best_epoch, waited = mean_r, epoch, 0
-                best_state = (copy.deepcopy(net.state_dict()), tau)
-            else:
-                waited += 1
-                if waited > self.patience:
-                    break
-        bar.close()
-        if best_state is None:
-            raise RuntimeError(f"FactorTopy training gave no finite validation r in {len(history)} epochs (last mean r "
-                               f"{history[-1]['val_r'] if history else 'none'}); check the responses and features "
-                               f"for constant or non-finite columns")
-        self.timings_["training"] = sum(h["seconds"] for h in history)
-        net.load_state_dict(best_state[0])
-        self.temperature_ = best_state[1]
-        self.history_, self.best_epoch_, self.n_epochs_ = history, best_epoch, len(history)
-        net.eval()
-        self.net_ = net
-        self._fixed_probs = None
-        if self.layer_choice == "ridge_cv":
-            tic = time.perf_counter()
-            # ridge is cross-validated by itself: it uses the validation stimuli too (train, then
-            # validation rows, each in sorted stimulus-id order, so the folds do not depend on row order)
-            choice_idx = np.concatenate([train_idx_all, val_idx])
-            self.cv_r_ = self._ridge_layer_scores(net, source, y, enc, choice_idx, device)
-            self.timings_["layer_choice"] = time.perf_counter() - tic
-            self._fixed_probs = torch.softmax(torch.as_tensor(self.cv_r_, dtype=torch.float32) / self.choice_temperature,
-                                              dim=1).to(device)
-            self.choice_margin_ = choice_margin(self.cv_r_)
-            self.weak_layers_ = weak_layers(self.cv_r_, self.layers_)
-            for item in self.weak_layers_:
-                warnings.warn(
-                    f"FactorTopy: layer {item['layer']!r} has a lower cross-validated r than its neighbours for "
-                    f"{item['fraction_below']:.0%} of voxels (median r {item['median_r']:.3f} vs "
-                    f"{', '.join(f'{v:.3f}' for v in item['median_r_neighbours'])}); its read-out, not the brain, "
-                    "is the likely cause, and voxels reading it will be assigned to its neighbours. Check the "
-                    "layer's features (dead or constant channels, map size) before trusting the map.",
-                    RuntimeWarning, stacklevel=3)
-        self._set_fitted(net, enc, source, y, val_idx, device)
-
     @torch.no_grad()
-    def _ridge_layer_scores(self, net, source, y, enc, train_idx, device) -> np.ndarray:
-        """``(n_voxels, L)`` cross-validated r of a closed-form ridge read-out of every layer.
-
-        Gradient descent leaves the read-outs of layers with ill-conditioned pooled features
-        under-fitted, which biases a choice made from them; ridge solves them exactly, at the
-        best of a few windows per layer (see below), with at most ``D`` dimensions per layer. The features are
-        never stored: each pass over the training stimuli accumulates per-fold sufficient
-        statistics (:class:`_RidgeStats`) for as many (layer, voxel block) pairs as fit in
-        :data:`RIDGE_MEMORY` bytes.
-        """
-        _, space, scale = net.selectors(enc, 1.0)
-        # Gradient training settles on a window that is about right but often a pixel off or too
-        # wide for a layer (on a 12 x 12 map a one-pixel blur halves a point read-out's r), which
-        # loses that layer the choice. Ridge also judges each layer at its learned position with
-        # the narrowest window and at its ridge-fit peak with the narrowest window, and each
-        # voxel and layer keeps its best window (``window_candidate_``: 0 learned, 1 learned
-        # position with the narrowest window, 2 ridge-fit peak with the narrowest window).
-        candidates = [(space, scale), (space, torch.zeros_like(scale))]
-        if self.position_init == "correlation" and space.ndim == 3:
-            candidates.append((torch.as_tensor(self.init_space_, dtype=space.dtype, device=space.device),
-                               torch.zeros_like(scale)))
-        # the narrowest candidates are read as what they stand for, a bilinear point sample of the
-        # (aligned) map: the narrowest blur level (SD 0.02 of the map side, half a pixel of a 24 x 24
-        # map) mixes in the neighbours and cost layer2 its voxels (docs/factortopy.md, third pass)
-        per = np.stack([self._ridge_scores_at(net, source, y, train_idx, device, sp, sc, point=i > 0)
-                        for i, (sp, sc) in enumerate(candidates)])
-        best = per.argmax(0)                                    # (n_voxels, L)
-        self.window_candidate_ = best
-        if space.ndim == 3:  # the windows the layer choice judged, per voxel and layer
-            pick = torch.as_tensor(best, device=space.device)
-            spaces = torch.stack([sp for sp, _ in candidates])   # (n_candidates, n, L, 2)
-            scales = torch.stack([sc for _, sc in candidates])   # (n_candidates, n, L)
-            self.choice_space_layers_ = spaces.gather(0, pick[None, :, :, None].expand(1, -1, -1, 2))[0] \
-                .double().cpu().numpy()
-            self.choice_scale_layers_ = scales.gather(0, pick[None])[0].double().cpu().numpy()
-        return per.max(0)
-
-    @torch.no_grad()
-    def _ridge_scores_at(self, net, source, y, train_idx, device, space, scale, point: bool = False) -> np.ndarray:
-        """``(n_voxels, L)`` cross-validated ridge r of every layer at the windows ``space``, ``scale``.
-
-        point: read every layer by bilinear sampling of its normalised (``C_l > D``: aligned) map at
-        ``space`` (``scale`` ignored) instead of from the blur pyramid.
-        """
-        n_vox, n_layers = y.shape[1], len(self.layers_)
-        folds = np.random.default_rng(self._seed + 1).permutation(len(train_idx)) % self.cv_folds
-        align = list(net.align)
-        level_std = self._readout_kw["level_std"]
-        widths = [min(self.d, self.layer_shapes_[k][0]) for k in self.layers_]
-        passes = _plan_passes([(n_vox, self.cv_folds * k * k * 4) for k in widths], RIDGE_MEMORY)
-        target = y.to(device)
-        scores = np.zeros((n_vox, n_layers))
-        sizes = [[self.cv_folds * (sl.stop - sl.start) * widths[layer] ** 2 for layer, sl in items] for items in passes]
-        storage = torch.empty(max(sum(s) for s in sizes), device=device)  # reused by every pass
-        for items, size in zip(passes, sizes):
-            offsets = np.cumsum([0] + size)
-            stats = [_RidgeStats(sl.stop - sl.start, widths[layer], self.cv_folds, device,
-                                 gram=storage[offsets[i]:offsets[i + 1]].view(self.cv_folds, -1, widths[layer],
-                                                                                widths[layer]))
-                     for i, (layer, sl) in enumerate(items)]
-            needed = sorted({layer for layer, _ in items})
-            for fold in range(self.cv_folds):
-                for idx, maps in source.batches(train_idx[folds == fold], self.batch_size, device):
-                    normed = self._normalise(maps)
-                    prepared = {layer: _prepare_layers([normed[layer]], [align[layer]], "token")[0] if point else
-                                _prepare_layers([normed[layer]], [align[layer]], self.pooling,
-                                                None if level_std is None else [level_std[layer]])[0]
-                                for layer in needed}
-                    yb = target[torch.as_tensor(idx)]
-                    for st, (layer, sl) in zip(stats, items):
-                        # a few voxels at a time: the pooled features stay small (no fresh pages per batch)
-                        for start in range(sl.start, sl.stop, _RIDGE_BLOCK):
-                            sub = slice(start, min(start + _RIDGE_BLOCK, sl.stop))
-                            sp, sc = _layer_args(space[sub], scale[sub], layer)
-                            # the token pooling with scale 0 is the bilinear sample at sp
-                            x = _pool(prepared[layer], sp, torch.zeros_like(sc) if point else sc)
-                            st.add(fold, x, yb[:, sub], slice(sub.start - sl.start, sub.stop - sl.start))
-            for st, (layer, sl) in zip(stats, items):
-                # the penalty that suits a layer depends on its width and the stimulus count: keep
-                # each voxel's best over a small grid (the same grid for every layer)
-                scores[sl, layer] = torch.stack([st.cv_r(float(a), var_floor=float(self.ridge_var_floor))
-                                                 for a in np.atleast_1d(self.ridge_alpha)]) \
-                    .amax(0).cpu().numpy()
-        return scores
-
-    def _step(self, net, maps, target, enc, tau, ent_w, neighbours, chunks, select=None) -> float:
-        """One optimisation step's gradients, accumulated over voxel chunks; returns the loss."""
-        probs, space, scale = net.selectors(enc, tau)
-        # the selectors run once; chunks backpropagate into detached copies, then into the MLPs
-        leaves = [t.detach().requires_grad_(True) for t in (probs, space, scale)]
-        align = list(net.align)
-        # so do the pyramids shared by all chunks (aligned ones depend on B_l): built once per batch
-        prepared: list[_Tables | Tensor] = []
-        shared: list[Tensor] = []
-        shared_leaves: list[Tensor] = []
-        for prep in self._prepare(maps, align):
-            parts = prep.rows if isinstance(prep, _Tables) else [prep]
-            if not parts[0].requires_grad:
-                prepared.append(prep)
-                continue
-            copies = [t.detach().requires_grad_(True) for t in parts]
-            shared += parts
-            shared_leaves += copies
-            prepared.append(prep._replace(rows=copies) if isinstance(prep, _Tables) else copies[0])
-        sel_prepared = None
-        if select is not None:
-            with torch.no_grad():
-                sel_prepared = self._prepare(select[0], align)
-        total = 0.0
-        for sl in chunks:
-            p, sp, sc = (leaf[sl] for leaf in leaves)
-            per = _combine(_layer_terms(prepared, align, sp, sc, net.weights[sl]), p, net.bias[sl], True)  # (b, n, L)
-            pred = (per * p).sum(-1)
-            loss = F.smooth_l1_loss(pred, target[:, sl], beta=self.beta, reduction="sum")
-            if self.expert_weight > 0:
-                each = F.smooth_l1_loss(per, target[:, sl, None].expand_as(per), beta=self.beta, reduction="none")
-                # Every layer's read-out learns to explain the voxel alone, whatever the current
-                # choice (gating its gradient by p lets the first layer to fit win for good);
-                # the choice moves towards the layer whose read-out fits best.
-                loss = loss + self.expert_weight * each.mean(-1).sum()
-            loss = loss / target.numel()
-            if sel_prepared is not None:
-                with torch.no_grad():
-                    per_sel = _combine(_layer_terms(sel_prepared, align, sp.detach(), sc.detach(), net.weights[sl]),
-                                       p, net.bias[sl], True)
-                    each_sel = F.smooth_l1_loss(per_sel, select[1][:, sl, None].expand_as(per_sel), beta=self.beta,
-                                                reduction="none").mean(0)  # (n, L)
-                loss = loss + self.expert_weight * (each_sel * p).sum() / target.shape[1]
-            loss.backward()
-            total += float(loss.detach())
-        reg = probs.new_zeros(())
-        if ent_w > 0:
-            ent = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean()
-            reg = reg + ent_w * ent
-        if neighbours is not None:
-            reg = reg + self.smooth_weight * ((probs[:, None, :] - probs[neighbours]) ** 2).sum(-1).mean()
-        pairs = [(out, leaf.grad) for out, leaf in zip([probs, space, scale, *shared], [*leaves, *shared_leaves])
-                 if leaf.grad is not None]
-        if reg.requires_grad:
-            pairs.append((reg, torch.ones_like(reg)))
-        if pairs:
-            torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
-        return total + float(reg.detach())
-
-    @torch.no_grad()
-    def _predict_z(self, net, source, enc, index, tau, device) -> Tensor:
-        probs, space, scale = net.selectors(enc, tau)
-        fixed = getattr(self, "_fixed_probs", None)
-        if fixed is not None:
-            probs = fixed.to(probs.device)
+    def _predict_z(self, net: FactorTopyNet, source, enc: Tensor, index: np.ndarray, tau: float,
+                   device: torch.device, probs: Tensor | None = None) -> Tensor:
+        """Predicted z-scored responses ``(len(index), n_voxels)``; ``probs`` ``(n_voxels, L)`` replaces the
+        layer selector's probabilities at temperature ``tau`` when given."""
+        selected, space, scale = net.selectors(enc, tau)
+        probs = selected if probs is None else probs.to(selected.device)
         align = list(net.align)
         chunks = [slice(s, s + self.voxel_batch_size) for s in range(0, probs.shape[0], self.voxel_batch_size)]
         out = []
@@ -673,46 +357,37 @@ class FactorTopy(BaseEstimator):
             out.append(torch.cat(parts, dim=1).cpu())
         return torch.cat(out, dim=0)
 
-    def _val_r(self, net, source, y, enc, val_idx, tau, device) -> np.ndarray:
-        net.eval()
-        pred = self._predict_z(net, source, enc, val_idx, tau, device).double().numpy()
-        return pearson_per_column(pred, y[torch.as_tensor(val_idx)].double().numpy())
-
-    def _set_fitted(self, net, enc, source, y, val_idx, device) -> None:
+    def _set_fitted(self, net: FactorTopyNet, enc: Tensor, source, y: Tensor, val_idx: np.ndarray,
+                    device: torch.device, fixed_probs: Tensor | None) -> None:
         with torch.no_grad():
             probs, space, scale = net.selectors(enc, self.temperature_)
-        if self._fixed_probs is not None:
-            probs = self._fixed_probs
+        if fixed_probs is not None:
+            probs = fixed_probs
         self.encoding_ = enc
         self.layer_probs_ = probs.double().cpu().numpy()
-        space, scale = space.double().cpu().numpy(), scale.double().cpu().numpy()
-        if space.ndim == 3:  # per layer: report the most probable layer's
-            self.space_layers_, self.scale_layers_ = space, scale
+        spaces, scales = space.double().cpu().numpy(), scale.double().cpu().numpy()
+        if spaces.ndim == 3:  # per layer: report the most probable layer's
+            self.space_layers_, self.scale_layers_ = spaces, scales
             best = self.layer_probs_.argmax(1)
-            space, scale = space[np.arange(len(best)), best], scale[np.arange(len(best)), best]
-        self.space_, self.scale_ = space, scale
+            spaces, scales = spaces[np.arange(len(best)), best], scales[np.arange(len(best)), best]
+        self.space_, self.scale_ = spaces, scales
         self.layer_ = expected_depth(self.layer_probs_)
         self.confidence_ = layer_confidence(self.layer_probs_)
-        pred = self._predict_z(net, source, enc, val_idx, self.temperature_, device).double().numpy()
+        pred = self._predict_z(net, source, enc, val_idx, self.temperature_, device, fixed_probs).double().numpy()
         truth = y[torch.as_tensor(val_idx)].double().numpy()
         self.val_r_ = pearson_per_column(pred, truth)
-        sst = ((truth - truth.mean(0)) ** 2).sum(0)
-        self.r2_ = 1.0 - ((truth - pred) ** 2).sum(0) / np.where(sst > 0, sst, np.inf)
+        self.r2_ = r2_per_column(truth, pred)
 
     # ------------------------------------------------------------------ use
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "net_"):
-            raise RuntimeError("this FactorTopy is not fitted yet; call fit(features_or_model, brain) first")
-
     @property
     def best_layer_(self) -> np.ndarray:
         """``(n_voxels,)`` index of the most probable layer per voxel."""
-        self._check_fitted()
+        check_is_fitted(self)
         return self.layer_probs_.argmax(1)
 
     def predict(self, features_or_model, *, stimuli=None) -> np.ndarray:
         """Predicted responses ``(n_stimuli, n_voxels)`` in the units of the fitted responses."""
-        self._check_fitted()
+        check_is_fitted(self)
         device = next(self.net_.parameters()).device
         if isinstance(features_or_model, nn.Module):
             if stimuli is None:
@@ -733,7 +408,9 @@ class FactorTopy(BaseEstimator):
             bad = {k: (shapes[k], self.layer_shapes_[k]) for k in self.layers_ if shapes[k][0] != self.layer_shapes_[k][0]}
             if bad:
                 raise ShapeError(f"channel counts differ from the fitted features (seen, fitted): {bad}")
-            z = self._predict_z(self.net_, source, self.encoding_, np.arange(n), self.temperature_, device)
+            # the fitted layer probabilities (float32 -> float64 -> float32 is exact)
+            probs = torch.as_tensor(self.layer_probs_, dtype=torch.float32)
+            z = self._predict_z(self.net_, source, self.encoding_, np.arange(n), self.temperature_, device, probs)
         return z.double().numpy() * self.y_std_ + self.y_mean_
 
     def _roi(self, roi) -> np.ndarray:
@@ -748,7 +425,7 @@ class FactorTopy(BaseEstimator):
 
     def hierarchy_fit(self, levels: Mapping[str, float] | None = None, roi=None) -> dict[str, float]:
         """Slope, b0, b1 and n of depth regressed on ROI level; see :func:`hierarchy_fit`."""
-        self._check_fitted()
+        check_is_fitted(self)
         return hierarchy_fit(self.layer_, self._roi(roi), levels)
 
     def hierarchy_slope(self, levels: Mapping[str, float] | None = None, roi=None) -> float:
@@ -762,7 +439,7 @@ class FactorTopy(BaseEstimator):
     def summary(self, model: str | None = None, levels: Mapping[str, float] | None = None) -> ScoreTable:
         """Score rows: per ROI (and ``all``) the mean depth, mean confidence and median validation R^2;
         with ROI labels also the hierarchy slope, b0 and b1."""
-        self._check_fitted()
+        check_is_fitted(self)
         table = ScoreTable()
         layer = "|".join(self.layers_)
         groups: list[tuple[str, np.ndarray]] = [("all", np.ones(self.layer_.shape[0], dtype=bool))]

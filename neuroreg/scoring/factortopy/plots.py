@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
+from sklearn.utils.validation import check_is_fitted
 
 from neuroreg.results.figures import save_figure
 from neuroreg.scoring.factortopy.estimator import FactorTopy
@@ -32,7 +33,7 @@ def _save(fig: Figure, path: str | Path | None) -> Figure:
 def _fitted(ft: FactorTopy) -> FactorTopy:
     if not isinstance(ft, FactorTopy):
         raise TypeError(f"expected a fitted FactorTopy; got {type(ft).__name__}")
-    ft._check_fitted()
+    check_is_fitted(ft)
     return ft
 
 

@@ -1,15 +1,143 @@
 """Per-stimulus VOneBlock noise in extraction: a stochastic network's features belong to the images (ids), not to
-their row, batch or device."""
+their row, batch or device; the counter-based draw is SplitMix64 + Box-Muller, checked against Python integers
+and float64, and against scipy for its distribution."""
+
+import math
 
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 import neuroreg as nr
-from neuroreg.models.stimulus_noise import StimulusNoise, stimulus_seed
+import neuroreg.models.stimulus_noise as sn
+from neuroreg.models.stimulus_noise import (StimulusNoise, counter_normal, counter_words, splitmix64,
+                                            stimulus_key)
 
 KW = {"image_size": 32, "simple_channels": 4, "complex_channels": 4, "times": (1, 1, 1)}
+M64 = 2 ** 64 - 1
+GAMMA = 0x9E3779B97F4A7C15
 
+
+# --- independent reference: Python integers (arbitrary precision) and float64 --------------------------------------
+
+def ref_splitmix64(z: int) -> int:
+    """SplitMix64's output function (Vigna, splitmix64.c) on an unsigned 64-bit int."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def ref_words(key: int, n_pairs: int) -> list[int]:
+    """The first n_pairs outputs of a SplitMix64 generator seeded with key."""
+    return [ref_splitmix64((key + (j + 1) * GAMMA) & M64) for j in range(n_pairs)]
+
+
+def _int32(v: int) -> int:
+    return v - 2 ** 32 if v >= 2 ** 31 else v
+
+
+def ref_normal(key: int, n: int) -> np.ndarray:
+    """Box-Muller of the documented uniforms: u and theta rounded to float32 as documented, the rest in float64."""
+    m = (n + 1) // 2
+    words = ref_words(key, m)
+    hi = np.array([_int32(w >> 32) for w in words], dtype=np.float64)
+    lo = np.array([_int32(w & 0xFFFFFFFF) for w in words], dtype=np.float64)
+    u = np.abs(2 * hi + 1).astype(np.float32).astype(np.float64) * 2.0 ** -32
+    theta = (lo.astype(np.float32) * np.float32(2 * math.pi / 2 ** 32)).astype(np.float64)
+    r = np.sqrt(-2 * np.log(u))
+    return np.concatenate([r * np.cos(theta), r * np.sin(theta)])[:n]
+
+
+def _unsigned(t: torch.Tensor) -> list[int]:
+    return [v & M64 for v in t.flatten().tolist()]
+
+
+EDGE_KEYS = [0, 1, 2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1, GAMMA, (2 ** 64 - GAMMA) & M64]
+
+
+# --- the integer step: bit for bit ---------------------------------------------------------------------------------
+
+def test_the_mixer_agrees_bit_for_bit_with_python_integers():
+    rng = np.random.default_rng(0)
+    states = EDGE_KEYS + [int(v) for v in rng.integers(0, 2 ** 63, 200)] + \
+        [int(v) + 2 ** 63 for v in rng.integers(0, 2 ** 63, 200)]
+    signed = torch.tensor([v - 2 ** 64 if v >= 2 ** 63 else v for v in states], dtype=torch.int64)
+    assert _unsigned(splitmix64(signed)) == [ref_splitmix64(v) for v in states]
+
+
+def test_the_words_agree_bit_for_bit_with_a_python_splitmix64_stream():
+    rng = np.random.default_rng(1)
+    keys = EDGE_KEYS + [int(v) * 2 + 1 for v in rng.integers(0, 2 ** 63, 5)]
+    got = counter_words(keys, 30)                                       # 12 keys x 30 counters = 360 pairs
+    assert got.shape == (len(keys), 30) and got.dtype == torch.int64
+    for b, key in enumerate(keys):
+        assert _unsigned(got[b]) == ref_words(key, 30)
+
+
+def test_the_float_step_is_within_its_stated_tolerance_of_float64():
+    keys = EDGE_KEYS + [stimulus_key(3, 1, "img07")]
+    got = counter_normal(keys, 2000).double().numpy()
+    for b, key in enumerate(keys):
+        ref = ref_normal(key, 2000)
+        r = np.sqrt(np.concatenate([ref[:1000] ** 2 + ref[1000:] ** 2] * 2))
+        assert np.all(np.abs(got[b] - ref) <= 1e-6 * (1 + r)), key
+
+
+def test_an_odd_count_is_the_even_draw_without_its_last_sine():
+    keys = [5, 6]
+    even = counter_normal(keys, 10)
+    assert torch.equal(counter_normal(keys, 9), even[:, :9])
+    np.testing.assert_allclose(counter_normal(keys, 9)[1].double().numpy(), ref_normal(6, 9), rtol=0, atol=1e-5)
+
+
+def test_a_row_depends_on_its_key_only_whatever_the_chunking(monkeypatch):
+    keys = [stimulus_key(0, 0, f"s{i}") for i in range(5)]
+    whole = counter_normal(keys, 101)
+    monkeypatch.setattr(sn, "_PAIRS_PER_CHUNK", 60)                 # one row per chunk: 51 pairs a row
+    assert torch.equal(counter_normal(keys, 101), whole)
+    monkeypatch.setattr(sn, "_PAIRS_PER_CHUNK", 120)                # two rows a chunk, a short last chunk
+    assert torch.equal(counter_normal(keys[::-1], 101), whole.flip(0))
+    assert torch.equal(counter_normal(keys[2:3], 101), whole[2:3])
+
+
+# --- the distribution --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def big_draw():
+    keys = [stimulus_key(0, 0, f"img{i}") for i in range(4)] + [stimulus_key(0, 1, "img0"), 12345, 12346]
+    return counter_normal(keys, 2 ** 17).double().numpy()      # 7 x 131,072
+
+
+def test_mean_variance_and_normality(big_draw):
+    z = big_draw[:4].ravel()
+    n = z.size
+    assert abs(z.mean()) < 5 / math.sqrt(n)
+    assert abs(z.var() - 1) < 5 * math.sqrt(2 / n)
+    assert abs(stats.kurtosis(z)) < 5 * math.sqrt(24 / n)
+    assert stats.kstest(z, "norm").pvalue > 0.01
+    assert np.isfinite(big_draw).all() and np.abs(big_draw).max() < math.sqrt(64 * math.log(2)) + 1e-4
+
+
+def _corr(a, b):
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def test_no_correlation_between_neighbours_stimuli_or_blocks(big_draw):
+    z = big_draw
+    n, half = z.shape[1], z.shape[1] // 2
+    bound = 5 / math.sqrt(half)
+    for row in z:
+        assert abs(_corr(row[:-1], row[1:])) < bound                  # neighbouring elements
+        assert abs(_corr(row[:half], row[half:])) < bound             # the cosine and sine of one word
+        assert abs(_corr(row[:half] ** 2, row[half:] ** 2)) < 2 * bound   # ... independent, not just uncorrelated
+    bound = 5 / math.sqrt(n)
+    assert abs(_corr(z[0], z[1])) < bound                             # stimuli with different keys
+    assert abs(_corr(z[0], z[4])) < bound                             # one stimulus, two blocks
+    assert abs(_corr(z[5], z[6])) < bound                             # adjacent keys
+
+
+# --- per-stimulus noise in a VOneNet -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def model():
@@ -38,18 +166,20 @@ def test_row_order_and_batch_size_do_not_change_the_features(model, images):
 
 
 def test_the_noise_is_the_documented_per_stimulus_draw(model, images):
-    """V1 of image 2 equals the block run with the draw of Generator(stimulus_seed(seed, 0, id))."""
+    """V1 of image 2 equals the block run with the float64 reference draw of key (seed 5, block 0, "img02")."""
     got = _v1(model, images, IDS, seed=5)
     block = model.vone_block
     shape = (block.out_channels, block.output_size(32), block.output_size(32))
-    draw = torch.randn(shape, generator=torch.Generator().manual_seed(stimulus_seed(5, 0, "img02")))
-    block.fixed_noise = draw[None]
+    key = int.from_bytes(__import__("hashlib").blake2b(b"5|0|img02", digest_size=8).digest(), "little")
+    assert stimulus_key(5, 0, "img02") == key
+    draw = torch.as_tensor(ref_normal(key, math.prod(shape)), dtype=torch.float32).view(1, *shape)
+    block.fixed_noise = draw
     try:
         with torch.no_grad():
             expected = block(images[2:3])
     finally:
         block.fixed_noise = None
-    torch.testing.assert_close(got[2:3], expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got[2:3], expected, rtol=0, atol=1e-5)
 
 
 def test_ids_and_seeds_choose_the_draw(model, images):
@@ -84,8 +214,25 @@ def test_a_batch_with_another_count_of_ids_is_refused(model, images):
             model(images[:3])
 
 
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match=r"n must be a non-negative int .* got -1"):
+        counter_normal([1], -1)
+    with pytest.raises(ValueError, match=r"keys must be unsigned 64-bit integers; got -3"):
+        counter_normal([-3], 4)
+    with pytest.raises(ValueError, match=r"keys must be a 1-d int64 tensor; got dtype torch.float32"):
+        counter_normal(torch.zeros(2), 4)
+    with pytest.raises(TypeError, match="state must be an int64 tensor; got torch.int32"):
+        splitmix64(torch.zeros(2, dtype=torch.int32))
+    with pytest.raises(ValueError, match="n_pairs must be a non-negative int; got 1.5"):
+        counter_words([1], 1.5)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_the_same_noise_on_a_gpu(model, images):
+def test_the_same_bits_and_noise_on_a_gpu(model, images):
+    keys = EDGE_KEYS + [stimulus_key(2, 0, "img01")]
+    assert torch.equal(counter_words(keys, 1000, device="cuda").cpu(), counter_words(keys, 1000))
+    torch.testing.assert_close(counter_normal(keys, 2000, device="cuda").cpu(), counter_normal(keys, 2000),
+                               rtol=1e-6, atol=1e-6)
     cpu = _v1(model, images, IDS, seed=2)
     gpu = _v1(model, images, IDS, seed=2, device="cuda")
     torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-4)

@@ -175,7 +175,7 @@ def _scorecard_tiny() -> None:
     import tempfile
     from pathlib import Path
 
-    from neuroreg.cli.train import build_cli
+    from neuroreg.training.lightning_cli import build_cli
 
     config = Path(__file__).resolve().parents[1] / "configs" / "train_tiny_cornet_z.yaml"
     spent: dict = {}

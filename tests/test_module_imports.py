@@ -76,8 +76,8 @@ _KEPT = [
     ("neuroreg.sweep.jobs", ["neuroreg.brain", "torchvision.datasets", "neuroreg.scoring.FactorTopy",
                              "neuroreg.scoring.crsa", "neuroreg.scoring.predictivity", "neuroreg.scoring.versa",
                              "neuroreg.robustness.attack_suite", "neuroreg.robustness.corruption_suite"], SWEEP_WORKER),
-    ("neuroreg.sweep.tune", ["neuroreg.scorecard.evaluation.brain_scores", "neuroreg.cli.train.build_cli",
-                             "neuroreg.cli.train.fit_cli"], SWEEP_WORKER),
+    ("neuroreg.sweep.tune", ["neuroreg.scorecard.evaluation.brain_scores", "neuroreg.training.lightning_cli.build_cli",
+                             "neuroreg.training.lightning_cli.fit_cli"], SWEEP_WORKER),
 
     ("neuroreg.training.callbacks.scorecard", ["neuroreg.scorecard.evaluation.evaluate",
                                                "neuroreg.scorecard.evaluation.resolve_brain_set",

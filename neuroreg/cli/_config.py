@@ -14,7 +14,7 @@ from typing import Sequence
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from neuroreg.cli._usage import check_config_files, usage_error
+from neuroreg.training.config_errors import check_config_files, usage_error
 
 __all__ = ["parse_command", "build_command_parser"]
 

@@ -20,17 +20,16 @@ keeps its traceback. ``--debug`` keeps the traceback for every error.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-import textwrap
 from typing import Callable
 
 from neuroreg._utils.io import is_disk_full
+from neuroreg.training.config_errors import condense_parser_error
 from neuroreg.errors import (CheckpointError, DataFormatError, NeuroregError, NotAvailableError, OutputError,
                              RunLockedError)
 
 __all__ = ["EXIT_OK", "EXIT_BUG", "EXIT_USAGE", "EXIT_NOT_AVAILABLE", "EXIT_INPUT", "EXIT_OUTPUT", "EXIT_BUSY",
-           "EXIT_INTERRUPTED", "EXIT_STATUSES", "exit_status", "run_guarded", "condense"]
+           "EXIT_INTERRUPTED", "EXIT_STATUSES", "exit_status", "run_guarded"]
 
 EXIT_OK = 0
 EXIT_BUG = 1
@@ -79,70 +78,8 @@ def exit_status(exc: BaseException) -> int | None:
     return None
 
 
-def _type_name(text: str) -> str:
-    """``<class 'int'>`` -> ``int``, ``<class 'NoneType'>`` -> ``None``, ``typing.Literal['a', 'b']`` ->
-    ``one of 'a', 'b'``; anything else as written."""
-    text = text.strip()
-    literal = re.fullmatch(r"(?:typing\.)?Literal\[(.*)\]", text)
-    if literal is not None:
-        return f"one of {literal.group(1)}"
-    names = [("None" if n == "NoneType" else n.rsplit(".", 1)[-1]) for n in re.findall(r"<class '([\w.]+)'>", text)]
-    return " or ".join(names) if names else text
-
-
-def _article(name: str) -> str:
-    if name.startswith("one of") or name == "None":
-        return ""
-    return "an " if name[:1].lower() in "aeiou" else "a "
-
-
-def _class_problem(option: str, body: str) -> str | None:
-    """A subclass option (``--data``) whose class_path or init_args were refused: the inner reason, with the
-    option spelled out down to the key (``--data.init_args.n_images``)."""
-    problem = re.search(r"Problem with given class_path '([^']+)':\n(.*?)(?=\n\s*- |\n\s*Given value|\Z)", body,
-                        re.S)
-    if problem is None:
-        return None
-    class_path, inner = problem.group(1), textwrap.dedent(problem.group(2)).strip()
-    if inner.startswith("Parser key"):
-        return condense(inner, lambda key: f"{option}.init_args.{key}")
-    unknown = re.match(r"Option '([^']+)' is not accepted", inner)
-    if unknown is not None:
-        return f"{option}.init_args: unknown option {unknown.group(1)!r} of {class_path}"
-    return f"{option}.class_path: {class_path!r}: {' '.join(inner.split())}"
-
-
-def condense(message: str, option_of: Callable[[str], str] | None = None) -> str:
-    """One line for a jsonargparse/argparse error ``message``: ``--option: expected <type>, got '<value>'``.
-
-    ``option_of`` maps a parser key (``model.lr``, ``batch_size``) to the option as typed (default ``--key``).
-    """
-    option_of = option_of or (lambda key: f"--{key}")
-    first, _, rest = message.strip().partition("\n")
-    found = re.match(r'Parser key "([^"]+)"(?: element (\d+))?:\s*(.*)', first)
-    if found is None:
-        return " ".join(message.split())
-    key, element, inline = found.groups()
-    option = option_of(key) + (f" (item {element})" if element else "")
-    body = "\n".join(part for part in (inline, rest) if part.strip())
-    nested = _class_problem(option_of(key), body)
-    if nested is not None:
-        return nested
-    given = re.search(r"(?:Given value|Got value): (.*)", body)
-    value = given.group(1).strip() if given else None
-    subtypes = re.search(r"Subtypes: \[(.*)\]", body)
-    if subtypes is not None and value is not None:
-        expected = " or ".join(_type_name(t) for t in re.split(r",\s*(?![^\[]*\])", subtypes.group(1)))
-        return f"{option}: expected {expected}, got {value!r}"
-    single = re.match(r"\s*Expected a (.+?)\. Got value: (.*)", body, re.S)
-    if single is not None:
-        name = _type_name(single.group(1))
-        return f"{option}: expected {_article(name)}{name}, got {single.group(2).strip()!r}"
-    return f"{option}: {' '.join(body.split())}"
-
-
 def _one_line(exc: BaseException) -> str:
-    text = condense(str(exc)) if isinstance(exc, argparse.ArgumentError) else " ".join(str(exc).split())
+    text = condense_parser_error(str(exc)) if isinstance(exc, argparse.ArgumentError) else " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -43,7 +43,8 @@ from neuroreg.brain import bundled_sets, load_responses
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import DataFormatError, ShapeError, UnknownNameError
 from neuroreg.results.figures import save_figure
-from neuroreg.cli.train import NeuroregCLI, lightning_subcommand, run_cli
+from neuroreg.cli.train import lightning_subcommand
+from neuroreg.training.lightning_cli import NeuroregCLI, run_cli
 from neuroreg.data.folders import load_neural_stimuli
 from neuroreg.data.eurosat import find_eurosat_folder
 from neuroreg.finetune.finetune import FinetuneModule
@@ -101,7 +102,7 @@ class ForgettingOptions:
 class FinetuneCLI(NeuroregCLI):
     """LightningCLI of ``neuroreg finetune``: model, data, trainer, checkpoint and forgetting options.
 
-    Run by :func:`~neuroreg.cli.train.fit_cli` like ``neuroreg train`` (run-folder lock, resume rules); the
+    Run by :func:`~neuroreg.training.lightning_cli.fit_cli` like ``neuroreg train`` (run-folder lock, resume rules); the
     forgetting report's outside inputs are resolved before the first step and the report is written after fit.
     """
 

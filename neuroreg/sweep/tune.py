@@ -122,7 +122,7 @@ def run_trial(params: Mapping[str, Any], *, cfg: Mapping[str, Any], store: str) 
 
     # local: the training and scoring stacks (Lightning, timm, sklearn) load in the trial, not in the driver
     from neuroreg.scorecard.evaluation import brain_scores
-    from neuroreg.cli.train import build_cli, fit_cli
+    from neuroreg.training.lightning_cli import build_cli, fit_cli
 
     context = tune.get_context()
     trial = context.get_trial_name() or "trial"

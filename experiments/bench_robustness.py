@@ -63,9 +63,9 @@ def bench(device: torch.device, size: int, batch_size: int, repeats: int, steps:
     eps = 4 / 255
     cases = [
         ("PGD-%d, ResNet-18" % steps,
-         RobustClassifier(resnet18(10), n_classes=10).to(device).eval(), "pgd", 1),
+         RobustClassifier(resnet18(10), num_classes=10).to(device).eval(), "pgd", 1),
         ("EOT-PGD-%d x %d, VOne-ResNet-18" % (steps, eot_iter),
-         RobustClassifier(vone_resnet18(size, 10), (0.5,) * 3, (0.5,) * 3, n_classes=10).to(device).eval(),
+         RobustClassifier(vone_resnet18(size, 10), (0.5,) * 3, (0.5,) * 3, num_classes=10).to(device).eval(),
          "eotpgd", eot_iter),
     ]
     print(f"\ndevice {device} | batch {batch_size} x 3 x {size} x {size} | eps 4/255 | median of {repeats}")

@@ -309,12 +309,7 @@ def simulate_voxels(model: nn.Module, stimuli, rois: Sequence[str] | Mapping[str
         ``signal`` ``(n, V)`` (noise-free, standardised responses), ``layers``
         (the layer names), ``rois`` (ROI names, shallow to deep) and ``repeats``.
     """
-    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
-        raise ValueError(f"repeats must be a positive int; got {repeats!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    if weights not in _WEIGHT_DISTS:
-        raise ValueError(f"weights must be one of {_WEIGHT_DISTS}; got {weights!r}")
+    _check_simulate_arguments(repeats, batch_size, weights)
     roi_names, layer_names, table = _roi_layer_table(rois, layers, model)
     counts = _voxel_counts(n_voxels, roi_names)
     n_vox = sum(counts)
@@ -322,58 +317,11 @@ def simulate_voxels(model: nn.Module, stimuli, rois: Sequence[str] | Mapping[str
     coords, roi_idx, layer, position, scale = _sheet_geometry(counts, table, len(layer_names), geom_rng)
     snr_v = _sample_snr(snr, n_vox, snr_rng)
 
-    n, default_ids, chunks = _stimulus_chunks(stimuli, batch_size)
-    if n < 2:
-        raise ValueError(f"stimuli must hold at least 2 images to define a signal variance; got {n}")
-    ids = np.asarray(stimulus_ids) if stimulus_ids is not None else (default_ids if default_ids is not None else np.arange(n))
-    if len(ids) != n:
-        raise ValueError(f"stimulus_ids has {len(ids)} entries but there are {n} stimuli")
-
-    transform = _resize_transform(image_size)
-    signal = torch.zeros(n, n_vox, dtype=torch.float64)
-    readout: dict[int, tuple[Tensor, Tensor, np.ndarray]] = {}
-    weight_list: list[np.ndarray | None] = [None] * n_vox
-    start = 0
-    n_chunks = -(-n // batch_size)
-    for chunk in tqdm(chunks, total=n_chunks, desc="simulate", unit="batch", leave=False,
-                      disable=None if progress is None else not progress):
-        feats = extract(model, chunk, list(layer_names), batch_size=batch_size, device=device,
-                        transform=transform, progress=False)
-        b = None
-        for li, lname in enumerate(layer_names):
-            vox = np.flatnonzero(layer == li)
-            if len(vox) == 0:
-                continue
-            maps = _as_maps(feats[lname], lname).to(torch.float64)
-            b, c, h, w = maps.shape
-            if li not in readout:
-                # Weights are drawn layer by layer in a fixed order from their own stream.
-                wv = weight_rng.normal(size=(len(vox), c))
-                if weights == "positive":
-                    wv = np.abs(wv)
-                for j, v in enumerate(vox):
-                    weight_list[v] = wv[j]
-                readout[li] = (torch.from_numpy(wv), gaussian_windows(position[vox], scale[vox], h, w), vox)
-            wv_t, win, vox = readout[li]
-            if win.shape[1] != h * w or wv_t.shape[1] != c:
-                raise ShapeError(f"layer {lname!r} changed shape between batches (now {(c, h, w)}); "
-                                 "give stimuli of one size or set image_size")
-            pooled = torch.einsum("bcp,vp->bvc", maps.reshape(b, c, h * w), win)   # (b, V_l, C)
-            signal[start:start + b, torch.from_numpy(vox)] = (pooled * wv_t[None]).sum(-1)
-        start += b if b is not None else 0
-    for li in range(len(layer_names)):
-        if (layer == li).any() and li not in readout:
-            raise RuntimeError(f"layer {layer_names[li]!r} produced no activations")
-
-    sig = signal.numpy()
-    mean, sd = sig.mean(0), sig.std(0)
-    flat = np.flatnonzero(~(sd > 1e-12 * np.maximum(np.abs(mean), 1.0)))
-    if len(flat):
-        first = int(flat[0])
-        raise ValueError(f"{len(flat)} simulated voxels have no signal variance over the stimuli "
-                         f"(first: voxel {first}, layer {layer_names[layer[first]]!r}); the layer's read-out is "
-                         "constant for these stimuli")
-    sig = (sig - mean) / sd
+    n, ids, chunks = _stimuli_with_ids(stimuli, batch_size, stimulus_ids)
+    readout = _Readout(layer, position, scale, weights, weight_rng)
+    signal = readout.run(model, chunks, n, layer_names, batch_size=batch_size, image_size=image_size,
+                         device=device, progress=progress)
+    sig = _standardised(signal.numpy(), layer, layer_names)
     noise = noise_rng.standard_normal((repeats, n, n_vox)) / np.sqrt(snr_v)
     trials = sig[None] + noise
     roi = np.asarray(roi_names)[roi_idx]
@@ -382,8 +330,101 @@ def simulate_voxels(model: nn.Module, stimuli, rois: Sequence[str] | Mapping[str
                       trials=trials, name=name)
     truth = {
         "layer": layer, "layer_name": np.asarray(layer_names)[layer], "position": position, "scale": scale,
-        "weights": weight_list, "snr": snr_v, "ceiling": ceiling, "max_r": np.sqrt(ceiling), "roi": roi,
+        "weights": readout.weight_list, "snr": snr_v, "ceiling": ceiling, "max_r": np.sqrt(ceiling), "roi": roi,
         "roi_index": roi_idx, "coords": coords, "signal": sig, "layers": list(layer_names),
         "rois": roi_names, "repeats": int(repeats),
     }
     return brain, truth
+
+
+def _stimuli_with_ids(stimuli, batch_size: int, stimulus_ids) -> tuple[int, np.ndarray, Iterator]:
+    """(n, ``(n,)`` stimulus ids, iterator over chunks of ``batch_size`` stimuli); at least 2 stimuli."""
+    n, default_ids, chunks = _stimulus_chunks(stimuli, batch_size)
+    if n < 2:
+        raise ValueError(f"stimuli must hold at least 2 images to define a signal variance; got {n}")
+    ids = np.asarray(stimulus_ids) if stimulus_ids is not None else (default_ids if default_ids is not None else np.arange(n))
+    if len(ids) != n:
+        raise ValueError(f"stimulus_ids has {len(ids)} entries but there are {n} stimuli")
+    return n, ids, chunks
+
+
+def _check_simulate_arguments(repeats: int, batch_size: int, weights: str) -> None:
+    """Refuse a bad ``repeats``, ``batch_size`` or ``weights`` of :func:`simulate_voxels` before any work."""
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise ValueError(f"repeats must be a positive int; got {repeats!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if weights not in _WEIGHT_DISTS:
+        raise ValueError(f"weights must be one of {_WEIGHT_DISTS}; got {weights!r}")
+
+
+class _Readout:
+    """The voxels' read-out of each layer: channel weights and Gaussian windows, drawn on the layer's first batch.
+
+    ``layer`` ``(V,)``: layer index of each voxel; ``position`` ``(V, 2)`` and
+    ``scale`` ``(V,)`` as in :func:`gaussian_windows`. Weights are drawn layer by
+    layer in a fixed order from their own stream (``weight_rng``), so they do not
+    depend on the batch size.
+    """
+
+    def __init__(self, layer: np.ndarray, position: np.ndarray, scale: np.ndarray, weights: str,
+                 weight_rng: np.random.Generator) -> None:
+        self.layer, self.position, self.scale = layer, position, scale
+        self.weights, self.weight_rng = weights, weight_rng
+        self.layers: dict[int, tuple[Tensor, Tensor, np.ndarray]] = {}   # layer -> (weights, windows, voxels)
+        self.weight_list: list[np.ndarray | None] = [None] * len(layer)
+
+    def _draw(self, li: int, vox: np.ndarray, c: int, h: int, w: int) -> None:
+        wv = self.weight_rng.normal(size=(len(vox), c))
+        if self.weights == "positive":
+            wv = np.abs(wv)
+        for j, v in enumerate(vox):
+            self.weight_list[v] = wv[j]
+        self.layers[li] = (torch.from_numpy(wv), gaussian_windows(self.position[vox], self.scale[vox], h, w), vox)
+
+    def run(self, model: nn.Module, chunks: Iterator, n: int, layer_names: Sequence[str], *, batch_size: int,
+            image_size, device, progress: bool | None) -> Tensor:
+        """float64 ``(n, V)`` noise-free signal: every chunk of stimuli through :func:`neuroreg.extract`, read out."""
+        signal = torch.zeros(n, len(self.layer), dtype=torch.float64)
+        transform = _resize_transform(image_size)
+        start = 0
+        for chunk in tqdm(chunks, total=-(-n // batch_size), desc="simulate", unit="batch", leave=False,
+                          disable=None if progress is None else not progress):
+            feats = extract(model, chunk, list(layer_names), batch_size=batch_size, device=device,
+                            transform=transform, progress=False)
+            start += self.add(signal, start, feats, layer_names)
+        for li in range(len(layer_names)):
+            if (self.layer == li).any() and li not in self.layers:
+                raise RuntimeError(f"layer {layer_names[li]!r} produced no activations")
+        return signal
+
+    def add(self, signal: Tensor, start: int, feats: Mapping[str, Tensor], layer_names: Sequence[str]) -> int:
+        """Write the voxels' signal for one chunk of stimuli into ``signal[start:start + b]``; returns ``b``."""
+        b = None
+        for li, lname in enumerate(layer_names):
+            vox = np.flatnonzero(self.layer == li)
+            if len(vox) == 0:
+                continue
+            maps = _as_maps(feats[lname], lname).to(torch.float64)
+            b, c, h, w = maps.shape
+            if li not in self.layers:
+                self._draw(li, vox, c, h, w)
+            wv_t, win, vox = self.layers[li]
+            if win.shape[1] != h * w or wv_t.shape[1] != c:
+                raise ShapeError(f"layer {lname!r} changed shape between batches (now {(c, h, w)}); "
+                                 "give stimuli of one size or set image_size")
+            pooled = torch.einsum("bcp,vp->bvc", maps.reshape(b, c, h * w), win)   # (b, V_l, C)
+            signal[start:start + b, torch.from_numpy(vox)] = (pooled * wv_t[None]).sum(-1)
+        return b if b is not None else 0
+
+
+def _standardised(sig: np.ndarray, layer: np.ndarray, layer_names: Sequence[str]) -> np.ndarray:
+    """``(n, V)`` signal with mean 0 and variance 1 per voxel; a voxel without variance is an error naming it."""
+    mean, sd = sig.mean(0), sig.std(0)
+    flat = np.flatnonzero(~(sd > 1e-12 * np.maximum(np.abs(mean), 1.0)))
+    if len(flat):
+        first = int(flat[0])
+        raise ValueError(f"{len(flat)} simulated voxels have no signal variance over the stimuli "
+                         f"(first: voxel {first}, layer {layer_names[layer[first]]!r}); the layer's read-out is "
+                         "constant for these stimuli")
+    return (sig - mean) / sd

@@ -19,7 +19,13 @@ per split score / sqrt(ceiling), averaged; Geirhos2021: raw / ceiling with
   ``ec_trials.csv`` (``stimulus_id``, ``subject``, ``condition``, ``choice``, ``truth``:
   4 simulated subjects, 3 conditions x 10 images, 4 labels);
 - ``ec_scores.csv``: per (subject, condition) kappa, per (subject pair, condition)
-  ceiling kappa, and the aggregated score, ceiling and ceiled score.
+  ceiling kappa, and the aggregated score, ceiling and ceiled score;
+- ``readout_features.csv`` (``part`` fit/test, ``stimulus_id``, ``image_label``,
+  ``f00``...: seeded synthetic features) and ``readout_probabilities.csv`` (``case``
+  4-way/2-way, ``stimulus_id``, ``choice``, ``probability``): the choice probabilities of
+  ``model_helpers.brain_transformation.behavior.ProbabilitiesMapping.ProbabilitiesClassifier``
+  (its scaler and logistic regression, scikit-learn as named in the header) fitted on the
+  fit part and applied to the test part.
 
 Each file starts with a ``#`` line naming the brain-score/vision commit and the
 package versions. Run in an environment with ``brainscore-core``, ``numpy<2``,
@@ -30,7 +36,8 @@ repository at ``--commit``)::
     python experiments/make_brainscore_behaviour_references.py path/to/vision.git --commit c642dbe4...
 
 The fixtures committed were made from commit c642dbe42aae3ed064bc0b66f70a80b264021164
-with brainscore-core 2.5.0, numpy 1.26.4, scipy 1.17.1, xarray 2022.3.0, pandas 2.3.3.
+with brainscore-core 2.5.0, numpy 1.26.4, scipy 1.17.1, xarray 2022.3.0, pandas 2.3.3 and
+scikit-learn 1.5.2.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ FILES = ["brainscore_vision/utils/__init__.py", "brainscore_vision/metrics/__ini
          "brainscore_vision/metric_helpers/transformations.py",
          "brainscore_vision/metrics/i1i2/metric.py", "brainscore_vision/metrics/error_consistency/metric.py"]
 RAJALINGHAM = "brainscore_vision/benchmarks/rajalingham2018/benchmarks/benchmark.py"
+BEHAVIOR = "brainscore_vision/model_helpers/brain_transformation/behavior.py"
 BENCHMARK_HELPERS = "brainscore_vision/benchmark_helpers/__init__.py"
 OBJECTS = ["bear", "car", "dog", "elephant"]
 IMAGES_PER_OBJECT = 6
@@ -147,6 +155,61 @@ def simulate_error_consistency(seed: int = 1) -> tuple[pd.DataFrame, pd.DataFram
     return choices, trials.iloc[rng.permutation(len(trials))].reset_index(drop=True)
 
 
+def simulate_readout(seed: int = 2) -> pd.DataFrame:
+    """Seeded features of a fitting set (4 objects x 12 images) and a test set (4 x 5), object-dependent means."""
+    rng = np.random.default_rng(seed)
+    n_features = 12
+    centres = rng.normal(0.0, 1.0, (len(OBJECTS), n_features))
+    rows = []
+    for part, per_object in (("fit", 12), ("test", 5)):
+        labels = np.repeat(np.arange(len(OBJECTS)), per_object)
+        rng.shuffle(labels)   # first-appearance order of the labels differs from their sorted order
+        x = 0.9 * centres[labels] + rng.normal(0.0, 1.0, (labels.size, n_features)) * rng.uniform(0.5, 3.0, n_features)
+        for k, (label, feats) in enumerate(zip(labels, x)):
+            rows.append(dict(part=part, stimulus_id=f"{part}{k:02d}", image_label=OBJECTS[label],
+                             **{f"f{j:02d}": float(v) for j, v in enumerate(feats)}))
+    return pd.DataFrame(rows)
+
+
+def _readout_rows(classifier_cls, features: pd.DataFrame) -> list[dict]:
+    from brainscore_core.supported_data_standards.brainio.assemblies import NeuroidAssembly
+
+    columns = [c for c in features.columns if c.startswith("f")]
+
+    def assembly(part: pd.DataFrame):
+        return NeuroidAssembly(part[columns].to_numpy(), coords={
+            "stimulus_id": ("presentation", part["stimulus_id"].to_numpy()),
+            "image_label": ("presentation", part["image_label"].to_numpy()),
+            "neuroid_id": ("neuroid", columns)}, dims=["presentation", "neuroid"])
+
+    rows = []
+    for case, objects in (("4-way", OBJECTS), ("2-way", OBJECTS[1:3])):
+        fit = features[(features["part"] == "fit") & features["image_label"].isin(objects)]
+        test = features[features["part"] == "test"]
+        x_fit = assembly(fit)
+        proba = classifier_cls().fit(x_fit, x_fit["image_label"]).predict_proba(assembly(test))
+        for i, sid in enumerate(proba["stimulus_id"].values):
+            for j, choice in enumerate(proba["choice"].values):
+                rows.append(dict(case=case, stimulus_id=sid, choice=choice, probability=float(proba.values[i, j])))
+    return rows
+
+
+def _probabilities_classifier(source: str):
+    """``ProbabilitiesMapping.ProbabilitiesClassifier`` of ``behavior.py``, its class compiled alone."""
+    import collections
+    import sklearn.linear_model
+    import sklearn.preprocessing
+    from brainscore_core.supported_data_standards.brainio.assemblies import (BehavioralAssembly, array_is_element,
+                                                                              walk_coords)
+
+    node = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "ProbabilitiesMapping")
+    namespace = {"np": np, "sklearn": sklearn, "OrderedDict": collections.OrderedDict, "walk_coords": walk_coords,
+                 "array_is_element": array_is_element, "BehavioralAssembly": BehavioralAssembly,
+                 "BrainModel": object}
+    exec(compile(ast.Module([node], []), "<ProbabilitiesMapping>", "exec"), namespace)
+    return namespace["ProbabilitiesMapping"].ProbabilitiesClassifier
+
+
 def _i1i2_rows(metric_mod, ceil_score, probabilities: pd.DataFrame, trials: pd.DataFrame) -> list[dict]:
     from numpy.random import RandomState
     from brainscore_core.supported_data_standards.brainio.assemblies import BehavioralAssembly
@@ -232,7 +295,7 @@ def main() -> None:
     from brainscore_core import Score
 
     versions = ", ".join(f"{p} {importlib.metadata.version(p)}"
-                         for p in ("brainscore-core", "numpy", "scipy", "xarray", "pandas"))
+                         for p in ("brainscore-core", "numpy", "scipy", "xarray", "pandas", "scikit-learn"))
     header = f"brain-score/vision {commit}; {versions}"
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -249,6 +312,9 @@ def main() -> None:
         ec_choices, ec_trials = simulate_error_consistency()
         i_rows = pd.DataFrame(_i1i2_rows(i1i2, ceil_score, probabilities, trials))
         ec_rows = pd.DataFrame(_ec_rows(ec, bound_score, ec_choices, ec_trials))
+        features = simulate_readout()
+        readout = pd.DataFrame(_readout_rows(
+            _probabilities_classifier(_git(args.vision, "show", f"{commit}:{BEHAVIOR}")), features))
     _write(probabilities, args.out / "probabilities.csv", f"{header}; simulated model, seed 0")
     _write(trials, args.out / "trials.csv", f"{header}; simulated subject, seed 0, trial order as run")
     _write(i_rows, args.out / "i1i2_scores.csv", f"{header}; metrics.i1i2 score + ceiling, "
@@ -257,7 +323,10 @@ def main() -> None:
     _write(ec_trials, args.out / "ec_trials.csv", f"{header}; simulated subjects, seed 1")
     _write(ec_rows, args.out / "ec_scores.csv", f"{header}; metrics.error_consistency score + ceiling, "
            "ceiled = raw / ceiling with benchmark_helpers.bound_score")
-    print(f"wrote {len(i_rows)} i1i2 rows and {len(ec_rows)} error-consistency rows to {args.out}")
+    _write(features, args.out / "readout_features.csv", f"{header}; synthetic features, seed 2")
+    _write(readout, args.out / "readout_probabilities.csv", f"{header}; behavior.ProbabilitiesMapping."
+           "ProbabilitiesClassifier fitted on part 'fit' (2-way: labels car and dog only), applied to part 'test'")
+    print(f"wrote {len(readout)} read-out rows, {len(i_rows)} i1i2 rows and {len(ec_rows)} error-consistency rows to {args.out}")
 
 
 if __name__ == "__main__":

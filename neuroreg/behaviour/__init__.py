@@ -12,6 +12,10 @@ if _TYPE_CHECKING:  # what the lazy names resolve to, for type checkers (never r
     from neuroreg.behaviour.i1i2 import (BRAINSCORE_I1I2 as BRAINSCORE_I1I2, DPRIME_CAP as DPRIME_CAP,
                                          behavioural_consistency as behavioural_consistency, i1 as i1, i1n as i1n,
                                          i2 as i2, i2n as i2n)
+    from neuroreg.behaviour.readout import (BRAINSCORE_READOUT_C as BRAINSCORE_READOUT_C,
+                                            ProbabilitiesReadout as ProbabilitiesReadout,
+                                            choice_probabilities as choice_probabilities,
+                                            readout_features as readout_features)
     from neuroreg.behaviour.kappa import (cohens_kappa as cohens_kappa,
                                                       error_consistency as error_consistency,
                                                       error_consistency_ceiling as error_consistency_ceiling)
@@ -28,7 +32,10 @@ _EXPORTS = {
     "error_consistency": "neuroreg.behaviour.kappa",
     "error_consistency_ceiling": "neuroreg.behaviour.kappa",
     "cohens_kappa": "neuroreg.behaviour.kappa",
+    "ProbabilitiesReadout": "neuroreg.behaviour.readout",
+    "choice_probabilities": "neuroreg.behaviour.readout",
+    "readout_features": "neuroreg.behaviour.readout",
+    "BRAINSCORE_READOUT_C": "neuroreg.behaviour.readout",
 }
 
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = _lazy_exports(__name__, _EXPORTS)

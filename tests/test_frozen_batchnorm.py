@@ -88,7 +88,7 @@ def test_extract_keeps_a_frozen_batchnorm_frozen_and_runs_in_eval_mode():
 
 
 def test_forgetting_embedding_keeps_a_frozen_batchnorm_frozen():
-    from neuroreg.finetune.forgetting import _embed
+    from neuroreg.finetune.forgetting_passes import embed as _embed
 
     model = _Probe()
     feats, logits, labels = _embed(model, _data(), batch_size=4, device=torch.device("cpu"))

@@ -8,10 +8,12 @@ if _TYPE_CHECKING:  # what the lazy names resolve to, for type checkers (never r
     from neuroreg.finetune.backbone import build_model as build_model
     from neuroreg.finetune.finetune import (FinetuneModule as FinetuneModule, STRATEGIES as STRATEGIES,
                                             trainable_parameter_names as trainable_parameter_names)
-    from neuroreg.finetune.forgetting import (PreviousTask as PreviousTask, forgetting_report as forgetting_report,
-                                              model_preprocess as model_preprocess, with_head_of as with_head_of,
-                                              metric_kind as metric_kind, KINDS as KINDS, HEAD_METRICS as HEAD_METRICS,
-                                              NEAR_CHANCE_MARGIN as NEAR_CHANCE_MARGIN)
+    from neuroreg.finetune.forgetting import forgetting_report as forgetting_report
+    from neuroreg.finetune.forgetting_passes import (model_preprocess as model_preprocess,
+                                                     with_head_of as with_head_of)
+    from neuroreg.finetune.forgetting_rows import (PreviousTask as PreviousTask, metric_kind as metric_kind,
+                                                   KINDS as KINDS, HEAD_METRICS as HEAD_METRICS,
+                                                   NEAR_CHANCE_MARGIN as NEAR_CHANCE_MARGIN)
     from neuroreg.finetune.forgetting_cache import (model_fingerprint as model_fingerprint,
                                                     dataset_fingerprint as dataset_fingerprint,
                                                     stable_repr as stable_repr, start_side_key as start_side_key,
@@ -40,14 +42,14 @@ _EXPORTS = {
     "FinetuneModule": "neuroreg.finetune.finetune",
     "STRATEGIES": "neuroreg.finetune.finetune",
     "trainable_parameter_names": "neuroreg.finetune.finetune",
-    "PreviousTask": "neuroreg.finetune.forgetting",
+    "PreviousTask": "neuroreg.finetune.forgetting_rows",
     "forgetting_report": "neuroreg.finetune.forgetting",
-    "model_preprocess": "neuroreg.finetune.forgetting",
-    "with_head_of": "neuroreg.finetune.forgetting",
-    "metric_kind": "neuroreg.finetune.forgetting",
-    "KINDS": "neuroreg.finetune.forgetting",
-    "HEAD_METRICS": "neuroreg.finetune.forgetting",
-    "NEAR_CHANCE_MARGIN": "neuroreg.finetune.forgetting",
+    "model_preprocess": "neuroreg.finetune.forgetting_passes",
+    "with_head_of": "neuroreg.finetune.forgetting_passes",
+    "metric_kind": "neuroreg.finetune.forgetting_rows",
+    "KINDS": "neuroreg.finetune.forgetting_rows",
+    "HEAD_METRICS": "neuroreg.finetune.forgetting_rows",
+    "NEAR_CHANCE_MARGIN": "neuroreg.finetune.forgetting_rows",
     "model_fingerprint": "neuroreg.finetune.forgetting_cache",
     "dataset_fingerprint": "neuroreg.finetune.forgetting_cache",
     "stable_repr": "neuroreg.finetune.forgetting_cache",
@@ -78,5 +80,4 @@ _EXPORTS = {
     "chain_root": "neuroreg.finetune.chain",
     "accuracy_matrix": "neuroreg.finetune.chain",
 }
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = _lazy_exports(__name__, _EXPORTS)

@@ -34,7 +34,7 @@ from torch import nn
 
 from neuroreg.errors import CheckpointError, DataFormatError
 from neuroreg.results.table import ScoreTable
-from neuroreg.finetune.forgetting import HEAD_METRICS, PreviousTask
+from neuroreg.finetune.forgetting_rows import HEAD_METRICS, PreviousTask
 from neuroreg.data.split_data import SplitImageDataModule
 from neuroreg.finetune.start_model import is_checkpoint_path, load_start_model, run_configs, start_is_random
 

@@ -38,10 +38,11 @@ from torch.utils.data import Dataset, Subset
 
 from neuroreg import __version__
 from neuroreg._utils.io import atomic_path
+from neuroreg.errors import DataFormatError
 from neuroreg.features.extraction import EXTRACT_VERSION
 
 __all__ = ["model_fingerprint", "dataset_fingerprint", "stable_repr", "start_side_key", "load_start_side",
-           "save_start_side"]
+           "save_start_side", "check_cached_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +152,11 @@ def save_start_side(folder: str | os.PathLike, key: str, payload: dict) -> Path:
     with atomic_path(path) as tmp:
         torch.save({**payload, "format": FORMAT, "key": key}, tmp)
     return path
+
+
+def check_cached_labels(cached: torch.Tensor, labels: np.ndarray, what: str, folder: str | os.PathLike | None) -> None:
+    """Refuse a stored start side whose labels (n,) differ from the ``labels`` (n,) of the data read now."""
+    if not np.array_equal(cached.numpy(), labels):
+        raise DataFormatError(f"the forgetting start cache in {folder} has other labels for the {what} images than "
+                              f"the data now read ({len(cached)} vs {len(labels)} images); delete the folder's "
+                              f"start_*.pt files")

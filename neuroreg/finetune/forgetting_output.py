@@ -22,7 +22,7 @@ import pandas as pd
 from neuroreg._utils.io import atomic_write_text
 from neuroreg.results.figures import save_figure
 from neuroreg.results.table import ScoreTable
-from neuroreg.finetune.forgetting import metric_kind
+from neuroreg.finetune.forgetting_rows import metric_kind
 
 __all__ = ["write_forgetting", "forgetting_markdown", "forgetting_warnings", "log_forgetting", "plot_cka_drift", "plot_brain_change",
            "plot_accuracy_change", "plot_accuracy_matrix"]

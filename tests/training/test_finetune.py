@@ -222,13 +222,13 @@ def test_probe_in_the_row_span_equals_logistic_regression_on_all_features():
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from neuroreg.finetune.forgetting import _probe
+    from neuroreg.finetune.forgetting_probes import logistic_probe
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 400)) * rng.uniform(0.1, 3.0, size=400)
     y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 1.0).astype(int)          # three classes
     test = rng.normal(size=(30, 400)) * rng.uniform(0.1, 3.0, size=400)
-    ours = _probe(0).fit(x, y)
+    ours = logistic_probe(0).fit(x, y)
     reference = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, tol=1e-12, max_iter=100_000)).fit(x, y)
     assert ours[-1].coef_.shape[1] < 60                                     # solved in <= n dimensions
     np.testing.assert_allclose(ours.decision_function(test), reference.decision_function(test), atol=2e-3)
@@ -239,7 +239,7 @@ def test_one_read_of_the_test_images_gives_each_network_its_own_pass():
     # _embed_models runs both networks on each batch; every network must see exactly what a pass of its own
     # (seeded the same way) gives, noise of a stochastic front end included
     from neuroreg.models import VOneNet
-    from neuroreg.finetune.forgetting import _embed_models
+    from neuroreg.finetune.forgetting_passes import embed_models
 
     torch.manual_seed(0)
     first = VOneNet("resnet18", num_classes=5, image_size=32, simple_channels=16, complex_channels=16)
@@ -248,7 +248,7 @@ def test_one_read_of_the_test_images_gives_each_network_its_own_pass():
         second.backbone.fc.weight.mul_(-1.0)
     images = torch.rand(10, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     data = torch.utils.data.TensorDataset(images, torch.arange(10) % 5)
-    (_, logits), labels = _embed_models([first, second], data, batch_size=4, device=torch.device("cpu"), seed=3)
+    (_, logits), labels = embed_models([first, second], data, batch_size=4, device=torch.device("cpu"), seed=3)
     for model, got in zip((first, second), logits):
         model.eval()
         torch.manual_seed(3)

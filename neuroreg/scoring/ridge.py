@@ -16,15 +16,18 @@ first alpha of the grid winning ties.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.metrics import r2_score
+from sklearn.utils.validation import check_is_fitted
 from torch import Tensor
 
 from neuroreg._utils.checks import check_finite
 from neuroreg.errors import ShapeError, StimulusMismatchError
 from neuroreg.scoring._precision import compute_dtype, to_float64
+from neuroreg.scoring.columnwise import r2_per_column
 
 __all__ = ["RidgeGCV"]
 
@@ -64,6 +67,133 @@ def _neg_loo_mse(b: Tensor, keep: Tensor, inv_den2_n: Tensor, yc: Tensor, proj: 
         resid.square_()
         out[j] = -(inv_den2_n[j] @ resid).to(torch.float64)
     return out
+
+
+def _check_xy(X, Y, device) -> tuple[Tensor, Tensor, bool]:
+    """``X`` as float64 ``(n, p)`` (trailing dims flattened), ``Y`` as float64 ``(n, v)``, and whether ``Y`` was 1-D."""
+    x = _to_tensor("X", X, device, torch.float64)
+    y = _to_tensor("Y", Y, device, torch.float64)
+    if x.ndim < 2:
+        raise ShapeError(f"X must be (n_samples, n_features); got shape {tuple(x.shape)}")
+    x = x.reshape(x.shape[0], -1)
+    y_1d = y.ndim == 1
+    if y_1d:
+        y = y[:, None]
+    if y.ndim != 2:
+        raise ShapeError(f"Y must be (n_samples,) or (n_samples, n_targets); got shape {tuple(y.shape)}")
+    if x.shape[0] != y.shape[0]:
+        raise StimulusMismatchError(f"X and Y must have the same samples: X has {x.shape[0]} rows, Y has {y.shape[0]}")
+    if x.shape[0] < 3:
+        raise ShapeError(f"leave-one-out ridge needs at least 3 samples; got {x.shape[0]}")
+    check_finite("X", x)
+    check_finite("Y", y)
+    return x, y, y_1d
+
+
+class _Spectrum(NamedTuple):
+    """The hat matrices of every alpha, from one eigendecomposition (float64; r components)."""
+
+    b: Tensor             # (n, r) basis: eigenvectors of X X^T (kernel form) or X V (primal form)
+    lam: Tensor           # (r,) eigenvalues, clamped at 0
+    vecs: Tensor | None   # (p, r) eigenvectors V of X^T X in primal form; None in kernel form
+    alphas: Tensor        # (n_alphas,)
+    f: Tensor             # (r, n_alphas) hat-matrix weights of component k at alpha j
+    den: Tensor           # (n, n_alphas) 1 - 1/n - H_ii: leave-one-out residual = residual / den
+    keep: Tensor          # (r, n_alphas) residual weights (1 - f in kernel form, f in primal form)
+
+    @property
+    def kernel_form(self) -> bool:
+        return self.vecs is None
+
+
+def _spectrum(xc: Tensor, alphas: Tensor, fit_intercept: bool) -> _Spectrum:
+    """Eigendecomposition of the centred ``xc (n, p)``: of the n x n Gram when p > n, else of X^T X."""
+    n, p = xc.shape
+    kernel_form = p > n
+    lam, b = torch.linalg.eigh(_gram(xc, outer=kernel_form))
+    vecs = None
+    if not kernel_form:
+        vecs, b = b, xc @ b
+    lam = lam.clamp_min(0)
+    f = lam[:, None] / (lam[:, None] + alphas) if kernel_form else 1.0 / (lam[:, None] + alphas)
+    lev = b.square() @ f                                              # (n, n_alphas) leverages H_ii
+    den = (1.0 - (1.0 / n if fit_intercept else 0.0)) - lev
+    # In kernel form B is a complete orthonormal basis, so the residual Y - H Y is
+    # B diag(1 - f) B^T Y: one product per alpha and no cancellation at small alphas.
+    keep = alphas / (lam[:, None] + alphas) if kernel_form else f
+    return _Spectrum(b, lam, vecs, alphas, f, den, keep)
+
+
+def _loo_scores(spec: _Spectrum, yc: Tensor, dtype: torch.dtype, chunk: int) -> tuple[Tensor, Tensor]:
+    """``(n_alphas, v)`` negative mean squared LOO error of the centred targets ``yc (n, v)`` and the
+    float64 projection ``B^T yc`` ``(r, v)`` (reused for the coefficients).
+
+    The per-alpha products run in ``dtype``; in float32, targets whose two best alphas are within
+    ``_RESCORE_RTOL`` are re-scored in float64, since low-precision scores can swap near-tied alphas.
+    """
+    n, v = yc.shape
+    inv_den2_64 = 1.0 / (n * spec.den.square())                      # (n, n_alphas) LOO weights / n
+    b_c, keep_c, inv_den2_n = spec.b.to(dtype), spec.keep.to(dtype), inv_den2_64.T.contiguous().to(dtype)
+    scores = torch.empty(len(spec.alphas), v, dtype=torch.float64, device=yc.device)
+    proj = torch.empty(spec.b.shape[1], v, dtype=dtype, device=yc.device)
+    for s in range(0, v, chunk):
+        y_block = yc[:, s:s + chunk].to(dtype)
+        pr = b_c.T @ y_block
+        proj[:, s:s + chunk] = pr
+        scores[:, s:s + chunk] = _neg_loo_mse(b_c, keep_c, inv_den2_n, y_block, pr, spec.kernel_form)
+    if dtype != torch.float64 and len(spec.alphas) > 1:
+        top2 = scores.topk(2, dim=0).values
+        close = ((top2[0] - top2[1]).abs() <= _RESCORE_RTOL * top2[0].abs()).nonzero().flatten()
+        for s in range(0, close.numel(), chunk):
+            idx = close[s:s + chunk]
+            scores[:, idx] = _neg_loo_mse(spec.b, spec.keep, inv_den2_64.T, yc[:, idx], spec.b.T @ yc[:, idx],
+                                          spec.kernel_form)
+    # coefficients amplify B^T Y by 1 / (lambda + alpha): form them from float64 products
+    return scores, (proj if dtype == torch.float64 else spec.b.T @ yc).to(torch.float64)
+
+
+def _choose_alphas(scores: Tensor, per_target: bool) -> tuple[Tensor, Tensor]:
+    """Index of the chosen alpha ``(v,)`` and its score ``(v,)``: the best per target (or the best mean
+    over targets); the first alpha of the grid wins ties, as in scikit-learn's ``RidgeCV``."""
+    n_alphas, v = scores.shape
+    if per_target:
+        best = torch.zeros(v, dtype=torch.long, device=scores.device)
+        best_score = scores[0].clone()
+        for j in range(1, n_alphas):          # strict improvement: the first alpha wins ties
+            better = scores[j] > best_score
+            best[better] = j
+            best_score[better] = scores[j][better]
+        return best, best_score
+    mean = scores.mean(1)
+    j_best = 0
+    for j in range(1, n_alphas):
+        if mean[j] > mean[j_best]:
+            j_best = j
+    return torch.full((v,), j_best, dtype=torch.long, device=scores.device), mean[j_best].expand(v)
+
+
+def _loo_residuals(spec: _Spectrum, yc: Tensor, best: Tensor, proj: Tensor, chunk: int) -> Tensor:
+    """Leave-one-out residuals ``(n, v)`` at each target's chosen alpha: residual / (1 - 1/n - H_ii)."""
+    out = torch.empty_like(yc)
+    for s in range(0, yc.shape[1], chunk):
+        sel = best[s:s + chunk]
+        resid = yc[:, s:s + chunk] - spec.b @ (spec.f[:, sel] * proj[:, s:s + chunk])
+        out[:, s:s + chunk] = resid / spec.den[:, sel]
+    return out
+
+
+def _cv_results(spec: _Spectrum, yc: Tensor, chunk: int) -> np.ndarray:
+    """Squared leave-one-out errors ``(n, v, n_alphas)`` of every alpha (scikit-learn's ``cv_results_``)."""
+    n, v = yc.shape
+    cv = np.empty((n, v, len(spec.alphas)))
+    for s in range(0, v, chunk):
+        y_block = yc[:, s:s + chunk]
+        pr = spec.b.T @ y_block
+        for j in range(len(spec.alphas)):
+            bj = spec.b * spec.keep[:, j]
+            resid = bj @ pr if spec.kernel_form else y_block - bj @ pr
+            cv[:, s:s + chunk, j] = (resid / spec.den[:, j:j + 1]).square().cpu().numpy()
+    return cv
 
 
 class RidgeGCV(RegressorMixin, BaseEstimator):
@@ -139,150 +269,73 @@ class RidgeGCV(RegressorMixin, BaseEstimator):
             raise ValueError(f"dtype must be torch.float32 or torch.float64 (the precision of the per-alpha "
                              f"products); got {self.dtype}")
         device = self.device if self.device is not None else (X.device if isinstance(X, Tensor) else "cpu")
-        x = _to_tensor("X", X, device, torch.float64)
-        y = _to_tensor("Y", Y, device, torch.float64)
-        if x.ndim < 2:
-            raise ShapeError(f"X must be (n_samples, n_features); got shape {tuple(x.shape)}")
-        x = x.reshape(x.shape[0], -1)
-        self._y_1d = y.ndim == 1
-        if y.ndim == 1:
-            y = y[:, None]
-        if y.ndim != 2:
-            raise ShapeError(f"Y must be (n_samples,) or (n_samples, n_targets); got shape {tuple(y.shape)}")
-        if x.shape[0] != y.shape[0]:
-            raise StimulusMismatchError(f"X and Y must have the same samples: X has {x.shape[0]} rows, Y has {y.shape[0]}")
+        x, y, y_1d = _check_xy(X, Y, device)
         n, p = x.shape
-        if n < 3:
-            raise ShapeError(f"leave-one-out ridge needs at least 3 samples; got {n}")
-        check_finite("X", x)
-        check_finite("Y", y)
         v = y.shape[1]
-
-        self.x_mean_ = x.mean(0) if self.fit_intercept else torch.zeros(p, dtype=x.dtype, device=x.device)
+        x_mean = x.mean(0) if self.fit_intercept else torch.zeros(p, dtype=x.dtype, device=x.device)
         y_mean = y.mean(0) if self.fit_intercept else torch.zeros(v, dtype=y.dtype, device=y.device)
-        xc = x - self.x_mean_
-        self.kernel_form_ = p > n
-        lam, b = torch.linalg.eigh(_gram(xc, outer=self.kernel_form_))
-        if not self.kernel_form_:
-            vecs, b = b, xc @ b
-        lam = lam.clamp_min(0)
-        dt = self.dtype
-        b_c = b.to(dt)
-        a_t = torch.as_tensor(alphas, dtype=torch.float64, device=x.device)
-        # f[k, j]: hat-matrix weights of component k at alpha j
-        f = lam[:, None] / (lam[:, None] + a_t) if self.kernel_form_ else 1.0 / (lam[:, None] + a_t)
-        lev = b.square() @ f                                              # (n, n_alphas) leverages H_ii
-        den = (1.0 - (1.0 / n if self.fit_intercept else 0.0)) - lev
-        inv_den2_64 = 1.0 / (n * den.square())                           # (n, n_alphas) LOO weights / n
-        inv_den2_n = inv_den2_64.T.contiguous().to(dt)                   # (n_alphas, n)
-        # In kernel form B is a complete orthonormal basis, so the residual Y - H Y is
-        # B diag(1 - f) B^T Y: one product per alpha and no cancellation at small alphas.
-        keep = a_t / (lam[:, None] + a_t) if self.kernel_form_ else f
-        keep_c = keep.to(dt)
-
-        chunk = self.target_chunk or max(1, _TARGET_BLOCK_ELEMENTS // max(n, b.shape[1]))
-        scores = torch.empty(len(alphas), v, dtype=torch.float64, device=x.device)
-        proj = torch.empty(b.shape[1], v, dtype=dt, device=x.device)     # B^T Y, reused for the coefficients
-        for s in range(0, v, chunk):
-            yc = (y[:, s:s + chunk] - y_mean[s:s + chunk]).to(dt)
-            pr = b_c.T @ yc
-            proj[:, s:s + chunk] = pr
-            scores[:, s:s + chunk] = _neg_loo_mse(b_c, keep_c, inv_den2_n, yc, pr, self.kernel_form_)
-
-        if dt != torch.float64 and len(alphas) > 1:
-            # Low-precision scores can swap near-tied alphas: re-score those targets in float64.
-            top2 = scores.topk(2, dim=0).values
-            close = ((top2[0] - top2[1]).abs() <= _RESCORE_RTOL * top2[0].abs()).nonzero().flatten()
-            for s in range(0, close.numel(), chunk):
-                idx = close[s:s + chunk]
-                yc = y[:, idx] - y_mean[idx]
-                scores[:, idx] = _neg_loo_mse(b, keep, inv_den2_64.T, yc, b.T @ yc, self.kernel_form_)
-        if self.alpha_per_target:
-            best = torch.zeros(v, dtype=torch.long, device=x.device)
-            best_score = scores[0].clone()
-            for j in range(1, len(alphas)):          # strict improvement: the first alpha wins ties
-                better = scores[j] > best_score
-                best[better] = j
-                best_score[better] = scores[j][better]
-        else:
-            mean = scores.mean(1)
-            j_best = 0
-            for j in range(1, len(alphas)):
-                if mean[j] > mean[j_best]:
-                    j_best = j
-            best = torch.full((v,), j_best, dtype=torch.long, device=x.device)
-            best_score = mean[j_best].expand(v)
-        chosen = a_t[best]                                                # (v,)
-        # Coefficients amplify B^T Y by 1 / (lambda + alpha): form them from float64 products.
-        proj = proj if dt == torch.float64 else b.T @ (y - y_mean)
+        xc, yc = x - x_mean, y - y_mean
+        spec = _spectrum(xc, torch.as_tensor(alphas, dtype=torch.float64, device=x.device), self.fit_intercept)
+        chunk = self.target_chunk or max(1, _TARGET_BLOCK_ELEMENTS // max(n, spec.b.shape[1]))
+        scores, proj = _loo_scores(spec, yc, self.dtype, chunk)
+        best, best_score = _choose_alphas(scores, self.alpha_per_target)
+        chosen = spec.alphas[best]                                        # (v,)
         if self.store_loo:
-            # leave-one-out predictions at each target's chosen alpha: y - residual / (1 - 1/n - H_ii)
-            loo = torch.empty(n, v, dtype=torch.float64, device=x.device)
-            for s in range(0, v, chunk):
-                sel = best[s:s + chunk]
-                yc = y[:, s:s + chunk] - y_mean[s:s + chunk]
-                resid = yc - b @ (f[:, sel] * proj[:, s:s + chunk].to(torch.float64))
-                loo[:, s:s + chunk] = y[:, s:s + chunk] - resid / den[:, sel]
-            self.loo_predictions_ = (loo[:, 0] if self._y_1d else loo).cpu().numpy()
+            loo = y - _loo_residuals(spec, yc, best, proj, chunk)
+            self.loo_predictions_ = (loo[:, 0] if y_1d else loo).cpu().numpy()
         if self.store_cv_results:
-            cv = np.empty((n, v, len(alphas)))
-            for s in range(0, v, chunk):
-                yc = y[:, s:s + chunk] - y_mean[s:s + chunk]
-                pr = b.T @ yc
-                for j in range(len(alphas)):
-                    bj = b * keep[:, j]
-                    resid = bj @ pr if self.kernel_form_ else yc - bj @ pr
-                    cv[:, s:s + chunk, j] = (resid / den[:, j:j + 1]).square().cpu().numpy()
-            self.cv_results_ = cv[:, 0, :] if self._y_1d else cv
-        weights = 1.0 / (lam[:, None] + chosen[None, :])                  # (r, v)
-        if self.kernel_form_:
-            self.dual_coef_t_ = b @ (weights * proj.to(torch.float64))    # (n, v)
-            self._xc = xc
-            self._coef_t = None
-            intercept = y_mean - (self.x_mean_ @ xc.T) @ self.dual_coef_t_
+            cv = _cv_results(spec, yc, chunk)
+            self.cv_results_ = cv[:, 0, :] if y_1d else cv
+        weights = 1.0 / (spec.lam[:, None] + chosen[None, :])             # (r, v)
+        self.x_mean_ = x_mean
+        self.kernel_form_ = spec.vecs is None
+        self._xc_: Tensor | None = None        # kept in kernel form only, for predictions and coef_
+        self._coef_t_: Tensor | None = None    # (p, v); in kernel form formed on first access to coef_
+        self.dual_coef_t_: Tensor | None = None
+        if spec.vecs is None:
+            self._xc_ = xc
+            self.dual_coef_t_ = dual = spec.b @ (weights * proj)            # (n, v)
+            intercept = y_mean - (x_mean @ xc.T) @ dual
         else:
-            self.dual_coef_t_ = None
-            self._coef_t = vecs @ (weights * proj.to(torch.float64))     # (p, v)
-            intercept = y_mean - self.x_mean_ @ self._coef_t
-        self._intercept_t = intercept
-        self._alpha_index = best
+            self._coef_t_ = coef = spec.vecs @ (weights * proj)             # (p, v)
+            intercept = y_mean - x_mean @ coef
+        self._intercept_t_ = intercept
+        self._y_1d_ = y_1d
         self.n_features_in_ = p
-        self.alpha_ = (float(chosen[0]) if (self._y_1d or not self.alpha_per_target)
-                       else chosen.cpu().numpy())
+        self.alpha_ = float(chosen[0]) if (y_1d or not self.alpha_per_target) else chosen.cpu().numpy()
         self.cv_scores_ = scores.cpu().numpy()
         self.best_score_ = best_score.cpu().numpy()
-        self.intercept_ = float(intercept[0]) if self._y_1d else intercept.cpu().numpy()
+        self.intercept_ = float(intercept[0]) if y_1d else intercept.cpu().numpy()
         self.dual_coef_ = None if self.dual_coef_t_ is None else self.dual_coef_t_.cpu().numpy()
         return self
 
     # ------------------------------------------------------------------ use
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "_intercept_t"):
-            raise RuntimeError("this RidgeGCV is not fitted yet; call fit(X, Y) first")
-
     @property
     def coef_(self) -> np.ndarray:
-        self._check_fitted()
-        if self._coef_t is None:
-            self._coef_t = self._xc.T @ self.dual_coef_t_
-        c = self._coef_t.T.cpu().numpy()
-        return c[0] if self._y_1d else c
+        check_is_fitted(self)
+        coef = self._coef_t_
+        if coef is None:
+            assert self._xc_ is not None and self.dual_coef_t_ is not None  # kernel form keeps both
+            coef = self._coef_t_ = self._xc_.T @ self.dual_coef_t_
+        c = coef.T.cpu().numpy()
+        return c[0] if self._y_1d_ else c
 
     def predict(self, X):
         """Predictions ``(m, n_targets)`` (``(m,)`` for 1-D Y), same array type as ``X``."""
-        self._check_fitted()
-        dev = self._intercept_t.device
+        check_is_fitted(self)
+        dev = self._intercept_t_.device
         x = _to_tensor("X", X, dev, torch.float64)
         x = x.reshape(x.shape[0], -1)
         if x.shape[1] != self.n_features_in_:
             raise ShapeError(f"X has {x.shape[1]} features but the model was fitted on {self.n_features_in_}")
         check_finite("X", x)
         # intercept_ = y_mean - x_mean coef, so raw X goes straight through the coefficients
-        if self._coef_t is None:
-            out = (x @ self._xc.T) @ self.dual_coef_t_ + self._intercept_t
+        if self._coef_t_ is not None:
+            out = x @ self._coef_t_ + self._intercept_t_
         else:
-            out = x @ self._coef_t + self._intercept_t
-        if self._y_1d:
+            assert self._xc_ is not None and self.dual_coef_t_ is not None  # kernel form keeps both
+            out = (x @ self._xc_.T) @ self.dual_coef_t_ + self._intercept_t_
+        if self._y_1d_:
             out = out[:, 0]
         if isinstance(X, Tensor):
             # float16/bfloat16 X gets float32 predictions: rounding them back would cost 3 digits
@@ -291,7 +344,10 @@ class RidgeGCV(RegressorMixin, BaseEstimator):
         return out.cpu().numpy()
 
     def score(self, X, Y) -> np.ndarray | float:
-        """Coefficient of determination R^2 per target on ``(X, Y)`` (a float for 1-D ``Y``)."""
+        """Coefficient of determination R^2 per target on ``(X, Y)`` (a float for 1-D ``Y``), by
+        :func:`~neuroreg.scoring.columnwise.r2_per_column` (a constant target column scores 0)."""
         pred = to_float64(self.predict(X.detach().cpu() if isinstance(X, Tensor) else X))
-        return r2_score(to_float64(Y), pred, multioutput="raw_values") if not self._y_1d else \
-            float(r2_score(to_float64(Y), pred))
+        y = to_float64(Y)
+        if self._y_1d_:
+            return float(r2_per_column(y[:, None], pred[:, None])[0])
+        return r2_per_column(y, pred)

@@ -789,3 +789,14 @@ def test_use_before_fit_raises_not_fitted_error():
             use()
     with pytest.raises(NotFittedError):
         compare_factortopy(ft, ft)
+
+
+def test_r2_is_sklearns_r2_of_the_predictions_on_the_validation_stimuli():
+    from sklearn.metrics import r2_score
+
+    feats, brain = _tiny()
+    ft = _quick().fit(feats, brain)
+    val = ft.val_index_
+    # R^2 does not change when truth and prediction get the same affine map per voxel (the z-scoring)
+    want = r2_score(brain.responses[val], ft.predict(feats)[val], multioutput="raw_values")
+    np.testing.assert_allclose(ft.r2_, want, atol=1e-5)

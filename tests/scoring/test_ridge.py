@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import RidgeCV
+from sklearn.metrics import r2_score
 
 from neuroreg.errors import NonFiniteError, ShapeError, StimulusMismatchError
 from neuroreg.scoring import RidgeGCV
@@ -83,8 +85,10 @@ def test_rejects_bad_input():
         RidgeGCV([0.0, 1.0]).fit(x, y)
     with pytest.raises(ShapeError, match="at least 3 samples"):
         RidgeGCV(ALPHAS).fit(x[:2], y[:2])
-    with pytest.raises(RuntimeError, match="not fitted"):
-        RidgeGCV(ALPHAS).predict(x)
+    for use in (lambda: RidgeGCV(ALPHAS).predict(x), lambda: RidgeGCV(ALPHAS).coef_,
+                lambda: RidgeGCV(ALPHAS).score(x, y)):
+        with pytest.raises(NotFittedError, match="RidgeGCV"):
+            use()
     with pytest.raises(ShapeError, match="X has 4 features"):
         RidgeGCV(ALPHAS).fit(x, y).predict(x[:, :4])
 
@@ -142,3 +146,16 @@ def test_cv_results_equal_sklearn(n, p):
     ours1 = RidgeGCV(ALPHAS, store_cv_results=True).fit(x, y[:, 1])
     np.testing.assert_allclose(ours1.cv_results_, ref1.cv_results_, rtol=1e-7, atol=1e-12)
     assert not hasattr(RidgeGCV(ALPHAS).fit(x, y), "cv_results_")
+
+
+def test_score_is_r2_per_target_as_sklearn_and_constant_targets_score_zero():
+    x, y, _ = _data(30, 6, 3, seed=2)
+    fit = RidgeGCV(ALPHAS).fit(x[:20], y[:20])
+    want = r2_score(y[20:], fit.predict(x[20:]), multioutput="raw_values")
+    np.testing.assert_allclose(fit.score(x[20:], y[20:]), want, rtol=1e-10, atol=1e-12)
+    one = RidgeGCV(ALPHAS).fit(x[:20], y[:20, 0])
+    assert one.score(x[20:], y[20:, 0]) == pytest.approx(r2_score(y[20:, 0], one.predict(x[20:])), rel=1e-12)
+    # a held-out target that is constant gets 0 (r2_per_column's rule), not scikit-learn's 1.0-or-0.0
+    flat = y[20:].copy()
+    flat[:, 1] = 0.1
+    assert fit.score(x[20:], flat)[1] == 0.0

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from neuroreg.scoring.columnwise import pearson_per_column
+
 
 def ridge_cv_r(x: Tensor, y: Tensor, folds: np.ndarray, alpha: float, var_floor: float = 0.0) -> Tensor:
     """Cross-validated Pearson r of a ridge read-out fitted separately for every voxel.
@@ -19,7 +21,8 @@ def ridge_cv_r(x: Tensor, y: Tensor, folds: np.ndarray, alpha: float, var_floor:
     window) is otherwise scaled up by orders of magnitude, and its test-fold values wreck the
     prediction: on a random ResNet-18 at 64 px with a window of 0.2 px, a floor of 1e-3 to 1e-1
     took the true-window ridge's layer choice from 0.56 to 1.00 of the voxels. Returns ``(n,)``
-    r between held-out predictions (all folds stacked) and ``y``.
+    r between held-out predictions (all folds stacked) and ``y``
+    (:func:`~neuroreg.scoring.columnwise.pearson_per_column`: 0 where either is constant).
     """
     if not var_floor >= 0:
         raise ValueError(f"var_floor must be >= 0; got {var_floor}")
@@ -39,9 +42,7 @@ def ridge_cv_r(x: Tensor, y: Tensor, folds: np.ndarray, alpha: float, var_floor:
         rhs = torch.einsum("bnk,bn->nk", xt, y[tr] - ym)
         w = _spd_solve(gram, rhs[..., None])[..., 0]  # batched LU can fail inside MKL: see _spd_solve
         pred[te] = torch.einsum("bnk,nk->bn", (x[te] - mu) / sd, w) + ym
-    pc, yc = pred - pred.mean(0), y - y.mean(0)
-    den = (pc.square().sum(0) * yc.square().sum(0)).sqrt()
-    return torch.where(den > 0, (pc * yc).sum(0) / den.clamp_min(1e-30), torch.zeros_like(den))
+    return torch.as_tensor(pearson_per_column(pred.cpu().numpy(), y.cpu().numpy()), device=x.device)
 
 
 def _floored_variance(var: Tensor, var_floor: float) -> Tensor:

@@ -18,28 +18,30 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from importlib.util import find_spec as _find_spec
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
+from neuroreg._utils.lazy import lazy_exports as _lazy_exports
+
 try:
     __version__ = _version("neuroreg")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-# public name -> (module, attribute or None for the module itself)
-_LAZY = {
-    "brain": ("neuroreg.brain", None),
-    "scoring": ("neuroreg.scoring", None),
-    "behaviour": ("neuroreg.behaviour", None),
-    "errors": ("neuroreg.errors", None),
-    "Features": ("neuroreg.features.extraction", "Features"),
-    "extract": ("neuroreg.features.extraction", "extract"),
-    "area_layers": ("neuroreg.models", "area_layers"),
-    "create_model": ("neuroreg.models", "create_model"),
-    "list_models": ("neuroreg.models", "list_models"),
-    "preprocessing_of": ("neuroreg.data.preprocessing", "preprocessing_of"),
-    "Preprocessing": ("neuroreg.data.preprocessing", "Preprocessing"),
-    "sweep_layers": ("neuroreg.features.layers", "sweep_layers"),
-    "simulate_voxels": ("neuroreg.features.simulate", "simulate_voxels"),
-    "Scorecard": ("neuroreg.scorecard.card", "Scorecard"),
-    "evaluate": ("neuroreg.scorecard.evaluation", "evaluate"),
+# public name -> the module that defines it, or the subpackage itself (imported on first use)
+_EXPORTS = {
+    "create_model": "neuroreg.models",
+    "list_models": "neuroreg.models",
+    "area_layers": "neuroreg.models",
+    "extract": "neuroreg.features.extraction",
+    "Features": "neuroreg.features.extraction",
+    "preprocessing_of": "neuroreg.data.preprocessing",
+    "Preprocessing": "neuroreg.data.preprocessing",
+    "sweep_layers": "neuroreg.features.layers",
+    "simulate_voxels": "neuroreg.features.simulate",
+    "evaluate": "neuroreg.scorecard.evaluation",
+    "Scorecard": "neuroreg.scorecard.card",
+    "brain": "neuroreg.brain",
+    "scoring": "neuroreg.scoring",
+    "behaviour": "neuroreg.behaviour",
+    "errors": "neuroreg.errors",
 }
 
 
@@ -53,24 +55,8 @@ if _TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers (n
     from neuroreg.data.preprocessing import Preprocessing as Preprocessing, preprocessing_of as preprocessing_of
     from neuroreg.scorecard.card import Scorecard as Scorecard
 
-__all__ = ["__version__", "create_model", "list_models", "area_layers", "extract", "Features",
-           "preprocessing_of", "Preprocessing", "sweep_layers", "simulate_voxels", "evaluate", "Scorecard",
-           "brain", "scoring", "behaviour", "errors"]
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'neuroreg' has no attribute {name!r}")
-    module_name, attr = _LAZY[name]
-    value = _import_module(module_name)
-    if attr is not None:
-        value = getattr(value, attr)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__, _names = _lazy_exports(__name__, _EXPORTS)
+__all__ = ["__version__", *_names]
 
 
 class _RegisterWhenTimmLoads(_MetaPathFinder):

@@ -56,5 +56,4 @@ _EXPORTS = {
     "read_splits": "neuroreg.data.splits",
     "write_splits": "neuroreg.data.splits",
 }
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = _lazy_exports(__name__, _EXPORTS)

@@ -33,5 +33,4 @@ _EXPORTS = {
     "SparseRandomProjection": "neuroreg.features.projection",
     "jl_min_dim": "neuroreg.features.projection",
 }
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = _lazy_exports(__name__, _EXPORTS)

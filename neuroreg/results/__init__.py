@@ -27,5 +27,4 @@ _EXPORTS = {
     "ScoreTable": "neuroreg.results.table",
     "SCORE_COLUMNS": "neuroreg.results.table",
 }
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = _lazy_exports(__name__, _EXPORTS)

@@ -30,5 +30,4 @@ _EXPORTS = {
     "plot_rdm_pair": "neuroreg.scorecard.report",
     "write_scorecard": "neuroreg.scorecard.report",
 }
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = _lazy_exports(__name__, _EXPORTS)

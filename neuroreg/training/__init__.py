@@ -17,5 +17,4 @@ _EXPORTS = {
     "topk_accuracy": "neuroreg.training.module",
     "ScorecardCallback": "neuroreg.training.callbacks.scorecard",
 }
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = _lazy_exports(__name__, _EXPORTS)

@@ -23,5 +23,4 @@ _EXPORTS = {
     "plot_curves": "neuroreg.training.callbacks.curves_figure",
     "write_curves_figure": "neuroreg.training.callbacks.curves_figure",
 }
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = _lazy_exports(__name__, _EXPORTS)

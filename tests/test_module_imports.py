@@ -1,7 +1,11 @@
-"""Imports sit at module level; a function-local import needs a stated reason, listed in ``KEPT_LOCAL``.
+"""What the import-linter contracts cannot check: imports at module level, light package faces, public names.
 
-Which package may import which is not checked here: the import-linter contracts in pyproject.toml
-(``lint-imports``, run in .ci/run) hold the layering; this test keeps imports at the top of modules.
+Which package may import which, and that no import cycle runs between packages, is not checked
+here: the import-linter contracts in pyproject.toml (``lint-imports``, run in .ci/run) hold the
+layering. These tests check what a static import graph does not show: a function-local import
+needs a stated reason (listed in ``KEPT_LOCAL``); importing a package face loads only what it
+promises (``import neuroreg.brain`` no timm, ``import neuroreg.training`` no Lightning); every name
+a face exports imports.
 
 No function-local import is there only to dodge an import cycle: a cycle is fixed by
 moving the shared code below both modules (as ``summarize_brain`` and ``summary_table`` moved from
@@ -14,7 +18,12 @@ fails it too, so the list stays exact. The check only parses the sources (fast).
 from __future__ import annotations
 
 import ast
+import importlib
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import neuroreg
 
@@ -147,3 +156,39 @@ def test_every_public_name_of_the_package_resolves():
     for name in nr.__all__:
         assert getattr(nr, name) is not None, name
     assert nr.simulate_voxels is simulate_voxels   # DESIGN.md's public API names it at the top level
+
+
+#: package faces that load their names on first use (neuroreg._utils.lazy)
+LAZY_FACES = ["neuroreg", "neuroreg.data", "neuroreg.features", "neuroreg.finetune", "neuroreg.results",
+              "neuroreg.scorecard", "neuroreg.training", "neuroreg.training.callbacks", "neuroreg.behaviour"]
+
+
+@pytest.mark.parametrize("face", LAZY_FACES)
+def test_every_name_of_a_lazy_face_resolves_to_its_module(face):
+    package = importlib.import_module(face)
+    assert [n for n in package.__all__ if n != "__version__"] == list(package._EXPORTS)
+    for name, module in package._EXPORTS.items():
+        value = getattr(package, name)
+        source = importlib.import_module(module)
+        assert value is (source if source.__name__ == f"{face}.{name}" else getattr(source, name)), name
+        assert name in package.__all__ and name in dir(package), name
+    with pytest.raises(AttributeError, match=f"module '{face}' has no attribute 'no_such_name'"):
+        getattr(package, "no_such_name")
+
+
+# (statement run in a fresh interpreter, modules it must not load): the promises of the package faces
+LIGHT_IMPORTS = [
+    ("import neuroreg", ["torch", "timm", "lightning"]),
+    ("import neuroreg.brain", ["timm", "lightning", "neuroreg.models", "neuroreg.features"]),
+    ("import neuroreg.data, neuroreg.features, neuroreg.results, neuroreg.scorecard", ["lightning", "timm"]),
+    ("import neuroreg.training, neuroreg.training.callbacks, neuroreg.finetune", ["lightning", "torch"]),
+    ("import neuroreg.training.config_errors", ["lightning", "torch"]),
+]
+
+
+@pytest.mark.parametrize("statement, absent", LIGHT_IMPORTS, ids=[s for s, _ in LIGHT_IMPORTS])
+def test_importing_a_face_loads_only_what_it_promises(statement, absent):
+    code = f"import sys; {statement}; print(' '.join(m for m in {absent!r} if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"{statement} loaded {proc.stdout.strip()}"

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torchattacks
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from neuroreg._utils.deprecation import renamed_argument
@@ -304,6 +305,22 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
         The clean row has attack="none", eps=0.
     """
     num_classes = renamed_argument(num_classes, n_classes, new="num_classes", old="n_classes", where="attack_suite")
+    attacks, eps_list = _checked_arguments(attacks, eps, norm, preset, pgd_steps=pgd_steps, apgd_steps=apgd_steps,
+                                           eot_iter=eot_iter, n_draws=n_draws, square_queries=square_queries,
+                                           sanity_tol=sanity_tol)
+    wrapped = model if isinstance(model, RobustClassifier) else RobustClassifier(
+        model, mean, std, num_classes=num_classes, stochastic=stochastic)
+    run = _attack_batches(wrapped, as_loader(data, batch_size), attacks, eps_list, norm, pgd_steps=int(pgd_steps),
+                          apgd_steps=int(apgd_steps), eot_iter=int(eot_iter), n_draws=int(n_draws),
+                          square_queries=square_queries, sanity=sanity, max_batches=max_batches, seed=seed,
+                          progress=progress)
+    name = model_name or type(getattr(wrapped, "model", wrapped)).__name__
+    return _attack_table(run, name, norm, num_classes=wrapped.num_classes, sanity=sanity, sanity_tol=sanity_tol)
+
+
+def _checked_arguments(attacks: Sequence[str] | str, eps: Sequence[float] | float | None, norm: str, preset: str,
+                       *, sanity_tol: float, **counts: int) -> tuple[list[str], list[float]]:
+    """The attack names and eps budgets of :func:`attack_suite`, checked; ``counts`` must each be >= 1."""
     attacks = [attacks] if isinstance(attacks, str) else list(attacks)
     if not attacks:
         raise ValueError("attacks must name at least one attack; got an empty list")
@@ -318,19 +335,36 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
         raise ValueError(f"eps must contain at least one positive budget; got {eps_list}")
     if norm != "Linf" and "fgsm" in attacks:
         raise ValueError(f"attack 'fgsm' is defined for norm='Linf' only; got norm={norm!r}")
-    for arg, val, lo in (("pgd_steps", pgd_steps, 1), ("apgd_steps", apgd_steps, 1), ("eot_iter", eot_iter, 1),
-                         ("n_draws", n_draws, 1), ("square_queries", square_queries, 1)):
-        if int(val) < lo:
-            raise ValueError(f"{arg} must be >= {lo}; got {val}")
+    for arg, val in counts.items():
+        if int(val) < 1:
+            raise ValueError(f"{arg} must be >= 1; got {val}")
     if sanity_tol < 0:
         raise ValueError(f"sanity_tol must be >= 0; got {sanity_tol}")
+    return attacks, eps_list
 
-    wrapped = model if isinstance(model, RobustClassifier) else RobustClassifier(
-        model, mean, std, num_classes=num_classes, stochastic=stochastic)
-    loader = as_loader(data, batch_size)
+
+@dataclass
+class _SuiteRun:
+    """What the batches of one :func:`attack_suite` run left: the specs run and their tallies."""
+
+    specs: list[AttackSpec]
+    clean: _Tally
+    tallies: dict[tuple, _Tally]
+    stochastic: bool
+    draws: int
+
+
+def _attack_batches(wrapped: RobustClassifier, loader: DataLoader, attacks: list[str], eps_list: list[float],
+                    norm: str, *, pgd_steps: int, apgd_steps: int, eot_iter: int, n_draws: int,
+                    square_queries: int, sanity: bool, max_batches: int | None, seed: int,
+                    progress: bool | None) -> _SuiteRun:
+    """Probe the model on the first batch, then attack every batch with every spec and count correct answers.
+
+    The whole run (also the DataLoader's draws of worker seeds) is on forked generators:
+    the caller's global RNG state (CPU and the device's) is left as it was, as in
+    corruption_suite. Batch ``b`` and spec ``i`` draw from a seed of their own.
+    """
     device = wrapped.device
-    # the whole run (also the DataLoader's draws of worker seeds) on forked generators: the caller's
-    # global RNG state (CPU and the device's) is left as it was, as corruption_suite does
     with seeded(seed, device), eval_mode(wrapped):
         first = next(iter(batches(loader, device, None, 1)), None)
         if first is None:
@@ -338,42 +372,45 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
         with seeded(seed, device):
             wrapped.infer(first[0])
         is_stoch = bool(wrapped.stochastic)
-        draws = int(n_draws) if is_stoch else 1
-        specs = _specs(attacks, eps_list, norm, is_stoch, pgd_steps=int(pgd_steps),
-                       apgd_steps=int(apgd_steps), eot_iter=int(eot_iter), sanity=sanity)
-        tallies = {spec.key: _Tally() for spec in specs}
-        clean = _Tally()
+        draws = n_draws if is_stoch else 1
+        specs = _specs(attacks, eps_list, norm, is_stoch, pgd_steps=pgd_steps, apgd_steps=apgd_steps,
+                       eot_iter=eot_iter, sanity=sanity)
+        run = _SuiteRun(specs, _Tally(), {spec.key: _Tally() for spec in specs}, is_stoch, draws)
         n_total = len(loader) if max_batches is None else min(len(loader), max_batches)
         bar = tqdm(total=n_total * (len(specs) + 1), desc="attack suite",
                    disable=None if progress is None else not progress)
         for b, (x, y) in enumerate(batches(loader, device, wrapped.num_classes, max_batches)):
             with seeded(seed + 7919 * b, device):
-                clean.add(count_correct(wrapped, x, y, draws), len(y))
+                run.clean.add(count_correct(wrapped, x, y, draws), len(y))
             bar.update(1)
             for i, spec in enumerate(specs):
                 with seeded(seed + 7919 * b + 104729 * (i + 1), device):
                     adv = _run(spec, wrapped, x, y, norm, square_queries, seed)
-                    tallies[spec.key].add(count_correct(wrapped, adv, y, draws), len(y))
+                    run.tallies[spec.key].add(count_correct(wrapped, adv, y, draws), len(y))
                 bar.update(1)
         bar.close()
+    return run
 
-    name = model_name or type(getattr(wrapped, "model", wrapped)).__name__
+
+def _attack_table(run: _SuiteRun, name: str, norm: str, *, num_classes: int | None, sanity: bool,
+                  sanity_tol: float) -> AttackTable:
+    """The rows of :func:`attack_suite`: clean accuracy, accuracy per spec, then the sanity verdicts."""
     table = AttackTable()
-    common = dict(model=name, metric="accuracy", split="test", norm=norm, n_images=clean.n, n_draws=draws)
-    clean_acc, clean_sd = clean.accuracy()
+    common = dict(model=name, metric="accuracy", split="test", norm=norm, n_images=run.clean.n, n_draws=run.draws)
+    clean_acc, clean_sd = run.clean.accuracy()
     table.append(**common, score=clean_acc, sd=clean_sd, attack="none", eps=0.0, steps=None, eot_iter=None,
                  role="clean")
     results: dict[tuple, tuple[float, float]] = {}
-    for spec in specs:
-        acc, sd = tallies[spec.key].accuracy()
+    for spec in run.specs:
+        acc, sd = run.tallies[spec.key].accuracy()
         results[spec.key] = (acc, sd)
         row = dict(common, norm="Linf") if spec.tag == "large_eps" else common
         table.append(**row, score=acc, sd=sd, attack=spec.attack, eps=spec.eps, steps=spec.steps,
                      eot_iter=spec.eot_iter, role=spec.role if not spec.tag else f"sanity:{spec.tag}")
     checks: list[SanityResult] = []
     if sanity:
-        checks = run_sanity_checks(specs, results, (clean_acc, clean_sd), num_classes=wrapped.num_classes,
-                                   stochastic=is_stoch, n_draws=draws, tol=sanity_tol)
+        checks = run_sanity_checks(run.specs, results, (clean_acc, clean_sd), num_classes=num_classes,
+                                   stochastic=run.stochastic, n_draws=run.draws, tol=sanity_tol)
         for c in checks:
             table.append(model=name, metric=f"sanity:{c.name}", split="test", score=float(c.passed),
                          passed=c.passed, detail=c.detail, attack=c.attack, norm=norm)

@@ -1,9 +1,11 @@
-"""One way to read a model's intermediate outputs: forward hooks, removed on exit.
+"""One way to read a model's intermediate tensors: forward hooks, removed on exit.
 
 :func:`capture_outputs` is used by training (activations for the alignment loss,
 with gradients), by :func:`neuroreg.features.extraction.extract` (every call of a
 recurrent area), by the FactorTopy model sources and by the models'
-``forward_intermediates`` (which stops the forward early).
+``forward_intermediates`` (which stops the forward early). :func:`capture_inputs`
+reads what a module receives instead (forward pre-hooks), e.g. a classifier's
+input, the penultimate features of the forgetting report's probes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Iterator, Mapping
 
 from torch import Tensor, nn
 
-__all__ = ["Captured", "StopForward", "capture_outputs", "first_tensor"]
+__all__ = ["Captured", "StopForward", "capture_outputs", "capture_inputs", "first_tensor"]
 
 
 class StopForward(Exception):
@@ -73,6 +75,26 @@ def capture_outputs(model: nn.Module, modules: Mapping[str, str], *, detach: boo
     Yields a :class:`Captured` dict filled by the forward passes. The hooks are
     removed on exit, even when the block raises.
     """
+    with _capture(model, modules, detach=detach, keep=keep, stop_after=stop_after, inputs=False) as out:
+        yield out
+
+
+@contextlib.contextmanager
+def capture_inputs(model: nn.Module, modules: Mapping[str, str], *, detach: bool = False,
+                   keep: str = "last") -> Iterator[Captured]:
+    """Collect the first tensor each named submodule of ``model`` receives, during the forward passes in the block.
+
+    The arguments are those of :func:`capture_outputs`; a module's input is stored
+    before the module runs (a forward pre-hook), e.g. a classifier's input ``(n, d)``.
+    """
+    with _capture(model, modules, detach=detach, keep=keep, stop_after=None, inputs=True) as out:
+        yield out
+
+
+@contextlib.contextmanager
+def _capture(model: nn.Module, modules: Mapping[str, str], *, detach: bool, keep: str, stop_after: str | None,
+             inputs: bool) -> Iterator[Captured]:
+    """Forward hooks (``inputs=False``) or forward pre-hooks (``inputs=True``) filling one :class:`Captured`."""
     if keep not in ("last", "all"):
         raise ValueError(f"keep must be 'last' or 'all'; got {keep!r}")
     named = dict(model.named_modules())
@@ -83,23 +105,28 @@ def capture_outputs(model: nn.Module, modules: Mapping[str, str], *, detach: boo
         raise KeyError(f"stop_after={stop_after!r} is not one of the captured keys {list(modules)}")
     out = Captured(modules, keep)
 
+    def store(key: str, value) -> None:
+        t = first_tensor(value)
+        if detach:
+            t = t.detach()
+        if keep == "all":
+            out[key].append(t)
+        else:
+            out[key] = t
+        if key == stop_after and all(out.seen(k) for k in modules):
+            raise StopForward
+
     def hook_for(key: str):
-        def hook(_module, _inputs, output):
-            t = first_tensor(output)
-            if detach:
-                t = t.detach()
-            if keep == "all":
-                out[key].append(t)
-            else:
-                out[key] = t
-            if key == stop_after and all(out.seen(k) for k in modules):
-                raise StopForward
-        return hook
+        if inputs:
+            return lambda _module, args: store(key, args)
+        return lambda _module, _args, output: store(key, output)
 
     handles = []
     try:
         for key, name in modules.items():
-            handles.append(named[name].register_forward_hook(hook_for(key)))
+            module = named[name]
+            handles.append(module.register_forward_pre_hook(hook_for(key)) if inputs
+                           else module.register_forward_hook(hook_for(key)))
         yield out
     finally:
         for h in handles:

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from neuroreg._utils.capture import capture_inputs
 from neuroreg._utils.modes import eval_mode
+from neuroreg._utils.seeding import seeded
 from neuroreg.brain import StimulusSource, bundled_sets, load_bundled
 from neuroreg.data.folders import _dataset_len, load_neural_stimuli
 from neuroreg.errors import ShapeError
@@ -74,7 +76,6 @@ def with_head_of(after: nn.Module, before: nn.Module) -> nn.Module:
     return out
 
 
-
 def stratified_subset(labels: np.ndarray, n_max: int | None, seed: int) -> np.ndarray:
     """Up to ``n_max`` indices with classes in proportion (seeded, deterministic); all if n_max is None."""
     if n_max is None or len(labels) <= n_max:
@@ -107,10 +108,12 @@ def embed(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.dev
 
 
 def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """The CPU generator's state and, on a CUDA device, that device's."""
     return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
 
 
 def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) -> None:
+    """Restore a state read by :func:`_rng_state`."""
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state(state[1], device)
@@ -125,32 +128,28 @@ def embed_models(models: Sequence[nn.Module], dataset: Dataset, batch_size: int,
     draws from its own random stream seeded with ``seed``, as in a pass of its own (a stochastic
     front end gets the same noise in every model); modes and the caller's RNG state are restored.
     """
-    stores: list[list[Tensor]] = [[] for _ in models]
     feats: list[list[Tensor]] = [[] for _ in models]
     logits: list[list[Tensor]] = [[] for _ in models]
     labels: list[Tensor] = []
     with contextlib.ExitStack() as stack:
-        for model, store in zip(models, stores):
-            head = dict(model.named_modules())[classifier_name(model)]
-            handle = head.register_forward_pre_hook(
-                lambda _m, inp, store=store: store.append(inp[0].detach().flatten(1).float().cpu()))
-            stack.callback(handle.remove)
+        heads = [stack.enter_context(capture_inputs(model, {"head": classifier_name(model)}, detach=True))
+                 for model in models]
+        for model in models:
             stack.enter_context(eval_mode(model))
-        stack.enter_context(_seeded(device, seed))
+        stack.enter_context(seeded(seed, device))
         states = [_rng_state(device)] * len(models)
         for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
             x = x.to(device)
             for i, model in enumerate(models):
                 _set_rng_state(device, states[i])
-                stores[i].clear()
+                heads[i].clear()
                 out = model(x)
                 states[i] = _rng_state(device)
-                feats[i].append(stores[i][-1])
+                feats[i].append(heads[i].require()["head"].flatten(1).float().cpu())
                 logits[i].append(out.float().cpu())
             labels.append(torch.as_tensor(y))
     return (([torch.cat(f).numpy() for f in feats], [torch.cat(lg).numpy() for lg in logits]),
             torch.cat(labels).numpy())
-
 
 
 def transformed(images: Tensor, transform: Callable[[Tensor], Tensor]) -> Tensor:
@@ -186,41 +185,21 @@ def probe_images(probe_sets: Sequence[Any]) -> list[ProbeSet]:
     return out
 
 
-def _seeded(device: torch.device, seed: int):
-    """Same random stream for both networks: a stochastic front end (VOneBlock noise) draws the same noise for
-    before and after, so unchanged weights give identical features; the caller's RNG state is restored."""
-    @contextlib.contextmanager
-    def ctx():
-        devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            yield
-    return ctx()
-
-
 def features_of(model: nn.Module, images: Tensor, layers: Mapping[str, str], transform, batch_size: int,
               device: torch.device, seed: int = 0, embedding: list | None = None) -> dict[str, Tensor]:
     """Features of ``layers``; with ``embedding`` (a list), the classifier's input of the same forward passes
     is appended to it as an ``(n, d)`` array (the retention probe reuses them instead of a second pass)."""
-    store: list[Tensor] = []
-    handle = None
-    if embedding is not None:
-        head = dict(model.named_modules())[classifier_name(model)]
-        handle = head.register_forward_pre_hook(lambda _m, inp: store.append(inp[0].detach().flatten(1).float().cpu()))
-    try:
-        with _seeded(device, seed):
-            out = dict(extract(model, images, dict(layers), batch_size=batch_size, device=device,
-                               transform=transform, progress=False))
-    finally:
-        if handle is not None:
-            handle.remove()
+    heads = {"head": classifier_name(model)} if embedding is not None else {}
+    with capture_inputs(model, heads, detach=True, keep="all") as captured, seeded(seed, device):
+        out = dict(extract(model, images, dict(layers), batch_size=batch_size, device=device,
+                           transform=transform, progress=False))
+    store = [t.flatten(1).float().cpu() for t in captured.get("head", [])]
     if embedding is not None:
         if len(store) and sum(len(t) for t in store) == len(images):
             embedding.append(torch.cat(store).numpy())
         else:   # extraction stopped before the head (timm forward_intermediates): one more pass
             embedding.append(embed(model, ImageTensors(images, transform), batch_size, device, seed)[0])
     return out
-
 
 
 def probe_features(model: nn.Module, inputs: list[Tensor], layer_map, batch_size: int, dev: torch.device,

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import scipy.io
 import torch
-from PIL import Image
 
 from neuroreg.brain.data import RDMSet, images_to_tensor
+from neuroreg.brain.generic import read_image, resize_uint8
 from neuroreg.errors import DataFormatError, UnknownNameError
 
 __all__ = ["NeuralStimulusSet", "load_kriegeskorte92", "load_algonauts2019_78", "load_bundled",
@@ -137,7 +137,7 @@ def load_algonauts2019_78(root: str | Path | None = None, image_size: int = 400)
     ``rdms["EVC"]`` and ``rdms["IT"]`` are RDMSets with k = 15 (subjects 1..15),
     rows in image file-name order. Images are returned as ``image_size`` squared
     RGB (the files are 400 x 400 except 17 that are 399 or 402 wide; those are
-    resized bicubically and listed in ``meta["resized"]``).
+    resized (bicubic, antialiased: :func:`neuroreg.brain.generic.resize_uint8`) and listed in ``meta["resized"]``).
     """
     folder = Path(root) if root is not None else bundled_data_dir() / "algonauts2019_78"
     image_paths = sorted((folder / "images").glob("image_*.jpg"))
@@ -147,11 +147,11 @@ def load_algonauts2019_78(root: str | Path | None = None, image_size: int = 400)
     resized = []
     frames = []
     for p in image_paths:
-        img = Image.open(p).convert("RGB")
-        if img.size != (image_size, image_size):
+        frame = np.asarray(read_image(p))
+        if frame.shape[:2] != (image_size, image_size):
             resized.append(p.name)
-            img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
-        frames.append(np.asarray(img))
+            frame = resize_uint8(frame, image_size)
+        frames.append(frame)
     images = np.stack(frames)
     ids = np.array([p.stem for p in image_paths])
     rdms = {}

@@ -34,16 +34,16 @@ from typing import Any, Iterator, Sequence
 import h5py
 import numpy as np
 import scipy.io
+import torch
 from PIL import Image
 
 from neuroreg._utils.condensed import n_from_condensed, square
-from neuroreg._utils.images import list_images
+from neuroreg._utils.images import list_images, resize_images
 from neuroreg._utils.io import read_text, reading
 from neuroreg.brain.data import BrainData, RDMSet
 from neuroreg.errors import DataFormatError, NeuroregError, ShapeError, StimulusMismatchError
 
 __all__ = ["load_responses", "load_rdms", "load_stimulus_folder", "read_image"]
-
 
 
 def _strings(values) -> np.ndarray:
@@ -82,10 +82,20 @@ def read_image(path: str | Path) -> Image.Image:
         return img.convert("RGB")
 
 
+def resize_uint8(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` image -> uint8 ``(size, size, 3)``: the one resize (bicubic, antialiased), rounded.
+
+    The image as it is when already ``size x size``.
+    """
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
+    out = resize_images(x, size, interpolation="bicubic")   # clamped to [0, 1]: bicubic overshoots
+    return out.mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
 def load_stimulus_folder(folder: str | Path, stimulus_ids: Sequence[Any], image_size: int | None = None) -> np.ndarray:
     """uint8 ``(n, H, W, 3)`` images for ``stimulus_ids``, matched to files by stem (``id.jpg``) or relative path.
 
-    All images must share one size unless ``image_size`` resizes them (bicubic) to a square.
+    All images must share one size unless ``image_size`` resizes them to a square (:func:`resize_uint8`).
     """
     folder = Path(folder)
     files = list_images(folder)
@@ -99,10 +109,8 @@ def load_stimulus_folder(folder: str | Path, stimulus_ids: Sequence[Any], image_
                                     f"or relative path; first: {missing[:5]})")
     frames = []
     for sid in stimulus_ids:
-        img = read_image(by_key[str(sid)])
-        if image_size is not None and img.size != (image_size, image_size):
-            img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
-        frames.append(np.asarray(img))
+        frame = np.asarray(read_image(by_key[str(sid)]))
+        frames.append(frame if image_size is None else resize_uint8(frame, image_size))
     sizes = {f.shape for f in frames}
     if len(sizes) > 1:
         raise ShapeError(f"images in {folder} differ in size {sorted(sizes)[:4]}; pass image_size= to resize them")

@@ -43,10 +43,10 @@ import h5py
 import numpy as np
 import scipy.io
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from neuroreg._utils.images import resize_images
 from neuroreg._utils.io import reading
 from neuroreg.brain._nsd_sessions import (NSD_TRIALS_PER_SESSION, read_session, sessions_to_read,
                                           zscore_rows_inplace)
@@ -140,10 +140,7 @@ class NSDImages(Dataset):
         if self._file is None:
             self._file = h5py.File(self.path, "r")
         img = torch.from_numpy(self._file["imgBrick"][int(self.ids[i])]).permute(2, 0, 1).float().div_(255.0)
-        if self.size is not None:
-            img = F.interpolate(img[None], size=(self.size, self.size), mode="bilinear",
-                                align_corners=False, antialias=True)[0].clamp_(0, 1)
-        return img
+        return img if self.size is None else resize_images(img, self.size)
 
     def read_uint8(self) -> np.ndarray:
         """All images as one uint8 ``(n, H, W, 3)`` array (rows read in increasing order, then reordered)."""

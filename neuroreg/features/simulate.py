@@ -25,12 +25,11 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
-from neuroreg._utils.images import list_images
+from neuroreg._utils.images import list_images, resize_images
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import ShapeError, UnknownNameError
 from neuroreg.features.extraction import extract
@@ -225,7 +224,7 @@ def _resize_transform(image_size):
         raise ValueError(f"image_size must be an int or (height, width) of positive ints; got {image_size!r}")
 
     def resize(x: Tensor) -> Tensor:
-        return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+        return resize_images(x, size, clamp=False)   # images already normalised may lie outside [0, 1]
     return resize
 
 

@@ -266,6 +266,15 @@ def resolve_split(split, ids, *, scorer: str = "score") -> dict[str, np.ndarray]
     return out
 
 
+def warn_few_test_stimuli(scorer: str, n_test: int, per: str, stacklevel: int) -> None:
+    """Warn (``UserWarning``) when ``n_test`` test stimuli per ``per`` (``"fold"``, ``"split"``) are fewer than
+    ``WARN_TEST_PER_FOLD``: a Pearson r over so few stimuli is very noisy. ``stacklevel``: as the caller's
+    own ``warnings.warn`` would take it."""
+    if n_test < WARN_TEST_PER_FOLD:
+        warnings.warn(f"{scorer}: only {n_test} test stimuli per {per} (fewer than {WARN_TEST_PER_FOLD}); the "
+                      f"per-{per} Pearson r is very noisy", UserWarning, stacklevel=stacklevel + 1)
+
+
 def random_splits(ids, n_splits: int, test_fraction: float, seed: int, *, scorer: str = "predictivity"
                   ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``n_splits`` seeded random (train_rows, test_rows) splits, drawn over positions in sorted-id order.
@@ -281,9 +290,7 @@ def random_splits(ids, n_splits: int, test_fraction: float, seed: int, *, scorer
         raise ValueError(f"{scorer} needs at least {MIN_TEST_PER_FOLD} test stimuli per fold and "
                          f"{MIN_TRAIN_PER_FOLD} train stimuli; {n} stimuli with test_fraction={test_fraction} "
                          f"got {n_test} test and {n - n_test} train (use more stimuli or a larger test_fraction)")
-    if n_test < WARN_TEST_PER_FOLD:
-        warnings.warn(f"{scorer}: only {n_test} test stimuli per fold (fewer than {WARN_TEST_PER_FOLD}); the "
-                      f"per-fold Pearson r is very noisy", UserWarning, stacklevel=3)
+    warn_few_test_stimuli(scorer, n_test, "fold", stacklevel=3)
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n_splits):

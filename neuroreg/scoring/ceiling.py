@@ -24,6 +24,7 @@ from scipy.stats import rankdata
 from neuroreg.brain.data import BrainData, RDMSet
 from neuroreg.errors import ShapeError
 from neuroreg.scoring._precision import pow2_exponent, rdm_problem, scaled_by_pow2, to_float64, unit_exponent
+from neuroreg.scoring.columnwise import pearson_per_column
 from neuroreg.scoring.compare import _method, _vectors, compare_rdms
 
 __all__ = ["NoiseCeiling", "noise_ceiling", "rdm_noise_ceiling", "split_half_ceiling", "ncsnr_ceiling",
@@ -133,12 +134,7 @@ def split_half_ceiling(trials, *, n_splits: int = 10, seed: int = 0) -> NoiseCei
     acc = np.zeros(u)
     for _ in range(n_splits):
         perm = rng.permutation(r_)
-        a = tr[perm[: r_ // 2]].mean(0)
-        b = tr[perm[r_ // 2:]].mean(0)
-        a = a - a.mean(0)
-        b = b - b.mean(0)
-        den = np.sqrt((a ** 2).sum(0) * (b ** 2).sum(0))
-        r = np.divide((a * b).sum(0), den, out=np.zeros(u), where=den > 0)
+        r = pearson_per_column(tr[perm[: r_ // 2]].mean(0), tr[perm[r_ // 2:]].mean(0))   # 0 for a constant unit
         acc += spearman_brown(r)
     per_unit = acc / n_splits
     med = float(np.median(per_unit))

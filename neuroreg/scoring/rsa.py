@@ -91,72 +91,102 @@ def crsa(features, brain, *, metric: str = "correlation", method: str = "pearson
         if t.rdm.shape[0] != n:
             raise ValueError(f"brain RDMs have different numbers of stimuli ({n} and {t.rdm.shape[0]})")
     splits = resolve_split(split, row_ids(features, brain, n), scorer="crsa")
-
-    ceilings: dict[tuple, tuple[float, float]] = {}
-    if ceiling:
-        by_region: dict[Any, list[BrainRDM]] = defaultdict(list)
-        for t in targets:
-            by_region[(t.source, t.region)].append(t)
-        for key, group in by_region.items():
-            subjects = [str(t.subject) for t in group]
-            if len(set(subjects)) >= 2:
-                stack = np.stack([t.rdm for t in group])
-                for s, idx in splits.items():
-                    nc = rdm_noise_ceiling(stack[:, idx][:, :, idx], method, groups=subjects)
-                    ceilings[key + (s,)] = (nc.lower, nc.upper)
-
+    ceilings = _ceilings(targets, splits, method) if ceiling else {}
+    base = dict(model=model, metric="crsa", method=method, protocol=protocol)
     rows = []
     show = sys.stderr.isatty() if progress is None else progress
     for li, layer in enumerate(tqdm(layers, desc="cRSA layers", disable=not show, leave=False)):
-        x = layer_matrix(features, layer, n)
-        if device is not None:
-            x = torch.as_tensor(x).to(device)
-        try:
-            model_rdm = rdm(x, metric)
-        except ValueError as exc:
-            raise ValueError(f"features[{layer!r}]: {exc}") from exc
-        if isinstance(model_rdm, torch.Tensor):
-            model_rdm = model_rdm.detach().cpu().double().numpy()
-        for s, idx in splits.items():
-            m_sub = _sub(model_rdm, idx)
-            b_stack = np.stack([_sub(t.rdm, idx) for t in targets])
-            scores = np.atleast_2d(compare_rdms(m_sub[None], b_stack, method))[0]
-            for ti, t in enumerate(targets):
-                row = dict(model=model, layer=layer, region=t.region, subject=t.subject, metric="crsa",
-                           split=s, score=float(scores[ti]), rdm_set=t.source, rdm=t.name,
-                           n_stimuli=int(idx.size), layer_index=li, method=method, protocol=protocol)
-                lo_up = ceilings.get((t.source, t.region, s))
-                if lo_up is not None:
-                    row["ceiling_r"], row["ceiling_r_lower"] = lo_up[1], lo_up[0]
-                if n_boot:
-                    ci = bootstrap_rdm_comparison(m_sub, b_stack[ti], method, n_boot=n_boot, seed=seed)
-                    row.update(ci_low=ci.low, ci_high=ci.high, n_boot=ci.n_valid, n_boot_degenerate=ci.n_degenerate,
-                               bootstrap_over="stimuli")
-                rows.append(row)
-
+        model_rdm = _model_rdm(features, layer, n, metric, device)
+        rows += _layer_rows(model_rdm, layer, li, base, targets, splits, ceilings, n_boot, seed)
     if n_boot:
-        # group score: the mean over subjects (a subject's sessions averaged first), bootstrapped over subjects
-        groups: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for r in rows:
-            groups[(r["rdm_set"], r["region"], r["layer"], r["layer_index"], r["split"], r["n_stimuli"])][
-                str(r["subject"])].append(r["score"])
-        for (source, region, layer, li, s, n_s), by_subject in groups.items():
-            vals = [float(np.mean(v)) for v in by_subject.values()]
-            if len(vals) >= 2:
-                ci = bootstrap_mean(vals, n_boot=n_boot, seed=seed)
-                row = dict(model=model, layer=layer, region=region, subject="mean", metric="crsa", split=s,
-                           score=float(np.mean(vals)), ci_low=ci.low, ci_high=ci.high, n_boot=ci.n_valid,
-                           n_boot_degenerate=ci.n_degenerate, bootstrap_over="subjects", n_subjects=len(vals),
-                           n_rdms=sum(len(v) for v in by_subject.values()), rdm_set=source, rdm=None,
-                           n_stimuli=n_s, layer_index=li, method=method, protocol=protocol)
-                lo_up = ceilings.get((source, region, s))
-                if lo_up is not None:
-                    row["ceiling_r"], row["ceiling_r_lower"] = lo_up[1], lo_up[0]
-                rows.append(row)
+        rows += _subject_mean_rows(rows, base, ceilings, n_boot, seed)
     select = "train" if "train" in splits else "all"
     # one choice per brain RDM: sessions of one subject are separate RDMs with their own best layer
     flag_best_layers(rows, _rdm_key, split=select)
     return ScoreTable(rows)
+
+
+def _ceilings(targets: list[BrainRDM], splits: dict[str, np.ndarray], method: str) -> dict[tuple, tuple[float, float]]:
+    """``(rdm_set, region, split) -> (lower, upper)`` Nili noise ceiling of every region with RDMs of
+    >= 2 subjects (a subject's sessions grouped), on each split's stimuli."""
+    by_region: dict[Any, list[BrainRDM]] = defaultdict(list)
+    for t in targets:
+        by_region[(t.source, t.region)].append(t)
+    ceilings: dict[tuple, tuple[float, float]] = {}
+    for key, group in by_region.items():
+        subjects = [str(t.subject) for t in group]
+        if len(set(subjects)) >= 2:
+            stack = np.stack([t.rdm for t in group])
+            for s, idx in splits.items():
+                nc = rdm_noise_ceiling(stack[:, idx][:, :, idx], method, groups=subjects)
+                ceilings[key + (s,)] = (nc.lower, nc.upper)
+    return ceilings
+
+
+def _model_rdm(features, layer: str, n: int, metric: str, device) -> np.ndarray:
+    """The ``(n, n)`` float64 RDM of one layer, computed on ``device`` when given."""
+    x = layer_matrix(features, layer, n)
+    if device is not None:
+        x = torch.as_tensor(x).to(device)
+    try:
+        model_rdm = rdm(x, metric)
+    except ValueError as exc:
+        raise ValueError(f"features[{layer!r}]: {exc}") from exc
+    if isinstance(model_rdm, torch.Tensor):
+        model_rdm = model_rdm.detach().cpu().double().numpy()
+    return model_rdm
+
+
+def _with_ceiling(row: dict, ceilings: dict[tuple, tuple[float, float]], key: tuple) -> dict:
+    lo_up = ceilings.get(key)
+    if lo_up is not None:
+        row["ceiling_r"], row["ceiling_r_lower"] = lo_up[1], lo_up[0]
+    return row
+
+
+def _layer_rows(model_rdm: np.ndarray, layer: str, layer_index: int, base: dict, targets: list[BrainRDM],
+                splits: dict[str, np.ndarray], ceilings: dict[tuple, tuple[float, float]], n_boot: int,
+                seed: int) -> list[dict]:
+    """One row per brain RDM x split for one layer's RDM (with a bootstrap CI over stimuli when ``n_boot``);
+    base: the ``model``, ``metric``, ``method`` and ``protocol`` of every row."""
+    rows = []
+    for s, idx in splits.items():
+        m_sub = _sub(model_rdm, idx)
+        b_stack = np.stack([_sub(t.rdm, idx) for t in targets])
+        scores = np.atleast_2d(compare_rdms(m_sub[None], b_stack, base["method"]))[0]
+        for ti, t in enumerate(targets):
+            row = dict(model=base["model"], layer=layer, region=t.region, subject=t.subject, metric=base["metric"],
+                       split=s, score=float(scores[ti]), rdm_set=t.source, rdm=t.name, n_stimuli=int(idx.size),
+                       layer_index=layer_index, method=base["method"], protocol=base["protocol"])
+            _with_ceiling(row, ceilings, (t.source, t.region, s))
+            if n_boot:
+                ci = bootstrap_rdm_comparison(m_sub, b_stack[ti], base["method"], n_boot=n_boot, seed=seed)
+                row.update(ci_low=ci.low, ci_high=ci.high, n_boot=ci.n_valid, n_boot_degenerate=ci.n_degenerate,
+                           bootstrap_over="stimuli")
+            rows.append(row)
+    return rows
+
+
+def _subject_mean_rows(rows: list[dict], base: dict, ceilings: dict[tuple, tuple[float, float]], n_boot: int,
+                       seed: int) -> list[dict]:
+    """Group score rows (``subject="mean"``): the mean over subjects (a subject's sessions averaged first),
+    bootstrapped over subjects, where a region has >= 2 subjects."""
+    groups: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        groups[(r["rdm_set"], r["region"], r["layer"], r["layer_index"], r["split"], r["n_stimuli"])][
+            str(r["subject"])].append(r["score"])
+    out = []
+    for (source, region, layer, li, s, n_s), by_subject in groups.items():
+        vals = [float(np.mean(v)) for v in by_subject.values()]
+        if len(vals) >= 2:
+            ci = bootstrap_mean(vals, n_boot=n_boot, seed=seed)
+            row = dict(model=base["model"], layer=layer, region=region, subject="mean", metric=base["metric"], split=s,
+                       score=float(np.mean(vals)), ci_low=ci.low, ci_high=ci.high, n_boot=ci.n_valid,
+                       n_boot_degenerate=ci.n_degenerate, bootstrap_over="subjects", n_subjects=len(vals),
+                       n_rdms=sum(len(v) for v in by_subject.values()), rdm_set=source, rdm=None, n_stimuli=n_s,
+                       layer_index=li, method=base["method"], protocol=base["protocol"])
+            out.append(_with_ceiling(row, ceilings, (source, region, s)))
+    return out
 
 
 def _rdm_key(row: dict) -> tuple:

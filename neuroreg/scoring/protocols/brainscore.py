@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -40,8 +39,8 @@ from tqdm.auto import tqdm
 from neuroreg.brain.data import BrainData
 from neuroreg.errors import UnknownNameError
 from neuroreg.scoring._precision import scaled_by_pow2, unit_exponent
-from neuroreg.scoring._inputs import (MIN_TEST_PER_FOLD, WARN_TEST_PER_FOLD, aligned_brain, feature_ids,
-                                      layer_matrix, layer_names, unit_groups)
+from neuroreg.scoring._inputs import (MIN_TEST_PER_FOLD, aligned_brain, feature_ids, layer_matrix, layer_names,
+                                      unit_groups, warn_few_test_stimuli)
 from neuroreg.scoring.columnwise import pearson_per_column
 from neuroreg.results.table import ScoreTable
 from neuroreg.results.selection import best_index, check_chosen_layers
@@ -136,9 +135,7 @@ def _check_stratification(lab: np.ndarray) -> None:
         raise ValueError(f"labels: protocol='brainscore' stratifies on the object labels, so each split needs a "
                          f"test stimulus of every label; {n} stimuli give {n_test} test stimuli per split for "
                          f"{names.size} labels (use at least 10 stimuli per label)")
-    if n_test < WARN_TEST_PER_FOLD:
-        warnings.warn(f"predictivity (protocol='brainscore'): only {n_test} test stimuli per split (fewer than "
-                      f"{WARN_TEST_PER_FOLD}); the per-split Pearson r is very noisy", UserWarning, stacklevel=4)
+    warn_few_test_stimuli("predictivity (protocol='brainscore')", n_test, "split", stacklevel=4)
 
 
 def _scores(features, brain, labels, *, splits: int, n_components: int, version: str, model, progress,

@@ -66,7 +66,11 @@ GOLDEN_GAMMA = _signed64(0x9E3779B97F4A7C15)    # SplitMix64's counter increment
 _MIX1 = _signed64(0xBF58476D1CE4E5B9)
 _MIX2 = _signed64(0x94D049BB133111EB)
 _TWO_PI_2_32 = 2.0 * math.pi / 2.0 ** 32
-_PAIRS_PER_CHUNK = 1 << 20    # bounds the int64 work buffers to 8 MiB each, whatever the batch
+# pairs per piece of work: on a CPU the ~25 element-wise passes then run in cache (512 KiB int64 buffers) instead
+# of streaming the whole draw through memory each time (measured 1.9x -> 1.55x torch.randn); on a GPU, large
+# pieces keep the kernel launches few (32 MiB int64 buffers)
+_CPU_PAIRS_PER_CHUNK = 1 << 16
+_DEVICE_PAIRS_PER_CHUNK = 1 << 22
 
 
 def stimulus_key(seed: int, block: int, stimulus_id: Any) -> int:
@@ -137,9 +141,9 @@ def _low_word(x: Tensor) -> Tensor:
     return torch.bitwise_left_shift(x, 32).bitwise_right_shift_(32)
 
 
-def _fill_rows(out: Tensor, keys: Tensor, counters: Tensor, x: Tensor, tmp: Tensor, cos: Tensor) -> None:
-    """Box-Muller pairs of ``keys`` into ``out`` ``(R, 2, m)`` float32; ``x``, ``tmp`` int64 and ``cos`` float32
-    work buffers ``(R, m)``."""
+def _fill(out: Tensor, keys: Tensor, counters: Tensor, x: Tensor, tmp: Tensor, cos: Tensor) -> None:
+    """Box-Muller pairs of ``keys`` ``(R,)`` at ``counters`` ``(L,)`` into ``out`` ``(R, 2, L)`` float32;
+    ``x``, ``tmp`` int64 and ``cos`` float32 work buffers ``(R, L)``."""
     torch.add(counters[None, :], keys[:, None], out=x)
     _splitmix64_(x, tmp)
     radius, angle = out[:, 0], out[:, 1]
@@ -164,13 +168,17 @@ def counter_normal(keys: Tensor | Sequence[int], n: int, device: torch.device | 
     m = (n + 1) // 2
     out = torch.empty((k.shape[0], 2, m), dtype=torch.float32, device=k.device)
     if m and k.shape[0]:
+        chunk = _CPU_PAIRS_PER_CHUNK if k.device.type == "cpu" else _DEVICE_PAIRS_PER_CHUNK
         counters = _counters(m, k.device)
-        rows = max(1, _PAIRS_PER_CHUNK // m)
-        x = torch.empty((min(rows, k.shape[0]), m), dtype=torch.int64, device=k.device)
+        cols = min(m, chunk)                  # pieces of about `chunk` pairs: several rows, or part of one
+        rows = max(1, chunk // m)
+        x = torch.empty((min(rows, k.shape[0]), cols), dtype=torch.int64, device=k.device)
         tmp, cos = torch.empty_like(x), torch.empty(x.shape, dtype=torch.float32, device=k.device)
         for a in range(0, k.shape[0], rows):
             r = min(rows, k.shape[0] - a)
-            _fill_rows(out[a:a + r], k[a:a + r], counters, x[:r], tmp[:r], cos[:r])
+            for c in range(0, m, cols):
+                w = min(cols, m - c)
+                _fill(out[a:a + r, :, c:c + w], k[a:a + r], counters[c:c + w], x[:r, :w], tmp[:r, :w], cos[:r, :w])
     flat = out.view(k.shape[0], 2 * m)
     return flat if 2 * m == n else flat[:, :n].contiguous()
 

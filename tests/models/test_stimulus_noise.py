@@ -93,12 +93,13 @@ def test_an_odd_count_is_the_even_draw_without_its_last_sine():
 
 def test_a_row_depends_on_its_key_only_whatever_the_chunking(monkeypatch):
     keys = [stimulus_key(0, 0, f"s{i}") for i in range(5)]
-    whole = counter_normal(keys, 101)
-    monkeypatch.setattr(sn, "_PAIRS_PER_CHUNK", 60)                 # one row per chunk: 51 pairs a row
-    assert torch.equal(counter_normal(keys, 101), whole)
-    monkeypatch.setattr(sn, "_PAIRS_PER_CHUNK", 120)                # two rows a chunk, a short last chunk
-    assert torch.equal(counter_normal(keys[::-1], 101), whole.flip(0))
-    assert torch.equal(counter_normal(keys[2:3], 101), whole[2:3])
+    whole = counter_normal(keys, 101)                               # 51 pairs a row
+    np.testing.assert_allclose(whole[3].double().numpy(), ref_normal(keys[3], 101), rtol=0, atol=1e-5)
+    for chunk in (20, 60, 120):          # part of a row (a short last piece), one row, two rows (a short last group)
+        monkeypatch.setattr(sn, "_CPU_PAIRS_PER_CHUNK", chunk)
+        assert torch.equal(counter_normal(keys, 101), whole)
+        assert torch.equal(counter_normal(keys[::-1], 101), whole.flip(0))
+        assert torch.equal(counter_normal(keys[2:3], 101), whole[2:3])
 
 
 # --- the distribution --------------------------------------------------------------------------------------------

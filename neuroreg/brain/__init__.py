@@ -2,9 +2,10 @@
 
 from neuroreg.brain.algonauts2023 import (ALGONAUTS2023_ROI_FAMILIES, algonauts2023_images,
                                           load_algonauts2023, read_roi_mapping)
-from neuroreg.brain.bundled import (NeuralStimulusSet, bundled_data_dir, bundled_sets,
-                                    load_algonauts2019_78, load_bundled, load_kriegeskorte92)
-from neuroreg.brain.data import BrainData, RDMSet, StimulusSource, conwell_split, images_to_tensor
+from neuroreg.brain.bundled import (bundled_data_dir, bundled_sets, load_algonauts2019_78, load_bundled,
+                                    load_kriegeskorte92)
+from neuroreg.brain.data import (BrainData, NeuralStimulusSet, RDMSet, StimulusSource, conwell_split,
+                                 images_to_tensor)
 from neuroreg.brain.generic import load_rdms, load_responses, load_stimulus_folder, read_image
 from neuroreg.brain.nsd import NSD_TRIALS_PER_SESSION, NSDDesign, NSDImages, load_nsd, read_nsd_design
 

@@ -9,63 +9,23 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.io
-import torch
 
-from neuroreg.brain.data import RDMSet, images_to_tensor
+from neuroreg.brain.data import NeuralStimulusSet, RDMSet
 from neuroreg.brain.generic import read_image, resize_uint8
 from neuroreg.errors import DataFormatError, UnknownNameError
 
-__all__ = ["NeuralStimulusSet", "load_kriegeskorte92", "load_algonauts2019_78", "load_bundled",
-           "bundled_sets", "bundled_data_dir"]
+__all__ = ["load_kriegeskorte92", "load_algonauts2019_78", "load_bundled", "bundled_sets", "bundled_data_dir"]
 
 
 def bundled_data_dir() -> Path:
     """Folder holding the vendored data files (read-only package data)."""
     return Path(str(resources.files("neuroreg.brain") / "_data"))
-
-
-@dataclass
-class NeuralStimulusSet:
-    """Images plus the neural RDMs measured for them.
-
-    Attributes
-    ----------
-    name: short name (``"kriegeskorte92"``, ``"algonauts2019_78"``).
-    images: uint8 ``(n, H, W, 3)``.
-    stimulus_ids: ``(n,)`` str ids, in image/RDM order.
-    rdms: mapping name -> :class:`RDMSet` over the same ``n`` stimuli.
-    labels: per-stimulus table (category and flags) or None.
-    licence, citation: where the data come from and under which terms.
-    """
-
-    name: str
-    images: np.ndarray
-    stimulus_ids: np.ndarray
-    rdms: dict[str, RDMSet]
-    labels: pd.DataFrame | None = None
-    licence: str = ""
-    citation: str = ""
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def n_stimuli(self) -> int:
-        return len(self.stimulus_ids)
-
-    def images_tensor(self, size: int | None = None) -> torch.Tensor:
-        """Images as float32 ``(n, 3, H, W)`` in [0, 1]; ``size`` resizes (bilinear, antialiased) to size x size."""
-        return images_to_tensor(self.images, size)
-
-    def __repr__(self) -> str:
-        rd = ", ".join(f"{k}: {v.n_rdms}" for k, v in self.rdms.items())
-        return (f"NeuralStimulusSet({self.name!r}, n_stimuli={self.n_stimuli}, "
-                f"image_shape={self.images.shape[1:]}, rdms={{{rd}}})")
 
 
 def _struct_str(value) -> str:

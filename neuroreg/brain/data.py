@@ -1,4 +1,6 @@
-"""Containers for neural data: :class:`BrainData` (responses) and :class:`RDMSet` (RDMs)."""
+"""Containers for neural data: :class:`BrainData` (responses), :class:`RDMSet` (RDMs) and
+:class:`NeuralStimulusSet` (stimulus images with their RDMs); :class:`StimulusSource` is what the
+containers of images share."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
+import pandas as pd
 import torch
 
 from neuroreg._utils.checks import check_finite
@@ -14,7 +17,7 @@ from neuroreg._utils.ids import rows_of
 from neuroreg._utils.images import images_to_tensor
 from neuroreg.errors import ShapeError, StimulusMismatchError
 
-__all__ = ["BrainData", "RDMSet", "StimulusSource", "conwell_split"]
+__all__ = ["BrainData", "RDMSet", "NeuralStimulusSet", "StimulusSource", "conwell_split"]
 
 
 def conwell_split(n_stimuli: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,15 +59,38 @@ def _as_id_array(name: str, ids: Iterable[Any], expected: int) -> np.ndarray:
     return arr
 
 
+def _matching(n: int, values: Mapping[str, Any], criteria: Mapping[str, Any], *, elementwise: bool = False) -> np.ndarray:
+    """``(n,)`` mask of the entries whose ``values[key]`` is accepted by every criterion.
+
+    A criterion is a scalar or a list/tuple/set/array of accepted values. ``elementwise``
+    compares with ``in`` (entries may be None or of mixed types) instead of ``np.isin``.
+    """
+    mask = np.ones(n, dtype=bool)
+    for key, wanted in criteria.items():
+        accepted = list(wanted) if isinstance(wanted, (list, tuple, set, np.ndarray)) else [wanted]
+        if elementwise:
+            mask &= np.array([v in accepted for v in values[key]], dtype=bool)
+        else:
+            mask &= np.isin(values[key], accepted)
+    return mask
+
+
+def _check_images(name: str, images, n: int) -> None:
+    """Refuse images that are not 4-D with one image per stimulus (``n``)."""
+    shape = tuple(images.shape) if isinstance(images, torch.Tensor) else np.shape(images)
+    if len(shape) != 4 or shape[0] != n:
+        raise ShapeError(f"{name} must be 4-D with one image per stimulus ({n}): uint8 (n, H, W, 3) or float "
+                         f"(n, 3, H, W); got shape {shape}")
+
+
 @runtime_checkable
 class StimulusSource(Protocol):
     """What every container of stimuli with neural data offers, whatever the data are.
 
-    :class:`BrainData` (responses), :class:`neuroreg.brain.NeuralStimulusSet` (a bundled set:
-    images with several RDM sets) and the training view :class:`neuroreg.data.NeuralStimuli`
-    all have a ``name``, the ``stimulus_ids`` in row order, ``n_stimuli`` and
-    ``images_tensor(size=None)`` (float32 ``(n, 3, H, W)`` in [0, 1]), so callers need no type branches
-    to get images and ids.
+    :class:`BrainData` (responses to the stimuli) and :class:`NeuralStimulusSet` (the stimulus
+    images, with the RDMs measured for them where there are some) both have a ``name``, the
+    ``stimulus_ids`` in row order, ``n_stimuli`` and ``images_tensor(size=None)`` (float32
+    ``(n, 3, H, W)`` in [0, 1]), so callers need no type branches to get images and ids.
     """
 
     name: str
@@ -145,20 +171,19 @@ class BrainData:
             self.trials = None
 
         if stimuli is not None:
-            st = stimuli.detach().cpu() if isinstance(stimuli, torch.Tensor) else np.asarray(stimuli)
-            if st.ndim != 4 or st.shape[0] != n_stim:
-                raise ShapeError(
-                    f"stimuli must be 4-D with one image per stimulus ({n_stim}); got shape {tuple(st.shape)}")
+            _check_images("stimuli", stimuli, n_stim)
         self.stimuli = stimuli
         self.name = name
 
     # ------------------------------------------------------------------ basics
     @property
     def n_stimuli(self) -> int:
+        """Number of stimuli: the rows of ``responses``."""
         return self.responses.shape[0]
 
     @property
     def n_units(self) -> int:
+        """Number of units (voxels, neurons, electrodes): the columns of ``responses``."""
         return self.responses.shape[1]
 
     def __len__(self) -> int:
@@ -176,14 +201,10 @@ class BrainData:
         A criterion value may be a scalar or a list of accepted values.
         Raises ``KeyError`` for unknown keys and ``ValueError`` when no unit matches.
         """
-        mask = np.ones(self.n_units, dtype=bool)
-        for key, wanted in criteria.items():
-            if key not in self.unit_info:
-                raise KeyError(
-                    f"cannot select on {key!r}: unit_info has {sorted(self.unit_info) or 'no keys'}")
-            values = self.unit_info[key]
-            accepted = list(wanted) if isinstance(wanted, (list, tuple, set, np.ndarray)) else [wanted]
-            mask &= np.isin(values, accepted)
+        unknown = [key for key in criteria if key not in self.unit_info]
+        if unknown:
+            raise KeyError(f"cannot select on {unknown[0]!r}: unit_info has {sorted(self.unit_info) or 'no keys'}")
+        mask = _matching(self.n_units, {key: self.unit_info[key] for key in criteria}, criteria)
         if not mask.any():
             raise ValueError(f"no unit matches {criteria}; available: "
                              + ", ".join(f"{k}={np.unique(self.unit_info[k])[:10].tolist()}" for k in criteria))
@@ -222,7 +243,7 @@ class BrainData:
     def images_tensor(self, size: int | None = None) -> torch.Tensor:
         """Stimulus images as float32 ``(n, 3, H, W)`` in [0, 1]; ``size`` resizes (bilinear, antialiased).
 
-        The same call as :meth:`neuroreg.brain.NeuralStimulusSet.images_tensor` (see :class:`StimulusSource`).
+        The same call as :meth:`NeuralStimulusSet.images_tensor` (see :class:`StimulusSource`).
         """
         if self.stimuli is None:
             raise ValueError(f"BrainData {self.name!r} has no stimulus images; pass stimuli=images when building it")
@@ -231,6 +252,54 @@ class BrainData:
     def images(self) -> torch.Tensor:
         """Stimulus images at their native size: ``images_tensor()``."""
         return self.images_tensor()
+
+
+@dataclass
+class NeuralStimulusSet:
+    """Stimulus images with their ids, and the neural RDMs measured for them where there are some.
+
+    Attributes
+    ----------
+    name: short name (``"kriegeskorte92"``, ``"algonauts2019_78"``, a file's stem).
+    images: uint8 ``(n, H, W, 3)`` array or float ``(n, 3, H, W)`` in [0, 1] (array or tensor).
+    stimulus_ids: ``(n,)`` unique ids, in image (and RDM) order; stored as a 1-D numpy array.
+    rdms: mapping name -> :class:`RDMSet` over the same ``n`` stimuli (empty for images alone).
+    labels: per-stimulus table (category and flags) or None.
+    licence, citation: where the data come from and under which terms.
+    """
+
+    name: str
+    images: Any
+    stimulus_ids: Any
+    rdms: dict[str, "RDMSet"] = field(default_factory=dict)
+    labels: pd.DataFrame | None = None
+    licence: str = ""
+    citation: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        _check_images("images", self.images, n)
+        self.stimulus_ids = _as_id_array("stimulus_ids", self.stimulus_ids, n)
+        for key, rdm in self.rdms.items():
+            if rdm.n_stimuli != n:
+                raise StimulusMismatchError(f"rdms[{key!r}] is over {rdm.n_stimuli} stimuli; there are {n} images")
+
+    @property
+    def n_stimuli(self) -> int:
+        return len(self.stimulus_ids)
+
+    def __len__(self) -> int:
+        return self.n_stimuli
+
+    def images_tensor(self, size: int | None = None) -> torch.Tensor:
+        """Images as float32 ``(n, 3, H, W)`` in [0, 1]; ``size`` resizes (bilinear, antialiased) to size x size."""
+        return images_to_tensor(self.images, size)
+
+    def __repr__(self) -> str:
+        rd = ", ".join(f"{k}: {v.n_rdms}" for k, v in self.rdms.items())
+        return (f"NeuralStimulusSet({self.name!r}, n_stimuli={self.n_stimuli}, "
+                f"image_shape={tuple(self.images.shape[1:])}, rdms={{{rd}}})")
 
 
 @dataclass
@@ -298,7 +367,7 @@ class RDMSet:
 
     @property
     def n_rdms(self) -> int:
-        return self.rdms.shape[0]
+        return len(self.rdms)
 
     @property
     def n_stimuli(self) -> int:
@@ -321,12 +390,11 @@ class RDMSet:
 
     def select(self, **criteria) -> "RDMSet":
         """RDMs whose ``region``/``subject``/``names`` match, e.g. ``select(region="IT")``."""
-        keep = np.ones(self.n_rdms, dtype=bool)
-        for key, wanted in criteria.items():
-            if key not in ("region", "subject", "names"):
-                raise KeyError(f"cannot select RDMs on {key!r}; use region, subject or names")
-            accepted = list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted]
-            keep &= np.array([v in accepted for v in getattr(self, key)])
+        unknown = [key for key in criteria if key not in ("region", "subject", "names")]
+        if unknown:
+            raise KeyError(f"cannot select RDMs on {unknown[0]!r}; use region, subject or names")
+        # compared one by one (not np.isin): region and subject may hold None or mixed types
+        keep = _matching(self.n_rdms, {key: getattr(self, key) for key in criteria}, criteria, elementwise=True)
         if not keep.any():
             raise ValueError(f"no RDM matches {criteria}")
         return self[np.flatnonzero(keep)]

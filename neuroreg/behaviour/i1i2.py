@@ -44,6 +44,14 @@ DPRIME_CAP = 5.0
 BRAINSCORE_I1I2 = "brainscore_vision.metrics.i1i2"
 
 
+@contextlib.contextmanager
+def _quiet_nanmean() -> Iterator[None]:
+    """Silence numpy's 'Mean of empty slice': an all-NaN group gives NaN, as in Brain-Score."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
 def _model_false_alarms(model: ProbabilityMatrix, truth: np.ndarray) -> np.ndarray:
     """``(n_images, n_labels)``: p_c / (p_c + p_truth); NaN in each image's own object's column."""
     p = model.values
@@ -86,14 +94,6 @@ def _dprimes(fa: np.ndarray, truth: np.ndarray, normalize: bool) -> np.ndarray:
             with _quiet_nanmean():
                 d[rows] = d[rows] - np.nanmean(d[rows], axis=0)
     return d
-
-
-@contextlib.contextmanager
-def _quiet_nanmean() -> Iterator[None]:
-    """Silence numpy's 'Mean of empty slice': an all-NaN group gives NaN, as in Brain-Score."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield
 
 
 def _pattern(d: np.ndarray, collapse: bool) -> np.ndarray:
@@ -140,7 +140,7 @@ def behavioural_consistency(probabilities, trials, *, collapse_distractors: bool
                             repetitions: int = 2, seed: int = 0, metric: str | None = None) -> ScoreTable:
     """Brain-Score's I1 / I2 family; :func:`i1n`, :func:`i2n`, :func:`i1` and :func:`i2` name the variants.
 
-    Returns one row per repetition (``split`` = 0, 1, ...) and a ``split="mean"`` row; see :func:`i2n`.
+    Inputs and rows as :func:`i2n`; ``metric`` names the rows (default from the two switches).
     """
     if isinstance(repetitions, bool) or not isinstance(repetitions, (int, np.integer)) or repetitions < 1:
         raise ValueError(f"repetitions must be a positive integer; got {repetitions!r}")
@@ -185,7 +185,9 @@ def _mean_row(rows: list[dict]) -> dict:
                 score_std=float(np.std([r["score"] for r in rows])))
 
 
-_RETURNS = """
+def i2n(probabilities, trials, repetitions: int = 2, seed: int = 0) -> ScoreTable:
+    """I2n: normalised image-by-distractor d' consistency (Rajalingham et al. 2018; Brain-Score's ``i2n``).
+
     probabilities: long table (pandas DataFrame or mapping of columns) with ``stimulus_id``,
         ``choice`` (an object label) and ``probability``: one row per image and label, each
         image's probabilities summing to 1 (e.g. :func:`neuroreg.behaviour.choice_probabilities`).
@@ -202,42 +204,30 @@ _RETURNS = """
     split-half ceiling), ``ceiling_r`` = its square root (None if it is not positive) and
     ``brainscore_ceiled`` = score / ceiling_r (the benchmark's ceiled split score); then
     one ``split="mean"`` row with the means (its ``brainscore_ceiled`` is the benchmark's
-    score) and ``score_std`` (Brain-Score's error over splits). Rows carry
+    score) and ``score_std`` (Brain-Score's error over splits, ddof 0). Rows carry
     ``protocol="brainscore"``.
 
     Raises ``DataFormatError`` / ``StimulusMismatchError`` on missing columns, unknown
     stimulus ids, probabilities that do not sum to 1, or too few trials for every image
-    and label to appear in both halves.
-"""
-
-
-def i2n(probabilities, trials, repetitions: int = 2, seed: int = 0) -> ScoreTable:
-    """I2n: normalised image-by-distractor d' consistency (Rajalingham et al. 2018; Brain-Score's ``i2n``).
+    and label to appear in both halves (the message gives the number of trials).
     """
     return behavioural_consistency(probabilities, trials, collapse_distractors=False, normalize=True,
                                    repetitions=repetitions, seed=seed)
 
 
 def i1n(probabilities, trials, repetitions: int = 2, seed: int = 0) -> ScoreTable:
-    """I1n: normalised per-image d' consistency (d' averaged over distractors; Brain-Score's ``I1n``).
-    """
+    """I1n: as :func:`i2n`, with each image's normalised d' averaged over its distractors (Brain-Score's ``I1n``)."""
     return behavioural_consistency(probabilities, trials, collapse_distractors=True, normalize=True,
                                    repetitions=repetitions, seed=seed)
 
 
 def i2(probabilities, trials, repetitions: int = 2, seed: int = 0) -> ScoreTable:
-    """I2: image-by-distractor d' consistency without the per-object mean removed (Brain-Score's ``I2``).
-    """
+    """I2: as :func:`i2n`, without the per-object mean removed (Brain-Score's ``I2``)."""
     return behavioural_consistency(probabilities, trials, collapse_distractors=False, normalize=False,
                                    repetitions=repetitions, seed=seed)
 
 
 def i1(probabilities, trials, repetitions: int = 2, seed: int = 0) -> ScoreTable:
-    """I1: per-image d' consistency without the per-object mean removed (Brain-Score's ``i1``).
-    """
+    """I1: as :func:`i1n`, without the per-object mean removed (Brain-Score's ``i1``)."""
     return behavioural_consistency(probabilities, trials, collapse_distractors=True, normalize=False,
                                    repetitions=repetitions, seed=seed)
-
-
-for _f in (i2n, i1n, i2, i1, behavioural_consistency):
-    _f.__doc__ = (_f.__doc__ or "").rstrip() + "\n" + _RETURNS

@@ -326,7 +326,8 @@ def main() -> None:
     _write(features, args.out / "readout_features.csv", f"{header}; synthetic features, seed 2")
     _write(readout, args.out / "readout_probabilities.csv", f"{header}; behavior.ProbabilitiesMapping."
            "ProbabilitiesClassifier fitted on part 'fit' (2-way: labels car and dog only), applied to part 'test'")
-    print(f"wrote {len(readout)} read-out rows, {len(i_rows)} i1i2 rows and {len(ec_rows)} error-consistency rows to {args.out}")
+    print(f"wrote {len(readout)} read-out rows, {len(i_rows)} i1i2 rows and {len(ec_rows)} error-consistency rows "
+          f"to {args.out}")
 
 
 if __name__ == "__main__":

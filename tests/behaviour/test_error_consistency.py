@@ -60,7 +60,10 @@ def test_ceiling_is_the_mean_kappa_over_subject_pairs(data):
     assert sorted(zip(pairs["subject_left"], pairs["subject_right"])) == sorted(
         [("s1", "s2"), ("s1", "s3"), ("s2", "s3")] * 2)
     by = {k: g.sort_values("stimulus_id") for k, g in trials.groupby(["subject", "condition"])}
-    values = [cohen_kappa_score(by[(a, c)]["choice"] == by[(a, c)]["truth"], by[(b, c)]["choice"] == by[(b, c)]["truth"])
+    def correct(subject, condition):
+        return by[(subject, condition)]["choice"] == by[(subject, condition)]["truth"]
+
+    values = [cohen_kappa_score(correct(a, c), correct(b, c))
               for a, b, c in zip(pairs["subject_left"], pairs["subject_right"], pairs["condition"])]
     np.testing.assert_allclose(pairs["score"], values, atol=1e-12)
     assert table[table["split"] == "mean"]["score"].item() == pytest.approx(abs(np.mean(values)), abs=1e-12)

@@ -61,3 +61,21 @@ def test_robust_classifier_uses_the_models_contract_by_default():
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(wrapped(x), model(Normalize((0.1, 0.2, 0.3), (0.5, 0.6, 0.7))(x)))
+
+
+def test_eval_transform_of_a_tensor_is_resize_images_then_the_centre_crop():
+    from torchvision.transforms.functional import center_crop
+    prep = Preprocessing(input_size=(3, 16, 16), interpolation="bicubic", crop_pct=0.8)
+    x = torch.rand(3, 30, 40, generator=torch.Generator().manual_seed(2))
+    # shorter side to round(16 / 0.8) = 20, the longer one as torchvision rounds it: int(20 * 40 / 30) = 26
+    big = F.interpolate(x[None], size=(20, 26), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)[0]
+    torch.testing.assert_close(prep.eval_transform()(x), center_crop(big, [16, 16]))
+    tall = x.transpose(1, 2)
+    assert prep.eval_transform()(tall).shape == (3, 16, 16)
+
+
+def test_transforms_refuse_bad_scale_and_integer_tensors():
+    with pytest.raises(ValueError, match=r"scale must be \(min, max\) area fractions .* got \(0\.5, 0\.2\)"):
+        Preprocessing().train_transform(scale=(0.5, 0.2))
+    with pytest.raises(TypeError, match=r"image tensors must be float .* got dtype torch.uint8"):
+        Preprocessing(input_size=(3, 8, 8)).eval_transform()(torch.zeros(3, 8, 8, dtype=torch.uint8))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sized
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -36,15 +35,15 @@ from torchvision.datasets import ImageFolder
 
 from neuroreg._utils.deprecation import renamed_argument
 from neuroreg._utils.io import reading
-from neuroreg.brain.bundled import NeuralStimulusSet, bundled_sets, load_bundled
-from neuroreg.brain.data import BrainData, StimulusSource, images_to_tensor
+from neuroreg.brain.bundled import bundled_sets, load_bundled
+from neuroreg.brain.data import BrainData, NeuralStimulusSet, StimulusSource, images_to_tensor
 from neuroreg.brain.generic import read_image
 from neuroreg.errors import DataFormatError, ShapeError, UnknownNameError
 from neuroreg.data.preprocessing import Preprocessing, preprocessing_of
 from neuroreg.data.sampling import JointSampler, ResumableLoader
 
 __all__ = ["AlignedDataModule", "GratingsDataModule", "ImageFolderDataModule", "ImageNetDataModule",
-           "GratingsDataset", "NeuralStimuli", "load_neural_stimuli"]
+           "GratingsDataset", "load_neural_stimuli"]
 
 
 
@@ -174,28 +173,9 @@ class _NeuralItems(Dataset):
 
 
 # ----------------------------------------------------------------------------- neural stimuli
-@dataclass(frozen=True)
-class NeuralStimuli:
-    """Images of the stimuli with neural data: ``images (n, 3, H, W)`` in [0, 1] and ``stimulus_ids (n,)``."""
-
-    images: Tensor
-    stimulus_ids: np.ndarray
-    name: str = ""
-
-    def __len__(self) -> int:
-        return len(self.stimulus_ids)
-
-    @property
-    def n_stimuli(self) -> int:
-        return len(self.stimulus_ids)
-
-    def images_tensor(self, size: int | None = None) -> Tensor:
-        """The images ``(n, 3, H, W)`` in [0, 1]; ``size`` resizes (bilinear, antialiased) to size x size."""
-        return self.images if size is None else images_to_tensor(self.images, size)
-
-
-def load_neural_stimuli(source: str | BrainData | NeuralStimulusSet | NeuralStimuli) -> NeuralStimuli:
-    """Images and ids of a neural stimulus set.
+def load_neural_stimuli(source: str | BrainData | NeuralStimulusSet) -> NeuralStimulusSet:
+    """Images and ids of a neural stimulus set, as a :class:`~neuroreg.brain.NeuralStimulusSet` of float
+    ``(n, 3, H, W)`` images in [0, 1].
 
     ``source``: ``"kriegeskorte92"``, ``"algonauts2019_78"`` (bundled; an
     ``"<set>:<rdm>"`` target string also works), a ``.npz`` file holding
@@ -204,10 +184,8 @@ def load_neural_stimuli(source: str | BrainData | NeuralStimulusSet | NeuralStim
     :class:`~neuroreg.brain.NeuralStimulusSet`, or any other
     :class:`~neuroreg.brain.StimulusSource`.
     """
-    if isinstance(source, NeuralStimuli):
-        return source
     if isinstance(source, StimulusSource):
-        return NeuralStimuli(source.images_tensor(), np.asarray(source.stimulus_ids), source.name)
+        return NeuralStimulusSet(source.name, source.images_tensor(), source.stimulus_ids)
     if not isinstance(source, str):
         raise TypeError(f"neural must be a set name, .npz path, BrainData or NeuralStimulusSet; "
                         f"got {type(source).__name__}")
@@ -222,13 +200,13 @@ def load_neural_stimuli(source: str | BrainData | NeuralStimulusSet | NeuralStim
             ids = np.asarray(npz["stimulus_ids"]) if "stimulus_ids" in npz else np.arange(len(images))
         if len(ids) != len(images):
             raise ShapeError(f"{path}: {len(images)} images but {len(ids)} stimulus_ids")
-        return NeuralStimuli(images, ids, path.stem)
+        return NeuralStimulusSet(path.stem, images, ids)
     name = source.partition(":")[0]
     if name not in bundled_sets():
         raise UnknownNameError(f"neural stimulus set {source!r} is not bundled ({tuple(bundled_sets())}) "
                                "and not a .npz file")
     data = load_bundled(name)
-    return NeuralStimuli(data.images_tensor(), np.asarray(data.stimulus_ids), data.name)
+    return NeuralStimulusSet(data.name, data.images_tensor(), data.stimulus_ids)
 
 
 # ----------------------------------------------------------------------------- data modules
@@ -290,7 +268,7 @@ class AlignedDataModule(L.LightningDataModule):
             self._prep = preprocessing_of(model_name)
         self.image_size = int(image_size or (self._prep.image_size if self._prep is not None else 224))
         self.num_workers = num_workers
-        self._neural: NeuralStimuli | None = None
+        self._neural: NeuralStimulusSet | None = None
         self._neural_images: Tensor | None = None
         self.neural_train_positions = torch.empty(0, dtype=torch.long)
         self.neural_heldout_positions = torch.empty(0, dtype=torch.long)
@@ -325,15 +303,35 @@ class AlignedDataModule(L.LightningDataModule):
         From ``model_name`` or :meth:`use_model`; else the trained backbone once a
         trainer is attached; else timm's ImageNet defaults, with a warning.
         """
+        prep = self._known_contract()
+        if prep is None:
+            warnings.warn(f"{type(self).__name__} does not know the model it feeds (no model_name, no "
+                          "use_model(), no trainer): normalising with timm's ImageNet defaults", stacklevel=2)
+            return preprocessing_of(nn.Identity()).with_size(self.image_size)
+        return prep.with_size(self.image_size)
+
+    def _known_contract(self) -> Preprocessing | None:
+        """The contract of ``model_name``/:meth:`use_model`, else of the trained backbone; None if unknown."""
         if self._prep is None:
             backbone = getattr(getattr(self.trainer, "lightning_module", None), "backbone", None)
             if backbone is not None:
                 self._prep = preprocessing_of(backbone)
-            else:
-                warnings.warn(f"{type(self).__name__} does not know the model it feeds (no model_name, no "
-                              "use_model(), no trainer): normalising with timm's ImageNet defaults", stacklevel=2)
-                return preprocessing_of(nn.Identity()).with_size(self.image_size)
-        return self._prep.with_size(self.image_size)
+        return self._prep
+
+    def _image_transforms(self, train_scale: tuple[float, float] = (0.08, 1.0)) -> tuple[Callable, Callable]:
+        """(training, evaluation) transforms of the model's contract at ``image_size``, normalised if asked.
+
+        Training: RandomResizedCrop(``train_scale``) + flip; evaluation: Resize(size /
+        crop_pct) + CenterCrop, both with the model's interpolation (see
+        :meth:`Preprocessing.train_transform`, :meth:`Preprocessing.eval_transform`).
+        Unnormalised transforms of an unknown model take timm's default geometry.
+        """
+        if self.normalize:
+            prep = self.preprocessing
+        else:
+            prep = (self._known_contract() or preprocessing_of(nn.Identity())).with_size(self.image_size)
+        return (prep.train_transform(normalize=self.normalize, scale=train_scale),
+                prep.eval_transform(normalize=self.normalize))
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -385,7 +383,7 @@ class AlignedDataModule(L.LightningDataModule):
             return
         stim = load_neural_stimuli(self.neural)
         n = len(stim)
-        images = self._normalize_tensor(self.preprocessing.resize(stim.images))
+        images = self._normalize_tensor(self.preprocessing.resize(stim.images_tensor()))
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + 104_729)
         perm = torch.randperm(n, generator=g)
         n_hold = int(round(self.neural_holdout * n))
@@ -522,14 +520,6 @@ class ImageFolderDataModule(AlignedDataModule):
             raise ValueError(f"val_fraction must be in (0, 1); got {val_fraction}")
         self.root, self.train_dir, self.val_dir, self.val_fraction = root, train_dir, val_dir, val_fraction
 
-    def _transforms(self) -> tuple[Callable, Callable]:
-        # Geometry from the contract (crop_pct, interpolation); mean/std applied lazily, so the
-        # contract of a backbone known only at setup is the one used.
-        prep = self._prep.with_size(self.image_size) if self._prep is not None else \
-            preprocessing_of(nn.Identity()).with_size(self.image_size)
-        train_tf, val_tf = prep.train_transform(normalize=False), prep.eval_transform(normalize=False)
-        return (lambda img: self._normalize_tensor(train_tf(img))), (lambda img: self._normalize_tensor(val_tf(img)))
-
     @staticmethod
     def _folder(path: Path):
         if not path.is_dir():
@@ -540,7 +530,7 @@ class ImageFolderDataModule(AlignedDataModule):
             raise DataFormatError(f"{path} must hold one sub-folder of images per class: {exc}") from exc
 
     def _build_task(self) -> tuple[Dataset, Dataset, list[str]]:
-        train_tf, val_tf = self._transforms()
+        train_tf, val_tf = self._image_transforms()
         if self.train_dir is not None:
             if self.val_dir is None:
                 raise ValueError(f"train_dir={self.train_dir!r} needs val_dir; got val_dir=None")

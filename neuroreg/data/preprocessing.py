@@ -88,29 +88,37 @@ class Preprocessing:
         return self if normalize else self.resize
 
     def _torchvision_interp(self):
-        from torchvision.transforms import InterpolationMode  # local: loads torchvision; this module needs torch only
-        return {"bicubic": InterpolationMode.BICUBIC, "nearest": InterpolationMode.NEAREST}.get(
-            self.interpolation, InterpolationMode.BILINEAR)
+        return _interpolation_mode(self.interpolation)
 
     def eval_transform(self, normalize: bool = False):
-        """PIL image -> tensor: Resize(size / crop_pct) + CenterCrop(size) + ToTensor (+ Normalize).
+        """Image -> tensor: Resize(size / crop_pct) + CenterCrop(size) + ToTensor (+ Normalize).
 
+        The image is a PIL image (a decoded file) or a float ``(3, H, W)`` tensor in
+        [0, 1] (a generated one; resized with :func:`~neuroreg._utils.images.resize_images`).
         ``normalize=False`` (default) keeps pixels in [0, 1] for code that normalises
         inside (accuracy, attacks, corruptions take [0, 1] images).
         """
         from torchvision import transforms as T  # local: loads torchvision; this module needs torch only
         size = self.image_size
-        steps = [T.Resize(int(round(size / float(self.crop_pct))), interpolation=self._torchvision_interp()),
-                 T.CenterCrop(size), T.ToTensor()]
+        steps = [_ResizeShorter(int(round(size / float(self.crop_pct))), self.interpolation),
+                 T.CenterCrop(size), _ToTensor()]
         if normalize:
             steps.append(T.Normalize(self.mean, self.std))
         return T.Compose(steps)
 
-    def train_transform(self, normalize: bool = True):
-        """PIL image -> tensor: RandomResizedCrop(size) + horizontal flip + ToTensor (+ Normalize)."""
+    def train_transform(self, normalize: bool = True, scale: tuple[float, float] = (0.08, 1.0)):
+        """Image -> tensor: RandomResizedCrop(size, scale) + horizontal flip + ToTensor (+ Normalize).
+
+        ``scale``: range of the crop's area as a fraction of the image (torchvision's
+        and timm's default (0.08, 1)). The image: a PIL image or a float ``(3, H, W)``
+        tensor in [0, 1].
+        """
         from torchvision import transforms as T  # local: loads torchvision; this module needs torch only
-        steps = [T.RandomResizedCrop(self.image_size, interpolation=self._torchvision_interp()),
-                 T.RandomHorizontalFlip(), T.ToTensor()]
+        lo, hi = (float(v) for v in scale)
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"scale must be (min, max) area fractions with 0 < min <= max <= 1; got {scale!r}")
+        steps = [T.RandomResizedCrop(self.image_size, scale=(lo, hi), interpolation=self._torchvision_interp()),
+                 T.RandomHorizontalFlip(), _ToTensor()]
         if normalize:
             steps.append(T.Normalize(self.mean, self.std))
         return T.Compose(steps)
@@ -161,3 +169,51 @@ def preprocessing_of(model: nn.Module | str, image_size: int | None = None, *,
                          interpolation=str(cfg.get("interpolation") or "bilinear"),
                          crop_pct=float(cfg.get("crop_pct") or 0.875))
     return prep.with_size(image_size)
+
+
+def _interpolation_mode(name: str):
+    """torchvision's InterpolationMode for a contract's interpolation name (unknown names: bilinear, as timm)."""
+    from torchvision.transforms import InterpolationMode  # local: loads torchvision; this module needs torch only
+    return {"bicubic": InterpolationMode.BICUBIC, "nearest": InterpolationMode.NEAREST}.get(
+        name, InterpolationMode.BILINEAR)
+
+
+class _ResizeShorter:
+    """Resize the shorter side to ``size`` pixels, keeping the aspect ratio (torchvision's ``Resize(int)``).
+
+    PIL images go through torchvision (PIL's filters); tensors ``(C, H, W)`` through
+    :func:`~neuroreg._utils.images.resize_images` (antialiased, clamped to [0, 1]).
+    Picklable, for DataLoader workers.
+    """
+
+    def __init__(self, size: int, interpolation: str) -> None:
+        self.size, self.interpolation = int(size), interpolation
+
+    def __call__(self, image: Any) -> Any:
+        if isinstance(image, Tensor):
+            h, w = int(image.shape[-2]), int(image.shape[-1])
+            short, long = (h, w) if h <= w else (w, h)
+            new_long = int(self.size * long / short)    # torchvision's rounding of the longer side
+            return resize_images(image, (self.size, new_long) if h <= w else (new_long, self.size),
+                                 interpolation=self.interpolation)
+        from torchvision.transforms import functional as TF  # local: loads torchvision; this module needs torch only
+        return TF.resize(image, self.size, interpolation=_interpolation_mode(self.interpolation))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, interpolation={self.interpolation!r})"
+
+
+class _ToTensor:
+    """PIL image or ``(H, W, C)`` uint8 array -> ``(C, H, W)`` float in [0, 1]; a float tensor passes unchanged."""
+
+    def __call__(self, image: Any) -> Tensor:
+        if isinstance(image, Tensor):
+            if not image.is_floating_point():
+                raise TypeError(f"image tensors must be float (3, H, W) in [0, 1]; got dtype {image.dtype} "
+                                "(pass PIL images, or divide uint8 tensors by 255)")
+            return image.float()
+        from torchvision.transforms.functional import to_tensor  # local: loads torchvision
+        return to_tensor(image)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

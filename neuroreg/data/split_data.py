@@ -21,8 +21,6 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms as T
-from torchvision.transforms.functional import to_tensor
 
 from neuroreg.brain import read_image
 from neuroreg.errors import DataFormatError
@@ -124,20 +122,13 @@ class SplitImageDataModule(AlignedDataModule, ABC):
 
     # -- transforms
     def _transforms(self) -> tuple[Callable, Callable]:
-        name = self._prep.interpolation if self._prep is not None else "bilinear"
-        interp = {"bicubic": T.InterpolationMode.BICUBIC, "nearest": T.InterpolationMode.NEAREST}.get(
-            name, T.InterpolationMode.BILINEAR)
-        tail: list = [T.Lambda(_to_tensor)]
-        ms = self.mean_std
-        if ms is not None:
-            tail.append(T.Normalize(ms[0], ms[1]))
-        size = self.image_size
-        val = T.Compose([T.Resize(size, interpolation=interp, antialias=True), T.CenterCrop(size), *tail])
-        if not self.augment:
-            return val, val
-        train = T.Compose([T.RandomResizedCrop(size, scale=(0.6, 1.0), interpolation=interp, antialias=True),
-                           T.RandomHorizontalFlip(), *tail])
-        return train, val
+        """(training, evaluation) transforms from the model's contract (crop_pct, interpolation, mean/std).
+
+        Training crops keep 60-100 % of the image: the fine-tuning sets are small and
+        low-resolution (EuroSAT's 64 px), where timm's 8 % crops would leave little.
+        """
+        train, val = self._image_transforms(train_scale=(0.6, 1.0))
+        return (train if self.augment else val), val
 
     # -- split
     def _assign_splits(self, table: pd.DataFrame, classes: list[str]) -> np.ndarray:
@@ -230,8 +221,3 @@ class SplitImageDataModule(AlignedDataModule, ABC):
         return DataLoader(self._test, batch_size=self.batch_size, shuffle=False, collate_fn=_collate_task,
                           **self._loader_kwargs())
 
-
-def _to_tensor(image) -> Tensor:
-    if isinstance(image, Tensor):
-        return image.float()
-    return to_tensor(image)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from neuroreg._utils.images import resize_images
 from neuroreg.errors import ShapeError, UnknownNameError
 from neuroreg.robustness._filters import (box_resize, convolve, disk_kernel, gaussian_blur, motion_blur,
                                           nearest_resize, reflect_gaussian_smooth, sample_pixels, zoom)
@@ -114,9 +115,8 @@ def _base_shape(x: Tensor) -> tuple[int, int]:
 
 
 def _resize_to(layer: Tensor, x: Tensor) -> Tensor:
-    if tuple(layer.shape[-2:]) == tuple(x.shape[-2:]):
-        return layer
-    return F.interpolate(layer, size=x.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
+    """A layer drawn at the 224-px scale (snow, frost, fog), resized to the images' size; not clipped."""
+    return resize_images(layer, (int(x.shape[-2]), int(x.shape[-1])), interpolation="bilinear", clamp=False)
 
 
 def _rand(shape, gen, x: Tensor) -> Tensor:
@@ -295,6 +295,9 @@ def _photo_frost(photos: Sequence[Tensor], n: int, height: int, width: int, gen:
         ph, pw = p.shape[-2:]
         factor = 1.1 * max(1.0, height / ph, width / pw)
         size = (math.ceil(ph * factor), math.ceil(pw * factor))
+        # Not resize_images: the original (imagecorruptions) enlarges the photographs with OpenCV's
+        # INTER_CUBIC (a = -0.75, no antialiasing), which is this plain bicubic; the antialiased one
+        # that resize_images uses is PIL's kernel (a = -0.5).
         big = F.interpolate(p[None].to(device=like.device, dtype=torch.float32), size=size, mode="bicubic",
                             align_corners=False)
         rescaled.append((torch.round(big.clamp(0, 1) * 255) / 255).to(like.dtype)[0])
@@ -401,6 +404,7 @@ def pixelate(x: Tensor, severity: int = 1, seed: int = 0) -> Tensor:
     _prepare(x)
     c = _params("pixelate", severity)
     h, w = x.shape[-2:]
+    # PIL's BOX down and NEAREST up, as ImageNet-C pixelates; resize_images has neither filter's pixel grid
     small = box_resize(x, max(1, int(h * c)), max(1, int(w * c)))
     return nearest_resize(small, h, w).clamp(0, 1)
 

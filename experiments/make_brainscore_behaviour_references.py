@@ -1,7 +1,7 @@
 """Reference behavioural scores from Brain-Score's own code (brain-score/vision).
 
 Runs Brain-Score's ``brainscore_vision.metrics.i1i2`` (``I1``, ``I1n``, ``I2``,
-``I2n``: score and split-half ceiling) and ``brainscore_vision.metrics.error_consistency``
+``I2n``, ``O1``, ``O2``: score and split-half ceiling) and ``brainscore_vision.metrics.error_consistency``
 (``ErrorConsistency``: score and subject-pair ceiling) on small seeded synthetic data,
 and the benchmarks' own ceiling steps (``_DicarloRajalingham2018.ceil_score``:
 per split score / sqrt(ceiling), averaged; Geirhos2021: raw / ceiling with
@@ -69,7 +69,8 @@ OBJECTS = ["bear", "car", "dog", "elephant"]
 IMAGES_PER_OBJECT = 6
 TRIALS_PER_PAIR = 20
 #: (metric, repetitions, seed) computed
-I_RUNS = [("I2n", 2, 0), ("I1n", 2, 0), ("I2", 2, 0), ("I1", 2, 0), ("I2n", 3, 7), ("I1n", 4, 3)]
+I_RUNS = [("I2n", 2, 0), ("I1n", 2, 0), ("I2", 2, 0), ("I1", 2, 0), ("I2n", 3, 7), ("I1n", 4, 3), ("O2", 2, 0),
+          ("O1", 2, 0)]
 
 
 def _git(repo: Path, *args: str) -> str:

@@ -11,7 +11,7 @@ from neuroreg._utils.lazy import lazy_exports as _lazy_exports
 if _TYPE_CHECKING:  # what the lazy names resolve to, for type checkers (never run)
     from neuroreg.behaviour.i1i2 import (BRAINSCORE_I1I2 as BRAINSCORE_I1I2, DPRIME_CAP as DPRIME_CAP,
                                          behavioural_consistency as behavioural_consistency, i1 as i1, i1n as i1n,
-                                         i2 as i2, i2n as i2n)
+                                         i2 as i2, i2n as i2n, o1 as o1, o2 as o2)
     from neuroreg.behaviour.readout import (BRAINSCORE_READOUT_C as BRAINSCORE_READOUT_C,
                                             ProbabilitiesReadout as ProbabilitiesReadout,
                                             choice_probabilities as choice_probabilities,
@@ -26,6 +26,8 @@ _EXPORTS = {
     "i1n": "neuroreg.behaviour.i1i2",
     "i2": "neuroreg.behaviour.i1i2",
     "i2n": "neuroreg.behaviour.i1i2",
+    "o1": "neuroreg.behaviour.i1i2",
+    "o2": "neuroreg.behaviour.i1i2",
     "behavioural_consistency": "neuroreg.behaviour.i1i2",
     "DPRIME_CAP": "neuroreg.behaviour.i1i2",
     "BRAINSCORE_I1I2": "neuroreg.behaviour.i1i2",

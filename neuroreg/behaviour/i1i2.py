@@ -36,7 +36,7 @@ from neuroreg.behaviour._tables import ProbabilityMatrix, Trials, probability_ma
 from neuroreg.errors import DataFormatError
 from neuroreg.results.table import ScoreTable
 
-__all__ = ["i1", "i1n", "i2", "i2n", "behavioural_consistency", "DPRIME_CAP", "BRAINSCORE_I1I2"]
+__all__ = ["i1", "i1n", "i2", "i2n", "o1", "o2", "behavioural_consistency", "DPRIME_CAP", "BRAINSCORE_I1I2"]
 
 #: |d'| is clipped to this value (Brain-Score's ``cap``).
 DPRIME_CAP = 5.0
@@ -96,11 +96,25 @@ def _dprimes(fa: np.ndarray, truth: np.ndarray, normalize: bool) -> np.ndarray:
     return d
 
 
-def _pattern(d: np.ndarray, collapse: bool) -> np.ndarray:
+def _object_dprimes(fa: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """O2 d' [a, b] = z(1 - FAR[b, a]) - z(FAR[a, b]), FAR[t, c] the mean over the images of t; clipped."""
+    far = np.full((fa.shape[1], fa.shape[1]), np.nan)
+    for t in range(fa.shape[1]):
+        with _quiet_nanmean():
+            far[t] = np.nanmean(fa[truth == t], axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = ndtri(1.0 - far.T) - ndtri(far)
+    return np.clip(d, -DPRIME_CAP, DPRIME_CAP)
+
+
+def _pattern(fa: np.ndarray, truth: np.ndarray, *, objects: bool, collapse: bool, normalize: bool) -> np.ndarray:
+    """The d' pattern a metric correlates: per image (x distractor) or per object pair, optionally averaged."""
+    d = _object_dprimes(fa, truth) if objects else _dprimes(fa, truth, normalize)
     if not collapse:
         return d
     with _quiet_nanmean():
-        return np.nanmean(d, axis=1)
+        # I1 averages an image's distractors; O1 averages over the first object of each pair (task_left)
+        return np.nanmean(d, axis=0 if objects else 1)
 
 
 def _correlate(source: np.ndarray, target: np.ndarray, what: str) -> float:
@@ -137,7 +151,8 @@ def _check_half(trials: Trials, half: np.ndarray, name: str) -> None:
 
 
 def behavioural_consistency(probabilities, trials, *, collapse_distractors: bool, normalize: bool,
-                            repetitions: int = 2, seed: int = 0, metric: str | None = None) -> ScoreTable:
+                            objects: bool = False, repetitions: int = 2, seed: int = 0,
+                            metric: str | None = None) -> ScoreTable:
     """Brain-Score's I1 / I2 family; :func:`i1n`, :func:`i2n`, :func:`i1` and :func:`i2` name the variants.
 
     Inputs and rows as :func:`i2n`; ``metric`` names the rows (default from the two switches).
@@ -146,13 +161,17 @@ def behavioural_consistency(probabilities, trials, *, collapse_distractors: bool
         raise ValueError(f"repetitions must be a positive integer; got {repetitions!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 32:
         raise ValueError(f"seed must be an integer in [0, 2**32); got {seed!r}")
-    metric = metric or ("i1" if collapse_distractors else "i2") + ("n" if normalize else "")
+    if objects and normalize:
+        raise ValueError("normalize applies to image-level metrics only (Brain-Score's O1 and O2 are not normalised)")
+    metric = metric or (("o" if objects else "i") + ("1" if collapse_distractors else "2")
+                        + ("n" if normalize else ""))
+    switches = dict(objects=objects, collapse=collapse_distractors, normalize=normalize)
     model = probability_matrix(probabilities)
     data = read_trials(trials, model.labels)
     same_images(model, data)
     if data.n_trials < 2:
         raise DataFormatError(f"too few trials: {data.n_trials}; halving needs at least 2")
-    source = _pattern(_dprimes(_model_false_alarms(model, data.truth), data.truth, normalize), collapse_distractors)
+    source = _pattern(_model_false_alarms(model, data.truth), data.truth, **switches)
     rng = np.random.RandomState(int(seed))
     rows = []
     for split in range(int(repetitions)):
@@ -163,8 +182,7 @@ def behavioural_consistency(probabilities, trials, *, collapse_distractors: bool
         for h, half in enumerate(halves):
             name = f"half {h} of repetition {split}"
             _check_half(data, half, name)
-            patterns.append(_pattern(_dprimes(_trial_false_alarms(data, half), data.truth, normalize),
-                                     collapse_distractors))
+            patterns.append(_pattern(_trial_false_alarms(data, half), data.truth, **switches))
         score = _correlate(source, patterns[0], f"model vs half 0 of repetition {split}")
         ceiling = _correlate(patterns[0], patterns[1], f"half 0 vs half 1 of repetition {split}")
         ceiling_r = float(np.sqrt(ceiling)) if ceiling > 0 else None
@@ -225,6 +243,24 @@ def i2(probabilities, trials, repetitions: int = 2, seed: int = 0) -> ScoreTable
     """I2: as :func:`i2n`, without the per-object mean removed (Brain-Score's ``I2``)."""
     return behavioural_consistency(probabilities, trials, collapse_distractors=False, normalize=False,
                                    repetitions=repetitions, seed=seed)
+
+
+def o2(probabilities, trials, repetitions: int = 2, seed: int = 0) -> ScoreTable:
+    """O2: as :func:`i2n`, on object-pair d' (false alarms averaged over each object's images; Brain-Score's ``O2``).
+
+    The d' of the pair (a, b) is z(1 - FAR[b, a]) - z(FAR[a, b]), FAR[t, c] the mean over the
+    images of t of the rate at which c was chosen over t; not normalised. Brain-Score states
+    that of its i1i2 metrics only I2n has been verified against the paper; this reproduces
+    its O1 / O2 as they are.
+    """
+    return behavioural_consistency(probabilities, trials, collapse_distractors=False, normalize=False,
+                                   objects=True, repetitions=repetitions, seed=seed)
+
+
+def o1(probabilities, trials, repetitions: int = 2, seed: int = 0) -> ScoreTable:
+    """O1: as :func:`o2`, averaged over the first object of each pair (Brain-Score's ``O1``)."""
+    return behavioural_consistency(probabilities, trials, collapse_distractors=True, normalize=False,
+                                   objects=True, repetitions=repetitions, seed=seed)
 
 
 def i1(probabilities, trials, repetitions: int = 2, seed: int = 0) -> ScoreTable:

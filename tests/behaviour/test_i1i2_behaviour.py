@@ -62,7 +62,8 @@ def test_model_with_the_halfs_false_alarms_scores_one_and_identical_halves_ceil_
     half = _trials_for(counts, n, truth, ids)
     trials = _placed(half, list(half), seed=0)
     model = _probabilities_with_false_alarms(counts / n, truth, ids)
-    for metric in (nr.behaviour.i2n, nr.behaviour.i1n, nr.behaviour.i2, nr.behaviour.i1):
+    for metric in (nr.behaviour.i2n, nr.behaviour.i1n, nr.behaviour.i2, nr.behaviour.i1, nr.behaviour.o2,
+                   nr.behaviour.o1):
         table = metric(model, trials, repetitions=1, seed=0).to_pandas()
         assert table["score"].iloc[0] == pytest.approx(1.0, abs=1e-12)
         assert table["ceiling"].iloc[0] == pytest.approx(1.0, abs=1e-12)

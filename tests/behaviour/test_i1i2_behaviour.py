@@ -193,3 +193,15 @@ def test_repetitions_must_be_a_positive_integer(small, bad):
     model, trials = small
     with pytest.raises(ValueError, match="repetitions must be a positive integer"):
         nr.behaviour.i2n(model, trials, repetitions=bad)
+
+
+def test_negative_split_half_ceiling_leaves_ceiling_r_empty(design):
+    truth, ids, n, counts = design
+    half0 = _trials_for(counts, n, truth, ids)
+    half1 = _trials_for(n - counts, n, truth, ids)      # false-alarm rates mirrored: the halves disagree
+    trials = _placed(half0, half1, seed=0)
+    model = _probabilities_with_false_alarms(counts / n, truth, ids)
+    row = nr.behaviour.i2(model, trials, repetitions=1).to_pandas().iloc[0]
+    assert row["ceiling"] < 0
+    assert row["ceiling_r"] is None and row["brainscore_ceiled"] is None
+    assert row["score"] == pytest.approx(1.0, abs=1e-12)

@@ -9,7 +9,7 @@ if _TYPE_CHECKING:  # what the lazy names resolve to, for type checkers (never r
     from neuroreg.data.folders import (AlignedDataModule as AlignedDataModule, GratingsDataModule as GratingsDataModule,
                                        ImageFolderDataModule as ImageFolderDataModule,
                                        ImageNetDataModule as ImageNetDataModule, GratingsDataset as GratingsDataset,
-                                       NeuralStimuli as NeuralStimuli, load_neural_stimuli as load_neural_stimuli)
+                                       load_neural_stimuli as load_neural_stimuli)
     from neuroreg.data.eurosat import (EuroSATDataModule as EuroSATDataModule, EUROSAT_CLASSES as EUROSAT_CLASSES,
                                        find_eurosat_folder as find_eurosat_folder)
     from neuroreg.data.isic import (ISIC2019DataModule as ISIC2019DataModule, ISIC2019_CLASSES as ISIC2019_CLASSES,
@@ -32,7 +32,6 @@ _EXPORTS = {
     "ImageFolderDataModule": "neuroreg.data.folders",
     "ImageNetDataModule": "neuroreg.data.folders",
     "GratingsDataset": "neuroreg.data.folders",
-    "NeuralStimuli": "neuroreg.data.folders",
     "load_neural_stimuli": "neuroreg.data.folders",
     "EuroSATDataModule": "neuroreg.data.eurosat",
     "EUROSAT_CLASSES": "neuroreg.data.eurosat",

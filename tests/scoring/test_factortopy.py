@@ -800,3 +800,24 @@ def test_r2_is_sklearns_r2_of_the_predictions_on_the_validation_stimuli():
     # R^2 does not change when truth and prediction get the same affine map per voxel (the z-scoring)
     want = r2_score(brain.responses[val], ft.predict(feats)[val], multioutput="raw_values")
     np.testing.assert_allclose(ft.r2_, want, atol=1e-5)
+
+
+def test_temperature_is_annealed_geometrically_then_held():
+    from neuroreg.scoring.factortopy.training import temperature_at
+
+    assert temperature_at((1.0, 0.2), 6, 0) == 1.0
+    assert temperature_at((1.0, 0.2), 6, 3) == pytest.approx(0.2 ** 0.5, rel=1e-12)
+    assert temperature_at((1.0, 0.2), 6, 6) == pytest.approx(0.2, rel=1e-12)
+    assert temperature_at((1.0, 0.2), 6, 20) == pytest.approx(0.2, rel=1e-12)
+    assert temperature_at((1.0, 0.2), 0, 0) == pytest.approx(0.2, rel=1e-12)  # no annealing: the end at once
+
+
+def test_a_refit_keeps_nothing_of_the_previous_fit():
+    feats, brain = _tiny()
+    ft = _quick().fit(feats, brain)
+    assert hasattr(ft, "space_layers_") and hasattr(ft, "init_space_")
+    ft.set_params(per_layer_space=False, position_init="centre").fit(feats, brain)
+    assert not hasattr(ft, "space_layers_") and not hasattr(ft, "init_space_")
+    fresh = _quick(per_layer_space=False, position_init="centre").fit(feats, brain)
+    np.testing.assert_array_equal(ft.layer_probs_, fresh.layer_probs_)
+    np.testing.assert_array_equal(ft.predict(feats), fresh.predict(feats))

@@ -14,9 +14,10 @@ and the voxel predicts ``y_i = sum_l omega_il v_il(u_i, alpha_i) . w_il + b_i``.
 Summaries: expected depth, confidence ``1 - H(omega_i)/log L`` and the hierarchy
 slope (regression of depth on ROI level V1 0, V2V3 1/3, OPA 2/3, EBA 1).
 
-Modules: :mod:`.pooling` (feature at a position and scale), :mod:`.ridge` (the
-closed-form layer choice), :mod:`.network` (selectors and read-outs),
-:mod:`.estimator` (:class:`FactorTopy`), :mod:`.summary` (confidence, depth,
+Modules: :mod:`.pooling` (feature at a position and scale), :mod:`.ridge` (closed-form
+ridge read-outs), :mod:`.layer_choice` (the ridge layer choice), :mod:`.network` (selectors and
+read-outs), :mod:`.estimator` (:class:`FactorTopy`), :mod:`.training` (the training loop),
+:mod:`.statistics` (feature normalisation), :mod:`.params` (parameter checks), :mod:`.summary` (confidence, depth,
 hierarchy), :mod:`.compare` (before/after), :mod:`.sources` (features from a dict
 or a model), :mod:`.initialization` (ridge-fit peak start), :mod:`.diagnostics`
 (choice margin, weak layers) and :mod:`.plots` (imported on demand; it loads

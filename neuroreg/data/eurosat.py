@@ -80,18 +80,8 @@ class EuroSATDataModule(SplitImageDataModule):
     All other options: :class:`~neuroreg.data.split_data.SplitImageDataModule`.
     """
 
-    def __init__(self, root: str, classes: Literal["eurosat", "folders"] = "eurosat",
-                 val_fraction: float = 0.1, test_fraction: float = 0.2, n_per_class: int | None = None,
-                 splits: str | None = None, balance: Literal["none", "loss", "sampler"] = "none",
-                 augment: bool = True, check_images: bool = True, neural: Any = None, neural_batch_size: int = 32,
-                 neural_holdout: float = 0.25, batch_size: int = 32, image_size: int | None = None,
-                 num_workers: int | None = None, normalize: bool = True, model_name: str | None = None,
-                 seed: int = 0) -> None:
-        super().__init__(val_fraction=val_fraction, test_fraction=test_fraction, n_per_class=n_per_class,
-                         splits=splits, balance=balance, augment=augment, check_images=check_images, neural=neural,
-                         neural_batch_size=neural_batch_size, neural_holdout=neural_holdout, batch_size=batch_size,
-                         image_size=image_size, num_workers=num_workers, normalize=normalize, model_name=model_name,
-                         seed=seed)
+    def __init__(self, root: str, classes: Literal["eurosat", "folders"] = "eurosat", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if classes not in ("eurosat", "folders"):
             raise ValueError(f"classes must be 'eurosat' or 'folders'; got {classes!r}")
         self.root, self.class_mode = root, classes

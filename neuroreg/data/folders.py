@@ -256,13 +256,8 @@ class AlignedDataModule(L.LightningDataModule):
             raise ValueError(f"neural_holdout must be in [0, 1); got {neural_holdout}")
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers must be >= 0 or None; got {num_workers}")
-        self.neural = neural
-        self.neural_batch_size = neural_batch_size
-        self.neural_holdout = neural_holdout
-        self.batch_size = batch_size
-        self.normalize = normalize
-        self.model_name = model_name
-        self.seed = seed
+        self.neural, self.neural_batch_size, self.neural_holdout = neural, neural_batch_size, neural_holdout
+        self.batch_size, self.normalize, self.model_name, self.seed = batch_size, normalize, model_name, seed
         self._prep: Preprocessing | None = None
         if model_name is not None:
             self._prep = preprocessing_of(model_name)

@@ -143,23 +143,16 @@ class ISIC2019DataModule(SplitImageDataModule):
     ``"sampler"`` (class-balanced resampling) or ``"none"``. ``metadata=False``
     ignores the metadata file and splits by image (not recommended: images of
     one lesion would leak across splits). ``image_size`` defaults to the
-    model's input size; images are resized (shorter side) and centre-cropped.
+    model's input size; images are resized (shorter side to ``image_size /
+    crop_pct``) and centre-cropped, with the model's interpolation.
+    All other options: :class:`~neuroreg.data.split_data.SplitImageDataModule`.
     """
 
     split_columns = ("lesion_id",)
 
-    def __init__(self, root: str, metadata: bool = True, val_fraction: float = 0.1, test_fraction: float = 0.2,
-                 n_per_class: int | None = None, splits: str | None = None,
-                 balance: Literal["none", "loss", "sampler"] = "loss", augment: bool = True,
-                 check_images: bool = True, neural: Any = None, neural_batch_size: int = 32,
-                 neural_holdout: float = 0.25, batch_size: int = 32, image_size: int | None = None,
-                 num_workers: int | None = None, normalize: bool = True, model_name: str | None = None,
-                 seed: int = 0) -> None:
-        super().__init__(val_fraction=val_fraction, test_fraction=test_fraction, n_per_class=n_per_class,
-                         splits=splits, balance=balance, augment=augment, check_images=check_images, neural=neural,
-                         neural_batch_size=neural_batch_size, neural_holdout=neural_holdout, batch_size=batch_size,
-                         image_size=image_size, num_workers=num_workers, normalize=normalize, model_name=model_name,
-                         seed=seed)
+    def __init__(self, root: str, metadata: bool = True, balance: Literal["none", "loss", "sampler"] = "loss",
+                 **kwargs: Any) -> None:
+        super().__init__(balance=balance, **kwargs)
         self.root, self.metadata = root, metadata
 
     def _scan(self) -> tuple[pd.DataFrame, list[str]]:

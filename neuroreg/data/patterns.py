@@ -78,23 +78,16 @@ class PatternDataModule(_RequestedClassCount, SplitImageDataModule):
     for all 6 (``n_classes``: its deprecated name, as argument and attribute).
     ``native_size`` is the generated resolution (64 px, as EuroSAT);
     images are resized to ``image_size`` (default: the model's input size).
+    ``augment``: random crops and flips of training images, off by default.
+    All other options: :class:`~neuroreg.data.split_data.SplitImageDataModule`.
     """
 
     def __init__(self, n_images: int = 600, num_classes: int | None = None, native_size: int = 64,
-                 val_fraction: float = 0.1, test_fraction: float = 0.2, n_per_class: int | None = None,
-                 splits: str | None = None, balance: Literal["none", "loss", "sampler"] = "none",
-                 augment: bool = False, neural: Any = None, neural_batch_size: int = 32,
-                 neural_holdout: float = 0.25, batch_size: int = 32, image_size: int | None = None,
-                 num_workers: int | None = None, normalize: bool = True, model_name: str | None = None,
-                 seed: int = 0, *, n_classes: int | None = None) -> None:
+                 augment: bool = False, *, n_classes: int | None = None, **kwargs: Any) -> None:
         given: int | None = renamed_argument(num_classes, n_classes, new="num_classes", old="n_classes",
                                              where="PatternDataModule")
         k = len(PATTERN_CLASSES) if given is None else given
-        super().__init__(val_fraction=val_fraction, test_fraction=test_fraction, n_per_class=n_per_class,
-                         splits=splits, balance=balance, augment=augment, check_images=False, neural=neural,
-                         neural_batch_size=neural_batch_size, neural_holdout=neural_holdout, batch_size=batch_size,
-                         image_size=image_size, num_workers=num_workers, normalize=normalize, model_name=model_name,
-                         seed=seed)
+        super().__init__(augment=augment, check_images=False, **kwargs)
         if not 2 <= k <= len(PATTERN_CLASSES):
             raise ValueError(f"num_classes must be in [2, {len(PATTERN_CLASSES)}]; got {k}")
         if n_images < k:

@@ -74,7 +74,8 @@ class TableImages(Dataset):
 class SplitImageDataModule(AlignedDataModule, ABC):
     """An image table split into train/val/test, with budgets, class balancing and ``splits.csv``.
 
-    Parameters (besides those of :class:`~neuroreg.data.AlignedDataModule`)
+    Parameters (besides the options of :class:`~neuroreg.data.AlignedDataModule` from
+    ``neural`` on, passed through as keyword arguments; ``batch_size`` defaults to 32 here)
     ----------
     val_fraction, test_fraction: of the images (or of the groups' images), per class.
     n_per_class: keep at most this many training images per class (seeded); the
@@ -93,8 +94,9 @@ class SplitImageDataModule(AlignedDataModule, ABC):
 
     def __init__(self, *, val_fraction: float = 0.1, test_fraction: float = 0.2, n_per_class: int | None = None,
                  splits: str | None = None, balance: Literal["none", "loss", "sampler"] = "none",
-                 augment: bool = True, check_images: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+                 augment: bool = True, check_images: bool = True, batch_size: int = 32, **kwargs: Any) -> None:
+        # the task is built from the table (_build_task), never served from given data sets
+        super().__init__(train_dataset=None, val_dataset=None, classes=None, batch_size=batch_size, **kwargs)
         if balance not in ("none", "loss", "sampler"):
             raise ValueError(f"balance must be 'none', 'loss' or 'sampler'; got {balance!r}")
         if n_per_class is not None and n_per_class < 1:

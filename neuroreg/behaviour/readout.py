@@ -105,7 +105,9 @@ def readout_features(model: torch.nn.Module, stimuli, *, layer: str = "IT", numb
     Pass t uses ``seed + t``, so a stochastic model (VOneNet noise) gives a new draw per
     pass; a deterministic one gives the same features each time. The default layer
     ``"IT"`` averaged over space is the penultimate layer (the classifier's input) of
-    CORnets, VOneNets and timm CNNs, Brain-Score's behavioural read-out layer.
+    CORnets, VOneNets and timm CNNs, Brain-Score's behavioural read-out layer; for a
+    vision transformer it is the last block's tokens averaged (name ``layer`` to read
+    another module, e.g. the one a Brain-Score plugin commits).
     """
     if isinstance(number_of_trials, bool) or not isinstance(number_of_trials, int) or number_of_trials < 1:
         raise ValueError(f"number_of_trials must be a positive integer; got {number_of_trials!r}")

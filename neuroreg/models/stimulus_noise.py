@@ -40,10 +40,11 @@ math libraries may differ in the last one or two float32 ulps there, no more.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -155,6 +156,25 @@ def _fill(out: Tensor, keys: Tensor, counters: Tensor, x: Tensor, tmp: Tensor, c
     radius.mul_(cos)
 
 
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Intra-op threads off while the CPU draw runs.
+
+    The draw is ~26 element-wise passes per cache-sized piece; with several intra-op threads each pass is a
+    parallel region whose barrier, on a CPU shared with other work, costs far more than the pass (measured: 16
+    to 50x slower with 2 threads on a loaded 2-core machine, against 1.6x ``torch.randn`` on one thread).
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def counter_normal(keys: Tensor | Sequence[int], n: int, device: torch.device | str | None = None) -> Tensor:
     """Standard-normal draws keyed by stimulus: float32 ``(len(keys), n)``, row ``b`` a function of ``keys[b]`` only.
 
@@ -174,11 +194,13 @@ def counter_normal(keys: Tensor | Sequence[int], n: int, device: torch.device | 
         rows = max(1, chunk // m)
         x = torch.empty((min(rows, k.shape[0]), cols), dtype=torch.int64, device=k.device)
         tmp, cos = torch.empty_like(x), torch.empty(x.shape, dtype=torch.float32, device=k.device)
-        for a in range(0, k.shape[0], rows):
-            r = min(rows, k.shape[0] - a)
-            for c in range(0, m, cols):
-                w = min(cols, m - c)
-                _fill(out[a:a + r, :, c:c + w], k[a:a + r], counters[c:c + w], x[:r, :w], tmp[:r, :w], cos[:r, :w])
+        with _one_cpu_thread(k.device):
+            for a in range(0, k.shape[0], rows):
+                r = min(rows, k.shape[0] - a)
+                for c in range(0, m, cols):
+                    w = min(cols, m - c)
+                    _fill(out[a:a + r, :, c:c + w], k[a:a + r], counters[c:c + w],
+                          x[:r, :w], tmp[:r, :w], cos[:r, :w])
     flat = out.view(k.shape[0], 2 * m)
     return flat if 2 * m == n else flat[:, :n].contiguous()
 

@@ -102,6 +102,19 @@ def test_a_row_depends_on_its_key_only_whatever_the_chunking(monkeypatch):
         assert torch.equal(counter_normal(keys[2:3], 101), whole[2:3])
 
 
+def test_the_cpu_draw_leaves_the_thread_count_as_it_found_it():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        many = counter_normal([7, 8], 3000)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        assert torch.equal(counter_normal([7, 8], 3000), many)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
 # --- the distribution --------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,9 @@ _KEPT = [
     ("neuroreg.features.extraction", ["neuroreg.models.zoo.area_layers"], TORCH_ONLY),
     ("neuroreg.features.layers", ["neuroreg.models.area_layers"], TORCH_ONLY),
     ("neuroreg.data.preprocessing", ["torchvision.transforms", "torchvision.transforms.InterpolationMode", "timm",
-                                "timm.data.resolve_data_config", "neuroreg.models"], TORCH_ONLY),
+                                     "timm.data.resolve_data_config", "neuroreg.models",
+                                     "torchvision.transforms.functional",
+                                     "torchvision.transforms.functional.to_tensor"], TORCH_ONLY),
 
     ("neuroreg.scorecard.report", ["torch.utils.tensorboard.SummaryWriter", "neuroreg.robustness.plot_accuracy_vs_eps",
                                    "neuroreg.robustness.plot_corruption_heatmap",

@@ -1,5 +1,7 @@
 import json
+import logging
 import random
+import re
 
 import lightning as L
 import numpy as np
@@ -61,11 +63,78 @@ def test_callback_does_not_change_training(tmp_path):
         assert torch.equal(plain[k], scored[k]), k
 
 
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_end_of_run_card_says_each_stage_and_its_cost(tmp_path):
+    net = make_tiny_net(noise=0.0)
+    dm = GratingsDataModule(num_classes=4, n_train=32, n_val=8, batch_size=16, image_size=16, normalize=True,
+                            model_name=None, seed=0)
+    dm.use_model(net)
+    cb = ScorecardCallback(every_n_epochs=0, every_n_steps=0, brain_sets=[], attacks=["pgd"], eps=[4 / 255],
+                           max_images=8, batch_size=8, model_name="tiny",
+                           final_attack_kwargs={"pgd_steps": 2, "sanity": False})
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        default_root_dir=str(tmp_path), callbacks=[cb])
+    lines = _Lines()
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")   # where rank_zero_info writes
+    logger.addHandler(lines)
+    try:
+        trainer.fit(BrainRegularizedModule(net, lr=0.05, scheduler="none"), datamodule=dm)
+    finally:
+        logger.removeHandler(lines)
+    said = [line for line in lines.lines if line.startswith("scorecard:")]
+    expected = [r"scorecard: brain sets at the model's input size \.\.\.$",
+                r"scorecard: brain sets at the model's input size done in \d+\.\d s$",
+                r"scorecard: \[1/2\] tiny: accuracy \.\.\.$",
+                r"scorecard: \[1/2\] tiny: accuracy done in \d+\.\d s",
+                r"scorecard: \[2/2\] tiny: attacks \(pgd\) \.\.\.$",
+                r"scorecard: \[2/2\] tiny: attacks done in \d+\.\d s",
+                r"scorecard: report written to .*scorecard \.\.\.$",
+                r"scorecard: report written to .*scorecard done in \d+\.\d s$",
+                r"scorecard: written to .*; the end-of-run scorecard took \d+\.\d s, [\d.e+]+ x the \d+\.\d s "
+                r"of training \(periodic evaluations inside it: 0\.0 s\)"]
+    assert len(said) == len(expected), said
+    for line, pattern in zip(said, expected):
+        assert re.match(pattern, line), (pattern, line)
+    assert cb.cost_["scorecard_s"] > 0 and cb.cost_["training_s"] > 0 and cb.cost_["periodic_s"] == 0.0
+    # the evaluation logger is as it was: nothing forwarded after the run, propagation back on
+    assert not logging.getLogger("neuroreg.scorecard.evaluation").handlers
+    assert logging.getLogger("neuroreg.scorecard.evaluation").propagate
+    saved = json.loads((tmp_path / "scorecard" / "scorecard_meta.json").read_text())
+    assert saved["sections"] == ["accuracy", "attacks"]
+
+
+def test_final_sections_choose_the_sections_of_the_end_of_run_card(tmp_path):
+    net = make_tiny_net(noise=0.0)
+    dm = GratingsDataModule(num_classes=4, n_train=16, n_val=8, batch_size=16, image_size=16, normalize=True,
+                            model_name=None, seed=0)
+    dm.use_model(net)
+    cb = ScorecardCallback(every_n_epochs=0, every_n_steps=0, brain_sets=[], attacks=["pgd"], max_images=8,
+                           batch_size=8, final_sections=["accuracy"])
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        default_root_dir=str(tmp_path), callbacks=[cb])
+    trainer.fit(BrainRegularizedModule(net, lr=0.05, scheduler="none"), datamodule=dm)
+    card = Scorecard.load(tmp_path)
+    assert list(card.sections) == ["accuracy"]          # attacks were asked for, but not in the final card
+    assert card.accuracy.filter(metric="top1")[0]["n_images"] == 8
+
+
 def test_rejects_bad_options():
     with pytest.raises(ValueError, match="every_n_steps must be >= 0"):
         ScorecardCallback(every_n_steps=-1)
     with pytest.raises(ValueError, match="norm must be 'Linf' or 'L2'; got 'Linf2'"):
         ScorecardCallback(norm="Linf2")
+    with pytest.raises(ValueError, match=r"final_sections must be among \['accuracy', .*\]; got \['acuracy'\]"):
+        ScorecardCallback(final_sections=["accuracy", "acuracy"])
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ on rank 0 while the other ranks wait at a barrier.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -46,9 +47,11 @@ from torch import nn
 
 from neuroreg.data.preprocessing import preprocessing_of
 from neuroreg.results.table import ScoreTable
+from neuroreg.scorecard.summary import SECTIONS
 from neuroreg.training.callbacks.curves import curve_tags, write_curves
 from neuroreg.training.callbacks.scorecard_cost import (default_interval, periodic_evaluation_cost,
                                                         training_batch_cost)
+from neuroreg.training.callbacks.scorecard_progress import cost_line, stage, stages_of_evaluate
 from neuroreg.training.callbacks.scorecard_inputs import Normalized, at_input_size, validation_images
 from neuroreg.training.callbacks.training_state import preserve_training_state
 
@@ -90,6 +93,15 @@ class ScorecardCallback(Callback):
     periodic_max_images: validation images of the periodic accuracy and attack.
     periodic_max_layers: layers of the periodic brain sweep (evenly spaced).
     batch_size, seed: of the evaluation (the seed fixes attack starts and image picks).
+    final_sections: the sections of the end-of-run card among accuracy, attacks, corruptions, brain,
+        factortopy (None: every section whose inputs are given, as ``neuroreg evaluate`` does).
+    final_attack_kwargs: options of the final attack suite
+        (:func:`neuroreg.robustness.attack_suite`: ``pgd_steps``, ``square_queries``, ``sanity``, ...;
+        empty: its defaults, the full suite with every sanity check).
+
+    Each stage of the end-of-run card says when it starts and how many seconds it took, and a last
+    line states its seconds against the training's (:mod:`~neuroreg.training.callbacks.scorecard_progress`);
+    :attr:`cost_` keeps those seconds.
     """
 
     def __init__(self, enabled: bool = True, every_n_epochs: Optional[int] = None, every_n_steps: Optional[int] = None,
@@ -99,7 +111,8 @@ class ScorecardCallback(Callback):
                  layers: Any = "all", max_layers: Optional[int] = None, max_images: Optional[int] = None,
                  periodic_attack: Optional[str] = "pgd", periodic_eps: float = 4 / 255, periodic_steps: int = 5,
                  periodic_max_images: Optional[int] = 128, periodic_max_layers: Optional[int] = 4,
-                 batch_size: int = 64, seed: int = 0) -> None:
+                 batch_size: int = 64, seed: int = 0, final_sections: Optional[list[str]] = None,
+                 final_attack_kwargs: Optional[dict[str, Any]] = None) -> None:
         super().__init__()
         for name, value in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
             if value is not None and value < 0:
@@ -115,6 +128,9 @@ class ScorecardCallback(Callback):
                 raise ValueError(f"scorecard {name} (attack budgets) must be finite and >= 0; got {values}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        unknown = sorted(set(final_sections or ()) - set(SECTIONS))
+        if unknown:
+            raise ValueError(f"final_sections must be among {list(SECTIONS)}; got {unknown}")
         self.enabled, self.every_n_epochs, self.every_n_steps, self.final = enabled, every_n_epochs, every_n_steps, final
         self.folder, self.model_name = folder, model_name
         self.brain_sets, self.attacks, self.eps, self.norm = list(brain_sets or ()), list(attacks or ()), eps, norm
@@ -122,12 +138,19 @@ class ScorecardCallback(Callback):
         self.periodic_attack, self.periodic_eps, self.periodic_steps = periodic_attack, periodic_eps, periodic_steps
         self.periodic_max_images, self.periodic_max_layers = periodic_max_images, periodic_max_layers
         self.batch_size, self.seed, self.periodic_budget = batch_size, seed, periodic_budget
+        self.final_sections = None if final_sections is None else list(final_sections)
+        self.final_attack_kwargs = dict(final_attack_kwargs or {})
         self.curves_: list[dict] = []
         self._last_step = -1
         # (every_n_epochs, every_n_steps) in force, fixed at the first training batch of a fit
         self.interval_: Optional[tuple[int, int]] = None
         self._brain_cache: Optional[list] = None      # brain sets, stimuli at the model's input size
         self._task_cache: Any = None                  # periodic validation images as (images, labels) tensors
+        self._train_started: Optional[float] = None   # perf_counter() at the first training step of this fit
+        self._periodic_seconds = 0.0                  # wall-clock seconds of this fit's periodic evaluations
+        #: seconds of the last end-of-run scorecard: scorecard_s, training_s (wall clock of fit's training
+        #: loop, periodic evaluations included) and periodic_s
+        self.cost_: dict[str, Optional[float]] = {}
 
     @property
     def auto_interval(self) -> bool:
@@ -196,9 +219,12 @@ class ScorecardCallback(Callback):
             sections = ["accuracy", "brain", *(["attacks"] if attacks else [])]
         else:
             attacks, eps, corruptions = self.attacks, self.eps, self.corruptions
-            layers, max_layers, attack_kwargs = self.layers, self.max_layers, {"progress": False}
+            layers, max_layers = self.layers, self.max_layers
+            attack_kwargs = {"progress": False, **self.final_attack_kwargs}
             sections = ["accuracy", "brain", "factortopy", *(["attacks"] if self.attacks else []),
                         *(["corruptions"] if self.corruptions else [])]
+            if self.final_sections is not None:
+                sections = [s for s in sections if s in self.final_sections]
         if task is None:
             sections = [s for s in sections if s in ("brain", "factortopy")]
         with preserve_training_state(model):
@@ -277,14 +303,22 @@ class ScorecardCallback(Callback):
             return
         self._last_step = step
         if trainer.is_global_zero:
+            tic = time.perf_counter()
             card = self._evaluate(trainer, pl_module, periodic=True)
             self._log(trainer, card, step, int(trainer.current_epoch))
+            seconds = time.perf_counter() - tic
+            self._periodic_seconds += seconds
+            rank_zero_info(f"scorecard: periodic evaluation at step {step} took {seconds:.1f} s")
         trainer.strategy.barrier("scorecard_periodic")
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_fit_start(self, trainer, pl_module) -> None:
         # a new fit may bring another model or data: prepare the inputs and the interval afresh
         self.interval_, self._brain_cache, self._task_cache = None, None, None
+        self._train_started, self._periodic_seconds, self.cost_ = None, 0.0, {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._train_started = time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.enabled and self.interval_ is None:
@@ -306,14 +340,30 @@ class ScorecardCallback(Callback):
         if not self.enabled or not self.final:
             return
         if trainer.is_global_zero:
+            training = None if self._train_started is None else time.perf_counter() - self._train_started
+            tic = time.perf_counter()
+            folder = self._final_card(trainer, pl_module)
+            seconds = time.perf_counter() - tic
+            self.cost_ = {"scorecard_s": seconds, "training_s": training, "periodic_s": self._periodic_seconds}
+            rank_zero_info(f"scorecard: written to {folder}; {cost_line(seconds, training, self._periodic_seconds)} "
+                           "(--scorecard.final_sections chooses its sections, --scorecard.final false skips it)")
+        trainer.strategy.barrier("scorecard_final")
+
+    def _final_card(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path:
+        """The full scorecard of the trained model, each stage said as it runs; returns its folder."""
+        say = rank_zero_info
+        with stage(say, "scorecard: brain sets at the model's input size"):
+            self._brain_sets(self._backbone(pl_module))
+        with stages_of_evaluate(say, "scorecard: "):
             card = self._evaluate(trainer, pl_module, periodic=False)
-            step, epoch = int(trainer.global_step), int(trainer.current_epoch)
+        step, epoch = int(trainer.global_step), int(trainer.current_epoch)
+        folder = self.output_folder(trainer)
+        with stage(say, f"scorecard: report written to {folder}"):
             self._log_final(trainer, card, step)
             if self.curves_:
                 card.add("curves", ScoreTable({"model": r["model"], "step": r["step"], "epoch": r["epoch"],
                                                "metric": r["tag"], "score": r["value"]} for r in self.curves_))
             card.title = f"neuroreg scorecard: {self._name(trainer)} (step {step}, epoch {epoch})"
-            folder = self.output_folder(trainer)
             if self.curves_:
                 # local: pyplot, rarely needed in training
                 from neuroreg.training.callbacks.curves_figure import write_curves_figure
@@ -321,7 +371,7 @@ class ScorecardCallback(Callback):
                                      "Scores along training (periodic scorecard: brain scores over a few layers, "
                                      "short PGD on a subset of the validation images).", "curves"))
             card.save(folder, tensorboard=False)
-        trainer.strategy.barrier("scorecard_final")
+        return folder
 
     def _log_final(self, trainer: L.Trainer, card, step: int) -> None:
         writer = _tensorboard_writer(trainer)

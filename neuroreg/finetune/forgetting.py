@@ -83,9 +83,8 @@ from neuroreg.finetune.forgetting_cache import (dataset_fingerprint, load_start_
                                                save_start_side, stable_repr, start_side_key)
 from neuroreg.finetune.forgetting_drift import cka_rows
 from neuroreg.finetune.forgetting_old_tasks import original_rows, sequence_rows
-from neuroreg.finetune.forgetting_passes import (ProbeSet, labels_of, model_input, model_preprocess, preprocess_spec,
-                                                 probe_features, probe_images, stratified_subset, transformed,
-                                                 with_head_of)
+from neuroreg.finetune.forgetting_passes import (ProbeSet, labels_of, model_preprocess, probe_features, probe_images,
+                                                 stratified_subset, transformed, with_head_of)
 from neuroreg.finetune.forgetting_probes import new_task_rows, retention_rows
 from neuroreg.finetune.forgetting_rows import (HEAD_METRICS, KINDS, NEAR_CHANCE_MARGIN, PreviousTask, ReportSettings,
                                                metric_kind)
@@ -141,8 +140,9 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
         images) or None.
     layers: module names / area aliases / mapping (default: the V1/V2/V4/IT areas).
     factortopy: fit FactorTopy when ``brain`` allows it; a mapping gives its keyword arguments.
-    image_size, transform: preprocessing of the probe images (default: resize to the model's
-        input size and normalise with its ``pretrained_cfg``).
+    image_size, transform: preprocessing of the probe images (default: each model's own contract,
+        :func:`~neuroreg.data.preprocessing.preprocessing_of`: its input size or ``image_size``,
+        its interpolation, its mean/std).
     max_eval_images, max_probe_train: cap the new/original task's test images and the
         probe's training images (stratified, seeded) to bound the cost.
     debiased: CKA estimator for ``cka_to_start`` (both give exactly 1 for identical features).
@@ -230,7 +230,7 @@ def _start_key(before: nn.Module, original: nn.Module, datasets: Mapping[str, Da
                     for name, _data, images, ids in probes]
     return start_side_key(before, data=prints, probes=probe_prints, layers=repr(layer_map),
                           transform=repr(s.transform), image_size=s.image_size,
-                          preprocess=preprocess_spec(before, s.image_size), reference=s.reference,
+                          preprocess=model_preprocess(before, s.image_size).to_dict(), reference=s.reference,
                           batch_size=s.batch_size, device=s.device.type, debiased=s.debiased, seed=s.seed,
                           original_network=(None if original is before or datasets.get("original") is None
                                             else model_fingerprint(original)))
@@ -248,9 +248,9 @@ def _probe_inputs(before: nn.Module, after: nn.Module, probes: list[ProbeSet],
     if s.transform is not None:
         inputs_b = [transformed(p[2], s.transform) for p in probes]
         return inputs_b, inputs_b
-    spec_b, spec_a = preprocess_spec(before, s.image_size), preprocess_spec(after, s.image_size)
-    inputs_b = [model_input(p[2], spec_b) for p in probes]
-    return inputs_b, (inputs_b if spec_a == spec_b else [model_input(p[2], spec_a) for p in probes])
+    prep_b, prep_a = model_preprocess(before, s.image_size), model_preprocess(after, s.image_size)
+    inputs_b = [prep_b(p[2]) for p in probes]
+    return inputs_b, (inputs_b if prep_a == prep_b else [prep_a(p[2]) for p in probes])
 
 
 def _probe_set_rows(before: nn.Module, after: nn.Module, probes: list[ProbeSet], layer_map: Any,

@@ -12,9 +12,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuroreg._utils.images import resize_images
+from neuroreg.data.preprocessing import preprocessing_of
 from neuroreg.features import simulate_voxels
 from neuroreg.features.extraction import Features
 from neuroreg.results.selection import best_index
@@ -86,8 +87,9 @@ def _simulated_brain(before: nn.Module, probes: list[ProbeSet], modules: list[st
     if not probes:
         raise ValueError("brain='simulate' needs probe_sets to draw the stimuli from")
     size = max(p[2].shape[-1] for p in probes)
-    images = torch.cat([F.interpolate(p[2], size=(size, size), mode="bilinear", align_corners=False,
-                                      antialias=True).clamp(0, 1) for p in probes])
+    # one stimulus size, resampled as the start network's own preprocessing resamples
+    interpolation = preprocessing_of(before).interpolation
+    images = torch.cat([resize_images(p[2], size, interpolation=interpolation) for p in probes])
     ids = np.concatenate([np.asarray([f"{p[0]}:{i}" for i in p[3]]) for p in probes])
     model_input = torch.stack([transform(im) for im in images])      # the start network sees its own preprocessing
     brain, _truth = simulate_voxels(before, model_input, layers=modules, n_voxels=100, seed=s.seed,

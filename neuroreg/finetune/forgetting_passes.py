@@ -15,7 +15,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -24,42 +23,22 @@ from neuroreg._utils.modes import eval_mode
 from neuroreg._utils.seeding import seeded
 from neuroreg.brain import StimulusSource, bundled_sets, load_bundled
 from neuroreg.data.folders import _dataset_len, load_neural_stimuli
+from neuroreg.data.preprocessing import Preprocessing, preprocessing_of
 from neuroreg.errors import ShapeError
 from neuroreg.features.extraction import extract
 from neuroreg.finetune.start_model import classifier_name
 
-__all__ = ["ProbeSet", "model_preprocess", "preprocess_spec", "model_input", "with_head_of", "stratified_subset", "labels_of",
+__all__ = ["ProbeSet", "model_preprocess", "with_head_of", "stratified_subset", "labels_of",
            "embed", "embed_models", "transformed", "ImageTensors", "probe_images", "features_of", "probe_features"]
 
 #: one probe set: (name, the set object, images ``(n, 3, H, W)`` in [0, 1] at one size, stimulus ids ``(n,)``)
 ProbeSet = tuple[str, Any, Tensor, np.ndarray]
 
-def preprocess_spec(model: nn.Module, image_size: int | None) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
-    """(input size, mean, std) that :func:`model_preprocess` applies for ``model``."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    size = int(image_size or (cfg.get("input_size") or (3, 224, 224))[-1])
-    mean = tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406)))
-    std = tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225)))
-    return size, mean, std
-
-
-def model_preprocess(model: nn.Module, image_size: int | None = None) -> Callable[[Tensor], Tensor]:
-    """``(3, H, W)`` in [0, 1] -> resized to the model's input size and normalised with its ``pretrained_cfg``."""
-    spec = preprocess_spec(model, image_size)
-
-    def transform(x: Tensor) -> Tensor:
-        return model_input(x[None], spec)[0]
-    return transform
-
-
-def model_input(images: Tensor, spec: tuple[int, tuple[float, ...], tuple[float, ...]]) -> Tensor:
-    """:func:`model_preprocess` on a batch ``(n, 3, H, W)`` (one resize call for the whole batch)."""
-    size, mean, std = spec
-    if images.shape[-2:] != (size, size):
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
-                               antialias=True).clamp(0, 1)
-    return ((images - torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1))
-            / torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
+def model_preprocess(model: nn.Module, image_size: int | None = None) -> Preprocessing:
+    """The model's own preprocessing (:func:`~neuroreg.data.preprocessing.preprocessing_of`): ``(3, H, W)`` or
+    ``(n, 3, H, W)`` in [0, 1] -> resized to its input size (or ``image_size``) with its interpolation,
+    normalised with its mean/std. Images already at that size are only normalised (no crop)."""
+    return preprocessing_of(model, image_size)
 
 
 def with_head_of(after: nn.Module, before: nn.Module) -> nn.Module:
@@ -179,7 +158,7 @@ def probe_images(probe_sets: Sequence[Any]) -> list[ProbeSet]:
             data = load_neural_stimuli(item)
         if not isinstance(data, StimulusSource):
             raise TypeError(f"probe sets must be bundled set names, .npz paths or stimulus sets (BrainData, "
-                            f"NeuralStimulusSet, NeuralStimuli); got {type(item).__name__}")
+                            f"NeuralStimulusSet); got {type(item).__name__}")
         images = data.images_tensor()     # native size
         out.append((str(getattr(data, "name", item)), data, images, np.asarray(data.stimulus_ids)))
     return out

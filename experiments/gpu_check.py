@@ -54,11 +54,13 @@ SIZES = {
              "noise": (4, (16, 8, 8)), "attack_size": 32, "attack_batch": 2, "attack_steps": 2, "eot_iter": 2,
              "autoattack": False},
     "full": {"train_models": ("cornet_z", "cornet_s", "vone_cornet_s"), "train_size": 224, "train_batch": 128,
-             "train_steps": 10, "train_kwargs": {}, "extract_n": 1024, "extract_size": 224, "rdm": ((1000, 100_000), (10_000, 4096)),
+             "train_steps": 10, "train_kwargs": {}, "extract_n": 1024, "extract_size": 224,
+             "rdm": ((1000, 100_000), (10_000, 4096)),
              "ridge": ((900, 5920, 5000), (9000, 5920, 15_000)), "noise": (64, (256, 56, 56)),
              "attack_size": 224, "attack_batch": 64, "attack_steps": 10, "eot_iter": 4, "autoattack": True},
 }
 PEER_MAX_N = 2000          # rsatoolbox and scikit-learn are run up to this many stimuli (minutes beyond)
+CRSA_MAX_N = 5000          # crsa's brain side (RDMs, ceiling) is float64 on the CPU: minutes beyond
 
 
 def _sync(device: torch.device) -> None:
@@ -85,8 +87,9 @@ def _median_time(fn: Callable[[], object], device: torch.device, repeats: int, w
 @contextlib.contextmanager
 def _model_kwargs(kwargs: dict[str, dict]) -> Iterator[None]:
     """While active, ``bench_training`` builds each named model with these extra keywords (smaller networks)."""
-    def build(name: str, num_classes: int, **kw):
-        return build_model(name, num_classes=num_classes, **{**kwargs.get(name, {}), **kw})
+    def build(name: str, num_classes: int, pretrained: bool = False, areas: dict[str, str] | None = None,
+              **kw) -> torch.nn.Module:
+        return build_model(name, num_classes, pretrained, areas, **{**kwargs.get(name, {}), **kw})
     saved, bench_training.build_model = bench_training.build_model, build
     try:
         yield
@@ -96,13 +99,15 @@ def _model_kwargs(kwargs: dict[str, dict]) -> Iterator[None]:
 
 def check_training(device: torch.device, sz: dict) -> dict[str, float]:
     """Task images/s of a training step per model and precision."""
-    precisions = [("fp32", None)]
+    precisions: list[tuple[str, torch.dtype | None]] = [("fp32", None)]
     if device.type == "cuda":
         precisions += [("bf16", torch.bfloat16), ("fp16", torch.float16)]
     out = {}
     for name in sz["train_models"]:
         with _model_kwargs(sz["train_kwargs"]):
-            module, opt, batches = bench_training._setup(name, False, None, None, size=sz["train_size"],
+            # no alignment term: the neural data and target are not used (None)
+            module, opt, batches = bench_training._setup(name, False, None, None,  # type: ignore[arg-type]
+                                                         size=sz["train_size"],
                                                          batch=sz["train_batch"], neural_batch=0, n_batches=2)
         module.to(device)
         batches = [_to(b, device) for b in batches]
@@ -149,8 +154,10 @@ def check_scoring(device: torch.device, sz: dict) -> dict[str, float]:
         x = rng.normal(size=(n, d)).astype(np.float32)
         xt = torch.from_numpy(x).to(device)
         out[f"rdm_n{n}_d{d}_s"] = _median_time(lambda: rdm(xt), device, 3)
-        out[f"crsa_n{n}_d{d}_s"] = _median_time(
-            lambda: crsa({"layer": xt}, _brain(n, rng), device=device, progress=False), device, 1)
+        if n <= CRSA_MAX_N:
+            brain = _brain(n, rng)
+            out[f"crsa_n{n}_d{d}_s"] = _median_time(
+                lambda: crsa({"layer": xt}, brain, device=device, progress=False), device, 1)
         if n <= PEER_MAX_N:
             out[f"numpy_rdm_n{n}_d{d}_s"] = bench_scoring._timed(lambda: 1.0 - np.corrcoef(x), 2)[0]
             try:
@@ -247,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tiny", action="store_true", help="small sizes: seconds on a CPU (the slow test lane)")
     ap.add_argument("--out", type=Path, default=None, help="JSON report (a Markdown table is written beside it)")
     ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads (default: 1 with --tiny on the CPU, where it runs beside other work; else torch's)")
+                    help="CPU threads (default: 1 with --tiny on the CPU, which runs beside other work; else torch's)")
     ap.add_argument("--only", nargs="*", choices=list(SECTIONS), default=None, help="run only these sections")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -33,7 +33,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
-from neuroreg._utils.deprecation import renamed_argument
 from neuroreg._utils.io import reading
 from neuroreg.brain.bundled import bundled_sets, load_bundled
 from neuroreg.brain.data import BrainData, NeuralStimulusSet, StimulusSource, images_to_tensor
@@ -63,26 +62,16 @@ class GratingsDataset(Dataset):
     and pixel noise, drawn from ``(seed, index)``: item ``i`` is the same image
     on every call. Returns ``(image (3, S, S) in [0, 1], label)``.
 
-    ``num_classes``: orientation classes, None for 4 (``n_classes``: its
-    deprecated name, as argument and attribute).
+    ``num_classes``: orientation classes, None for 4.
     """
 
-    def __init__(self, n: int, num_classes: int | None = None, image_size: int = 32, seed: int = 0, *,
-                 n_classes: int | None = None) -> None:
-        given: int | None = renamed_argument(num_classes, n_classes, new="num_classes", old="n_classes",
-                                             where="GratingsDataset")
-        k = 4 if given is None else given
+    def __init__(self, n: int, num_classes: int | None = None, image_size: int = 32, seed: int = 0) -> None:
+        k = 4 if num_classes is None else num_classes
         if n < 1 or k < 2 or image_size < 8:
             raise ValueError(f"need n >= 1, num_classes >= 2, image_size >= 8; got {n}, {k}, {image_size}")
         self.n, self.num_classes, self.image_size, self.seed = n, k, image_size, seed
         ax = torch.linspace(-0.5, 0.5, image_size)
         self._yy, self._xx = torch.meshgrid(ax, ax, indexing="ij")
-
-    @property
-    def n_classes(self) -> int:
-        """Deprecated name of :attr:`num_classes`."""
-        warnings.warn("GratingsDataset.n_classes is deprecated; use num_classes", DeprecationWarning, stacklevel=2)
-        return self.num_classes
 
     def __len__(self) -> int:
         return self.n
@@ -438,43 +427,23 @@ class AlignedDataModule(L.LightningDataModule):
         return [task, neural]
 
 
-class _RequestedClassCount:
-    """The deprecated ``n_classes`` attribute of a data module that stores its requested class count.
-
-    The count lives in ``_num_classes``: the ``num_classes`` property of :class:`AlignedDataModule`
-    reports the built task's count, while ``n_classes`` must answer without building anything.
-    """
-
-    _num_classes: int
-
-    @property
-    def n_classes(self) -> int:
-        """Deprecated name of :attr:`num_classes` (the requested count, without building the task)."""
-        warnings.warn(f"{type(self).__name__}.n_classes is deprecated; use num_classes", DeprecationWarning,
-                      stacklevel=2)
-        return self._num_classes
-
-
-class GratingsDataModule(_RequestedClassCount, AlignedDataModule):
+class GratingsDataModule(AlignedDataModule):
     """Offline task data: oriented gratings, ``num_classes`` orientation classes (see :class:`GratingsDataset`).
 
     Generated in memory in milliseconds; used by the tiny configuration, the
     tests and the demo. Train and validation images come from different seeds.
-    ``num_classes``: None for 4 (``n_classes``: its deprecated name, as
-    argument and attribute); :attr:`num_classes` reports the classes served.
+    ``num_classes``: None for 4; :attr:`num_classes` reports the classes served.
     """
 
     def __init__(self, num_classes: int | None = None, n_train: int = 256, n_val: int = 64, neural: Any = None,
                  neural_batch_size: int = 32, neural_holdout: float = 0.25, batch_size: int = 64,
                  image_size: int | None = 32, num_workers: int | None = None, normalize: bool = True,
-                 model_name: str | None = None, seed: int = 0, *, n_classes: int | None = None) -> None:
-        given: int | None = renamed_argument(num_classes, n_classes, new="num_classes", old="n_classes",
-                                             where="GratingsDataModule")
+                 model_name: str | None = None, seed: int = 0) -> None:
         super().__init__(neural=neural, neural_batch_size=neural_batch_size, neural_holdout=neural_holdout,
                          batch_size=batch_size, image_size=image_size, num_workers=num_workers,
                          normalize=normalize, model_name=model_name, seed=seed)
         # The requested count; the num_classes property (AlignedDataModule) reports the built task's.
-        self._num_classes: int = 4 if given is None else given
+        self._num_classes: int = 4 if num_classes is None else num_classes
         self.n_train, self.n_val = n_train, n_val
 
     def _workers_default(self) -> int:

@@ -19,8 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from neuroreg._utils.deprecation import renamed_argument
-from neuroreg.data.folders import _RequestedClassCount
 from neuroreg.data.split_data import SplitImageDataModule
 
 __all__ = ["PATTERN_CLASSES", "pattern_image", "PatternDataModule"]
@@ -69,13 +67,13 @@ def pattern_image(label: int, size: int = 64, *, seed: int = 0, index: int = 0) 
     return img.clamp(0, 1)
 
 
-class PatternDataModule(_RequestedClassCount, SplitImageDataModule):
+class PatternDataModule(SplitImageDataModule):
     """Generated pattern images as a fine-tuning domain (offline, no files): ``n_images`` over 6 classes.
 
     Image ``i`` has class ``i % num_classes`` and name ``pattern_<i>``; the
     split, budget, balancing and ``splits.csv`` work as for the real data
     sets. ``num_classes``: the first so many of :data:`PATTERN_CLASSES`, None
-    for all 6 (``n_classes``: its deprecated name, as argument and attribute).
+    for all 6.
     ``native_size`` is the generated resolution (64 px, as EuroSAT);
     images are resized to ``image_size`` (default: the model's input size).
     ``augment``: random crops and flips of training images, off by default.
@@ -83,10 +81,8 @@ class PatternDataModule(_RequestedClassCount, SplitImageDataModule):
     """
 
     def __init__(self, n_images: int = 600, num_classes: int | None = None, native_size: int = 64,
-                 augment: bool = False, *, n_classes: int | None = None, **kwargs: Any) -> None:
-        given: int | None = renamed_argument(num_classes, n_classes, new="num_classes", old="n_classes",
-                                             where="PatternDataModule")
-        k = len(PATTERN_CLASSES) if given is None else given
+                 augment: bool = False, **kwargs: Any) -> None:
+        k = len(PATTERN_CLASSES) if num_classes is None else num_classes
         super().__init__(augment=augment, check_images=False, **kwargs)
         if not 2 <= k <= len(PATTERN_CLASSES):
             raise ValueError(f"num_classes must be in [2, {len(PATTERN_CLASSES)}]; got {k}")

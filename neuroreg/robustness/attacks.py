@@ -21,7 +21,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from neuroreg._utils.deprecation import renamed_argument
 from neuroreg.errors import UnknownNameError
 from neuroreg.robustness._data import as_loader, batches
 from neuroreg._utils.seeding import seeded
@@ -110,8 +109,7 @@ class _EOTPGDL2(torchattacks.PGDL2):
 
 def make_attack(name: str, model: RobustClassifier, eps: float, norm: str = "Linf", *,
                 steps: int | None = None, eot_iter: int = 1, num_classes: int | None = None,
-                n_queries: int = 5000, random_start: bool = True, seed: int = 0,
-                n_classes: int | None = None) -> torchattacks.attack.Attack:
+                n_queries: int = 5000, random_start: bool = True, seed: int = 0) -> torchattacks.attack.Attack:
     """Build one torchattacks attack on ``model`` (images in [0, 1]).
 
     Args:
@@ -124,7 +122,7 @@ def make_attack(name: str, model: RobustClassifier, eps: float, norm: str = "Lin
             stochastic models (1 = plain); AutoAttack with eot_iter > 1 runs its
             "rand" version (APGD-CE + APGD-DLR, 20 draws) for stochastic models.
         num_classes: logits of the model (APGD-DLR needs >= 3, AutoAttack uses it); default the
-            model's. ``n_classes`` is its deprecated name.
+            model's.
         n_queries: Square attack query budget.
         random_start: PGD/EOT-PGD start at a uniform random point of the ball.
         seed: seed torchattacks uses for APGD/Square/AutoAttack starting points.
@@ -139,11 +137,10 @@ def make_attack(name: str, model: RobustClassifier, eps: float, norm: str = "Lin
         raise ValueError(f"steps must be >= 1; got {steps}")
     if int(eot_iter) < 1:
         raise ValueError(f"eot_iter must be >= 1; got {eot_iter}")
-    num_classes = renamed_argument(num_classes, n_classes, new="num_classes", old="n_classes", where="make_attack")
     num_classes = num_classes if num_classes is not None else model.num_classes
     if name in ("apgd-dlr", "autoattack") and (num_classes is None or num_classes < 3):
         raise ValueError(f"attack {name!r} uses the DLR loss, which needs >= 3 classes; "
-                         f"got num_classes={num_classes} (formerly n_classes={num_classes})")
+                         f"got num_classes={num_classes}")
     seed = int(seed)
     if name == "fgsm":
         return torchattacks.FGSM(model, eps=eps)
@@ -268,7 +265,7 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
                  eot_iter: int = 10, n_draws: int = 5, square_queries: int = 1000,
                  sanity: bool = True, sanity_tol: float = 0.03, batch_size: int = 128,
                  max_batches: int | None = None, model_name: str | None = None, seed: int = 0,
-                 progress: bool | None = None, n_classes: int | None = None) -> AttackTable:
+                 progress: bool | None = None) -> AttackTable:
     """Accuracy under each attack at each eps, with sanity checks, as a ScoreTable (an :class:`AttackTable`).
 
     Args:
@@ -294,8 +291,7 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
         sanity_tol: accuracy slack of the checks (plus 2 sd for stochastic models).
         max_batches: evaluate only the first batches (quick looks).
         seed: every attack and noise draw is seeded from it.
-        num_classes: logits of the model; inferred from a probe batch when None
-            (``n_classes``: its deprecated name).
+        num_classes: logits of the model; inferred from a probe batch when None.
         progress: progress bar; None (default) shows it on a terminal only, as
             every neuroreg function with a ``progress`` argument.
 
@@ -304,7 +300,6 @@ def attack_suite(model: nn.Module, data: Any, attacks: Sequence[str] | str = ("p
         attack, eps, norm, steps, eot_iter, sd, n_draws, n_images, role, split="test".
         The clean row has attack="none", eps=0.
     """
-    num_classes = renamed_argument(num_classes, n_classes, new="num_classes", old="n_classes", where="attack_suite")
     attacks, eps_list = _checked_arguments(attacks, eps, norm, preset, pgd_steps=pgd_steps, apgd_steps=apgd_steps,
                                            eot_iter=eot_iter, n_draws=n_draws, square_queries=square_queries,
                                            sanity_tol=sanity_tol)

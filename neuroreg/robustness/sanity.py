@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from neuroreg._utils.deprecation import renamed_argument
 
 __all__ = ["SanityResult", "check_eps_zero", "check_monotone_in_eps", "check_large_eps",
            "check_more_steps", "check_black_box", "check_eot", "report_clean_noise",
@@ -111,15 +110,13 @@ def report_clean_noise(mean: float, sd: float, n_draws: int) -> SanityResult:
 
 def run_sanity_checks(specs: Sequence, results: Mapping[tuple, tuple[float, float]],
                       clean: tuple[float, float], *, num_classes: int | None = None, stochastic: bool,
-                      n_draws: int, tol: float, n_classes: int | None = None) -> list[SanityResult]:
+                      n_draws: int, tol: float) -> list[SanityResult]:
     """All checks on the runs of an attack suite.
 
     ``specs``: AttackSpec list; ``results``: spec.key -> (accuracy, sd over draws);
     ``clean``: (accuracy, sd). Deterministic models get an exact eps-0 check.
-    ``num_classes``: logits of the model (``n_classes``: its deprecated name).
+    ``num_classes``: logits of the model.
     """
-    num_classes = renamed_argument(num_classes, n_classes, new="num_classes", old="n_classes",
-                                   where="run_sanity_checks")
     if num_classes is None:
         raise TypeError("run_sanity_checks needs num_classes (the number of logits of the model)")
     out: list[SanityResult] = []

@@ -9,7 +9,6 @@ whether attacks need Expectation over Transformation (Athalye et al. 2018).
 
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
 import torch
@@ -17,7 +16,6 @@ from torch import Tensor, nn
 
 from neuroreg._utils.checks import check_finite
 from neuroreg._utils.images import PIXEL_ATOL, check_pixel_range
-from neuroreg._utils.deprecation import renamed_argument
 from neuroreg._utils.modes import eval_mode
 from neuroreg.errors import ShapeError
 from neuroreg.data.preprocessing import preprocessing_of
@@ -94,8 +92,7 @@ class RobustClassifier(nn.Module):
             ``None`` for both means the model normalizes itself already.
             Default ``"model"``: the model's own preprocessing contract
             (:func:`neuroreg.data.preprocessing.preprocessing_of`).
-        num_classes: number of logits; inferred by :meth:`infer` when ``None``
-            (``n_classes``: the deprecated name of the same argument and attribute).
+        num_classes: number of logits; inferred by :meth:`infer` when ``None``.
         stochastic: whether the model's output is random in eval mode (VOne
             noise). ``None``: detected by :meth:`infer` from two forward passes.
         check_range: raise if inputs leave [0, 1] (costs a min/max per call).
@@ -108,10 +105,8 @@ class RobustClassifier(nn.Module):
 
     def __init__(self, model: nn.Module, mean: Sequence[float] | str | None = FROM_MODEL,
                  std: Sequence[float] | str | None = FROM_MODEL, *, num_classes: int | None = None,
-                 stochastic: bool | None = None, check_range: bool = True, n_classes: int | None = None) -> None:
+                 stochastic: bool | None = None, check_range: bool = True) -> None:
         super().__init__()
-        num_classes = renamed_argument(num_classes, n_classes, new="num_classes", old="n_classes",
-                                       where="RobustClassifier")
         mean, std = resolve_mean_std(model, mean, std)
         if (mean is None) != (std is None):
             raise ValueError(f"mean and std must both be given or both be None; got mean={mean!r}, std={std!r}")
@@ -131,12 +126,6 @@ class RobustClassifier(nn.Module):
         self.num_classes = None if num_classes is None else int(num_classes)
         self.stochastic = stochastic
         self.check_range = check_range
-
-    @property
-    def n_classes(self) -> int | None:
-        """Deprecated name of :attr:`num_classes`."""
-        warnings.warn("RobustClassifier.n_classes is deprecated; use num_classes", DeprecationWarning, stacklevel=2)
-        return self.num_classes
 
     @property
     def device(self) -> torch.device:
@@ -171,7 +160,7 @@ class RobustClassifier(nn.Module):
                 out = self(x)
         if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ShapeError(f"the model must return (N, n_classes) logits for N={x.shape[0]} images; "
+            raise ShapeError(f"the model must return (N, num_classes) logits for N={x.shape[0]} images; "
                              f"got {shape}")
         if self.num_classes is None:
             if out.shape[1] < 2:

@@ -32,13 +32,13 @@ def make_gratings(n_per_class: int, seed: int, size: int = SIZE) -> tuple[torch.
 
 
 class SmallCNN(nn.Module):
-    def __init__(self, n_classes: int = N_CLASSES, in_channels: int = 3):
+    def __init__(self, num_classes: int = N_CLASSES, in_channels: int = 3):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2))
-        self.head = nn.Linear(32 * 4, n_classes)
+        self.head = nn.Linear(32 * 4, num_classes)
 
     def forward(self, x):
         return self.head(self.features(x).flatten(1))

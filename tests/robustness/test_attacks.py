@@ -110,7 +110,7 @@ def test_same_seed_same_numbers(trained_cnn, test_data):
 
 
 def test_pgd_step_size_and_budget_follow_the_recipe(trained_cnn, test_data):
-    wrapped = RobustClassifier(trained_cnn, MEAN, STD, n_classes=N_CLASSES)
+    wrapped = RobustClassifier(trained_cnn, MEAN, STD, num_classes=N_CLASSES)
     atk = make_attack("pgd", wrapped, 8 / 255, steps=10)
     assert atk.alpha == pytest.approx(2.5 * (8 / 255) / 10)
     assert make_attack("apgd-ce", wrapped, 8 / 255).steps == 100
@@ -154,8 +154,8 @@ def test_rejects_wrong_number_of_logits(trained_cnn, test_data):
     x, y = test_data
     with pytest.raises(ShapeError, match="7 logits"):
         attack_suite(nn.Sequential(trained_cnn, nn.Linear(N_CLASSES, 7)), (x[:4], y[:4]), mean=MEAN, std=STD,
-                     n_classes=N_CLASSES, progress=False)
-    with pytest.raises(ShapeError, match=r"\(N, n_classes\)"):
+                     num_classes=N_CLASSES, progress=False)
+    with pytest.raises(ShapeError, match=r"\(N, num_classes\)"):
         attack_suite(nn.Sequential(trained_cnn, nn.Flatten(0)), (x[:4], y[:4]), mean=MEAN, std=STD,
                      progress=False)
 
@@ -167,15 +167,15 @@ def test_rejects_labels_beyond_the_logits(trained_cnn, test_data):
 
 
 def test_dlr_needs_three_classes():
-    model = RobustClassifier(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2)), None, None, n_classes=2)
-    with pytest.raises(ValueError, match="n_classes=2"):
+    model = RobustClassifier(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2)), None, None, num_classes=2)
+    with pytest.raises(ValueError, match="needs >= 3 classes; got num_classes=2"):
         make_attack("apgd-dlr", model, 8 / 255)
 
 
 def test_l2_eot_with_one_draw_equals_torchattacks_pgdl2(trained_cnn, test_data):
     import torchattacks
 
-    wrapped = RobustClassifier(trained_cnn, MEAN, STD, n_classes=N_CLASSES)
+    wrapped = RobustClassifier(trained_cnn, MEAN, STD, num_classes=N_CLASSES)
     x, y = test_data
     torch.manual_seed(4)
     ours = make_attack("eotpgd", wrapped, 0.5, norm="L2", steps=4, eot_iter=1)(x[:12], y[:12])
@@ -185,7 +185,7 @@ def test_l2_eot_with_one_draw_equals_torchattacks_pgdl2(trained_cnn, test_data):
 
 
 def test_stochastic_autoattack_uses_the_rand_version(trained_cnn):
-    wrapped = RobustClassifier(trained_cnn, MEAN, STD, n_classes=N_CLASSES)
+    wrapped = RobustClassifier(trained_cnn, MEAN, STD, num_classes=N_CLASSES)
     assert make_attack("autoattack", wrapped, 8 / 255, eot_iter=20).version == "rand"
     assert make_attack("autoattack", wrapped, 8 / 255).version == "standard"
 

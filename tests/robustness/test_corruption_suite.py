@@ -105,9 +105,9 @@ def test_frost_photographs_make_mce_comparable(trained_cnn, gratings, tmp_path):
 class _NoisyLinear(torch.nn.Module):
     """A classifier with noise in eval too (like a VOneNet), counting its forward passes."""
 
-    def __init__(self, n_classes: int = 4) -> None:
+    def __init__(self, num_classes: int = 4) -> None:
         super().__init__()
-        self.fc = torch.nn.Linear(3, n_classes)
+        self.fc = torch.nn.Linear(3, num_classes)
         self.calls = 0
 
     def forward(self, x):

@@ -34,12 +34,12 @@ def test_stochasticity_is_detected(vone_model, trained_cnn, gratings):
     assert is_stochastic(RobustClassifier(vone_model, VONE_MEAN, VONE_STD), x)
     assert not is_stochastic(RobustClassifier(trained_cnn, MEAN, STD), x)
     wrapped = RobustClassifier(vone_model, VONE_MEAN, VONE_STD).infer(x)
-    assert wrapped.stochastic is True and wrapped.n_classes == N_CLASSES
+    assert wrapped.stochastic is True and wrapped.num_classes == N_CLASSES
 
 
 def test_eot_pgd_beats_plain_pgd_on_vone(vone_model):
     x, y = make_gratings(8, seed=2)
-    model = RobustClassifier(vone_model, VONE_MEAN, VONE_STD, n_classes=N_CLASSES).eval()
+    model = RobustClassifier(vone_model, VONE_MEAN, VONE_STD, num_classes=N_CLASSES).eval()
     clean = _mean_accuracy(model, x, y, 4, seed=0)
     # 1/255: PGD leaves about half the images intact, so a stronger attack has room to show
     torch.manual_seed(0)

@@ -50,7 +50,7 @@ def test_run_sanity_checks_wires_the_runs():
              AttackSpec("square", 0.2, None, role="sanity", tag="black_box")]
     acc = [0.9, 0.6, 0.3, 0.0, 0.3, 0.28, 0.05]  # square far below white-box: masking
     results = {s.key: (a, 0.0) for s, a in zip(specs, acc)}
-    verdicts = {c.name: c.passed for c in run_sanity_checks(specs, results, (0.9, 0.0), n_classes=10,
+    verdicts = {c.name: c.passed for c in run_sanity_checks(specs, results, (0.9, 0.0), num_classes=10,
                                                             stochastic=False, n_draws=1, tol=0.03)}
     assert verdicts == {"eps_zero:pgd": True, "monotone_eps:pgd": True, "large_eps": True,
                         "more_steps": True, "black_box": False}

@@ -31,9 +31,9 @@ def test_infer_reads_classes_and_stochasticity():
 
     x = torch.rand(3, 3, 4, 4)
     w = RobustClassifier(Noisy(), None, None).infer(x)
-    assert w.n_classes == 5 and w.stochastic is True
+    assert w.num_classes == 5 and w.stochastic is True
     d = RobustClassifier(nn.Sequential(nn.Flatten(), nn.Linear(48, 7)), None, None).infer(x)
-    assert d.n_classes == 7 and d.stochastic is False
+    assert d.num_classes == 7 and d.stochastic is False
     declared = RobustClassifier(Noisy(), None, None, stochastic=False).infer(x)
     assert declared.stochastic is False  # a declaration wins over detection
 

@@ -15,7 +15,8 @@ Writes a cache folder ``tests/fixtures/brainio/`` in the layouts brainscore-core
   and ``create_stimulus_csv``, in the ``BotoFetcher`` layout;
 - ``readback.json``: what brainscore-core's ``AssemblyLoader``/``StimulusSetLoader`` read back
   (every coordinate of ``walk_coords``: dims and values; the data; attrs), the
-  repetition average of the 70-170 ms bin by Brain-Score's own ``average_repetition``
+  presentation coordinates with the stimulus set merged in (``StimulusMergeAssemblyLoader``, as
+  Brain-Score loads a data set), the repetition average of the 70-170 ms bin by Brain-Score's own ``average_repetition``
   (``brainscore_vision.benchmark_helpers.neural_common`` at ``--commit``), and per image the
   mean pixel value of the file brainscore-core unzips, read with PIL as RGB.
 
@@ -171,7 +172,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from brainscore_core.supported_data_standards.brainio.assemblies import (AssemblyLoader, BehavioralAssembly,
-                                                                              NeuroidAssembly)
+                                                                              NeuroidAssembly,
+                                                                              StimulusMergeAssemblyLoader)
     from brainscore_core.supported_data_standards.brainio.fetch import unzip
     from brainscore_core.supported_data_standards.brainio.packaging import create_stimulus_csv, create_stimulus_zip
     from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet, StimulusSetLoader
@@ -208,6 +210,8 @@ def main() -> None:
         sizes = {sid: list(Image.open(p).size) for sid, p in stimulus_set.stimulus_paths.items()}
         neural = AssemblyLoader(cls=NeuroidAssembly, file_path=str(neural_path)).load()
         behaviour = AssemblyLoader(cls=BehavioralAssembly, file_path=str(behaviour_path)).load()
+        merged = StimulusMergeAssemblyLoader(cls=NeuroidAssembly, file_path=str(neural_path),
+                                             stimulus_set_identifier=STIMULI, stimulus_set=stimulus_set).load()
         bin_70 = neural.isel(time_bin=np.flatnonzero((neural["time_bin_start"].values == 70)
                                                      & (neural["time_bin_end"].values == 170)))
         averaged = average_repetition(bin_70.squeeze("time_bin").transpose("presentation", "neuroid"))
@@ -218,6 +222,8 @@ def main() -> None:
         "neural": {"identifier": NEURAL, "path": str(neural_path.relative_to(OUT)), "dims": list(neural.dims),
                    "shape": list(neural.shape), "coords": _coords(neural), "values": _jsonable(neural.values),
                    "attrs": {k: str(v) for k, v in neural.attrs.items()}},
+        "neural_merged_presentation": {name: c for name, c in _coords(merged).items()
+                                       if c["dims"] == ["presentation"]},
         "neural_averaged_70_170": {"dims": list(averaged.dims), "coords": _coords(averaged),
                                    "values": _jsonable(averaged.values)},
         "behaviour": {"identifier": BEHAVIOUR, "path": str(behaviour_path.relative_to(OUT)),

@@ -200,12 +200,13 @@ def _neural(raw: RawAssembly, identifier: str, stimulus_set: NeuralStimulusSet |
     order = rank[order]
     ids, first = ids[by_appearance], first[by_appearance]
     n = ids.size
-    sums = np.zeros((n, values.shape[1]))
-    counts = np.zeros((n, values.shape[1]))
-    np.add.at(sums, order, np.nan_to_num(values))
-    np.add.at(counts, order, np.isfinite(values))
+    by_stimulus = np.argsort(order, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(order[by_stimulus])) + 1]
+    grouped = values[by_stimulus]
+    sums = np.add.reduceat(np.nan_to_num(grouped), starts, axis=0)
+    counts = np.add.reduceat(np.isfinite(grouped).astype(np.int64), starts, axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        responses = sums / counts
+        responses = sums / counts                          # the mean over repetitions, NaN skipped
     if not np.isfinite(responses).all():
         i, j = np.argwhere(~np.isfinite(responses))[0]
         raise DataFormatError(f"{raw.path}: stimulus {ids[i]!r} has no finite response for neuroid {j} in any "
@@ -269,6 +270,9 @@ def _resolve(path_or_identifier, root) -> tuple[Path, list[Path]]:
     looks_like_path = isinstance(path_or_identifier, Path) or text.endswith((".nc", ".csv")) or "/" in text
     if looks_like_path:
         path = Path(text).expanduser()
+        if path.is_dir():
+            raise DataFormatError(f"path_or_identifier: {path} is a folder; pass root={str(path)!r} and an "
+                                  "identifier, or the path of an assy_<id>.nc or stimulus csv file")
         if not path.is_file():
             raise FileNotFoundError(f"path_or_identifier: {path} does not exist (expected an assy_<id>.nc assembly "
                                     "or a stimulus set csv)")

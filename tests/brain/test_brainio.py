@@ -103,6 +103,19 @@ def test_labels_and_images_from_the_stimulus_set():
     assert out.stimulus_meta["ty"].tolist() == [table[s]["ty"] for s in out.brain.stimulus_ids.tolist()]
 
 
+def test_stimulus_meta_is_brainscores_merge_of_the_stimulus_set():
+    """Per stimulus, the presentation coordinates of ``StimulusMergeAssemblyLoader`` (repetition aside)."""
+    merged = dict(READBACK["neural_merged_presentation"])
+    merged.pop("repetition")
+    out = load_brainio("test.Tiny2026.neural", root=ROOT)
+    assert set(out.stimulus_meta.columns) == set(merged)
+    rows = {s: i for i, s in enumerate(out.stimulus_meta["stimulus_id"].tolist())}
+    assert list(rows) == out.brain.stimulus_ids.tolist()
+    for name, coord in merged.items():
+        ours = [out.stimulus_meta[name].iloc[rows[s]] for s in merged["stimulus_id"]["values"]]
+        _values_equal(np.asarray(ours), coord["values"])
+
+
 def test_stimulus_set_as_brainscore_core_reads_it():
     ref = READBACK["stimuli"]
     out = load_brainio("test.tiny", root=ROOT)
@@ -126,6 +139,10 @@ def test_behaviour_becomes_the_trials_table():
         _values_equal(out.trials[column].to_numpy(), ref["coords"][column]["values"])
     assert out.trials["choice"].tolist() == ref["values"]       # the stored values are the choices
     assert out.stimulus_set is not None and out.stimulus_set.n_stimuli == 8
+    from neuroreg.behaviour._tables import read_trials
+
+    indexed = read_trials(out.trials, np.array(["car", "dog"]))
+    assert indexed.n_trials == len(ref["values"])
 
 
 def test_brainio_home_and_the_old_brainio_layout(tmp_path, monkeypatch):

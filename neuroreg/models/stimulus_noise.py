@@ -22,7 +22,8 @@ The draw, exactly:
 2. word ``w_j = splitmix64(k + (j + 1) * 0x9E3779B97F4A7C15 mod 2**64)`` for the pair counter ``j``:
    the ``(j + 1)``-th output of the SplitMix64 generator seeded with ``k`` (Steele, Lea & Flood 2014);
 3. ``hi``, ``lo``: the high and low 32 bits of ``w_j`` read as signed int32;
-   ``u = |2 hi + 1| / 2**32`` in ``(0, 1)`` (never 0) and ``theta = lo * 2 pi / 2**32`` in ``[-pi, pi)``;
+   ``u = |2 hi + 1| / 2**32`` in ``(0, 1)`` (never 0, so the log is finite and ``r <= sqrt(64 ln 2) = 6.66``;
+   rounded to float32, ``u`` can reach 1, giving ``r = 0``) and ``theta = lo * 2 pi / 2**32`` in ``[-pi, pi)``;
 4. Box-Muller: ``r = sqrt(-2 ln u)``; element ``j`` of the flattened draw is ``r cos theta`` and element
    ``j + m`` is ``r sin theta``, ``m = ceil(n / 2)`` for a draw of ``n`` numbers per stimulus.
 
@@ -30,7 +31,9 @@ Steps 1-3 are integer arithmetic (int64 tensor ops with two's-complement wrap-ar
 emulated by a mask) and the int -> float32 conversions are correctly rounded, so ``u`` and ``theta`` are
 the same bits on every device. The float step (``log``, ``sqrt``, ``cos``, ``sin`` in float32) is within
 about ``1e-6 * (1 + r)`` of a float64 evaluation on the same float32 ``u`` and ``theta``; CPU and CUDA
-math libraries may differ in the last one or two float32 ulps there, no more.
+math libraries may differ in the last one or two float32 ulps there, no more. Distinct keys give SplitMix64
+streams that overlap only when two keys differ by a multiple of the increment smaller than the draw, a chance of
+about ``B**2 * n / 2**64`` for ``B`` stimuli of ``n`` numbers.
 
 >>> with StimulusNoise(model, seed=0) as noise:
 ...     for ids, x in batches:

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from neuroreg._utils.lazy import lazy_exports as _lazy_exports
 
 if _TYPE_CHECKING:  # what the lazy names resolve to, for type checkers (never run)
-    from neuroreg.training.module import (BrainRegularizedModule as BrainRegularizedModule,
-                                          capture_outputs as capture_outputs, topk_accuracy as topk_accuracy)
+    from neuroreg.training.module import BrainRegularizedModule as BrainRegularizedModule
+    from neuroreg.training.module import capture_outputs as capture_outputs, topk_accuracy as topk_accuracy
     from neuroreg.training.callbacks.scorecard import ScorecardCallback as ScorecardCallback
 
 # public name -> the module that defines it (imported on first use)

@@ -10,7 +10,7 @@ import torch
 import neuroreg as nr
 from neuroreg import extract
 
-sys.path.insert(0, str(Path(__file__).parent / "models"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "models"))
 from _official import load, rel_diff, write_official_checkpoint  # noqa: E402
 
 AREAS = ["V1", "V2", "V4", "IT"]

@@ -213,3 +213,18 @@ def test_incomplete_repetitions_keep_the_complete_ones(tmp_path):
         warnings.simplefilter("error")
         full = load_brainio(ROOT / READBACK["neural"]["path"], images=False)
     assert full.brain.stimuli is None and full.labels is None
+
+
+def test_unreadable_or_ambiguous_files(tmp_path):
+    bad = tmp_path / "assy_bad" / "assy_bad.nc"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a netCDF file")
+    with pytest.raises(DataFormatError, match="assy_bad.nc: cannot read it as a BrainIO netCDF assembly"):
+        load_brainio("bad", root=tmp_path)
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(next(ROOT.glob("*/stimulus_test_tiny.csv")), tmp_path / folder / "stimulus_test_tiny.csv")
+    with pytest.raises(DataFormatError, match="identifier 'test.tiny' matches 2 files"):
+        load_brainio("test.tiny", root=tmp_path)
+    with pytest.raises(DataFormatError, match="is a folder; pass root="):
+        load_brainio(tmp_path / "one")

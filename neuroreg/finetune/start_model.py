@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 import timm
-import torch
 import yaml
 from torch import Tensor, nn
 
 from neuroreg.errors import CheckpointError, UnknownNameError
 from neuroreg.models import create_model
-from neuroreg.models.pretrained import load_mapped_state_dict
+from neuroreg.models.pretrained import load_mapped_state_dict, read_weights_file
 from neuroreg.finetune.backbone import build_model
 
 __all__ = ["StartModel", "load_start_model", "classifier_name", "run_configs", "start_is_random",
@@ -87,10 +86,8 @@ def classifier_name(model: nn.Module) -> str:
 
 
 def _read_lightning_state(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read {path} as a weights-only Lightning checkpoint: {exc}") from exc
+    """The ``backbone.*`` weights (prefix dropped) and the hyper-parameters of a Lightning checkpoint."""
+    ckpt = read_weights_file(path)
     if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict'); top-level keys: "
                               f"{list(ckpt)[:10] if isinstance(ckpt, Mapping) else type(ckpt).__name__}")

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from neuroreg.errors import CheckpointError, NotAvailableError
 from neuroreg.models.vone import OFFICIAL_FLAGS
 
-__all__ = ["load_weights", "OFFICIAL_WEIGHTS", "read_state_dict", "read_checkpoint", "vone_kwargs_from_flags",
+__all__ = ["load_weights", "OFFICIAL_WEIGHTS", "read_weights_file", "read_state_dict", "read_checkpoint", "vone_kwargs_from_flags",
            "load_mapped_state_dict", "official_key_map",
            "cornet_key_map", "vonenet_key_map", "efficientnet_lite0_key_map", "efficientnet_lite0_weights_path",
            "load_official_weights"]
@@ -57,14 +57,22 @@ OFFICIAL_WEIGHTS: dict[str, str] = {
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
 
-def _load_checkpoint(path: str | os.PathLike) -> tuple[Path, object]:
+def read_weights_file(path: str | os.PathLike) -> object:
+    """The one reader of a weights file: what ``torch.load(path, map_location="cpu", weights_only=True)`` gives.
+
+    A state dict, an official release's ``{"state_dict": ..., "flags": ...}`` or a Lightning
+    checkpoint (tensors, numbers, strings and containers of them). Raises
+    :class:`CheckpointError` for a missing file and for one that is not a weights-only torch
+    file (truncated, corrupt, or a pickle of arbitrary objects, which is never run).
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint file does not exist: {path}")
+        raise CheckpointError(f"checkpoint file not found: {path}")
     try:
-        return path, torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupted file, pickle with arbitrary objects, ...
-        raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path} as a weights-only torch file: "
+                              f"{type(exc).__name__}: {exc}") from exc
 
 
 def _state_dict_of(path: Path, obj) -> dict[str, Tensor]:
@@ -81,14 +89,14 @@ def _state_dict_of(path: Path, obj) -> dict[str, Tensor]:
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a state dict from ``path`` with ``weights_only=True``; unwraps ``{"state_dict": ...}`` files."""
-    return _state_dict_of(*_load_checkpoint(path))
+    return _state_dict_of(Path(path), read_weights_file(path))
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
     """State dict and the ``flags`` dict of an official checkpoint (empty when the file has none)."""
-    path, obj = _load_checkpoint(path)
+    obj = read_weights_file(path)
     flags = obj.get("flags") if isinstance(obj, Mapping) else None
-    return _state_dict_of(path, obj), dict(flags) if isinstance(flags, Mapping) else {}
+    return _state_dict_of(Path(path), obj), dict(flags) if isinstance(flags, Mapping) else {}
 
 
 def _strip_module(key: str) -> str:
@@ -288,20 +296,6 @@ def vone_kwargs_from_flags(flags: Mapping, given: Mapping, *, arch: str) -> dict
     return out
 
 
-def _state_dict_from(path: Path) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupted or not a torch file
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} does not hold a state dict (found {type(obj).__name__})")
-    return obj
-
-
 def _strip(state: dict, model: nn.Module) -> dict:
     """Drop wrapper prefixes (Lightning ``model.``/``backbone.``, DataParallel ``module.``) until keys match."""
     own = set(model.state_dict())
@@ -316,9 +310,12 @@ def _strip(state: dict, model: nn.Module) -> dict:
     return state
 
 
-def load_weights(model: nn.Module, path: Path, name: str) -> nn.Module:
-    """Load a local state dict or Lightning checkpoint into ``model`` strictly, with a clear error."""
-    state = _strip(_state_dict_from(Path(path)), model)
+def load_weights(model: nn.Module, path: str | os.PathLike, name: str) -> nn.Module:
+    """Load a local state dict or Lightning checkpoint into ``model`` strictly, with a clear error.
+
+    Wrapper prefixes (Lightning ``model.``/``backbone.``, DataParallel ``module.``) are dropped until
+    the keys match; any missing, unexpected or mis-shaped key raises :class:`CheckpointError`."""
+    state = _strip(read_state_dict(path), model)
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # tensor shape mismatches

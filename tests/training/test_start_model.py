@@ -61,3 +61,35 @@ def test_a_checkpoint_start_takes_its_head_size_from_the_checkpoint_whatever_mod
 def test_a_pretrained_start_with_another_num_classes_is_a_clear_error():
     with pytest.raises(ValueError, match="efficientnet_lite0_imagenet.*1000 ImageNet classes.*num_classes=4"):
         load_start_model("efficientnet_lite0_imagenet", model_kwargs={"num_classes": 4})
+
+
+class _Payload:
+    """A pickle that would create a folder when unpickled without weights_only."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        import os
+        return os.makedirs, (self.target,)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "malicious", "not_lightning"])
+def test_a_bad_checkpoint_start_is_a_checkpoint_error_and_never_runs_its_pickle(tmp_path, kind):
+    from neuroreg.errors import CheckpointError
+
+    pwned = tmp_path / "pwned"
+    path = tmp_path / f"{kind}.ckpt"
+    if kind == "truncated":
+        torch.save({"state_dict": {"backbone.w": torch.zeros(1000)}}, path)
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+        pattern = r"cannot read checkpoint .*truncated\.ckpt as a weights-only torch file"
+    elif kind == "malicious":
+        torch.save({"state_dict": {}, "hyper_parameters": _Payload(pwned)}, path)
+        pattern = r"cannot read checkpoint .*malicious\.ckpt as a weights-only torch file"
+    else:
+        torch.save({"backbone.w": torch.zeros(2)}, path)
+        pattern = r"not_lightning\.ckpt is not a Lightning checkpoint \(no 'state_dict'\)"
+    with pytest.raises(CheckpointError, match=pattern):
+        load_start_model(str(path), arch="cornet_z")
+    assert not pwned.exists()

@@ -22,13 +22,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from neuroreg.brain._brainio_files import (RawAssembly, brainio_home, find_stimulus_csv, locate, read_assembly,
-                                           read_stimulus_set)
+from neuroreg.brain._brainio_files import (ASSEMBLY_PREFIX, STIMULUS_PREFIXES, RawAssembly, brainio_home,
+                                           find_stimulus_csv, locate, read_assembly, read_stimulus_set)
 from neuroreg.brain.data import BrainData, NeuralStimulusSet
 from neuroreg.errors import DataFormatError
 
@@ -36,7 +35,6 @@ __all__ = ["load_brainio", "brainio_home", "BrainIONeural", "BrainIOBehaviour"]
 
 #: Brain-Score's time bin for MajajHong2015 and most static-image benchmarks (ms after onset).
 DEFAULT_TIME_BIN = (70, 170)
-TRIAL_COLUMNS = ("stimulus_id", "sample_obj", "dist_obj", "choice")
 
 
 @dataclass(frozen=True)
@@ -89,9 +87,10 @@ def _stimulus_ids(raw: RawAssembly) -> np.ndarray:
 
 def _check_dims(raw: RawAssembly, required: tuple[str, ...], allowed: tuple[str, ...], kind: str) -> None:
     if not set(required) <= set(raw.dims) or not set(raw.dims) <= set(allowed):
+        optional = sorted(set(allowed) - set(required))
         raise DataFormatError(f"{raw.path}: a {kind} assembly has dims {list(required)}"
-                              f"{' [+ ' + ', '.join(sorted(set(allowed) - set(required))) + ']' if allowed != required else ''}"
-                              f"; this one has {list(raw.dims)} (shape {raw.values.shape})")
+                              f"{' [+ ' + ', '.join(optional) + ']' if optional else ''}; this one has "
+                              f"{list(raw.dims)} (shape {raw.values.shape})")
 
 
 def _time_bins(raw: RawAssembly) -> list[tuple[float, float]]:
@@ -124,7 +123,7 @@ def _one_time_bin(raw: RawAssembly, time_bin) -> tuple[np.ndarray, tuple[float, 
     return values[:, :, bins.index(wanted)], wanted
 
 
-def _repetitions(raw: RawAssembly, stim: np.ndarray, order: np.ndarray, n: int) -> np.ndarray:
+def _repetitions(raw: RawAssembly, order: np.ndarray, n: int) -> np.ndarray:
     """Repetition index per presentation: the ``repetition`` coordinate, else the count so far per stimulus."""
     along = raw.along("presentation")
     if "repetition" in along:
@@ -136,7 +135,7 @@ def _repetitions(raw: RawAssembly, stim: np.ndarray, order: np.ndarray, n: int) 
                                   "(stimulus_id, repetition) must identify a presentation")
         return rep_index
     counts = np.zeros(n, dtype=np.int64)
-    out = np.empty(stim.size, dtype=np.int64)
+    out = np.empty(order.size, dtype=np.int64)
     for i, k in enumerate(order):
         out[i] = counts[k]
         counts[k] += 1
@@ -211,7 +210,7 @@ def _neural(raw: RawAssembly, identifier: str, stimulus_set: NeuralStimulusSet |
         i, j = np.argwhere(~np.isfinite(responses))[0]
         raise DataFormatError(f"{raw.path}: stimulus {ids[i]!r} has no finite response for neuroid {j} in any "
                               "repetition")
-    trials = _trials(values, order, _repetitions(raw, stim, order, n), n, raw.path)
+    trials = _trials(values, order, _repetitions(raw, order, n), n, raw.path)
     meta = _with_stimulus_set(_per_stimulus(raw, order, first), stimulus_set)
     images = None
     if stimulus_set is not None:
@@ -261,14 +260,18 @@ def _attr(raw: RawAssembly, name: str) -> str | None:
     return None if value is None else str(value)
 
 
+def _is_path(given: str | Path) -> bool:
+    """A Path, or a str ending in .nc/.csv or holding a slash; else an identifier (dots, no slashes)."""
+    return isinstance(given, Path) or str(given).endswith((".nc", ".csv")) or "/" in str(given)
+
+
 def _resolve(path_or_identifier, root) -> tuple[Path, list[Path]]:
     """The file to read and the cache roots to search for its stimulus set."""
     if not isinstance(path_or_identifier, (str, Path)):
         raise TypeError(f"path_or_identifier must be a path or a BrainIO identifier (str); got "
                         f"{type(path_or_identifier).__name__}")
     text = str(path_or_identifier)
-    looks_like_path = isinstance(path_or_identifier, Path) or text.endswith((".nc", ".csv")) or "/" in text
-    if looks_like_path:
+    if _is_path(path_or_identifier):
         path = Path(text).expanduser()
         if path.is_dir():
             raise DataFormatError(f"path_or_identifier: {path} is a folder; pass root={str(path)!r} and an "
@@ -323,11 +326,11 @@ def load_brainio(path_or_identifier: str | Path, root: str | Path | None = None,
     return _behaviour(raw, identifier, stimulus_set)
 
 
-def _identifier_of(path: Path, given: Any) -> str:
+def _identifier_of(path: Path, given: str | Path) -> str:
     """The identifier given, else the file's stem without its ``assy_`` / ``stimulus_`` / ``image_`` prefix."""
-    if not isinstance(given, Path) and not str(given).endswith((".nc", ".csv")) and "/" not in str(given):
+    if not _is_path(given):
         return str(given)
-    for prefix in ("assy_", "stimulus_", "image_"):
+    for prefix in (ASSEMBLY_PREFIX, *STIMULUS_PREFIXES):
         if path.stem.startswith(prefix):
             return path.stem[len(prefix):]
     return path.stem

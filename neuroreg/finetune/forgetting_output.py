@@ -11,9 +11,7 @@ For a chain of runs, :func:`plot_accuracy_matrix` draws the accuracy matrix
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -21,6 +19,7 @@ import pandas as pd
 
 from neuroreg._utils.io import atomic_write_text
 from neuroreg.results.figures import save_figure
+from neuroreg.results.report import format_value
 from neuroreg.results.table import ScoreTable
 from neuroreg.finetune.forgetting_rows import metric_kind
 
@@ -30,12 +29,6 @@ __all__ = ["write_forgetting", "forgetting_markdown", "forgetting_warnings", "lo
 _ACCURACY_METRICS = ("task_accuracy", "balanced_accuracy", "finetuned_head_accuracy", "original_accuracy",
                      "previous_task_accuracy", "retention_accuracy")
 _BRAIN_METRICS = ("crsa", "versa", "hierarchy_slope")
-
-
-def _fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 _KIND_HEADINGS = {
@@ -72,7 +65,7 @@ def forgetting_warnings(table: ScoreTable) -> list[str]:
     for row in table:
         if row.get("warning"):
             out.append(f"{row.get('model') or 'model'}, {row.get('dataset')}: {row['metric']} "
-                       f"{_fmt(row['score'])}: {row['warning']}")
+                       f"{format_value(row['score'])}: {row['warning']}")
     return out
 
 
@@ -103,7 +96,7 @@ def forgetting_markdown(table: ScoreTable) -> str:
             drift = part[part["metric"] == "cka_to_start"]
             lines += [f"CKA between start and fine-tuned features ({drift['dataset'].iloc[0]}; 1 = unchanged):", "",
                       "| layer | CKA |", "|---|---|"]
-            lines += [f"| {r.layer} | {_fmt(float(r.score))} |" for r in drift.itertuples()]
+            lines += [f"| {r.layer} | {format_value(float(r.score))} |" for r in drift.itertuples()]
             lines.append("")
             continue
         new_task = kind == "new_task"
@@ -113,13 +106,13 @@ def forgetting_markdown(table: ScoreTable) -> str:
         for (metric, dataset, region), grp in part.groupby(["metric", "dataset", "region"], sort=False):
             by = {r["stage"]: r for _, r in grp.iterrows()}
             layers = " / ".join(str(by[s]["layer"]) for s in ("before", "after") if s in by and by[s]["layer"])
-            vals = [_fmt(by[s]["score"]) if s in by else "" for s in ("before", "after", "change")]
+            vals = [format_value(by[s]["score"]) if s in by else "" for s in ("before", "after", "change")]
             row = f"| {metric} | {dataset} | {region} | {layers} | {' | '.join(vals)} |"
             if new_task:
                 first = grp.iloc[0]
                 chance = first.get("chance")
                 warning = first.get("warning")
-                row += f" {_fmt(chance)} | {'WARNING: ' + str(warning) if isinstance(warning, str) and warning else ''} |"
+                row += f" {format_value(chance)} | {'WARNING: ' + str(warning) if isinstance(warning, str) and warning else ''} |"
             lines.append(row)
         lines.append("")
     return "\n".join(lines)

@@ -16,15 +16,27 @@ from neuroreg._utils.io import atomic_write_text
 from neuroreg.results.figures import save_figure
 from neuroreg.results.table import ScoreTable
 
-__all__ = ["save_figure", "markdown_table", "write_table", "plot_layer_profile", "round_for_reading", "Report"]
+__all__ = ["format_value", "save_figure", "markdown_table", "write_table", "plot_layer_profile", "round_for_reading", "Report"]
 
 
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+#: significant digits of a number written for reading (Markdown tables, report lines); the CSV/JSON keep all
+DIGITS = 4
+
+
+def format_value(value) -> str:
+    """The one number formatter of the written reports: ``DIGITS`` significant digits, never in exponent form
+    between 1e-4 and 1e15 (``0.08333``, ``12350``, ``1`` for 1.0); "" for None and NaN; other values as ``str``.
+
+    Numbers that small or that large keep the exponent (``1.235e-05``); integers and booleans are
+    written as they are."""
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
         return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (float, np.floating)):
+        return str(value)
+    v = float(value) + 0.0      # -0.0 -> 0.0
+    if v != 0 and not 1e-4 <= abs(v) < 1e15:
+        return f"{v:.{DIGITS}g}"
+    return np.format_float_positional(v, precision=DIGITS, unique=False, fractional=False, trim="-")
 
 
 def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
@@ -33,7 +45,7 @@ def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None) -> st
         columns = [c for c in df.columns if df[c].notna().any()]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, row in df[list(columns)].iterrows():
-        lines.append("| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |")
+        lines.append("| " + " | ".join(format_value(v).replace("|", "\\|") for v in row) + " |")
     return "\n".join(lines)
 
 

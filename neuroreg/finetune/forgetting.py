@@ -172,14 +172,12 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
         layer_map = dict(area_layers(before)) if layers is None else layers
         probes = probe_images(probe_sets)
         train, test = _task_subsets(task_data, s)
-        original_sub = (None if original_data is None else
-                        Subset(original_data, stratified_subset(labels_of(original_data), s.max_eval_images,
-                                                                s.seed + 2).tolist()))
+        original_sub = _original_subset(original_data, s)
         key = _start_key(before, original, {"task train": train, "task test": test, "original": original_sub},
                          probes, layer_map, s)
         cached = load_start_side(start_cache, key) if key is not None and start_cache is not None else None
-        stored = cached is not None
         start: dict[str, Any] = cached if cached is not None else {}
+        stored = cached is not None
         table = ScoreTable()
         if train is not None and test is not None:
             table.extend(new_task_rows(before, after, train, test, start, stored, s))
@@ -205,6 +203,13 @@ def _task_subsets(task_data: Any, s: ReportSettings) -> tuple[Subset | None, Sub
     test_idx = stratified_subset(labels_of(test_set), s.max_eval_images, s.seed)
     train_idx = stratified_subset(labels_of(train_set), s.max_probe_train, s.seed + 1)
     return Subset(train_set, train_idx.tolist()), Subset(test_set, test_idx.tolist())
+
+
+def _original_subset(original_data: Dataset | None, s: ReportSettings) -> Subset | None:
+    """The original task's test images, capped (stratified, seeded); None without them."""
+    if original_data is None:
+        return None
+    return Subset(original_data, stratified_subset(labels_of(original_data), s.max_eval_images, s.seed + 2).tolist())
 
 
 def _start_key(before: nn.Module, original: nn.Module, datasets: Mapping[str, Dataset | None],

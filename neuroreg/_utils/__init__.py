@@ -1,2 +1,2 @@
 """Private helpers that several packages need: capture, eval modes, checks, ids, atomic io, condensed<->square,
-image-file helpers (brain/ needs them too), renamed arguments and lazy package faces."""
+image-file helpers (brain/ needs them too) and lazy package faces."""

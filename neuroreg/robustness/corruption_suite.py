@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from neuroreg.errors import UnknownNameError
@@ -160,13 +161,7 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
     ``comparable=False`` and a note saying why.
     """
     names = _resolve(corruptions)
-    sevs = list(dict.fromkeys(severities))
-    if not sevs:
-        raise ValueError("severities must hold at least one of 1..5; got none")
-    for s in sevs:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 1 <= int(s) <= 5:
-            raise ValueError(f"severities must be integers in 1..5; got {s!r}")
-    sevs = [int(s) for s in sevs]
+    sevs = _checked_severities(severities)
     if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
         raise ValueError(f"n_draws must be a positive int; got {n_draws!r}")
     frost_kind = "procedural" if frost_images is None else "photographs"
@@ -174,12 +169,40 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
         frost_images = (load_frost_images(frost_images) if isinstance(frost_images, (str, Path))
                         else list(frost_images))
     wrapped = model if isinstance(model, RobustClassifier) else RobustClassifier(model, mean, std)
-    loader = as_loader(data, batch_size)
+    clean_correct, correct, n_seen = _count_correct(wrapped, as_loader(data, batch_size), names, sevs,
+                                                    seed=int(seed), n_draws=int(n_draws), frost_images=frost_images,
+                                                    max_batches=max_batches, progress=progress)
+    name = model_name or type(getattr(wrapped, "model", wrapped)).__name__
+    common = dict(model=name, split="test", n_images=n_seen, n_draws=int(n_draws))
+    accuracy = {key: c / n_seen for key, c in correct.items()}
+    return _corruption_table(common, clean_correct / n_seen, accuracy, names, sevs, frost_kind, baseline)
+
+
+def _checked_severities(severities: Sequence[int]) -> list[int]:
+    """The distinct severities, in the order given; each an integer in 1..5."""
+    sevs = list(dict.fromkeys(severities))
+    if not sevs:
+        raise ValueError("severities must hold at least one of 1..5; got none")
+    for s in sevs:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 1 <= int(s) <= 5:
+            raise ValueError(f"severities must be integers in 1..5; got {s!r}")
+    return [int(s) for s in sevs]
+
+
+def _count_correct(wrapped: RobustClassifier, loader: DataLoader, names: list[str], sevs: list[int], *, seed: int,
+                   n_draws: int, frost_images: Any, max_batches: int | None,
+                   progress: bool | None) -> tuple[float, dict[tuple[str, int], float], int]:
+    """Correct answers (mean over ``n_draws`` passes) on clean and corrupted batches, and the images seen.
+
+    Returns ``(clean, {(corruption, severity): correct}, n_images)``. The model's own noise
+    draws from the global torch RNG seeded with ``seed`` (the caller's state is restored);
+    batch ``b``'s corruptions from their own seed.
+    """
     device = wrapped.device
-    correct = {(c, s): 0 for c in names for s in sevs}
-    clean_correct, n_seen = 0, 0
+    correct = {(c, s): 0.0 for c in names for s in sevs}
+    clean_correct, n_seen = 0.0, 0
     with eval_mode(wrapped):
-        with seeded(int(seed), device):
+        with seeded(seed, device):
             first = next(iter(batches(loader, device, None, 1)), None)
             if first is None:
                 raise ValueError("data holds no images")
@@ -189,24 +212,26 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
                        disable=None if progress is None else not progress)
             with torch.no_grad():
                 for b, (x, y) in enumerate(batches(loader, device, wrapped.num_classes, max_batches)):
-                    clean_correct += count_correct(wrapped, x, y, int(n_draws)).mean()
+                    clean_correct += count_correct(wrapped, x, y, n_draws).mean()
                     n_seen += len(y)
                     bar.update(1)
                     for c in names:
                         for s in sevs:
-                            xc = corrupt(x, c, s, seed=int(seed) * 1_000_003 + b, frost_images=frost_images)
-                            correct[(c, s)] += count_correct(wrapped, xc, y, int(n_draws)).mean()
+                            xc = corrupt(x, c, s, seed=seed * 1_000_003 + b, frost_images=frost_images)
+                            correct[(c, s)] += count_correct(wrapped, xc, y, n_draws).mean()
                             bar.update(1)
             bar.close()
+    return clean_correct, correct, n_seen
 
-    name = model_name or type(getattr(wrapped, "model", wrapped)).__name__
-    common = dict(model=name, split="test", n_images=n_seen, n_draws=int(n_draws))
+
+def _corruption_table(common: dict[str, Any], clean_acc: float, accuracy: Mapping[tuple[str, int], float],
+                      names: list[str], sevs: list[int], frost_kind: str, baseline: Any) -> ScoreTable:
+    """The rows of :func:`corruption_suite` from the accuracies per (corruption, severity)."""
     table = ScoreTable()
-    clean_acc = clean_correct / n_seen
     table.append(**common, metric="accuracy", score=clean_acc, corruption="none", severity=0)
     per_corruption = {}
     for c in names:
-        accs = [correct[(c, s)] / n_seen for s in sevs]
+        accs = [accuracy[(c, s)] for s in sevs]
         note = {"frost": frost_kind, "note": _FROST_NOTES[frost_kind]} if c == "frost" else {}
         for s, a in zip(sevs, accs):
             table.append(**common, metric="accuracy", score=a, corruption=c, severity=s, **note)
@@ -215,7 +240,7 @@ def corruption_suite(model: nn.Module, data: Any, corruptions: str | Sequence[st
     table.append(**common, metric="mean_corruption_accuracy", score=float(np.mean(list(per_corruption.values()))),
                  corruption="all")
     if baseline is not None:
-        errors = {c: {s: 1.0 - correct[(c, s)] / n_seen for s in sevs} for c in names}
+        errors = {c: {s: 1.0 - accuracy[(c, s)] for s in sevs} for c in names}
         result = mean_corruption_error(errors, baseline, clean_error=1.0 - clean_acc)
         procedural = frost_kind == "procedural" and "frost" in names
         flag = {"comparable": False, "note": _NOT_COMPARABLE} if procedural else {}

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
+from neuroreg.behaviour._tables import read_trials
 from neuroreg.brain import BrainIOBehaviour, BrainIONeural, NeuralStimulusSet, load_brainio
 from neuroreg.brain._brainio_files import read_assembly
 from neuroreg.errors import DataFormatError
@@ -139,8 +141,6 @@ def test_behaviour_becomes_the_trials_table():
         _values_equal(out.trials[column].to_numpy(), ref["coords"][column]["values"])
     assert out.trials["choice"].tolist() == ref["values"]       # the stored values are the choices
     assert out.stimulus_set is not None and out.stimulus_set.n_stimuli == 8
-    from neuroreg.behaviour._tables import read_trials
-
     indexed = read_trials(out.trials, np.array(["car", "dog"]))
     assert indexed.n_trials == len(ref["values"])
 
@@ -180,8 +180,6 @@ def test_stimulus_set_without_its_zip(tmp_path):
 
 def _rewrite(tmp_path: Path, edit) -> Path:
     """The fixture neural assembly changed by ``edit`` (xarray Dataset -> Dataset) in a cache folder of its own."""
-    import xarray as xr
-
     with xr.open_dataset(ROOT / READBACK["neural"]["path"], engine="h5netcdf") as ds:
         ds = edit(ds.load())
     out = tmp_path / "assy_test_edit" / "assy_test_edit.nc"

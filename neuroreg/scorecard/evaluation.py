@@ -399,7 +399,8 @@ def _score_task(card: Scorecard, steps: "_Steps", name: str, model: nn.Module, t
         stochastic = any(r.get("attack") == "eotpgd" for r in table)
         card.add("attacks", table, ran_on={name: (
             f"{_describe_task(task_data)}; {', '.join(opts.attacks)} ({opts.norm}), eps {_eps_text(table, opts.norm)}"
-            f"{'; stochastic model: EOT-PGD added' if stochastic else ''}; sanity checks run")})
+            f"{'; stochastic model: EOT-PGD added' if stochastic else ''}"
+            f"{'; sanity checks run' if opts.attack_kwargs.get('sanity', True) else '; no sanity checks'}")})
     if "corruptions" in plan.steps and opts.corruptions:
         with steps.step(name, "corruptions"):
             table = corruption_suite(model, task_data, corruptions=opts.corruptions, severities=opts.severities,

@@ -110,6 +110,7 @@ def test_end_of_run_card_says_each_stage_and_its_cost(tmp_path):
     assert logging.getLogger("neuroreg.scorecard.evaluation").propagate
     saved = json.loads((tmp_path / "scorecard" / "scorecard_meta.json").read_text())
     assert saved["sections"] == ["accuracy", "attacks"]
+    assert saved["ran_on"]["attacks"]["tiny"].endswith("; no sanity checks")   # it says what it left out
 
 
 def test_final_sections_choose_the_sections_of_the_end_of_run_card(tmp_path):

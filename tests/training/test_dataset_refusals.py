@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from finetune_layouts import make_eurosat, make_isic
+from finetune.finetune_layouts import make_eurosat, make_isic
 from PIL import Image
 from torchvision.datasets import ImageFolder
 

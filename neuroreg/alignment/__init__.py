@@ -7,10 +7,12 @@
 
 from neuroreg.alignment.base import AlignmentLoss, target_cka
 from neuroreg.alignment.cka_loss import CKA_MODES, CKALoss, cka_loss
+from neuroreg.alignment.harmonization import HarmonizationLoss, harmonization_loss
 from neuroreg.alignment.rsa_loss import SIMILARITIES, RSALoss, rsa_loss, similarity_matrix
 from neuroreg.alignment.schedule import WeightSchedule
 from neuroreg.alignment.targets import BUNDLED_TARGETS, NeuralTarget, as_target
 
 __all__ = ["AlignmentLoss", "CKALoss", "cka_loss", "target_cka", "CKA_MODES", "RSALoss", "rsa_loss",
            "similarity_matrix", "SIMILARITIES", "WeightSchedule",
+           "HarmonizationLoss", "harmonization_loss",
            "NeuralTarget", "as_target", "BUNDLED_TARGETS"]

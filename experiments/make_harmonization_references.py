@@ -14,8 +14,9 @@ seeded random inputs and writes ``tests/fixtures/harmonization/``:
   33 x 40 pixels, with tokens ``(1, 0, 1, 0.5)``, with all tokens 1, and with
   ``nb_levels=3``;
 - ``network.npz``: a tiny Keras network (``Conv2D(6, 3, strides=2,
-  padding="same", use_bias=False)``: a bias before BatchNorm gets only rounding noise as gradient, ``BatchNormalization(epsilon=1e-3)``, ReLU, global average
-  pool, ``Dense(5)``), its weights, 6 images of 32 x 32 pixels, labels, human
+  padding="same", use_bias=False)``, ``BatchNormalization(epsilon=1e-3)``, ReLU,
+  global average pool, ``Dense(5)``; no bias before BatchNorm, whose gradient
+  would be rounding noise), its weights, 6 images of 32 x 32 pixels, labels, human
   maps (one of them empty, token 0) and tokens, and, from the released code: the
   gradients of ``harmonizer_loss`` with respect to every weight with its default
   recipe (cross-entropy with label smoothing 0.1, L2 weight decay 1e-5,

@@ -60,8 +60,8 @@ class _TinyNet(nn.Sequential):
     """The fixture's Keras network in PyTorch: TF "SAME" at stride 2 pads 32 px by (0, 1)."""
 
     def __init__(self, weights: dict) -> None:
-        super().__init__(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(3, 6, 3, stride=2, bias=False), nn.BatchNorm2d(6, eps=1e-3),
-                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
+        super().__init__(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(3, 6, 3, stride=2, bias=False),
+                         nn.BatchNorm2d(6, eps=1e-3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
         with torch.no_grad():
             for name, value in self._keras_view().items():
                 value.copy_(self._from_keras(weights[f"weight/{name}"]))
@@ -73,8 +73,8 @@ class _TinyNet(nn.Sequential):
 
     @staticmethod
     def _from_keras(w: np.ndarray) -> torch.Tensor:
-        t = _t(w)
-        return t.permute(3, 2, 0, 1) if t.ndim == 4 else t.T if t.ndim == 2 else t  # HWIO -> OIHW, (in, out) -> (out, in)
+        t = _t(w)   # HWIO -> OIHW; (in, out) -> (out, in)
+        return t.permute(3, 2, 0, 1) if t.ndim == 4 else t.T if t.ndim == 2 else t
 
     @staticmethod
     def _to_keras(t: torch.Tensor) -> np.ndarray:

@@ -296,6 +296,14 @@ def test_module_weight_schedule_and_functional_twin_agree():
     assert torch.allclose(saliency_maps(model, images.detach(), labels), input_saliency(logits, images, labels))
 
 
+def test_channel_axis_human_maps_and_boolean_tokens_give_the_same_term():
+    g = torch.Generator().manual_seed(4)
+    sal, maps = torch.randn(3, 16, 16, generator=g), torch.rand(3, 16, 16, generator=g)
+    expected = harmonization_term(sal, maps, torch.tensor([1.0, 0.0, 1.0]))
+    assert torch.equal(harmonization_term(sal, maps[:, None], torch.tensor([True, False, True])), expected)
+    assert float(expected) < float(harmonization_term(sal, maps))   # a token of 0 drops that image's error
+
+
 def test_bad_inputs_are_refused_with_what_was_seen():
     model = _SmoothNet()
     images = torch.rand(2, 3, 12, 12, requires_grad=True)

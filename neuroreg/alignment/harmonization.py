@@ -12,7 +12,9 @@ harmonization 0.0.9, the released TensorFlow code):
 3. ``h`` rescaled to the maximum of ``s``: ``h / (max h + 1e-6) * (max s + 1e-6)``,
    with no gradient through ``max s``;
 4. the pyramidal MSE of the two (:func:`pyramidal_mse`), each image weighted by its
-   token (1 where a human map exists, 0 otherwise).
+   token (1 where a human map exists, 0 otherwise). With the release's
+   ``nb_levels=5`` it averages over 5 maps: the original and 4 binomial
+   downsamplings (the release builds a fifth one but leaves it out of the mean).
 
 The saliency and everything after it are computed in float32, also under
 mixed precision (the release casts the gradient to float32). The logits and the

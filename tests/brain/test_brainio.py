@@ -226,3 +226,21 @@ def test_unreadable_or_ambiguous_files(tmp_path):
         load_brainio("test.tiny", root=tmp_path)
     with pytest.raises(DataFormatError, match="is a folder; pass root="):
         load_brainio(tmp_path / "one")
+
+
+def test_behaviour_without_the_choice_coordinates(tmp_path):
+    source = ROOT / READBACK["behaviour"]["path"]
+    with xr.open_dataset(source, engine="h5netcdf") as ds:
+        ds = ds.load()
+    cases = {"no_dist": (ds.drop_vars("dist_obj"), "sample_obj \\(or truth\\) and dist_obj; it has"),
+             "no_id": (ds.drop_vars("image_id"), "no stimulus_id \\(or image_id\\) coordinate"),
+             "two_d": (ds.expand_dims(subject=2), r"has dims \['subject', 'presentation'\]")}
+    for name, (edited, message) in cases.items():
+        path = tmp_path / f"assy_{name}.nc"
+        edited.to_netcdf(path, engine="h5netcdf")
+        with pytest.raises(DataFormatError, match=message):
+            load_brainio(path, images=False)
+    numbers = ds.drop_vars("choice").assign(data=("presentation", np.zeros(ds.sizes["presentation"])))
+    numbers.to_netcdf(tmp_path / "assy_numbers.nc", engine="h5netcdf")
+    with pytest.raises(DataFormatError, match="no choice coordinate and the values are float64 numbers"):
+        load_brainio(tmp_path / "assy_numbers.nc", images=False)

@@ -177,19 +177,17 @@ class VOneNet(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        b = self.backbone
-        if hasattr(b, "num_classes"):
-            return _int_attr(b, "num_classes")
+        """The backbone's own ``num_classes``, else the classifier's outputs (0 without a linear classifier)."""
+        if hasattr(self.backbone, "num_classes"):
+            return _int_attr(self.backbone, "num_classes")
         head = self.get_classifier()
         return head.out_features if isinstance(head, nn.Linear) else 0
 
     @property
     def num_features(self) -> int:
-        b = self.backbone
-        if hasattr(b, "num_features"):
-            return _int_attr(b, "num_features")
-        head = self.get_classifier()
-        return _int_attr(head, "in_features")
+        """The backbone's own ``num_features``, else the classifier's ``in_features``."""
+        source = self.backbone if hasattr(self.backbone, "num_features") else self.get_classifier()
+        return _int_attr(source, "num_features" if source is self.backbone else "in_features")
 
     def get_classifier(self) -> nn.Module:
         if self._kind == "timm":

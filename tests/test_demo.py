@@ -87,6 +87,24 @@ def test_fine_tuning_stage_reports_what_each_network_forgot(demo):
     assert len(list((out / "finetune").glob("*/forgetting.md"))) == 2
     # the fine-tuned head on rows of its own, with its chance level; a head that did not learn carries a warning
     head = ft[ft["metric"] == "finetuned_head_accuracy"]
-    assert len(head) == 2 and (head["stage"] == "after").all() and (head["chance"] == 1 / 6).all()
+    assert len(head) == 2 and (head["stage"] == "after").all()
+    assert np.allclose(head["chance"], 1 / 3, atol=0.05)   # three balanced classes (the majority class of the test split)
     near_chance = head["score"] <= head["chance"] + 0.1
-    assert head.loc[near_chance, "warning"].str.contains("near chance").all()
+    assert head.loc[near_chance, "warning"].astype(str).str.contains("near chance").all()
+
+
+def test_fine_tuned_networks_learn_their_new_task(demo):
+    """Both fine-tuned heads end well above chance (1/3) on the pattern task's test split, read from each
+    network's own forgetting.csv, so the forgetting section shows networks that learned the new task."""
+    out, _ = demo
+    files = sorted((out / "finetune").glob("*/forgetting.csv"))
+    assert len(files) == 2
+    for path in files:
+        rows = pd.read_csv(path)
+        head = rows[(rows["metric"] == "finetuned_head_accuracy") & (rows["stage"] == "after")]
+        assert len(head) == 1, path
+        assert head["score"].iloc[0] >= 0.7, (path, head["score"].iloc[0])
+        assert head["warning"].isna().all(), head["warning"].tolist()
+        # the same linear probe reads the new task better from the fine-tuned features than from the start's
+        probe = rows[rows["metric"] == "task_accuracy"].set_index("stage")["score"]
+        assert probe["after"] > probe["before"] + 0.1, probe.to_dict()

@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("results") / "demo", help="output folder")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="smaller images, fewer steps (under 2 minutes on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="smaller images, fewer steps (about 3 minutes on 2 cores)")
 
 
 def run(args: argparse.Namespace) -> int:

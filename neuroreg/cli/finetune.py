@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from lightning.pytorch.cli import LightningArgumentParser
+from lightning.pytorch.utilities import rank_zero_info
 from timm.data import create_transform, resolve_data_config
 from torch import nn
 from torchvision.datasets import ImageFolder
@@ -235,7 +236,7 @@ def run_forgetting(module: FinetuneModule, datamodule, options: ForgettingOption
         batch_size=options.batch_size, max_eval_images=options.max_eval_images,
         max_probe_train=options.max_probe_train, seed=seed, model=str(module.hparams.get("arch")),
         dataset=dataset, start_cache=options.start_cache, original_network=inputs.original_network,
-        previous_tasks=inputs.earlier)
+        previous_tasks=inputs.earlier, say=rank_zero_info)
     paths = write_forgetting(table, root)
     if inputs.chain:
         matrix = accuracy_matrix(inputs.chain, table, task_name(type(datamodule).__name__, root))

@@ -68,7 +68,8 @@ import contextlib
 import hashlib
 import logging
 import os
-from typing import Any, Callable, Mapping, Sequence
+import time
+from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -106,7 +107,8 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
                       model: str | None = None, dataset: str = "task",
                       start_cache: str | os.PathLike | None = None, original_network: nn.Module | None = None,
                       previous_tasks: Sequence[PreviousTask] = (),
-                      near_chance_margin: float = NEAR_CHANCE_MARGIN) -> ScoreTable:
+                      near_chance_margin: float = NEAR_CHANCE_MARGIN,
+                      say: Callable[[str], None] | None = None) -> ScoreTable:
     """What ``after`` (fine-tuned) gained on the new task and lost on old ones relative to ``before`` (its start).
 
     One long score table; every row's ``kind`` says what it measures (module docstring): ``new_task``
@@ -154,6 +156,9 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
         The voxel rows (``brain``) are always computed in full. None: no cache.
     near_chance_margin: the fine-tuned head is flagged (``warning`` column and a logged warning)
         when its score is at most chance + this margin, or below the probe on the start.
+    say: where each section of the report says when it starts and how many seconds it took
+        (e.g. ``print``; ``neuroreg finetune`` passes Lightning's ``rank_zero_info``); None: the module's
+        logger at INFO level.
     """
     dev = torch.device(device) if device is not None else next(after.parameters()).device
     s = ReportSettings(device=dev, batch_size=batch_size, seed=seed, image_size=image_size, transform=transform,
@@ -178,18 +183,51 @@ def forgetting_report(before: nn.Module, after: nn.Module, *, task_data: Any = N
         cached = load_start_side(start_cache, key) if key is not None and start_cache is not None else None
         start: dict[str, Any] = cached if cached is not None else {}
         stored = cached is not None
-        table = ScoreTable()
-        if train is not None and test is not None:
-            table.extend(new_task_rows(before, after, train, test, start, stored, s))
-        if original_sub is not None:
-            table.extend(original_rows(after, original, original_sub, start, stored, s))
-        table.extend(_probe_set_rows(before, after, probes, layer_map, start, stored, s))
+        side = "fine-tuned network only: the start's side from the cache" if stored else "both networks"
+        step = _stages(say, f"forgetting report ({side})")
+        table = _cached_side_rows(before, after, original, (train, test, original_sub), probes, layer_map, start,
+                                  stored, step, s)
         if start_cache is not None and key is not None and not stored:
             save_start_side(start_cache, key, start)
         if brain is not None:
-            table.extend(voxel_rows(before, after, brain, probes, layer_map, _transforms(before, after, s), s))
-        table.extend(sequence_rows(after, previous_tasks, table, s))
+            with step("voxel data: veRSA and FactorTopy"):
+                table.extend(voxel_rows(before, after, brain, probes, layer_map, _transforms(before, after, s), s))
+        chain_step = step(f"{len(previous_tasks)} earlier task(s) of the chain") if previous_tasks else None
+        with chain_step or contextlib.nullcontext():
+            table.extend(sequence_rows(after, previous_tasks, table, s))
     return ScoreTable({**row, "kind": metric_kind(row["metric"])} for row in table)
+
+
+def _cached_side_rows(before: nn.Module, after: nn.Module, original: nn.Module,
+                      subsets: tuple[Subset | None, Subset | None, Subset | None], probes: list[ProbeSet],
+                      layer_map: Any, start: dict[str, Any], stored: bool,
+                      step: Callable[[str], ContextManager[None]], s: ReportSettings) -> ScoreTable:
+    """The sections whose start side ``start_cache`` can hold: new task, original task, probe images."""
+    train, test, original_sub = subsets
+    table = ScoreTable()
+    if train is not None and test is not None:
+        with step("new task: probes and the fine-tuned head"):
+            table.extend(new_task_rows(before, after, train, test, start, stored, s))
+    if original_sub is not None:
+        with step("original task"):
+            table.extend(original_rows(after, original, original_sub, start, stored, s))
+    with step(f"probe images ({', '.join(p[0] for p in probes) or 'none'}): drift, cRSA, retention"):
+        table.extend(_probe_set_rows(before, after, probes, layer_map, start, stored, s))
+    return table
+
+
+def _stages(say: Callable[[str], None] | None, prefix: str) -> Callable[[str], ContextManager[None]]:
+    """``step(label)``: a block that says ``"<prefix>: <label> ..."`` and then its seconds (the report can take
+    minutes of forward passes; a user must tell a slow report from a hung one)."""
+    tell = say if say is not None else log.info
+
+    @contextlib.contextmanager
+    def step(label: str) -> Iterator[None]:
+        tell(f"{prefix}: {label} ...")
+        tic = time.perf_counter()
+        yield
+        tell(f"{prefix}: {label} done in {time.perf_counter() - tic:.1f} s")
+    return step
 
 
 def _task_subsets(task_data: Any, s: ReportSettings) -> tuple[Subset | None, Subset | None]:

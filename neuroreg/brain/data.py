@@ -249,10 +249,6 @@ class BrainData:
             raise ValueError(f"BrainData {self.name!r} has no stimulus images; pass stimuli=images when building it")
         return images_to_tensor(self.stimuli, size)
 
-    def images(self) -> torch.Tensor:
-        """Stimulus images at their native size: ``images_tensor()``."""
-        return self.images_tensor()
-
 
 @dataclass
 class NeuralStimulusSet:

@@ -113,7 +113,7 @@ def voxel_rows(before: nn.Module, after: nn.Module, brain: Any, probes: list[Pro
         brain = _simulated_brain(before, probes, modules, tf_b, s)
     if getattr(brain, "stimuli", None) is None:
         raise ValueError("brain needs its stimulus images (BrainData(..., stimuli=images)) to score the networks")
-    images = brain.images()
+    images = brain.images_tensor()
     ids = np.asarray(brain.stimulus_ids)
     fb = Features(features_of(before, images, layer_map, tf_b, s.batch_size, s.device, s.seed), stimulus_ids=ids)
     fa = Features(features_of(after, images, layer_map, tf_a, s.batch_size, s.device, s.seed), stimulus_ids=ids)

@@ -32,7 +32,6 @@ def test_images_tensor_matches_torch_resizing_of_the_raw_pixels():
     torch.testing.assert_close(brain.images_tensor().double(), ref, rtol=0, atol=1e-7)
     want = F.interpolate(ref, size=(7, 7), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
     torch.testing.assert_close(brain.images_tensor(size=7).double(), want, rtol=0, atol=1e-6)
-    torch.testing.assert_close(brain.images(), brain.images_tensor())
 
 
 def test_images_tensor_refuses_a_missing_image_set_and_a_bad_size():

@@ -87,7 +87,7 @@ def test_neural_batches_and_holdout(brain):
         idx = b["neural_index"].tolist()
         assert len(set(idx)) == 6 and held.isdisjoint(idx)
         # normalised with the VOneNet contract: mean = std = 0.5 (Dapello et al. 2020)
-        torch.testing.assert_close(b["neural_image"], (brain.images()[b["neural_index"]] - 0.5) / 0.5)
+        torch.testing.assert_close(b["neural_image"], (brain.images_tensor()[b["neural_index"]] - 0.5) / 0.5)
     val_task, val_neural = dm.val_dataloader()
     assert sorted(torch.cat([v["neural_index"] for v in val_neural]).tolist()) == sorted(held)
 

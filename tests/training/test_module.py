@@ -31,7 +31,7 @@ def _it_cka(model, brain, positions) -> float:
     model.eval()
     with torch.no_grad(), capture_outputs(model, {"IT": "IT"}) as acts:
         # the data module feeds images normalised with the model's contract; so does the reference
-        model(preprocessing_of(model).normalize(brain.images()[positions]))
+        model(preprocessing_of(model).normalize(brain.images_tensor()[positions]))
     return float(cka(acts["IT"].flatten(1), torch.from_numpy(brain.responses[positions]), debiased=True))
 
 

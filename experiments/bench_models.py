@@ -9,7 +9,6 @@ The peer runs in the same process, interleaved round by round; the best round co
 from __future__ import annotations
 
 import argparse
-import time
 
 import timm
 import torch
@@ -18,26 +17,12 @@ from torch import nn
 import neuroreg  # noqa: F401  (registers the models)
 from neuroreg.models import VOneBlock
 
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+from _timing import interleaved_times
 
 
 def interleaved_best(fns: dict, repeats: int, device: str) -> dict:
     """Minimum time of each function; the functions run in turn in every round (fair under load)."""
-    best = {k: float("inf") for k in fns}
-    for fn in fns.values():            # warm-up (cuDNN autotuning, allocator)
-        fn()
-    _sync(device)
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best
+    return {name: min(times) for name, times in interleaved_times(fns, repeats, device).items()}
 
 
 @torch.no_grad()

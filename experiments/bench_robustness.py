@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torchvision
@@ -23,6 +22,8 @@ from torch import nn
 
 from neuroreg.models import VOneBlock
 from neuroreg.robustness import RobustClassifier, make_attack
+
+from _timing import timed
 
 
 def resnet18(n_classes: int) -> nn.Module:
@@ -36,24 +37,11 @@ def vone_resnet18(size: int, n_classes: int) -> nn.Module:
                          r.layer1, r.layer2, r.layer3, r.layer4, r.avgpool, nn.Flatten(), r.fc)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def plain_passes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int) -> None:
     loss_fn = nn.CrossEntropyLoss()
     for _ in range(n):
         xi = x.detach().requires_grad_(True)
         torch.autograd.grad(loss_fn(model(xi), y), xi)
-
-
-def timed(fn, device) -> float:
-    sync(device)
-    t0 = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - t0
 
 
 def bench(device: torch.device, size: int, batch_size: int, repeats: int, steps: int, eot_iter: int) -> None:

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from neuroreg.models.stimulus_noise import counter_normal, stimulus_key
+
+from _timing import interleaved_times
 
 
 def generator_draw(seeds: list[int], shape: tuple[int, ...], device: torch.device,
@@ -44,11 +45,6 @@ def generator_draw(seeds: list[int], shape: tuple[int, ...], device: torch.devic
         for k in range(len(seeds)):
             draw(k)
     return out.to(device)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_draws(batch: int, shape: tuple[int, ...], device: str | torch.device = "cpu", repeats: int = 5,
@@ -70,17 +66,8 @@ def time_draws(batch: int, shape: tuple[int, ...], device: str | torch.device = 
     }
     if with_generators:
         fns["generators"] = lambda: generator_draw(seeds, shape, device, pool)
-    times: dict[str, list[float]] = {k: [] for k in fns}
     try:
-        for fn in fns.values():                       # warm-up: allocator, kernels
-            fn()
-        for _ in range(repeats):
-            for name, fn in fns.items():
-                _sync(device)
-                t0 = time.perf_counter()
-                fn()
-                _sync(device)
-                times[name].append(time.perf_counter() - t0)
+        times = interleaved_times(fns, repeats, device)
     finally:
         if pool is not None:
             pool.shutdown(wait=True)

@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _timing import timed  # noqa: E402
 import bench_robustness  # noqa: E402  (sibling scripts: their measuring functions are reused, not copied)
 import bench_scoring  # noqa: E402
 import bench_stimulus_noise  # noqa: E402
@@ -63,10 +64,6 @@ PEER_MAX_N = 2000          # rsatoolbox and scikit-learn are run up to this many
 CRSA_MAX_N = 5000          # crsa's brain side (RDMs, ceiling) is float64 on the CPU: minutes beyond
 
 
-def _sync(device: torch.device) -> None:
-    bench_robustness.sync(device)
-
-
 def _to(obj, device: torch.device):
     if isinstance(obj, torch.Tensor):
         return obj.to(device, non_blocking=True)
@@ -80,7 +77,7 @@ def _to(obj, device: torch.device):
 def _median_time(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
-    times = [bench_robustness.timed(fn, device) for _ in range(repeats)]
+    times = [timed(fn, device) for _ in range(repeats)]
     return statistics.median(times)
 
 

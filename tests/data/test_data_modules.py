@@ -5,9 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
+from fixtures.neural import make_brain
 from neuroreg.errors import DataFormatError
 from neuroreg.data import (GratingsDataModule, GratingsDataset, ImageFolderDataModule, ImageNetDataModule,
                                JointSampler, load_neural_stimuli)
+
+
+@pytest.fixture(scope="module")
+def brain():
+    return make_brain()
 
 
 def _orientation(img: torch.Tensor) -> float:

@@ -2,7 +2,8 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import make_brain, make_tiny_net
+from conftest import make_tiny_net
+from fixtures.neural import make_brain
 from neuroreg.alignment import CKALoss
 from neuroreg.training import BrainRegularizedModule
 from neuroreg.data import GratingsDataModule, JointSampler

@@ -17,3 +17,8 @@ from neuroreg.data.split_data import PILLoader as PILLoader, check_readable as c
 from neuroreg.data.splits import SPLITS as SPLITS, SPLIT_VALUES as SPLIT_VALUES, split_table as split_table
 from neuroreg.data.splits import check_split_classes as check_split_classes, read_splits as read_splits
 from neuroreg.data.splits import write_splits as write_splits
+from neuroreg.data.clickme import ClickMeDataset as ClickMeDataset, ClickMeFolder as ClickMeFolder
+from neuroreg.data.clickme import clickme_dataset as clickme_dataset, iter_clickme as iter_clickme
+from neuroreg.data.clickme import parse_clickme_record as parse_clickme_record, prepare_heatmap as prepare_heatmap
+from neuroreg.data.clickme import find_clickme_shards as find_clickme_shards
+from neuroreg.data.clickme_module import ClickMeDataModule as ClickMeDataModule, MapImageDataset as MapImageDataset

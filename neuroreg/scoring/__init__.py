@@ -1,4 +1,4 @@
-"""The scoring core: RDMs, RSA, ridge encoding, noise ceilings, CKA, FactorTopy, score tables."""
+"""The scoring core: RDMs, RSA, ridge encoding, noise ceilings, CKA, FactorTopy, human alignment, score tables."""
 
 from neuroreg.scoring.bootstrap import BootstrapResult, bootstrap, bootstrap_mean, bootstrap_rdm_comparison
 from neuroreg.scoring.ceiling import (NoiseCeiling, ncsnr_ceiling, noise_ceiling, rdm_noise_ceiling,
@@ -11,6 +11,8 @@ from neuroreg.scoring.rdm import RDM_METRICS, condense, rdm, square
 from neuroreg.scoring.ridge import RidgeGCV
 from neuroreg.results.table import SCORE_COLUMNS, ScoreTable
 from neuroreg.scoring.rsa import crsa
+from neuroreg.scoring.human_alignment import (HUMAN_SPEARMAN_CEILING, ClickMeMetrics, absolute_saliency,
+                                              clickme_metrics, clickme_scores, human_alignment)
 
 __all__ = [
     "rdm", "RDM_METRICS", "condense", "square",
@@ -21,4 +23,6 @@ __all__ = [
     "CKA", "cka", "cka_from_grams", "gram", "gram_from_rdm",
     "ScoreTable", "SCORE_COLUMNS",
     "FactorTopy", "compare_factortopy", "hierarchy_fit",
+    "clickme_metrics", "ClickMeMetrics", "clickme_scores", "human_alignment", "absolute_saliency",
+    "HUMAN_SPEARMAN_CEILING",
 ]

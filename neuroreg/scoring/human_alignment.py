@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -191,10 +192,13 @@ def absolute_saliency(model: nn.Module, images: Tensor, labels: Tensor) -> Tenso
     return grad.abs().amax(dim=1)
 
 
-def _loader(data: Any, batch_size: int) -> DataLoader:
-    """A DataLoader over ``data``: a DataLoader as is, a Dataset, or a tuple of tensors."""
+def _loader(data: Any, batch_size: int, image_size: int | None = None) -> DataLoader:
+    """A DataLoader over ``data``: a DataLoader as is, a Dataset, a tuple of tensors, or a ClickMe root."""
     if isinstance(data, DataLoader):
         return data
+    if isinstance(data, (str, Path)):
+        from neuroreg.data.clickme import IMAGE_SIZE, clickme_dataset   # local: loads PIL and pandas
+        data = clickme_dataset(data, "val", image_size=IMAGE_SIZE if image_size is None else int(image_size))
     if isinstance(data, tuple) and len(data) in (3, 4) and all(isinstance(t, Tensor) for t in data):
         if len({int(t.shape[0]) for t in data}) != 1:
             raise ShapeError(f"clickme_val tensors must have one entry per image; got lengths "
@@ -204,8 +208,9 @@ def _loader(data: Any, batch_size: int) -> DataLoader:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     if isinstance(data, Dataset):
         return DataLoader(data, batch_size=int(batch_size), shuffle=False)
-    raise TypeError("clickme_val must be a torch Dataset or DataLoader yielding (image, heatmap, label) or "
-                    "(image, heatmap, token, label), or a tuple of such tensors; got " + type(data).__name__)
+    raise TypeError("clickme_val must be a ClickMe root folder, a torch Dataset or DataLoader yielding (image, "
+                    "heatmap, label) or (image, heatmap, token, label), or a tuple of such tensors; got "
+                    + type(data).__name__)
 
 
 def _unpack(batch: Any, index: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -267,13 +272,16 @@ def _check_constant(maps: np.ndarray, human: np.ndarray, start: int) -> None:
 def clickme_scores(model: nn.Module, clickme_val: Any, *, explainer: Explainer | None = None, batch_size: int = 64,
                    device: torch.device | str | None = None, mean=None, std=None, normalize: bool = True,
                    max_batches: int | None = None, constant_maps: str = "raise", seed: int = 0,
-                   progress: bool | None = None) -> ClickMeMetrics:
+                   image_size: int | None = None, progress: bool | None = None) -> ClickMeMetrics:
     """Per-image ClickMe metrics of ``model``: its explainer's maps against the human maps.
 
     clickme_val: a torch Dataset or DataLoader yielding ``(image (C, H, W) in [0, 1], heatmap (H, W) or
         (1, H, W), label)`` or ``(image, heatmap, token, label)`` (images whose token is 0 have no human
-        map and are skipped), or a tuple of such tensors. Labels are class indices or one-hot rows.
-        Heatmaps must already be prepared as the release does (blurred, at the image size).
+        map and are skipped), as :class:`neuroreg.data.ClickMeDataset` and ``ClickMeFolder`` do; a tuple
+        of such tensors; or a ClickMe root folder (its validation split, through
+        :func:`neuroreg.data.clickme_dataset`, at ``image_size`` pixels, default the release's 224).
+        Labels are class indices or one-hot rows. Heatmaps must already be prepared as the release
+        does (blurred, at the image size).
     explainer: ``(model, images, labels) -> (B, H, W)`` maps; default :func:`absolute_saliency`.
     normalize: normalise the images with the model's preprocessing contract (``mean``/``std`` override
         it) before the explainer, so the gradient is with respect to the model's input, as the release's
@@ -286,7 +294,7 @@ def clickme_scores(model: nn.Module, clickme_val: Any, *, explainer: Explainer |
     if constant_maps not in ("raise", "omit"):
         raise ValueError(f"constant_maps must be 'raise' or 'omit'; got {constant_maps!r}")
     explain = absolute_saliency if explainer is None else explainer
-    loader = _loader(clickme_val, batch_size)
+    loader = _loader(clickme_val, batch_size, image_size)
     prep = preprocessing_of(model, mean=mean, std=std) if normalize else None
     dev = torch.device(device) if device is not None else next(
         (t.device for t in [*model.parameters(), *model.buffers()]), torch.device("cpu"))
@@ -347,7 +355,8 @@ def human_alignment(model: nn.Module, clickme_val: Any, *, explainer: Explainer 
                     batch_size: int = 64, device: torch.device | str | None = None, model_name: str = "model",
                     dataset: str = "clickme", mean=None, std=None, normalize: bool = True,
                     max_batches: int | None = None, constant_maps: str = "raise", seed: int = 0,
-                    per_image: dict | None = None, progress: bool | None = None) -> ScoreTable:
+                    image_size: int | None = None, per_image: dict | None = None,
+                    progress: bool | None = None) -> ScoreTable:
     """The human-alignment score of ``model`` on ClickMe-like data, as the released ``evaluate_clickme``.
 
     Arguments as :func:`clickme_scores` (data layout, explainer, normalisation, constant maps, seed,
@@ -361,7 +370,7 @@ def human_alignment(model: nn.Module, clickme_val: Any, *, explainer: Explainer 
     """
     metrics = clickme_scores(model, clickme_val, explainer=explainer, batch_size=batch_size, device=device,
                              mean=mean, std=std, normalize=normalize, max_batches=max_batches,
-                             constant_maps=constant_maps, seed=seed, progress=progress)
+                             constant_maps=constant_maps, seed=seed, image_size=image_size, progress=progress)
     if per_image is not None:
         per_image[model_name] = metrics
     name = "saliency" if explainer is None else getattr(explainer, "__name__", type(explainer).__name__)

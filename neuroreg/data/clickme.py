@@ -93,21 +93,22 @@ def resize_bilinear(x: Tensor, size: tuple[int, int]) -> Tensor:
 
     y0, y1, dy = axis(h_in, size[0])
     x0, x1, dx = axis(w_in, size[1])
-    top, bottom = x[..., y0, :], x[..., y1, :]
-    top_left, top_right = top[..., x0], top[..., x1]
-    bottom_left, bottom_right = bottom[..., x0], bottom[..., x1]
+    top, bottom = x.index_select(-2, y0), x.index_select(-2, y1)
+    top_left, top_right = top.index_select(-1, x0), top.index_select(-1, x1)
+    bottom_left, bottom_right = bottom.index_select(-1, x0), bottom.index_select(-1, x1)
     t = top_left + (top_right - top_left) * dx
     b = bottom_left + (bottom_right - bottom_left) * dx
     return t + (b - t) * dy[:, None]
 
 
 def _blur_same(x: Tensor, kernel: np.ndarray) -> Tensor:
-    """``tf.nn.conv2d(x, kernel, 1, "SAME")`` of ``(H, W)`` maps: zero padding, the extra row/column at the end."""
+    """``tf.nn.conv2d(x, kernel, 1, "SAME")`` of an ``(H, W)`` map: a correlation with zero padding, the extra
+    row and column at the end (summed in float64, rounded to float32)."""
     k = kernel.shape[0]
     before, after = (k - 1) // 2, k - 1 - (k - 1) // 2
-    padded = F.pad(x[None, None].to(torch.float64), (before, after, before, after))
-    weight = torch.from_numpy(kernel.astype(np.float64))[None, None]
-    return F.conv2d(padded, weight)[0, 0].to(torch.float32)
+    padded = np.pad(x.numpy().astype(np.float64), ((before, after), (before, after)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape)      # (H, W, k, k)
+    return torch.from_numpy(np.einsum("hwij,ij->hw", windows, kernel.astype(np.float64)).astype(np.float32))
 
 
 def prepare_heatmap(heatmap: np.ndarray | Tensor, image_size: int = IMAGE_SIZE) -> Tensor:

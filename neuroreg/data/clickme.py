@@ -352,7 +352,8 @@ def _read_labels(path: Path, num_classes: int | None) -> pd.DataFrame:
     if num_classes is not None:
         bad |= labels >= num_classes
     if bad.any():
-        rows = [(int(i) + 2, table["image"].iloc[i], table["label"].iloc[i]) for i in np.flatnonzero(bad)[:5]]
+        rows = [(int(i) + 2, str(table["image"].iloc[i]), str(table["label"].iloc[i]))
+                for i in np.flatnonzero(bad)[:5]]
         limit = f" below num_classes={num_classes}" if num_classes is not None else ""
         raise DataFormatError(f"{path}: labels must be integers >= 0{limit}; first (line, image, label): {rows}")
     if table["image"].duplicated().any():

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from neuroreg._utils.modes import eval_mode
 from neuroreg._utils.seeding import seeded
+from neuroreg.data.clickme import IMAGE_SIZE, clickme_dataset
 from neuroreg.data.preprocessing import preprocessing_of
 from neuroreg.errors import NonFiniteError, ShapeError
 from neuroreg.results.table import ScoreTable
@@ -197,7 +198,6 @@ def _loader(data: Any, batch_size: int, image_size: int | None = None) -> DataLo
     if isinstance(data, DataLoader):
         return data
     if isinstance(data, (str, Path)):
-        from neuroreg.data.clickme import IMAGE_SIZE, clickme_dataset   # local: loads PIL and pandas
         data = clickme_dataset(data, "val", image_size=IMAGE_SIZE if image_size is None else int(image_size))
     if isinstance(data, tuple) and len(data) in (3, 4) and all(isinstance(t, Tensor) for t in data):
         if len({int(t.shape[0]) for t in data}) != 1:

@@ -1,4 +1,4 @@
-"""The ``neuroreg`` command: info, demo, train, finetune, evaluate, score, sweep, tune, bench.
+"""The ``neuroreg`` command: info, demo, train, finetune, evaluate, score, sweep, tune, bench, export.
 
 Only the chosen command's module is imported (``--version`` and ``--help`` import
 neither torch nor Lightning). Every command runs under one error guard
@@ -69,6 +69,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("score many models x data sets x scorers, resumable, here or on Ray", "neuroreg.cli.sweep"),
     "tune": ("sweep training settings with Ray Tune (--config configs/tune_*.yaml)", "neuroreg.cli.tune"),
     "bench": ("run a benchmark from experiments/ and print ratios", "neuroreg.cli.bench"),
+    "export": ("write a model for another tool: export brainscore writes a Brain-Score model plugin",
+               "neuroreg.cli.export"),
 }
 
 # Commands that parse their own arguments (LightningCLI): everything after the name is handed over

@@ -177,7 +177,9 @@ def absolute_saliency(model: nn.Module, images: Tensor, labels: Tensor) -> Tenso
 
     model: maps ``(B, C, H, W)`` inputs to ``(B, K)`` logits; run as it is (put it in eval mode first).
     images: ``(B, C, H, W)`` model inputs (already normalised); labels: ``(B,)`` class indices.
-    Returns ``(B, H, W)`` float32, detached. The gradient is taken in float32 with autocast off.
+    Returns ``(B, H, W)`` float32, detached. The gradient is taken in float32 with autocast off. A
+    stochastic model (VOneNet's noise) gives the gradient of one noise draw per image (seed the draws
+    around the call; :func:`clickme_scores` does).
     """
     x = images.detach().float().requires_grad_(True)
     with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
@@ -298,9 +300,11 @@ def clickme_scores(model: nn.Module, clickme_val: Any, *, explainer: Explainer |
     prep = preprocessing_of(model, mean=mean, std=std) if normalize else None
     dev = torch.device(device) if device is not None else next(
         (t.device for t in [*model.parameters(), *model.buffers()]), torch.device("cpu"))
-    saliency, human, labels = [], [], []
+    parts: dict[str, list[np.ndarray]] = {"spearman": [], "dice": [], "iou": [], "labels": []}
     n = 0
-    with eval_mode(model, dev), seeded(seed, dev):
+    with eval_mode(model, dev), seeded(seed, dev), warnings.catch_warnings():
+        # constant maps: refused below, or omitted on request; clickme_metrics' warning about them is not needed
+        warnings.filterwarnings("ignore", message=".*constant model or human map", category=RuntimeWarning)
         bar = tqdm(loader, desc="human alignment", unit="batch", leave=False,
                    disable=None if progress is None else not progress)
         for i, batch in enumerate(bar):
@@ -314,18 +318,18 @@ def clickme_scores(model: nn.Module, clickme_val: Any, *, explainer: Explainer |
             hm = _as_maps(heatmaps, f"clickme_val heatmaps (batch {i})")
             if constant_maps == "raise":
                 _check_constant(maps, hm, n)
-            saliency.append(maps)
-            human.append(hm)
-            labels.append(y.numpy())
+            metrics = clickme_metrics(maps, hm)      # per image: batches change nothing, and memory stays one batch
+            for key in ("spearman", "dice", "iou"):
+                parts[key].append(metrics[key])
+            parts["labels"].append(y.numpy())
             n += len(maps)
         bar.close()
     if not n:
         raise ValueError("clickme_val holds no image with a human map: nothing to score")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)     # constant maps were refused or omitted on request
-        metrics = clickme_metrics(np.concatenate(saliency), np.concatenate(human))
-    return ClickMeMetrics(metrics.spearman, metrics.dice, metrics.iou, metrics.alignment_score,
-                          labels=np.concatenate(labels))
+    rho = np.concatenate(parts["spearman"])
+    return ClickMeMetrics(rho, np.concatenate(parts["dice"]), np.concatenate(parts["iou"]),
+                          alignment_score=float(np.mean(rho) / HUMAN_SPEARMAN_CEILING),
+                          labels=np.concatenate(parts["labels"]))
 
 
 def summary_rows(metrics: ClickMeMetrics, *, model_name: str = "model", dataset: str = "clickme",

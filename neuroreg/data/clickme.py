@@ -357,7 +357,8 @@ def _read_labels(path: Path, num_classes: int | None) -> pd.DataFrame:
         limit = f" below num_classes={num_classes}" if num_classes is not None else ""
         raise DataFormatError(f"{path}: labels must be integers >= 0{limit}; first (line, image, label): {rows}")
     if table["image"].duplicated().any():
-        raise DataFormatError(f"{path}: images listed twice: {table['image'][table['image'].duplicated()].tolist()[:5]}")
+        twice = table["image"][table["image"].duplicated()].tolist()
+        raise DataFormatError(f"{path}: images listed twice: {twice[:5]}")
     return table
 
 

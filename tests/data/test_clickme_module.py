@@ -193,3 +193,33 @@ def test_module_bad_inputs(roots, tmp_path):
         ClickMeDataModule(str(root), batch_size=0)
     with pytest.raises(FileNotFoundError, match="ClickMe root"):
         ClickMeDataModule(str(tmp_path / "none")).setup("fit")
+
+
+class _Tiny(__import__("lightning").LightningModule):
+    """A linear classifier whose step reads the (images, heatmaps, tokens, labels) batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 3))
+        self.backbone.pretrained_cfg = {"input_size": (3, 16, 16), "mean": MEAN, "std": STD}
+        self.seen = []
+
+    def training_step(self, batch, _):
+        images, heatmaps, tokens, labels = batch
+        self.seen.append(tokens.clone())
+        return torch.nn.functional.cross_entropy(self.backbone(images), labels) + 0 * heatmaps.sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_lightning_fit_takes_the_backbone_contract(roots):
+    import lightning as L
+    root, plain = roots
+    dm = ClickMeDataModule(str(root), images=str(plain), batch_size=5, image_size=16, num_workers=0, num_classes=3)
+    model = _Tiny()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    assert len(model.seen) == 3 and float(torch.cat(model.seen).sum()) == 6     # every ClickMe image once
+    assert dm.preprocessing.mean == MEAN and dm.preprocessing.std == STD

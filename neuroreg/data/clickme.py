@@ -402,20 +402,24 @@ def clickme_dataset(root: str | Path, split: Literal["train", "val"], image_size
 
 
 def iter_clickme(source: str | Path | Dataset, split: Literal["train", "val"] = "val", batch_size: int = 64,
-                 image_size: int = IMAGE_SIZE, limit: int | None = None,
-                 num_workers: int = 0) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """Batches ``(images, heatmaps, labels)`` of the images that have a human map, in file order.
+                 image_size: int = IMAGE_SIZE, limit: int | None = None, num_workers: int = 0,
+                 drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Batches ``(images, heatmaps, labels)`` of the images that have a human map, shard by shard in file order.
 
     ``images``: float32 ``(B, 3, S, S)`` in [0, 1] (unnormalised: apply the
     model's preprocessing); ``heatmaps``: float32 ``(B, S, S)``; ``labels``: long
     ``(B,)``. ``source``: a ClickMe root (its ``split``, see :func:`clickme_dataset`)
     or a dataset of ``(image, heatmap, token, label)``. ``limit``: at most this
-    many images.
+    many images. ``drop_last``: leave out the last incomplete batch of
+    ``batch_size`` items, as the release's ``load_clickme`` does (its
+    ``evaluate_clickme`` reads batches of 64; it reads the shards interleaved,
+    so the images it leaves out are others).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     dataset = source if isinstance(source, Dataset) else clickme_dataset(source, split, image_size)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        drop_last=drop_last)
     served = 0
     for images, heatmaps, tokens, labels in loader:
         keep = tokens > 0

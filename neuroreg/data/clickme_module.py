@@ -234,8 +234,9 @@ class ClickMeDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
 
-    def iter_val(self, batch_size: int | None = None, limit: int | None = None) -> Iterator[tuple[Tensor, Tensor,
-                                                                                                    Tensor]]:
+    def iter_val(self, batch_size: int | None = None, limit: int | None = None,
+                 drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """Validation ``(images in [0, 1] (B, 3, S, S), heatmaps (B, S, S), labels (B,))`` of the images with a
         human map, in file order (see :func:`neuroreg.data.clickme.iter_clickme`)."""
-        return iter_clickme(self.dataset("val"), batch_size=batch_size or self.batch_size, limit=limit)
+        return iter_clickme(self.dataset("val"), batch_size=batch_size or self.batch_size, limit=limit,
+                            drop_last=drop_last)

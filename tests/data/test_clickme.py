@@ -245,5 +245,7 @@ def test_iter_clickme_batches(tmp_path):
     assert torch.cat([b[2] for b in batches]).tolist() == [4, 5, 6, 7, 8]
     limited = list(iter_clickme(tmp_path, batch_size=2, image_size=32, limit=3))
     assert torch.cat([b[2] for b in limited]).tolist() == [4, 5, 6]
+    dropped = list(iter_clickme(tmp_path, batch_size=2, image_size=32, drop_last=True))
+    assert torch.cat([b[2] for b in dropped]).tolist() == [4, 5, 6, 7]
     with pytest.raises(FileNotFoundError, match="has no train data"):
         list(iter_clickme(tmp_path, split="train"))

@@ -254,9 +254,11 @@ def _explain(explainer: Explainer, model: nn.Module, images: Tensor, labels: Ten
     if maps.shape != (images.shape[0], *images.shape[2:]):
         raise ShapeError(f"the explainer must return (B, H, W) maps of the images' size; batch {index} gave "
                          f"{tuple(maps.shape)} for images {tuple(images.shape)}")
-    if not torch.isfinite(maps).all():
-        raise NonFiniteError(f"the explainer's maps contain NaN or inf in batch {index} (the model's output or "
-                             "its gradient is not finite)")
+    finite = torch.isfinite(maps).flatten(1).all(dim=1)
+    if not finite.all():
+        raise NonFiniteError(f"the explainer's maps contain NaN or inf in batch {index}, image "
+                             f"{int((~finite).nonzero()[0])} of the batch (the model's output or its gradient is "
+                             "not finite)")
     return maps.cpu().numpy()
 
 
@@ -313,9 +315,9 @@ def clickme_scores(model: nn.Module, clickme_val: Any, *, explainer: Explainer |
             images, heatmaps, y = _unpack(batch, i)
             if not len(images):
                 continue
+            hm = _as_maps(heatmaps, f"clickme_val heatmaps (batch {i})")
             x = images.to(dev).float()
             maps = _explain(explain, model, prep.normalize(x) if prep is not None else x, y.to(dev), i)
-            hm = _as_maps(heatmaps, f"clickme_val heatmaps (batch {i})")
             if constant_maps == "raise":
                 _check_constant(maps, hm, n)
             metrics = clickme_metrics(maps, hm)      # per image: batches change nothing, and memory stays one batch

@@ -115,7 +115,7 @@ class ClickMeDataModule(L.LightningDataModule):
         label order (the ImageNet wnids, sorted, for ImageNet). Training images get
         the model's RandomResizedCrop + flip, validation images Resize + CenterCrop.
     batch_size: images per batch; training drops the last incomplete batch.
-    image_size: side in pixels; None takes the model's input size.
+    image_size: side in pixels; None takes the input size of ``model_name`` (224 without one).
     num_workers: DataLoader workers; None picks ``min(8, cpus - 1)``.
     normalize: apply the model's mean/std (from ``model_name``, :meth:`use_model` or
         the trained backbone at setup; else timm's ImageNet defaults, with a warning).

@@ -169,7 +169,8 @@ def clickme_metrics(model_maps: Any, human_maps: Any, *, percent: float = TOP_PE
     inter = (ta & tb).sum(axis=(1, 2)).astype(np.float64)
     dice = 2.0 * inter / (ta.sum(axis=(1, 2)) + tb.sum(axis=(1, 2)) + EPSILON)
     iou = inter / ((ta | tb).sum(axis=(1, 2)) + EPSILON)
-    return ClickMeMetrics(spearman=rho, dice=dice, iou=iou, alignment_score=float(np.mean(rho) / HUMAN_SPEARMAN_CEILING))
+    return ClickMeMetrics(spearman=rho, dice=dice, iou=iou,
+                          alignment_score=float(np.mean(rho) / HUMAN_SPEARMAN_CEILING))
 
 
 def absolute_saliency(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:

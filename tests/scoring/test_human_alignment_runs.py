@@ -57,7 +57,8 @@ def test_a_model_whose_saliency_is_the_human_map_scores_one():
     table = human_alignment(MapModel(weights), (images, human, labels), normalize=False, progress=False)
     rows = {r["metric"]: r for r in table}
     assert rows["spearman"]["score"] == pytest.approx(1.0, abs=1e-12)
-    assert rows["dice"]["score"] == pytest.approx(1.0, abs=1e-9) and rows["iou"]["score"] == pytest.approx(1.0, abs=1e-9)
+    assert rows["dice"]["score"] == pytest.approx(1.0, abs=1e-9)
+    assert rows["iou"]["score"] == pytest.approx(1.0, abs=1e-9)
     assert rows["alignment_score"]["score"] == pytest.approx(1 / HUMAN_SPEARMAN_CEILING)
     assert rows["alignment_score"]["n_images"] == N and rows["alignment_score"]["n_omitted"] == 0
 

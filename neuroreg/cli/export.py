@@ -25,6 +25,7 @@ import argparse
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -216,8 +217,8 @@ def region_layers(model: nn.Module, args: argparse.Namespace) -> tuple[dict[str,
     return mapping, sources
 
 
-def _build(args: argparse.Namespace) -> tuple[nn.Module, dict]:
-    kwargs = {} if args.num_classes is None else {"num_classes": int(args.num_classes)}
+def _build(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
+    kwargs: dict[str, Any] = {} if args.num_classes is None else {"num_classes": int(args.num_classes)}
     torch.manual_seed(args.seed)
     model = nr.create_model(args.model, pretrained=args.pretrained, **kwargs)
     if args.checkpoint is not None:

@@ -54,7 +54,8 @@ def score_human_alignment(model_or_models: Any, clickme_val: Any, *, model_name:
                           dataset: str | None = None, explainer: Explainer | None = None, batch_size: int = 64,
                           device=None, mean=None, std=None, normalize: bool = True, max_batches: int | None = None,
                           constant_maps: str = "raise", seed: int = 0, image_size: int | None = None,
-                          per_image: dict | None = None, progress: bool | None = None) -> ScoreTable:
+                          drop_last: bool = False, per_image: dict | None = None,
+                          progress: bool | None = None) -> ScoreTable:
     """The human-alignment section: one row per model, ``metric="alignment_score"``.
 
     model_or_models: an ``nn.Module`` (named ``model_name``, else its architecture or class) or a dict
@@ -64,6 +65,7 @@ def score_human_alignment(model_or_models: Any, clickme_val: Any, *, model_name:
     dataset: the name the rows carry (default from ``clickme_val``).
     Other arguments: as :func:`neuroreg.scoring.human_alignment` (explainer, default the release's
     absolute-gradient saliency; normalisation with each model's own contract; constant maps; seed;
+    ``drop_last`` with ``batch_size=64`` for the release's exact image set;
     ``per_image`` receives each model's per-image :class:`~neuroreg.scoring.ClickMeMetrics`).
 
     Columns: ``score`` (alignment score), ``spearman``, ``dice``, ``iou`` (means over images),
@@ -76,7 +78,8 @@ def score_human_alignment(model_or_models: Any, clickme_val: Any, *, model_name:
         rows = {r["metric"]: r for r in human_alignment(
             model, clickme_val, explainer=explainer, batch_size=batch_size, device=device, model_name=name,
             dataset=name_of_data, mean=mean, std=std, normalize=normalize, max_batches=max_batches,
-            constant_maps=constant_maps, seed=seed, image_size=image_size, per_image=per_image, progress=progress)}
+            constant_maps=constant_maps, seed=seed, image_size=image_size, drop_last=drop_last, per_image=per_image,
+            progress=progress)}
         row = dict(rows["alignment_score"])
         row.update({m: rows[m]["score"] for m in ("spearman", "dice", "iou")})
         out.append(**row)

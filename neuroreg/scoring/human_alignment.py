@@ -196,7 +196,7 @@ def absolute_saliency(model: nn.Module, images: Tensor, labels: Tensor) -> Tenso
     return grad.abs().amax(dim=1)
 
 
-def _loader(data: Any, batch_size: int, image_size: int | None = None) -> DataLoader:
+def _loader(data: Any, batch_size: int, image_size: int | None = None, drop_last: bool = False) -> DataLoader:
     """A DataLoader over ``data``: a DataLoader as is, a Dataset, a tuple of tensors, or a ClickMe root."""
     if isinstance(data, DataLoader):
         return data
@@ -210,7 +210,7 @@ def _loader(data: Any, batch_size: int, image_size: int | None = None) -> DataLo
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     if isinstance(data, Dataset):
-        return DataLoader(data, batch_size=int(batch_size), shuffle=False)
+        return DataLoader(data, batch_size=int(batch_size), shuffle=False, drop_last=drop_last)
     raise TypeError("clickme_val must be a ClickMe root folder, a torch Dataset or DataLoader yielding (image, "
                     "heatmap, label) or (image, heatmap, token, label), or a tuple of such tensors; got "
                     + type(data).__name__)
@@ -277,7 +277,8 @@ def _check_constant(maps: np.ndarray, human: np.ndarray, start: int) -> None:
 def clickme_scores(model: nn.Module, clickme_val: Any, *, explainer: Explainer | None = None, batch_size: int = 64,
                    device: torch.device | str | None = None, mean=None, std=None, normalize: bool = True,
                    max_batches: int | None = None, constant_maps: str = "raise", seed: int = 0,
-                   image_size: int | None = None, progress: bool | None = None) -> ClickMeMetrics:
+                   image_size: int | None = None, drop_last: bool = False,
+                   progress: bool | None = None) -> ClickMeMetrics:
     """Per-image ClickMe metrics of ``model``: its explainer's maps against the human maps.
 
     clickme_val: a torch Dataset or DataLoader yielding ``(image (C, H, W) in [0, 1], heatmap (H, W) or
@@ -288,6 +289,9 @@ def clickme_scores(model: nn.Module, clickme_val: Any, *, explainer: Explainer |
         Labels are class indices or one-hot rows. Heatmaps must already be prepared as the release
         does (blurred, at the image size).
     explainer: ``(model, images, labels) -> (B, H, W)`` maps; default :func:`absolute_saliency`.
+    drop_last: leave out the last incomplete batch (a given DataLoader is used as it is). The release's
+        ``load_clickme_val`` batches by 64 with ``drop_remainder=True``, so its ``evaluate_clickme`` scores
+        the first ``64 * (n // 64)`` validation images: ``batch_size=64, drop_last=True`` scores the same ones.
     normalize: normalise the images with the model's preprocessing contract (``mean``/``std`` override
         it) before the explainer, so the gradient is with respect to the model's input, as the release's
         ``preprocess_inputs``; False passes them as they are. Images are not resized.
@@ -299,7 +303,7 @@ def clickme_scores(model: nn.Module, clickme_val: Any, *, explainer: Explainer |
     if constant_maps not in ("raise", "omit"):
         raise ValueError(f"constant_maps must be 'raise' or 'omit'; got {constant_maps!r}")
     explain = absolute_saliency if explainer is None else explainer
-    loader = _loader(clickme_val, batch_size, image_size)
+    loader = _loader(clickme_val, batch_size, image_size, drop_last)
     prep = preprocessing_of(model, mean=mean, std=std) if normalize else None
     dev = torch.device(device) if device is not None else next(
         (t.device for t in [*model.parameters(), *model.buffers()]), torch.device("cpu"))
@@ -362,12 +366,12 @@ def human_alignment(model: nn.Module, clickme_val: Any, *, explainer: Explainer 
                     batch_size: int = 64, device: torch.device | str | None = None, model_name: str = "model",
                     dataset: str = "clickme", mean=None, std=None, normalize: bool = True,
                     max_batches: int | None = None, constant_maps: str = "raise", seed: int = 0,
-                    image_size: int | None = None, per_image: dict | None = None,
+                    image_size: int | None = None, drop_last: bool = False, per_image: dict | None = None,
                     progress: bool | None = None) -> ScoreTable:
     """The human-alignment score of ``model`` on ClickMe-like data, as the released ``evaluate_clickme``.
 
     Arguments as :func:`clickme_scores` (data layout, explainer, normalisation, constant maps, seed,
-    progress); ``model_name`` and ``dataset`` label the rows; ``per_image``: an optional dict that receives
+    the release's dropped last batch, progress); ``model_name`` and ``dataset`` label the rows; ``per_image``: an optional dict that receives
     ``per_image[model_name]`` = the :class:`ClickMeMetrics` with every image's Spearman, Dice, IoU and label.
 
     Returns a :class:`~neuroreg.results.ScoreTable` of four rows (:func:`summary_rows`):
@@ -377,7 +381,8 @@ def human_alignment(model: nn.Module, clickme_val: Any, *, explainer: Explainer 
     """
     metrics = clickme_scores(model, clickme_val, explainer=explainer, batch_size=batch_size, device=device,
                              mean=mean, std=std, normalize=normalize, max_batches=max_batches,
-                             constant_maps=constant_maps, seed=seed, image_size=image_size, progress=progress)
+                             constant_maps=constant_maps, seed=seed, image_size=image_size, drop_last=drop_last,
+                             progress=progress)
     if per_image is not None:
         per_image[model_name] = metrics
     name = "saliency" if explainer is None else getattr(explainer, "__name__", type(explainer).__name__)

@@ -214,3 +214,12 @@ def test_gpu_scores_equal_cpu_scores():
     np.testing.assert_allclose(gpu.spearman, cpu.spearman, atol=1e-5)
     np.testing.assert_allclose(gpu.dice, cpu.dice, atol=0.05)
     assert next(model.parameters()).device.type == "cpu"      # moved back
+
+
+def test_drop_last_scores_the_full_batches_only_as_the_release_loader():
+    images, heatmaps, labels = _data()
+    model = ConvNet(0)
+    got = _run(model, (images, heatmaps, labels), batch_size=4, drop_last=True)
+    want = _run(model, (images[:8], heatmaps[:8], labels[:8]), batch_size=4)
+    assert got.n_images == 8
+    np.testing.assert_array_equal(got.spearman, want.spearman)

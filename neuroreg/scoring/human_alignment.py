@@ -371,8 +371,8 @@ def human_alignment(model: nn.Module, clickme_val: Any, *, explainer: Explainer 
     """The human-alignment score of ``model`` on ClickMe-like data, as the released ``evaluate_clickme``.
 
     Arguments as :func:`clickme_scores` (data layout, explainer, normalisation, constant maps, seed,
-    the release's dropped last batch, progress); ``model_name`` and ``dataset`` label the rows; ``per_image``: an optional dict that receives
-    ``per_image[model_name]`` = the :class:`ClickMeMetrics` with every image's Spearman, Dice, IoU and label.
+    the release's dropped last batch, progress); ``model_name`` and ``dataset`` label the rows;
+    ``per_image``: an optional dict that receives ``per_image[model_name]`` = the :class:`ClickMeMetrics` with every image's Spearman, Dice, IoU and label.
 
     Returns a :class:`~neuroreg.results.ScoreTable` of four rows (:func:`summary_rows`):
     ``alignment_score`` (mean Spearman / 0.65753), ``spearman``, ``dice`` and ``iou`` (means over images),

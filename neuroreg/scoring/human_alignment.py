@@ -372,7 +372,8 @@ def human_alignment(model: nn.Module, clickme_val: Any, *, explainer: Explainer 
 
     Arguments as :func:`clickme_scores` (data layout, explainer, normalisation, constant maps, seed,
     the release's dropped last batch, progress); ``model_name`` and ``dataset`` label the rows;
-    ``per_image``: an optional dict that receives ``per_image[model_name]`` = the :class:`ClickMeMetrics` with every image's Spearman, Dice, IoU and label.
+    ``per_image``: an optional dict that receives ``per_image[model_name]`` = the :class:`ClickMeMetrics`
+    with every image's Spearman, Dice, IoU and label.
 
     Returns a :class:`~neuroreg.results.ScoreTable` of four rows (:func:`summary_rows`):
     ``alignment_score`` (mean Spearman / 0.65753), ``spearman``, ``dice`` and ``iou`` (means over images),

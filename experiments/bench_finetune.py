@@ -15,12 +15,29 @@ its rows must equal the first report's. ``--json`` writes the measurements.
     python experiments/bench_finetune.py --n-images 716 --image-size 224 --epochs 1   # the seed's budget: 500 training images at the model's input size
     python experiments/bench_finetune.py --epochs 3 --image-size 128 --out results/bench_finetune
     python experiments/bench_finetune.py --model vone_cornet_s --device cuda --amp --image-size 224   # GPU images/s
+
+``--isic N [N ...]`` measures instead what ``neuroreg finetune`` itself does after
+training with ``configs/finetune_isic.yaml`` (EfficientNet-Lite0, 224 px): for each N
+it writes an ISIC-2019-layout folder of N generated images (seeded; lesions of two
+images, 70/10/20 train/val/test grouped by lesion), runs the command with
+``--trainer.max_steps`` (default 4), and reads the lines the run prints, each stamped
+with wall clock and process CPU time: every stage of the end-of-run scorecard and of
+the forgetting report (start and seconds), the end-of-run total (from "Trainer.fit
+stopped" to the end) and the training steps (timed at each batch's end). One epoch is
+``ceil(train images / 32)`` steps at the mean seconds of steps 2.. of the run (the first
+carries the start-up). ``--json`` keeps every stage.
+
+    python experiments/bench_finetune.py --isic 100 1000                          # the stage table and ratios
+    python experiments/bench_finetune.py --isic 100 --max-steps 4 --precision 32-true
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
+import re
 import resource
 import shutil
 import tempfile
@@ -46,7 +63,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None, help="folder for forgetting.csv/.md and figures")
     ap.add_argument("--json", default=None, help="write the measured numbers to this JSON file")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--isic", type=int, nargs="+", default=None,
+                    help="measure `neuroreg finetune --config configs/finetune_isic.yaml` on N generated images")
+    ap.add_argument("--max-steps", type=int, default=4, help="--isic: training steps of each run")
+    ap.add_argument("--precision", default=None, help="--isic: --trainer.precision (default: the config's)")
+    ap.add_argument("--isic-image-size", type=int, default=96, help="--isic: side of the generated JPEGs (px)")
     args = ap.parse_args(argv)
+    if args.isic:
+        bench_isic(args.isic, max_steps=args.max_steps, precision=args.precision, image_size=args.isic_image_size,
+                   seed=args.seed, json_path=args.json)
+        return
 
     import lightning as L
 
@@ -139,6 +165,134 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         paths = write_forgetting(table, Path(args.out))
         print(f"written: {', '.join(str(p) for p in paths.values())}")
+
+
+# ----------------------------------------------------------------------------- --isic: the command's end-of-run work
+ISIC_CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"]
+
+
+def make_isic_folder(root: Path, n_images: int, image_size: int, seed: int) -> None:
+    """ISIC 2019 layout with ``n_images`` generated JPEGs: classes in turn, lesions of two images (ids HAM_...),
+    one image in five without a lesion id; each image a seeded colour with noise (``image_size`` px)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    inp = root / "ISIC_2019_Training_Input"
+    inp.mkdir(parents=True, exist_ok=True)
+    gt = ["image," + ",".join(ISIC_CLASSES) + ",UNK"]
+    meta = ["image,age_approx,anatom_site_general,lesion_id,sex"]
+    for n in range(n_images):
+        c = (n // 2) % len(ISIC_CLASSES)
+        name = f"ISIC_{n:07d}"
+        base = rng.integers(0, 256, size=3)
+        arr = np.clip(base + rng.normal(0, 30, size=(image_size, image_size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(inp / f"{name}.jpg", quality=90)
+        gt.append(",".join([name, *("1.0" if j == c else "0.0" for j in range(9))]))
+        lesion = "" if n % 5 == 4 else f"HAM_{n // 2:07d}"
+        meta.append(f"{name},{35 + 5 * (n % 8)},anterior torso,{lesion},{'male' if n % 2 else 'female'}")
+    (root / "ISIC_2019_Training_GroundTruth.csv").write_text("\n".join(gt) + "\n")
+    (root / "ISIC_2019_Training_Metadata.csv").write_text("\n".join(meta) + "\n")
+
+
+class _Stamped(logging.Handler):
+    """Keeps every line Lightning's rank-zero logger says, with wall clock and process CPU time (s)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.lines: list[tuple[float, float, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((time.perf_counter(), _cpu_s(), record.getMessage()))
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _stages(lines: list[tuple[float, float, str]]) -> list[dict]:
+    """Each ``<label> ...`` line paired with its ``<label> done in <s> s``: label, wall and CPU seconds."""
+    out, open_ = [], {}
+    for wall, cpu, text in lines:
+        if text.endswith(" ..."):
+            open_[text[:-4]] = (wall, cpu)
+            continue
+        m = re.match(r"(.*) done in [\d.]+ s", text)
+        if m:
+            label = re.sub(r"^(scorecard: )\[\d+/\d+\] ", r"\1", m.group(1))
+            key = m.group(1) if m.group(1) in open_ else next((k for k in open_ if k.startswith(m.group(1))), None)
+            if key is not None:
+                w0, c0 = open_.pop(key)
+                out.append({"stage": label, "wall_s": wall - w0, "cpu_s": cpu - c0})
+    return out
+
+
+def run_isic(n_images: int, *, max_steps: int, precision: str | None, image_size: int, seed: int) -> dict:
+    """One ``neuroreg finetune --config configs/finetune_isic.yaml`` run on ``n_images`` generated images."""
+    from neuroreg.cli.finetune import cli_main
+    from neuroreg.finetune import FinetuneModule
+
+    work = Path(tempfile.mkdtemp(prefix="bench_isic_"))
+    try:
+        make_isic_folder(work / "data", n_images, image_size, seed)
+        argv = ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "finetune_isic.yaml"),
+                "--data.root", str(work / "data"), "--trainer.max_steps", str(max_steps),
+                "--trainer.default_root_dir", str(work / "run"), "--data.init_args.num_workers", "0",
+                "--trainer.enable_progress_bar", "false", "--seed_everything", str(seed)]
+        if precision:
+            argv += ["--trainer.precision", precision]
+        handler = _Stamped()
+        logger = logging.getLogger("lightning.pytorch")
+        logger.addHandler(handler)
+        step_ends: list[tuple[float, float]] = []
+        # each training batch's end, stamped: the module's own hook (a no-op in LightningModule) for this process
+        FinetuneModule.on_train_batch_end = lambda self, *a, **k: step_ends.append((time.perf_counter(), _cpu_s()))
+        try:
+            status = cli_main(argv)
+        finally:
+            logger.removeHandler(handler)
+            del FinetuneModule.on_train_batch_end
+        end_wall, end_cpu = time.perf_counter(), _cpu_s()
+        if status != 0:
+            raise RuntimeError(f"neuroreg finetune exited with status {status}")
+        n_train = sum(1 for row in (work / "run" / "splits.csv").read_text().splitlines()[1:]
+                      if row.split(",")[1] == "train")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    lines = handler.lines
+    stop = next(i for i, ln in enumerate(lines) if "Trainer.fit` stopped" in ln[2])
+    if len(step_ends) < 2:
+        raise ValueError(f"--max-steps must be >= 2 to time a step; got {max_steps}")
+    steps = len(step_ends) - 1
+    step_wall = (step_ends[-1][0] - step_ends[0][0]) / steps
+    step_cpu = (step_ends[-1][1] - step_ends[0][1]) / steps
+    per_epoch = math.ceil(n_train / 32)
+    return {"n_images": n_images, "n_train": n_train, "max_steps": max_steps, "steps_per_epoch": per_epoch,
+            "step_wall_s": step_wall, "step_cpu_s": step_cpu, "epoch_wall_s": per_epoch * step_wall,
+            "epoch_cpu_s": per_epoch * step_cpu, "end_wall_s": end_wall - lines[stop][0],
+            "end_cpu_s": end_cpu - lines[stop][1], "stages": _stages(lines[stop:]), "steps_timed": steps,
+            "threads": torch.get_num_threads()}
+
+
+def bench_isic(sizes: list[int], *, max_steps: int, precision: str | None, image_size: int, seed: int,
+               json_path: str | None) -> list[dict]:
+    """:func:`run_isic` per size; prints the stage table and the end-of-run work against one epoch."""
+    records = [run_isic(n, max_steps=max_steps, precision=precision, image_size=image_size, seed=seed)
+               for n in sizes]
+    for r in records:
+        print(f"\n{r['n_images']} images ({r['n_train']} training, {r['steps_per_epoch']} steps of 32 per epoch), "
+              f"{r['threads']} threads; training step {r['step_wall_s']:.1f} s wall, {r['step_cpu_s']:.1f} s CPU")
+        print(f"{'stage':<90} {'wall s':>8} {'CPU s':>8}")
+        for st in r["stages"]:
+            print(f"{st['stage'][:90]:<90} {st['wall_s']:8.1f} {st['cpu_s']:8.1f}")
+        print(f"{'end-of-run work (Trainer.fit stopped -> end)':<90} {r['end_wall_s']:8.1f} {r['end_cpu_s']:8.1f}")
+        print(f"one epoch ({r['steps_per_epoch']} steps at the measured step): wall {r['epoch_wall_s']:.1f} s, CPU "
+              f"{r['epoch_cpu_s']:.1f} s -> end-of-run / one epoch: wall {r['end_wall_s'] / r['epoch_wall_s']:.3f}, "
+              f"CPU {r['end_cpu_s'] / r['epoch_cpu_s']:.3f} (target <= 0.25 from 1,000 images)")
+    if json_path:
+        from neuroreg._utils.io import atomic_write_text
+        atomic_write_text(json_path, json.dumps(records, indent=1))
+    return records
 
 
 if __name__ == "__main__":

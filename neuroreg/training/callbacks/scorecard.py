@@ -49,8 +49,8 @@ from neuroreg.data.preprocessing import preprocessing_of
 from neuroreg.results.table import ScoreTable
 from neuroreg.scorecard.summary import SECTIONS
 from neuroreg.training.callbacks.curves import curve_tags, write_curves
-from neuroreg.training.callbacks.scorecard_cost import (default_interval, periodic_evaluation_cost,
-                                                        training_batch_cost)
+from neuroreg.training.callbacks.scorecard_cost import (default_interval, final_attack_passes, final_evaluation_cost,
+                                                        periodic_evaluation_cost, training_batch_cost)
 from neuroreg.training.callbacks.scorecard_progress import cost_line, stage, stages_of_evaluate
 from neuroreg.training.callbacks.scorecard_inputs import Normalized, at_input_size, validation_images
 from neuroreg.training.callbacks.training_state import preserve_training_state
@@ -98,6 +98,14 @@ class ScorecardCallback(Callback):
     final_attack_kwargs: options of the final attack suite
         (:func:`neuroreg.robustness.attack_suite`: ``pgd_steps``, ``square_queries``, ``sanity``, ...;
         empty: its defaults, the full suite with every sanity check).
+    final_budget: the end-of-run card scales with the run: it may cost at most this multiple of the
+        training this fit ran (both in pixel-passes, :mod:`~neuroreg.training.callbacks.scorecard_cost`:
+        the training batches seen, against the full card's estimate). Above it, the *reduced* card runs
+        instead, with the periodic evaluation's settings (``periodic_attack`` at ``periodic_eps`` with
+        ``periodic_steps`` steps and no sanity checks, ``periodic_max_images`` images, brain scores over
+        ``periodic_max_layers`` layers), and a line says so with both estimates. A short test run
+        (``--trainer.max_steps 4``) then ends in seconds, a real run gets the full card. None (default):
+        always the full card.
 
     Each stage of the end-of-run card says when it starts and how many seconds it took, and a last
     line states its seconds against the training's (:mod:`~neuroreg.training.callbacks.scorecard_progress`);
@@ -112,7 +120,7 @@ class ScorecardCallback(Callback):
                  periodic_attack: Optional[str] = "pgd", periodic_eps: float = 4 / 255, periodic_steps: int = 5,
                  periodic_max_images: Optional[int] = 128, periodic_max_layers: Optional[int] = 4,
                  batch_size: int = 64, seed: int = 0, final_sections: Optional[list[str]] = None,
-                 final_attack_kwargs: Optional[dict[str, Any]] = None) -> None:
+                 final_attack_kwargs: Optional[dict[str, Any]] = None, final_budget: Optional[float] = None) -> None:
         super().__init__()
         for name, value in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
             if value is not None and value < 0:
@@ -128,6 +136,9 @@ class ScorecardCallback(Callback):
                 raise ValueError(f"scorecard {name} (attack budgets) must be finite and >= 0; got {values}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if final_budget is not None and not (math.isfinite(final_budget) and final_budget > 0):
+            raise ValueError(f"final_budget must be a positive multiple of the training's cost or None; "
+                             f"got {final_budget}")
         unknown = sorted(set(final_sections or ()) - set(SECTIONS))
         if unknown:
             raise ValueError(f"final_sections must be among {list(SECTIONS)}; got {unknown}")
@@ -140,6 +151,10 @@ class ScorecardCallback(Callback):
         self.batch_size, self.seed, self.periodic_budget = batch_size, seed, periodic_budget
         self.final_sections = None if final_sections is None else list(final_sections)
         self.final_attack_kwargs = dict(final_attack_kwargs or {})
+        self.final_budget = final_budget
+        self._trained_cost = 0                        # pixel-passes of the training batches of this fit
+        #: whether the last end-of-run card was the reduced one (``final_budget``)
+        self.reduced_: bool = False
         self.curves_: list[dict] = []
         self._last_step = -1
         # (every_n_epochs, every_n_steps) in force, fixed at the first training batch of a fit
@@ -202,6 +217,11 @@ class ScorecardCallback(Callback):
         return self._task_cache
 
     # ------------------------------------------------------------------ evaluation
+    def _final_sections(self) -> list[str]:
+        sections = ["accuracy", "brain", "factortopy", *(["attacks"] if self.attacks else []),
+                    *(["corruptions"] if self.corruptions else [])]
+        return sections if self.final_sections is None else [s for s in sections if s in self.final_sections]
+
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, *, periodic: bool):
         from neuroreg.scorecard.evaluation import evaluate  # local: loads neuroreg.robustness (kornia, torchattacks)
 
@@ -221,10 +241,7 @@ class ScorecardCallback(Callback):
             attacks, eps, corruptions = self.attacks, self.eps, self.corruptions
             layers, max_layers = self.layers, self.max_layers
             attack_kwargs = {"progress": False, **self.final_attack_kwargs}
-            sections = ["accuracy", "brain", "factortopy", *(["attacks"] if self.attacks else []),
-                        *(["corruptions"] if self.corruptions else [])]
-            if self.final_sections is not None:
-                sections = [s for s in sections if s in self.final_sections]
+            sections = self._final_sections()
         if task is None:
             sections = [s for s in sections if s in ("brain", "factortopy")]
         with preserve_training_state(model):
@@ -235,29 +252,68 @@ class ScorecardCallback(Callback):
                             seed=self.seed, progress=False)
 
     # ------------------------------------------------------------------ when
-    def periodic_cost(self, trainer: L.Trainer, pl_module: L.LightningModule) -> int:
-        """Estimated pixel-passes of one periodic evaluation of this run
-        (:func:`neuroreg.training.callbacks.scorecard_cost.periodic_evaluation_cost`)."""
+    def _cost_inputs(self, trainer: L.Trainer, model: nn.Module, max_images: Optional[int],
+                     attacked: bool) -> tuple[list[tuple[int, int]], int, int, bool]:
+        """(brain stimuli and their pixels per set, validation images, their pixels, stochastic model?)."""
         from neuroreg.robustness.wrapper import is_stochastic  # local: loads neuroreg.robustness, as evaluate does
 
-        model = self._backbone(pl_module)
         with preserve_training_state(model):
             prep = preprocessing_of(model)
             brain = [(int(b.n_stimuli), prep.input_size[-2] * prep.input_size[-1]) for b in self._brain_sets(model)]
-            task = self._task_data(trainer, self.periodic_max_images)
+            task = self._task_data(trainer, max_images)
             n_images = len(task) if task is not None else 0
             pixels, stochastic = 0, False
             if n_images:
                 x = torch.stack([task[i][0] for i in range(min(2, n_images))])
                 pixels = int(x.shape[-2]) * int(x.shape[-1])
-                if self.periodic_attack:
+                if attacked:
                     device = next((p.device for p in model.parameters()), torch.device("cpu"))
                     with torch.no_grad():
                         stochastic = is_stochastic(Normalized(model, prep), x.to(device))
+        return brain, n_images, pixels, stochastic
+
+    def periodic_cost(self, trainer: L.Trainer, pl_module: L.LightningModule) -> int:
+        """Estimated pixel-passes of one periodic evaluation of this run
+        (:func:`neuroreg.training.callbacks.scorecard_cost.periodic_evaluation_cost`)."""
+        brain, n_images, pixels, stochastic = self._cost_inputs(trainer, self._backbone(pl_module),
+                                                                self.periodic_max_images, bool(self.periodic_attack))
         return periodic_evaluation_cost(brain_stimuli=brain, n_images=n_images, image_pixels=pixels,
                                         attack=self.periodic_attack if n_images else None,
                                         steps=self.periodic_steps, eot_iter=_PERIODIC_EOT_ITER,
                                         stochastic=stochastic)
+
+    def final_cost(self, trainer: L.Trainer, pl_module: L.LightningModule) -> int:
+        """Estimated pixel-passes of the full end-of-run card of this run
+        (:func:`neuroreg.training.callbacks.scorecard_cost.final_evaluation_cost`; FactorTopy fits not counted)."""
+        sections = self._final_sections()
+        attacked = "attacks" in sections and bool(self.attacks)
+        brain, n_images, pixels, stochastic = self._cost_inputs(trainer, self._backbone(pl_module),
+                                                                self.max_images, attacked)
+        kw = self.final_attack_kwargs
+        attack = final_attack_passes(self.attacks, n_eps=len(self.eps) if self.eps else 3,
+                                     steps=int(kw.get("pgd_steps", 10)), eot_iter=int(kw.get("eot_iter", 10)),
+                                     stochastic=stochastic, sanity=bool(kw.get("sanity", True)),
+                                     n_draws=int(kw.get("n_draws", 5))) if attacked else 0
+        corruption = (len(self.corruptions or []) * 5) if "corruptions" in sections else 0
+        return final_evaluation_cost(brain_stimuli=brain if "brain" in sections else [], n_images=n_images,
+                                     image_pixels=pixels, attack_passes_per_image=attack,
+                                     corruption_passes_per_image=corruption)
+
+    def _reduced_final(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+        """Whether the end-of-run card must be the reduced one (``final_budget``), said in one line either way."""
+        if self.final_budget is None:
+            return False
+        full = self.final_cost(trainer, pl_module)
+        allowed = self.final_budget * self._trained_cost
+        reduced = full > allowed
+        rank_zero_info(f"scorecard: the full end-of-run card is estimated at {full:,} pixel-passes against "
+                       f"{self._trained_cost:,} of this run's training (final_budget {self.final_budget:g} allows "
+                       f"{allowed:,.0f}): " + (
+                           f"the reduced card runs ({self.periodic_attack or 'no attack'} at eps "
+                           f"{self.periodic_eps:.4g}, {self.periodic_steps} steps, no sanity checks, at most "
+                           f"{self.periodic_max_images} images, {self.periodic_max_layers} layers; "
+                           "--scorecard.final_budget null for the full card)" if reduced else "the full card runs"))
+        return reduced
 
     def _fix_interval(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any) -> tuple[int, int]:
         if not self.auto_interval:
@@ -316,6 +372,7 @@ class ScorecardCallback(Callback):
         # a new fit may bring another model or data: prepare the inputs and the interval afresh
         self.interval_, self._brain_cache, self._task_cache = None, None, None
         self._train_started, self._periodic_seconds, self.cost_ = None, 0.0, {}
+        self._trained_cost, self.reduced_ = 0, False
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._train_started = time.perf_counter()
@@ -323,6 +380,8 @@ class ScorecardCallback(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.enabled and self.interval_ is None:
             self.interval_ = self._fix_interval(trainer, pl_module, batch)
+        if self.enabled and self.final_budget is not None:
+            self._trained_cost += training_batch_cost(batch)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self.enabled or self.interval_ is None or not self.interval_[1] or trainer.sanity_checking:
@@ -354,8 +413,10 @@ class ScorecardCallback(Callback):
         say = rank_zero_info
         with stage(say, "scorecard: brain sets at the model's input size"):
             self._brain_sets(self._backbone(pl_module))
+        self.reduced_ = self._reduced_final(trainer, pl_module)
         with stages_of_evaluate(say, "scorecard: "):
-            card = self._evaluate(trainer, pl_module, periodic=False)
+            # the reduced card is the periodic evaluation's configuration, written as the end-of-run card
+            card = self._evaluate(trainer, pl_module, periodic=self.reduced_)
         step, epoch = int(trainer.global_step), int(trainer.current_epoch)
         folder = self.output_folder(trainer)
         with stage(say, f"scorecard: report written to {folder}"):
@@ -363,7 +424,9 @@ class ScorecardCallback(Callback):
             if self.curves_:
                 card.add("curves", ScoreTable({"model": r["model"], "step": r["step"], "epoch": r["epoch"],
                                                "metric": r["tag"], "score": r["value"]} for r in self.curves_))
-            card.title = f"neuroreg scorecard: {self._name(trainer)} (step {step}, epoch {epoch})"
+            card.title = (f"neuroreg scorecard: {self._name(trainer)} (step {step}, epoch {epoch}"
+                          + ("; reduced end-of-run card: the run was short for the full one, final_budget)"
+                             if self.reduced_ else ")"))
             if self.curves_:
                 # local: pyplot, rarely needed in training
                 from neuroreg.training.callbacks.curves_figure import write_curves_figure

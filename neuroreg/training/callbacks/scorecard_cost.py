@@ -37,7 +37,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-__all__ = ["GRADIENT_PASS", "attack_passes", "periodic_evaluation_cost", "training_batch_cost", "default_interval"]
+__all__ = ["GRADIENT_PASS", "attack_passes", "periodic_evaluation_cost", "final_attack_passes", "final_evaluation_cost",
+           "training_batch_cost", "default_interval"]
 
 #: A forward + backward pass costs this many forward passes.
 GRADIENT_PASS = 3
@@ -85,6 +86,41 @@ def periodic_evaluation_cost(*, brain_stimuli: Sequence[tuple[int, int]], n_imag
     brain = sum(int(n) * int(p) for n, p in brain_stimuli)
     per_image = 2 + (attack_passes(attack, steps=steps, eot_iter=eot_iter, stochastic=stochastic)
                      if attack else 0)
+    return brain + int(n_images) * int(image_pixels) * per_image
+
+
+def final_attack_passes(attacks: Sequence[str], *, n_eps: int, steps: int, eot_iter: int, stochastic: bool,
+                        sanity: bool, n_draws: int = 5) -> int:
+    """Forward-pass equivalents per image of the end-of-run attack suite (:func:`neuroreg.robustness.attack_suite`).
+
+    attacks: the suite's attacks; n_eps: its positive budgets (the preset grid has 3); steps, eot_iter: its
+    PGD iterations and EOT draws. With ``sanity`` the suite adds, as it does: every attack at eps 0 (PGD-like
+    ones), the large-eps run, the same PGD at 1x and 4x steps and a Square black-box run (its 1,000-query bound).
+    A stochastic model runs each attack ``n_draws`` times. The clean pass of the suite is one more pass.
+    """
+    if n_eps < 1 or n_draws < 1:
+        raise ValueError(f"n_eps and n_draws must be >= 1; got n_eps={n_eps}, n_draws={n_draws}")
+    per = {a: attack_passes(a, steps=steps, eot_iter=eot_iter, stochastic=stochastic) for a in attacks}
+    grid = {a: n_eps + (1 if sanity and a not in ("autoattack", "square") else 0) for a in attacks}
+    passes = sum(per[a] * grid[a] for a in attacks)
+    if sanity:
+        base = attack_passes("eotpgd" if stochastic else "pgd", steps=steps, eot_iter=eot_iter, stochastic=False)
+        four = attack_passes("eotpgd" if stochastic else "pgd", steps=4 * steps, eot_iter=eot_iter, stochastic=False)
+        passes += 2 * base + four + (0 if "square" in attacks else _SQUARE_QUERIES + 1)
+        passes += attack_passes("pgd", steps=steps, eot_iter=1, stochastic=False) if stochastic and "pgd" not in \
+            attacks else 0
+    return 1 + passes * (n_draws if stochastic else 1)
+
+
+def final_evaluation_cost(*, brain_stimuli: Sequence[tuple[int, int]], n_images: int, image_pixels: int,
+                          attack_passes_per_image: int, corruption_passes_per_image: int = 0) -> int:
+    """Pixel-passes of an end-of-run scorecard: one forward per brain stimulus (``(n_stimuli, pixels)`` per set),
+    the accuracy pass, the attack suite (:func:`final_attack_passes` per image) and the corruptions (one pass per
+    corruption and severity) on ``n_images`` validation images of ``image_pixels`` pixels."""
+    if n_images < 0 or image_pixels < 0:
+        raise ValueError(f"n_images and image_pixels must be >= 0; got {n_images} and {image_pixels}")
+    brain = sum(int(n) * int(p) for n, p in brain_stimuli)
+    per_image = 1 + int(attack_passes_per_image) + int(corruption_passes_per_image)
     return brain + int(n_images) * int(image_pixels) * per_image
 
 

@@ -35,8 +35,9 @@ __all__ = ["extract", "Features", "resolve_layers", "IMAGE_EXTENSIONS", "EXTRACT
 
 #: bumped whenever the same :func:`extract` call gives other features, so stored features are not re-used
 #: across the change (2: VOneBlock noise drawn per stimulus id; 3: that noise from a counter-based draw on the
-#: images' own device, and one resize for every caller)
-EXTRACT_VERSION = 3
+#: images' own device, and one resize for every caller; 4: that draw's uniforms taken in blocks and turned into
+#: normals through the half angle, a cheaper draw of other numbers)
+EXTRACT_VERSION = 4
 
 _AREA_NAMES = ("V1", "V2", "V4", "IT")
 _POOLS = ("avg", "max", "srp")

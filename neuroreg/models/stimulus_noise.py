@@ -21,19 +21,29 @@ The draw, exactly:
 1. key ``k = stimulus_key(seed, block, id)``: 64 bits of a blake2b hash of the text ``"seed|block|id"``;
 2. word ``w_j = splitmix64(k + (j + 1) * 0x9E3779B97F4A7C15 mod 2**64)`` for the pair counter ``j``:
    the ``(j + 1)``-th output of the SplitMix64 generator seeded with ``k`` (Steele, Lea & Flood 2014);
-3. ``hi``, ``lo``: the high and low 32 bits of ``w_j`` read as signed int32;
-   ``u = |2 hi + 1| / 2**32`` in ``(0, 1)`` (never 0, so the log is finite and ``r <= sqrt(64 ln 2) = 6.66``;
-   rounded to float32, ``u`` can reach 1, giving ``r = 0``) and ``theta = lo * 2 pi / 2**32`` in ``[-pi, pi)``;
-4. Box-Muller: ``r = sqrt(-2 ln u)``; element ``j`` of the flattened draw is ``r cos theta`` and element
-   ``j + m`` is ``r sin theta``, ``m = ceil(n / 2)`` for a draw of ``n`` numbers per stimulus.
+3. the pairs of a row form blocks of ``BLOCK_PAIRS = 131072`` (a row's last block holds the rest: ``b`` pairs);
+   the ``2 b`` 32-bit halves of a block's words in memory order (low half of its first word, high half of its
+   first word, low half of the second, ...), read as signed int32, are ``h_0 ... h_{2b-1}``; pair ``p`` of the
+   block takes ``s = h_p`` and ``a = h_{b+p}``;
+4. in float32: ``u**2 = s**2 / 2**62 + 2**-64`` in ``(0, 1]`` (never 0: ``r <= sqrt(64 ln 2) = 6.66``),
+   ``g = sqrt(-4 ln u**2) = 2 r``, ``t = tan(a pi / 2**32) = tan(theta / 2)`` with ``theta = a 2 pi / 2**32``
+   in ``[-pi, pi)``;
+5. Box-Muller through the half angle (one ``tan`` instead of ``cos`` and ``sin``): ``q = g / (1 + t**2)``;
+   element ``j`` of the flattened draw is ``q - (1 + t**2) q / 2 = r cos theta`` and element ``j + m`` is
+   ``q t = r sin theta``, ``m = ceil(n / 2)`` for a draw of ``n`` numbers per stimulus (an odd ``n`` drops the
+   last sine).
 
 Steps 1-3 are integer arithmetic (int64 tensor ops with two's-complement wrap-around, logical shifts
-emulated by a mask) and the int -> float32 conversions are correctly rounded, so ``u`` and ``theta`` are
-the same bits on every device. The float step (``log``, ``sqrt``, ``cos``, ``sin`` in float32) is within
-about ``1e-6 * (1 + r)`` of a float64 evaluation on the same float32 ``u`` and ``theta``; CPU and CUDA
-math libraries may differ in the last one or two float32 ulps there, no more. Distinct keys give SplitMix64
-streams that overlap only when two keys differ by a multiple of the increment smaller than the draw, a chance of
-about ``B**2 * n / 2**64`` for ``B`` stimuli of ``n`` numbers.
+emulated by a mask) and the int32 -> float32 conversions are correctly rounded, so the float32 ``s`` and ``a pi / 2**32``
+are the same bits on every device. The float step (``log``, ``sqrt``, ``tan``, ``addcmul`` and division in
+float32) is within ``1e-6 * (1 + r)`` of a float64 evaluation on the same float32 ``s`` and half angle (checked
+in the tests); CPU and CUDA math libraries (and a fused multiply-add on the GPU) may differ in the last one or
+two float32 ulps there, no more. Distinct keys give SplitMix64 streams that overlap only when two keys differ
+by a multiple of the increment smaller than the draw, a chance of about ``B**2 * n / 2**64`` for ``B`` stimuli
+of ``n`` numbers.
+
+On a CPU the draw is 24 element-wise passes per block, in cache, on one thread;
+``experiments/bench_stimulus_noise.py`` compares its cost with ``torch.randn`` of the same shape.
 
 >>> with StimulusNoise(model, seed=0) as noise:
 ...     for ids, x in batches:
@@ -46,7 +56,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -56,7 +65,7 @@ from torch.utils.hooks import RemovableHandle
 
 from neuroreg.models.vone import VOneBlock
 
-__all__ = ["StimulusNoise", "stimulus_key", "splitmix64", "counter_words", "counter_normal"]
+__all__ = ["StimulusNoise", "stimulus_key", "splitmix64", "counter_words", "counter_normal", "BLOCK_PAIRS"]
 
 _MASK64 = 2 ** 64 - 1
 
@@ -69,12 +78,14 @@ def _signed64(value: int) -> int:
 GOLDEN_GAMMA = _signed64(0x9E3779B97F4A7C15)    # SplitMix64's counter increment
 _MIX1 = _signed64(0xBF58476D1CE4E5B9)
 _MIX2 = _signed64(0x94D049BB133111EB)
-_TWO_PI_2_32 = 2.0 * math.pi / 2.0 ** 32
-# pairs per piece of work: on a CPU the ~25 element-wise passes then run in cache (512 KiB int64 buffers) instead
-# of streaming the whole draw through memory each time (measured 1.9x -> 1.55x torch.randn); on a GPU, large
-# pieces keep the kernel launches few (32 MiB int64 buffers)
-_CPU_PAIRS_PER_CHUNK = 1 << 16
-_DEVICE_PAIRS_PER_CHUNK = 1 << 22
+_PI_2_32 = math.pi / 2.0 ** 32
+# pairs of a block (the draw's definition, module docstring step 3); on a CPU also the pairs of one piece of work:
+# few enough for its 24 element-wise passes to run in cache (1 MiB int64 buffers), many enough to keep the per-op
+# overhead small (measured, CPU time against torch.randn on one thread: 2.1x for pieces of 2**14 pairs, 1.8x for
+# 2**15, 1.4-1.5x for 2**17 to 2**19); on a GPU, pieces of many blocks keep the kernel launches few
+BLOCK_PAIRS = 1 << 17
+_CPU_PIECE_BLOCKS = 1
+_DEVICE_PIECE_BLOCKS = 32
 
 
 def stimulus_key(seed: int, block: int, stimulus_id: Any) -> int:
@@ -138,34 +149,46 @@ def counter_words(keys: Tensor | Sequence[int], n_pairs: int, device: torch.devi
     return _splitmix64_(x, torch.empty_like(x))
 
 
-def _low_word(x: Tensor) -> Tensor:
-    """The low 32 bits of int64 ``x`` as signed int32 (a strided view on little-endian hosts: no pass)."""
-    if sys.byteorder == "little":
-        return x.view(torch.int32)[..., 0::2]
-    return torch.bitwise_left_shift(x, 32).bitwise_right_shift_(32)
+def _box_muller_(g: Tensor, t: Tensor, cos: Tensor, sin: Tensor, one: Tensor, tiny: Tensor) -> None:
+    """Steps 4-5 of the module docstring: ``g``, ``t`` float32 ``s`` and ``a`` (used as work buffers), ``cos``,
+    ``sin`` the outputs, all of one shape; ``one``, ``tiny``: float32 ``1`` and ``2**-64`` of shape ``()``."""
+    torch.addcmul(tiny, g, g, value=2.0 ** -62, out=g)               # u**2 = s**2 / 2**62 + 2**-64
+    g.log_().mul_(-4.0).sqrt_()                                       # 2 r = sqrt(-4 ln u**2)
+    t.mul_(_PI_2_32).tan_()                                           # tan(theta / 2)
+    torch.addcmul(one, t, t, out=cos)                                 # 1 + t**2
+    g.div_(cos)                                                       # q = 2 r / (1 + t**2)
+    torch.addcmul(g, cos, g, value=-0.5, out=cos)                     # q - (1 + t**2) q / 2 = r cos theta
+    torch.mul(t, g, out=sin)                                          # q t = r sin theta
 
 
-def _fill(out: Tensor, keys: Tensor, counters: Tensor, x: Tensor, tmp: Tensor, cos: Tensor) -> None:
-    """Box-Muller pairs of ``keys`` ``(R,)`` at ``counters`` ``(L,)`` into ``out`` ``(R, 2, L)`` float32;
-    ``x``, ``tmp`` int64 and ``cos`` float32 work buffers ``(R, L)``."""
-    torch.add(counters[None, :], keys[:, None], out=x)
+def _fill(out: Tensor, keys: Tensor, counters: Tensor, block: int, work: tuple[Tensor, Tensor, Tensor, Tensor, Tensor]) -> None:
+    """Normal pairs of ``keys`` ``(R,)`` at ``counters`` ``(W,)`` into ``out`` ``(R, 2, W)`` float32: ``W / block``
+    whole blocks of ``block`` pairs (module docstring, steps 2-5); ``work``: flat int64, int64 and float32 buffers
+    of at least ``R W``, ``R W`` and ``2 R W`` elements, and float32 ``1`` and ``2**-64`` of shape ``()``."""
+    r, w = out.shape[0], out.shape[2]
+    xbuf, tbuf, fbuf, one, tiny = work
+    x, tmp = xbuf[:r * w].view(r, w), tbuf[:r * w].view(r, w)
+    if r == 1:
+        torch.add(counters, keys[0], out=x[0])
+    else:
+        torch.add(counters[None, :], keys[:, None], out=x)
     _splitmix64_(x, tmp)
-    radius, angle = out[:, 0], out[:, 1]
-    torch.bitwise_right_shift(x, 31, out=tmp).bitwise_or_(1)      # 2 * hi + 1 (bit 31 forced to 1)
-    radius.copy_(tmp).abs_().mul_(2.0 ** -32).log_().mul_(-2.0).sqrt_()
-    angle.copy_(_low_word(x)).mul_(_TWO_PI_2_32)
-    torch.cos(angle, out=cos)
-    angle.sin_().mul_(radius)
-    radius.mul_(cos)
+    halves = x.view(r, w // block, block).view(torch.int32)     # (R, blocks, 2 block): low, high half of each word
+    f = fbuf[:2 * r * w].view(r, w // block, 2 * block)
+    g, t = f[..., :block], f[..., block:]
+    g.copy_(halves[..., :block])
+    t.copy_(halves[..., block:])
+    _box_muller_(g, t, out[:, 0].view(g.shape), out[:, 1].view(g.shape), one, tiny)
 
 
 @contextlib.contextmanager
 def _one_cpu_thread(device: torch.device) -> Iterator[None]:
     """Intra-op threads off while the CPU draw runs.
 
-    The draw is ~26 element-wise passes per cache-sized piece; with several intra-op threads each pass is a
+    The draw is 24 element-wise passes per cache-sized piece; with several intra-op threads each pass is a
     parallel region whose barrier, on a CPU shared with other work, costs far more than the pass (measured: 16
-    to 50x slower with 2 threads on a loaded 2-core machine, against 1.6x ``torch.randn`` on one thread).
+    to 50x slower with 2 threads on a loaded 2-core machine). Pieces small enough to stay on one thread by
+    themselves (torch splits only passes of 32,768 elements or more) cost more in per-op overhead than they save.
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
@@ -191,19 +214,24 @@ def counter_normal(keys: Tensor | Sequence[int], n: int, device: torch.device | 
     m = (n + 1) // 2
     out = torch.empty((k.shape[0], 2, m), dtype=torch.float32, device=k.device)
     if m and k.shape[0]:
-        chunk = _CPU_PAIRS_PER_CHUNK if k.device.type == "cpu" else _DEVICE_PAIRS_PER_CHUNK
+        chunk = BLOCK_PAIRS * (_CPU_PIECE_BLOCKS if k.device.type == "cpu" else _DEVICE_PIECE_BLOCKS)
+        step = min(m, chunk)                 # pairs of a row per piece: the whole row, or whole blocks of it
+        rows = min(k.shape[0], max(1, chunk // m))
         counters = _counters(m, k.device)
-        cols = min(m, chunk)                  # pieces of about `chunk` pairs: several rows, or part of one
-        rows = max(1, chunk // m)
-        x = torch.empty((min(rows, k.shape[0]), cols), dtype=torch.int64, device=k.device)
-        tmp, cos = torch.empty_like(x), torch.empty(x.shape, dtype=torch.float32, device=k.device)
+        work = (torch.empty(rows * step, dtype=torch.int64, device=k.device),
+                torch.empty(rows * step, dtype=torch.int64, device=k.device),
+                torch.empty(2 * rows * step, dtype=torch.float32, device=k.device),
+                torch.ones((), dtype=torch.float32, device=k.device),
+                torch.full((), 2.0 ** -64, dtype=torch.float32, device=k.device))
         with _one_cpu_thread(k.device):
             for a in range(0, k.shape[0], rows):
                 r = min(rows, k.shape[0] - a)
-                for c in range(0, m, cols):
-                    w = min(cols, m - c)
-                    _fill(out[a:a + r, :, c:c + w], k[a:a + r], counters[c:c + w],
-                          x[:r, :w], tmp[:r, :w], cos[:r, :w])
+                for c in range(0, m, step):
+                    w = min(step, m - c)
+                    whole = w // BLOCK_PAIRS * BLOCK_PAIRS     # whole blocks, then the row's last, shorter block
+                    for lo, hi, block in ((c, c + whole, BLOCK_PAIRS), (c + whole, c + w, w - whole)):
+                        if hi > lo:
+                            _fill(out[a:a + r, :, lo:hi], k[a:a + r], counters[lo:hi], block, work)
     flat = out.view(k.shape[0], 2 * m)
     return flat if 2 * m == n else flat[:, :n].contiguous()
 

@@ -37,16 +37,21 @@ def _int32(v: int) -> int:
     return v - 2 ** 32 if v >= 2 ** 31 else v
 
 
-def ref_normal(key: int, n: int) -> np.ndarray:
-    """Box-Muller of the documented uniforms: u and theta rounded to float32 as documented, the rest in float64."""
+def ref_normal(key: int, n: int, block: int | None = None) -> np.ndarray:
+    """The documented draw: words in blocks of `block` pairs, each block's 32-bit halves in memory order split into
+    s (first half) and a (second half); s and a pi / 2**32 rounded to float32 as documented, the rest in float64."""
+    block = sn.BLOCK_PAIRS if block is None else block
     m = (n + 1) // 2
     words = ref_words(key, m)
-    hi = np.array([_int32(w >> 32) for w in words], dtype=np.float64)
-    lo = np.array([_int32(w & 0xFFFFFFFF) for w in words], dtype=np.float64)
-    u = np.abs(2 * hi + 1).astype(np.float32).astype(np.float64) * 2.0 ** -32
-    theta = (lo.astype(np.float32) * np.float32(2 * math.pi / 2 ** 32)).astype(np.float64)
-    r = np.sqrt(-2 * np.log(u))
-    return np.concatenate([r * np.cos(theta), r * np.sin(theta)])[:n]
+    s, a = [], []
+    for start in range(0, m, block):
+        halves = [_int32(h) for w in words[start:start + block] for h in (w & 0xFFFFFFFF, w >> 32)]
+        s += halves[:len(halves) // 2]
+        a += halves[len(halves) // 2:]
+    s32 = np.array(s, dtype=np.int64).astype(np.float32).astype(np.float64)
+    half = (np.array(a, dtype=np.int64).astype(np.float32) * np.float32(math.pi / 2 ** 32)).astype(np.float64)
+    r = np.sqrt(-np.log(s32 ** 2 / 2.0 ** 62 + 2.0 ** -64))
+    return np.concatenate([r * np.cos(2 * half), r * np.sin(2 * half)])[:n]
 
 
 def _unsigned(t: torch.Tensor) -> list[int]:
@@ -75,13 +80,30 @@ def test_the_words_agree_bit_for_bit_with_a_python_splitmix64_stream():
         assert _unsigned(got[b]) == ref_words(key, 30)
 
 
-def test_the_float_step_is_within_its_stated_tolerance_of_float64():
+def test_the_float_step_is_within_its_stated_tolerance_of_float64(monkeypatch):
     keys = EDGE_KEYS + [stimulus_key(3, 1, "img07")]
-    got = counter_normal(keys, 2000).double().numpy()
-    for b, key in enumerate(keys):
-        ref = ref_normal(key, 2000)
-        r = np.sqrt(np.concatenate([ref[:1000] ** 2 + ref[1000:] ** 2] * 2))
-        assert np.all(np.abs(got[b] - ref) <= 1e-6 * (1 + r)), key
+    for block in (sn.BLOCK_PAIRS, 96):                  # one short block a row; 10 whole blocks and a short one
+        monkeypatch.setattr(sn, "BLOCK_PAIRS", block)
+        got = counter_normal(keys, 2000).double().numpy()
+        for b, key in enumerate(keys):
+            ref = ref_normal(key, 2000, block)
+            r = np.sqrt(np.concatenate([ref[:1000] ** 2 + ref[1000:] ** 2] * 2))
+            assert np.all(np.abs(got[b] - ref) <= 1e-6 * (1 + r)), (key, block)
+
+
+def test_the_half_angle_covers_the_circle_without_a_lost_sign():
+    """s and a at the ends of int32 and around 0 (theta near -pi and pi, where tan(theta / 2) is near -+inf, and at
+    0, +-pi / 2): the float step gives (r cos theta, r sin theta) within its tolerance."""
+    grid = [-2 ** 31, -2 ** 31 + 1, -2 ** 30, -1, 0, 1, 2 ** 30, 2 ** 31 - 1]
+    s, a = (np.array(v, dtype=np.int64).ravel() for v in np.meshgrid(grid, grid))
+    g, t = torch.tensor(s, dtype=torch.float32), torch.tensor(a, dtype=torch.float32)
+    cos, sin = torch.empty_like(g), torch.empty_like(g)
+    sn._box_muller_(g, t, cos, sin, torch.ones(()), torch.full((), 2.0 ** -64))
+    r = np.sqrt(-np.log(s.astype(np.float32).astype(np.float64) ** 2 / 2.0 ** 62 + 2.0 ** -64))
+    theta = 2 * (a.astype(np.float32) * np.float32(math.pi / 2 ** 32)).astype(np.float64)
+    for got, ref in ((cos, r * np.cos(theta)), (sin, r * np.sin(theta))):
+        assert np.all(np.abs(got.double().numpy() - ref) <= 1e-6 * (1 + r))
+    assert r.max() == pytest.approx(math.sqrt(64 * math.log(2)), rel=1e-6)   # s = 0: the largest radius, finite
 
 
 def test_an_odd_count_is_the_even_draw_without_its_last_sine():
@@ -93,10 +115,11 @@ def test_an_odd_count_is_the_even_draw_without_its_last_sine():
 
 def test_a_row_depends_on_its_key_only_whatever_the_chunking(monkeypatch):
     keys = [stimulus_key(0, 0, f"s{i}") for i in range(5)]
-    whole = counter_normal(keys, 101)                               # 51 pairs a row
-    np.testing.assert_allclose(whole[3].double().numpy(), ref_normal(keys[3], 101), rtol=0, atol=1e-5)
-    for chunk in (20, 60, 120):          # part of a row (a short last piece), one row, two rows (a short last group)
-        monkeypatch.setattr(sn, "_CPU_PAIRS_PER_CHUNK", chunk)
+    monkeypatch.setattr(sn, "BLOCK_PAIRS", 8)                       # 51 pairs a row: 6 whole blocks and one of 3
+    whole = counter_normal(keys, 101)
+    np.testing.assert_allclose(whole[3].double().numpy(), ref_normal(keys[3], 101, 8), rtol=0, atol=1e-5)
+    for blocks in (2, 7, 13):         # pieces of part of a row (a short last piece), one row, two rows (a short last group)
+        monkeypatch.setattr(sn, "_CPU_PIECE_BLOCKS", blocks)
         assert torch.equal(counter_normal(keys, 101), whole)
         assert torch.equal(counter_normal(keys[::-1], 101), whole.flip(0))
         assert torch.equal(counter_normal(keys[2:3], 101), whole[2:3])

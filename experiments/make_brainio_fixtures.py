@@ -56,6 +56,8 @@ STIMULI = "test.tiny"
 OBJECTS = ["car", "dog"]
 N_STIMULI, N_REPS = 8, 3
 NEURAL_COMMON = "brainscore_vision/benchmark_helpers/neural_common.py"
+#: The folder of the composite cache (experiments/make_brainio_composite.py).
+COMPOSITE = "composite"
 
 
 def _average_repetition(repo: Path, commit: str):
@@ -165,12 +167,180 @@ def _in_sha1_folder(path: Path) -> Path:
     return target
 
 
+# -- the composite cache: enough data for Brain-Score's composite (V4, IT, behaviour) ---------------------------
+
+COMPOSITE_STIMULI = "test.objects4"
+COMPOSITE_NEURAL = "test.Objects2026.neural"
+COMPOSITE_BEHAVIOUR = "test.Objects2026.behaviour"
+COMPOSITE_OBJECTS = ["disk", "square", "triangle", "cross"]
+PER_OBJECT, TESTED_PER_OBJECT, SIDE = 24, 6, 32
+#: Trials per tested image and distractor: both halves of Brain-Score's split must see every pair.
+TRIALS_PER_PAIR = 14
+N_V4, N_IT, COMPOSITE_REPS = 8, 8, 4
+
+
+def _draw(obj: str, rng: np.random.Generator) -> tuple[Image.Image, dict]:
+    """One ``SIDE`` x ``SIDE`` RGB image of ``obj`` at a random position, size, colour and background."""
+    from PIL import ImageDraw
+
+    size = float(rng.uniform(0.3, 0.7))
+    cx, cy = rng.uniform(0.3, 0.7, 2)
+    colour = tuple(int(v) for v in rng.integers(60, 256, 3))
+    background = int(rng.integers(0, 90))
+    img = Image.new("RGB", (SIDE, SIDE), (background,) * 3)
+    draw = ImageDraw.Draw(img)
+    r = size * SIDE / 2
+    x, y = cx * SIDE, cy * SIDE
+    if obj == "disk":
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
+    elif obj == "square":
+        draw.rectangle([x - r, y - r, x + r, y + r], fill=colour)
+    elif obj == "triangle":
+        draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=colour)
+    else:
+        w = r / 3
+        draw.rectangle([x - r, y - w, x + r, y + w], fill=colour)
+        draw.rectangle([x - w, y - r, x + w, y + r], fill=colour)
+    meta = {"size": round(size, 4), "tx": round(float(cx), 4), "ty": round(float(cy), 4),
+            "contrast": round((np.mean(colour) - background) / 255, 4)}
+    return img, meta
+
+
+def _composite_stimuli(rng: np.random.Generator, images: Path):
+    """A proto StimulusSet: ``PER_OBJECT`` images of each of 4 objects, the first ``TESTED_PER_OBJECT`` in trials."""
+    from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet
+
+    rows, paths, pixels = [], {}, {}
+    for obj in COMPOSITE_OBJECTS:
+        for k in range(PER_OBJECT):
+            sid = f"{obj}{k:02d}"
+            img, meta = _draw(obj, rng)
+            paths[sid] = images / f"{sid}.png"
+            img.save(paths[sid], optimize=True)
+            pixels[sid] = np.asarray(img, dtype=np.float64) / 255
+            rows.append({"stimulus_id": sid, "object_name": obj, **meta,
+                         "split": "behaviour" if k < TESTED_PER_OBJECT else "fitting"})
+    proto = StimulusSet(pd.DataFrame(rows))
+    proto.stimulus_paths = paths
+    proto.get_stimulus = lambda sid: str(paths[sid])
+    return proto, pixels
+
+
+def _composite_neural(rng: np.random.Generator, proto, pixels: dict):
+    """V4 neuroids linear in the 8 x 8 grey image, IT neuroids in the object and the image's size; noisy repeats."""
+    from brainscore_core.supported_data_standards.brainio.assemblies import NeuroidAssembly
+
+    ids = proto["stimulus_id"].tolist()
+    grey = np.stack([pixels[s].mean(2).reshape(8, SIDE // 8, 8, SIDE // 8).mean((1, 3)).ravel() for s in ids])
+    onehot = (proto["object_name"].to_numpy()[:, None] == np.array(COMPOSITE_OBJECTS)[None]).astype(float)
+    v4 = grey @ rng.normal(0, 1, (grey.shape[1], N_V4))
+    it = onehot @ rng.normal(0, 1, (4, N_IT)) + proto["size"].to_numpy()[:, None] * rng.normal(0, 2, (1, N_IT))
+    clean = np.concatenate([(v4 - v4.mean(0)) / v4.std(0), (it - it.mean(0)) / it.std(0)], axis=1)
+    n_units = N_V4 + N_IT
+    order = rng.permutation(len(ids) * COMPOSITE_REPS)
+    stim = np.repeat(np.arange(len(ids)), COMPOSITE_REPS)[order]
+    rep = np.tile(np.arange(COMPOSITE_REPS), len(ids))[order]
+    late = 0.5 * clean + rng.normal(0, 0.8, clean.shape)          # the 170-270 ms bin: weaker, other noise
+    values = np.stack([clean[stim] + rng.normal(0, 0.6, (stim.size, n_units)),
+                       late[stim] + rng.normal(0, 0.6, (stim.size, n_units))], axis=2)
+    assembly = NeuroidAssembly((5.0 + values).astype(np.float32), coords={
+        "stimulus_id": ("presentation", np.asarray(ids)[stim]), "repetition": ("presentation", rep),
+        "neuroid_id": ("neuroid", [f"n{k:02d}" for k in range(n_units)]),
+        "region": ("neuroid", ["V4"] * N_V4 + ["IT"] * N_IT),
+        "animal": ("neuroid", ["m1", "m2"] * (n_units // 2)),
+        "time_bin_start": ("time_bin", [70, 170]), "time_bin_end": ("time_bin", [170, 270])},
+        dims=["presentation", "neuroid", "time_bin"])
+    assembly.attrs["stimulus_set_identifier"] = COMPOSITE_STIMULI
+    assembly.validate()
+    return assembly
+
+
+def _composite_behaviour(rng: np.random.Generator, proto):
+    """Binary choices on the tested images, ``TRIALS_PER_PAIR`` per image and distractor, in shuffled order.
+
+    A simulated observer whose d' falls with the image's size and contrast and depends on the
+    object pair; the coordinates of Rajalingham 2018 (``stimulus_id``, ``sample_obj``,
+    ``dist_obj``, ``worker_id``; the chosen object as the values).
+    """
+    from brainscore_core.supported_data_standards.brainio.assemblies import BehavioralAssembly
+
+    tested = proto[proto["split"] == "behaviour"]
+    confusion = rng.normal(0, 0.5, (4, 4))
+    rows = []
+    for sid, obj, size, contrast in tested[["stimulus_id", "object_name", "size", "contrast"]].itertuples(index=False):
+        t = COMPOSITE_OBJECTS.index(obj)
+        for c, dist in enumerate(COMPOSITE_OBJECTS):
+            if c == t:
+                continue
+            d = 1.0 + 8 * (size - 0.5) + 3 * (contrast - 0.4) + confusion[t, c]   # small, dim images are hard
+            for _ in range(TRIALS_PER_PAIR):
+                correct = rng.random() < 1 / (1 + np.exp(-d))
+                rows.append((sid, obj, dist, obj if correct else dist, int(rng.integers(0, 5))))
+    rows = [rows[i] for i in rng.permutation(len(rows))]
+    df = pd.DataFrame(rows, columns=["stimulus_id", "sample_obj", "dist_obj", "choice", "worker_id"])
+    assembly = BehavioralAssembly(df["choice"].to_numpy().astype(str), coords={
+        name: ("presentation", df[name].to_numpy()) for name in df.columns if name != "choice"},
+        dims=["presentation"])                       # the values are the chosen objects, as Rajalingham 2018
+    assembly.attrs["stimulus_set_identifier"] = COMPOSITE_STIMULI
+    assembly.validate()
+    return assembly
+
+
+def write_composite_cache(root: Path) -> None:
+    """A Brain-Score cache folder with a stimulus set, a V4 + IT neural assembly and a behavioural assembly.
+
+    Layouts as :func:`main`'s fixtures: the neural assembly in ``assy_<id>/``, the behavioural
+    assembly and the stimulus csv and zip each in a ``<sha1>/`` folder.
+    """
+    from brainscore_core.supported_data_standards.brainio.packaging import create_stimulus_csv, create_stimulus_zip
+    from brainscore_core.supported_data_standards.brainio.s3 import sha1_hash
+
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(2027)
+
+    def in_sha1_folder(path: Path) -> None:
+        target = root / sha1_hash(path) / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), target)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        (tmp_path / "images").mkdir()
+        proto, pixels = _composite_stimuli(rng, tmp_path / "images")
+        store = "stimulus_" + COMPOSITE_STIMULI.replace(".", "_")
+        _, arcnames = create_stimulus_zip(proto, str(tmp_path / f"{store}.zip"))
+        table = proto.copy()
+        table["filename"] = arcnames
+        create_stimulus_csv(table, str(tmp_path / f"{store}.csv"))
+        in_sha1_folder(tmp_path / f"{store}.csv")
+        in_sha1_folder(tmp_path / f"{store}.zip")
+        neural_store = "assy_" + COMPOSITE_NEURAL.replace(".", "_")
+        _write_assembly(_composite_neural(rng, proto, pixels), root / neural_store / f"{neural_store}.nc")
+        behaviour_store = "assy_" + COMPOSITE_BEHAVIOUR.replace(".", "_")
+        in_sha1_folder(_write_assembly(_composite_behaviour(rng, proto), tmp_path / f"{behaviour_store}.nc"))
+
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("vision_repo", type=Path, help="a clone (or bare repository) of brain-score/vision")
+    parser.add_argument("vision_repo", type=Path, nargs="?", default=None,
+                        help="a clone (or bare repository) of brain-score/vision (needed for --part tiny/all)")
     parser.add_argument("--commit", default="c642dbe42aae3ed064bc0b66f70a80b264021164")
+    parser.add_argument("--part", choices=["tiny", "composite", "all"], default="all",
+                        help="tiny: the format fixtures and readback.json; composite: the cache in composite/")
     args = parser.parse_args()
+    if args.part in ("composite", "all"):
+        write_composite_cache(OUT / COMPOSITE)
+        print(f"wrote {OUT / COMPOSITE}")
+    if args.part in ("tiny", "all"):
+        if args.vision_repo is None:
+            parser.error("--part tiny/all needs vision_repo (for Brain-Score's average_repetition)")
+        _tiny(args)
 
+
+def _tiny(args) -> None:
     from brainscore_core.supported_data_standards.brainio.assemblies import (AssemblyLoader, BehavioralAssembly,
                                                                               NeuroidAssembly,
                                                                               StimulusMergeAssemblyLoader)
@@ -179,9 +349,10 @@ def main() -> None:
     from brainscore_core.supported_data_standards.brainio.stimuli import StimulusSet, StimulusSetLoader
 
     average_repetition = _average_repetition(args.vision_repo, args.commit)
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    for old in OUT.iterdir():        # everything but the composite cache, which --part composite writes
+        if old.name != COMPOSITE:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
     rng = np.random.default_rng(2026)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)

@@ -10,3 +10,6 @@ from neuroreg.behaviour.readout import ProbabilitiesReadout as ProbabilitiesRead
 from neuroreg.behaviour.readout import choice_probabilities as choice_probabilities
 from neuroreg.behaviour.readout import readout_features as readout_features
 from neuroreg.behaviour.readout import BRAINSCORE_READOUT_C as BRAINSCORE_READOUT_C
+from neuroreg.behaviour.dprime import image_dprimes as image_dprimes
+from neuroreg.behaviour.composite import brainscore_composite as brainscore_composite
+from neuroreg.behaviour.composite import BRAINSCORE_I2N_VERSION as BRAINSCORE_I2N_VERSION

@@ -17,7 +17,16 @@ harmonization 0.0.9, the released TensorFlow code):
    downsamplings (the release builds a fifth one but leaves it out of the mean).
 
 The saliency and everything after it are computed in float32, also under
-mixed precision (the release casts the gradient to float32). The logits and the
+mixed precision (the release casts the gradient to float32).
+
+Stochastic networks (the VOneBlock's noise, in training and evaluation alike):
+with ``draws = k > 1`` the batch enters the network ``k`` times in one forward
+pass (``images.repeat(k, 1, 1, 1)``, each copy with its own noise), and the
+saliency is the mean over the ``k`` draws of the gradient, i.e. the gradient of
+the mean true-class logit (an expectation-over-transformation estimate). With
+``k = 1`` (the default, and the release's setting for its deterministic
+networks) the saliency of a stochastic network is that of the one noise draw
+of the step: unbiased for the mean gradient, noisier. The logits and the
 saliency come from the *same* forward pass as the task loss: the term runs no
 forward pass of its own, so BatchNorm running statistics are updated once per
 step; in training mode the saliency of an image depends on the other images of
@@ -109,29 +118,42 @@ def harmonization_term(saliency: Tensor, human_maps: Tensor, tokens: Tensor | No
         return pyramidal_mse(sal, human, None if tokens is None else tokens.to(sal.dtype), levels)
 
 
-def input_saliency(logits: Tensor, images: Tensor, labels: Tensor, create_graph: bool = True) -> Tensor:
-    """Gradient of the true-class logits with respect to the images, averaged over channels.
+def input_saliency(logits: Tensor, images: Tensor, labels: Tensor, create_graph: bool = True,
+                   draws: int = 1) -> Tensor:
+    """Gradient of the true-class logits with respect to the images, averaged over channels (and noise draws).
 
-    logits: ``(B, C)`` computed from ``images (B, channels, H, W)``, which must have
-    had ``requires_grad=True`` before the forward pass; labels: ``(B,)`` class
-    indices or ``(B, C)`` one-hot (or soft) labels, the score being
+    logits: ``(draws * B, C)`` computed from ``images (B, channels, H, W)`` (repeated
+    ``draws`` times, ``images.repeat(draws, 1, 1, 1)``, for a stochastic network),
+    which must have had ``requires_grad=True`` before the forward pass; labels:
+    ``(B,)`` class indices or ``(B, C)`` one-hot (or soft) labels, the score being
     ``sum(logits * labels, -1)`` as in the release. Returns ``(B, H, W)`` float32
-    (float64 for float64 images), in logit units per unit of input.
-    ``create_graph=True`` keeps the graph so a loss on the saliency trains the network.
+    (float64 for float64 images), in logit units per unit of input: the mean over
+    the draws of each draw's gradient. ``create_graph=True`` keeps the graph so a
+    loss on the saliency trains the network.
     """
+    draws = _check_draws(draws)
     if images.ndim != 4:
         raise ShapeError(f"images must be (B, channels, H, W); got shape {tuple(images.shape)}")
     if not images.requires_grad:
         raise ValueError("images must have requires_grad=True before the forward pass that gave the logits "
                          "(images.requires_grad_(True)); got a tensor without gradient")
-    if logits.ndim != 2 or logits.shape[0] != images.shape[0]:
-        raise ShapeError(f"logits must be (B, classes) for the B={images.shape[0]} images; "
-                         f"got shape {tuple(logits.shape)}")
+    if logits.ndim != 2 or logits.shape[0] != draws * images.shape[0]:
+        raise ShapeError(f"logits must be (draws * B, classes) = ({draws} * {images.shape[0]}, classes) for the "
+                         f"B={images.shape[0]} images; got shape {tuple(logits.shape)}")
+    if draws > 1:
+        labels = labels.repeat(draws, *([1] * (labels.ndim - 1)))
     score = _true_class_score(_at_least_float32(logits), labels)
     (grad,) = torch.autograd.grad(score.sum(), images, create_graph=create_graph, allow_unused=True)
     if grad is None:
         raise ValueError("the logits do not depend on images: pass the tensor the logits were computed from")
-    return _at_least_float32(grad).mean(dim=1)
+    saliency = _at_least_float32(grad).mean(dim=1)
+    return saliency / draws if draws > 1 else saliency
+
+
+def _check_draws(draws: int) -> int:
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws (noise draws per image) must be an integer >= 1; got {draws!r}")
+    return draws
 
 
 def _true_class_score(logits: Tensor, labels: Tensor) -> Tensor:
@@ -150,28 +172,35 @@ def _true_class_score(logits: Tensor, labels: Tensor) -> Tensor:
     return (logits * labels.to(logits.dtype)).sum(-1)
 
 
-def saliency_maps(model: nn.Module, images: Tensor, labels: Tensor, create_graph: bool = False) -> Tensor:
+def saliency_maps(model: nn.Module, images: Tensor, labels: Tensor, create_graph: bool = False,
+                  draws: int = 1) -> Tensor:
     """The model's input saliency ``(B, H, W)`` (see :func:`input_saliency`) from one forward pass of ``images``.
 
-    Runs ``model`` in its current mode: in training mode this pass updates
-    BatchNorm statistics, so a training step uses :func:`input_saliency` on its own logits instead.
+    images: ``(B, channels, H, W)`` as the model takes them; labels: ``(B,)`` or
+    ``(B, C)``; ``draws``: noise draws of a stochastic model, averaged (the batch
+    enters ``draws`` times in the one pass). Runs ``model`` in its current mode:
+    in training mode this pass updates BatchNorm statistics, so a training step
+    uses :func:`input_saliency` on its own logits instead. Works inside
+    ``torch.no_grad()`` and ``torch.inference_mode()`` (the images are copied out of it).
     """
-    x = images.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(x)
-        return input_saliency(logits, x, labels, create_graph=create_graph)
+    draws = _check_draws(draws)
+    with torch.inference_mode(False), torch.enable_grad():
+        x = images.detach().clone().requires_grad_(True)
+        logits = model(x.repeat(draws, 1, 1, 1) if draws > 1 else x)
+        return input_saliency(logits, x, labels.clone(), create_graph=create_graph, draws=draws)
 
 
 def harmonization_loss(logits: Tensor, images: Tensor, labels: Tensor, human_maps: Tensor,
-                       tokens: Tensor | None = None, *, levels: int = 5) -> Tensor:
+                       tokens: Tensor | None = None, *, levels: int = 5, draws: int = 1) -> Tensor:
     """The harmonization term of a training step: :func:`harmonization_term` of :func:`input_saliency`.
 
-    logits ``(B, C)`` from ``images (B, channels, H, W)`` (``requires_grad=True``
-    before that forward pass); labels ``(B,)`` or ``(B, C)``; human_maps
-    ``(B, H, W)``; tokens ``(B,)``. Differentiable in the network's parameters
-    (double backpropagation). Returns the unweighted 0-d float32 loss.
+    logits ``(draws * B, C)`` from ``images (B, channels, H, W)`` (``requires_grad=True``
+    before that forward pass; repeated ``draws`` times for a stochastic network);
+    labels ``(B,)`` or ``(B, C)``; human_maps ``(B, H, W)``; tokens ``(B,)``.
+    Differentiable in the network's parameters (double backpropagation). Returns
+    the unweighted 0-d float32 loss.
     """
-    saliency = input_saliency(logits, images, labels, create_graph=True)
+    saliency = input_saliency(logits, images, labels, create_graph=True, draws=draws)
     return harmonization_term(saliency, human_maps, tokens, levels)
 
 
@@ -182,6 +211,10 @@ class HarmonizationLoss(nn.Module):
     ----------
     weight: multiplier in the total loss (the release's ``lambda_harmonization``, 1.0).
     levels: pyramid levels of the MSE (the release's ``nb_levels``, 5).
+    noise_draws: forward passes of each image whose saliencies are averaged, for
+        a stochastic network (``vone_*``: a fresh VOneBlock noise draw per copy);
+        1 (the default) for a deterministic one, where more draws only cost time.
+        In a training step the copies also enter the cross-entropy (the mean over draws).
     schedule: ``None`` (constant), a :class:`WeightSchedule` or a callable
         ``step -> factor``; the effective weight is ``weight * schedule(step)``.
     name: tag in logs; defaults to ``"harmonization"``.
@@ -193,7 +226,7 @@ class HarmonizationLoss(nn.Module):
 
     kind = "harmonization"
 
-    def __init__(self, weight: float = 1.0, levels: int = 5,
+    def __init__(self, weight: float = 1.0, levels: int = 5, noise_draws: int = 1,
                  schedule: WeightSchedule | Callable[[int], float] | None = None, name: str | None = None) -> None:
         super().__init__()
         if not weight >= 0:
@@ -202,6 +235,7 @@ class HarmonizationLoss(nn.Module):
             raise ValueError(f"levels must be an integer >= 1; got {levels!r}")
         self.weight = float(weight)
         self.levels = levels
+        self.noise_draws = _check_draws(noise_draws)
         self.schedule = schedule
         self._name = name
 
@@ -215,10 +249,11 @@ class HarmonizationLoss(nn.Module):
 
     def forward(self, logits: Tensor, images: Tensor, labels: Tensor, human_maps: Tensor,
                 tokens: Tensor | None = None) -> Tensor:
-        return harmonization_loss(logits, images, labels, human_maps, tokens, levels=self.levels)
+        return harmonization_loss(logits, images, labels, human_maps, tokens, levels=self.levels,
+                                  draws=self.noise_draws)
 
     def extra_repr(self) -> str:
-        return f"weight={self.weight}, levels={self.levels}"
+        return f"weight={self.weight}, levels={self.levels}, noise_draws={self.noise_draws}"
 
 
 def _at_least_float32(t: Tensor) -> Tensor:

@@ -25,7 +25,6 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from neuroreg._utils.io import PathLock, check_output_target
-from neuroreg.data.folders import AlignedDataModule
 from neuroreg.errors import OutputError
 from neuroreg.training.callbacks.scorecard import ScorecardCallback
 from neuroreg.training.checkpointing import LOCK_NAME, AtomicCheckpointIO, ResumableCheckpoint, resolve_resume_path
@@ -89,7 +88,7 @@ def _is_main_process() -> bool:
 
 def build_cli(argv: Sequence[str] | None, cli_class: type[NeuroregCLI] = NeuroregCLI,
               model_class: type[LightningModule] = BrainRegularizedModule,
-              datamodule_class: type[LightningDataModule] = AlignedDataModule,
+              datamodule_class: type[LightningDataModule] = LightningDataModule,
               description: str | None = None) -> NeuroregCLI:
     """Parse ``argv`` and instantiate the model, data module and trainer of ``cli_class``, without fitting.
 
@@ -213,7 +212,7 @@ def fit_cli(cli: NeuroregCLI, *, on_start: Callable[[], None] | None = None) -> 
 
 def run_cli(argv: Sequence[str] | None, cli_class: type[NeuroregCLI] = NeuroregCLI,
             model_class: type[LightningModule] = BrainRegularizedModule,
-            datamodule_class: type[LightningDataModule] = AlignedDataModule, description: str | None = None) -> int:
+            datamodule_class: type[LightningDataModule] = LightningDataModule, description: str | None = None) -> int:
     """Build and fit (:func:`build_cli`, :func:`fit_cli`): the body of ``neuroreg train`` and ``neuroreg finetune``.
     Lightning's start-up lines appear once every check has passed, so an error before the first step is the only
     line on stderr."""

@@ -1,13 +1,24 @@
-"""BrainRegularizedModule: task cross-entropy plus alignment terms that pull model areas toward neural data.
+"""BrainRegularizedModule: task cross-entropy plus alignment terms that pull model areas toward neural data,
+and the Neural Harmonizer term that pulls the model's saliency toward human importance maps.
 
 loss = CE(logits, labels; label_smoothing) + sum_k w_k(step) * L_k(area_k activations on neural stimuli)
+       + lambda(step) * L_harm(saliency of the task images, human maps, tokens)
 
 Neural stimuli ride along in each training batch (see :mod:`neuroreg.data.folders`):
 task and neural images go through the backbone in one forward pass, the task
 part feeds the cross-entropy and the neural part feeds the alignment terms
 through forward hooks on the aligned areas (gradients kept). Recipes:
 Dapello et al. (2023) CKA alignment of IT; Li et al. (2019) similarity-matrix
-regularizer.
+regularizer; Fel et al. (2022) harmonization (:class:`~neuroreg.alignment.HarmonizationLoss`).
+
+Harmonization batches also carry ``"heatmap"`` ``(B, H, W)`` (or ``(B, 1, H, W)``)
+human importance maps on the images' pixels and ``"token"`` ``(B,)`` (1 where an
+image has a map, 0 otherwise; all 1 when absent); a tuple batch in the release's
+order ``(images, heatmaps, tokens, labels)`` (or ``(images, heatmaps, labels)``)
+is read the same way. The images get ``requires_grad`` before the one forward
+pass whose logits feed both the cross-entropy and the saliency (the gradient of
+the true-class logit with respect to the images, kept in the graph: double
+backpropagation), so BatchNorm statistics are updated once per step.
 """
 
 from __future__ import annotations
@@ -23,11 +34,19 @@ from torch import Tensor, nn
 
 from neuroreg._utils.capture import capture_outputs
 from neuroreg.alignment.base import AlignmentLoss
+from neuroreg.alignment.harmonization import HarmonizationLoss, harmonization_term, saliency_maps
 from neuroreg.scoring.classification import topk_accuracy
-from neuroreg.errors import StimulusMismatchError, UnknownNameError
+from neuroreg.errors import ShapeError, StimulusMismatchError, UnknownNameError
 from neuroreg.features.extraction import resolve_layers
 
-__all__ = ["BrainRegularizedModule", "capture_outputs", "topk_accuracy"]
+__all__ = ["BrainRegularizedModule", "capture_outputs", "topk_accuracy", "WEIGHT_DECAY_EXCLUDES"]
+
+#: which parameters get no weight decay: ``"bias_and_norm"`` every parameter with at most one dimension
+#: (biases, normalisation scales and shifts); ``"norm"`` the release's Neural Harmonizer rule: the
+#: parameters of normalisation layers, embeddings and class tokens only (biases decay)
+WEIGHT_DECAY_EXCLUDES = ("bias_and_norm", "norm")
+_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.RMSNorm)
+_NO_DECAY_NAMES = ("norm", "bn", "embed", "cls_token", "class_token")   # the release's name filter, torch names
 
 
 class _Hyperparameters(Protocol):
@@ -39,6 +58,7 @@ class _Hyperparameters(Protocol):
     momentum: float
     nesterov: bool
     weight_decay: float
+    weight_decay_exclude: str
     scheduler: str
     warmup_steps: int
     min_lr_ratio: float
@@ -71,9 +91,19 @@ class BrainRegularizedModule(L.LightningModule):
         ``areas``, then the model's area map (:func:`neuroreg.area_layers`), then
         as a module name. An unknown area raises here, before any training.
     areas: optional area alias -> module name map overriding the model's.
-    label_smoothing: of the cross-entropy.
-    optimizer: ``"sgd"`` (momentum, Nesterov) or ``"adamw"``; no weight decay
-        on biases and normalisation parameters.
+    harmonization: the Neural Harmonizer term
+        (:class:`~neuroreg.alignment.HarmonizationLoss`; its ``weight`` is the
+        release's ``lambda_harmonization``, 1.0 by default), or None. Needs batches
+        with human maps (module docstring), e.g. from
+        :class:`~neuroreg.data.SalientPatternsDataModule`.
+    label_smoothing: of the cross-entropy (the released harmonization recipe: 0.1).
+    optimizer: ``"sgd"`` (momentum, Nesterov) or ``"adamw"``.
+    weight_decay: its coefficient; with SGD it equals an L2 penalty
+        ``weight_decay * sum(w**2) / 2`` in the loss (the released harmonization
+        recipe: 1e-5); AdamW decays decoupled from the gradient.
+    weight_decay_exclude: ``"bias_and_norm"`` (default: no decay on biases and
+        normalisation parameters) or ``"norm"`` (the released harmonization recipe:
+        only normalisation parameters, embeddings and class tokens are spared).
     scheduler: ``"cosine"`` (per step, after ``warmup_steps`` linear warmup, down
         to ``min_lr_ratio * lr``), ``"step"`` (x ``gamma`` every ``step_size``
         epochs) or ``"none"``.
@@ -85,7 +115,9 @@ class BrainRegularizedModule(L.LightningModule):
     Logged: ``train/loss``, ``train/task_loss``, ``train/<term>`` (unweighted),
     ``train/<term>_weight``, ``train/acc1``, ``train/acc5``; ``val/loss``,
     ``val/acc1``, ``val/acc5`` and ``val/cka_<area>``: CKA between the area and its
-    target on the held-out neural stimuli.
+    target on the held-out neural stimuli; with a harmonization term,
+    ``train/harmonization`` and ``val/harmonization`` (the term on held-out images
+    with maps, the model in evaluation mode).
     """
 
     def __init__(self, backbone: nn.Module, alignment: Sequence[AlignmentLoss] | None = None,
@@ -93,8 +125,15 @@ class BrainRegularizedModule(L.LightningModule):
                  optimizer: Literal["sgd", "adamw"] = "sgd", lr: float = 0.1, momentum: float = 0.9,
                  nesterov: bool = True, weight_decay: float = 1e-4,
                  scheduler: Literal["cosine", "step", "none"] = "cosine", warmup_steps: int = 0,
-                 min_lr_ratio: float = 0.0, step_size: int = 30, gamma: float = 0.1) -> None:
+                 min_lr_ratio: float = 0.0, step_size: int = 30, gamma: float = 0.1,
+                 harmonization: HarmonizationLoss | None = None,
+                 weight_decay_exclude: Literal["bias_and_norm", "norm"] = "bias_and_norm") -> None:
         super().__init__()
+        if weight_decay_exclude not in WEIGHT_DECAY_EXCLUDES:
+            raise ValueError(f"weight_decay_exclude must be one of {WEIGHT_DECAY_EXCLUDES}; "
+                             f"got {weight_decay_exclude!r}")
+        if harmonization is not None and not isinstance(harmonization, HarmonizationLoss):
+            raise TypeError(f"harmonization must be a HarmonizationLoss or None; got {type(harmonization).__name__}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
         if optimizer not in ("sgd", "adamw"):
@@ -103,8 +142,9 @@ class BrainRegularizedModule(L.LightningModule):
             raise ValueError(f"scheduler must be 'cosine', 'step' or 'none'; got {scheduler!r}")
         if not lr > 0:
             raise ValueError(f"lr must be > 0; got {lr}")
-        self.save_hyperparameters(ignore=["backbone", "alignment"])
+        self.save_hyperparameters(ignore=["backbone", "alignment", "harmonization"])
         self.backbone = backbone
+        self.harmonization = harmonization
         terms = list(alignment or [])
         for t in terms:
             if not isinstance(t, AlignmentLoss):
@@ -198,7 +238,8 @@ class BrainRegularizedModule(L.LightningModule):
         same_area = sum(1 for u in self._terms if u.area == t.area)
         return f"val/cka_{t.area}" if same_area == 1 else f"val/cka_{t.name}"
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor] | Sequence[Tensor], batch_idx: int) -> Tensor:
+        batch = _as_dict(batch)
         x, y = batch["image"], batch["label"]
         b = x.shape[0]
         step = self.global_step
@@ -206,32 +247,50 @@ class BrainRegularizedModule(L.LightningModule):
         weights = [t.weight_at(step) for t in terms]
         active = [i for i, w in enumerate(weights) if w > 0]
         use_neural = bool(active) and "neural_image" in batch
-        inputs = torch.cat([x, batch["neural_image"].to(x.dtype)]) if use_neural else x
+        harm = self.harmonization
+        harm_weight = 0.0 if harm is None else harm.weight_at(step)
+        draws = 1
+        if harm is not None and harm_weight > 0:
+            _check_maps_in(batch, harm)
+            x = x.detach().requires_grad_(True)   # the saliency is d logit / d image of this very forward pass
+            draws = harm.noise_draws
+        task_x = x.repeat(draws, 1, 1, 1) if draws > 1 else x
+        inputs = torch.cat([task_x, batch["neural_image"].to(x.dtype)]) if use_neural else task_x
         hooks = {terms[i].area: self.area_modules[terms[i].area] for i in active} if use_neural else {}
         with capture_outputs(self.backbone, hooks) as acts:
             logits = self.backbone(inputs)
         acts.require()
-        task_logits = logits[:b]
-        task_loss = self.task_loss(task_logits, y)
+        n_task = draws * b
+        task_logits = logits[:n_task]
+        task_y = y.repeat(draws) if draws > 1 else y
+        task_loss = self.task_loss(task_logits, task_y)
         loss = task_loss
         for i in active if use_neural else ():
             t = terms[i]
-            term = t(acts[t.area][b:], self._rows_for(i, batch["neural_index"]))
+            term = t(acts[t.area][n_task:], self._rows_for(i, batch["neural_index"]))
             loss = loss + weights[i] * term
             self.log(f"train/{t.name}", term.detach(), on_step=True, on_epoch=True, batch_size=b)
         for i, t in enumerate(terms):
             self.log(f"train/{t.name}_weight", weights[i], on_step=True, on_epoch=False, batch_size=b)
+        if harm is not None:
+            if harm_weight > 0:
+                term = harm(task_logits, x, y, batch["heatmap"], batch.get("token"))
+                loss = loss + harm_weight * term
+                self.log(f"train/{harm.name}", term.detach(), on_step=True, on_epoch=True, batch_size=b)
+            self.log(f"train/{harm.name}_weight", harm_weight, on_step=True, on_epoch=False, batch_size=b)
         with torch.no_grad():
             self.log_dict({"train/task_loss": task_loss.detach(), "train/loss": loss.detach(),
-                           "train/acc1": topk_accuracy(task_logits, y, 1),
-                           "train/acc5": topk_accuracy(task_logits, y, 5)},
+                           "train/acc1": topk_accuracy(task_logits, task_y, 1),
+                           "train/acc5": topk_accuracy(task_logits, task_y, 5)},
                           on_step=True, on_epoch=True, prog_bar=False, batch_size=b)
         return loss
 
     def on_validation_epoch_start(self) -> None:
         self._val_store = {}
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(self, batch: dict[str, Tensor] | Sequence[Tensor], batch_idx: int,
+                        dataloader_idx: int = 0) -> None:
+        batch = _as_dict(batch)
         if "image" in batch:
             x, y = batch["image"], batch["label"]
             logits = self.backbone(x)
@@ -239,6 +298,12 @@ class BrainRegularizedModule(L.LightningModule):
                            "val/acc5": topk_accuracy(logits, y, 5)},
                           on_epoch=True, sync_dist=True, batch_size=x.shape[0], add_dataloader_idx=False,
                           prog_bar=True)
+            harm = self.harmonization
+            if harm is not None and "heatmap" in batch:
+                saliency = saliency_maps(self.backbone, x, y, draws=harm.noise_draws)
+                term = harmonization_term(saliency, batch["heatmap"], batch.get("token"), harm.levels)
+                self.log(f"val/{harm.name}", term, on_epoch=True, sync_dist=True, batch_size=x.shape[0],
+                         add_dataloader_idx=False)
             return
         if not len(self.alignment):
             return
@@ -268,11 +333,7 @@ class BrainRegularizedModule(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> OptimizerLRScheduler:
         hp = self._hp
-        decay: list[nn.Parameter] = []
-        no_decay: list[nn.Parameter] = []
-        for p in self.backbone.parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 else decay).append(p)
+        decay, no_decay = _decay_split(self.backbone, hp.weight_decay_exclude)
         groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": hp.weight_decay},
                                         {"params": no_decay, "weight_decay": 0.0}]
         return self._optimizer_and_schedule(groups)
@@ -313,6 +374,67 @@ class BrainRegularizedModule(L.LightningModule):
             if "cuda" in self._rng_to_restore and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(self._rng_to_restore["cuda"])
             self._rng_to_restore = None
+
+
+def _decay_split(model: nn.Module, exclude: str) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(decayed, not decayed) trainable parameters of ``model`` under the rule ``exclude`` (:data:`WEIGHT_DECAY_EXCLUDES`).
+
+    ``"norm"`` spares the parameters of normalisation layers (by type, and by the
+    release's name filter: a name containing ``norm``, ``bn``, ``embed``,
+    ``cls_token`` or ``class_token``), so biases of convolutions and linear layers decay.
+    """
+    spared: set[int] = set()
+    if exclude == "norm":
+        for module in model.modules():
+            if isinstance(module, _NORM_LAYERS):
+                spared.update(id(p) for p in module.parameters(recurse=False))
+        spared.update(id(p) for name, p in model.named_parameters()
+                      if any(key in name.lower() for key in _NO_DECAY_NAMES))
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for p in model.parameters():
+        if p.requires_grad:
+            skip = id(p) in spared if exclude == "norm" else p.ndim <= 1
+            (no_decay if skip else decay).append(p)
+    return decay, no_decay
+
+
+_TUPLE_KEYS = {4: ("image", "heatmap", "token", "label"), 3: ("image", "heatmap", "label"), 2: ("image", "label")}
+
+
+def _as_dict(batch: dict[str, Tensor] | Sequence[Tensor]) -> dict[str, Tensor]:
+    """A batch as the dict the steps read; tuples in the release's order ``(images, heatmaps, tokens, labels)``.
+
+    One-hot ``(B, C)`` labels (the release's) become class indices ``(B,)``.
+    """
+    if isinstance(batch, dict):
+        out = dict(batch)
+    elif isinstance(batch, (list, tuple)) and len(batch) in _TUPLE_KEYS:
+        out = dict(zip(_TUPLE_KEYS[len(batch)], batch))
+    else:
+        raise TypeError("a batch must be a dict with 'image' and 'label' (and 'heatmap', 'token' for "
+                        "harmonization) or a tuple (images, heatmaps, tokens, labels); got "
+                        f"{type(batch).__name__}{f' of {len(batch)}' if isinstance(batch, (list, tuple)) else ''}")
+    y = out.get("label")
+    if isinstance(y, Tensor) and y.ndim == 2 and y.is_floating_point():
+        if not bool(((y == 0) | (y == 1)).all() and (y.sum(1) == 1).all()):
+            raise ValueError(f"labels of shape {tuple(y.shape)} must be class indices (B,) or one-hot rows; got "
+                             "rows that are not one-hot (soft labels are not supported)")
+        out["label"] = y.argmax(1)
+    return out
+
+
+def _check_maps_in(batch: dict[str, Tensor], harm: HarmonizationLoss) -> None:
+    """The harmonization term needs a human map per image on the images' pixels."""
+    if "heatmap" not in batch:
+        raise ValueError(f"the {harm.name!r} term needs human importance maps in every training batch ('heatmap', "
+                         "'token'), as SalientPatternsDataModule and ClickMeDataModule yield them; the batch has "
+                         f"{sorted(batch)}; set model.harmonization null or its weight 0 for data without maps")
+    x, maps = batch["image"], batch["heatmap"]
+    spatial = tuple(maps.shape[-2:])
+    if maps.shape[0] != x.shape[0] or spatial != tuple(x.shape[-2:]) or maps.ndim not in (3, 4):
+        raise ShapeError(f"heatmap must be (B, H, W) or (B, 1, H, W) on the images' {tuple(x.shape[-2:])} pixels "
+                         f"for B={x.shape[0]}; got shape {tuple(maps.shape)}")
 
 
 def _first_occurrence(index: Tensor) -> tuple[Tensor, Tensor]:

@@ -9,9 +9,9 @@ The plugin (files in :mod:`neuroreg.cli._brainscore_plugin`) commits one layer p
 - else, with ``--scorecard DIR`` (a saved ``neuroreg evaluate``/``score`` folder), the layer neuroreg
   chose on the train split for that region: among the brain rows of the model, region and metric
   (``--metric``, default the first of predictivity, versa, crsa, cka the region has), on split
-  ``train`` where the metric has one (cRSA, veRSA) and on the cross-validated rows otherwise
-  (predictivity), the layer with the highest mean score over data sets, subjects and RDM sets
-  (first of equal scores, :func:`neuroreg.results.best_index`);
+  ``train`` where the metric has one (cRSA, veRSA), else on the layer-selection set's rows
+  (``predictivity(select_on=...)``), else on the cross-validated rows, the layer with the highest
+  mean score over data sets, subjects and RDM sets (first of equal scores, ``best_index``);
 - else the model's area map (:func:`neuroreg.area_layers`: CORnet's V1, V2, V4, IT modules).
 
 The behavioural read-out layer is ``--behaviour-layer`` or the module whose output is the
@@ -141,7 +141,8 @@ def scorecard_layers(table: ScoreTable, model_label: str, metric: str | None = N
 
     Per region: the rows of ``model_label`` and the metric (``metric``, else the first of
     :data:`SELECTION_METRICS` the region has); their ``train`` rows where there are any (the split
-    neuroreg chooses layers on), else all (cross-validated scores); the layer with the highest
+    neuroreg chooses layers on), else the rows of the layer-selection set (``data="select_on"``, as
+    Brain-Score's predictivity commits layers), else all (cross-validated scores); the layer with the highest
     mean score over the other keys (data set, subject, RDM set); the first of equal scores.
     """
     rows = [r for r in table if r.get("model") == model_label]
@@ -158,16 +159,19 @@ def scorecard_layers(table: ScoreTable, model_label: str, metric: str | None = N
             continue
         picked = [r for r in here if r["metric"] == use]
         train = [r for r in picked if r.get("split") == "train"]
-        split = "train" if train else "cross-validated"
-        picked = train or picked
+        # cross-validated scores with a selection set (predictivity(select_on=...)): choose on that set only
+        selection = [r for r in picked if r.get("data") == "select_on"]
+        split = "train" if train else "select_on" if selection else "cross-validated"
+        picked = train or selection or picked
         layers = list(dict.fromkeys(str(r["layer"]) for r in picked))
         means = [float(np.mean([r["score"] for r in picked if str(r["layer"]) == layer])) for layer in layers]
         best = best_index(means)
         if best is None:
             continue
         datasets = sorted({str(r.get("dataset")) for r in picked if r.get("dataset") is not None})
+        n_rows = sum(1 for r in picked if str(r["layer"]) == layers[best])
         chosen[region] = (layers[best], f"{use} on the {split} rows of {', '.join(datasets) or 'the scorecard'} "
-                                        f"(mean {means[best]:.4g} over {sum(1 for r in picked if str(r['layer']) == layers[best])} rows)")
+                                        f"(mean {means[best]:.4g} over {n_rows} rows)")
     return chosen
 
 

@@ -107,8 +107,10 @@ def fake_brainscore(monkeypatch):
                  "brainscore_vision.model_helpers.brain_transformation"):
         modules[name] = types.ModuleType(name)
         monkeypatch.setitem(sys.modules, name, modules[name])
-    modules["brainscore_vision.model_helpers.activations.pytorch"].PytorchWrapper = type("PytorchWrapper", (Recorder,), {})
-    modules["brainscore_vision.model_helpers.brain_transformation"].ModelCommitment = type("ModelCommitment", (Recorder,), {})
+    pytorch = modules["brainscore_vision.model_helpers.activations.pytorch"]
+    pytorch.PytorchWrapper = type("PytorchWrapper", (Recorder,), {})
+    transformation = modules["brainscore_vision.model_helpers.brain_transformation"]
+    transformation.ModelCommitment = type("ModelCommitment", (Recorder,), {})
     return modules
 
 
@@ -202,6 +204,14 @@ def test_scorecard_layers_choose_on_train_mean_over_subjects():
     assert "crsa" in chosen["IT"][1] and "train" in chosen["IT"][1]
     with pytest.raises(UnknownNameError, match="cornet_s"):
         scorecard_layers(ScoreTable(_brain_rows()), "cornet_s")
+
+
+def test_scorecard_layers_of_predictivity_choose_on_the_selection_set():
+    parts = (("scored", {"V2": 0.9, "V4": 0.1}), ("select_on", {"V2": 0.2, "V4": 0.6}))
+    rows = [dict(model="m", layer=layer, region="V4", subject=None, metric="predictivity", split="cv", score=score,
+                 data=data) for data, scores in parts for layer, score in scores.items()]
+    assert scorecard_layers(ScoreTable(rows), "m")["V4"][0] == "V4"
+    assert scorecard_layers(ScoreTable([r for r in rows if r["data"] == "scored"]), "m")["V4"][0] == "V2"
 
 
 def test_scorecard_option_reads_a_saved_scorecard(tmp_path):

@@ -52,7 +52,8 @@ CORNET_S_SHAPES = {"V1": 64 * 56 * 56, "V2": 128 * 28 * 28, "V4": 256 * 14 * 14,
 
 
 def _env_dir() -> Path:
-    default = Path.home() / ".cache" / "neuroreg" / f"brainscore-vision-2.4.2-py{sys.version_info[0]}.{sys.version_info[1]}"
+    python = f"py{sys.version_info[0]}.{sys.version_info[1]}"
+    default = Path.home() / ".cache" / "neuroreg" / f"brainscore-vision-2.4.2-{python}"
     return Path(os.environ.get("NEUROREG_BRAINSCORE_VENV", default))
 
 

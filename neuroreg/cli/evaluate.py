@@ -1,6 +1,7 @@
 """``neuroreg evaluate``: the scorecard (accuracy, attacks, corruptions, brain, FactorTopy) of one or more models.
 
     neuroreg evaluate --model cornet_z vone_cornet_s --brain kriegeskorte92
+    neuroreg evaluate --model cornet_z vone_cornet_s --brain brainio:~/.brainio   # I2n, Brain-Score composite
     neuroreg evaluate --model cornet_s --checkpoint run.ckpt --task-data /data/val --corruptions imagenet-c
     neuroreg evaluate --config configs/evaluate.yaml
     neuroreg evaluate --run runs/w0 runs/w1 runs/w2      # training runs side by side: curves and final numbers
@@ -19,7 +20,7 @@ from neuroreg._utils.io import check_output_target
 from neuroreg.cli._model_args import add_model_arguments, build_models
 from neuroreg.data.preprocessing import preprocessing_of
 
-SECTION_NAMES = ("accuracy", "attacks", "corruptions", "brain", "factortopy")
+SECTION_NAMES = ("accuracy", "attacks", "corruptions", "brain", "behaviour", "factortopy")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,8 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corruptions", nargs="*", default=None, help="'imagenet-c' or corruption names")
     parser.add_argument("--severities", nargs="*", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--brain", nargs="*", default=["kriegeskorte92"],
-                        help="bundled sets (kriegeskorte92 algonauts2019_78) and/or voxel data nsd:ROOT, "
-                             "algonauts2023:ROOT")
+                        help="bundled sets (kriegeskorte92 algonauts2019_78), voxel data nsd:ROOT, "
+                             "algonauts2023:ROOT, and/or brainio:DIR, a Brain-Score cache folder ($BRAINIO_HOME "
+                             "layout): the behaviour section (V4/IT predictivity, I2n, Brain-Score's composite)")
+    parser.add_argument("--fitting-stimuli", default=None,
+                        help="behaviour section: identifier of the read-out's fitting stimulus set in the cache "
+                             "(default objectome.public when present, else the images no trial shows)")
+    parser.add_argument("--readout-layer", default="IT",
+                        help="behaviour section: the read-out's layer (module or area; default IT, the penultimate)")
+    parser.add_argument("--number-of-trials", type=int, default=2,
+                        help="behaviour section: forward passes averaged for the read-out (Brain-Score: 2)")
+    parser.add_argument("--brainscore-version", default="2026", choices=["2018", "2019", "2026"],
+                        help="behaviour section: Brain-Score's predictivity normalisation (r/c, (r/c)^2, r^2/c)")
     parser.add_argument("--layers", nargs="*", default=["all"],
                         help="'all' (every block/stage output), 'areas' (V1 V2 V4 IT), or module names")
     parser.add_argument("--max-layers", type=int, default=None, help="cap the sweep with even spacing")
@@ -83,7 +94,10 @@ def _layers(values):
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """What the parser cannot check, before any model is built: attack budgets."""
+    """What the parser cannot check, before any model is built: attack budgets, read-out passes."""
+    trials = getattr(args, "number_of_trials", 2)
+    if trials is not None and trials < 1:
+        raise ValueError(f"--number-of-trials: forward passes averaged must be >= 1; got {trials}")
     for eps in args.eps or []:
         if not math.isfinite(eps) or eps < 0:
             raise ValueError(f"--eps: budgets must be finite and >= 0; got {eps:g} (e.g. --eps 0.0157 for 4/255)")
@@ -116,8 +130,14 @@ def run(args: argparse.Namespace) -> int:
                               attacks=attacks, eps=args.eps, norm=args.norm, corruptions=args.corruptions,
                               severities=args.severities, layers=_layers(args.layers), max_layers=args.max_layers,
                               image_size=args.image_size, device=args.device, batch_size=args.batch_size,
-                              seed=args.seed))
+                              seed=args.seed, behaviour=_behaviour_options(args)))
     return _write(Scorecard.combine(cards), out, runs)
+
+
+def _behaviour_options(args: argparse.Namespace) -> dict:
+    return {"fitting": getattr(args, "fitting_stimuli", None), "readout_layer": getattr(args, "readout_layer", None),
+            "number_of_trials": getattr(args, "number_of_trials", None),
+            "brainscore_version": getattr(args, "brainscore_version", None)}
 
 
 def _load_run(folder: Path):

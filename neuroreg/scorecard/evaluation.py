@@ -44,6 +44,8 @@ from neuroreg.features.layers import LayerSweep, sweep_layers
 from neuroreg.data.preprocessing import preprocessing_of
 from neuroreg.robustness import attack_suite, corruption_suite
 from neuroreg.robustness._data import as_loader
+from neuroreg.scorecard.behaviour import BehaviourOptions, behaviour_scores
+from neuroreg.scorecard.behaviour_data import BrainScoreCache, is_brainio_entry, load_brainscore_cache
 from neuroreg.scorecard.card import Scorecard
 from neuroreg.scorecard.summary import SECTIONS, summarize_brain
 from neuroreg.scoring import FactorTopy, crsa, predictivity, rdm, versa
@@ -57,7 +59,11 @@ _log = logging.getLogger(__name__)
 
 def resolve_brain_set(item) -> NeuralStimulusSet | BrainData:
     """A bundled set name, ``"nsd:ROOT"`` / ``"algonauts2023:ROOT"`` (subject 1, images loaded),
-    a NeuralStimulusSet or a BrainData with stimulus images."""
+    a NeuralStimulusSet or a BrainData with stimulus images. (``"brainio:DIR"``, a Brain-Score
+    cache, is the behaviour section's: :func:`evaluate` routes it there.)"""
+    if is_brainio_entry(item):
+        raise ValueError(f"{item!r} is a Brain-Score cache: the behaviour section reads it (nr.evaluate routes "
+                         "brainio:DIR entries of brain_sets there); it is not a brain set of the brain section")
     if isinstance(item, str):
         kind, sep, root = item.partition(":")
         if sep and kind == "nsd":
@@ -66,7 +72,8 @@ def resolve_brain_set(item) -> NeuralStimulusSet | BrainData:
             return load_algonauts2023(root, load_images=True)
         if item not in bundled_sets():
             raise UnknownNameError(f"unknown brain set {item!r}; bundled sets: {sorted(bundled_sets())}, or "
-                                   "nsd:ROOT / algonauts2023:ROOT for voxel data")
+                                   "nsd:ROOT / algonauts2023:ROOT for voxel data, or brainio:DIR for a Brain-Score "
+                                   "cache (the behaviour section)")
         return load_bundled(item)
     if isinstance(item, (NeuralStimulusSet, BrainData)):
         return item
@@ -282,17 +289,24 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
              model_name: str | None = None, device=None, batch_size: int = 64, seed: int = 0,
              attack_kwargs: Mapping[str, Any] | None = None, corruption_kwargs: Mapping[str, Any] | None = None,
              factortopy_kwargs: Mapping[str, Any] | None = None, factortopy_image_size: int | None = None,
-             progress: bool | None = None) -> Scorecard:
+             behaviour: Mapping[str, Any] | None = None, progress: bool | None = None) -> Scorecard:
     """Score one model or several side by side: task, attacks, corruptions, brain.
 
     model_or_models: an ``nn.Module``, a list of them, or a dict name -> module.
     task_data: Dataset/DataLoader of ``(image in [0, 1], label)`` or ``(images, labels)``;
         needed for accuracy, attacks and corruptions.
     brain_sets: bundled names (cRSA), ``nsd:ROOT``/``algonauts2023:ROOT`` or BrainData
-        (veRSA, encoding predictivity, FactorTopy when voxels have cortical coordinates).
+        (veRSA, encoding predictivity, FactorTopy when voxels have cortical coordinates),
+        and ``brainio:DIR``: a Brain-Score cache folder, scored by the behaviour section
+        (I2n and Brain-Score's composite, :mod:`neuroreg.scorecard.behaviour`).
     sections: subset of :data:`neuroreg.scorecard.card.SECTIONS` ("accuracy", "attacks",
-        "corruptions", "brain", "factortopy"); default every section whose inputs are
-        given (attacks when ``attacks``, corruptions when ``corruptions``).
+        "corruptions", "brain", "behaviour", "factortopy"); default every section whose inputs
+        are given (attacks when ``attacks``, corruptions when ``corruptions``).
+    behaviour: options of the behaviour section: ``fitting`` (identifier of the read-out's
+        fitting stimulus set), ``neural`` / ``behaviour`` (assembly identifiers when the cache
+        holds several), ``time_bin``, and the fields of
+        :class:`~neuroreg.scorecard.behaviour.BehaviourOptions` (``readout_layer``,
+        ``number_of_trials``, ``neural_trials``, ``brainscore_version``, ``repetitions``).
     layers, max_layers: the layer sweep for brain scores (see :func:`brain_scores`).
     image_size: run brain stimuli at this size instead of the model's own.
     factortopy_kwargs: :class:`~neuroreg.scoring.FactorTopy` options (``max_epochs``, ``d``, ...).
@@ -306,13 +320,13 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
     section records what it was run on (:attr:`Scorecard.ran_on`).
     """
     models = _as_models(model_or_models, model_name)
-    plan = _plan(task_data, brain_sets, sections, attacks, corruptions)
+    plan = _plan(task_data, brain_sets, sections, attacks, corruptions, behaviour)
     opts = _Options(attacks=list(attacks or []), eps=eps, norm=norm, corruptions=corruptions, severities=severities,
                     layers=layers, max_layers=max_layers, image_size=image_size, device=device,
                     batch_size=batch_size, seed=seed, attack_kwargs=dict(attack_kwargs or {}),
                     corruption_kwargs=dict(corruption_kwargs or {}), factortopy_kwargs=factortopy_kwargs,
                     factortopy_image_size=factortopy_image_size if factortopy_image_size is not None else image_size,
-                    progress=progress)
+                    behaviour=_behaviour_options(behaviour, seed), progress=progress)
     card = Scorecard(models=list(models))
     steps = _Steps(len(models) * len(plan.steps), progress)
     with contextlib.ExitStack() as stack:
@@ -322,6 +336,7 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
             card.preprocessing[name] = preprocessing_of(model, image_size).to_dict()
             _score_task(card, steps, name, model, task_data, plan, opts)
             _score_brain(card, steps, name, model, plan, opts)
+            _score_behaviour(card, steps, name, model, plan, opts)
             _score_factortopy(card, steps, name, model, plan, opts)
     return card
 
@@ -334,6 +349,7 @@ class _Plan:
     brain_sets: list            # NeuralStimulusSet or BrainData
     voxel_sets: list            # BrainData with cortical coordinates: FactorTopy's input
     no_coords: list[str]        # names of voxel sets without coordinates
+    caches: list[BrainScoreCache]   # Brain-Score caches: the behaviour section's input
     steps: list[str]
 
 
@@ -356,26 +372,48 @@ class _Options:
     corruption_kwargs: dict
     factortopy_kwargs: Mapping[str, Any] | None
     factortopy_image_size: int | None
+    behaviour: BehaviourOptions
     progress: bool | None
 
 
-def _plan(task_data, brain_sets, sections, attacks, corruptions) -> _Plan:
+_CACHE_KEYS = ("fitting", "neural", "behaviour", "time_bin")
+
+
+def _behaviour_options(options: Mapping[str, Any] | None, seed: int) -> BehaviourOptions:
+    fields = set(BehaviourOptions.__dataclass_fields__)
+    unknown = set(options or {}) - fields - set(_CACHE_KEYS)
+    if unknown:
+        raise ValueError(f"behaviour options {sorted(unknown)} are unknown; choose among "
+                         f"{sorted(fields | set(_CACHE_KEYS))}")
+    kept = {k: v for k, v in (options or {}).items() if k in fields and v is not None}
+    return BehaviourOptions(**{"seed": seed, **kept})
+
+
+def _plan(task_data, brain_sets, sections, attacks, corruptions, behaviour=None) -> _Plan:
     wanted = set(sections) if sections is not None else {
-        "accuracy", "brain", "factortopy", *(["attacks"] if attacks else []),
+        "accuracy", "brain", "behaviour", "factortopy", *(["attacks"] if attacks else []),
         *(["corruptions"] if corruptions else [])}
     unknown = wanted - set(SECTIONS)
     if unknown:
         raise ValueError(f"unknown sections {sorted(unknown)}; choose among {list(SECTIONS)}")
     if task_data is None and wanted & {"accuracy", "attacks", "corruptions"} and sections is not None:
         raise ValueError(f"sections {sorted(wanted & {'accuracy', 'attacks', 'corruptions'})} need task_data")
-    resolved = [resolve_brain_set(b) for b in (brain_sets or ())] if wanted & {"brain", "factortopy"} else []
+    caches_named = [b for b in (brain_sets or ()) if is_brainio_entry(b)]
+    if "behaviour" in wanted and sections is not None and not caches_named:
+        raise ValueError("section 'behaviour' needs a Brain-Score cache: brain_sets=['brainio:DIR'] (--brain "
+                         "brainio:DIR)")
+    where = {k: v for k, v in (behaviour or {}).items() if k in _CACHE_KEYS and v is not None}
+    caches = [load_brainscore_cache(b, **where) for b in caches_named] if "behaviour" in wanted else []
+    named = [b for b in (brain_sets or ()) if not is_brainio_entry(b)]
+    resolved = [resolve_brain_set(b) for b in named] if wanted & {"brain", "factortopy"} else []
     voxel_sets = [b for b in resolved if isinstance(b, BrainData) and "coords" in b.unit_info]
     no_coords = [b.name for b in resolved if isinstance(b, BrainData) and "coords" not in b.unit_info]
     steps: list[str] = [s for s in ("accuracy", "attacks", "corruptions") if task_data is not None and s in wanted
                         and (s != "attacks" or attacks) and (s != "corruptions" or corruptions)]
     steps += [f"brain {_set_name(b)}" for b in resolved] if "brain" in wanted else []
+    steps += [f"behaviour {c.root.name}" for c in caches]
     steps += [f"factortopy {b.name}" for b in voxel_sets] if "factortopy" in wanted else []
-    return _Plan(frozenset(wanted), resolved, voxel_sets, no_coords, steps)
+    return _Plan(frozenset(wanted), resolved, voxel_sets, no_coords, caches, steps)
 
 
 def _eps_text(table: ScoreTable, norm: str) -> str:
@@ -428,6 +466,18 @@ def _score_brain(card: Scorecard, steps: "_Steps", name: str, model: nn.Module, 
     card.add("brain", table, ran_on={name: " ".join(notes.values())})
     for ds, value in rdms.items():
         card.rdms[(name, ds)] = value
+
+
+def _score_behaviour(card: Scorecard, steps: "_Steps", name: str, model: nn.Module, plan: _Plan,
+                     opts: _Options) -> None:
+    """I2n and Brain-Score's composite of one model on every Brain-Score cache (:mod:`neuroreg.scorecard.behaviour`)."""
+    for cache in plan.caches:
+        with steps.step(name, f"behaviour {cache.root.name}"):
+            table, note = behaviour_scores(model, cache, options=opts.behaviour, layers=opts.layers,
+                                           max_layers=opts.max_layers, image_size=opts.image_size,
+                                           batch_size=opts.batch_size, device=opts.device, model_name=name,
+                                           progress=opts.progress)
+        card.add("behaviour", table, ran_on={name: note})
 
 
 def _score_factortopy(card: Scorecard, steps: "_Steps", name: str, model: nn.Module, plan: _Plan,

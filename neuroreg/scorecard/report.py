@@ -23,13 +23,15 @@ from scipy.stats import rankdata
 from neuroreg._utils.io import atomic_path, atomic_write_text
 from neuroreg.results.figures import save_figure
 from neuroreg.results.report import Report, write_table
+from neuroreg.scorecard.behaviour_report import behaviour_part
 from neuroreg.scorecard.summary import SECTIONS, ScorecardLike, summarize_brain
 from neuroreg.results.table import ScoreTable
 
 __all__ = ["plot_comparison", "plot_depth_profile", "plot_rdm_pair", "write_scorecard"]
 
 _HEADINGS = {"accuracy": "Task accuracy", "attacks": "Adversarial robustness",
-             "corruptions": "Corruption robustness", "brain": "Brain scores", "factortopy": "FactorTopy hierarchy"}
+             "corruptions": "Corruption robustness", "brain": "Brain scores", "behaviour": "Behaviour and the Brain-Score composite",
+             "factortopy": "FactorTopy hierarchy"}
 
 
 def _slug(text: object) -> str:
@@ -226,8 +228,12 @@ def _factortopy_part(card: ScorecardLike, table: ScoreTable, folder: Path) -> _P
     return "", [("FactorTopy summary", table)], figs
 
 
+def _behaviour_part(card: ScorecardLike, table: ScoreTable, folder: Path) -> _Part:
+    return behaviour_part(card.models, table, folder)
+
+
 _PARTS = {"attacks": _attacks_part, "corruptions": _corruptions_part, "brain": _brain_part,
-          "factortopy": _factortopy_part}
+          "behaviour": _behaviour_part, "factortopy": _factortopy_part}
 
 
 def _write_tables(card: ScorecardLike, folder: Path) -> tuple[dict[str, Path], pd.DataFrame]:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from neuroreg.results.table import ScoreTable
+from neuroreg.scorecard.behaviour_report import behaviour_columns
 
 __all__ = ["SECTIONS", "ScorecardLike", "summarize_brain", "summary_table"]
 
@@ -37,7 +38,7 @@ class ScorecardLike(Protocol):
 
 #: Sections :func:`neuroreg.scorecard.evaluation` fills, in report order; other sections (e.g. "forgetting",
 #: "training") can be added with :meth:`Scorecard.add` and are reported after these.
-SECTIONS = ("accuracy", "attacks", "corruptions", "brain", "factortopy")
+SECTIONS = ("accuracy", "attacks", "corruptions", "brain", "behaviour", "factortopy")
 
 #: RobustBench's standard budgets (ImageNet scale): the summary's robust accuracy is read at the eps
 #: nearest to these.
@@ -126,6 +127,7 @@ def summary_table(card: ScorecardLike) -> pd.DataFrame:
                 if r.get("ceiling_r"):
                     row[f"{key} ceiling"] = r["ceiling_r"]
                     row[f"{key} normalized"] = r["score"] / r["ceiling_r"]
+        row.update(behaviour_columns(card.sections.get("behaviour", ScoreTable()).filter(model=model)))
         ft = card.sections.get("factortopy", ScoreTable()).filter(model=model)
         for r in ft:
             if r["metric"] == "hierarchy_slope":

@@ -22,3 +22,6 @@ from neuroreg.data.clickme import clickme_dataset as clickme_dataset, iter_click
 from neuroreg.data.clickme import parse_clickme_record as parse_clickme_record, prepare_heatmap as prepare_heatmap
 from neuroreg.data.clickme import find_clickme_shards as find_clickme_shards
 from neuroreg.data.clickme_module import ClickMeDataModule as ClickMeDataModule, MapImageDataset as MapImageDataset
+from neuroreg.data.salient_patterns import SalientPatternsDataModule as SalientPatternsDataModule
+from neuroreg.data.salient_patterns import SalientPatternsDataset as SalientPatternsDataset
+from neuroreg.data.salient_patterns import salient_pattern_image as salient_pattern_image

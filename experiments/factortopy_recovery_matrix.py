@@ -45,8 +45,12 @@ import torch
 import torch.nn.functional as F
 
 ARCHS = ("resnet18", "convnext_atto")
+#: VGG-like cells: VGG-11-BN at 112 px, its four pooling stages (strides 4-32, maps 28/14/7/3), Gaussian
+#: windows of SD log-uniform in [0.05, 0.2] of the map per voxel ("windows"), SNR 2 for every voxel
+VGG_CELLS = [("vgg11_bn", 112, "windows", 800)]
+VGG_SNR = 2.0
 SIZES = (64, 96)
-READOUTS = {"point": None, "small": 0.05, "large": 0.2}
+READOUTS = {"point": None, "small": 0.05, "large": 0.2, "windows": (0.05, 0.2)}
 N_STIMULI = (600, 2000)
 SNR_RANGE = (0.5, 4.0)
 ROIS = ("V1", "V2V3", "OPA", "EBA")
@@ -66,7 +70,11 @@ def make_model(arch: str) -> tuple[torch.nn.Module, list[str]]:
         # layer scale 1: timm's 1e-6 default would make every random block an identity
         model = timm.create_model("convnext_atto", pretrained=False, ls_init_value=1.0).eval()
         return model, [f"stages.{i}" for i in range(4)]
-    raise ValueError(f"arch must be one of {ARCHS}; got {arch!r}")
+    if arch == "vgg11_bn":
+        import torchvision
+        # the max-pools after the 2nd to 5th conv stages: strides 4, 8, 16, 32
+        return torchvision.models.vgg11_bn(weights=None).eval(), [f"features.{i}" for i in (7, 14, 21, 28)]
+    raise ValueError(f"arch must be one of {ARCHS + ('vgg11_bn',)}; got {arch!r}")
 
 
 def make_stimuli(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -89,17 +97,19 @@ def make_stimuli(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return torch.stack(out)
 
 
-def _windows(position: np.ndarray, sd: float, h: int, w: int) -> torch.Tensor:
+def _windows(position: np.ndarray, sd, h: int, w: int) -> torch.Tensor:
     """``(n, h * w)`` normalised Gaussian windows, SD ``sd`` of the map side (grid SD ``2 sd``)."""
     xs = (2 * torch.arange(w, dtype=torch.float64) + 1) / w - 1
     ys = (2 * torch.arange(h, dtype=torch.float64) + 1) / h - 1
     pos = torch.as_tensor(position, dtype=torch.float64)
     d2 = (ys[None, :, None] - pos[:, 1, None, None]) ** 2 + (xs[None, None, :] - pos[:, 0, None, None]) ** 2
-    return torch.softmax((-d2 / (2 * (2 * sd) ** 2)).reshape(len(pos), -1), dim=1)
+    sd = torch.as_tensor(np.broadcast_to(np.asarray(sd, dtype=np.float64), (len(pos),)).copy())
+    return torch.softmax((-d2 / (2 * (2 * sd[:, None, None]) ** 2)).reshape(len(pos), -1), dim=1)
 
 
-def read_out(fmap: torch.Tensor, position: np.ndarray, sd: float | None) -> torch.Tensor:
-    """``(b, C, H, W)`` maps -> ``(b, n, C)`` features at ``position`` ``(n, 2)``: bilinear or Gaussian."""
+def read_out(fmap: torch.Tensor, position: np.ndarray, sd) -> torch.Tensor:
+    """``(b, C, H, W)`` maps -> ``(b, n, C)`` features at ``position`` ``(n, 2)``: bilinear (``sd`` None) or
+    Gaussian (``sd`` a number or one per voxel, ``(n,)``)."""
     if sd is None:
         grid = torch.as_tensor(position, dtype=fmap.dtype)[None, :, None, :].expand(fmap.shape[0], -1, -1, -1)
         return F.grid_sample(fmap, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0] \
@@ -118,16 +128,20 @@ def simulate(feats: dict, layers: list[str], readout: str, n_voxels: int = 240, 
     coords = np.stack([(band + rng.uniform(0, 1, n_voxels)) * 2 / len(ROIS) - 1, rng.uniform(-1, 1, n_voxels)], 1)
     position = rng.uniform(-0.85, 0.85, size=(n_voxels, 2))
     snr = np.exp(rng.uniform(*np.log(SNR_RANGE), size=n_voxels))
+    sd = READOUTS[readout]
+    if isinstance(sd, tuple):  # a window SD per voxel, log-uniform in the range; one SNR for all
+        sd = np.exp(rng.uniform(*np.log(sd), size=n_voxels))
+        snr = np.full(n_voxels, VGG_SNR)
     signal = np.zeros((n, n_voxels))
     for k, name in enumerate(layers):
         vox = np.flatnonzero(band == k)
-        x = read_out(feats[name].double(), position[vox], READOUTS[readout])     # (n, v, C)
+        x = read_out(feats[name].double(), position[vox], None if sd is None else np.broadcast_to(sd, (n_voxels,))[vox])
         w = torch.as_tensor(rng.normal(size=(len(vox), x.shape[2])))
         signal[:, vox] = torch.einsum("bnc,nc->bn", x, w).numpy()
     signal = (signal - signal.mean(0)) / signal.std(0)
     y = signal + rng.normal(size=signal.shape) / np.sqrt(snr)
     brain = BrainData(y, np.arange(n), {"coords": coords, "roi": np.asarray(ROIS)[band]})
-    return brain, {"layer": band, "position": position, "snr": snr, "sd": READOUTS[readout]}
+    return brain, {"layer": band, "position": position, "snr": snr, "sd": sd}
 
 
 def _choice_defaults() -> tuple[tuple[float, ...], float]:
@@ -163,7 +177,8 @@ def oracle_layer(feats: dict, layers: list[str], brain, truth, folds: int = 5) -
         r = []
         for start in range(0, y.shape[1], 30):  # voxel blocks keep the (n, v, C) features small
             sl = slice(start, start + 30)
-            x = read_out(feats[name].float(), truth["position"][sl], truth["sd"]).double()
+            sd = truth["sd"] if truth["sd"] is None or np.isscalar(truth["sd"]) else truth["sd"][sl]
+            x = read_out(feats[name].float(), truth["position"][sl], sd).double()
             # float64 sufficient statistics: the same r as ridge_cv_r, with X'X formed once for all penalties
             stats = _RidgeStats(x.shape[1], x.shape[2], folds, "cpu", dtype=torch.float64)
             for f in range(folds):
@@ -237,7 +252,8 @@ def refresh_oracle(record: dict) -> dict:
 def cells(quick: bool):
     if quick:
         return list(QUICK)
-    return list(itertools.product(ARCHS, SIZES, READOUTS, N_STIMULI))
+    grid = itertools.product(ARCHS, SIZES, [r for r in READOUTS if r != "windows"], N_STIMULI)
+    return list(grid) + list(VGG_CELLS)
 
 
 def _write_atomic(path: Path, text: str) -> None:

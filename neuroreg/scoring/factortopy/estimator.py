@@ -87,6 +87,12 @@ class FactorTopy(BaseEstimator):
     peak_alpha: ridge penalty of those peaks, on each pixel's channel correlation matrix (trace
         ``C``); ``None``: the channel-summed squared correlation (channels treated as independent,
         a broader map whose peak is several times further from the truth on deeper layers).
+    pyramid_cache: bytes of blur pyramids (``pooling="gaussian"``) kept in memory during the fit: the
+        pyramids of every stimulus are built once, in the pass that measures their level SDs, for the
+        layers that fit (shallow first, :func:`~neuroreg.scoring.factortopy.statistics.plan_cache`;
+        ``4 n_stimuli K H W C`` bytes a layer, e.g. 1.1 GB for a 64 x 24 x 24 layer and 600 stimuli),
+        instead of once per batch and epoch; the others are built per batch. 0 keeps none. The same
+        numbers either way (up to float rounding); freed when ``fit`` returns.
     random_state: an integer >= 0 that seeds the initialisation, the validation split, the batch order
         and the ridge folds (scikit-learn's name; a fit is deterministic for a given value).
     device: torch device (default: CUDA when available, else CPU).
@@ -131,7 +137,7 @@ class FactorTopy(BaseEstimator):
                  ridge_alpha: float | Sequence[float] = (2e-3, 2e-2, 2e-1, 2.0), choice_temperature: float = 0.01,
                  ridge_var_floor: float = 1e-2, per_layer_space: bool = True,
                  position_init: str = "correlation", init_steps: int = 500, peak_alpha: float | None = 0.1,
-                 random_state: int = 0, device: str | torch.device | None = None,
+                 pyramid_cache: int = 2 ** 31, random_state: int = 0, device: str | torch.device | None = None,
                  progress: bool | None = None) -> None:
         self.layers = layers
         self.random_state = random_state
@@ -139,6 +145,7 @@ class FactorTopy(BaseEstimator):
         self.position_init = position_init
         self.init_steps = init_steps
         self.peak_alpha = peak_alpha
+        self.pyramid_cache = pyramid_cache
         self.d = d
         self.hidden = hidden
         self.n_freqs = n_freqs
@@ -260,9 +267,23 @@ class FactorTopy(BaseEstimator):
         shapes = self.layer_shapes_ = source.shapes()
         tic = time.perf_counter()
         self.feature_mean_, self.feature_std_ = feature_stats(source, train_idx, self.batch_size * 4, device)
-        self.level_std_ = level_stats(source, train_idx, self.batch_size, device, self.layers_, shapes,
-                                      self._normalise) if self.pooling == "gaussian" else None
+        self._cache: list[Tensor | None] | None = None
+        self.level_std_ = None
+        if self.pooling == "gaussian":
+            rows = np.concatenate([train_idx, val_idx]) if self.pyramid_cache > 0 else None
+            self.level_std_, self._cache = level_stats(source, train_idx, self.batch_size, device, self.layers_,
+                                                       shapes, self._normalise, cache_index=rows,
+                                                       cache_bytes=self.pyramid_cache)
         self.timings_ = {"statistics": time.perf_counter() - tic}
+        try:
+            return self._fit_net(source, y, enc, train_idx, val_idx, neighbours, device)
+        finally:
+            del self._cache  # the pyramids of the fit's stimuli: gigabytes, not needed by predict
+
+    def _fit_net(self, source, y: Tensor, enc: Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
+                 neighbours: Tensor | None, device: torch.device) -> FactorTopyNet:
+        """Position start, training and layer choice, after the feature statistics."""
+        shapes = self.layer_shapes_
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             net = FactorTopyNet([shapes[k][0] for k in self.layers_], y.shape[1], enc.shape[1], self.d, self.hidden,
@@ -330,9 +351,13 @@ class FactorTopy(BaseEstimator):
         return {"pooling": self.pooling,
                 "level_std": None if level_std is None else [level_std[k] for k in self.layers_]}
 
-    def _prepare(self, normed: Sequence[Tensor], align: Sequence[Tensor]) -> list:
-        """What every voxel pools from, per layer, for one batch of normalised maps."""
-        return _prepare_layers(normed, align, **self._readout_kw)
+    def _prepare(self, idx: np.ndarray, normed: Sequence[Tensor], align: Sequence[Tensor],
+                 n_voxels: int | None = None) -> list:
+        """What ``n_voxels`` voxels pool from, per layer, for one batch of normalised maps of the stimulus rows
+        ``idx`` (read from the fit's cached pyramids where there are some)."""
+        cache = getattr(self, "_cache", None)
+        index = None if cache is None else torch.as_tensor(idx)
+        return _prepare_layers(normed, align, **self._readout_kw, cache=cache, index=index, n_voxels=n_voxels)
 
     def _normalise(self, maps: Mapping[str, Tensor]) -> list[Tensor]:
         """The maps ``{layer: (b, C_l, H_l, W_l)}`` minus the training mean over the training SD per
@@ -350,8 +375,8 @@ class FactorTopy(BaseEstimator):
         align = list(net.align)
         chunks = [slice(s, s + self.voxel_batch_size) for s in range(0, probs.shape[0], self.voxel_batch_size)]
         out = []
-        for _, maps in source.batches(index, self.batch_size, device):
-            prepared = self._prepare(self._normalise(maps), align)
+        for idx, maps in source.batches(index, self.batch_size, device):
+            prepared = self._prepare(idx, self._normalise(maps), align, min(self.voxel_batch_size, probs.shape[0]))
             parts = [_combine(_layer_terms(prepared, align, space[sl], scale[sl], net.weights[sl]), probs[sl],
                               net.bias[sl], False) for sl in chunks]
             out.append(torch.cat(parts, dim=1).cpu())

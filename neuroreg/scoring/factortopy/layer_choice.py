@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from neuroreg.scoring.factortopy.network import FactorTopyNet
-from neuroreg.scoring.factortopy.pooling import _layer_args, _pool, _prepare_layers
+from neuroreg.scoring.factortopy.pooling import _aligned_pool, _layer_args, _prepare_layers
 from neuroreg.scoring.factortopy.ridge import _RIDGE_BLOCK, RIDGE_MEMORY, _plan_passes, _RidgeStats
 
 __all__: list[str] = []
@@ -94,9 +94,12 @@ def _scores_at(ft: Any, net: FactorTopyNet, source, y: Tensor, index: np.ndarray
         for fold in range(n_folds):
             for idx, maps in source.batches(index[folds == fold], ft.batch_size, device):
                 normed = ft._normalise(maps)
+                cache = getattr(ft, "_cache", None)
                 prepared = {layer: _prepare_layers([normed[layer]], [align[layer]], "token")[0] if point else
                             _prepare_layers([normed[layer]], [align[layer]], ft.pooling,
-                                            None if level_std is None else [level_std[layer]])[0]
+                                            None if level_std is None else [level_std[layer]],
+                                            cache=None if cache is None else [cache[layer]],
+                                            index=torch.as_tensor(idx), n_voxels=n_vox)[0]
                             for layer in needed}
                 yb = target[torch.as_tensor(idx)]
                 for st, (layer, sl) in zip(stats, items):
@@ -105,7 +108,7 @@ def _scores_at(ft: Any, net: FactorTopyNet, source, y: Tensor, index: np.ndarray
                         sub = slice(start, min(start + _RIDGE_BLOCK, sl.stop))
                         sp, sc = _layer_args(space[sub], scale[sub], layer)
                         # the token pooling with scale 0 is the bilinear sample at sp
-                        x = _pool(prepared[layer], sp, torch.zeros_like(sc) if point else sc)
+                        x = _aligned_pool(prepared[layer], align[layer], sp, torch.zeros_like(sc) if point else sc)
                         st.add(fold, x, yb[:, sub], slice(sub.start - sl.start, sub.stop - sl.start))
         for st, (layer, sl) in zip(stats, items):
             # the penalty that suits a layer depends on its width and the stimulus count: keep

@@ -35,6 +35,8 @@ def check_params(p: Mapping[str, Any]) -> list[str]:
         raise ValueError(f"pooling must be one of {_POOLINGS}; got {p['pooling']!r}")
     if p["position_init"] not in ("correlation", "centre"):
         raise ValueError(f"position_init must be 'correlation' or 'centre'; got {p['position_init']!r}")
+    if not _is_int(p["pyramid_cache"]) or p["pyramid_cache"] < 0:
+        raise ValueError(f"pyramid_cache must be an integer number of bytes >= 0; got {p['pyramid_cache']!r}")
     if not _is_int(p["init_steps"]) or p["init_steps"] < 0:
         raise ValueError(f"init_steps must be an integer >= 0; got {p['init_steps']!r}")
     if p["peak_alpha"] is not None and (isinstance(p["peak_alpha"], bool) or not p["peak_alpha"] > 0):

@@ -63,47 +63,73 @@ def gaussian_pyramid(fmap: Tensor) -> Tensor:
     return torch.einsum("kuh,bckhv->bckuv", gy, rows)
 
 
-#: Floats per row of a pyramid table (a few images' channels): a layer's table then stays in cache.
-_TABLE_WIDTH = 256
+#: Floats of pooled features ``(b, voxels, C)`` held at once while gathering (bounds memory for many voxels).
+_GATHER_FLOATS = 2 ** 22
 
 
 class _Tables(NamedTuple):
-    """A layer's blur pyramid laid out for gathering (see :func:`_gaussian_tables`)."""
+    """Blur pyramids laid out for gathering: per image a block of ``K * H * W`` rows (see :func:`pyramid_rows`)."""
 
-    rows: list[Tensor]  # (K * H * W, s * channels) per group of s images
+    rows: Tensor      # (M * K * H * W, channels): the blocks of M images (a batch, or every stimulus of a cache)
+    offsets: Tensor   # (b,) first row of each batch image's block
     height: int
     width: int
     channels: int
+    aligned: bool     # rows hold the B_l-aligned D channels (C_l > D) instead of the layer's own
 
 
-def _gaussian_tables(fmap: Tensor, level_std: Tensor | None = None, align: Tensor | None = None) -> _Tables:
-    """Blur pyramid of ``(b, C, H, W)`` maps as gather tables, one per group of a few images.
+def pyramid_rows(fmap: Tensor, level_std: Tensor | None = None) -> Tensor:
+    """Blur pyramid of ``(b, C, H, W)`` maps as ``(b, K * H * W, C)`` rows.
 
-    Row ``(k H + y) W + x`` of a group's table holds the channels of all its images at pixel
-    ``(y, x)`` of blur level ``k`` (image-major), divided by ``level_std`` ``(C, K)`` and then
-    aligned by ``align`` ``(D, C)`` when given. Pooling a voxel is then a weighted sum of 8
-    rows (:func:`_trilinear_taps`), for every image and channel of the group at once.
+    Row ``(k H + y) W + x`` of an image holds its ``C`` channels at pixel ``(y, x)`` of blur level
+    ``k`` (:func:`gaussian_pyramid`), divided by ``level_std`` ``(C, K)`` when given. Pooling a voxel
+    is then a weighted sum of 8 rows (:func:`_trilinear_taps`).
     """
     b, c, h, w = fmap.shape
     k = N_LEVELS
     gy = _blur_matrices(h, fmap.dtype, fmap.device).reshape(k * h, h)  # ((level, y out), y in)
-    gx = _blur_matrices(w, fmap.dtype, fmap.device)[:, None]           # (K, 1, x out, x in)
-    inv = None if level_std is None else level_std.to(fmap.dtype).reciprocal().T    # (K, C)
-    width = c if align is None else align.shape[0]
-    group = max(1, _TABLE_WIDTH // width)
-    rows = []
-    for start in range(0, b, group):
-        x = fmap[start:start + group]
-        m = x.shape[0]
-        x = x.permute(2, 3, 0, 1).reshape(h, w * m * c)                        # (y, (x, image, C))
-        pyr = torch.matmul(gx, (gy @ x).view(k, h, w, m * c))                   # (K, y, x, (image, C))
-        pyr = pyr.view(k, h * w * m, c)
-        if inv is not None:
-            pyr = pyr * inv[:, None, :]
-        if align is not None:
-            pyr = pyr @ align.T
-        rows.append(pyr.reshape(k * h * w, m * width))
-    return _Tables(rows, h, w, width)
+    gx = _blur_matrices(w, fmap.dtype, fmap.device)                    # (K, x out, x in)
+    x = fmap.permute(0, 2, 3, 1).reshape(b, h, w * c)                    # (image, y, (x, C))
+    cols = torch.matmul(gy, x).view(b * k, h, w, c)                      # blurred along y
+    pyr = torch.einsum("kvw,bkhwc->bkhvc", gx, cols.view(b, k, h, w, c))   # and along x
+    if level_std is not None:
+        pyr = pyr * level_std.to(fmap.dtype).reciprocal().T[None, :, None, None, :]
+    return pyr.reshape(b, k * h * w, c)
+
+
+def _align_tables(n_voxels: int | None, rows_per_image: int, c: int, d: int) -> bool:
+    """Whether a ``C > D`` layer's pyramid is aligned by ``B_l`` before gathering (else ``B_l`` is folded
+    into the voxel weights and ``C`` channels are gathered per voxel).
+
+    Aligning costs about ``3 K H W C D`` multiply-adds per image and step (forward and the gradient of
+    ``B_l``), folding about ``16 n (C - D)`` more gathered floats (8 taps, forward and backward): few
+    voxels or large maps fold, many voxels on small maps align. ``n_voxels=None`` always aligns.
+    """
+    if c <= d:
+        return False
+    return n_voxels is None or 16 * n_voxels * (c - d) > 3 * rows_per_image * c * d
+
+
+def _gaussian_tables(fmap: Tensor, level_std: Tensor | None = None, align: Tensor | None = None, *,
+                     cached: Tensor | None = None, index: Tensor | None = None) -> _Tables:
+    """Gather tables of a batch: from ``fmap`` ``(b, C, H, W)`` (built here), or from ``cached``
+    ``(N, K * H * W, C)`` pyramids (already divided by the level SDs) at the batch's stimulus rows
+    ``index`` ``(b,)``. ``align`` ``(D, C)``: the rows are aligned (``B_l v``), so only ``D`` channels
+    are gathered."""
+    b, c, h, w = fmap.shape
+    per = N_LEVELS * h * w
+    if cached is not None:
+        if index is None:
+            raise ValueError("cached pyramids need the batch's stimulus rows (index)")
+        if align is None:  # gather straight from the cache
+            return _Tables(cached.view(-1, c), index.to(cached.device) * per, h, w, c, False)
+        pyr = cached[index.to(cached.device)]
+    else:
+        pyr = pyramid_rows(fmap, level_std)
+    if align is not None:
+        pyr = pyr @ align.T.to(pyr.dtype)
+    width = pyr.shape[-1]
+    return _Tables(pyr.reshape(-1, width), torch.arange(b, device=pyr.device) * per, h, w, width, align is not None)
 
 
 def _axis_taps(pix: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -137,24 +163,30 @@ def _trilinear_taps(space: Tensor, scale: Tensor, height: int, width: int) -> tu
 def _sample_tables(tables: _Tables, space: Tensor, scale: Tensor, eff: Tensor | None = None) -> Tensor:
     """Gaussian-window pooling from gather tables: ``(b, n, C')`` features, or ``(b, n)`` features . ``eff``.
 
-    eff: optional ``(n, C')`` voxel weights; contracting them group by group never holds the
-    ``(b, n, C')`` features. Voxels are visited in table-row order, so neighbouring voxels
-    read neighbouring rows (cache-friendly), and put back in their order at the end.
+    eff: optional ``(n, C')`` voxel weights; contracting them block by block never holds more than
+    :data:`_GATHER_FLOATS` pooled floats. Each image's voxels are visited in table-row order (neighbouring
+    voxels read neighbouring rows, cache-friendly) and put back in their order at the end.
     """
     index, weight = _trilinear_taps(space, scale, tables.height, tables.width)
     order = torch.argsort(index[:, 0])
-    index, weight = index[order], weight[order].to(tables.rows[0].dtype)
-    n, c = index.shape[0], tables.channels
+    index, weight = index[order], weight[order].to(tables.rows.dtype)
+    n, c, b = index.shape[0], tables.channels, tables.offsets.shape[0]
     if eff is not None:
         eff = eff[order]
+    offsets = tables.offsets.to(index.device)[:, None, None]
+    block = max(1, _GATHER_FLOATS // max(1, b * c))
     parts = []
-    for rows in tables.rows:
-        pooled = F.embedding_bag(index, rows, per_sample_weights=weight, mode="sum").view(n, -1, c)
-        parts.append(pooled if eff is None else torch.linalg.vecdot(pooled, eff[:, None, :]))
-    out = torch.cat(parts, dim=1)  # (n, b[, C']) in row order
+    for start in range(0, n, block):
+        sl = slice(start, min(start + block, n))
+        m = sl.stop - sl.start
+        taps = (offsets + index[None, sl]).reshape(b * m, -1)                      # image-major bags
+        pooled = F.embedding_bag(taps, tables.rows, per_sample_weights=weight[None, sl].expand(b, -1, -1)
+                                 .reshape(b * m, -1), mode="sum").view(b, m, c)
+        parts.append(pooled if eff is None else torch.linalg.vecdot(pooled, eff[None, sl]))
+    out = torch.cat(parts, dim=1)  # (b, n[, C']) in row order
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(n, device=order.device)
-    return out[inverse].transpose(0, 1)
+    return out[:, inverse]
 
 
 def _token_pool(fmap: Tensor, space: Tensor, scale: Tensor, eff: Tensor | None = None) -> Tensor:
@@ -169,24 +201,33 @@ def _token_pool(fmap: Tensor, space: Tensor, scale: Tensor, eff: Tensor | None =
 
 
 def _prepare_layers(maps: Sequence[Tensor], align: Sequence[Tensor], pooling: str,
-                    level_std: Sequence[Tensor] | None = None) -> list[_Tables | Tensor]:
+                    level_std: Sequence[Tensor] | None = None, *, cache: Sequence[Tensor | None] | None = None,
+                    index: Tensor | None = None, n_voxels: int | None = None) -> list[_Tables | Tensor]:
     """Per layer, what the voxels pool from: gather tables (``"gaussian"``) or the map (``"token"``).
 
-    Layers with more channels than ``D`` (``C_l > D``) are aligned here, so only ``D``
-    channels are pooled; the others are pooled as they are and ``B_l`` is folded into
-    the voxel weights (:func:`_layer_terms`). Shared by all voxels: prepare once per batch.
+    Layers with more channels than ``D`` (``C_l > D``) are aligned here (token pooling, or gather
+    tables when :func:`_align_tables` says so for ``n_voxels``), so only ``D`` channels are pooled;
+    the others are pooled as they are and ``B_l`` is folded into the voxel weights (:func:`_layer_terms`).
+    cache: per layer ``(N, K H W, C)`` pyramids of every stimulus (divided by the level SDs) or None,
+    read at the batch's stimulus rows ``index``. Shared by all voxels: prepare once per batch.
     """
     if pooling not in _POOLINGS:
         raise ValueError(f"pooling must be one of {_POOLINGS}; got {pooling!r}")
     out: list[_Tables | Tensor] = []
     for layer, (fmap, mat) in enumerate(zip(maps, align)):
-        aligned = mat.shape[1] > mat.shape[0]
         if pooling == "gaussian":
+            aligned = _align_tables(n_voxels, N_LEVELS * fmap.shape[2] * fmap.shape[3], mat.shape[1], mat.shape[0])
+            cached = None if cache is None else cache[layer]
             out.append(_gaussian_tables(fmap, None if level_std is None else level_std[layer],
-                                        mat if aligned else None))
+                                        mat if aligned else None, cached=cached, index=index))
         else:
-            out.append(torch.einsum("dc,bchw->bdhw", mat, fmap) if aligned else fmap)
+            out.append(torch.einsum("dc,bchw->bdhw", mat, fmap) if mat.shape[1] > mat.shape[0] else fmap)
     return out
+
+
+def _is_aligned(prepared: _Tables | Tensor, mat: Tensor) -> bool:
+    """Whether a layer's prepared maps or tables hold the ``D`` aligned channels (else its own ``C_l``)."""
+    return prepared.aligned if isinstance(prepared, _Tables) else mat.shape[1] > mat.shape[0]
 
 
 def _layer_args(space: Tensor, scale: Tensor, layer: int) -> tuple[Tensor, Tensor]:
@@ -205,8 +246,8 @@ def _layer_terms(prepared: Sequence, align: Sequence[Tensor], space: Tensor, sca
     """Each layer's ``(b, n)`` read-out ``(B_l v_il) . w_il`` (without bias) from :func:`_prepare_layers`."""
     terms = []
     for layer, (prep, mat) in enumerate(zip(prepared, align)):
-        # C_l <= D: fold B_l into the voxel weights (w_il B_l); C_l > D: prepared maps are aligned
-        eff = weights[:, layer] @ mat if mat.shape[1] <= mat.shape[0] else weights[:, layer]
+        # fold B_l into the voxel weights (w_il B_l) unless the prepared maps are aligned already
+        eff = weights[:, layer] if _is_aligned(prep, mat) else weights[:, layer] @ mat
         terms.append(_pool(prep, *_layer_args(space, scale, layer), eff))
     return terms
 
@@ -220,4 +261,13 @@ def pooled_features(maps: Sequence[Tensor], align: Sequence[Tensor], space: Tens
     ``D`` read-out dimensions. space/scale: shared ``(n, 2)``/``(n,)`` or per layer ``(n, L, 2)``/``(n, L)``.
     """
     prepared = _prepare_layers(maps, align, pooling, level_std)
-    return [_pool(prep, *_layer_args(space, scale, layer)) for layer, prep in enumerate(prepared)]
+    return [_aligned_pool(prep, mat, *_layer_args(space, scale, layer))
+            for layer, (prep, mat) in enumerate(zip(prepared, align))]
+
+
+def _aligned_pool(prepared: _Tables | Tensor, mat: Tensor, space: Tensor, scale: Tensor) -> Tensor:
+    """``(b, n, min(C_l, D))`` pooled features: a ``C_l > D`` layer's through ``B_l`` ``(D, C_l)``."""
+    x = _pool(prepared, space, scale)
+    if mat.shape[1] > mat.shape[0] and not _is_aligned(prepared, mat):
+        x = x @ mat.T.to(x.dtype)
+    return x

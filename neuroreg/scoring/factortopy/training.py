@@ -146,39 +146,41 @@ def _epoch(ft: Any, net: FactorTopyNet, opt: torch.optim.Optimizer, source, y: T
         if sel_batches is not None:
             sel = next(sel_batches, None)
             if sel is not None:
-                select = (ft._normalise(sel[1]), y[torch.as_tensor(sel[0])].to(device))
-        total += _step(ft, net, ft._normalise(maps), target, enc, schedule, neighbours, chunks, select)
+                select = (sel[0], ft._normalise(sel[1]), y[torch.as_tensor(sel[0])].to(device))
+        total += _step(ft, net, (idx, ft._normalise(maps)), target, enc, schedule, neighbours, chunks, select)
         opt.step()
         steps += 1
     return total / max(steps, 1)
 
 
-def _step(ft: Any, net: FactorTopyNet, maps: list[Tensor], target: Tensor, enc: Tensor,
+def _step(ft: Any, net: FactorTopyNet, batch: tuple[np.ndarray, list[Tensor]], target: Tensor, enc: Tensor,
           schedule: tuple[float, float], neighbours: Tensor | None, chunks: list[slice],
-          select: tuple[list[Tensor], Tensor] | None = None) -> float:
-    """One optimisation step's gradients, accumulated over voxel chunks; returns the loss."""
+          select: tuple[np.ndarray, list[Tensor], Tensor] | None = None) -> float:
+    """One optimisation step's gradients on a batch ``(stimulus rows, normalised maps)``, accumulated over
+    voxel chunks; returns the loss."""
     tau, ent_w = schedule
     probs, space, scale = net.selectors(enc, tau)
     # the selectors run once; chunks backpropagate into detached copies, then into the MLPs
     leaves = [t.detach().requires_grad_(True) for t in (probs, space, scale)]
     align = list(net.align)
-    # so do the pyramids shared by all chunks (aligned ones depend on B_l): built once per batch
+    n_chunk = chunks[0].stop - chunks[0].start
+    # so do the tables shared by all chunks (aligned ones depend on B_l): built once per batch
     prepared: list[_Tables | Tensor] = []
     shared: list[Tensor] = []
     shared_leaves: list[Tensor] = []
-    for prep in ft._prepare(maps, align):
-        parts = prep.rows if isinstance(prep, _Tables) else [prep]
-        if not parts[0].requires_grad:
+    for prep in ft._prepare(*batch, align, n_chunk):
+        part = prep.rows if isinstance(prep, _Tables) else prep
+        if not part.requires_grad:
             prepared.append(prep)
             continue
-        copies = [t.detach().requires_grad_(True) for t in parts]
-        shared += parts
-        shared_leaves += copies
-        prepared.append(prep._replace(rows=copies) if isinstance(prep, _Tables) else copies[0])
+        copy = part.detach().requires_grad_(True)
+        shared.append(part)
+        shared_leaves.append(copy)
+        prepared.append(prep._replace(rows=copy) if isinstance(prep, _Tables) else copy)
     sel_prepared = None
     if select is not None:
         with torch.no_grad():
-            sel_prepared = ft._prepare(select[0], align)
+            sel_prepared = ft._prepare(select[0], select[1], align, n_chunk)
     total = 0.0
     for sl in chunks:
         p, sp, sc = (leaf[sl] for leaf in leaves)
@@ -196,7 +198,7 @@ def _step(ft: Any, net: FactorTopyNet, maps: list[Tensor], target: Tensor, enc: 
             with torch.no_grad():
                 per_sel = _combine(_layer_terms(sel_prepared, align, sp.detach(), sc.detach(), net.weights[sl]),
                                    p, net.bias[sl], True)
-                each_sel = F.smooth_l1_loss(per_sel, select[1][:, sl, None].expand_as(per_sel), beta=ft.beta,
+                each_sel = F.smooth_l1_loss(per_sel, select[2][:, sl, None].expand_as(per_sel), beta=ft.beta,
                                             reduction="none").mean(0)  # (n, L)
             loss = loss + ft.expert_weight * (each_sel * p).sum() / target.shape[1]
         loss.backward()

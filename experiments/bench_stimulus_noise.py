@@ -2,15 +2,17 @@
 
 Three ways to fill a ``(batch, channels, size, size)`` float32 standard-normal draw on one device:
 
-- ``counter``: :func:`neuroreg.models.stimulus_noise.counter_normal` (SplitMix64 words + Box-Muller in tensor
-  ops on the device), one key per image;
+- ``counter``: :func:`neuroreg.models.stimulus_noise.counter_normal` (SplitMix64 words + Box-Muller through the
+  half angle, 24 tensor passes per block of 2**17 pairs on the device), one key per image;
 - ``randn``: ``torch.randn`` of the same shape on the same device (no per-stimulus keying; the bar, goal <= 1.2x);
 - ``generators``: the earlier draw, one CPU ``torch.Generator`` per image seeded by a hash, spread over a thread
   pool, then copied to the device.
 
 Rounds are interleaved (counter, randn, generators, counter, ...) so load on a shared machine hits all alike;
 each figure is the median over ``--repeats`` rounds, and the whole measurement is repeated ``--trials`` times
-(the median ratio is printed last).
+(the median ratio is printed last). On a CPU the process's CPU seconds of each call are reported beside the wall
+seconds: on a shared machine the wall clock also counts the time other jobs held the core, the CPU seconds
+only the work (the counter draw and ``torch.randn`` both run on one thread).
 
     python experiments/bench_stimulus_noise.py                       # CPU, 16 x 256 x 56 x 56 (VOneBlock at 224 px)
     python experiments/bench_stimulus_noise.py --threads 1 --trials 5
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -51,7 +54,9 @@ def time_draws(batch: int, shape: tuple[int, ...], device: str | torch.device = 
                with_generators: bool = True) -> dict[str, float]:
     """Median seconds per draw of ``batch`` images of ``shape`` (per image) for each method, and their ratios.
 
-    Returns ``{"counter_s", "randn_s", ["generators_s"], "counter_vs_randn", ["counter_vs_generators"]}``.
+    Returns ``{"counter_s", "randn_s", ["generators_s"], "counter_vs_randn", ["counter_vs_generators"]}`` (wall
+    seconds) and on a CPU also ``{"counter_cpu_s", "randn_cpu_s", "counter_vs_randn_cpu"}``: the process's CPU
+    seconds of each call (median over the rounds).
     """
     device = torch.device(device)
     n = 1
@@ -66,13 +71,27 @@ def time_draws(batch: int, shape: tuple[int, ...], device: str | torch.device = 
     }
     if with_generators:
         fns["generators"] = lambda: generator_draw(seeds, shape, device, pool)
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+
+    def cpu_timed(name: str, fn: Callable[[], object]) -> Callable[[], object]:
+        def call() -> object:
+            t0 = time.process_time()
+            result = fn()
+            cpu[name].append(time.process_time() - t0)
+            return result
+        return call
+
     try:
-        times = interleaved_times(fns, repeats, device)
+        times = interleaved_times({name: cpu_timed(name, fn) for name, fn in fns.items()}, repeats, device)
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
     out = {f"{k}_s": statistics.median(v) for k, v in times.items()}
     out["counter_vs_randn"] = out["counter_s"] / out["randn_s"]
+    if device.type == "cpu":
+        for name in ("counter", "randn"):
+            out[f"{name}_cpu_s"] = statistics.median(cpu[name][1:])      # the first call is the warm-up
+        out["counter_vs_randn_cpu"] = out["counter_cpu_s"] / out["randn_cpu_s"]
     if with_generators:
         out["counter_vs_generators"] = out["counter_s"] / out["generators_s"]
     return out
@@ -94,15 +113,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device {args.device} | {args.batch} x {args.channels} x {args.size} x {args.size} float32 "
           f"({args.batch * args.channels * args.size ** 2 / 1e6:.1f} M numbers) | threads {torch.get_num_threads()} "
           f"| median of {args.repeats} rounds, {args.trials} trials")
-    vs_randn, vs_gen = [], []
+    vs_randn, vs_gen, vs_randn_cpu = [], [], []
     for trial in range(args.trials):
         r = time_draws(args.batch, shape, args.device, args.repeats)
         vs_randn.append(r["counter_vs_randn"])
         vs_gen.append(r["counter_vs_generators"])
+        cpu = ""
+        if "counter_vs_randn_cpu" in r:
+            vs_randn_cpu.append(r["counter_vs_randn_cpu"])
+            cpu = (f" | CPU s: counter {r['counter_cpu_s'] * 1e3:8.2f} ms, randn {r['randn_cpu_s'] * 1e3:8.2f} ms, "
+                   f"{r['counter_vs_randn_cpu']:.2f}x")
         print(f"trial {trial}: counter {r['counter_s'] * 1e3:8.2f} ms | randn {r['randn_s'] * 1e3:8.2f} ms | "
               f"generators {r['generators_s'] * 1e3:8.2f} ms | counter/randn {r['counter_vs_randn']:.2f}x | "
-              f"counter/generators {r['counter_vs_generators']:.2f}x", flush=True)
-    print(f"median over trials: counter/randn {statistics.median(vs_randn):.2f}x (goal <= 1.2x), "
+              f"counter/generators {r['counter_vs_generators']:.2f}x{cpu}", flush=True)
+    cpu = f", in CPU seconds {statistics.median(vs_randn_cpu):.2f}x" if vs_randn_cpu else ""
+    print(f"median over trials: counter/randn {statistics.median(vs_randn):.2f}x{cpu} (goal <= 1.2x), "
           f"counter/generators {statistics.median(vs_gen):.2f}x")
 
 

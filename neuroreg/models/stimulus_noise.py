@@ -34,16 +34,17 @@ The draw, exactly:
    last sine).
 
 Steps 1-3 are integer arithmetic (int64 tensor ops with two's-complement wrap-around, logical shifts
-emulated by a mask) and the int32 -> float32 conversions are correctly rounded, so the float32 ``s`` and ``a pi / 2**32``
-are the same bits on every device. The float step (``log``, ``sqrt``, ``tan``, ``addcmul`` and division in
-float32) is within ``1e-6 * (1 + r)`` of a float64 evaluation on the same float32 ``s`` and half angle (checked
-in the tests); CPU and CUDA math libraries (and a fused multiply-add on the GPU) may differ in the last one or
-two float32 ulps there, no more. Distinct keys give SplitMix64 streams that overlap only when two keys differ
-by a multiple of the increment smaller than the draw, a chance of about ``B**2 * n / 2**64`` for ``B`` stimuli
-of ``n`` numbers.
+emulated by a mask) and the int32 -> float32 conversions are correctly rounded, so the float32 ``s`` and
+``a pi / 2**32`` are the same bits on every device. The float step (``log``, ``sqrt``, ``tan``, ``addcmul``
+and a division in float32) is within ``1e-6 * (1 + r)`` of a float64 evaluation on the same float32 ``s``
+and half angle (checked in the tests); CPU and CUDA math libraries (and a fused multiply-add on the GPU) may
+differ in the last one or two float32 ulps there, no more. Distinct keys give SplitMix64 streams that overlap
+only when two keys differ by a multiple of the increment smaller than the draw, a chance of about
+``B**2 * n / 2**64`` for ``B`` stimuli of ``n`` numbers.
 
-On a CPU the draw is 24 element-wise passes per block, in cache, on one thread;
-``experiments/bench_stimulus_noise.py`` compares its cost with ``torch.randn`` of the same shape.
+On a CPU the draw is 24 element-wise passes per block, in cache, on one thread: about 1.4-1.7 times the cost
+of ``torch.randn`` of the same shape (``experiments/bench_stimulus_noise.py``; ``torch.randn`` fuses its
+Box-Muller into one pass, which eager tensor ops cannot).
 
 >>> with StimulusNoise(model, seed=0) as noise:
 ...     for ids, x in batches:
@@ -149,24 +150,26 @@ def counter_words(keys: Tensor | Sequence[int], n_pairs: int, device: torch.devi
     return _splitmix64_(x, torch.empty_like(x))
 
 
-def _box_muller_(g: Tensor, t: Tensor, cos: Tensor, sin: Tensor, one: Tensor, tiny: Tensor) -> None:
-    """Steps 4-5 of the module docstring: ``g``, ``t`` float32 ``s`` and ``a`` (used as work buffers), ``cos``,
-    ``sin`` the outputs, all of one shape; ``one``, ``tiny``: float32 ``1`` and ``2**-64`` of shape ``()``."""
+def _box_muller_(g: Tensor, t: Tensor, cos: Tensor, one: Tensor, tiny: Tensor) -> None:
+    """Steps 4-5 of the module docstring in place: ``g``, ``t`` float32 ``s`` and ``a``, all of one shape; ``r cos
+    theta`` into ``cos``, ``r sin theta`` into ``t``, ``g`` a work buffer; ``one``, ``tiny``: float32 ``1`` and
+    ``2**-64`` of shape ``()``."""
     torch.addcmul(tiny, g, g, value=2.0 ** -62, out=g)               # u**2 = s**2 / 2**62 + 2**-64
     g.log_().mul_(-4.0).sqrt_()                                       # 2 r = sqrt(-4 ln u**2)
     t.mul_(_PI_2_32).tan_()                                           # tan(theta / 2)
     torch.addcmul(one, t, t, out=cos)                                 # 1 + t**2
     g.div_(cos)                                                       # q = 2 r / (1 + t**2)
     torch.addcmul(g, cos, g, value=-0.5, out=cos)                     # q - (1 + t**2) q / 2 = r cos theta
-    torch.mul(t, g, out=sin)                                          # q t = r sin theta
+    t.mul_(g)                                                         # q t = r sin theta
 
 
-def _fill(out: Tensor, keys: Tensor, counters: Tensor, block: int, work: tuple[Tensor, Tensor, Tensor, Tensor, Tensor]) -> None:
+def _fill(out: Tensor, keys: Tensor, counters: Tensor, block: int, work: tuple[Tensor, ...]) -> None:
     """Normal pairs of ``keys`` ``(R,)`` at ``counters`` ``(W,)`` into ``out`` ``(R, 2, W)`` float32: ``W / block``
-    whole blocks of ``block`` pairs (module docstring, steps 2-5); ``work``: flat int64, int64 and float32 buffers
-    of at least ``R W``, ``R W`` and ``2 R W`` elements, and float32 ``1`` and ``2**-64`` of shape ``()``."""
+    whole blocks of ``block`` pairs (module docstring, steps 2-5); ``work``: two flat int64 buffers of at least
+    ``R W`` elements, and float32 ``1`` and ``2**-64`` of shape ``()``. The outputs and the second buffer (read
+    as float32 once the words are made) hold the float step's numbers: three buffers in cache, not four."""
     r, w = out.shape[0], out.shape[2]
-    xbuf, tbuf, fbuf, one, tiny = work
+    xbuf, tbuf, one, tiny = work
     x, tmp = xbuf[:r * w].view(r, w), tbuf[:r * w].view(r, w)
     if r == 1:
         torch.add(counters, keys[0], out=x[0])
@@ -174,11 +177,11 @@ def _fill(out: Tensor, keys: Tensor, counters: Tensor, block: int, work: tuple[T
         torch.add(counters[None, :], keys[:, None], out=x)
     _splitmix64_(x, tmp)
     halves = x.view(r, w // block, block).view(torch.int32)     # (R, blocks, 2 block): low, high half of each word
-    f = fbuf[:2 * r * w].view(r, w // block, 2 * block)
-    g, t = f[..., :block], f[..., block:]
+    shape = (r, w // block, block)
+    g, t, cos = tbuf.view(torch.float32)[:r * w].view(shape), out[:, 1].view(shape), out[:, 0].view(shape)
     g.copy_(halves[..., :block])
     t.copy_(halves[..., block:])
-    _box_muller_(g, t, out[:, 0].view(g.shape), out[:, 1].view(g.shape), one, tiny)
+    _box_muller_(g, t, cos, one, tiny)
 
 
 @contextlib.contextmanager
@@ -220,7 +223,6 @@ def counter_normal(keys: Tensor | Sequence[int], n: int, device: torch.device | 
         counters = _counters(m, k.device)
         work = (torch.empty(rows * step, dtype=torch.int64, device=k.device),
                 torch.empty(rows * step, dtype=torch.int64, device=k.device),
-                torch.empty(2 * rows * step, dtype=torch.float32, device=k.device),
                 torch.ones((), dtype=torch.float32, device=k.device),
                 torch.full((), 2.0 ** -64, dtype=torch.float32, device=k.device))
         with _one_cpu_thread(k.device):

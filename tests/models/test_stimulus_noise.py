@@ -97,8 +97,9 @@ def test_the_half_angle_covers_the_circle_without_a_lost_sign():
     grid = [-2 ** 31, -2 ** 31 + 1, -2 ** 30, -1, 0, 1, 2 ** 30, 2 ** 31 - 1]
     s, a = (np.array(v, dtype=np.int64).ravel() for v in np.meshgrid(grid, grid))
     g, t = torch.tensor(s, dtype=torch.float32), torch.tensor(a, dtype=torch.float32)
-    cos, sin = torch.empty_like(g), torch.empty_like(g)
-    sn._box_muller_(g, t, cos, sin, torch.ones(()), torch.full((), 2.0 ** -64))
+    cos = torch.empty_like(g)
+    sn._box_muller_(g, t, cos, torch.ones(()), torch.full((), 2.0 ** -64))
+    sin = t
     r = np.sqrt(-np.log(s.astype(np.float32).astype(np.float64) ** 2 / 2.0 ** 62 + 2.0 ** -64))
     theta = 2 * (a.astype(np.float32) * np.float32(math.pi / 2 ** 32)).astype(np.float64)
     for got, ref in ((cos, r * np.cos(theta)), (sin, r * np.sin(theta))):
@@ -118,7 +119,7 @@ def test_a_row_depends_on_its_key_only_whatever_the_chunking(monkeypatch):
     monkeypatch.setattr(sn, "BLOCK_PAIRS", 8)                       # 51 pairs a row: 6 whole blocks and one of 3
     whole = counter_normal(keys, 101)
     np.testing.assert_allclose(whole[3].double().numpy(), ref_normal(keys[3], 101, 8), rtol=0, atol=1e-5)
-    for blocks in (2, 7, 13):         # pieces of part of a row (a short last piece), one row, two rows (a short last group)
+    for blocks in (2, 7, 13):     # pieces: part of a row (a short last piece), one row, two rows (a short last group)
         monkeypatch.setattr(sn, "_CPU_PIECE_BLOCKS", blocks)
         assert torch.equal(counter_normal(keys, 101), whole)
         assert torch.equal(counter_normal(keys[::-1], 101), whole.flip(0))

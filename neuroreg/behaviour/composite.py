@@ -51,7 +51,8 @@ def _region_row(predictivity: ScoreTable, region: str) -> dict:
 
     def mean(key: str) -> float | None:
         values = [_number(r.get(key)) for r in rows]
-        return None if any(v is None for v in values) else float(np.mean(values))
+        known = [v for v in values if v is not None]
+        return float(np.mean(known)) if len(known) == len(values) else None
 
     return dict(component=region, metric="predictivity", region=region,
                 layer=",".join(dict.fromkeys(str(r["layer"]) for r in rows)), score=mean("score"),
@@ -91,14 +92,18 @@ def brainscore_composite(predictivity: ScoreTable, i2n: ScoreTable, *, regions: 
     r), ``ceiling_r``, ``brainscore_ceiled`` the ceiled score as the benchmark reports it,
     ``protocol`` (``"brainscore-<version>"``), ``formula`` and ``source`` (the brain-score/vision
     commit); the composite row's ``score`` and ``brainscore_ceiled`` are the mean of the three
-    ceiled scores (None when one of them is undefined) and its ``protocol`` the versions used.
+    ceiled scores and its ``protocol`` the versions used. A component without a ceiled score (a
+    ceiling that is not positive) raises ``ValueError`` naming it.
     """
     if not isinstance(predictivity, ScoreTable) or not isinstance(i2n, ScoreTable):
         raise TypeError(f"predictivity and i2n must be ScoreTables; got {type(predictivity).__name__} and "
                         f"{type(i2n).__name__}")
     parts = [_region_row(predictivity, region) for region in regions] + [_behaviour_row(i2n)]
-    ceiled = [p["brainscore_ceiled"] for p in parts]
-    value = None if any(v is None for v in ceiled) else float(np.mean(ceiled))
+    undefined = [p["component"] for p in parts if p["brainscore_ceiled"] is None]
+    if undefined:
+        raise ValueError(f"the composite is undefined: component(s) {undefined} have no ceiled score (a ceiling "
+                         "that is not positive, or a NaN score)")
+    value = float(np.mean([p["brainscore_ceiled"] for p in parts]))
     protocols = list(dict.fromkeys(p["protocol"] for p in parts))
     table = ScoreTable()
     for p in parts:

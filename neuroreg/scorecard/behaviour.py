@@ -111,7 +111,8 @@ def _tested_probabilities(model: nn.Module, cache: BrainScoreCache, opts: Behavi
         raise FileNotFoundError(f"{cache.behaviour.path}: {len(missing) if stim is not None else 'all'} tested "
                                 f"image(s) have no image in the cache (e.g. {missing[:3] if missing else tested[:3]})")
     images = stim.images_tensor()[[pos[k] for k in tested.tolist()]]
-    return choice_probabilities(model, cache.fitting.images_tensor(), cache.fitting_labels, images, tested,
+    return choice_probabilities(model, cache.fitting.images_tensor(), cache.fitting_labels.tolist(), images,
+                                tested.tolist(),
                                 layer=opts.readout_layer, number_of_trials=opts.number_of_trials, transform=prep,
                                 batch_size=batch_size, device=device, seed=seed)
 

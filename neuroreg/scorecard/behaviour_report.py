@@ -87,8 +87,12 @@ def behaviour_part(models: list[str], table: ScoreTable, folder: Path) -> tuple[
     i2n = df[(metric == "i2n") & ~df.index.isin(components.index)]
     committed = df[(metric == "predictivity") & (df["is_best"] == True)] if "is_best" in df else df.iloc[:0]  # noqa: E712
     composite = components[components["component"] == "composite"] if len(components) else components
-    ranked = [(m, _number(v)) for m, v in zip(composite.get("model", []), composite.get("score", []))]
-    ranked = sorted([x for x in ranked if x[1] is not None], key=lambda x: -x[1])
+    ranked: list[tuple[str, float]] = []
+    for m, v in zip(composite.get("model", []), composite.get("score", [])):
+        value = _number(v)
+        if value is not None:
+            ranked.append((str(m), value))
+    ranked.sort(key=lambda x: -x[1])
     figs: list[tuple[Path, str]] = []
     dprimes = df[metric == "image_dprime"]
     if ranked and len(dprimes):

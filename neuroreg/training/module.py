@@ -46,7 +46,6 @@ __all__ = ["BrainRegularizedModule", "capture_outputs", "topk_accuracy", "WEIGHT
 #: parameters of normalisation layers, embeddings and class tokens only (biases decay)
 WEIGHT_DECAY_EXCLUDES = ("bias_and_norm", "norm")
 _NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.RMSNorm)
-_NO_DECAY_NAMES = ("norm", "bn", "embed", "cls_token", "class_token")   # the release's name filter, torch names
 
 
 class _Hyperparameters(Protocol):
@@ -380,16 +379,16 @@ def _decay_split(model: nn.Module, exclude: str) -> tuple[list[nn.Parameter], li
     """(decayed, not decayed) trainable parameters of ``model`` under the rule ``exclude`` (:data:`WEIGHT_DECAY_EXCLUDES`).
 
     ``"norm"`` spares the parameters of normalisation layers (by type, and by the
-    release's name filter: a name containing ``norm``, ``bn``, ``embed``,
-    ``cls_token`` or ``class_token``), so biases of convolutions and linear layers decay.
+    release's name filter in torch's dotted names: a part containing ``norm``,
+    ``embed`` or ``class_token``, starting with ``bn``, or ``cls_token``), so
+    biases of convolutions and linear layers decay.
     """
     spared: set[int] = set()
     if exclude == "norm":
         for module in model.modules():
             if isinstance(module, _NORM_LAYERS):
                 spared.update(id(p) for p in module.parameters(recurse=False))
-        spared.update(id(p) for name, p in model.named_parameters()
-                      if any(key in name.lower() for key in _NO_DECAY_NAMES))
+        spared.update(id(p) for name, p in model.named_parameters() if _release_spares(name))
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for p in model.parameters():
@@ -397,6 +396,14 @@ def _decay_split(model: nn.Module, exclude: str) -> tuple[list[nn.Parameter], li
             skip = id(p) in spared if exclude == "norm" else p.ndim <= 1
             (no_decay if skip else decay).append(p)
     return decay, no_decay
+
+
+def _release_spares(name: str) -> bool:
+    """The release's weight-decay name filter (``bn/``, ``normalization``, ``norm``, ``Norm``, ``embed``,
+    ``class_token`` in Keras names) on a torch parameter name."""
+    parts = name.lower().split(".")
+    return any(p.startswith("bn") or "norm" in p or "embed" in p or "class_token" in p or p == "cls_token"
+               for p in parts)
 
 
 _TUPLE_KEYS = {4: ("image", "heatmap", "token", "label"), 3: ("image", "heatmap", "label"), 2: ("image", "label")}

@@ -24,7 +24,7 @@ images, 70/10/20 train/val/test grouped by lesion), runs the command with
 with wall clock and process CPU time: every stage of the end-of-run scorecard and of
 the forgetting report (start and seconds), the end-of-run total (from "Trainer.fit
 stopped" to the end) and the training steps (timed at each batch's end). One epoch is
-``ceil(train images / 32)`` steps at the mean seconds of steps 2.. of the run (the first
+``train images // 32`` steps at the mean seconds of steps 2.. of the run (the first
 carries the start-up). ``--json`` keeps every stage.
 
     python experiments/bench_finetune.py --isic 100 1000                          # the stage table and ratios
@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import re
 import resource
 import shutil
@@ -68,7 +67,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-steps", type=int, default=4, help="--isic: training steps of each run")
     ap.add_argument("--precision", default=None, help="--isic: --trainer.precision (default: the config's)")
     ap.add_argument("--isic-image-size", type=int, default=96, help="--isic: side of the generated JPEGs (px)")
+    ap.add_argument("--extrapolate", nargs=2, metavar=("JSON", "N"), default=None,
+                    help="project a measured --isic run (its --json) to N images by the stages' image counts")
     args = ap.parse_args(argv)
+    if args.extrapolate:
+        extrapolate_isic(json.loads(Path(args.extrapolate[0]).read_text())[0], int(args.extrapolate[1]))
+        return
     if args.isic:
         bench_isic(args.isic, max_steps=args.max_steps, precision=args.precision, image_size=args.isic_image_size,
                    seed=args.seed, json_path=args.json)
@@ -255,8 +259,8 @@ def run_isic(n_images: int, *, max_steps: int, precision: str | None, image_size
         end_wall, end_cpu = time.perf_counter(), _cpu_s()
         if status != 0:
             raise RuntimeError(f"neuroreg finetune exited with status {status}")
-        n_train = sum(1 for row in (work / "run" / "splits.csv").read_text().splitlines()[1:]
-                      if row.split(",")[1] == "train")
+        split_of = [row.split(",")[1] for row in (work / "run" / "splits.csv").read_text().splitlines()[1:]]
+        n_train, n_val, n_test = (split_of.count(k) for k in ("train", "val", "test"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     lines = handler.lines
@@ -266,8 +270,9 @@ def run_isic(n_images: int, *, max_steps: int, precision: str | None, image_size
     steps = len(step_ends) - 1
     step_wall = (step_ends[-1][0] - step_ends[0][0]) / steps
     step_cpu = (step_ends[-1][1] - step_ends[0][1]) / steps
-    per_epoch = math.ceil(n_train / 32)
-    return {"n_images": n_images, "n_train": n_train, "max_steps": max_steps, "steps_per_epoch": per_epoch,
+    per_epoch = max(1, n_train // 32)             # the training loader drops the last incomplete batch
+    return {"n_images": n_images, "n_train": n_train, "n_val": n_val, "n_test": n_test, "max_steps": max_steps,
+            "steps_per_epoch": per_epoch,
             "step_wall_s": step_wall, "step_cpu_s": step_cpu, "epoch_wall_s": per_epoch * step_wall,
             "epoch_cpu_s": per_epoch * step_cpu, "end_wall_s": end_wall - lines[stop][0],
             "end_cpu_s": end_cpu - lines[stop][1], "stages": _stages(lines[stop:]), "steps_timed": steps,
@@ -280,7 +285,8 @@ def bench_isic(sizes: list[int], *, max_steps: int, precision: str | None, image
     records = [run_isic(n, max_steps=max_steps, precision=precision, image_size=image_size, seed=seed)
                for n in sizes]
     for r in records:
-        print(f"\n{r['n_images']} images ({r['n_train']} training, {r['steps_per_epoch']} steps of 32 per epoch), "
+        print(f"\n{r['n_images']} images ({r['n_train']} training, {r['n_val']} validation, {r['n_test']} test; "
+              f"{r['steps_per_epoch']} steps of 32 per epoch), "
               f"{r['threads']} threads; training step {r['step_wall_s']:.1f} s wall, {r['step_cpu_s']:.1f} s CPU")
         print(f"{'stage':<90} {'wall s':>8} {'CPU s':>8}")
         for st in r["stages"]:
@@ -293,6 +299,39 @@ def bench_isic(sizes: list[int], *, max_steps: int, precision: str | None, image
         from neuroreg._utils.io import atomic_write_text
         atomic_write_text(json_path, json.dumps(records, indent=1))
     return records
+
+
+def _new_task_passes(n_train: int, n_test: int) -> int:
+    """Forward passes of the report's new-task section: both networks on the capped probe-training and test
+    images (the report's defaults: at most 1,000 and 2,000)."""
+    return 2 * (min(n_train, 1000) + min(n_test, 2000))
+
+
+def extrapolate_isic(record: dict, n_images: int) -> dict:
+    """A measured :func:`run_isic` record projected to ``n_images``: the new-task stage scaled by its forward
+    passes (:func:`_new_task_passes`, splits 70/10/20), every other stage kept (the probe images, the brain set and
+    the reduced card's capped validation images do not grow once the validation split exceeds its cap), one epoch
+    scaled by its steps. Valid from a record whose validation split already exceeds the card's image cap."""
+    n_train, n_test = round(0.7 * n_images), round(0.2 * n_images)
+    scale = _new_task_passes(n_train, n_test) / _new_task_passes(record["n_train"], record["n_test"])
+    steps = max(1, n_train // 32)
+    out = {"n_images": n_images, "n_train": n_train, "steps_per_epoch": steps, "from": record["n_images"],
+           "new_task_scale": scale, "stages": []}
+    for key in ("wall_s", "cpu_s"):
+        grown = sum(st[key] * (scale - 1) for st in record["stages"] if "new task" in st["stage"])
+        out[f"end_{key}"] = record[f"end_{key}"] + grown
+        out[f"epoch_{key}"] = steps * record[f"step_{key}"]
+    for st in record["stages"]:
+        f = scale if "new task" in st["stage"] else 1.0
+        out["stages"].append({"stage": st["stage"], "wall_s": st["wall_s"] * f, "cpu_s": st["cpu_s"] * f})
+    print(f"{n_images} images projected from the {record['n_images']}-image run (new-task stage x {scale:.2f}, "
+          f"the rest as measured; one epoch {steps} steps at the measured step)")
+    for st in out["stages"]:
+        print(f"{st['stage'][:90]:<90} {st['wall_s']:8.1f} {st['cpu_s']:8.1f}")
+    print(f"end-of-run work: wall {out['end_wall_s']:.1f} s, CPU {out['end_cpu_s']:.1f} s; one epoch: wall "
+          f"{out['epoch_wall_s']:.1f} s, CPU {out['epoch_cpu_s']:.1f} s -> ratio wall "
+          f"{out['end_wall_s'] / out['epoch_wall_s']:.3f}, CPU {out['end_cpu_s'] / out['epoch_cpu_s']:.3f}")
+    return out
 
 
 if __name__ == "__main__":

@@ -184,7 +184,7 @@ def oracle_layer(feats: dict, layers: list[str], brain, truth, folds: int = 5) -
             for f in range(folds):
                 idx = torch.as_tensor(np.flatnonzero(fold == f))
                 stats.add(f, x[idx], y[idx, sl])
-            r.append(torch.stack([stats.cv_r(a, var_floor=var_floor) for a in alphas]).amax(0))
+            r.append(stats.cv_r(list(alphas), var_floor=var_floor).amax(0))
         scores.append(torch.cat(r).numpy())
     return np.stack(scores, 1).argmax(1)
 

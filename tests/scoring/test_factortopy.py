@@ -821,3 +821,21 @@ def test_a_refit_keeps_nothing_of_the_previous_fit():
     fresh = _quick(per_layer_space=False, position_init="centre").fit(feats, brain)
     np.testing.assert_array_equal(ft.layer_probs_, fresh.layer_probs_)
     np.testing.assert_array_equal(ft.predict(feats), fresh.predict(feats))
+
+
+def test_ridge_statistics_give_every_penalty_of_a_grid_at_once():
+    from neuroreg.scoring.factortopy.ridge import _RidgeStats
+
+    rng = np.random.default_rng(3)
+    x = torch.as_tensor(rng.normal(size=(90, 7, 5)))
+    y = torch.as_tensor(rng.normal(size=(90, 7)) + x[:, :, 0].numpy())
+    folds = rng.permutation(90) % 4
+    stats = _RidgeStats(7, 5, 4, "cpu", dtype=torch.float64)
+    for f in range(4):
+        stats.add(f, x[folds == f], y[folds == f])
+    alphas = [1e-3, 0.1, 10.0]
+    grid = stats.cv_r(alphas, block=3, var_floor=1e-2)
+    assert grid.shape == (3, 7)
+    for i, a in enumerate(alphas):
+        torch.testing.assert_close(grid[i], ridge_cv_r(x, y, folds, a, var_floor=1e-2), atol=1e-10, rtol=0)
+    assert not torch.allclose(grid[0], grid[2])  # the penalties do differ

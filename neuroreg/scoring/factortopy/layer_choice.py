@@ -113,8 +113,8 @@ def _scores_at(ft: Any, net: FactorTopyNet, source, y: Tensor, index: np.ndarray
         for st, (layer, sl) in zip(stats, items):
             # the penalty that suits a layer depends on its width and the stimulus count: keep
             # each voxel's best over a small grid (the same grid for every layer)
-            scores[sl, layer] = torch.stack([st.cv_r(float(a), var_floor=float(ft.ridge_var_floor))
-                                             for a in np.atleast_1d(ft.ridge_alpha)]).amax(0).cpu().numpy()
+            alphas = [float(a) for a in np.atleast_1d(ft.ridge_alpha)]
+            scores[sl, layer] = st.cv_r(alphas, var_floor=float(ft.ridge_var_floor)).amax(0).cpu().numpy()
     return scores
 
 

@@ -159,48 +159,54 @@ class _RidgeStats:
         if voxels.start in (None, 0):  # a batch added block by block counts once
             self.count[fold] += x.shape[0]
 
-    def cv_r(self, alpha: float, block: int = 128, var_floor: float = 0.0) -> Tensor:
+    def cv_r(self, alpha, block: int = 128, var_floor: float = 0.0) -> Tensor:
         """``(n,)`` r between the stacked held-out predictions of every fold and ``y`` (``var_floor``: as in
-        :func:`ridge_cv_r`)."""
+        :func:`ridge_cv_r`); ``(n_alpha, n)`` for a sequence of penalties ``alpha``, which share each fold's
+        centred ``X'X``."""
+        alphas = [float(a) for a in np.atleast_1d(alpha)]
         n_folds, n, k = self.gram.shape[:3]
         block = min(block, n)
         # float64 work space, reused block after block (fresh large allocations cost page faults)
-        work = torch.empty(n_folds + 2, block, k, k, dtype=torch.float64, device=self.gram.device)
-        return torch.cat([self._cv_r(alpha, slice(s, min(s + block, n)), work, var_floor)
-                          for s in range(0, n, block)])
+        work = torch.empty(n_folds + 3, block, k, k, dtype=torch.float64, device=self.gram.device)
+        out = torch.cat([self._cv_r(alphas, slice(s, min(s + block, n)), work, var_floor)
+                         for s in range(0, n, block)], dim=1)
+        return out if np.ndim(alpha) else out[0]
 
-    def _cv_r(self, alpha: float, sl: slice, work: Tensor, var_floor: float = 0.0) -> Tensor:
+    def _cv_r(self, alphas: list[float], sl: slice, work: Tensor, var_floor: float = 0.0) -> Tensor:
         n_folds, m = self.gram.shape[0], sl.stop - sl.start
         gram = work[:n_folds, :m]
         gram.copy_(self.gram[:, sl])
-        g_all, lhs = work[n_folds, :m], work[n_folds + 1, :m]
+        g_all, centred, lhs = work[n_folds, :m], work[n_folds + 1, :m], work[n_folds + 2, :m]
         torch.sum(gram, 0, out=g_all)
         xsum, xy, ysum, ysq = self.xsum[:, sl], self.xy[:, sl], self.ysum[:, sl], self.ysq[:, sl]
         total = sum(self.count)
         s_all, xy_all, y_all = xsum.sum(0), xy.sum(0), ysum.sum(0)
-        ps = torch.zeros_like(y_all)
-        pq = torch.zeros_like(y_all)
-        py = torch.zeros_like(y_all)
+        ps = y_all.new_zeros(len(alphas), m)
+        pq = y_all.new_zeros(len(alphas), m)
+        py = y_all.new_zeros(len(alphas), m)
         for f, n_test in enumerate(self.count):
             if n_test == 0:
                 continue
             n_train = total - n_test
             mu = (s_all - xsum[f]) / n_train  # training-fold means
             ym = (y_all - ysum[f]) / n_train
-            torch.sub(g_all, gram[f], out=lhs)
-            lhs.baddbmm_(mu[:, :, None], mu[:, None, :], alpha=-n_train)  # centred X'X of the training folds
-            diag = lhs.diagonal(dim1=1, dim2=2)
-            var = _floored_variance(diag / n_train, var_floor).clamp_min(1e-18)  # feature SD >= 1e-9, as in ridge_cv_r
-            # ridge on standardised features, (S^-1 C S^-1 + a n I) w = S^-1 r, solved as (C + a n S^2) u = r
-            # with u = S^-1 w the weights of the raw features: prediction = x . u + c0
-            diag.add_(alpha * n_train * var)
-            u = _spd_solve(lhs, (xy_all - xy[f] - n_train * mu * ym[:, None])[..., None])[..., 0]
-            c0 = ym - (mu * u).sum(-1)
-            su = (xsum[f] * u).sum(-1)
-            gu = torch.bmm(gram[f], u[..., None])[..., 0]
-            ps += su + n_test * c0
-            pq += (gu * u).sum(-1) + 2 * c0 * su + n_test * c0 ** 2
-            py += (xy[f] * u).sum(-1) + c0 * ysum[f]
+            torch.sub(g_all, gram[f], out=centred)
+            centred.baddbmm_(mu[:, :, None], mu[:, None, :], alpha=-n_train)  # centred X'X of the training folds
+            # feature SD >= 1e-9, as in ridge_cv_r
+            var = _floored_variance(centred.diagonal(dim1=1, dim2=2) / n_train, var_floor).clamp_min(1e-18)
+            rhs = (xy_all - xy[f] - n_train * mu * ym[:, None])[..., None]
+            for i, alpha in enumerate(alphas):
+                # ridge on standardised features, (S^-1 C S^-1 + a n I) w = S^-1 r, solved as (C + a n S^2) u = r
+                # with u = S^-1 w the weights of the raw features: prediction = x . u + c0
+                lhs.copy_(centred)
+                lhs.diagonal(dim1=1, dim2=2).add_(alpha * n_train * var)
+                u = _spd_solve(lhs, rhs)[..., 0]
+                c0 = ym - (mu * u).sum(-1)
+                su = (xsum[f] * u).sum(-1)
+                gu = torch.bmm(gram[f], u[..., None])[..., 0]
+                ps[i] += su + n_test * c0
+                pq[i] += (gu * u).sum(-1) + 2 * c0 * su + n_test * c0 ** 2
+                py[i] += (xy[f] * u).sum(-1) + c0 * ysum[f]
         yt, yq = y_all, ysq.sum(0)
         cov_py = py - ps * yt / total
         den = ((pq - ps ** 2 / total).clamp_min(0.0) * (yq - yt ** 2 / total).clamp_min(0.0)).sqrt()

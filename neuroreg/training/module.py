@@ -237,7 +237,8 @@ class BrainRegularizedModule(L.LightningModule):
         same_area = sum(1 for u in self._terms if u.area == t.area)
         return f"val/cka_{t.area}" if same_area == 1 else f"val/cka_{t.name}"
 
-    def training_step(self, batch: dict[str, Tensor] | Sequence[Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        # batch: a dict of tensors or a tuple in the release's order (module docstring)
         batch = _as_dict(batch)
         x, y = batch["image"], batch["label"]
         b = x.shape[0]
@@ -287,8 +288,7 @@ class BrainRegularizedModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_store = {}
 
-    def validation_step(self, batch: dict[str, Tensor] | Sequence[Tensor], batch_idx: int,
-                        dataloader_idx: int = 0) -> None:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         batch = _as_dict(batch)
         if "image" in batch:
             x, y = batch["image"], batch["label"]

@@ -839,3 +839,56 @@ def test_ridge_statistics_give_every_penalty_of_a_grid_at_once():
     for i, a in enumerate(alphas):
         torch.testing.assert_close(grid[i], ridge_cv_r(x, y, folds, a, var_floor=1e-2), atol=1e-10, rtol=0)
     assert not torch.allclose(grid[0], grid[2])  # the penalties do differ
+
+
+@pytest.mark.parametrize("n_voxels", [5, 100_000])  # few voxels fold B_l into the weights, many align the table
+def test_cached_pyramids_give_the_read_out_and_gradients_of_per_batch_pyramids(n_voxels):
+    from neuroreg.scoring.factortopy.pooling import _layer_terms, _prepare_layers, pyramid_rows
+
+    g = torch.Generator().manual_seed(0)
+    maps = [torch.randn(7, 3, 6, 5, generator=g, dtype=torch.float64),
+            torch.randn(7, 9, 4, 4, generator=g, dtype=torch.float64)]  # C_l > D = 4 for the second
+    align = [torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True),
+             torch.randn(4, 9, generator=g, dtype=torch.float64, requires_grad=True)]
+    level_std = [torch.rand(m.shape[1], N_LEVELS, generator=g, dtype=torch.float64) + 0.5 for m in maps]
+    cache = [pyramid_rows(m, s) for m, s in zip(maps, level_std)]  # every stimulus, divided by the level SDs
+    rows = torch.tensor([5, 1, 3])
+    space = (torch.rand(5, 2, 2, generator=g, dtype=torch.float64) * 2 - 1).requires_grad_(True)
+    scale = torch.rand(5, 2, generator=g, dtype=torch.float64).requires_grad_(True)
+    weights = torch.randn(5, 2, 4, generator=g, dtype=torch.float64)
+
+    def read(**kw):
+        prepared = _prepare_layers([m[rows] for m in maps], align, "gaussian", level_std, n_voxels=n_voxels, **kw)
+        out = torch.stack(_layer_terms(prepared, align, space, scale, weights))
+        return out, torch.autograd.grad(out.square().sum(), [space, scale, *align])
+
+    got, got_grads = read(cache=cache, index=rows)
+    want, want_grads = read()
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+
+
+def test_pyramid_cache_keeps_the_layers_that_fit_shallow_first():
+    from neuroreg.scoring.factortopy.statistics import plan_cache
+
+    shapes = [(64, 24, 24), (128, 12, 12), (256, 6, 6)]
+    per = [4 * 10 * N_LEVELS * h * w * c for c, h, w in shapes]   # bytes per layer for 10 stimuli
+    assert plan_cache(shapes, 10, sum(per)) == [True, True, True]
+    assert plan_cache(shapes, 10, per[1] + per[2]) == [False, True, True]
+    assert plan_cache(shapes, 10, 0) == [False, False, False]
+    with pytest.raises(ValueError, match="pyramid_cache"):
+        FactorTopy(["a", "b"], pyramid_cache=-1).fit({"a": torch.zeros(4, 1), "b": torch.zeros(4, 1)},
+                                                    BrainData(np.random.default_rng(0).normal(size=(4, 2)), np.arange(4),
+                                                              {"coords": np.zeros((2, 2))}))
+
+
+def test_a_fit_without_cached_pyramids_gives_the_same_maps_and_frees_the_cache():
+    feats, brain = _tiny()
+    cached = _quick().fit(feats, brain)
+    plain = _quick(pyramid_cache=0).fit(feats, brain)
+    assert not hasattr(cached, "_cache")  # the fit's pyramids are not kept by the fitted estimator
+    np.testing.assert_allclose(cached.cv_r_, plain.cv_r_, atol=1e-4)
+    np.testing.assert_allclose(cached.space_layers_, plain.space_layers_, atol=1e-4)
+    np.testing.assert_array_equal(cached.best_layer_, plain.best_layer_)
+    np.testing.assert_allclose(cached.predict(feats), plain.predict(feats), atol=1e-4)

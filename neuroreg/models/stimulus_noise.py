@@ -220,12 +220,12 @@ def counter_normal(keys: Tensor | Sequence[int], n: int, device: torch.device | 
         chunk = BLOCK_PAIRS * (_CPU_PIECE_BLOCKS if k.device.type == "cpu" else _DEVICE_PIECE_BLOCKS)
         step = min(m, chunk)                 # pairs of a row per piece: the whole row, or whole blocks of it
         rows = min(k.shape[0], max(1, chunk // m))
-        counters = _counters(m, k.device)
         work = (torch.empty(rows * step, dtype=torch.int64, device=k.device),
                 torch.empty(rows * step, dtype=torch.int64, device=k.device),
                 torch.ones((), dtype=torch.float32, device=k.device),
                 torch.full((), 2.0 ** -64, dtype=torch.float32, device=k.device))
-        with _one_cpu_thread(k.device):
+        with _one_cpu_thread(k.device):     # the counters too: a parallel pass here leaves torch's threads spinning
+            counters = _counters(m, k.device)
             for a in range(0, k.shape[0], rows):
                 r = min(rows, k.shape[0] - a)
                 for c in range(0, m, step):

@@ -42,9 +42,9 @@ differ in the last one or two float32 ulps there, no more. Distinct keys give Sp
 only when two keys differ by a multiple of the increment smaller than the draw, a chance of about
 ``B**2 * n / 2**64`` for ``B`` stimuli of ``n`` numbers.
 
-On a CPU the draw is 24 element-wise passes per block, in cache, on one thread: about 1.4-1.7 times the cost
-of ``torch.randn`` of the same shape (``experiments/bench_stimulus_noise.py``; ``torch.randn`` fuses its
-Box-Muller into one pass, which eager tensor ops cannot).
+On a CPU the draw is 24 element-wise passes per block, in cache, on one thread: about 1.4 times the cost of
+``torch.randn`` of the same shape (``experiments/bench_stimulus_noise.py``, 16 x 256 x 56 x 56: 1.36-1.49x wall,
+1.38-1.42x CPU seconds; ``torch.randn`` runs its Box-Muller in one fused pass, which eager tensor ops cannot).
 
 >>> with StimulusNoise(model, seed=0) as noise:
 ...     for ids, x in batches:

@@ -270,7 +270,7 @@ def test_the_same_bits_and_noise_on_a_gpu(model, images):
     keys = EDGE_KEYS + [stimulus_key(2, 0, "img01")]
     assert torch.equal(counter_words(keys, 1000, device="cuda").cpu(), counter_words(keys, 1000))
     torch.testing.assert_close(counter_normal(keys, 2000, device="cuda").cpu(), counter_normal(keys, 2000),
-                               rtol=1e-6, atol=1e-6)
+                               rtol=2e-6, atol=2e-6)             # each within 1e-6 (1 + r) of float64
     cpu = _v1(model, images, IDS, seed=2)
     gpu = _v1(model, images, IDS, seed=2, device="cuda")
     torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-4)

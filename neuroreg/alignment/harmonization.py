@@ -62,18 +62,24 @@ __all__ = ["standardize_cut", "pyramid", "pyramidal_mse", "harmonization_term", 
 # The release's constants (harmonization/training/loss.py, 0.0.9).
 STANDARDIZE_EPSILON = 1e-5
 _MAX_EPSILON = 1e-6
+_TINY_VARIANCE = 1e-30   # floor of the variance in standardize_cut: a finite gradient for constant maps
 
 
 def standardize_cut(maps: Tensor, epsilon: float = STANDARDIZE_EPSILON) -> Tensor:
     """``relu((m - mean m) / (std m + epsilon))`` per map; ``maps (B, H, W)`` -> ``(B, H, W)``.
 
     ``std`` is the population standard deviation over the ``H x W`` pixels
-    (``tf.math.reduce_std``). A constant map becomes all zeros.
+    (``tf.math.reduce_std``). A constant map becomes all zeros, with a zero
+    gradient: the release's gradient there is NaN (``sqrt`` at 0), which would
+    put NaN into every weight once a network's saliency goes flat on one image;
+    here the variance is floored at 1e-30 (its square root, 1e-15, vanishes next
+    to ``epsilon``), which changes no value the release computes.
     """
     _check_maps(maps, "maps")
     mean = maps.mean(dim=(1, 2), keepdim=True)
-    std = maps.std(dim=(1, 2), correction=0, keepdim=True)
-    return F.relu((maps - mean) / (std + epsilon))
+    centred = maps - mean
+    std = centred.square().mean(dim=(1, 2), keepdim=True).clamp_min(_TINY_VARIANCE).sqrt()
+    return F.relu(centred / (std + epsilon))
 
 
 def pyramidal_mse(a: Tensor, b: Tensor, tokens: Tensor | None = None, levels: int = 5) -> Tensor:

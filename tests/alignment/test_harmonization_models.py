@@ -116,3 +116,16 @@ def test_draws_repeat_the_batch_in_one_forward_and_check_the_logits():
         input_saliency(logits, x, torch.tensor([1, 2]), draws=2)
     with pytest.raises(ValueError, match="draws"):
         HarmonizationLoss(noise_draws=0)
+
+
+def test_a_flat_saliency_map_gives_a_finite_gradient():
+    """A network whose saliency is constant on one image (dead units): the release's gradient is NaN there."""
+    from neuroreg.alignment.harmonization import harmonization_term
+
+    saliency = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    saliency[1] = 0.0
+    saliency.requires_grad_(True)
+    term = harmonization_term(saliency, torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(1)))
+    (grad,) = torch.autograd.grad(term, saliency)
+    assert torch.isfinite(term) and torch.isfinite(grad).all()
+    assert float(grad[1].abs().max()) == 0.0 and float(grad[0].abs().max()) > 0

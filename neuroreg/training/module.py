@@ -376,7 +376,8 @@ class BrainRegularizedModule(L.LightningModule):
 
 
 def _decay_split(model: nn.Module, exclude: str) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(decayed, not decayed) trainable parameters of ``model`` under the rule ``exclude`` (:data:`WEIGHT_DECAY_EXCLUDES`).
+    """(decayed, not decayed) trainable parameters of ``model`` under the rule ``exclude``
+    (:data:`WEIGHT_DECAY_EXCLUDES`).
 
     ``"norm"`` spares the parameters of normalisation layers (by type, and by the
     release's name filter in torch's dotted names: a part containing ``norm``,

@@ -12,7 +12,7 @@ from torch import nn
 
 import neuroreg as nr
 from neuroreg.alignment import HarmonizationLoss
-from neuroreg.alignment.harmonization import harmonization_loss, input_saliency, saliency_maps
+from neuroreg.alignment.harmonization import harmonization_loss, harmonization_term, input_saliency, saliency_maps
 from neuroreg.errors import ShapeError
 from neuroreg.models import VOneBlock, VOneNet
 
@@ -120,8 +120,6 @@ def test_draws_repeat_the_batch_in_one_forward_and_check_the_logits():
 
 def test_a_flat_saliency_map_gives_a_finite_gradient():
     """A network whose saliency is constant on one image (dead units): the release's gradient is NaN there."""
-    from neuroreg.alignment.harmonization import harmonization_term
-
     saliency = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
     saliency[1] = 0.0
     saliency.requires_grad_(True)

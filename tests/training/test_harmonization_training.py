@@ -13,6 +13,7 @@ import yaml
 from conftest import make_tiny_net
 from neuroreg.alignment import HarmonizationLoss
 from neuroreg.alignment.harmonization import harmonization_loss
+from neuroreg.cli.main import main as neuroreg_main
 from neuroreg.data import SalientPatternsDataModule
 from neuroreg.errors import ShapeError
 from neuroreg.training import BrainRegularizedModule
@@ -185,8 +186,6 @@ def test_configs_load_and_name_the_term():
 
 @pytest.mark.slow
 def test_tiny_config_trains_end_to_end_through_neuroreg_train(tmp_path):
-    from neuroreg.cli.main import main as neuroreg_main
-
     root = tmp_path / "run"
     args = ["train", "--config", str(CONFIGS / "train_harmonizer_tiny.yaml"), "--trainer.max_steps", "3",
             "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",

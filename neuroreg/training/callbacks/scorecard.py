@@ -99,8 +99,9 @@ class ScorecardCallback(Callback):
         (:func:`neuroreg.robustness.attack_suite`: ``pgd_steps``, ``square_queries``, ``sanity``, ...;
         empty: its defaults, the full suite with every sanity check).
     final_budget: the end-of-run card scales with the run: it may cost at most this multiple of the
-        training this fit ran (both in pixel-passes, :mod:`~neuroreg.training.callbacks.scorecard_cost`:
-        the training batches seen, against the full card's estimate). Above it, the *reduced* card runs
+        run's training (both in pixel-passes, :mod:`~neuroreg.training.callbacks.scorecard_cost`: the
+        run's optimizer steps, resumed ones included, x the batches per step x the pixel-passes of
+        this fit's first training batch, against the full card's estimate). Above it, the *reduced* card runs
         instead, with the periodic evaluation's settings (``periodic_attack`` at ``periodic_eps`` with
         ``periodic_steps`` steps and no sanity checks, ``periodic_max_images`` images, brain scores over
         ``periodic_max_layers`` layers), and a line says so with both estimates. A short test run
@@ -152,7 +153,7 @@ class ScorecardCallback(Callback):
         self.final_sections = None if final_sections is None else list(final_sections)
         self.final_attack_kwargs = dict(final_attack_kwargs or {})
         self.final_budget = final_budget
-        self._trained_cost = 0                        # pixel-passes of the training batches of this fit
+        self._batch_cost: Optional[int] = None        # pixel-passes of this fit's first training batch
         #: whether the last end-of-run card was the reduced one (``final_budget``)
         self.reduced_: bool = False
         self.curves_: list[dict] = []
@@ -304,10 +305,11 @@ class ScorecardCallback(Callback):
         if self.final_budget is None:
             return False
         full = self.final_cost(trainer, pl_module)
-        allowed = self.final_budget * self._trained_cost
+        trained = (self._batch_cost or 0) * int(trainer.global_step) * int(trainer.accumulate_grad_batches)
+        allowed = self.final_budget * trained
         reduced = full > allowed
         rank_zero_info(f"scorecard: the full end-of-run card is estimated at {full:,} pixel-passes against "
-                       f"{self._trained_cost:,} of this run's training (final_budget {self.final_budget:g} allows "
+                       f"{trained:,} of this run's training (final_budget {self.final_budget:g} allows "
                        f"{allowed:,.0f}): " + (
                            f"the reduced card runs ({self.periodic_attack or 'no attack'} at eps "
                            f"{self.periodic_eps:.4g}, {self.periodic_steps} steps, no sanity checks, at most "
@@ -372,7 +374,7 @@ class ScorecardCallback(Callback):
         # a new fit may bring another model or data: prepare the inputs and the interval afresh
         self.interval_, self._brain_cache, self._task_cache = None, None, None
         self._train_started, self._periodic_seconds, self.cost_ = None, 0.0, {}
-        self._trained_cost, self.reduced_ = 0, False
+        self._batch_cost, self.reduced_ = None, False
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._train_started = time.perf_counter()
@@ -380,8 +382,8 @@ class ScorecardCallback(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.enabled and self.interval_ is None:
             self.interval_ = self._fix_interval(trainer, pl_module, batch)
-        if self.enabled and self.final_budget is not None:
-            self._trained_cost += training_batch_cost(batch)
+        if self.enabled and self.final_budget is not None and self._batch_cost is None:
+            self._batch_cost = training_batch_cost(batch)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self.enabled or self.interval_ is None or not self.interval_[1] or trainer.sanity_checking:

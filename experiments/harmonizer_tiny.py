@@ -22,7 +22,7 @@ and held-out accuracy of the harmonized runs no lower than ``--margin`` (default
 
 Run (single-threaded torch: on a busy machine one thread per run is faster than two)::
 
-    nice -n 10 python experiments/harmonizer_tiny.py --seeds 0 1 2 --out experiments/harmonizer_tiny.json
+    nice -n 10 python experiments/harmonizer_tiny.py --seeds 0 1 2 3 4 --out experiments/harmonizer_tiny.json
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def summarise(rows: list[dict], margin: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--weight", type=float, default=1.0, help="harmonization weight of the 'with' runs")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
     parser.add_argument("--margin", type=float, default=0.02, help="accuracy margin of the verdict")

@@ -160,6 +160,24 @@ def test_fit_and_validate_on_cpu_log_the_term(tmp_path, precision):
     assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items() if v.is_floating_point())
 
 
+def test_stochastic_network_averages_noise_draws_under_mixed_precision(tmp_path):
+    """A noisy front end (like the VOneBlock: global RNG, on in training and evaluation) with 3 draws, bf16."""
+    torch.manual_seed(0)
+    net = make_tiny_net(noise=0.5)
+    calls = []
+    net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    module = BrainRegularizedModule(net, harmonization=HarmonizationLoss(noise_draws=3), lr=0.05, scheduler="none")
+    dm = SalientPatternsDataModule(n_train=32, n_val=16, batch_size=16, image_size=SIZE)
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", precision="bf16-mixed", default_root_dir=str(tmp_path),
+                        enable_progress_bar=False, enable_model_summary=False, logger=False,
+                        enable_checkpointing=False, num_sanity_val_steps=0, val_check_interval=2)
+    trainer.fit(module, datamodule=dm)
+    # two training steps of 16 images x 3 draws; validation: the accuracy pass, then the saliency with 3 draws
+    assert calls == [48, 48, 16, 48]
+    metrics = trainer.callback_metrics
+    assert torch.isfinite(metrics["train/harmonization"]) and torch.isfinite(metrics["val/harmonization"])
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fit_under_float16_mixed_precision_on_gpu(tmp_path):

@@ -11,10 +11,11 @@ import torch.nn.functional as F
 import yaml
 
 from conftest import make_tiny_net
+from fixtures.clickme import write_clickme_shard
 from neuroreg.alignment import HarmonizationLoss
 from neuroreg.alignment.harmonization import harmonization_loss
 from neuroreg.cli.main import main as neuroreg_main
-from neuroreg.data import SalientPatternsDataModule
+from neuroreg.data import ClickMeDataModule, SalientPatternsDataModule
 from neuroreg.errors import ShapeError
 from neuroreg.training import BrainRegularizedModule
 
@@ -176,6 +177,22 @@ def test_stochastic_network_averages_noise_draws_under_mixed_precision(tmp_path)
     assert calls == [48, 48, 16, 48]
     metrics = trainer.callback_metrics
     assert torch.isfinite(metrics["train/harmonization"]) and torch.isfinite(metrics["val/harmonization"])
+
+
+def test_fit_on_clickme_shards_in_the_release_format(tmp_path):
+    """ClickMeDataModule's tuple batches (images, heatmaps, tokens, labels) train and validate the term."""
+    write_clickme_shard(tmp_path / "train-0.tfrecords", [0, 1, 2, 3, 0, 1, 2, 3], seed=3)
+    write_clickme_shard(tmp_path / "val-0.tfrecords", [2, 1, 0, 3], seed=4)
+    dm = ClickMeDataModule(str(tmp_path), batch_size=4, image_size=SIZE, num_workers=0, num_classes=4, seed=0)
+    torch.manual_seed(0)
+    module = BrainRegularizedModule(make_tiny_net(), harmonization=HarmonizationLoss(), lr=0.05, scheduler="none")
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", default_root_dir=str(tmp_path), enable_progress_bar=False,
+                        enable_model_summary=False, logger=False, enable_checkpointing=False,
+                        num_sanity_val_steps=0, val_check_interval=2)
+    trainer.fit(module, datamodule=dm)
+    metrics = trainer.callback_metrics
+    assert torch.isfinite(metrics["train/harmonization"]) and torch.isfinite(metrics["val/harmonization"])
+    assert "val/acc1" in metrics
 
 
 @pytest.mark.gpu

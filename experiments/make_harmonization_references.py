@@ -45,37 +45,16 @@ import importlib.util
 import json
 import platform
 import sys
-import types
-import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from _harmonization_wheel import load_from_wheel
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "tests" / "fixtures" / "harmonization"
 VERSION = "0.0.9"
 SOURCES = ("harmonization/training/pyramid.py", "harmonization/training/loss.py")
-
-
-def load_released(wheel: Path) -> types.ModuleType:
-    """``harmonization.training.loss`` read from the wheel, its package ``__init__`` files skipped."""
-    with zipfile.ZipFile(wheel) as zf:
-        texts = {name: zf.read(name).decode() for name in SOURCES}
-    for pkg in ("harmonization", "harmonization.training"):
-        module = types.ModuleType(pkg)
-        module.__path__ = []
-        sys.modules[pkg] = module
-    loaded = None
-    for name in SOURCES:
-        dotted = name[:-3].replace("/", ".")
-        module = types.ModuleType(dotted)
-        module.__package__ = "harmonization.training"
-        module.__file__ = f"{wheel}!{name}"
-        sys.modules[dotted] = module
-        exec(compile(texts[name], module.__file__, "exec"), module.__dict__)
-        loaded = module
-    assert loaded is not None
-    return loaded
 
 
 def maps_fixtures(loss, tf, rng: np.random.Generator, out: Path) -> None:
@@ -184,7 +163,7 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    loss = load_released(args.wheel)
+    loss = load_from_wheel(args.wheel, SOURCES)
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     maps_fixtures(loss, tf, rng, args.out)

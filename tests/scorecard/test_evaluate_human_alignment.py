@@ -7,21 +7,12 @@ import sys
 
 import pandas as pd
 import pytest
-import torch
-from torch import nn
 
 import neuroreg as nr
-from fixtures.clickme import write_clickme_shard
+from fixtures.clickme import Tiny, write_clickme_shard
 from neuroreg.scorecard.human_alignment import score_human_alignment
 
-SIZE, CLASSES = 32, 10
-
-
-class Tiny(nn.Sequential):
-    def __init__(self, seed: int) -> None:
-        torch.manual_seed(seed)
-        super().__init__(nn.Conv2d(3, 4, 5, padding=2), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, CLASSES))
+SIZE = 32
 
 
 @pytest.fixture(scope="module")

@@ -5,21 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from fixtures.clickme import write_clickme_shard
+from fixtures.clickme import Tiny, write_clickme_shard
 from neuroreg.scorecard import Scorecard
 from neuroreg.scorecard.human_alignment import SECTION, human_alignment_ran_on, score_human_alignment
 from neuroreg.scoring import HUMAN_SPEARMAN_CEILING, human_alignment
 
-SIZE, CLASSES = 32, 10
-
-
-class Tiny(nn.Sequential):
-    def __init__(self, seed: int) -> None:
-        torch.manual_seed(seed)
-        super().__init__(nn.Conv2d(3, 4, 5, padding=2), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, CLASSES))
+SIZE = 32
 
 
 @pytest.fixture(scope="module", autouse=True)

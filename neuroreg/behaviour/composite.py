@@ -27,7 +27,8 @@ BRAINSCORE_I2N_VERSION = "2026"
 BRAINSCORE_I2N_COMMIT = "c642dbe42aae3ed064bc0b66f70a80b264021164"
 
 
-def _number(value: Any) -> float | None:
+def float_or_none(value: Any) -> float | None:
+    """``value`` as a float; None where it is missing, not a number or NaN (a table cell of a score row)."""
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -50,7 +51,7 @@ def _region_row(predictivity: ScoreTable, region: str) -> dict:
     formula, commit = BRAINSCORE_VERSIONS.get(version, ("?", "?"))
 
     def mean(key: str) -> float | None:
-        values = [_number(r.get(key)) for r in rows]
+        values = [float_or_none(r.get(key)) for r in rows]
         known = [v for v in values if v is not None]
         return float(np.mean(known)) if len(known) == len(values) else None
 
@@ -70,8 +71,9 @@ def _behaviour_row(i2n: ScoreTable) -> dict:
     if row.get("metric") != "i2n":
         raise ValueError(f"the behavioural component is I2n; got metric {row.get('metric')!r}")
     return dict(component="behaviour", metric="i2n", region="behaviour", layer=row.get("layer"),
-                score=_number(row.get("score")), ceiling=_number(row.get("ceiling")),
-                ceiling_r=_number(row.get("ceiling_r")), brainscore_ceiled=_number(row.get("brainscore_ceiled")),
+                score=float_or_none(row.get("score")), ceiling=float_or_none(row.get("ceiling")),
+                ceiling_r=float_or_none(row.get("ceiling_r")),
+                brainscore_ceiled=float_or_none(row.get("brainscore_ceiled")),
                 protocol=f"brainscore-{BRAINSCORE_I2N_VERSION}",
                 formula="mean over splits of r / sqrt(split-half ceiling)",
                 source=f"{BRAINSCORE_I1I2} at brain-score/vision {BRAINSCORE_I2N_COMMIT}", n_subjects=None)

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from neuroreg.behaviour.composite import float_or_none
 from neuroreg.results.figures import save_figure
 from neuroreg.results.table import ScoreTable
 
@@ -23,14 +24,6 @@ _COMPONENT_COLUMNS = ["model", "component", "metric", "layer", "primates", "scor
                       "brainscore_ceiled", "protocol", "formula", "source"]
 _I2N_COLUMNS = ["model", "dataset", "primates", "split", "score", "ceiling", "ceiling_r", "brainscore_ceiled",
                 "n_trials", "n_images", "number_of_trials", "layer"]
-
-
-def _number(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if np.isnan(out) else out
 
 
 def behaviour_columns(rows: ScoreTable) -> dict[str, Any]:
@@ -89,7 +82,7 @@ def behaviour_part(models: list[str], table: ScoreTable, folder: Path) -> tuple[
     composite = components[components["component"] == "composite"] if len(components) else components
     ranked: list[tuple[str, float]] = []
     for m, v in zip(composite.get("model", []), composite.get("score", [])):
-        value = _number(v)
+        value = float_or_none(v)
         if value is not None:
             ranked.append((str(m), value))
     ranked.sort(key=lambda x: -x[1])
@@ -99,7 +92,7 @@ def behaviour_part(models: list[str], table: ScoreTable, folder: Path) -> tuple[
         group = components[components["component"] == "behaviour"]["primates"].iloc[0]
         chosen = list(dict.fromkeys([ranked[0][0], ranked[-1][0]]))
         means = i2n[(i2n["split"].astype(str) == "mean") & (i2n["primates"] == group)]
-        scores = {m: _number(s) for m, s in zip(means["model"], means["score"])}
+        scores = {m: float_or_none(s) for m, s in zip(means["model"], means["score"])}
         figs.append((save_figure(plot_dprime_scatter(dprimes[dprimes["primates"] == group], chosen, scores),
                                  folder / f"behaviour_dprime_{_slug('_'.join(chosen))}.png"),
                      f"Per-image d' (I1n's normalised d', {group} trials) of the model against the primates', for "

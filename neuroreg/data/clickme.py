@@ -137,11 +137,6 @@ def _kernel() -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- JPEG
-def _simplejpeg():
-    """The simplejpeg module, or None where it is not installed (decoding then falls back to Pillow)."""
-    return simplejpeg
-
-
 def decode_jpeg(data: bytes, channels: int, decoder: Decoder = "auto") -> np.ndarray:
     """JPEG bytes -> uint8 ``(H, W, channels)``, ``channels`` 3 (RGB) or 1 (grey).
 
@@ -151,7 +146,7 @@ def decode_jpeg(data: bytes, channels: int, decoder: Decoder = "auto") -> np.nda
     Pillow's accurate DCT, a few levels (up to about 12 of 255 on the
     fixtures) away from TensorFlow's pixels.
     """
-    sj = _simplejpeg()
+    sj = simplejpeg
     if decoder == "auto":
         decoder = "tensorflow-exact" if sj is not None else "pil"
         if sj is None:
